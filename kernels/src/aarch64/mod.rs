@@ -1,0 +1,1 @@
+//! aarch64 NEON kernels (with an `sdot` path where dotprod is present).

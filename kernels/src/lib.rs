@@ -1,0 +1,26 @@
+//! ferrolm-kernels: ggml block formats and the kernels that run them.
+//!
+//! - `types`: ggml type ids and block geometry.
+//! - `blocks`: one `#[repr(C)]` struct per block format, sizes pinned.
+//! - `scalar`: reference quantizers (byte-exact with ggml), dequantizers and dot products; always
+//!   compiled; the fallback and the test oracle.
+//! - `x86_64` / `aarch64`: hand-written SIMD (AVX2/AVX-512, NEON/dotprod), chosen at run time.
+//! - `dispatch`: the kernel table filled once after feature detection.
+//!
+//! This crate depends on nothing of the runtime.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod blocks;
+pub mod dispatch;
+pub mod scalar;
+pub mod types;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+
+pub use blocks::*;
+pub use dispatch::{Backend, KernelTable, TypeKernels};
+pub use types::GgmlType;

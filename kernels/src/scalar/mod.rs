@@ -1,0 +1,1 @@
+//! Scalar reference kernels: always compiled; the fallback and the test oracle.
