@@ -56,6 +56,8 @@ pub struct TypeKernels {
     pub from_float: Option<QuantizeRowFn>,
     pub dequantize_row: Option<DequantizeRowFn>,
     pub vec_dot: Option<VecDotFn>,
+    /// Optional multi-row x multi-token tile kernel for prefill; `None` means loop over `vec_dot`.
+    pub gemm_tile: Option<GemmTileFn>,
     /// Which backend `vec_dot` comes from.
     pub backend: Backend,
 }
@@ -79,3 +81,19 @@ impl KernelTable {
         self.entries[ty.id() as usize].as_mut()
     }
 }
+
+/// A tile of a batched mat-mul (prefill): for r in 0..nr and t in 0..nt,
+/// `out[t * out_stride + r] = dot(w[r * w_stride ..][..row bytes], a[t * a_stride ..][..row bytes])`,
+/// with `n` elements per row, `w` in the weight type and `a` in its `vec_dot_type`. Lets a kernel unpack
+/// each weight block once and reuse it across several tokens.
+pub type GemmTileFn = fn(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+);

@@ -12,6 +12,8 @@
 
 pub mod blocks;
 pub mod dispatch;
+pub mod matmul;
+pub mod pool;
 pub mod scalar;
 pub mod types;
 

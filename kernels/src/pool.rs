@@ -1,0 +1,1 @@
+//! A small thread pool for the hot loops: no allocation per parallel call.
