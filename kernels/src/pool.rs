@@ -1,1 +1,369 @@
 //! A small thread pool for the hot loops: no allocation per parallel call.
+//!
+//! `ThreadPool::run(&f)` calls `f(thread_index, n_threads)` once on every thread (the caller is
+//! thread 0) and returns when all calls are done. Workers wait for work by spinning briefly on an
+//! atomic generation counter, then park (a futex wait in std's Linux parker); the caller does the
+//! same while it waits for the last worker. A decode step calls `run` a few hundred times per
+//! token, so the hand-off has to cost microseconds, and it must not allocate: the job is passed as
+//! a pointer to the caller's closure plus a monomorphised trampoline, both stored in the pool.
+//!
+//! A panic in `f` on any thread is caught, every other thread is still waited for (they borrow
+//! the caller's stack), and the first panic is then resumed on the caller.
+//!
+//! `run` is not re-entrant across threads: when the pool is already busy (a nested call from inside
+//! `f`, or a second thread calling `run` at the same time), the calling thread runs all
+//! `n_threads` indices itself, one after another. Results are the same, only slower.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// How long a waiting thread spins before it parks. Between two mat-muls of a decode step the
+/// caller does microseconds of serial work, so workers that spin this long rarely park mid-token.
+const SPIN_FOR: Duration = Duration::from_micros(200);
+
+/// Type-erased job: `call(data, thread_index, n_threads)` with `data` = `&F` of the caller.
+#[derive(Clone, Copy)]
+struct Job {
+    data: *const (),
+    call: unsafe fn(*const (), usize, usize),
+}
+
+/// Calls the closure behind `data`.
+///
+/// # Safety
+/// `data` must point to a live `F`.
+unsafe fn trampoline<F: Fn(usize, usize) + Sync>(data: *const (), i: usize, n: usize) {
+    // SAFETY: the caller guarantees `data` is the `&F` that `run` stored and that it is still
+    // alive (`run` does not return before every thread has finished with it).
+    let f = unsafe { &*(data as *const F) };
+    f(i, n);
+}
+
+struct Shared {
+    /// Bumped (Release) by the caller after writing `job`/`caller`; workers wait for a change.
+    generation: AtomicU64,
+    /// Workers still running the current job.
+    remaining: AtomicUsize,
+    shutdown: AtomicBool,
+    /// Written only by the thread holding `run_lock`, before `generation` is bumped; read by
+    /// workers after they observe the new generation (Acquire), before they decrement `remaining`.
+    job: UnsafeCell<Option<Job>>,
+    /// The thread that called `run`, to unpark when the last worker finishes.
+    caller: UnsafeCell<Option<Thread>>,
+    /// First panic payload caught on a worker (allocation only happens on a panic).
+    panic: Mutex<Option<Box<dyn Any + Send + 'static>>>,
+}
+
+// SAFETY: the UnsafeCells are written only by the `run_lock` holder while no worker reads them
+// (all workers finished the previous job: `remaining` was 0) and read by workers only between
+// observing a new generation and decrementing `remaining`; the generation Release/Acquire pair
+// orders the writes before the reads. `Job::data` points to an `F: Sync`, so sharing it across
+// threads is sound.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; nothing in `Shared` is tied to the thread that created it.
+unsafe impl Send for Shared {}
+
+/// A fixed set of worker threads that run one closure on all threads at once.
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    workers: Vec<Thread>,
+    handles: Vec<JoinHandle<()>>,
+    n_threads: usize,
+    run_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("n_threads", &self.n_threads)
+            .finish()
+    }
+}
+
+impl ThreadPool {
+    /// A pool of `n_threads` threads in total: the caller of `run` plus `n_threads - 1` workers.
+    /// `n_threads` of 0 is treated as 1.
+    ///
+    /// Panics if the OS refuses to start a thread (as `std::thread::spawn` does).
+    pub fn new(n_threads: usize) -> Self {
+        let n_threads = n_threads.max(1);
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(0),
+            remaining: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            job: UnsafeCell::new(None),
+            caller: UnsafeCell::new(None),
+            panic: Mutex::new(None),
+        });
+        let mut handles = Vec::with_capacity(n_threads - 1);
+        let mut workers = Vec::with_capacity(n_threads - 1);
+        for index in 1..n_threads {
+            let shared = Arc::clone(&shared);
+            let handle = thread::Builder::new()
+                .name(format!("ferrolm-worker-{index}"))
+                .spawn(move || worker_loop(&shared, index, n_threads))
+                .expect("failed to spawn a thread-pool worker");
+            workers.push(handle.thread().clone());
+            handles.push(handle);
+        }
+        ThreadPool {
+            shared,
+            workers,
+            handles,
+            n_threads,
+            run_lock: Mutex::new(()),
+        }
+    }
+
+    /// A pool with one thread per available CPU.
+    pub fn with_available_parallelism() -> Self {
+        Self::new(
+            thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
+    }
+
+    /// Threads taking part in `run`, the caller included.
+    pub fn n_threads(&self) -> usize {
+        self.n_threads
+    }
+
+    /// Runs `f(i, n_threads)` for every `i` in `0..n_threads`, each on its own thread (the caller
+    /// runs `i = 0`), and returns when all are done. Does not allocate. A panic in any call is
+    /// propagated to the caller after all threads have finished.
+    pub fn run<F: Fn(usize, usize) + Sync>(&self, f: &F) {
+        let n = self.n_threads;
+        if n == 1 {
+            f(0, 1);
+            return;
+        }
+        let _guard = match self.run_lock.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                // Busy (nested or concurrent call): do every index here, in order.
+                for i in 0..n {
+                    f(i, n);
+                }
+                return;
+            }
+        };
+        let sh = &*self.shared;
+        // SAFETY: we hold `run_lock`, and the previous job finished (`remaining` reached 0 before
+        // the previous `run` returned), so no worker reads these cells now.
+        unsafe {
+            *sh.job.get() = Some(Job {
+                data: f as *const F as *const (),
+                call: trampoline::<F>,
+            });
+            *sh.caller.get() = Some(thread::current());
+        }
+        sh.remaining.store(n - 1, Ordering::Relaxed);
+        sh.generation.fetch_add(1, Ordering::Release);
+        for w in &self.workers {
+            // Cheap when the worker is spinning (an atomic swap); a futex wake when it is parked.
+            w.unpark();
+        }
+
+        let mine = panic::catch_unwind(AssertUnwindSafe(|| f(0, n)));
+
+        // Wait for the workers: they borrow `f`, which lives on our stack.
+        let start = Instant::now();
+        let mut spins = 0u32;
+        while sh.remaining.load(Ordering::Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() > SPIN_FOR {
+                // The last worker unparks us; a stale unpark token only costs one more loop.
+                thread::park_timeout(Duration::from_millis(1));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+
+        if let Err(payload) = mine {
+            panic::resume_unwind(payload);
+        }
+        let worker_panic = match sh.panic.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(payload) = worker_panic {
+            panic::resume_unwind(payload);
+        }
+    }
+}
+
+fn worker_loop(sh: &Shared, index: usize, n_threads: usize) {
+    let mut seen = 0u64;
+    loop {
+        // Wait for a new generation: spin, then park.
+        let start = Instant::now();
+        let mut spins = 0u32;
+        let gen = loop {
+            let g = sh.generation.load(Ordering::Acquire);
+            if g != seen {
+                break g;
+            }
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 0 && start.elapsed() > SPIN_FOR {
+                thread::park();
+            } else {
+                std::hint::spin_loop();
+            }
+        };
+        seen = gen;
+        if sh.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: we observed the new generation with Acquire, so the caller's writes to `job`
+        // and `caller` are visible, and they stay unchanged until we decrement `remaining`.
+        let (job, caller) = unsafe { (*sh.job.get(), (*sh.caller.get()).clone()) };
+        if let Some(job) = job {
+            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: `job.data` is the caller's `&F`, alive until `remaining` reaches 0,
+                // and `job.call` is `trampoline::<F>` for that same `F`.
+                unsafe { (job.call)(job.data, index, n_threads) }
+            }));
+            if let Err(payload) = result {
+                let mut slot = match sh.panic.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                if slot.is_none() {
+                    *slot = Some(payload);
+                }
+            }
+        }
+        if sh.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(c) = caller {
+                c.unpark();
+            }
+        }
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        for w in &self.workers {
+            w.unpark();
+        }
+        for h in self.handles.drain(..) {
+            // A worker never panics outside `catch_unwind`; ignore the impossible error rather
+            // than panic in drop.
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_every_index_once() {
+        for n in 1..=4 {
+            let pool = ThreadPool::new(n);
+            assert_eq!(pool.n_threads(), n);
+            for _ in 0..200 {
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(&|i, nt| {
+                    assert_eq!(nt, n);
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                });
+                for h in &hits {
+                    assert_eq!(h.load(Ordering::Relaxed), 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_a_range_in_parallel() {
+        let pool = ThreadPool::new(3);
+        let data: Vec<u64> = (0..100_000).collect();
+        let total = AtomicU64::new(0);
+        pool.run(&|i, n| {
+            let lo = data.len() * i / n;
+            let hi = data.len() * (i + 1) / n;
+            total.fetch_add(data[lo..hi].iter().sum::<u64>(), Ordering::Relaxed);
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 99_999 * 100_000 / 2);
+    }
+
+    #[test]
+    fn worker_panic_reaches_caller_and_pool_survives() {
+        let pool = ThreadPool::new(2);
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|i, _| {
+                if i == 1 {
+                    panic!("boom on worker");
+                }
+            })
+        }));
+        let payload = r.expect_err("the worker's panic must reach the caller");
+        assert_eq!(
+            payload.downcast_ref::<&str>().copied(),
+            Some("boom on worker")
+        );
+        // Still usable afterwards.
+        let count = AtomicUsize::new(0);
+        pool.run(&|_, _| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn caller_panic_waits_for_workers() {
+        let pool = ThreadPool::new(2);
+        let done = AtomicUsize::new(0);
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.run(&|i, _| {
+                if i == 0 {
+                    panic!("boom on caller");
+                }
+                thread::sleep(Duration::from_millis(20));
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(
+            done.load(Ordering::Relaxed),
+            1,
+            "run returned before the worker finished"
+        );
+    }
+
+    #[test]
+    fn nested_run_does_not_deadlock() {
+        let pool = ThreadPool::new(2);
+        let count = AtomicUsize::new(0);
+        pool.run(&|_, _| {
+            pool.run(&|_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn workers_wake_after_parking() {
+        let pool = ThreadPool::new(2);
+        for _ in 0..3 {
+            thread::sleep(Duration::from_millis(5)); // long enough for workers to park
+            let count = AtomicUsize::new(0);
+            pool.run(&|_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 2);
+        }
+    }
+}
