@@ -7,6 +7,13 @@
 //! `aarch64::install(&mut KernelTable)` run after the scalar table is built and overwrite the
 //! entries they accelerate, choosing by run-time feature detection.
 
+use std::sync::OnceLock;
+
+use crate::blocks::{
+    cast_blocks, cast_blocks_mut, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
+    BlockQ8_1,
+};
+use crate::scalar;
 use crate::types::GgmlType;
 
 /// Dot product of one weight row with one activation row.
@@ -97,3 +104,332 @@ pub type GemmTileFn = fn(
     out: &mut [f32],
     out_stride: usize,
 );
+
+/// Errors of the safe entry points ([`quantize_row`], [`from_float`], [`dequantize_row`],
+/// [`vec_dot`]): the facts needed to see which buffer is wrong and by how much.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    #[error("ggml type {ty} has no {op} kernel")]
+    UnsupportedType { ty: GgmlType, op: &'static str },
+    #[error("{ty} {op}: {n} elements is not a whole number of {block_elems}-element blocks")]
+    PartialBlock {
+        ty: GgmlType,
+        op: &'static str,
+        n: usize,
+        block_elems: usize,
+    },
+    #[error("{ty} {op}: {what} has length {have}, need {need} for {n} elements")]
+    LengthMismatch {
+        ty: GgmlType,
+        op: &'static str,
+        what: &'static str,
+        n: usize,
+        need: usize,
+        have: usize,
+    },
+    #[error("{ty} {op}: {what} at address {addr:#x} is not {align}-byte aligned")]
+    Misaligned {
+        ty: GgmlType,
+        op: &'static str,
+        what: &'static str,
+        addr: usize,
+        align: usize,
+    },
+}
+
+/// Byte-level adapters from the typed scalar kernels to the table's fn-pointer types. The casts
+/// panic on a length or alignment the safe entry points have already ruled out.
+macro_rules! quant_fn {
+    ($B:ty, $f:path) => {{
+        fn q(x: &[f32], out: &mut [u8]) {
+            $f(x, cast_blocks_mut::<$B>(out))
+        }
+        q as QuantizeRowFn
+    }};
+}
+
+macro_rules! dequant_fn {
+    ($B:ty, $f:path) => {{
+        fn d(src: &[u8], out: &mut [f32]) {
+            $f(cast_blocks::<$B>(src), out)
+        }
+        d as DequantizeRowFn
+    }};
+}
+
+macro_rules! dot_fn {
+    ($W:ty, $A:ty, $f:path) => {{
+        fn v(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let w = cast_blocks::<$W>(w);
+            let a = cast_blocks::<$A>(a);
+            assert!(
+                w.len() * <$W as Block>::ELEMS == n && a.len() * <$A as Block>::ELEMS == n,
+                "vec_dot: {} weight blocks and {} activation blocks for n = {}",
+                w.len(),
+                a.len(),
+                n
+            );
+            $f(w, a)
+        }
+        v as VecDotFn
+    }};
+}
+
+/// One scalar entry: `quantize_row_ref` doubles as `from_float` unless the format has its own.
+#[allow(clippy::too_many_arguments)]
+fn entry(
+    ty: GgmlType,
+    vec_dot_type: GgmlType,
+    quantize_row_ref: QuantizeRowFn,
+    from_float: QuantizeRowFn,
+    dequantize_row: DequantizeRowFn,
+    vec_dot: Option<VecDotFn>,
+) -> TypeKernels {
+    TypeKernels {
+        ty,
+        vec_dot_type,
+        quantize_row_ref: Some(quantize_row_ref),
+        from_float: Some(from_float),
+        dequantize_row: Some(dequantize_row),
+        vec_dot,
+        gemm_tile: None,
+        backend: Backend::Scalar,
+    }
+}
+
+/// Builds the pure scalar table: every type, its reference quantizer, dequantizer, activation
+/// quantizer and scalar dot product; `gemm_tile` is `None` everywhere.
+pub fn build_scalar_table() -> KernelTable {
+    use half::{bf16, f16};
+    use scalar::*;
+    type T = GgmlType;
+
+    let mut table = KernelTable {
+        entries: [None; TABLE_LEN],
+        backend: Backend::Scalar,
+    };
+    let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);
+
+    let f32_q = quant_fn!(f32, float::quantize_row_f32);
+    put(entry(
+        T::F32,
+        T::F32,
+        f32_q,
+        f32_q,
+        dequant_fn!(f32, float::dequantize_row_f32),
+        { Some(dot_fn!(f32, f32, float::vec_dot_f32)) },
+    ));
+    let f16_q = quant_fn!(f16, float::quantize_row_f16);
+    put(entry(
+        T::F16,
+        T::F32,
+        f16_q,
+        f16_q,
+        dequant_fn!(f16, float::dequantize_row_f16),
+        { Some(dot_fn!(f16, f32, float::vec_dot_f16_f32)) },
+    ));
+    let bf16_q = quant_fn!(bf16, float::quantize_row_bf16);
+    put(entry(
+        T::BF16,
+        T::F32,
+        bf16_q,
+        bf16_q,
+        dequant_fn!(bf16, float::dequantize_row_bf16),
+        { Some(dot_fn!(bf16, f32, float::vec_dot_bf16_f32)) },
+    ));
+
+    let q = quant_fn!(BlockQ4_0, q4_0::quantize_row_q4_0_ref);
+    put(entry(
+        T::Q4_0,
+        T::Q8_0,
+        q,
+        q,
+        dequant_fn!(BlockQ4_0, q4_0::dequantize_row_q4_0),
+        { Some(dot_fn!(BlockQ4_0, BlockQ8_0, q4_0::vec_dot_q4_0_q8_0)) },
+    ));
+    let q = quant_fn!(BlockQ4_1, q4_1::quantize_row_q4_1_ref);
+    put(entry(
+        T::Q4_1,
+        T::Q8_1,
+        q,
+        q,
+        dequant_fn!(BlockQ4_1, q4_1::dequantize_row_q4_1),
+        { Some(dot_fn!(BlockQ4_1, BlockQ8_1, q4_1::vec_dot_q4_1_q8_1)) },
+    ));
+    let q = quant_fn!(BlockQ5_0, q5_0::quantize_row_q5_0_ref);
+    put(entry(
+        T::Q5_0,
+        T::Q8_0,
+        q,
+        q,
+        dequant_fn!(BlockQ5_0, q5_0::dequantize_row_q5_0),
+        { Some(dot_fn!(BlockQ5_0, BlockQ8_0, q5_0::vec_dot_q5_0_q8_0)) },
+    ));
+    let q = quant_fn!(BlockQ5_1, q5_1::quantize_row_q5_1_ref);
+    put(entry(
+        T::Q5_1,
+        T::Q8_1,
+        q,
+        q,
+        dequant_fn!(BlockQ5_1, q5_1::dequantize_row_q5_1),
+        { Some(dot_fn!(BlockQ5_1, BlockQ8_1, q5_1::vec_dot_q5_1_q8_1)) },
+    ));
+    put(entry(
+        T::Q8_0,
+        T::Q8_0,
+        quant_fn!(BlockQ8_0, q8_0::quantize_row_q8_0_ref),
+        quant_fn!(BlockQ8_0, q8_0::from_float_q8_0),
+        dequant_fn!(BlockQ8_0, q8_0::dequantize_row_q8_0),
+        Some(dot_fn!(BlockQ8_0, BlockQ8_0, q8_0::vec_dot_q8_0_q8_0)),
+    ));
+    put(entry(
+        T::Q8_1,
+        T::Q8_1,
+        quant_fn!(BlockQ8_1, q8_1::quantize_row_q8_1_ref),
+        quant_fn!(BlockQ8_1, q8_1::from_float_q8_1),
+        dequant_fn!(BlockQ8_1, q8_1::dequantize_row_q8_1),
+        None,
+    ));
+
+    table
+}
+
+/// The pure scalar table (never touched by the ISA modules): the oracle for tests and benches.
+pub fn scalar_kernels() -> &'static KernelTable {
+    static SCALAR: OnceLock<KernelTable> = OnceLock::new();
+    SCALAR.get_or_init(build_scalar_table)
+}
+
+/// True when `FERROLM_KERNELS=scalar` (any case) asks for the reference kernels everywhere.
+pub fn scalar_forced() -> bool {
+    std::env::var_os("FERROLM_KERNELS").is_some_and(|v| v.eq_ignore_ascii_case("scalar"))
+}
+
+/// The process-wide table: the scalar table with the entries this CPU accelerates overwritten by
+/// the ISA module (after run-time feature detection), or the pure scalar table when
+/// `FERROLM_KERNELS=scalar`. Built once, on first use.
+pub fn kernels() -> &'static KernelTable {
+    static KERNELS: OnceLock<KernelTable> = OnceLock::new();
+    KERNELS.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut table = build_scalar_table();
+        if !scalar_forced() {
+            #[cfg(target_arch = "x86_64")]
+            crate::x86_64::install(&mut table);
+            #[cfg(target_arch = "aarch64")]
+            crate::aarch64::install(&mut table);
+        }
+        table
+    })
+}
+
+/// Alignment the kernels need for a buffer of `ty` (that of its block struct).
+pub fn block_align(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::F32 | GgmlType::Q8_K => 4,
+        _ => 2,
+    }
+}
+
+fn check_elems(ty: GgmlType, op: &'static str, n: usize) -> Result<(), KernelError> {
+    let be = ty.block_elems();
+    if n % be != 0 {
+        return Err(KernelError::PartialBlock {
+            ty,
+            op,
+            n,
+            block_elems: be,
+        });
+    }
+    Ok(())
+}
+
+fn check_bytes(
+    ty: GgmlType,
+    op: &'static str,
+    what: &'static str,
+    n: usize,
+    b: &[u8],
+) -> Result<(), KernelError> {
+    let need = n / ty.block_elems() * ty.block_bytes();
+    if b.len() != need {
+        return Err(KernelError::LengthMismatch {
+            ty,
+            op,
+            what,
+            n,
+            need,
+            have: b.len(),
+        });
+    }
+    let align = block_align(ty);
+    let addr = b.as_ptr() as usize;
+    if !b.is_empty() && addr % align != 0 {
+        return Err(KernelError::Misaligned {
+            ty,
+            op,
+            what,
+            addr,
+            align,
+        });
+    }
+    Ok(())
+}
+
+fn entry_of(ty: GgmlType, op: &'static str) -> Result<&'static TypeKernels, KernelError> {
+    kernels()
+        .get(ty)
+        .ok_or(KernelError::UnsupportedType { ty, op })
+}
+
+/// Quantizes `x` (a whole number of `ty` blocks) into `out` (exactly its row bytes) with the
+/// reference quantizer (`quantize_row_*_ref`, byte-exact with llama-quantize).
+pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
+    const OP: &str = "quantize_row";
+    let f = entry_of(ty, OP)?
+        .quantize_row_ref
+        .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
+    check_elems(ty, OP, x.len())?;
+    check_bytes(ty, OP, "output", x.len(), out)?;
+    f(x, out);
+    Ok(())
+}
+
+/// Quantizes activations `x` into `out` with the fastest quantizer for `ty` (`from_float`).
+pub fn from_float(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
+    const OP: &str = "from_float";
+    let f = entry_of(ty, OP)?
+        .from_float
+        .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
+    check_elems(ty, OP, x.len())?;
+    check_bytes(ty, OP, "output", x.len(), out)?;
+    f(x, out);
+    Ok(())
+}
+
+/// Dequantizes `src` (a whole number of `ty` blocks) into `out` (exactly its elements).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<(), KernelError> {
+    const OP: &str = "dequantize_row";
+    let f = entry_of(ty, OP)?
+        .dequantize_row
+        .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
+    check_elems(ty, OP, out.len())?;
+    check_bytes(ty, OP, "source", out.len(), src)?;
+    f(src, out);
+    Ok(())
+}
+
+/// Dot product of a weight row `w` of type `ty` with an activation row `a` in `ty`'s
+/// `vec_dot_type`, both of `n` elements.
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Result<f32, KernelError> {
+    const OP: &str = "vec_dot";
+    let e = entry_of(ty, OP)?;
+    let f = e
+        .vec_dot
+        .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
+    check_elems(ty, OP, n)?;
+    check_elems(e.vec_dot_type, OP, n)?;
+    check_bytes(ty, OP, "weights", n, w)?;
+    check_bytes(e.vec_dot_type, OP, "activations", n, a)?;
+    Ok(f(n, w, a))
+}

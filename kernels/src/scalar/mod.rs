@@ -1,1 +1,80 @@
 //! Scalar reference kernels: always compiled; the fallback and the test oracle.
+//!
+//! One file per format. Each file offers typed functions over block slices:
+//! - `quantize_row_<t>_ref(x: &[f32], y: &mut [Block<T>])`: ggml's `quantize_row_<t>_ref`, byte-exact
+//!   with llama.cpp commit c392e5094 (written as plain `a * b + c`: Rust never fuses a multiply-add,
+//!   which is what the reference build did);
+//! - `dequantize_row_<t>(x: &[Block<T>], y: &mut [f32])`: bit-identical with ggml's `to_float`;
+//! - `vec_dot_<t>_<partner>(w: &[Block<T>], a: &[Block<Partner>]) -> f32`: ggml's
+//!   `ggml_vec_dot_*_generic`, integer sums per block and the same order of float operations;
+//! - for the activation formats, `from_float_<t>`: what the CPU backend uses for activations.
+//!
+//! The typed functions `assert!` that the slices agree in length (a caller bug, not bad input); the
+//! byte-level entry points in [`crate::dispatch`] check lengths and return errors first.
+
+pub mod float;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q8_0;
+pub mod q8_1;
+
+pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+
+/// ggml's `nearest_int`: round to nearest, ties to even, by the magic-number trick
+/// (`x + 1.5 * 2^23` puts the rounded integer in the low mantissa bits).
+///
+/// Valid for |x| <= 4194303 (2^22 - 1), as in ggml; outside that range (or for NaN) the result is an
+/// unspecified integer, never a panic.
+#[inline(always)]
+pub fn nearest_int(fval: f32) -> i32 {
+    let val = fval + 12_582_912.0;
+    let i = val.to_bits() as i32;
+    (i & 0x007f_ffff) - 0x0040_0000
+}
+
+/// ggml's `GGML_FP16_TO_FP32` on the raw bits of an `f16` field (exact).
+#[inline(always)]
+pub(crate) fn h2f(h: half::f16) -> f32 {
+    f16_to_f32(h.to_bits())
+}
+
+/// ggml's `GGML_FP32_TO_FP16`, as an `f16` field value.
+#[inline(always)]
+pub(crate) fn f2h(x: f32) -> half::f16 {
+    half::f16::from_bits(f32_to_f16(x))
+}
+
+/// Unpacks scale and min `j` (0..8) of a Q4_K/Q5_K block (`get_scale_min_k4` in ggml):
+/// `scales[0..4]` low 6 bits = scales 0..3, `scales[4..8]` low 6 bits = mins 0..3,
+/// `scales[8..12]` = low nibble scale / high nibble min of 4..7, whose top 2 bits sit in the top
+/// 2 bits of `scales[j-4]` (scale) and `scales[j]` (min).
+#[inline(always)]
+pub fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        let d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        let m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        (d, m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_rounds_half_to_even() {
+        assert_eq!(nearest_int(0.5), 0);
+        assert_eq!(nearest_int(1.5), 2);
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-0.5), 0);
+        assert_eq!(nearest_int(-1.5), -2);
+        assert_eq!(nearest_int(-2.5), -2);
+        assert_eq!(nearest_int(3.49), 3);
+        assert_eq!(nearest_int(-127.0), -127);
+        assert_eq!(nearest_int(4_194_303.0), 4_194_303);
+    }
+}

@@ -1,0 +1,89 @@
+//! Q8_0: 32 weights per block, `x = d * q`; the activation partner of Q4_0, Q5_0 and Q8_0.
+
+use super::{f2h, h2f};
+use crate::blocks::{BlockQ8_0, QK};
+
+/// Largest |x| of a block, with C's `MAX(a, b) = a > b ? a : b` semantics.
+#[inline(always)]
+pub(crate) fn block_amax(xb: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    for &v in xb {
+        let a = v.abs();
+        amax = if amax > a { amax } else { a };
+    }
+    amax
+}
+
+/// ggml's `quantize_row_q8_0_ref`. x: [32 * y.len()].
+///
+/// d = amax / 127, `q = roundf(x * (1 / d))`: a tie rounds away from zero.
+pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK,
+        "quantize_row_q8_0_ref: length mismatch"
+    );
+    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+        let amax = block_amax(xb);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        yb.d = f2h(d);
+        for (q, &v) in yb.qs.iter_mut().zip(xb) {
+            *q = (v * id).round() as i8;
+        }
+    }
+}
+
+/// Activation quantizer (the CPU backend's `from_float`). x: [32 * y.len()].
+///
+/// d = amax / 127 as in the reference, but the multiplier is `id = 127 / amax` (0 when amax = 0)
+/// and a tie rounds to even, exactly as llama.cpp's AVX2 path (`_mm256_round_ps`) and the
+/// ferrolm SIMD versions do, so scalar and SIMD activations are byte-identical.
+pub fn from_float_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(x.len(), y.len() * QK, "from_float_q8_0: length mismatch");
+    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+        let amax = block_amax(xb);
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        yb.d = f2h(d);
+        for (q, &v) in yb.qs.iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+}
+
+/// ggml's `dequantize_row_q8_0`. y: [32 * x.len()].
+pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
+    assert_eq!(
+        y.len(),
+        x.len() * QK,
+        "dequantize_row_q8_0: length mismatch"
+    );
+    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+        let d = h2f(xb.d);
+        for (o, &q) in yb.iter_mut().zip(&xb.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+/// Integer part of one block: sum_j w_j * a_j, |sum| <= 32 * 128 * 128.
+#[inline(always)]
+pub fn block_isum(w: &BlockQ8_0, a: &BlockQ8_0) -> i32 {
+    let mut sumi = 0i32;
+    for j in 0..QK {
+        sumi += w.qs[j] as i32 * a.qs[j] as i32;
+    }
+    sumi
+}
+
+/// ggml's `ggml_vec_dot_q8_0_q8_0_generic`: per block `sumf += sumi * (dw * da)`.
+pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), a.len(), "vec_dot_q8_0_q8_0: block count mismatch");
+    let mut sumf = 0.0f32;
+    for (wb, ab) in w.iter().zip(a) {
+        let sumi = block_isum(wb, ab);
+        sumf += sumi as f32 * (h2f(wb.d) * h2f(ab.d));
+    }
+    sumf
+}

@@ -1,0 +1,313 @@
+//! Golden tests: the scalar reference quantizers and dequantizers against llama.cpp's own output
+//! (`tests/data/quant/`, copied from the golden set made with llama.cpp c392e5094; see its README).
+//!
+//! - `TYPE.bin`: `quantize_row_<type>_ref` over 14 rows of 4096 values, compared byte for byte.
+//! - `TYPE.dequant.f32`: ggml's `to_float` of `TYPE.bin`, compared bit for bit.
+//! - `Q8_0/Q8_1.cpu-x86-avx2.bin`: the CPU backend's activation quantizer (`from_float`), which
+//!   rounds ties to even; checked against the scalar `from_float` and against whatever `kernels()`
+//!   selects on this machine (AVX2 here, NEON under qemu), so SIMD activations are checked too.
+
+use ferrolm_kernels::dispatch::{
+    dequantize_row, from_float, kernels, quantize_row, scalar_kernels, DequantizeRowFn,
+    QuantizeRowFn,
+};
+use ferrolm_kernels::GgmlType;
+
+const ROWS: usize = 14;
+const N_PER_ROW: usize = 4096;
+
+fn data_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/quant")
+        .join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(data_path(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+}
+
+fn read_f32(name: &str) -> Vec<f32> {
+    let b = read(name);
+    assert_eq!(
+        b.len() % 4,
+        0,
+        "{name}: length {} not a multiple of 4",
+        b.len()
+    );
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A zeroed byte buffer aligned for every block type (blocks need alignment 2 or 4).
+struct Aligned {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Aligned {
+        Aligned {
+            words: vec![0u64; len.div_ceil(8)],
+            len,
+        }
+    }
+
+    fn from_bytes(b: &[u8]) -> Aligned {
+        let mut a = Aligned::zeroed(b.len());
+        a.bytes_mut().copy_from_slice(b);
+        a
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &bytemuck_u64(&self.words)[..self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut bytemuck_u64_mut(&mut self.words)[..len]
+    }
+}
+
+fn bytemuck_u64(w: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding and every byte of it is initialized; u8 has alignment 1; the
+    // length is the exact byte size of the slice, and the result borrows `w`.
+    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, std::mem::size_of_val(w)) }
+}
+
+fn bytemuck_u64_mut(w: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as above; any byte pattern written is a valid u64, and the exclusive borrow of `w`
+    // becomes the exclusive borrow of the bytes.
+    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, std::mem::size_of_val(w)) }
+}
+
+/// Compares quantized bytes; on mismatch names the first differing rows/blocks/bytes.
+fn assert_bytes_eq(what: &str, ty: GgmlType, ours: &[u8], want: &[u8]) {
+    assert_eq!(ours.len(), want.len(), "{what}: length");
+    let row_bytes = ty.row_bytes(N_PER_ROW as u64).unwrap() as usize;
+    let bb = ty.block_bytes();
+    let mut bad = Vec::new();
+    for (i, (a, b)) in ours.iter().zip(want).enumerate() {
+        if a != b {
+            bad.push((i / row_bytes, (i % row_bytes) / bb, i % bb, *a, *b));
+        }
+    }
+    if !bad.is_empty() {
+        let mut msg = format!(
+            "{what}: {} of {} bytes differ; first ones:\n",
+            bad.len(),
+            want.len()
+        );
+        for (row, block, byte, a, b) in bad.iter().take(12) {
+            msg += &format!("  row {row} block {block} byte {byte}: ours {a:#04x} want {b:#04x}\n");
+        }
+        panic!("{msg}");
+    }
+}
+
+/// Compares floats bit for bit; on mismatch names the first differing rows/elements.
+fn assert_f32_bits_eq(what: &str, ty: GgmlType, ours: &[f32], want: &[f32]) {
+    assert_eq!(ours.len(), want.len(), "{what}: length");
+    let be = ty.block_elems();
+    let bad: Vec<usize> = (0..want.len())
+        .filter(|&i| ours[i].to_bits() != want[i].to_bits())
+        .collect();
+    if !bad.is_empty() {
+        let mut msg = format!(
+            "{what}: {} of {} values differ; first ones:\n",
+            bad.len(),
+            want.len()
+        );
+        for &i in bad.iter().take(12) {
+            let (row, e) = (i / N_PER_ROW, i % N_PER_ROW);
+            msg += &format!(
+                "  row {row} block {} elem {}: ours {:e} want {:e}\n",
+                e / be,
+                e % be,
+                ours[i],
+                want[i]
+            );
+        }
+        panic!("{msg}");
+    }
+}
+
+fn source() -> Vec<f32> {
+    let x = read_f32("source.f32");
+    assert_eq!(x.len(), ROWS * N_PER_ROW);
+    x
+}
+
+/// Quantizes all rows as one flat array (as `ggml_quantize_chunk` does) and compares with
+/// `TYPE.bin`, then dequantizes `TYPE.bin` and compares with `TYPE.dequant.f32` when it exists.
+fn check_type(
+    ty: GgmlType,
+    quant: QuantizeRowFn,
+    dequant: DequantizeRowFn,
+    has_dequant_file: bool,
+) {
+    let x = source();
+    let want = read(&format!("{}.bin", ty.name()));
+    let row_bytes = ty.row_bytes(N_PER_ROW as u64).unwrap() as usize;
+    assert_eq!(want.len(), ROWS * row_bytes);
+
+    let mut ours = Aligned::zeroed(want.len());
+    quant(&x, ours.bytes_mut());
+    assert_bytes_eq(&format!("{ty} quantize_row_ref"), ty, ours.bytes(), &want);
+
+    // Row by row must give the same bytes (every format here is row-independent).
+    let mut by_row = Aligned::zeroed(want.len());
+    for (xr, out) in x
+        .chunks_exact(N_PER_ROW)
+        .zip(by_row.bytes_mut().chunks_exact_mut(row_bytes))
+    {
+        quant(xr, out);
+    }
+    assert_bytes_eq(
+        &format!("{ty} quantize_row_ref row by row"),
+        ty,
+        by_row.bytes(),
+        &want,
+    );
+
+    let golden = Aligned::from_bytes(&want);
+    let mut y = vec![0.0f32; ROWS * N_PER_ROW];
+    dequant(golden.bytes(), &mut y);
+    if has_dequant_file {
+        let want_y = read_f32(&format!("{}.dequant.f32", ty.name()));
+        assert_f32_bits_eq(&format!("{ty} dequantize_row"), ty, &y, &want_y);
+    }
+}
+
+fn check_table_type(ty: GgmlType, has_dequant_file: bool) {
+    let t = scalar_kernels()
+        .get(ty)
+        .unwrap_or_else(|| panic!("{ty}: no scalar entry"));
+    check_type(
+        ty,
+        t.quantize_row_ref
+            .unwrap_or_else(|| panic!("{ty}: no quantize_row_ref")),
+        t.dequantize_row
+            .unwrap_or_else(|| panic!("{ty}: no dequantize_row")),
+        has_dequant_file,
+    );
+}
+
+#[test]
+fn golden_q4_0() {
+    check_table_type(GgmlType::Q4_0, true);
+}
+
+#[test]
+fn golden_q4_1() {
+    check_table_type(GgmlType::Q4_1, true);
+}
+
+#[test]
+fn golden_q5_0() {
+    check_table_type(GgmlType::Q5_0, true);
+}
+
+#[test]
+fn golden_q5_1() {
+    check_table_type(GgmlType::Q5_1, true);
+}
+
+#[test]
+fn golden_q8_0() {
+    check_table_type(GgmlType::Q8_0, true);
+}
+
+#[test]
+fn golden_q8_1() {
+    // No `.dequant.f32` for Q8_1 (ggml has no to_float); check our dequantizer by its definition.
+    check_table_type(GgmlType::Q8_1, false);
+    let want = read("Q8_1.bin");
+    let mut y = vec![0.0f32; ROWS * N_PER_ROW];
+    dequantize_row(GgmlType::Q8_1, Aligned::from_bytes(&want).bytes(), &mut y).unwrap();
+    for (b, (blk, yb)) in want.chunks_exact(36).zip(y.chunks_exact(32)).enumerate() {
+        let d = half::f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+        for j in 0..32 {
+            assert_eq!(
+                yb[j].to_bits(),
+                (blk[4 + j] as i8 as f32 * d).to_bits(),
+                "Q8_1 block {b} elem {j}"
+            );
+        }
+    }
+}
+
+/// The CPU backend's activation quantizer, scalar and through `kernels()`.
+fn check_from_float(ty: GgmlType, file: &str) {
+    let x = source();
+    let want = read(file);
+    for (label, table) in [("scalar", scalar_kernels()), ("kernels()", kernels())] {
+        let f = table
+            .get(ty)
+            .and_then(|t| t.from_float)
+            .unwrap_or_else(|| panic!("{ty}: no from_float"));
+        let mut ours = Aligned::zeroed(want.len());
+        f(&x, ours.bytes_mut());
+        assert_bytes_eq(
+            &format!(
+                "{ty} from_float ({label}, backend {})",
+                table.backend.name()
+            ),
+            ty,
+            ours.bytes(),
+            &want,
+        );
+    }
+    // The safe entry point as well.
+    let mut ours = Aligned::zeroed(want.len());
+    from_float(ty, &x, ours.bytes_mut()).unwrap();
+    assert_bytes_eq(
+        &format!("{ty} dispatch::from_float"),
+        ty,
+        ours.bytes(),
+        &want,
+    );
+}
+
+#[test]
+fn golden_q8_0_activations() {
+    check_from_float(GgmlType::Q8_0, "Q8_0.cpu-x86-avx2.bin");
+}
+
+#[test]
+fn golden_q8_1_activations() {
+    check_from_float(GgmlType::Q8_1, "Q8_1.cpu-x86-avx2.bin");
+}
+
+/// The reference and CPU-path Q8 files differ only on row 13 (ties), as the README says; this
+/// guards the premise that the two quantizers round differently only there.
+#[test]
+fn q8_reference_and_activation_differ_only_on_ties_row() {
+    for ty in [GgmlType::Q8_0, GgmlType::Q8_1] {
+        let a = read(&format!("{}.bin", ty.name()));
+        let b = read(&format!("{}.cpu-x86-avx2.bin", ty.name()));
+        let rb = ty.row_bytes(N_PER_ROW as u64).unwrap() as usize;
+        for r in 0..ROWS {
+            let same = a[r * rb..(r + 1) * rb] == b[r * rb..(r + 1) * rb];
+            assert_eq!(same, r != 13, "{ty} row {r}");
+        }
+    }
+}
+
+/// The safe entry points give the same result as the table and check their lengths.
+#[test]
+fn safe_entry_points() {
+    let x = source();
+    let want = read("Q4_0.bin");
+    let mut out = Aligned::zeroed(want.len());
+    quantize_row(GgmlType::Q4_0, &x, out.bytes_mut()).unwrap();
+    assert_bytes_eq(
+        "dispatch::quantize_row Q4_0",
+        GgmlType::Q4_0,
+        out.bytes(),
+        &want,
+    );
+    let mut short = Aligned::zeroed(want.len() - 18);
+    assert!(quantize_row(GgmlType::Q4_0, &x, short.bytes_mut()).is_err());
+    assert!(quantize_row(GgmlType::Q4_0, &x[..31], &mut []).is_err());
+}
