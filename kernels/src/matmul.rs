@@ -1,1 +1,533 @@
 //! Mat-vec and batched mat-mul over the kernel table: quantize activations once, split rows across threads.
+//!
+//! The decoder calls [`matmul`] (or [`ActBuf::quantize`] once and [`matmul_q`] several times, to share
+//! one quantized input between Q, K and V, or gate and up).
+//!
+//! Work is split into chunks of consecutive weight rows whose boundaries depend only on the row size,
+//! never on the thread count, and each output element is computed by the same kernel call pattern
+//! whatever thread picks its chunk, so the output is bit-identical for any number of threads.
+//! Threads take chunks from a shared atomic counter (kept on the caller's stack: no allocation).
+//!
+//! - `n_tok == 1` (decode): one `vec_dot` per row; memory bound, chunks sized to ~16 KiB of weights.
+//! - `n_tok > 1` (prefill): for each chunk of `PREFILL_ROWS` rows, tiles of up to `TILE_TOKENS`
+//!   tokens go through the type's `gemm_tile` (which unpacks each weight block once per tile and reuses
+//!   it across the tokens), or a `vec_dot` loop when the type has none.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::blocks::cast_blocks_mut;
+use crate::dispatch::{kernels, KernelTable, TypeKernels};
+use crate::pool::ThreadPool;
+use crate::types::GgmlType;
+
+/// Weight rows per prefill chunk (a multiple of every tile kernel's row group).
+pub const PREFILL_ROWS: usize = 16;
+/// Tokens per prefill tile.
+pub const TILE_TOKENS: usize = 16;
+/// Target weight bytes per decode chunk.
+const DECODE_CHUNK_BYTES: usize = 16 * 1024;
+
+/// A weight matrix view: `n_rows` rows of `n_cols` elements of `ty`, row-major (GGUF 2-D tensor,
+/// ne0 = n_cols, ne1 = n_rows), borrowed from the memory map.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub ty: GgmlType,
+    pub data: &'a [u8],
+    pub n_rows: usize,
+    pub n_cols: usize,
+}
+
+impl MatRef<'_> {
+    /// Bytes of one row. Panics when `n_cols` is not a whole number of blocks of `ty`.
+    pub fn row_bytes(&self) -> usize {
+        row_bytes(self.ty, self.n_cols)
+    }
+}
+
+fn row_bytes(ty: GgmlType, n_cols: usize) -> usize {
+    let be = ty.block_elems();
+    assert!(
+        n_cols % be == 0,
+        "{n_cols} columns is not a whole number of {ty} blocks of {be}"
+    );
+    n_cols / be * ty.block_bytes()
+}
+
+/// Reusable, preallocated activation buffer (8-byte aligned storage) holding `x` quantized to a
+/// `vec_dot_type`: `n_tok` rows of `row_bytes` bytes.
+#[derive(Clone, Debug)]
+pub struct ActBuf {
+    /// Storage as u64 for 8-byte alignment (Q8_K has an f32 scale; F32 rows need 4).
+    buf: Vec<u64>,
+    ty: GgmlType,
+    n_tok: usize,
+    n_cols: usize,
+    row_bytes: usize,
+}
+
+impl ActBuf {
+    /// Room for `max_tokens` rows of `max_cols` elements in any activation type (F32 is the widest,
+    /// 4 bytes per element; the Q8 formats take at most 292/256).
+    pub fn with_capacity(max_cols: usize, max_tokens: usize) -> Self {
+        let bytes = max_cols.saturating_mul(max_tokens).saturating_mul(4);
+        ActBuf {
+            buf: vec![0u64; bytes.div_ceil(8)],
+            ty: GgmlType::F32,
+            n_tok: 0,
+            n_cols: 0,
+            row_bytes: 0,
+        }
+    }
+
+    /// Quantize x: [n_tok, n_cols] f32 into this buffer in `ty` (a vec_dot_type), with the
+    /// process-wide kernel table. No allocation when within capacity.
+    pub fn quantize(&mut self, ty: GgmlType, x: &[f32], n_tok: usize, n_cols: usize) {
+        self.quantize_with(kernels(), ty, x, n_tok, n_cols);
+    }
+
+    /// [`ActBuf::quantize`] with an explicit kernel table (benches and tests compare tables).
+    /// Uses the table's `from_float` for `ty`, or copies the f32 values for F32.
+    pub fn quantize_with(
+        &mut self,
+        table: &KernelTable,
+        ty: GgmlType,
+        x: &[f32],
+        n_tok: usize,
+        n_cols: usize,
+    ) {
+        assert!(
+            x.len() == n_tok * n_cols,
+            "activation length {} is not n_tok {n_tok} x n_cols {n_cols}",
+            x.len()
+        );
+        let rb = row_bytes(ty, n_cols);
+        let need = (rb * n_tok).div_ceil(8);
+        if need > self.buf.len() {
+            self.buf.resize(need, 0);
+        }
+        self.ty = ty;
+        self.n_tok = n_tok;
+        self.n_cols = n_cols;
+        self.row_bytes = rb;
+        if n_tok == 0 || n_cols == 0 {
+            return;
+        }
+        let bytes = &mut as_bytes_mut_u64(&mut self.buf)[..rb * n_tok];
+        if ty == GgmlType::F32 {
+            cast_blocks_mut::<f32>(bytes).copy_from_slice(x);
+            return;
+        }
+        let from_float = table
+            .get(ty)
+            .and_then(|k| k.from_float)
+            .unwrap_or_else(|| panic!("no from_float for activation type {ty}"));
+        // x: [n_tok, n_cols] -> bytes: [n_tok, rb]
+        for (xr, out) in x.chunks_exact(n_cols).zip(bytes.chunks_exact_mut(rb)) {
+            from_float(xr, out);
+        }
+    }
+
+    /// The activation type the buffer currently holds.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Tokens (rows) currently held.
+    pub fn n_tok(&self) -> usize {
+        self.n_tok
+    }
+
+    /// Elements per row currently held.
+    pub fn n_cols(&self) -> usize {
+        self.n_cols
+    }
+
+    /// Bytes per row in the current type.
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// The quantized rows: [n_tok, row_bytes].
+    pub fn bytes(&self) -> &[u8] {
+        &as_bytes_u64(&self.buf)[..self.row_bytes * self.n_tok]
+    }
+
+    /// Token `t`'s quantized row.
+    pub fn row(&self, t: usize) -> &[u8] {
+        &self.bytes()[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+fn as_bytes_u64(v: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding and any byte is a valid u8; the length is the exact byte size.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 8) }
+}
+
+fn as_bytes_mut_u64(v: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as above; any bytes written form valid u64 values, and the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 8) }
+}
+
+/// The output pointer shared by the threads; each thread writes only the elements of its chunks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint elements (chunks of rows are handed out once each), and `run`
+// returns only after every thread is done, so the exclusive borrow of `y` outlives all writes.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Writes `v` at element `i`.
+    ///
+    /// # Safety
+    /// `i` must be inside the output slice, and no other thread may access element `i` meanwhile.
+    #[inline(always)]
+    unsafe fn write(self, i: usize, v: f32) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.0.add(i).write(v) }
+    }
+}
+
+/// y: [n_tok, n_rows] = x · Wᵀ, where `acts` holds x quantized to w's `vec_dot_type` (checked),
+/// using the process-wide kernel table.
+pub fn matmul_q(pool: &ThreadPool, w: &MatRef, acts: &ActBuf, y: &mut [f32]) {
+    matmul_q_with(kernels(), pool, w, acts, y);
+}
+
+/// Convenience: quantize x: [n_tok, n_cols] into `acts`, then [`matmul_q`].
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &MatRef,
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    acts: &mut ActBuf,
+) {
+    matmul_with(kernels(), pool, w, x, n_tok, y, acts);
+}
+
+/// [`matmul`] with an explicit kernel table.
+pub fn matmul_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &MatRef,
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    acts: &mut ActBuf,
+) {
+    let k = entry(table, w.ty);
+    acts.quantize_with(table, k.vec_dot_type, x, n_tok, w.n_cols);
+    matmul_q_with(table, pool, w, acts, y);
+}
+
+fn entry(table: &KernelTable, ty: GgmlType) -> &TypeKernels {
+    table
+        .get(ty)
+        .unwrap_or_else(|| panic!("no kernels for weight type {ty}"))
+}
+
+/// [`matmul_q`] with an explicit kernel table.
+pub fn matmul_q_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &MatRef,
+    acts: &ActBuf,
+    y: &mut [f32],
+) {
+    let k = entry(table, w.ty);
+    let vec_dot = k
+        .vec_dot
+        .unwrap_or_else(|| panic!("no vec_dot for weight type {}", w.ty));
+    assert!(
+        acts.ty() == k.vec_dot_type,
+        "activations are {} but {} weights dot with {}",
+        acts.ty(),
+        w.ty,
+        k.vec_dot_type
+    );
+    assert!(
+        acts.n_cols() == w.n_cols,
+        "activations have {} columns, weights {}",
+        acts.n_cols(),
+        w.n_cols
+    );
+    let n = w.n_cols;
+    let n_rows = w.n_rows;
+    let n_tok = acts.n_tok();
+    let wrb = w.row_bytes();
+    assert!(
+        w.data.len() == n_rows * wrb,
+        "weight data is {} bytes, expected {n_rows} rows x {wrb} bytes",
+        w.data.len()
+    );
+    assert!(
+        y.len() == n_tok * n_rows,
+        "output length {} is not n_tok {n_tok} x n_rows {n_rows}",
+        y.len()
+    );
+    if n_tok == 0 || n_rows == 0 {
+        return;
+    }
+    let arb = acts.row_bytes();
+    let a = acts.bytes();
+    let out = OutPtr(y.as_mut_ptr());
+    let next = AtomicUsize::new(0);
+
+    if n_tok == 1 {
+        // Decode: chunks of ~DECODE_CHUNK_BYTES of weights.
+        let chunk = (DECODE_CHUNK_BYTES / wrb.max(1)).clamp(1, 256);
+        let n_chunks = n_rows.div_ceil(chunk);
+        pool.run(&|_, _| loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= n_chunks {
+                break;
+            }
+            let r0 = c * chunk;
+            let r1 = (r0 + chunk).min(n_rows);
+            for r in r0..r1 {
+                let v = vec_dot(n, &w.data[r * wrb..(r + 1) * wrb], a);
+                // SAFETY: r < n_rows = y.len(); row r belongs to chunk c only, taken by one thread.
+                unsafe { out.write(r, v) };
+            }
+        });
+        return;
+    }
+
+    // Prefill: chunks of PREFILL_ROWS rows x all tokens, in tiles of TILE_TOKENS tokens.
+    let n_chunks = n_rows.div_ceil(PREFILL_ROWS);
+    let tile = k.gemm_tile;
+    pool.run(&|_, _| {
+        // tmp: [TILE_TOKENS, PREFILL_ROWS], the tile's output before it is scattered into y.
+        let mut tmp = [0.0f32; PREFILL_ROWS * TILE_TOKENS];
+        loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= n_chunks {
+                break;
+            }
+            let r0 = c * PREFILL_ROWS;
+            let nr = PREFILL_ROWS.min(n_rows - r0);
+            let wc = &w.data[r0 * wrb..(r0 + nr) * wrb];
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let nt = TILE_TOKENS.min(n_tok - t0);
+                let at = &a[t0 * arb..(t0 + nt) * arb];
+                match tile {
+                    Some(g) => g(n, wc, wrb, nr, at, arb, nt, &mut tmp, PREFILL_ROWS),
+                    None => {
+                        for t in 0..nt {
+                            for r in 0..nr {
+                                tmp[t * PREFILL_ROWS + r] = vec_dot(
+                                    n,
+                                    &wc[r * wrb..(r + 1) * wrb],
+                                    &at[t * arb..(t + 1) * arb],
+                                );
+                            }
+                        }
+                    }
+                }
+                for t in 0..nt {
+                    for r in 0..nr {
+                        // SAFETY: (t0 + t) < n_tok and r0 + r < n_rows, so the index is inside
+                        // y: [n_tok, n_rows]; rows r0..r0+nr belong to chunk c only.
+                        unsafe { out.write((t0 + t) * n_rows + r0 + r, tmp[t * PREFILL_ROWS + r]) };
+                    }
+                }
+                t0 += nt;
+            }
+        }
+    });
+}
+
+/// Shared checks for `GemmTileFn` implementations: the slices hold the tile.
+#[allow(clippy::too_many_arguments)]
+#[allow(dead_code)] // used by the tile kernels of the ISA modules
+pub(crate) fn check_tile_args(
+    ty: GgmlType,
+    act_ty: GgmlType,
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    let wrb = row_bytes(ty, n);
+    let arb = row_bytes(act_ty, n);
+    assert!(
+        w_stride >= wrb && a_stride >= arb,
+        "tile strides {w_stride}/{a_stride} below row bytes {wrb}/{arb}"
+    );
+    assert!(
+        nr == 0 || w.len() >= (nr - 1) * w_stride + wrb,
+        "tile weights: {} bytes for {nr} rows",
+        w.len()
+    );
+    assert!(
+        nt == 0 || a.len() >= (nt - 1) * a_stride + arb,
+        "tile activations: {} bytes for {nt} tokens",
+        a.len()
+    );
+    assert!(
+        out_stride >= nr,
+        "tile out_stride {out_stride} below {nr} rows"
+    );
+    assert!(
+        nt == 0 || out.len() >= (nt - 1) * out_stride + nr,
+        "tile output: {} floats for {nt}x{nr}",
+        out.len()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::scalar_kernels;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Quantizes w_f32: [n_rows, n_cols] into `ty` with the table's reference quantizer.
+    fn quantize_matrix(
+        table: &KernelTable,
+        ty: GgmlType,
+        w: &[f32],
+        n_rows: usize,
+        n_cols: usize,
+    ) -> Vec<u8> {
+        let rb = row_bytes(ty, n_cols);
+        let q = table.get(ty).unwrap().quantize_row_ref.unwrap();
+        let mut out = vec![0u8; rb * n_rows];
+        for (r, o) in w.chunks_exact(n_cols).zip(out.chunks_exact_mut(rb)) {
+            q(r, o);
+        }
+        out
+    }
+
+    /// Naive f32 reference: y[t][r] = sum_c dequant(W)[r][c] * x[t][c], in f64.
+    fn reference(table: &KernelTable, w: &MatRef, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let deq = table.get(w.ty).unwrap().dequantize_row.unwrap();
+        let rb = w.row_bytes();
+        let mut wf = vec![0.0f32; w.n_cols];
+        let mut y = vec![0.0f32; n_tok * w.n_rows];
+        for r in 0..w.n_rows {
+            deq(&w.data[r * rb..(r + 1) * rb], &mut wf);
+            for t in 0..n_tok {
+                let xr = &x[t * w.n_cols..(t + 1) * w.n_cols];
+                y[t * w.n_rows + r] = wf
+                    .iter()
+                    .zip(xr)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    fn check_type(table: &KernelTable, ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize) {
+        let wf = lcg_values(n_rows * n_cols, 7 + ty.id() as u64);
+        let x = lcg_values(n_tok * n_cols, 99);
+        let data = quantize_matrix(scalar_kernels(), ty, &wf, n_rows, n_cols);
+        let w = MatRef {
+            ty,
+            data: &data,
+            n_rows,
+            n_cols,
+        };
+        let want = reference(scalar_kernels(), &w, &x, n_tok);
+        let mut acts = ActBuf::with_capacity(n_cols, n_tok);
+        let mut first: Option<Vec<f32>> = None;
+        for threads in 1..=3 {
+            let pool = ThreadPool::new(threads);
+            let mut y = vec![f32::NAN; n_tok * n_rows];
+            matmul_with(table, &pool, &w, &x, n_tok, &mut y, &mut acts);
+            // The activation quantization error dominates: |x| < 1, q8 step <= 1/127 per element.
+            let tol = 0.02 * (n_cols as f32).sqrt();
+            for (i, (&g, &e)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - e).abs() <= tol,
+                    "{ty} {n_rows}x{n_cols} t={n_tok}: y[{i}] = {g}, want {e}"
+                );
+            }
+            match &first {
+                None => first = Some(y),
+                Some(f) => {
+                    let same = f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{ty}: output with {threads} threads differs from 1 thread"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_matches_reference_and_is_thread_count_invariant() {
+        for table in [scalar_kernels(), kernels()] {
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q8_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_0,
+                GgmlType::F32,
+                GgmlType::F16,
+            ] {
+                for &(n_rows, n_tok) in &[(1, 1), (37, 1), (300, 1), (37, 5), (40, 19)] {
+                    check_type(table, ty, n_rows, 256, n_tok);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn act_buf_quantizes_like_from_float_and_reuses_storage() {
+        let x = lcg_values(3 * 64, 5);
+        let mut acts = ActBuf::with_capacity(64, 3);
+        let cap = acts.buf.capacity();
+        acts.quantize_with(scalar_kernels(), GgmlType::Q8_0, &x, 3, 64);
+        assert_eq!(acts.row_bytes(), 68);
+        let mut want = vec![0u8; 68];
+        (scalar_kernels()
+            .get(GgmlType::Q8_0)
+            .unwrap()
+            .from_float
+            .unwrap())(&x[64..128], &mut want);
+        assert_eq!(acts.row(1), &want[..]);
+        acts.quantize_with(scalar_kernels(), GgmlType::F32, &x, 3, 64);
+        assert_eq!(acts.bytes().len(), 3 * 64 * 4);
+        assert_eq!(acts.buf.capacity(), cap);
+    }
+
+    #[test]
+    #[should_panic(expected = "activations are Q8_1 but Q4_0 weights dot with Q8_0")]
+    fn wrong_activation_type_is_a_clear_panic() {
+        let data = vec![0u8; 18];
+        let w = MatRef {
+            ty: GgmlType::Q4_0,
+            data: &data,
+            n_rows: 1,
+            n_cols: 32,
+        };
+        let mut acts = ActBuf::with_capacity(32, 1);
+        acts.quantize_with(scalar_kernels(), GgmlType::Q8_1, &[0.0; 32], 1, 32);
+        let mut y = [0.0f32; 1];
+        matmul_q_with(scalar_kernels(), &ThreadPool::new(1), &w, &acts, &mut y);
+    }
+}
