@@ -10,8 +10,8 @@
 use std::sync::OnceLock;
 
 use crate::blocks::{
-    cast_blocks, cast_blocks_mut, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
-    BlockQ8_1,
+    cast_blocks, cast_blocks_mut, Block, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 use crate::scalar;
 use crate::types::GgmlType;
@@ -210,70 +210,132 @@ pub fn build_scalar_table() -> KernelTable {
     };
     let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);
 
-    let f32_q = quant_fn!(f32, float::quantize_row_f32);
-    put(entry(
+    // A weight format whose activation quantizer is its reference quantizer:
+    // (type, partner type, block, partner block, module, quantize, dequantize, vec_dot).
+    macro_rules! weight {
+        ($ty:expr, $vt:expr, $B:ty, $A:ty, $q:path, $dq:path, $dot:path) => {{
+            let q = quant_fn!($B, $q);
+            put(entry(
+                $ty,
+                $vt,
+                q,
+                q,
+                dequant_fn!($B, $dq),
+                Some(dot_fn!($B, $A, $dot)),
+            ));
+        }};
+    }
+
+    weight!(
         T::F32,
         T::F32,
-        f32_q,
-        f32_q,
-        dequant_fn!(f32, float::dequantize_row_f32),
-        { Some(dot_fn!(f32, f32, float::vec_dot_f32)) },
-    ));
-    let f16_q = quant_fn!(f16, float::quantize_row_f16);
-    put(entry(
+        f32,
+        f32,
+        float::quantize_row_f32,
+        float::dequantize_row_f32,
+        float::vec_dot_f32
+    );
+    weight!(
         T::F16,
         T::F32,
-        f16_q,
-        f16_q,
-        dequant_fn!(f16, float::dequantize_row_f16),
-        { Some(dot_fn!(f16, f32, float::vec_dot_f16_f32)) },
-    ));
-    let bf16_q = quant_fn!(bf16, float::quantize_row_bf16);
-    put(entry(
+        f16,
+        f32,
+        float::quantize_row_f16,
+        float::dequantize_row_f16,
+        float::vec_dot_f16_f32
+    );
+    weight!(
         T::BF16,
         T::F32,
-        bf16_q,
-        bf16_q,
-        dequant_fn!(bf16, float::dequantize_row_bf16),
-        { Some(dot_fn!(bf16, f32, float::vec_dot_bf16_f32)) },
-    ));
-
-    let q = quant_fn!(BlockQ4_0, q4_0::quantize_row_q4_0_ref);
-    put(entry(
+        bf16,
+        f32,
+        float::quantize_row_bf16,
+        float::dequantize_row_bf16,
+        float::vec_dot_bf16_f32
+    );
+    weight!(
         T::Q4_0,
         T::Q8_0,
-        q,
-        q,
-        dequant_fn!(BlockQ4_0, q4_0::dequantize_row_q4_0),
-        { Some(dot_fn!(BlockQ4_0, BlockQ8_0, q4_0::vec_dot_q4_0_q8_0)) },
-    ));
-    let q = quant_fn!(BlockQ4_1, q4_1::quantize_row_q4_1_ref);
-    put(entry(
+        BlockQ4_0,
+        BlockQ8_0,
+        q4_0::quantize_row_q4_0_ref,
+        q4_0::dequantize_row_q4_0,
+        q4_0::vec_dot_q4_0_q8_0
+    );
+    weight!(
         T::Q4_1,
         T::Q8_1,
-        q,
-        q,
-        dequant_fn!(BlockQ4_1, q4_1::dequantize_row_q4_1),
-        { Some(dot_fn!(BlockQ4_1, BlockQ8_1, q4_1::vec_dot_q4_1_q8_1)) },
-    ));
-    let q = quant_fn!(BlockQ5_0, q5_0::quantize_row_q5_0_ref);
-    put(entry(
+        BlockQ4_1,
+        BlockQ8_1,
+        q4_1::quantize_row_q4_1_ref,
+        q4_1::dequantize_row_q4_1,
+        q4_1::vec_dot_q4_1_q8_1
+    );
+    weight!(
         T::Q5_0,
         T::Q8_0,
-        q,
-        q,
-        dequant_fn!(BlockQ5_0, q5_0::dequantize_row_q5_0),
-        { Some(dot_fn!(BlockQ5_0, BlockQ8_0, q5_0::vec_dot_q5_0_q8_0)) },
-    ));
-    let q = quant_fn!(BlockQ5_1, q5_1::quantize_row_q5_1_ref);
-    put(entry(
+        BlockQ5_0,
+        BlockQ8_0,
+        q5_0::quantize_row_q5_0_ref,
+        q5_0::dequantize_row_q5_0,
+        q5_0::vec_dot_q5_0_q8_0
+    );
+    weight!(
         T::Q5_1,
         T::Q8_1,
-        q,
-        q,
-        dequant_fn!(BlockQ5_1, q5_1::dequantize_row_q5_1),
-        { Some(dot_fn!(BlockQ5_1, BlockQ8_1, q5_1::vec_dot_q5_1_q8_1)) },
-    ));
+        BlockQ5_1,
+        BlockQ8_1,
+        q5_1::quantize_row_q5_1_ref,
+        q5_1::dequantize_row_q5_1,
+        q5_1::vec_dot_q5_1_q8_1
+    );
+    weight!(
+        T::Q2_K,
+        T::Q8_K,
+        BlockQ2_K,
+        BlockQ8_K,
+        q2_k::quantize_row_q2_k_ref,
+        q2_k::dequantize_row_q2_k,
+        q2_k::vec_dot_q2_k_q8_k
+    );
+    weight!(
+        T::Q3_K,
+        T::Q8_K,
+        BlockQ3_K,
+        BlockQ8_K,
+        q3_k::quantize_row_q3_k_ref,
+        q3_k::dequantize_row_q3_k,
+        q3_k::vec_dot_q3_k_q8_k
+    );
+    weight!(
+        T::Q4_K,
+        T::Q8_K,
+        BlockQ4_K,
+        BlockQ8_K,
+        q4_k::quantize_row_q4_k_ref,
+        q4_k::dequantize_row_q4_k,
+        q4_k::vec_dot_q4_k_q8_k
+    );
+    weight!(
+        T::Q5_K,
+        T::Q8_K,
+        BlockQ5_K,
+        BlockQ8_K,
+        q5_k::quantize_row_q5_k_ref,
+        q5_k::dequantize_row_q5_k,
+        q5_k::vec_dot_q5_k_q8_k
+    );
+    weight!(
+        T::Q6_K,
+        T::Q8_K,
+        BlockQ6_K,
+        BlockQ8_K,
+        q6_k::quantize_row_q6_k_ref,
+        q6_k::dequantize_row_q6_k,
+        q6_k::vec_dot_q6_k_q8_k
+    );
+
+    // Q8_0 is both a weight format and an activation format with its own from_float.
     put(entry(
         T::Q8_0,
         T::Q8_0,
@@ -282,12 +344,23 @@ pub fn build_scalar_table() -> KernelTable {
         dequant_fn!(BlockQ8_0, q8_0::dequantize_row_q8_0),
         Some(dot_fn!(BlockQ8_0, BlockQ8_0, q8_0::vec_dot_q8_0_q8_0)),
     ));
+    // Activation-only formats: no vec_dot of their own.
     put(entry(
         T::Q8_1,
         T::Q8_1,
         quant_fn!(BlockQ8_1, q8_1::quantize_row_q8_1_ref),
         quant_fn!(BlockQ8_1, q8_1::from_float_q8_1),
         dequant_fn!(BlockQ8_1, q8_1::dequantize_row_q8_1),
+        None,
+    ));
+    // Q8_K's activation quantizer is the reference itself (as on ggml's x86 and generic paths).
+    let q8k = quant_fn!(BlockQ8_K, q8_k::quantize_row_q8_k_ref);
+    put(entry(
+        T::Q8_K,
+        T::Q8_K,
+        q8k,
+        q8k,
+        dequant_fn!(BlockQ8_K, q8_k::dequantize_row_q8_k),
         None,
     ));
 

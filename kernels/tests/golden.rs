@@ -237,6 +237,38 @@ fn golden_q8_1() {
     }
 }
 
+#[test]
+fn golden_q2_k() {
+    check_table_type(GgmlType::Q2_K, true);
+}
+
+#[test]
+fn golden_q3_k() {
+    check_table_type(GgmlType::Q3_K, true);
+}
+
+#[test]
+fn golden_q4_k() {
+    check_table_type(GgmlType::Q4_K, true);
+}
+
+#[test]
+fn golden_q5_k() {
+    check_table_type(GgmlType::Q5_K, true);
+}
+
+#[test]
+fn golden_q6_k() {
+    check_table_type(GgmlType::Q6_K, true);
+}
+
+#[test]
+fn golden_q8_k() {
+    check_table_type(GgmlType::Q8_K, true);
+    // On x86 (and in ggml's generic path) Q8_K's activation quantizer is the reference itself.
+    check_from_float(GgmlType::Q8_K, "Q8_K.bin");
+}
+
 /// The CPU backend's activation quantizer, scalar and through `kernels()`.
 fn check_from_float(ty: GgmlType, file: &str) {
     let x = source();

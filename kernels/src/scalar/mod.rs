@@ -13,12 +13,19 @@
 //! byte-level entry points in [`crate::dispatch`] check lengths and return errors first.
 
 pub mod float;
+pub mod k_quants;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q4_k;
 pub mod q5_0;
 pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
 pub mod q8_1;
+pub mod q8_k;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
