@@ -343,3 +343,119 @@ fn safe_entry_points() {
     assert!(quantize_row(GgmlType::Q4_0, &x, short.bytes_mut()).is_err());
     assert!(quantize_row(GgmlType::Q4_0, &x[..31], &mut []).is_err());
 }
+
+/// Scalar `vec_dot` on the golden weight rows against an f64 dot of the dequantized values.
+///
+/// The kernel sums integers exactly per block and rounds only a few times per block term, then
+/// once per term while accumulating (at most ~9 terms per 256-block for the k-quants), so its
+/// error is at most ~(9 * n_blocks + 16) * 2^-24 * S with S = sum_i (|scale part of w_i| +
+/// |min part of w_i|) * |a_i|, the sum of the magnitudes of every term (for Q4_1/Q5_1 the min
+/// term is m * s with the Q8_1 block's stored sum s, so the exact value and S use that).
+/// A layout bug (a wrong nibble, scale or lane) gives errors of order S itself.
+#[test]
+fn vec_dot_matches_dequantized_dot() {
+    let x = source();
+    let weight_types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+    for ty in weight_types {
+        let t = scalar_kernels().get(ty).unwrap();
+        let vt = t.vec_dot_type;
+        let wbin = Aligned::from_bytes(&read(&format!("{}.bin", ty.name())));
+        let w_rb = ty.row_bytes(N_PER_ROW as u64).unwrap() as usize;
+        let a_rb = vt.row_bytes(N_PER_ROW as u64).unwrap() as usize;
+        let mut wd = vec![0.0f32; N_PER_ROW];
+        let mut ad = vec![0.0f32; N_PER_ROW];
+        let mut abuf = Aligned::zeroed(a_rb);
+        for r in 0..ROWS {
+            // Activations: a different row, so signs and magnitudes do not line up.
+            let ar = (r + 3) % ROWS;
+            from_float(
+                vt,
+                &x[ar * N_PER_ROW..(ar + 1) * N_PER_ROW],
+                abuf.bytes_mut(),
+            )
+            .unwrap();
+            let wrow = &wbin.bytes()[r * w_rb..(r + 1) * w_rb];
+            dequantize_row(ty, wrow, &mut wd).unwrap();
+            dequantize_row(vt, abuf.bytes(), &mut ad).unwrap();
+            let got = (t.vec_dot.unwrap())(N_PER_ROW, wrow, abuf.bytes()) as f64;
+
+            // Magnitudes of the scale and min parts of each weight: dequantize with the min
+            // (resp. the scale) zeroed.
+            let (scale_part, min_part) = split_scale_min(ty, wrow);
+            let nb = N_PER_ROW / ty.block_elems();
+            let (exact, s) = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                // The min term is defined with the activation block's stored sum s (f16 of
+                // d * sum(q), d unrounded), which is not the sum of its dequantized values (it
+                // stays nonzero when f16(d) underflows): exact = sum_i w_scale_i * a_i + sum_b m_b s_b.
+                let ab = abuf.bytes();
+                let mut exact = 0.0f64;
+                let mut s = 0.0f64;
+                for i in 0..N_PER_ROW {
+                    exact += scale_part[i] as f64 * ad[i] as f64;
+                    s += (scale_part[i] as f64 * ad[i] as f64).abs();
+                }
+                for b in 0..nb {
+                    let m = min_part[32 * b] as f64;
+                    let sb = half::f16::from_le_bytes([ab[36 * b + 2], ab[36 * b + 3]]).to_f64();
+                    exact += m * sb;
+                    s += (m * sb).abs();
+                }
+                (exact, s)
+            } else {
+                let exact: f64 = wd.iter().zip(&ad).map(|(&w, &a)| w as f64 * a as f64).sum();
+                let s: f64 = (0..N_PER_ROW)
+                    .map(|i| {
+                        (scale_part[i].abs() as f64 + min_part[i].abs() as f64) * ad[i].abs() as f64
+                    })
+                    .sum();
+                (exact, s)
+            };
+            let mut bound = (9.0 * nb as f64 + 16.0) * 2f64.powi(-24) * s * 1.05;
+            bound += 1e-30;
+            assert!(
+                (got - exact).abs() <= bound,
+                "{ty} row {r}: vec_dot {got} vs dequantized dot {exact} (|diff| {} > bound {bound})",
+                (got - exact).abs()
+            );
+        }
+    }
+}
+
+/// Dequantizes `row` twice: with the min field zeroed (the scale part) and with the scale field
+/// zeroed (the min part, up to sign). Formats without a min give an all-zero min part.
+fn split_scale_min(ty: GgmlType, row: &[u8]) -> (Vec<f32>, Vec<f32>) {
+    // (byte offset of d, byte offset of the min field) inside a block, for formats with a min.
+    let fields = match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => Some((0, 2)),
+        GgmlType::Q2_K => Some((80, 82)),
+        _ => None,
+    };
+    let n = row.len() / ty.block_bytes() * ty.block_elems();
+    let mut scale_part = vec![0.0f32; n];
+    let mut min_part = vec![0.0f32; n];
+    match fields {
+        None => dequantize_row(ty, row, &mut scale_part).unwrap(),
+        Some((d_off, m_off)) => {
+            let bb = ty.block_bytes();
+            for (off, out) in [(m_off, &mut scale_part), (d_off, &mut min_part)] {
+                let mut b = Aligned::from_bytes(row);
+                for blk in b.bytes_mut().chunks_exact_mut(bb) {
+                    blk[off..off + 2].fill(0);
+                }
+                dequantize_row(ty, b.bytes(), out).unwrap();
+            }
+        }
+    }
+    (scale_part, min_part)
+}
