@@ -1,6 +1,211 @@
-//! x86-64 SIMD kernels (AVX2+FMA, AVX-512/VNNI where present).
+//! x86-64 SIMD kernels (AVX2+FMA+F16C, AVX-512 VNNI where present).
+//!
+//! Every kernel is a `#[target_feature]` function over typed block slices, behind a safe wrapper
+//! with the table's byte-slice signature that `assert!`s the lengths. The wrappers are private to
+//! this module tree and reach callers only through the kernel table, which [`install`] fills only
+//! after run-time feature detection; that is the invariant every `// SAFETY:` at a wrapper's call
+//! into a `#[target_feature]` function relies on.
+//!
+//! Integer products are summed exactly in integers per block (maddubs/madd with unsigned weights,
+//! so no i16 saturation and no sign-trick corner case for -128), then scaled in f32.
 
-use crate::dispatch::KernelTable;
+use std::arch::x86_64::*;
+
+use crate::blocks::{cast_blocks, cast_blocks_mut, Block};
+use crate::dispatch::{Backend, KernelTable};
+use crate::types::GgmlType;
+
+mod act;
+mod float;
+mod k_quants;
+mod quants;
+
+/// True when the AVX2 kernel set can run: AVX2, FMA and F16C (the OS saving the YMM state is part
+/// of what `is_x86_feature_detected!` checks).
+pub fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// True when the 256-bit VNNI kernels can run: the AVX2 set plus AVX-512 VNNI, BW and VL
+/// (`vpdpbusd` on YMM registers needs VNNI + VL).
+pub fn has_avx512vnni() -> bool {
+    has_avx2()
+        && is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+}
 
 /// Overwrites the entries of `table` that this ISA accelerates, after run-time feature detection.
-pub fn install(_table: &mut KernelTable) {}
+pub fn install(table: &mut KernelTable) {
+    if !has_avx2() {
+        return;
+    }
+    let avx2 = Backend::Avx2;
+    let mut set = |ty: GgmlType, dot: Option<crate::dispatch::VecDotFn>| {
+        if let (Some(e), Some(dot)) = (table.get_mut(ty), dot) {
+            e.vec_dot = Some(dot);
+            e.backend = avx2;
+        }
+    };
+    set(GgmlType::Q4_0, Some(quants::vec_dot_q4_0_q8_0));
+    set(GgmlType::Q4_1, Some(quants::vec_dot_q4_1_q8_1));
+    set(GgmlType::Q5_0, Some(quants::vec_dot_q5_0_q8_0));
+    set(GgmlType::Q5_1, Some(quants::vec_dot_q5_1_q8_1));
+    set(GgmlType::Q8_0, Some(quants::vec_dot_q8_0_q8_0));
+    set(GgmlType::Q4_K, Some(k_quants::vec_dot_q4_k_q8_k));
+    set(GgmlType::Q5_K, Some(k_quants::vec_dot_q5_k_q8_k));
+    set(GgmlType::Q6_K, Some(k_quants::vec_dot_q6_k_q8_k));
+    set(GgmlType::F32, Some(float::vec_dot_f32));
+    set(GgmlType::F16, Some(float::vec_dot_f16_f32));
+    set(GgmlType::BF16, Some(float::vec_dot_bf16_f32));
+    let mut set_ff = |ty: GgmlType, f: crate::dispatch::QuantizeRowFn| {
+        if let Some(e) = table.get_mut(ty) {
+            e.from_float = Some(f);
+        }
+    };
+    set_ff(GgmlType::Q8_0, act::from_float_q8_0);
+    set_ff(GgmlType::Q8_1, act::from_float_q8_1);
+    set_ff(GgmlType::Q8_K, act::from_float_q8_k);
+    table.backend = avx2;
+}
+
+/// Views `w` and `a` as the blocks of one row of `n` elements each, asserting the lengths.
+#[inline]
+fn row_blocks<'a, W: Block, A: Block>(n: usize, w: &'a [u8], a: &'a [u8]) -> (&'a [W], &'a [A]) {
+    assert!(
+        n % W::ELEMS == 0 && n % A::ELEMS == 0,
+        "row of {n} elements is not a whole number of blocks"
+    );
+    let (nw, na) = (n / W::ELEMS, n / A::ELEMS);
+    assert!(
+        w.len() == nw * std::mem::size_of::<W>(),
+        "weight row is {} bytes, {n} elements need {}",
+        w.len(),
+        nw * std::mem::size_of::<W>()
+    );
+    assert!(
+        a.len() == na * std::mem::size_of::<A>(),
+        "activation row is {} bytes, {n} elements need {}",
+        a.len(),
+        na * std::mem::size_of::<A>()
+    );
+    (cast_blocks(w), cast_blocks(a))
+}
+
+/// Views `x` and `out` as one row to quantize into blocks of `B`, asserting the lengths.
+#[inline]
+fn quant_blocks<'a, B: Block>(x: &[f32], out: &'a mut [u8]) -> &'a mut [B] {
+    assert!(
+        x.len() % B::ELEMS == 0,
+        "row of {} elements is not a whole number of blocks",
+        x.len()
+    );
+    let nb = x.len() / B::ELEMS;
+    assert!(
+        out.len() == nb * std::mem::size_of::<B>(),
+        "output is {} bytes, {} elements need {}",
+        out.len(),
+        x.len(),
+        nb * std::mem::size_of::<B>()
+    );
+    cast_blocks_mut(out)
+}
+
+/// f16 -> f32 (exact) with F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn h2f(h: half::f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+/// f32 -> f16, round to nearest even (as `scalar::f32_to_f16`), with F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f2h(x: f32) -> half::f16 {
+    half::f16::from_bits(
+        _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16,
+    )
+}
+
+/// Sum of the 8 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_ps(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    _mm_cvtss_f32(r)
+}
+
+/// Sum of the 8 i32 lanes (wrapping).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_epi32(a: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Loads 32 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load32(p: &[u8; 32]) -> __m256i {
+    // SAFETY: `p` is 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+}
+
+/// Loads 32 signed bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load32i(p: &[i8; 32]) -> __m256i {
+    // SAFETY: `p` is 32 readable bytes; the load is unaligned.
+    unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+}
+
+/// Loads 16 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load16(p: &[u8; 16]) -> __m128i {
+    // SAFETY: `p` is 16 readable bytes; the load is unaligned.
+    unsafe { _mm_loadu_si128(p.as_ptr() as *const __m128i) }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// Deterministic pseudo-random generator for the kernel tests.
+    pub struct Lcg(pub u64);
+
+    impl Lcg {
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 ^ (self.0 >> 29)
+        }
+        pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| (self.next_u64() >> 24) as u8).collect()
+        }
+        /// Uniform in [-1, 1).
+        pub fn f32(&mut self) -> f32 {
+            ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        pub fn f32s(&mut self, n: usize, scale: f32) -> Vec<f32> {
+            (0..n).map(|_| self.f32() * scale).collect()
+        }
+    }
+
+    /// A random f16 bit pattern that is a finite value of moderate size (scales).
+    pub fn f16_bits(rng: &mut Lcg) -> [u8; 2] {
+        half::f16::from_f32(rng.f32() * 0.5).to_bits().to_le_bytes()
+    }
+
+    /// `true` when `got` is within `tol` (absolute) plus 1e-5 relative of `want`.
+    pub fn close(got: f32, want: f32, tol: f32) -> bool {
+        (got - want).abs() <= tol + 1e-5 * want.abs()
+    }
+}

@@ -1,0 +1,148 @@
+//! AVX2+FMA dot products of float weight rows (F32, F16 via F16C, BF16) with f32 activations.
+//!
+//! Four independent 8-lane FMA accumulators (32 elements per step), then the tail in scalar f32.
+//! The scalar reference sums in f64, so results agree to within f32 accumulation error.
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::{hsum_ps, row_blocks};
+
+/// Generic body: `load(i)` yields the 8 weights starting at element i as f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_with(
+    n: usize,
+    a: &[f32],
+    load: impl Fn(usize) -> __m256,
+    tail: impl Fn(usize) -> f32,
+) -> f32 {
+    assert!(a.len() >= n);
+    let la = |i: usize| {
+        // SAFETY: i + 8 <= n <= a.len() at every call below; unaligned load.
+        unsafe { _mm256_loadu_ps(a.as_ptr().add(i)) }
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(load(i + 8 * k), la(i + 8 * k), *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(load(i), la(i), acc[0]);
+        i += 8;
+    }
+    let mut sum = hsum_ps(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        sum += tail(i) * a[i];
+        i += 1;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    let n = w.len();
+    dot_with(
+        n,
+        a,
+        |i| {
+            assert!(i + 8 <= w.len());
+            // SAFETY: checked above; unaligned load.
+            unsafe { _mm256_loadu_ps(w.as_ptr().add(i)) }
+        },
+        |i| w[i],
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
+    let n = w.len();
+    dot_with(
+        n,
+        a,
+        |i| {
+            assert!(i + 8 <= w.len());
+            // SAFETY: checked above: 8 halves (16 bytes) readable; unaligned load.
+            _mm256_cvtph_ps(unsafe { _mm_loadu_si128(w.as_ptr().add(i) as *const __m128i) })
+        },
+        |i| w[i].to_f32(),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
+    let n = w.len();
+    dot_with(
+        n,
+        a,
+        |i| {
+            assert!(i + 8 <= w.len());
+            // SAFETY: checked above: 8 bf16 (16 bytes) readable; unaligned load.
+            let h = unsafe { _mm_loadu_si128(w.as_ptr().add(i) as *const __m128i) };
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        },
+        |i| w[i].to_f32(),
+    )
+}
+
+/// F32 weights . f32 activations.
+pub(super) fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<f32, f32>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_f32(w, a) }
+}
+
+/// F16 weights . f32 activations.
+pub(super) fn vec_dot_f16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<f16, f32>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_f16(w, a) }
+}
+
+/// BF16 weights . f32 activations.
+pub(super) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<bf16, f32>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_bf16(w, a) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, Lcg};
+    use super::*;
+    use crate::blocks::as_bytes;
+    use crate::scalar;
+
+    #[test]
+    fn float_rows_match_scalar() {
+        if !super::super::has_avx2() {
+            return;
+        }
+        let mut rng = Lcg(5);
+        for n in [1usize, 7, 8, 31, 32, 33, 100, 2048, 2051] {
+            let wf = rng.f32s(n, 2.0);
+            let a = rng.f32s(n, 1.0);
+            let tol = 1e-6 * n as f32 * 2.0;
+            let want = scalar::float::vec_dot_f32(&wf, &a);
+            let got = vec_dot_f32(n, as_bytes(&wf), as_bytes(&a));
+            assert!(close(got, want, tol), "f32 n={n}: {got} vs {want}");
+
+            let wh: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+            let want = scalar::float::vec_dot_f16_f32(&wh, &a);
+            let got = vec_dot_f16_f32(n, as_bytes(&wh), as_bytes(&a));
+            assert!(close(got, want, tol), "f16 n={n}: {got} vs {want}");
+
+            let wb: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
+            let want = scalar::float::vec_dot_bf16_f32(&wb, &a);
+            let got = vec_dot_bf16_f32(n, as_bytes(&wb), as_bytes(&a));
+            assert!(close(got, want, tol), "bf16 n={n}: {got} vs {want}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! AVX2 dot products of the k-quants with Q8_K activations: Q4_K, Q5_K, Q6_K.
+//!
+//! Per super-block of 256 the integer sum is exact: unsigned weight levels (0..16, 0..32, 0..64)
+//! times signed activations with `maddubs` (|pair| <= 63 * 128 * 2 < 2^15), times the 6- or 8-bit
+//! sub-block scales with `madd`, summed in i32. The min / offset terms use the activations'
+//! precomputed `bsums`. Only the final f32 scaling and accumulation order differ from the scalar
+//! reference.
+
+use std::arch::x86_64::*;
+
+use super::{h2f, hsum_ps, load32, load32i, row_blocks};
+use crate::blocks::{BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+
+/// Unpacks the 12 packed bytes of Q4_K/Q5_K into 8 scales (bytes 0..8) and 8 mins (bytes 8..16)
+/// (ggml's `utmp` trick, equivalent to `get_scale_min_k4` for j = 0..8).
+#[inline]
+fn unpack_scales_mins(s: &[u8; 12]) -> [u32; 4] {
+    const KMASK1: u32 = 0x3f3f3f3f;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    const KMASK3: u32 = 0x03030303;
+    let u0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let u1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let u2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let scales_lo = u0 & KMASK1;
+    let scales_hi = (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4);
+    let mins_lo = u1 & KMASK1;
+    let mins_hi = ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4);
+    [scales_lo, scales_hi, mins_lo, mins_hi]
+}
+
+/// Shuffle mask that broadcasts i16 lane `k` (of each 128-bit half) to all 8 lanes of the half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn bcast16_mask(k: i32) -> __m256i {
+    _mm256_set1_epi16((((2 * k + 1) << 8) | (2 * k)) as i16)
+}
+
+/// Shared Q4_K/Q5_K body; `high(j, lo_or_hi)` returns the fifth-bit bytes (0 or 0x10) for chunk j.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn dot_k4_like(
+    d: f32,
+    dmin: f32,
+    scales: &[u8; 12],
+    qs: &[u8; 128],
+    a: &BlockQ8_K,
+    high: impl Fn(usize) -> (__m256i, __m256i),
+    acc: &mut __m256,
+    acc_m: &mut __m128,
+) {
+    let u = unpack_scales_mins(scales);
+    // mins_and_scales: i16 lanes 0..8 = scales, 8..16 = mins.
+    let ms = _mm256_cvtepu8_epi16(_mm_set_epi32(
+        u[3] as i32,
+        u[2] as i32,
+        u[1] as i32,
+        u[0] as i32,
+    ));
+    // Min term: sum over sub-blocks of min * (sum of its 32 activations).
+    // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
+    let bs = unsafe { _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i) };
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bs),
+        _mm256_extracti128_si256::<1>(bs),
+    );
+    let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(ms), q8s);
+    *acc_m = _mm_fmadd_ps(_mm_set1_ps(-dmin * a.d), _mm_cvtepi32_ps(prod), *acc_m);
+
+    let scales = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms));
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        let sc_l = _mm256_shuffle_epi8(scales, bcast16_mask(2 * j as i32));
+        let sc_h = _mm256_shuffle_epi8(scales, bcast16_mask(2 * j as i32 + 1));
+        let bits = load32(qs[32 * j..32 * j + 32].try_into().expect("32 bytes"));
+        let (hl, hh) = high(j);
+        let ql = _mm256_or_si256(_mm256_and_si256(bits, m4), hl);
+        let qh = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), hh);
+        let al = load32i(a.qs[64 * j..64 * j + 32].try_into().expect("32 bytes"));
+        let ah = load32i(a.qs[64 * j + 32..64 * j + 64].try_into().expect("32 bytes"));
+        let pl = _mm256_madd_epi16(sc_l, _mm256_maddubs_epi16(ql, al));
+        let ph = _mm256_madd_epi16(sc_h, _mm256_maddubs_epi16(qh, ah));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+    }
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), *acc);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    let zero = _mm256_setzero_si256();
+    for (x, y) in w.iter().zip(a) {
+        dot_k4_like(
+            h2f(x.d),
+            h2f(x.dmin),
+            &x.scales,
+            &x.qs,
+            y,
+            |_| (zero, zero),
+            &mut acc,
+            &mut acc_m,
+        );
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    let b5 = _mm256_set1_epi8(0x10);
+    for (x, y) in w.iter().zip(a) {
+        let hb = load32(&x.qh);
+        // Element 64j + l takes bit 2j of qh[l], element 64j + 32 + l bit 2j + 1.
+        let high = |j: usize| {
+            let ml = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
+            let mh = _mm256_set1_epi8((1u8 << (2 * j + 1)) as i8);
+            let hl = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, ml), ml), b5);
+            let hh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, mh), mh), b5);
+            (hl, hh)
+        };
+        dot_k4_like(
+            h2f(x.d),
+            h2f(x.dmin),
+            &x.scales,
+            &x.qs,
+            y,
+            high,
+            &mut acc,
+            &mut acc_m,
+        );
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let m12 = _mm256_set1_epi8(0x0C);
+    let m48 = _mm256_set1_epi8(0x30);
+    let m192 = _mm256_set1_epi8(0xC0u8 as i8);
+    for (x, y) in w.iter().zip(a) {
+        // SAFETY: scales is 16 bytes; unaligned load.
+        let sc8 = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
+        // Offset term: 32 * sum_g scale_g * bsum_g.
+        // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
+        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
+        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs));
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), off);
+        for n in 0..2 {
+            let ql0 = load32(x.ql[64 * n..64 * n + 32].try_into().expect("32 bytes"));
+            let ql1 = load32(x.ql[64 * n + 32..64 * n + 64].try_into().expect("32 bytes"));
+            let qh = load32(x.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, m12)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(qh, m48),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, m192)),
+                ),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let g = (8 * n + 2 * k) as i64;
+                let a = load32i(
+                    y.qs[128 * n + 32 * k..128 * n + 32 * k + 32]
+                        .try_into()
+                        .expect("32 bytes"),
+                );
+                // i16 lanes 0..8 = scale g (elements 0..16), 8..16 = scale g + 1.
+                let mask = _mm_set_epi64x((g + 1) * 0x0101010101010101, g * 0x0101010101010101);
+                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qk, a)));
+            }
+        }
+        acc = _mm256_fmadd_ps(
+            _mm256_set1_ps(h2f(x.d) * y.d),
+            _mm256_cvtepi32_ps(sumi),
+            acc,
+        );
+    }
+    hsum_ps(acc)
+}
+
+/// Q4_K weights . Q8_K activations.
+pub(super) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<BlockQ4_K, BlockQ8_K>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_q4_k(w, a) }
+}
+
+/// Q5_K weights . Q8_K activations.
+pub(super) fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<BlockQ5_K, BlockQ8_K>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_q5_k(w, a) }
+}
+
+/// Q6_K weights . Q8_K activations.
+pub(super) fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<BlockQ6_K, BlockQ8_K>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_q6_k(w, a) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, f16_bits, Lcg};
+    use super::*;
+    use crate::blocks::{as_bytes, cast_blocks};
+    use crate::scalar;
+
+    /// Random Q8_K activation blocks with consistent bsums and q in [-127, 127] (or all -128 /
+    /// 127 extremes when `extreme`).
+    fn q8k_blocks(rng: &mut Lcg, nb: usize, extreme: Option<i8>) -> Vec<u32> {
+        let mut blocks = Vec::with_capacity(nb);
+        for _ in 0..nb {
+            let mut b = BlockQ8_K {
+                d: rng.f32() * 0.01,
+                qs: [0; 256],
+                bsums: [0; 16],
+            };
+            for q in b.qs.iter_mut() {
+                *q = match extreme {
+                    Some(e) => e,
+                    None => ((rng.next_u64() % 255) as i32 - 127) as i8,
+                };
+            }
+            for g in 0..16 {
+                b.bsums[g] = b.qs[16 * g..16 * g + 16].iter().map(|&q| q as i16).sum();
+            }
+            blocks.push(b);
+        }
+        // 4-byte aligned bytes (BlockQ8_K has an f32).
+        let bytes = as_bytes(&blocks);
+        bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    fn u32_bytes(v: &[u32]) -> &[u8] {
+        // SAFETY: u32 storage viewed as bytes; exact length.
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) }
+    }
+
+    fn check(
+        name: &str,
+        simd: fn(usize, &[u8], &[u8]) -> f32,
+        scalar_dot: &dyn Fn(&[u8], &[u8]) -> f32,
+        wsize: usize,
+        wscales: &[usize],
+    ) {
+        if !super::super::has_avx2() {
+            return;
+        }
+        let mut rng = Lcg(99);
+        for nb in [1usize, 2, 3, 8, 9] {
+            for round in 0..30 {
+                let extreme = match round {
+                    0 => Some(-128i8),
+                    1 => Some(127),
+                    _ => None,
+                };
+                let mut w = if round == 2 {
+                    vec![0xFFu8; nb * wsize]
+                } else {
+                    rng.bytes(nb * wsize)
+                };
+                for b in 0..nb {
+                    for &o in wscales {
+                        w[b * wsize + o..b * wsize + o + 2].copy_from_slice(&f16_bits(&mut rng));
+                    }
+                }
+                let a32 = q8k_blocks(&mut rng, nb, extreme);
+                let a = u32_bytes(&a32);
+                let got = simd(nb * 256, &w, a);
+                let want = scalar_dot(&w, a);
+                let mag: f32 = (0..nb)
+                    .map(|b| {
+                        scalar_dot(&w[b * wsize..(b + 1) * wsize], &a[b * 292..(b + 1) * 292]).abs()
+                    })
+                    .sum();
+                let tol = 1e-6 * (nb as f32 + 8.0) * mag + 1e-6;
+                assert!(
+                    close(got, want, tol),
+                    "{name} nb={nb} round={round}: simd {got} scalar {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q4_k_matches_scalar() {
+        check(
+            "q4_k",
+            vec_dot_q4_k_q8_k,
+            &|w, a| scalar::q4_k::vec_dot_q4_k_q8_k(cast_blocks(w), cast_blocks(a)),
+            144,
+            &[0, 2],
+        );
+    }
+
+    #[test]
+    fn q5_k_matches_scalar() {
+        check(
+            "q5_k",
+            vec_dot_q5_k_q8_k,
+            &|w, a| scalar::q5_k::vec_dot_q5_k_q8_k(cast_blocks(w), cast_blocks(a)),
+            176,
+            &[0, 2],
+        );
+    }
+
+    #[test]
+    fn q6_k_matches_scalar() {
+        check(
+            "q6_k",
+            vec_dot_q6_k_q8_k,
+            &|w, a| scalar::q6_k::vec_dot_q6_k_q8_k(cast_blocks(w), cast_blocks(a)),
+            210,
+            &[208],
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! AVX2 dot products of the 32-element formats: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1.
+//!
+//! Weights are unpacked to unsigned bytes q (0..16 or 0..32) and multiplied with the signed
+//! activations by `maddubs` (|pair sum| <= 31 * 128 * 2, no i16 saturation); the offset of Q4_0/Q5_0
+//! (q - 8, q - 16) is removed in i16 by subtracting `maddubs(offset, a)`, so each block's integer sum
+//! is exact for every input byte, -128 included. Q8_0 x Q8_0 sign-extends both sides to i16 and uses
+//! `madd` (exact for the full i8 range). Blocks go two at a time into two f32 accumulators to break
+//! the FMA dependency chain.
+
+use std::arch::x86_64::*;
+
+use super::{h2f, hsum_ps, load16, load32i, row_blocks};
+use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+
+/// 32 nibbles -> 32 bytes: low nibbles (elements 0..16) in the low lane, high nibbles (16..32) high.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let raw = load16(qs);
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw),
+        _mm256_set1_epi8(0x0F),
+    )
+}
+
+/// Bit j of `bits` -> byte j = 0x10 when set, 0 otherwise (the fifth bit of Q5 weights).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fifth_bits(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    // Byte k takes byte k / 8 of `bits` ...
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(v, shuf);
+    // ... and is all ones iff its bit k % 8 is set.
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// Exact i32 lane sums of sum_j (q_j - off) * a_j for unsigned q (< 32) and off (<= 16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_offset(q: __m256i, a: __m256i, off: __m256i) -> __m256i {
+    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, a), _mm256_maddubs_epi16(off, a));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Exact i32 lane sums of sum_j q_j * a_j for unsigned q (< 128).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    let off = _mm256_set1_epi8(8);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (k, (x, y)) in w.iter().zip(a).enumerate() {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        let s = dot_offset(nibbles(&x.qs), load32i(&y.qs), off);
+        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let off = _mm256_set1_epi8(16);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (k, (x, y)) in w.iter().zip(a).enumerate() {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh)));
+        let s = dot_offset(q, load32i(&y.qs), off);
+        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut summs = 0.0f32;
+    for (k, (x, y)) in w.iter().zip(a).enumerate() {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        summs += h2f(x.m) * h2f(y.s);
+        let s = dot_unsigned(nibbles(&x.qs), load32i(&y.qs));
+        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1])) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut summs = 0.0f32;
+    for (k, (x, y)) in w.iter().zip(a).enumerate() {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        summs += h2f(x.m) * h2f(y.s);
+        let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh)));
+        let s = dot_unsigned(q, load32i(&y.qs));
+        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1])) + summs
+}
+
+/// Sign-extends 16 bytes to 16 i16.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn widen16(p: &[i8]) -> __m256i {
+    assert!(p.len() >= 16);
+    // SAFETY: checked above that 16 bytes are readable; the load is unaligned.
+    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.as_ptr() as *const __m128i) })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (k, (x, y)) in w.iter().zip(a).enumerate() {
+        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+        let lo = _mm256_madd_epi16(widen16(&x.qs[..16]), widen16(&y.qs[..16]));
+        let hi = _mm256_madd_epi16(widen16(&x.qs[16..]), widen16(&y.qs[16..]));
+        let s = _mm256_add_epi32(lo, hi);
+        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+macro_rules! wrapper {
+    ($(#[$m:meta])* $name:ident, $kernel:ident, $w:ty, $a:ty) => {
+        $(#[$m])*
+        pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let (w, a) = row_blocks::<$w, $a>(n, w, a);
+            // SAFETY: this wrapper is reachable only through the kernel table, which `install`
+            // fills only after detecting AVX2, FMA and F16C.
+            unsafe { $kernel(w, a) }
+        }
+    };
+}
+
+wrapper!(/// Q4_0 weights . Q8_0 activations.
+    vec_dot_q4_0_q8_0, dot_q4_0, BlockQ4_0, BlockQ8_0);
+wrapper!(/// Q5_0 weights . Q8_0 activations.
+    vec_dot_q5_0_q8_0, dot_q5_0, BlockQ5_0, BlockQ8_0);
+wrapper!(/// Q4_1 weights . Q8_1 activations.
+    vec_dot_q4_1_q8_1, dot_q4_1, BlockQ4_1, BlockQ8_1);
+wrapper!(/// Q5_1 weights . Q8_1 activations.
+    vec_dot_q5_1_q8_1, dot_q5_1, BlockQ5_1, BlockQ8_1);
+wrapper!(/// Q8_0 weights . Q8_0 activations.
+    vec_dot_q8_0_q8_0, dot_q8_0, BlockQ8_0, BlockQ8_0);
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, f16_bits, Lcg};
+    use super::*;
+    use crate::blocks::{as_bytes, cast_blocks};
+    use crate::scalar;
+
+    /// Random blocks: random bytes everywhere, then finite moderate f16 scales at `scale_offsets`.
+    fn random_blocks(rng: &mut Lcg, nb: usize, size: usize, scale_offsets: &[usize]) -> Vec<u8> {
+        let mut v = rng.bytes(nb * size);
+        for b in 0..nb {
+            for &o in scale_offsets {
+                v[b * size + o..b * size + o + 2].copy_from_slice(&f16_bits(rng));
+            }
+        }
+        v
+    }
+
+    fn check(
+        name: &str,
+        simd: fn(usize, &[u8], &[u8]) -> f32,
+        scalar_dot: &dyn Fn(&[u8], &[u8]) -> f32,
+        wsize: usize,
+        wscales: &[usize],
+        asize: usize,
+        ascales: &[usize],
+    ) {
+        if !super::super::has_avx2() {
+            return;
+        }
+        let mut rng = Lcg(1234);
+        for nb in [1usize, 2, 3, 7, 8, 64, 65] {
+            for _ in 0..20 {
+                let w = random_blocks(&mut rng, nb, wsize, wscales);
+                let a = random_blocks(&mut rng, nb, asize, ascales);
+                let got = simd(nb * 32, &w, &a);
+                let want = scalar_dot(&w, &a);
+                // Exact integer block sums; only the f32 accumulation order differs, so the error
+                // is bounded by a few ulps of the sum of |block terms|.
+                let mag: f32 = (0..nb)
+                    .map(|b| {
+                        scalar_dot(
+                            &w[b * wsize..(b + 1) * wsize],
+                            &a[b * asize..(b + 1) * asize],
+                        )
+                        .abs()
+                    })
+                    .sum();
+                let tol = 1e-6 * (nb as f32 + 4.0) * mag;
+                assert!(
+                    close(got, want, tol),
+                    "{name} nb={nb}: simd {got} scalar {want}"
+                );
+            }
+        }
+        // Extremes: every activation byte -128 and every weight byte 0xFF / 0x80.
+        for wb in [0xFFu8, 0x80, 0x00] {
+            for ab in [0x80u8, 0x7F] {
+                let nb = 5;
+                let mut w = vec![wb; nb * wsize];
+                let mut a = vec![ab; nb * asize];
+                for b in 0..nb {
+                    for &o in wscales {
+                        w[b * wsize + o..b * wsize + o + 2]
+                            .copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+                    }
+                    for &o in ascales {
+                        a[b * asize + o..b * asize + o + 2]
+                            .copy_from_slice(&half::f16::from_f32(0.25).to_bits().to_le_bytes());
+                    }
+                }
+                let got = simd(nb * 32, &w, &a);
+                let want = scalar_dot(&w, &a);
+                assert!(
+                    close(got, want, 1e-3),
+                    "{name} extremes w={wb:#x} a={ab:#x}: simd {got} scalar {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q4_0_matches_scalar() {
+        check(
+            "q4_0",
+            vec_dot_q4_0_q8_0,
+            &|w, a| scalar::q4_0::vec_dot_q4_0_q8_0(cast_blocks(w), cast_blocks(a)),
+            18,
+            &[0],
+            34,
+            &[0],
+        );
+    }
+
+    #[test]
+    fn q5_0_matches_scalar() {
+        check(
+            "q5_0",
+            vec_dot_q5_0_q8_0,
+            &|w, a| scalar::q5_0::vec_dot_q5_0_q8_0(cast_blocks(w), cast_blocks(a)),
+            22,
+            &[0],
+            34,
+            &[0],
+        );
+    }
+
+    #[test]
+    fn q4_1_matches_scalar() {
+        check(
+            "q4_1",
+            vec_dot_q4_1_q8_1,
+            &|w, a| scalar::q4_1::vec_dot_q4_1_q8_1(cast_blocks(w), cast_blocks(a)),
+            20,
+            &[0, 2],
+            36,
+            &[0, 2],
+        );
+    }
+
+    #[test]
+    fn q5_1_matches_scalar() {
+        check(
+            "q5_1",
+            vec_dot_q5_1_q8_1,
+            &|w, a| scalar::q5_1::vec_dot_q5_1_q8_1(cast_blocks(w), cast_blocks(a)),
+            24,
+            &[0, 2],
+            36,
+            &[0, 2],
+        );
+    }
+
+    #[test]
+    fn q8_0_matches_scalar() {
+        check(
+            "q8_0",
+            vec_dot_q8_0_q8_0,
+            &|w, a| scalar::q8_0::vec_dot_q8_0_q8_0(cast_blocks(w), cast_blocks(a)),
+            34,
+            &[0],
+            34,
+            &[0],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "weight row is 17 bytes")]
+    fn short_row_is_rejected() {
+        let w = [0u8; 17];
+        let a: Vec<BlockQ8_0> = vec![BlockQ8_0 {
+            d: half::f16::ZERO,
+            qs: [0; 32],
+        }];
+        vec_dot_q4_0_q8_0(32, &w, as_bytes(&a));
+    }
+}
