@@ -91,15 +91,10 @@ fn round_trip_every_type() {
         assert_eq!(t.ty, spec.ty);
         assert_eq!(t.shape(), spec.dims.as_slice());
         assert_eq!(t.data, d.as_slice());
-        assert_eq!(t.data.as_ptr() as usize % 64, bytes_offset_alignment(&g, t.name));
+        let info = g.tensor_infos().iter().find(|i| g.tensor_name(i) == t.name).unwrap();
+        assert_eq!(info.file_offset % 64, 0, "{} not aligned", t.name);
     }
     assert!(matches!(g.get("t.arr_nested"), Some(Value::Array(_))));
-}
-
-fn bytes_offset_alignment(g: &Gguf, name: &str) -> usize {
-    let info = g.tensor_infos().iter().find(|t| g.tensor_name(t) == name).unwrap();
-    assert_eq!(info.file_offset % 64, 0);
-    0
 }
 
 #[test]
@@ -286,16 +281,15 @@ fn real_model_header_corruption() {
     let mut n = 0;
     // Truncate at ~300 offsets spread over the header region.
     for cut in (0..header_end).step_by(header_end / 300 + 1) {
-        let e = Gguf::from_bytes(&bytes[..cut]).unwrap_err();
+        let e = Gguf::validate(&bytes[..cut]).unwrap_err();
         assert!(!e.to_string().is_empty());
         n += 1;
     }
-    // Flip bytes at ~300 positions (the file is shared, so flip a copy of the header region only,
-    // then append the data section).
-    let mut img = bytes.clone();
+    // Flip bytes at ~300 positions of the header region: an error or a valid parse, never a panic.
+    let mut img = bytes;
     for pos in (0..header_end).step_by(header_end / 300 + 1) {
         img[pos] ^= 0xa5;
-        let _ = Gguf::from_bytes(&img).map(|g| g.metadata().count());
+        let _ = Gguf::validate(&img);
         img[pos] ^= 0xa5;
         n += 1;
     }

@@ -237,7 +237,7 @@ impl Gguf {
         // mapped, reads may fault or see new bytes; this is the contract every mmap-based model
         // loader (llama.cpp included) accepts. We never write through the map.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Backing::Mmap(map))
+        Self::with_backing(Backing::Mmap(map))
     }
 
     /// Parse a GGUF image held in memory (tests and fuzzing).
@@ -246,11 +246,21 @@ impl Gguf {
         // SAFETY: `v` owns at least `bytes.len()` bytes of writable, initialized storage; u8 has
         // alignment 1; the source and destination do not overlap (fresh allocation).
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len()) };
-        Self::parse(Backing::Owned(v, bytes.len()))
+        Self::with_backing(Backing::Owned(v, bytes.len()))
     }
 
-    fn parse(backing: Backing) -> Result<Gguf, GgufError> {
-        let buf = backing.bytes();
+    /// Parse and validate a GGUF image in place, without copying it (fuzzing, corruption tests).
+    pub fn validate(bytes: &[u8]) -> Result<(), GgufError> {
+        Self::parse(bytes).map(|_| ())
+    }
+
+    fn with_backing(backing: Backing) -> Result<Gguf, GgufError> {
+        let (version, alignment, meta, tensors, data_offset) = Self::parse(backing.bytes())?;
+        Ok(Gguf { backing, version, alignment, meta, tensors, data_offset })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn parse(buf: &[u8]) -> Result<(u32, u64, Vec<MetaEntry>, Vec<TensorInfo>, u64), GgufError> {
         let file_len = buf.len() as u64;
         let mut cur = Cursor::new(buf, 0);
         let magic = cur.take(4, "magic").map_err(|_| GgufError::BadMagic { found: buf[..buf.len().min(4)].to_vec() })?;
@@ -388,7 +398,7 @@ impl Gguf {
             }
         }
 
-        Ok(Gguf { backing, version, alignment, meta, tensors, data_offset })
+        Ok((version, alignment, meta, tensors, data_offset))
     }
 
     fn bytes(&self) -> &[u8] {
