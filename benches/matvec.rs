@@ -1,1 +1,181 @@
-fn main() {}
+//! Mat-vec throughput per weight format and backend, in weight bytes per second, next to a plain
+//! memory-read baseline measured in the same run (so each figure reads as a fraction of bandwidth).
+//!
+//! Shapes: 2048x2048 and 5632x2048 (TinyLlama's attention and FFN). Each iteration uses the next of
+//! several copies of the matrix, together larger than the last-level cache, so the weights stream
+//! from memory as they do in a real decode step. Backends: `scalar` (`scalar_kernels()`) and the
+//! selected table (`kernels()`, e.g. avx2); 1 and 2 threads.
+//!
+//! Run: `cargo bench --bench matvec` (filter with e.g. `-- q4_0`); `FERROLM_BENCH_QUICK=1` limits
+//! the formats to Q4_0, Q8_0 and Q4_K.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferrolm::kernels::dispatch::{kernels, scalar_kernels};
+use ferrolm::kernels::matmul::{matmul_q_with, ActBuf, MatRef};
+use ferrolm::kernels::pool::ThreadPool;
+use ferrolm::kernels::{GgmlType, KernelTable};
+
+/// Bytes of weights cycled through per benchmark (well above any L3 here).
+const WORKING_SET: usize = 192 << 20;
+/// Baseline buffer size.
+const BASELINE_BYTES: usize = 256 << 20;
+
+fn lcg(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `copies` copies of an [n_rows, n_cols] matrix of `ty`, made by quantizing 64 random rows with the
+/// reference quantizer and tiling them.
+fn weights(ty: GgmlType, n_rows: usize, n_cols: usize, copies: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(n_cols as u64).expect("whole blocks") as usize;
+    let q = scalar_kernels()
+        .get(ty)
+        .and_then(|k| k.quantize_row_ref)
+        .expect("reference quantizer");
+    let base_rows = 64.min(n_rows);
+    let xf = lcg(base_rows * n_cols, ty.id() as u64 + 1);
+    let mut base = vec![0u8; base_rows * rb];
+    for (x, o) in xf.chunks_exact(n_cols).zip(base.chunks_exact_mut(rb)) {
+        q(x, o);
+    }
+    let one = n_rows * rb;
+    let mut out = vec![0u8; one * copies];
+    for (i, chunk) in out.chunks_exact_mut(rb).enumerate() {
+        let r = i % base_rows;
+        chunk.copy_from_slice(&base[r * rb..(r + 1) * rb]);
+    }
+    out
+}
+
+fn bench_baseline(c: &mut Criterion, pools: &[ThreadPool], group: &str) {
+    let mut g = c.benchmark_group(group);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let buf: Vec<u64> = (0..BASELINE_BYTES / 8).map(|i| i as u64).collect();
+    g.throughput(Throughput::Bytes(BASELINE_BYTES as u64));
+    for pool in pools {
+        g.bench_function(
+            BenchmarkId::new("sum_256MiB", format!("t{}", pool.n_threads())),
+            |b| {
+                b.iter(|| {
+                    let parts: [std::sync::atomic::AtomicU64; 2] = Default::default();
+                    pool.run(&|i, n| {
+                        let lo = buf.len() * i / n;
+                        let hi = buf.len() * (i + 1) / n;
+                        // Four independent lanes so the sum is not latency bound.
+                        let mut acc = [0u64; 4];
+                        for c in buf[lo..hi].chunks_exact(4) {
+                            for k in 0..4 {
+                                acc[k] = acc[k].wrapping_add(c[k]);
+                            }
+                        }
+                        let s = acc.iter().fold(0u64, |a, &v| a.wrapping_add(v));
+                        parts[i.min(1)].fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+                    });
+                    black_box(parts[0].load(std::sync::atomic::Ordering::Relaxed))
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
+    // The scalar table, and the selected one when it has a different kernel for this format.
+    let scalar_dot = scalar_kernels()
+        .get(ty)
+        .and_then(|k| k.vec_dot)
+        .map(|f| f as usize);
+    let selected = kernels().get(ty).expect("kernels for every format");
+    let mut tables: Vec<(&str, &KernelTable)> = vec![("scalar", scalar_kernels())];
+    if selected.vec_dot.map(|f| f as usize) != scalar_dot {
+        tables.push((selected.backend.name(), kernels()));
+    }
+    for &(n_rows, n_cols) in &[(2048usize, 2048usize), (5632, 2048)] {
+        let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+        let one = n_rows * rb;
+        let copies = WORKING_SET.div_ceil(one).max(2);
+        let data = weights(ty, n_rows, n_cols, copies);
+        let x = lcg(n_cols, 3);
+        let mut y = vec![0.0f32; n_rows];
+        let mut g = c.benchmark_group(format!(
+            "matvec_{}_{}x{}",
+            ty.name().to_lowercase(),
+            n_rows,
+            n_cols
+        ));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
+        g.throughput(Throughput::Bytes(one as u64));
+        for &(name, table) in &tables {
+            let vdt = table.get(ty).unwrap().vec_dot_type;
+            let mut acts = ActBuf::with_capacity(n_cols, 1);
+            acts.quantize_with(table, vdt, &x, 1, n_cols);
+            for pool in pools {
+                let mut i = 0usize;
+                g.bench_function(
+                    BenchmarkId::new(name, format!("t{}", pool.n_threads())),
+                    |b| {
+                        b.iter(|| {
+                            let w = MatRef {
+                                ty,
+                                data: &data[i * one..(i + 1) * one],
+                                n_rows,
+                                n_cols,
+                            };
+                            matmul_q_with(table, pool, &w, &acts, &mut y);
+                            i = (i + 1) % copies;
+                            black_box(y[0])
+                        })
+                    },
+                );
+            }
+        }
+        g.finish();
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    bench_baseline(c, &pools, "memread_start");
+    let quick = std::env::var_os("FERROLM_BENCH_QUICK").is_some();
+    let formats: &[GgmlType] = if quick {
+        &[GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K]
+    } else {
+        &[
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::F32,
+        ]
+    };
+    for &ty in formats {
+        bench_format(c, &pools, ty);
+    }
+    bench_baseline(c, &pools, "memread_end");
+}
+
+criterion_group!(matvec, benches);
+criterion_main!(matvec);
