@@ -2,5 +2,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod gguf;
+pub mod tokenizer;
 
 pub use ferrolm_kernels as kernels;

@@ -1,0 +1,898 @@
+//! Tokenizers built from GGUF metadata, held to llama.cpp's `llama_tokenize` /
+//! `llama_detokenize` token for token.
+//!
+//! - `tokenizer.ggml.model = llama`: SentencePiece-style BPE with scores and `<0xNN>` byte
+//!   fallback ([`spm`]).
+//! - `tokenizer.ggml.model = gpt2`: byte-level BPE with merge ranks ([`bpe`]) after the
+//!   pre-tokenizer named by `tokenizer.ggml.pre` ([`PreTokenizer`]).
+//!
+//! Special tokens (CONTROL, USER_DEFINED, UNKNOWN) are cut out of the text before tokenizing, as
+//! llama.cpp's `tokenizer_st_partition` does: CONTROL and UNKNOWN ones only when `parse_special`
+//! is true, USER_DEFINED ones always.
+//!
+//! The tables are built once from the borrowed GGUF strings; encoding allocates only its output
+//! and small scratch buffers.
+
+mod bpe;
+mod pretokenize;
+mod spm;
+mod stream;
+mod unicode;
+mod unicode_data;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::gguf::{Gguf, GgufError, ValueType};
+
+pub use pretokenize::PreTokenizer;
+pub use stream::StreamDecoder;
+
+use bpe::{Bpe, BpeScratch};
+
+/// Errors building a tokenizer from GGUF metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported tokenizer model '{0}' (tokenizer.ggml.model; supported: llama, gpt2)")]
+    UnsupportedModel(String),
+    #[error(
+        "unsupported pre-tokenizer '{0}' (tokenizer.ggml.pre; supported: default, gpt-2, \
+         llama-bpe/llama3, smollm/starcoder, qwen2 and their aliases)"
+    )]
+    UnsupportedPreTokenizer(String),
+    #[error("metadata key '{key}' is an array of {found}, expected {expected}")]
+    WrongElementType {
+        key: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("metadata key '{key}' has {have} entries but the vocabulary has {n_vocab} tokens")]
+    TooShort {
+        key: &'static str,
+        have: usize,
+        n_vocab: usize,
+    },
+    #[error("the vocabulary (tokenizer.ggml.tokens) is empty")]
+    EmptyVocab,
+    #[error("the vocabulary has {0} tokens, more than ferrolm supports (2^31 - 1)")]
+    VocabTooLarge(usize),
+    #[error("duplicate token {text:?} in the vocabulary: ids {first} and {second}")]
+    DuplicateToken {
+        text: String,
+        first: u32,
+        second: u32,
+    },
+    #[error("{flag} is true, but {id_key} is not set (or out of range)")]
+    MissingSpecialToken {
+        flag: &'static str,
+        id_key: &'static str,
+    },
+}
+
+/// A token's type as stored in `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    Undefined,
+    Normal,
+    Unknown,
+    Control,
+    UserDefined,
+    Unused,
+    Byte,
+}
+
+impl TokenType {
+    fn from_i32(v: i32) -> TokenType {
+        match v {
+            1 => TokenType::Normal,
+            2 => TokenType::Unknown,
+            3 => TokenType::Control,
+            4 => TokenType::UserDefined,
+            5 => TokenType::Unused,
+            6 => TokenType::Byte,
+            _ => TokenType::Undefined,
+        }
+    }
+}
+
+// Token attribute bits, as llama.cpp's `llama_token_attr`.
+const ATTR_UNKNOWN: u16 = 1 << 0;
+const ATTR_UNUSED: u16 = 1 << 1;
+const ATTR_NORMAL: u16 = 1 << 2;
+const ATTR_CONTROL: u16 = 1 << 3;
+const ATTR_USER_DEFINED: u16 = 1 << 4;
+const ATTR_BYTE: u16 = 1 << 5;
+
+fn attr_of(t: TokenType) -> u16 {
+    match t {
+        TokenType::Undefined => 0,
+        TokenType::Normal => ATTR_NORMAL,
+        TokenType::Unknown => ATTR_UNKNOWN,
+        TokenType::Control => ATTR_CONTROL,
+        TokenType::UserDefined => ATTR_USER_DEFINED,
+        TokenType::Unused => ATTR_UNUSED,
+        TokenType::Byte => ATTR_BYTE,
+    }
+}
+
+/// FxHash (rustc's hasher): a fast, non-cryptographic hash for the vocabulary maps. The keys are
+/// the model's own strings, not attacker-chosen input, so HashDoS resistance is not needed.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher {
+    hash: u64,
+}
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ w).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ (rest.len() as u64) << 56);
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+#[derive(Debug)]
+enum Model {
+    /// SentencePiece-style BPE with scores.
+    Spm {
+        /// Token for each byte: `<0xNN>`, else the one-byte string itself.
+        byte_tokens: Box<[Option<u32>; 256]>,
+    },
+    /// Byte-level BPE.
+    Bpe(Box<Bpe>),
+}
+
+/// A tokenizer built from a GGUF file's `tokenizer.ggml.*` metadata.
+#[derive(Debug)]
+pub struct Tokenizer {
+    model: Model,
+    /// Token texts, `[n_vocab]`.
+    texts: Vec<Box<str>>,
+    scores: Vec<f32>,
+    attrs: Vec<u16>,
+    types: Vec<TokenType>,
+    map: FxHashMap<Box<str>, u32>,
+    /// `token_to_piece(id, special = true)` for every token, concatenated; `piece_off[id]..
+    /// piece_off[id + 1]` is token `id`'s piece.
+    pieces: Vec<u8>,
+    piece_off: Vec<u32>,
+    /// CONTROL / USER_DEFINED / UNKNOWN ids, longest text first (llama.cpp's
+    /// `cache_special_tokens`).
+    specials: Vec<u32>,
+    /// End-of-generation ids, sorted.
+    eog: Vec<u32>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    eot: Option<u32>,
+    unk: Option<u32>,
+    pad: Option<u32>,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+    clean_spaces: bool,
+}
+
+/// Special-token id keys, as llama.cpp names them.
+const KEY_BOS: &str = "tokenizer.ggml.bos_token_id";
+const KEY_EOS: &str = "tokenizer.ggml.eos_token_id";
+const KEY_EOT: &str = "tokenizer.ggml.eot_token_id";
+const KEY_EOM: &str = "tokenizer.ggml.eom_token_id";
+const KEY_UNK: &str = "tokenizer.ggml.unknown_token_id";
+const KEY_PAD: &str = "tokenizer.ggml.padding_token_id";
+const KEY_FIM_PAD: &str = "tokenizer.ggml.fim_pad_token_id";
+const KEY_FIM_REP: &str = "tokenizer.ggml.fim_rep_token_id";
+const KEY_FIM_SEP: &str = "tokenizer.ggml.fim_sep_token_id";
+
+fn opt_bool(g: &Gguf, key: &str) -> Result<Option<bool>, GgufError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(_) => g.get_bool(key).map(Some),
+    }
+}
+
+fn opt_u32(g: &Gguf, key: &str) -> Result<Option<u32>, GgufError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(_) => g.get_u32(key).map(Some),
+    }
+}
+
+/// llama.cpp's EOT auto-detection list (tokens by text).
+const EOT_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<EOT>",
+    "_<EOT>",
+    "<｜end▁of▁sentence｜>",
+];
+const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"];
+const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>"];
+const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
+/// Tokens that end generation, by text (llama.cpp's `special_eog_ids` rule).
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+];
+
+impl Tokenizer {
+    /// Build the tokenizer from a GGUF file's metadata.
+    pub fn from_gguf(g: &Gguf) -> Result<Tokenizer, TokenizerError> {
+        let model_name = g.get_str("tokenizer.ggml.model")?;
+        let pre_name = match g.get("tokenizer.ggml.pre") {
+            None => None,
+            Some(_) => Some(g.get_str("tokenizer.ggml.pre")?),
+        };
+        let is_spm = match model_name {
+            "llama" => true,
+            "gpt2" => false,
+            other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+        };
+
+        // --- vocabulary ---
+        const KEY_TOKENS: &str = "tokenizer.ggml.tokens";
+        let tokens = g.get_array(KEY_TOKENS)?;
+        if tokens.elem_type() != ValueType::String {
+            return Err(TokenizerError::WrongElementType {
+                key: KEY_TOKENS,
+                expected: "STRING",
+                found: tokens.elem_type().name(),
+            });
+        }
+        let n_vocab = tokens.len();
+        if n_vocab == 0 {
+            return Err(TokenizerError::EmptyVocab);
+        }
+        if n_vocab > i32::MAX as usize {
+            return Err(TokenizerError::VocabTooLarge(n_vocab));
+        }
+
+        const KEY_SCORES: &str = "tokenizer.ggml.scores";
+        let scores = match g.get(KEY_SCORES) {
+            None => vec![0.0; n_vocab],
+            Some(_) => {
+                let v = g.get_array(KEY_SCORES)?.to_f32_vec(KEY_SCORES)?;
+                if v.len() < n_vocab {
+                    return Err(TokenizerError::TooShort {
+                        key: KEY_SCORES,
+                        have: v.len(),
+                        n_vocab,
+                    });
+                }
+                v
+            }
+        };
+        const KEY_TYPES: &str = "tokenizer.ggml.token_type";
+        let types: Vec<TokenType> = match g.get(KEY_TYPES) {
+            None => vec![TokenType::Normal; n_vocab],
+            Some(_) => {
+                let v = g.get_array(KEY_TYPES)?.to_i32_vec(KEY_TYPES)?;
+                if v.len() < n_vocab {
+                    return Err(TokenizerError::TooShort {
+                        key: KEY_TYPES,
+                        have: v.len(),
+                        n_vocab,
+                    });
+                }
+                v.into_iter()
+                    .take(n_vocab)
+                    .map(TokenType::from_i32)
+                    .collect()
+            }
+        };
+
+        let mut texts: Vec<Box<str>> = Vec::with_capacity(n_vocab);
+        let mut map: FxHashMap<Box<str>, u32> = FxHashMap::default();
+        map.reserve(n_vocab);
+        for (i, t) in tokens.strings().enumerate() {
+            let text: Box<str> = if t.is_empty() {
+                format!("[EMPTY_{i}]").into()
+            } else {
+                t.into()
+            };
+            if let Some(&first) = map.get(&text) {
+                return Err(TokenizerError::DuplicateToken {
+                    text: text.into(),
+                    first,
+                    second: i as u32,
+                });
+            }
+            map.insert(text.clone(), i as u32);
+            texts.push(text);
+        }
+        if texts.len() != n_vocab {
+            // strings() yields every element of a STRING array; a short read means a bad file.
+            return Err(TokenizerError::TooShort {
+                key: KEY_TOKENS,
+                have: texts.len(),
+                n_vocab,
+            });
+        }
+        let mut attrs: Vec<u16> = types.iter().map(|&t| attr_of(t)).collect();
+
+        // --- model type, flags and default special tokens (llama.cpp `load`) ---
+        let in_range = |id: u32| (id as usize) < n_vocab;
+        let (mut bos, mut eos, mut unk) = if is_spm {
+            (Some(1), Some(2), Some(0))
+        } else {
+            (Some(11), Some(11), None)
+        };
+        let mut add_bos;
+        let mut add_eos = false;
+        let mut add_space_prefix;
+        let mut clean_spaces;
+        let model = if is_spm {
+            add_bos = true;
+            add_space_prefix = true;
+            clean_spaces = false;
+            let mut byte_tokens = Box::new([None; 256]);
+            for (b, slot) in byte_tokens.iter_mut().enumerate() {
+                // llama.cpp's byte_to_token: "<0xNN>", else the byte as a one-char string (only
+                // ASCII can be a vocabulary string).
+                let hex = format!("<0x{b:02X}>");
+                let mut buf = [0u8; 4];
+                *slot = map.get(hex.as_str()).copied().or_else(|| {
+                    (b < 128)
+                        .then(|| map.get(&*(b as u8 as char).encode_utf8(&mut buf)).copied())
+                        .flatten()
+                });
+            }
+            Model::Spm { byte_tokens }
+        } else {
+            add_bos = false;
+            add_space_prefix = false;
+            clean_spaces = true;
+            let name = pre_name.unwrap_or("default");
+            let pre = PreTokenizer::from_name(name)
+                .ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_string()))?;
+            let mut ignore_merges = false;
+            match name {
+                "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
+                    ignore_merges = true;
+                    add_bos = true;
+                }
+                "qwen2" | "deepseek-r1-qwen" | "smollm" | "command-r" => clean_spaces = false,
+                _ => {}
+            }
+            if matches!(name, "chatglm-bpe" | "glm4") {
+                bos = None;
+            }
+            const KEY_MERGES: &str = "tokenizer.ggml.merges";
+            let merges = g.get_array(KEY_MERGES)?;
+            if merges.elem_type() != ValueType::String {
+                return Err(TokenizerError::WrongElementType {
+                    key: KEY_MERGES,
+                    expected: "STRING",
+                    found: merges.elem_type().name(),
+                });
+            }
+            let lookup = |s: &str| map.get(s).copied();
+            Model::Bpe(Box::new(Bpe::new(
+                pre,
+                ignore_merges,
+                n_vocab as u32,
+                merges.strings(),
+                lookup,
+            )))
+        };
+        if let Some(v) = opt_bool(g, "tokenizer.ggml.add_space_prefix")? {
+            add_space_prefix = v;
+        }
+
+        // Special ids from the file: out-of-range defaults are dropped; out-of-range file values
+        // keep the default (as llama.cpp, which only warns).
+        let special = |default: Option<u32>, key: &str| -> Result<Option<u32>, GgufError> {
+            let default = default.filter(|&id| in_range(id));
+            Ok(match opt_u32(g, key)? {
+                Some(id) if in_range(id) => Some(id),
+                _ => default,
+            })
+        };
+        bos = special(bos, KEY_BOS)?;
+        eos = special(eos, KEY_EOS)?;
+        let mut eot = special(None, KEY_EOT)?;
+        let mut eom = special(None, KEY_EOM)?;
+        unk = special(unk, KEY_UNK)?;
+        let pad = special(None, KEY_PAD)?;
+        let mut fim_pad = special(None, KEY_FIM_PAD)?;
+        let mut fim_rep = special(None, KEY_FIM_REP)?;
+        let mut fim_sep = special(None, KEY_FIM_SEP)?;
+
+        if let Some(v) = opt_bool(g, "tokenizer.ggml.add_bos_token")? {
+            add_bos = v;
+        }
+        if let Some(v) = opt_bool(g, "tokenizer.ggml.add_eos_token")? {
+            add_eos = v;
+        }
+        if add_bos && bos.is_none() {
+            return Err(TokenizerError::MissingSpecialToken {
+                flag: "tokenizer.ggml.add_bos_token",
+                id_key: KEY_BOS,
+            });
+        }
+        if add_eos && eos.is_none() {
+            return Err(TokenizerError::MissingSpecialToken {
+                flag: "tokenizer.ggml.add_eos_token",
+                id_key: KEY_EOS,
+            });
+        }
+
+        // Auto-detect EOT / EOM / FIM tokens by text; such tokens become CONTROL.
+        let detect = |slot: &mut Option<u32>, names: &[&str], attrs: &mut Vec<u16>| {
+            if slot.is_some() {
+                return;
+            }
+            // llama.cpp walks an unordered map; we take the lowest id for determinism.
+            let found = names.iter().filter_map(|n| map.get(*n).copied()).min();
+            if let Some(id) = found {
+                *slot = Some(id);
+                attrs[id as usize] |= ATTR_CONTROL;
+            }
+        };
+        detect(&mut eot, EOT_TEXTS, &mut attrs);
+        detect(&mut eom, &["<|eom_id|>"], &mut attrs);
+        detect(&mut fim_pad, FIM_PAD_TEXTS, &mut attrs);
+        detect(&mut fim_rep, FIM_REP_TEXTS, &mut attrs);
+        detect(&mut fim_sep, FIM_SEP_TEXTS, &mut attrs);
+        for (i, t) in texts.iter().enumerate() {
+            // Control tokens named "unused" are unused (still CONTROL, so still matched).
+            if attrs[i] & ATTR_CONTROL != 0 && t.contains("unused") {
+                attrs[i] |= ATTR_UNUSED;
+            }
+        }
+
+        let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
+        for name in EOG_TEXTS {
+            if let Some(&id) = map.get(*name) {
+                eog.push(id);
+                attrs[id as usize] |= ATTR_CONTROL;
+            }
+        }
+        eog.extend([eos, eot, eom].into_iter().flatten());
+        eog.sort_unstable();
+        eog.dedup();
+
+        // Special tokens cache: longest text first (stable: ties by id).
+        let mut specials: Vec<u32> = (0..n_vocab as u32)
+            .filter(|&id| {
+                attrs[id as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
+            })
+            .collect();
+        specials.sort_by_key(|&id| std::cmp::Reverse(texts[id as usize].len()));
+
+        let mut tok = Tokenizer {
+            model,
+            texts,
+            scores,
+            attrs,
+            types,
+            map,
+            pieces: Vec::new(),
+            piece_off: Vec::new(),
+            specials,
+            eog,
+            bos,
+            eos,
+            eot,
+            unk,
+            pad,
+            add_bos,
+            add_eos,
+            add_space_prefix,
+            clean_spaces,
+        };
+        tok.build_pieces();
+        Ok(tok)
+    }
+
+    /// Fill the `token_to_piece(special = true)` cache.
+    fn build_pieces(&mut self) {
+        let mut pieces = Vec::with_capacity(self.texts.len() * 6);
+        let mut off = Vec::with_capacity(self.texts.len() + 1);
+        off.push(0u32);
+        for id in 0..self.texts.len() {
+            self.render_piece(id, &mut pieces);
+            off.push(pieces.len() as u32);
+        }
+        self.pieces = pieces;
+        self.piece_off = off;
+    }
+
+    /// llama.cpp's `token_to_piece(special = true)` for one token.
+    fn render_piece(&self, id: usize, out: &mut Vec<u8>) {
+        let attr = self.attrs[id];
+        let text = &*self.texts[id];
+        if attr & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED) != 0 {
+            out.extend_from_slice(text.as_bytes());
+        } else if attr & ATTR_NORMAL != 0 {
+            match self.model {
+                Model::Spm { .. } => {
+                    // Unescape U+2581 to a space.
+                    let mut rest = text;
+                    while let Some(p) = rest.find('\u{2581}') {
+                        out.extend_from_slice(rest[..p].as_bytes());
+                        out.push(b' ');
+                        rest = &rest[p + '\u{2581}'.len_utf8()..];
+                    }
+                    out.extend_from_slice(rest.as_bytes());
+                }
+                Model::Bpe(_) => {
+                    // GPT-2 byte decoding (`llama_decode_text`).
+                    for c in text.chars() {
+                        match unicode::cp_to_byte(c as u32) {
+                            Some(b) => out.push(b),
+                            None => {
+                                out.extend_from_slice(b"[UNK_BYTE_0x");
+                                let mut buf = [0u8; 4];
+                                for b in c.encode_utf8(&mut buf).bytes() {
+                                    out.extend_from_slice(format!("{b:02x}").as_bytes());
+                                }
+                                out.extend_from_slice(text.as_bytes());
+                                out.push(b']');
+                            }
+                        }
+                    }
+                }
+            }
+        } else if attr & ATTR_BYTE != 0 {
+            // "<0xNN>" -> byte NN (strtol on the two hex digits; garbage gives 0 like strtol).
+            let hex = text.get(3..5).unwrap_or("");
+            out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+        }
+        // UNUSED and UNDEFINED tokens render as nothing.
+    }
+
+    /// Number of tokens in the vocabulary.
+    pub fn n_vocab(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// End-of-turn token, from the file or detected by text (`<|im_end|>`, `<|eot_id|>`, ...).
+    pub fn eot(&self) -> Option<u32> {
+        self.eot
+    }
+
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
+    }
+
+    pub fn pad(&self) -> Option<u32> {
+        self.pad
+    }
+
+    /// Whether `encode(.., add_special = true, ..)` prepends BOS.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Whether `encode(.., add_special = true, ..)` appends EOS.
+    pub fn add_eos(&self) -> bool {
+        self.add_eos
+    }
+
+    /// Whether the token ends generation (llama.cpp's `llama_vocab_is_eog`).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog.binary_search(&id).is_ok()
+    }
+
+    /// All end-of-generation ids, sorted.
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.eog
+    }
+
+    /// The token's text as stored in the vocabulary (U+FFFD for an out-of-range id).
+    pub fn token_text(&self, id: u32) -> &str {
+        self.texts.get(id as usize).map_or("\u{FFFD}", |t| t)
+    }
+
+    /// The token's type, or `None` for an out-of-range id.
+    pub fn token_type(&self, id: u32) -> Option<TokenType> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// The token's score (SentencePiece log-probability; 0 for BPE vocabularies).
+    pub fn token_score(&self, id: u32) -> Option<f32> {
+        self.scores.get(id as usize).copied()
+    }
+
+    /// Whether the token is a control token (rendered only with `special`).
+    pub fn is_control(&self, id: u32) -> bool {
+        self.attrs
+            .get(id as usize)
+            .is_some_and(|a| a & ATTR_CONTROL != 0)
+    }
+
+    /// The id of the token whose text is exactly `text`.
+    pub fn find_token(&self, text: &str) -> Option<u32> {
+        self.map.get(text).copied()
+    }
+
+    /// The bytes a token stands for (byte tokens decoded, `▁` / GPT-2 byte encoding undone).
+    /// Control and unknown tokens render as nothing unless `special`. An out-of-range id renders
+    /// as U+FFFD.
+    pub fn token_to_piece(&self, id: u32, special: bool) -> &[u8] {
+        let i = id as usize;
+        let Some(&attr) = self.attrs.get(i) else {
+            return "\u{FFFD}".as_bytes();
+        };
+        if !special && attr & (ATTR_UNKNOWN | ATTR_CONTROL) != 0 {
+            return &[];
+        }
+        &self.pieces[self.piece_off[i] as usize..self.piece_off[i + 1] as usize]
+    }
+
+    /// Tokenize `text`. With `add_special`, BOS / EOS are added as the file says. With
+    /// `parse_special`, control tokens written in the text (`<|im_start|>`) become their ids;
+    /// user-defined tokens always do.
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        self.encode_into(text, add_special, parse_special, &mut out);
+        out
+    }
+
+    /// [`Tokenizer::encode`], appending to `out`.
+    pub fn encode_into(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        out: &mut Vec<u32>,
+    ) {
+        let frags = self.partition(text, parse_special);
+        if add_special && self.add_bos {
+            out.extend(self.bos);
+        }
+        match &self.model {
+            Model::Spm { byte_tokens } => {
+                let lookup = |s: &str| self.map.get(s).map(|&id| (id, self.scores[id as usize]));
+                let byte_token = |b: u8| byte_tokens[b as usize].or(self.unk);
+                let mut is_prev_special = true;
+                let mut buf = String::new();
+                for f in &frags {
+                    match *f {
+                        Frag::Text(a, b) => {
+                            buf.clear();
+                            if self.add_space_prefix && is_prev_special {
+                                buf.push('\u{2581}');
+                            }
+                            for c in text[a..b].chars() {
+                                buf.push(if c == ' ' { '\u{2581}' } else { c });
+                            }
+                            spm::encode(&buf, lookup, byte_token, out);
+                            is_prev_special = false;
+                        }
+                        Frag::Token(id) => {
+                            out.push(id);
+                            is_prev_special = true;
+                        }
+                    }
+                }
+            }
+            Model::Bpe(bpe) => {
+                let lookup = |s: &str| self.map.get(s).copied();
+                let mut scratch = BpeScratch::default();
+                for f in &frags {
+                    match *f {
+                        Frag::Text(a, b) => bpe.encode(&text[a..b], &mut scratch, lookup, out),
+                        Frag::Token(id) => out.push(id),
+                    }
+                }
+            }
+        }
+        if add_special && self.add_eos {
+            out.extend(self.eos);
+        }
+    }
+
+    /// Cut special tokens out of the text (llama.cpp's `tokenizer_st_partition`): for each
+    /// special token, longest first, every occurrence inside a still-raw fragment becomes a token.
+    fn partition(&self, text: &str, parse_special: bool) -> Vec<Frag> {
+        let mut frags = Vec::new();
+        if text.is_empty() {
+            return frags;
+        }
+        frags.push(Frag::Text(0, text.len()));
+        let mut next = Vec::new();
+        for &id in &self.specials {
+            let attr = self.attrs[id as usize];
+            if !parse_special && attr & (ATTR_CONTROL | ATTR_UNKNOWN) != 0 {
+                continue;
+            }
+            let tt = &*self.texts[id as usize];
+            if !text.contains(tt) {
+                continue;
+            }
+            next.clear();
+            for f in &frags {
+                let Frag::Text(mut a, b) = *f else {
+                    next.push(*f);
+                    continue;
+                };
+                while let Some(p) = text[a..b].find(tt) {
+                    let m = a + p;
+                    if m > a {
+                        next.push(Frag::Text(a, m));
+                    }
+                    next.push(Frag::Token(id));
+                    a = m + tt.len();
+                }
+                if a < b {
+                    next.push(Frag::Text(a, b));
+                }
+            }
+            std::mem::swap(&mut frags, &mut next);
+        }
+        frags
+    }
+
+    /// Detokenize like `llama_detokenize(ids, remove_special = false, unparse_special =
+    /// special)`: control tokens render only with `special`, the SentencePiece leading space is
+    /// dropped, and vocabularies with `clean_spaces` get llama.cpp's space clean-up. Invalid UTF-8
+    /// becomes U+FFFD; out-of-range ids render as U+FFFD.
+    pub fn decode(&self, ids: &[u32], special: bool) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        self.decode_bytes(ids, special, &mut bytes);
+        match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+
+    /// [`Tokenizer::decode`] without the UTF-8 conversion: the raw bytes, appended to `out`.
+    pub fn decode_bytes(&self, ids: &[u32], special: bool, out: &mut Vec<u8>) {
+        let start = out.len();
+        let mut remove_space = self.add_space_prefix;
+        for &id in ids {
+            let mut piece = self.token_to_piece(id, special);
+            if remove_space {
+                if let [b' ', rest @ ..] = piece {
+                    piece = rest;
+                }
+            }
+            remove_space = false;
+            out.extend_from_slice(piece);
+        }
+        if self.clean_spaces {
+            let n = clean_spaces(&mut out[start..]);
+            out.truncate(start + n);
+        }
+    }
+}
+
+/// A piece of the input: raw text `[a, b)` or a special token.
+#[derive(Clone, Copy, Debug)]
+enum Frag {
+    Text(usize, usize),
+    Token(u32),
+}
+
+/// llama.cpp's `clean_up_tokenization_spaces` passes, in place; returns the new length.
+/// Ported literally (including its in-place quirks) so the output matches byte for byte.
+fn clean_spaces(text: &mut [u8]) -> usize {
+    let mut total = text.len();
+    // first pass: " ?", " !", " .", " ," lose the space
+    let total1 = total;
+    total = usize::from(total1 > 0);
+    for i in 1..total1 {
+        let x = text[i];
+        if text[i - 1] == b' ' && matches!(x, b'?' | b'!' | b'.' | b',') {
+            total -= 1;
+        }
+        text[total] = x;
+        total += 1;
+    }
+    // second pass: " ' " loses both spaces
+    let total2 = total;
+    total = usize::from(total2 > 0);
+    let mut i = 1;
+    while i < total2 {
+        let x = text[i];
+        if x == b'\'' && i + 1 < total2 && text[i - 1] == b' ' && text[i + 1] == b' ' {
+            total -= 1;
+            i += 1;
+            text[i] = 0;
+        }
+        text[total] = x;
+        total += 1;
+        i += 1;
+    }
+    // third pass: " 's", " 'm", " 're", " 've" lose the space
+    let total3 = total;
+    total = usize::from(total3 > 0);
+    for i in 1..total3 {
+        let x = text[i];
+        if text[i - 1] == b' ' && x == b'\'' && i + 1 < total3 {
+            let x1 = text[i + 1];
+            if x1 == b's' || x1 == b'm' {
+                total -= 1;
+            } else if i + 2 < total3 {
+                let x2 = text[i + 2];
+                if (x1 == b'r' && x2 == b'e') || (x1 == b'v' && x2 == b'e') {
+                    total -= 1;
+                }
+            }
+        }
+        text[total] = x;
+        total += 1;
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_spaces;
+
+    fn clean(s: &str) -> String {
+        let mut b = s.as_bytes().to_vec();
+        let n = clean_spaces(&mut b);
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    }
+
+    #[test]
+    fn clean_spaces_passes() {
+        assert_eq!(clean("Hello , world !"), "Hello, world!");
+        assert_eq!(clean("it 's a ' b"), "it's a'b");
+        assert_eq!(clean("we 're ok"), "we're ok");
+        assert_eq!(clean("don 't"), "don 't");
+        assert_eq!(clean(""), "");
+        assert_eq!(clean(" ?"), "?");
+    }
+}

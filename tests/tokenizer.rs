@@ -1,0 +1,324 @@
+//! Tokenizer parity with llama.cpp (commit c392e5094): the golden tokenizations of the two real
+//! models, llama.cpp's own test-tokenizer-0 cases, and the streaming detokenizer.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ferrolm::gguf::Gguf;
+use ferrolm::tokenizer::{StreamDecoder, Tokenizer};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data(rel: &str) -> PathBuf {
+    root().join("tests/data/tokenize").join(rel)
+}
+
+/// The tokenizer of a model in `models/`, or `None` (with a skip message) when it is absent.
+fn model_tokenizer(file: &str) -> Option<Tokenizer> {
+    let path = root().join("models").join(file);
+    if !path.exists() {
+        eprintln!(
+            "SKIP: {} not found (run the model fetch script)",
+            path.display()
+        );
+        return None;
+    }
+    Some(load(&path))
+}
+
+fn load(path: &Path) -> Tokenizer {
+    let g = Gguf::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    Tokenizer::from_gguf(&g).unwrap_or_else(|e| panic!("tokenizer of {}: {e}", path.display()))
+}
+
+/// Every row of a golden jsonl file must tokenize to its ids and detokenize back to its text.
+fn check_jsonl(tok: &Tokenizer, jsonl: &str) {
+    let text = std::fs::read_to_string(data(jsonl)).expect("golden jsonl");
+    let mut n = 0;
+    let mut failures = Vec::new();
+    for (line_no, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: serde_json::Value = serde_json::from_str(line).expect("json row");
+        let input = row["text"].as_str().expect("text");
+        let add_special = row["add_special"].as_bool().expect("add_special");
+        let parse_special = row["parse_special"].as_bool().expect("parse_special");
+        let want: Vec<u32> = row["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id") as u32)
+            .collect();
+        let got = tok.encode(input, add_special, parse_special);
+        if got != want {
+            failures.push(format!(
+                "line {}: {:?} (add_special={add_special}, parse_special={parse_special})\n  want {want:?}\n  got  {got:?}",
+                line_no + 1,
+                input
+            ));
+        }
+        if row["detokenize_roundtrip"].as_bool() == Some(true) {
+            let back = tok.decode(&want, parse_special);
+            if back != input {
+                failures.push(format!(
+                    "line {}: decode {:?} != {:?}",
+                    line_no + 1,
+                    back,
+                    input
+                ));
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, 258, "{jsonl}: expected 258 rows");
+    assert!(
+        failures.is_empty(),
+        "{jsonl}: {} of {n} rows fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn smollm2_golden_tokenizations() {
+    let Some(tok) = model_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    assert_eq!(tok.n_vocab(), 49152);
+    check_jsonl(&tok, "SmolLM2-135M-Instruct.jsonl");
+}
+
+#[test]
+fn qwen25_golden_tokenizations() {
+    let Some(tok) = model_tokenizer("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    assert_eq!(tok.n_vocab(), 151936);
+    check_jsonl(&tok, "qwen2.5-coder-0.5b-instruct.jsonl");
+}
+
+/// llama.cpp's test-tokenizer-0: `.inp` inputs separated by `\n__ggml_vocab_test__\n`, `.out`
+/// one line of ids per input; add_special = false, parse_special = false.
+fn check_llamacpp_vocab(name: &str) -> (Tokenizer, Vec<(String, Vec<u32>)>) {
+    let tok = load(&data(&format!("llamacpp/{name}.gguf")));
+    let inp = std::fs::read_to_string(data(&format!("llamacpp/{name}.gguf.inp"))).expect("inp");
+    let out = std::fs::read_to_string(data(&format!("llamacpp/{name}.gguf.out"))).expect("out");
+    let mut inputs: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
+    assert_eq!(inputs.pop(), Some(""), "the file ends with a separator");
+    let outputs: Vec<&str> = out.lines().collect();
+    assert_eq!(inputs.len(), 46);
+    assert_eq!(outputs.len(), inputs.len());
+    let mut failures = Vec::new();
+    let mut cases = Vec::new();
+    for (input, line) in inputs.iter().zip(&outputs) {
+        let want: Vec<u32> = line
+            .split_whitespace()
+            .map(|t| t.parse().expect("id"))
+            .collect();
+        let got = tok.encode(input, false, false);
+        if got != want {
+            failures.push(format!("{input:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+        cases.push((input.to_string(), want));
+    }
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of 46 fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    (tok, cases)
+}
+
+#[test]
+fn llamacpp_vocab_llama_spm() {
+    let (tok, cases) = check_llamacpp_vocab("ggml-vocab-llama-spm");
+    assert_eq!(tok.bos(), Some(1));
+    assert!(tok.add_bos());
+    // llama.cpp round-trips all 46 SentencePiece cases.
+    for (input, ids) in &cases {
+        assert_eq!(&tok.decode(ids, false), input);
+    }
+    assert_eq!(
+        tok.encode("Hello", true, false)[0],
+        1,
+        "BOS added with add_special"
+    );
+}
+
+#[test]
+fn llamacpp_vocab_gpt2() {
+    let (tok, cases) = check_llamacpp_vocab("ggml-vocab-gpt-2");
+    // clean_spaces is on: llama.cpp round-trips 44/46 ("😁 ?" becomes "😁?").
+    let mut same = 0;
+    for (input, ids) in &cases {
+        let back = tok.decode(ids, false);
+        if &back == input {
+            same += 1;
+        } else {
+            assert_eq!(back, input.replace(" ?", "?"));
+        }
+    }
+    assert_eq!(same, 44);
+}
+
+#[test]
+fn special_tokens_and_eog() {
+    let Some(tok) = model_tokenizer("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    let im_start = tok.find_token("<|im_start|>").expect("im_start");
+    let im_end = tok.find_token("<|im_end|>").expect("im_end");
+    let eot = tok.find_token("<|endoftext|>").expect("endoftext");
+    assert!(tok.is_eog(im_end) && tok.is_eog(eot) && !tok.is_eog(im_start));
+    assert_eq!(tok.eos(), Some(im_end));
+    assert!(!tok.add_bos());
+    let ids = tok.encode("<|im_start|>user\nhi<|im_end|>", false, true);
+    assert_eq!(ids[0], im_start);
+    assert_eq!(*ids.last().unwrap(), im_end);
+    // Control tokens render only with `special`.
+    assert_eq!(tok.token_to_piece(im_start, false), b"");
+    assert_eq!(tok.token_to_piece(im_start, true), b"<|im_start|>");
+    assert_eq!(tok.decode(&ids, false), "user\nhi");
+    assert_eq!(tok.decode(&ids, true), "<|im_start|>user\nhi<|im_end|>");
+}
+
+#[test]
+fn out_of_range_and_strange_input_never_panic() {
+    let tok = load(&data("llamacpp/ggml-vocab-gpt-2.gguf"));
+    let n = tok.n_vocab() as u32;
+    assert_eq!(tok.token_to_piece(n, true), "\u{FFFD}".as_bytes());
+    assert_eq!(tok.token_to_piece(u32::MAX, false), "\u{FFFD}".as_bytes());
+    assert_eq!(tok.decode(&[u32::MAX, 15496], false), "\u{FFFD}Hello");
+    assert_eq!(tok.token_text(n), "\u{FFFD}");
+    for s in [
+        "",
+        "\0",
+        "\u{FFFD}\u{10FFFF}",
+        "\r\n\r\n\t \u{3000}x",
+        "'''",
+        "<|endoftext|",
+        "a\u{301}\u{301}",
+    ] {
+        let ids = tok.encode(s, true, true);
+        assert!(ids.iter().all(|&id| id < n));
+        let _ = tok.decode(&ids, true);
+    }
+    let spm = load(&data("llamacpp/ggml-vocab-llama-spm.gguf"));
+    // A character outside the vocabulary falls back to byte tokens.
+    let ids = spm.encode("\u{10FFFF}", false, false);
+    assert_eq!(spm.decode(&ids, false), "\u{10FFFF}");
+}
+
+#[test]
+fn stream_decoder_holds_split_characters() {
+    let tok = load(&data("llamacpp/ggml-vocab-llama-spm.gguf"));
+    // "😀" = F0 9F 98 80, not a token in the LLaMA vocabulary: four byte tokens.
+    let ids = tok.encode("a😀b", false, false);
+    let byte = |b: u8| tok.find_token(&format!("<0x{b:02X}>")).unwrap();
+    assert!(
+        ids.windows(4)
+            .any(|w| w == [byte(0xF0), byte(0x9F), byte(0x98), byte(0x80)]),
+        "{ids:?}"
+    );
+    let mut dec = StreamDecoder::new();
+    let mut pieces = Vec::new();
+    for &id in &ids {
+        pieces.push(dec.push(&tok, id, false).to_string());
+    }
+    assert_eq!(dec.flush(), "");
+    assert_eq!(pieces.concat(), " a😀b");
+    // The emoji appears in one piece, only when its last byte arrives.
+    assert!(pieces.iter().any(|p| p == "😀"), "{pieces:?}");
+    assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')));
+}
+
+#[test]
+fn stream_decoder_invalid_bytes() {
+    let mut dec = StreamDecoder::new();
+    assert_eq!(dec.push_bytes(b"ok\xFF"), "ok\u{FFFD}");
+    assert_eq!(dec.push_bytes(b"\xE2\x82"), "");
+    assert!(dec.has_pending());
+    // A new lead byte cuts the incomplete sequence: it becomes U+FFFD.
+    assert_eq!(dec.push_bytes(b"\xF0\x9F\x98"), "\u{FFFD}");
+    assert_eq!(dec.push_bytes(b"\x80!"), "😀!");
+    assert_eq!(dec.push_bytes(b"\xC3"), "");
+    assert_eq!(dec.flush(), "\u{FFFD}");
+    assert_eq!(dec.flush(), "");
+    // Byte soup never panics and never holds more than 3 bytes.
+    let mut x: u32 = 12345;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let b = [x as u8, (x >> 8) as u8];
+        let _ = dec.push_bytes(&b[..(x as usize >> 16) % 3]);
+    }
+    let _ = dec.flush();
+    assert!(!dec.has_pending());
+}
+
+#[test]
+fn stream_decoder_matches_decode_on_golden_rows() {
+    let Some(tok) = model_tokenizer("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let text = std::fs::read_to_string(data("SmolLM2-135M-Instruct.jsonl")).unwrap();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let input = row["text"].as_str().unwrap();
+        let ids = tok.encode(input, false, true);
+        let mut dec = StreamDecoder::new();
+        let mut s = String::new();
+        for &id in &ids {
+            s.push_str(dec.push(&tok, id, true));
+        }
+        s.push_str(dec.flush());
+        assert_eq!(s, input);
+    }
+}
+
+/// Tokenization speed on the Brown excerpt. Run with
+/// `cargo test --release --test tokenizer -- --ignored --nocapture speed`.
+#[test]
+#[ignore]
+fn speed_brown_excerpt() {
+    let path = Path::new("/work/shared/golden/text/brown-excerpt.txt");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        eprintln!("SKIP: {} not found", path.display());
+        return;
+    };
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    for (file, n_expected) in [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", 10514),
+        ("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 10049),
+    ] {
+        let path = root().join("models").join(file);
+        if !path.exists() {
+            eprintln!("SKIP: {file}");
+            continue;
+        }
+        let t0 = Instant::now();
+        let tok = load(&path);
+        let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ids = tok.encode(text, true, false);
+        assert_eq!(ids.len(), n_expected, "llama-perplexity's token count");
+        let reps = 20;
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(tok.encode(std::hint::black_box(text), true, false));
+        }
+        let s = t0.elapsed().as_secs_f64() / reps as f64;
+        eprintln!(
+            "{file}: load {load_ms:.1} ms; encode {} bytes -> {} tokens in {:.2} ms = {:.1} MB/s, {:.2} M tokens/s",
+            text.len(),
+            ids.len(),
+            s * 1e3,
+            text.len() as f64 / s / 1e6,
+            ids.len() as f64 / s / 1e6
+        );
+    }
+}
