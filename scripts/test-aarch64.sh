@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs the workspace's tests for aarch64-unknown-linux-gnu under qemu-user, twice: on qemu's default
+# CPU (`max`, which has dotprod: the NEON+sdot kernels, as on a Raspberry Pi 5) and on
+# QEMU_CPU=cortex-a72 (no dotprod: the plain NEON kernels, as on a Raspberry Pi 4).
+#
+# Usage: scripts/test-aarch64.sh [PACKAGE...]     (default: the whole workspace)
+#   e.g. scripts/test-aarch64.sh ferrolm-kernels
+# Extra arguments for the test binaries can follow `--`: scripts/test-aarch64.sh ferrolm-kernels -- aarch64
+#
+# Uses Debian's toolchain (rustc-web/cargo-web, installed by scripts/install-aarch64.sh) with its own
+# target directory (target/aarch64), so it never fights the x86 build over artifacts. The linker and
+# the qemu runner come from .cargo/config.toml. Exits non-zero if a run fails, naming the CPU.
+# If the toolchain is not installed, says so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGET=aarch64-unknown-linux-gnu
+RUSTC_BIN=/usr/bin/rustc
+CARGO_BIN=/usr/bin/cargo
+SYSROOT_LIBC=/usr/aarch64-linux-gnu
+
+missing=()
+[ -x "$RUSTC_BIN" ] || missing+=("$RUSTC_BIN (rustc-web)")
+[ -x "$CARGO_BIN" ] || missing+=("$CARGO_BIN (cargo-web)")
+[ -d /usr/lib/rustlib/$TARGET ] || missing+=("/usr/lib/rustlib/$TARGET (libstd-rust-web-dev:arm64)")
+command -v aarch64-linux-gnu-gcc >/dev/null || missing+=("aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu)")
+command -v qemu-aarch64 >/dev/null || missing+=("qemu-aarch64 (qemu-user)")
+[ -d "$SYSROOT_LIBC/lib" ] || missing+=("$SYSROOT_LIBC/lib (libc6-dev-arm64-cross)")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test-aarch64: skipped, the aarch64 toolchain is not installed (run scripts/install-aarch64.sh):"
+  printf '  missing %s\n' "${missing[@]}"
+  exit 0
+fi
+
+pkgs=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do pkgs+=("-p" "$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+test_args=("$@")
+if [ ${#pkgs[@]} -eq 0 ]; then pkgs=(--workspace); fi
+
+export RUSTC="$RUSTC_BIN"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_AARCH64:-target/aarch64}"
+# The runs must exercise the NEON kernels, never the forced scalar path.
+unset FERROLM_KERNELS
+unset QEMU_CPU
+
+echo "test-aarch64: $("$RUSTC_BIN" --version), packages: ${pkgs[*]}"
+"$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" --no-run
+
+failed=()
+for cpu in max cortex-a72; do
+  echo "test-aarch64: ==== QEMU_CPU=$cpu ($( [ $cpu = max ] && echo 'dotprod: NEON+sdot kernels' || echo 'no dotprod: plain NEON kernels'))"
+  if QEMU_CPU=$cpu "$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" -- ${test_args[@]+"${test_args[@]}"}; then
+    echo "test-aarch64: QEMU_CPU=$cpu passed"
+  else
+    echo "test-aarch64: QEMU_CPU=$cpu FAILED"
+    failed+=("$cpu")
+  fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test-aarch64: FAILED on QEMU_CPU=${failed[*]}"
+  exit 1
+fi
+echo "test-aarch64: all passed on QEMU_CPU=max and QEMU_CPU=cortex-a72"
