@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod gguf;
+pub mod sampler;
 pub mod tokenizer;
 
 pub use ferrolm_kernels as kernels;
