@@ -33,15 +33,23 @@ pub(crate) struct Bpe {
     n_vocab: u32,
 }
 
-/// Scratch buffers reused across the words of one `encode` call.
+/// Scratch buffers reused across the words of one `encode` call, and a cache of the words seen
+/// in it (ordinary text repeats its words a lot).
 #[derive(Default)]
-pub(crate) struct BpeScratch {
+pub(crate) struct BpeScratch<'t> {
     cps: Vec<Cp>,
     words: Vec<Range<usize>>,
     syms: Vec<Sym>,
     heap: BinaryHeap<Reverse<Bigram>>,
     encoded: String,
+    /// word bytes -> `cached[start..start + len]`
+    cache: FxHashMap<&'t [u8], (u32, u32)>,
+    cached: Vec<u32>,
 }
+
+/// Words up to this many bytes are merged in stack arrays by scanning for the best pair; longer
+/// ones use a heap. Both merge the lowest-rank, leftmost pair first, so they agree exactly.
+const SMALL_WORD: usize = 48;
 
 #[derive(Clone, Copy, Debug)]
 struct Sym {
@@ -141,10 +149,10 @@ impl Bpe {
     }
 
     /// Tokenize one raw-text fragment (no special tokens in it) and append the ids to `out`.
-    pub(crate) fn encode(
+    pub(crate) fn encode<'t>(
         &self,
-        text: &str,
-        scratch: &mut BpeScratch,
+        text: &'t str,
+        scratch: &mut BpeScratch<'t>,
         lookup: impl Fn(&str) -> Option<u32>,
         out: &mut Vec<u32>,
     ) {
@@ -154,22 +162,98 @@ impl Bpe {
             syms,
             heap,
             encoded,
+            cache,
+            cached,
         } = scratch;
         words.clear();
         self.pre.split(text, cps, words);
         for w in words.iter() {
-            let word = &text.as_bytes()[w.clone()];
-            if self.ignore_merges {
-                encoded.clear();
-                for &b in word {
-                    push_byte_encoded(encoded, b);
+            let word: &'t [u8] = &text.as_bytes()[w.clone()];
+            if let Some(&(start, len)) = cache.get(word) {
+                out.extend_from_slice(&cached[start as usize..(start + len) as usize]);
+                continue;
+            }
+            let first = out.len();
+            'word: {
+                if self.ignore_merges {
+                    encoded.clear();
+                    for &b in word {
+                        push_byte_encoded(encoded, b);
+                    }
+                    if let Some(id) = lookup(encoded) {
+                        out.push(id);
+                        break 'word;
+                    }
                 }
-                if let Some(id) = lookup(encoded) {
-                    out.push(id);
-                    continue;
+                if word.len() <= SMALL_WORD {
+                    self.encode_word_small(word, &lookup, out);
+                } else {
+                    self.encode_word(word, syms, heap, &lookup, out);
                 }
             }
-            self.encode_word(word, syms, heap, &lookup, out);
+            let start = cached.len() as u32;
+            cached.extend_from_slice(&out[first..]);
+            cache.insert(word, (start, (out.len() - first) as u32));
+        }
+    }
+
+    /// Rank and result of merging `a b`, or `(u32::MAX, 0)` when it is not a merge.
+    #[inline]
+    fn pair(&self, a: u32, b: u32) -> (u32, u32) {
+        self.merges
+            .get(&((a as u64) << 32 | b as u64))
+            .copied()
+            .unwrap_or((u32::MAX, 0))
+    }
+
+    /// Merge a short word in place: each round merges the lowest-rank pair, the leftmost on ties.
+    fn encode_word_small(
+        &self,
+        word: &[u8],
+        lookup: &impl Fn(&str) -> Option<u32>,
+        out: &mut Vec<u32>,
+    ) {
+        let n = word.len();
+        if n == 0 {
+            return;
+        }
+        let mut ids = [0u32; SMALL_WORD];
+        // pairs[i] = merge of (ids[i], ids[i + 1])
+        let mut pairs = [(u32::MAX, 0u32); SMALL_WORD];
+        for (id, &b) in ids.iter_mut().zip(word) {
+            *id = self.byte_sym[b as usize];
+        }
+        for i in 0..n - 1 {
+            pairs[i] = self.pair(ids[i], ids[i + 1]);
+        }
+        let mut len = n;
+        while len > 1 {
+            let mut best = u32::MAX;
+            let mut bi = 0;
+            for (i, p) in pairs[..len - 1].iter().enumerate() {
+                if p.0 < best {
+                    best = p.0;
+                    bi = i;
+                }
+            }
+            if best == u32::MAX {
+                break;
+            }
+            ids[bi] = pairs[bi].1;
+            ids.copy_within(bi + 2..len, bi + 1);
+            if bi + 2 < len - 1 {
+                pairs.copy_within(bi + 2..len - 1, bi + 1);
+            }
+            len -= 1;
+            if bi > 0 {
+                pairs[bi - 1] = self.pair(ids[bi - 1], ids[bi]);
+            }
+            if bi + 1 < len {
+                pairs[bi] = self.pair(ids[bi], ids[bi + 1]);
+            }
+        }
+        for &id in &ids[..len] {
+            self.emit(id, lookup, out);
         }
     }
 
@@ -263,6 +347,68 @@ impl Bpe {
                     out.push(t);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stack-array merge loop and the heap merge loop give the same tokens.
+    #[test]
+    fn small_and_heap_paths_agree() {
+        // Vocabulary: the 256 byte symbols, then merges built from random pairs over "abcd".
+        let mut vocab: Vec<String> = (0..=255u8)
+            .map(|b| {
+                let mut s = String::new();
+                push_byte_encoded(&mut s, b);
+                s
+            })
+            .collect();
+        let mut merges = Vec::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut rnd = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let mut pool: Vec<String> = "abcd".chars().map(String::from).collect();
+        for _ in 0..60 {
+            let a = pool[rnd(pool.len())].clone();
+            let b = pool[rnd(pool.len())].clone();
+            let ab = format!("{a}{b}");
+            if ab.len() > 6 || merges.contains(&format!("{a} {b}")) {
+                continue;
+            }
+            merges.push(format!("{a} {b}"));
+            if !vocab.contains(&ab) {
+                vocab.push(ab.clone());
+                pool.push(ab);
+            }
+        }
+        let map: FxHashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        let lookup = |s: &str| map.get(s).copied();
+        let bpe = Bpe::new(
+            PreTokenizer::Gpt2,
+            false,
+            vocab.len() as u32,
+            merges.iter().map(|s| s.as_str()),
+            lookup,
+        );
+        let (mut syms, mut heap) = (Vec::new(), BinaryHeap::new());
+        for _ in 0..2000 {
+            let n = 1 + rnd(SMALL_WORD);
+            let word: Vec<u8> = (0..n).map(|_| b"abcd"[rnd(4)]).collect();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            bpe.encode_word_small(&word, &lookup, &mut a);
+            bpe.encode_word(&word, &mut syms, &mut heap, &lookup, &mut b);
+            assert_eq!(a, b, "{}", String::from_utf8_lossy(&word));
         }
     }
 }
