@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ferrolm::gguf::Gguf;
-use ferrolm::tokenizer::{StreamDecoder, Tokenizer};
+use ferrolm::tokenizer::{PreTokenizer, StreamDecoder, Tokenizer};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -163,6 +163,40 @@ fn llamacpp_vocab_gpt2() {
         }
     }
     assert_eq!(same, 44);
+}
+
+/// The hand-written splitters against a real backtracking regex engine (Python's `regex`) on
+/// 400 random strings per pre-tokenizer; see gen_pretokenize_cases.py.
+#[test]
+fn pretokenizers_match_regex_engine() {
+    let text = std::fs::read_to_string(data("pretokenize_cases.jsonl")).expect("cases");
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let pre = row["pre"].as_str().unwrap();
+        let input = row["text"].as_str().unwrap();
+        let want: Vec<&str> = row["words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        let got = PreTokenizer::from_name(pre)
+            .expect("known pre-tokenizer")
+            .split(input);
+        if got != want {
+            failures.push(format!("{pre} {input:?}\n  want {want:?}\n  got  {got:?}"));
+        }
+        n += 1;
+    }
+    assert_eq!(n, 2000);
+    assert!(
+        failures.is_empty(),
+        "{} of {n} fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -166,7 +166,7 @@ impl Bpe {
             cached,
         } = scratch;
         words.clear();
-        self.pre.split(text, cps, words);
+        self.pre.split_ranges(text, cps, words);
         for w in words.iter() {
             let word: &'t [u8] = &text.as_bytes()[w.clone()];
             if let Some(&(start, len)) = cache.get(word) {

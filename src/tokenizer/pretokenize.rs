@@ -50,8 +50,20 @@ impl PreTokenizer {
         })
     }
 
+    /// Split `text` into the words BPE then tokenizes one by one (in order, covering `text`).
+    pub fn split(self, text: &str) -> Vec<&str> {
+        let (mut scratch, mut out) = (Vec::new(), Vec::new());
+        self.split_ranges(text, &mut scratch, &mut out);
+        out.into_iter().map(|r| &text[r]).collect()
+    }
+
     /// Split `text` into words; appends their byte ranges to `out` (in order, covering `text`).
-    pub(crate) fn split(self, text: &str, scratch: &mut Vec<Cp>, out: &mut Vec<Range<usize>>) {
+    pub(crate) fn split_ranges(
+        self,
+        text: &str,
+        scratch: &mut Vec<Cp>,
+        out: &mut Vec<Range<usize>>,
+    ) {
         load_cps(text, scratch);
         let cps = &scratch[..];
         match self {
@@ -441,10 +453,7 @@ mod tests {
     use super::*;
 
     fn words(p: PreTokenizer, text: &str) -> Vec<&str> {
-        let mut scratch = Vec::new();
-        let mut out = Vec::new();
-        p.split(text, &mut scratch, &mut out);
-        out.into_iter().map(|r| &text[r]).collect()
+        p.split(text)
     }
 
     #[test]
