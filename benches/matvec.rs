@@ -6,8 +6,10 @@
 //! from memory as they do in a real decode step. Backends: `scalar` (`scalar_kernels()`) and the
 //! selected table (`kernels()`, e.g. avx2); 1 and 2 threads.
 //!
+//! Then prefill (512 tokens x W) for Q4_0, Q8_0 and Q4_K, in multiply-adds per second.
+//!
 //! Run: `cargo bench --bench matvec` (filter with e.g. `-- q4_0`); `FERROLM_BENCH_QUICK=1` limits
-//! the formats to Q4_0, Q8_0 and Q4_K.
+//! the formats to Q4_0, Q8_0 and Q4_K; `FERROLM_BENCH_PREFILL=1` runs only the prefill groups.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -148,7 +150,63 @@ fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
     }
 }
 
+/// Prefill: 512 tokens x W (TinyLlama shapes), in multiply-adds per second (elements = MACs), so
+/// tokens/s of a whole model = MAC/s / MACs per token (about 1.04e9 for TinyLlama-1.1B).
+fn bench_prefill(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
+    const N_TOK: usize = 512;
+    for &(n_rows, n_cols) in &[(2048usize, 2048usize), (5632, 2048)] {
+        let data = weights(ty, n_rows, n_cols, 1);
+        let x = lcg(N_TOK * n_cols, 4);
+        let mut y = vec![0.0f32; N_TOK * n_rows];
+        let mut g = c.benchmark_group(format!(
+            "prefill{}_{}_{}x{}",
+            N_TOK,
+            ty.name().to_lowercase(),
+            n_rows,
+            n_cols
+        ));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(2));
+        g.throughput(Throughput::Elements((N_TOK * n_rows * n_cols) as u64));
+        let table = kernels();
+        let vdt = table.get(ty).unwrap().vec_dot_type;
+        let mut acts = ActBuf::with_capacity(n_cols, N_TOK);
+        acts.quantize_with(table, vdt, &x, N_TOK, n_cols);
+        let w = MatRef {
+            ty,
+            data: &data,
+            n_rows,
+            n_cols,
+        };
+        let name = if table.get(ty).unwrap().gemm_tile.is_some() {
+            "tile"
+        } else {
+            "vec_dot"
+        };
+        for pool in pools {
+            g.bench_function(
+                BenchmarkId::new(name, format!("t{}", pool.n_threads())),
+                |b| {
+                    b.iter(|| {
+                        matmul_q_with(table, pool, &w, &acts, &mut y);
+                        black_box(y[0])
+                    })
+                },
+            );
+        }
+        g.finish();
+    }
+}
+
 fn benches(c: &mut Criterion) {
+    if std::env::var_os("FERROLM_BENCH_PREFILL").is_some() {
+        let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K] {
+            bench_prefill(c, &pools, ty);
+        }
+        return;
+    }
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     bench_baseline(c, &pools, "memread_start");
     let quick = std::env::var_os("FERROLM_BENCH_QUICK").is_some();
@@ -175,6 +233,9 @@ fn benches(c: &mut Criterion) {
         bench_format(c, &pools, ty);
     }
     bench_baseline(c, &pools, "memread_end");
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K] {
+        bench_prefill(c, &pools, ty);
+    }
 }
 
 criterion_group!(matvec, benches);

@@ -342,7 +342,7 @@ pub fn matmul_q_with(
 
 /// Shared checks for `GemmTileFn` implementations: the slices hold the tile.
 #[allow(clippy::too_many_arguments)]
-#[allow(dead_code)] // used by the tile kernels of the ISA modules
+#[allow(dead_code)] // used by the tile kernels of the ISA modules (none on some targets)
 pub(crate) fn check_tile_args(
     ty: GgmlType,
     act_ty: GgmlType,

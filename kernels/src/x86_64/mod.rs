@@ -19,6 +19,7 @@ mod act;
 mod float;
 mod k_quants;
 mod quants;
+mod tile;
 
 /// True when the AVX2 kernel set can run: AVX2, FMA and F16C (the OS saving the YMM state is part
 /// of what `is_x86_feature_detected!` checks).
@@ -70,6 +71,20 @@ pub fn install(table: &mut KernelTable) {
     set_ff(GgmlType::Q8_1, act::from_float_q8_1);
     set_ff(GgmlType::Q8_K, act::from_float_q8_k);
     table.backend = avx2;
+
+    if has_avx512vnni() {
+        let mut set_tile = |ty: GgmlType, f: crate::dispatch::GemmTileFn| {
+            if let Some(e) = table.get_mut(ty) {
+                e.gemm_tile = Some(f);
+            }
+        };
+        set_tile(GgmlType::Q4_0, tile::gemm_tile_q4_0);
+        set_tile(GgmlType::Q5_0, tile::gemm_tile_q5_0);
+        set_tile(GgmlType::Q8_0, tile::gemm_tile_q8_0);
+        set_tile(GgmlType::Q4_1, tile::gemm_tile_q4_1);
+        set_tile(GgmlType::Q5_1, tile::gemm_tile_q5_1);
+        table.backend = Backend::Avx512;
+    }
 }
 
 /// Views `w` and `a` as the blocks of one row of `n` elements each, asserting the lengths.

@@ -1,0 +1,448 @@
+//! Prefill tiles (`GemmTileFn`) with AVX-512 VNNI `vpdpbusd` on 256-bit registers, for the
+//! 32-element formats: Q4_0, Q5_0, Q8_0 (x Q8_0) and Q4_1, Q5_1 (x Q8_1).
+//!
+//! For a group of 8 weight rows and one block of 32 elements, each row's block is unpacked once to
+//! 32 signed bytes and the 8x8 grid of 4-byte groups is transposed, so that lane r of `w[j]` holds
+//! row r's elements 4j..4j+4. Then for every token of the tile, 8 `vpdpbusd` of `w[j]` against the
+//! token's 4 activation bytes 4j..4j+4 (broadcast) give the 8 rows' block sums in the 8 lanes:
+//! 256 multiply-adds per 8 instructions, with the weights unpacked once for all tokens.
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so the activations are offset to unsigned
+//! (`a ^ 0x80` = a + 128) and the per-row `128 * sum(w)` is subtracted, computed once per block and
+//! row group: every block sum is exact. Each output element accumulates its blocks in order in its
+//! own lane of its own token accumulator, so its value does not depend on how rows and tokens are
+//! grouped into tiles (hence not on the thread count either).
+
+use std::arch::x86_64::*;
+
+use super::{h2f, load16, load32i};
+use crate::blocks::{
+    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK,
+};
+use crate::matmul::check_tile_args;
+use crate::types::GgmlType;
+
+/// An unpacked weight block of one row: 32 signed levels, the scale and the min (0 when none).
+#[derive(Clone, Copy)]
+struct Unpacked {
+    q: __m256i,
+    d: f32,
+    m: f32,
+}
+
+/// The activation block of one token: 32 signed bytes, scale, and Q8_1's `s` (0 for Q8_0).
+trait ActBlock: Block {
+    fn qs(&self) -> &[i8; 32];
+    fn d(&self) -> half::f16;
+    fn s(&self) -> half::f16;
+}
+
+impl ActBlock for BlockQ8_0 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> half::f16 {
+        half::f16::ZERO
+    }
+}
+
+impl ActBlock for BlockQ8_1 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> half::f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> half::f16 {
+        self.s
+    }
+}
+
+/// Transposes 8 rows of 8 dwords: lane r of out[j] = dword j of v[r].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
+    let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
+    let t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    let t4 = _mm256_unpacklo_epi32(v[4], v[5]);
+    let t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    let t6 = _mm256_unpacklo_epi32(v[6], v[7]);
+    let t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    let u0 = _mm256_unpacklo_epi64(t0, t2);
+    let u1 = _mm256_unpackhi_epi64(t0, t2);
+    let u2 = _mm256_unpacklo_epi64(t1, t3);
+    let u3 = _mm256_unpackhi_epi64(t1, t3);
+    let u4 = _mm256_unpacklo_epi64(t4, t6);
+    let u5 = _mm256_unpackhi_epi64(t4, t6);
+    let u6 = _mm256_unpacklo_epi64(t5, t7);
+    let u7 = _mm256_unpackhi_epi64(t5, t7);
+    [
+        _mm256_permute2x128_si256::<0x20>(u0, u4),
+        _mm256_permute2x128_si256::<0x20>(u1, u5),
+        _mm256_permute2x128_si256::<0x20>(u2, u6),
+        _mm256_permute2x128_si256::<0x20>(u3, u7),
+        _mm256_permute2x128_si256::<0x31>(u0, u4),
+        _mm256_permute2x128_si256::<0x31>(u1, u5),
+        _mm256_permute2x128_si256::<0x31>(u2, u6),
+        _mm256_permute2x128_si256::<0x31>(u3, u7),
+    ]
+}
+
+/// 8 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
+/// out[t * out_stride + r] for the rows present.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
+    rows: [Option<&[W]>; 8],
+    acts: [&[A]; NT],
+    nb: usize,
+    unpack: impl Fn(&W) -> Unpacked,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let x80 = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    let zero = Unpacked {
+        q: _mm256_setzero_si256(),
+        d: 0.0,
+        m: 0.0,
+    };
+    for k in 0..nb {
+        let u: [Unpacked; 8] = std::array::from_fn(|r| rows[r].map_or(zero, |b| unpack(&b[k])));
+        let w = transpose8(std::array::from_fn(|r| u[r].q));
+        // 128 * sum of each row's 32 levels, in two chains.
+        let mut c = [_mm256_setzero_si256(); 2];
+        for (j, wj) in w.iter().enumerate() {
+            c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
+        }
+        let corr = _mm256_add_epi32(c[0], c[1]);
+        let d = _mm256_setr_ps(
+            u[0].d, u[1].d, u[2].d, u[3].d, u[4].d, u[5].d, u[6].d, u[7].d,
+        );
+        let m = _mm256_setr_ps(
+            u[0].m, u[1].m, u[2].m, u[3].m, u[4].m, u[5].m, u[6].m, u[7].m,
+        );
+        // Token sums, j outer and t inner: NT independent vpdpbusd chains instead of one.
+        let ab: [&A; NT] = std::array::from_fn(|t| &acts[t][k]);
+        let mut s = [_mm256_setzero_si256(); NT];
+        for (j, wj) in w.iter().enumerate() {
+            for t in 0..NT {
+                let qs = ab[t].qs();
+                let four = i32::from_le_bytes([
+                    qs[4 * j] as u8,
+                    qs[4 * j + 1] as u8,
+                    qs[4 * j + 2] as u8,
+                    qs[4 * j + 3] as u8,
+                ]);
+                s[t] =
+                    _mm256_dpbusd_epi32(s[t], _mm256_xor_si256(_mm256_set1_epi32(four), x80), *wj);
+            }
+        }
+        for t in 0..NT {
+            let scale = _mm256_mul_ps(d, _mm256_set1_ps(h2f(ab[t].d())));
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(s[t], corr)),
+                scale,
+                acc[t],
+            );
+            if HAS_MIN {
+                acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(h2f(ab[t].s())), acc[t]);
+            }
+        }
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, a) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 8 writable floats; unaligned store.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
+    }
+}
+
+/// The whole tile: row groups of 8, token groups of 8/4/2/1.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    unpack: impl Fn(&W) -> Unpacked + Copy,
+) {
+    let nb = n / QK;
+    let wrb = nb * std::mem::size_of::<W>();
+    let arb = nb * std::mem::size_of::<A>();
+    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
+    let act = |t: usize| -> &[A] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let rows: [Option<&[W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+        let mut t0 = 0;
+        while t0 < nt {
+            let left = nt - t0;
+            let o = &mut out[t0 * out_stride + r0..];
+            if left >= 8 {
+                group::<W, A, 8, HAS_MIN>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    unpack,
+                    o,
+                    out_stride,
+                );
+                t0 += 8;
+            } else if left >= 4 {
+                group::<W, A, 4, HAS_MIN>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    unpack,
+                    o,
+                    out_stride,
+                );
+                t0 += 4;
+            } else if left >= 2 {
+                group::<W, A, 2, HAS_MIN>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    unpack,
+                    o,
+                    out_stride,
+                );
+                t0 += 2;
+            } else {
+                group::<W, A, 1, HAS_MIN>(rows, [act(t0)], nb, unpack, o, out_stride);
+                t0 += 1;
+            }
+        }
+        r0 += 8;
+    }
+}
+
+/// 32 nibbles -> 32 bytes in element order (low nibbles = elements 0..16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let raw = load16(qs);
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw),
+        _mm256_set1_epi8(0x0F),
+    )
+}
+
+/// Bit j of `bits` -> byte j = 0x10 when set.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fifth_bits(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_or_si256(
+        _mm256_shuffle_epi8(v, shuf),
+        _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
+    );
+    _mm256_and_si256(
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)),
+        _mm256_set1_epi8(0x10),
+    )
+}
+
+macro_rules! tile_fn {
+    ($(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, |$x:ident| $unpack:expr) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn $name(
+            n: usize,
+            w: &[u8],
+            w_stride: usize,
+            nr: usize,
+            a: &[u8],
+            a_stride: usize,
+            nt: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            check_tile_args($wt, $at, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
+            assert!(
+                w_stride % std::mem::align_of::<$w>() == 0 && a_stride % std::mem::align_of::<$a>() == 0,
+                "tile strides must keep blocks aligned"
+            );
+            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            #[allow(clippy::too_many_arguments)]
+            fn imp(
+                n: usize,
+                w: &[u8],
+                w_stride: usize,
+                nr: usize,
+                a: &[u8],
+                a_stride: usize,
+                nt: usize,
+                out: &mut [f32],
+                out_stride: usize,
+            ) {
+                tile::<$w, $a, $has_min>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |$x: &$w| $unpack);
+            }
+            // SAFETY: reachable only through the kernel table, which `install` fills with the
+            // tiles only after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+            unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+        }
+    };
+}
+
+tile_fn!(/// Q4_0 x Q8_0 tile.
+    gemm_tile_q4_0, BlockQ4_0, BlockQ8_0, GgmlType::Q4_0, GgmlType::Q8_0, false,
+    |x| Unpacked { q: _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), d: h2f(x.d), m: 0.0 });
+tile_fn!(/// Q5_0 x Q8_0 tile.
+gemm_tile_q5_0, BlockQ5_0, BlockQ8_0, GgmlType::Q5_0, GgmlType::Q8_0, false,
+|x| Unpacked {
+    q: _mm256_sub_epi8(_mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))), _mm256_set1_epi8(16)),
+    d: h2f(x.d),
+    m: 0.0,
+});
+tile_fn!(/// Q8_0 x Q8_0 tile.
+    gemm_tile_q8_0, BlockQ8_0, BlockQ8_0, GgmlType::Q8_0, GgmlType::Q8_0, false,
+    |x| Unpacked { q: load32i(&x.qs), d: h2f(x.d), m: 0.0 });
+tile_fn!(/// Q4_1 x Q8_1 tile.
+    gemm_tile_q4_1, BlockQ4_1, BlockQ8_1, GgmlType::Q4_1, GgmlType::Q8_1, true,
+    |x| Unpacked { q: nibbles(&x.qs), d: h2f(x.d), m: h2f(x.m) });
+tile_fn!(/// Q5_1 x Q8_1 tile.
+gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true,
+|x| Unpacked {
+    q: _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))),
+    d: h2f(x.d),
+    m: h2f(x.m),
+});
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{close, Lcg};
+    use super::*;
+    use crate::dispatch::scalar_kernels;
+
+    fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
+        if !super::super::has_avx512vnni() {
+            return;
+        }
+        let mut rng = Lcg(31);
+        let sk = scalar_kernels();
+        let k = sk.get(ty).unwrap();
+        let (q, ff, dot) = (
+            k.quantize_row_ref.unwrap(),
+            sk.get(act).unwrap().from_float.unwrap(),
+            k.vec_dot.unwrap(),
+        );
+        for &(n, nr, nt) in &[
+            (32usize, 1usize, 1usize),
+            (64, 8, 8),
+            (96, 13, 11),
+            (256, 16, 16),
+            (128, 3, 5),
+        ] {
+            let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+            let arb = act.row_bytes(n as u64).unwrap() as usize;
+            let w_stride = wrb + 2 * std::mem::align_of::<u32>(); // a stride larger than the row
+            let mut w = vec![0u8; nr * w_stride];
+            for r in 0..nr {
+                q(&rng.f32s(n, 1.0), &mut w[r * w_stride..r * w_stride + wrb]);
+            }
+            let mut a = vec![0u8; nt * arb];
+            for t in 0..nt {
+                let mut x = rng.f32s(n, 2.0);
+                if t == 0 {
+                    x.iter_mut().for_each(|v| *v = -v.abs()); // -127 activations
+                }
+                ff(&x, &mut a[t * arb..(t + 1) * arb]);
+            }
+            let out_stride = nr + 3;
+            let mut out = vec![f32::NAN; nt * out_stride];
+            tile_fn(n, &w, w_stride, nr, &a, arb, nt, &mut out, out_stride);
+            for t in 0..nt {
+                for r in 0..nr {
+                    let want = dot(
+                        n,
+                        &w[r * w_stride..r * w_stride + wrb],
+                        &a[t * arb..(t + 1) * arb],
+                    );
+                    let got = out[t * out_stride + r];
+                    assert!(
+                        close(got, want, 1e-4 * n as f32),
+                        "{ty} n={n} r={r} t={t}: tile {got} scalar {want}"
+                    );
+                }
+                for r in nr..out_stride {
+                    assert!(
+                        out[t * out_stride + r].is_nan(),
+                        "{ty}: tile wrote outside its rows"
+                    );
+                }
+            }
+            // The same element computed in a smaller tile is bit-identical.
+            if nr > 1 && nt > 1 {
+                let mut one = [0.0f32; 1];
+                let (r, t) = (nr - 1, nt - 1);
+                tile_fn(
+                    n,
+                    &w[r * w_stride..],
+                    w_stride,
+                    1,
+                    &a[t * arb..],
+                    arb,
+                    1,
+                    &mut one,
+                    1,
+                );
+                assert_eq!(
+                    one[0].to_bits(),
+                    out[t * out_stride + r].to_bits(),
+                    "{ty}: tile result depends on grouping"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q4_0_tile_matches_scalar() {
+        check(GgmlType::Q4_0, GgmlType::Q8_0, gemm_tile_q4_0);
+    }
+
+    #[test]
+    fn q5_0_tile_matches_scalar() {
+        check(GgmlType::Q5_0, GgmlType::Q8_0, gemm_tile_q5_0);
+    }
+
+    #[test]
+    fn q8_0_tile_matches_scalar() {
+        check(GgmlType::Q8_0, GgmlType::Q8_0, gemm_tile_q8_0);
+    }
+
+    #[test]
+    fn q4_1_tile_matches_scalar() {
+        check(GgmlType::Q4_1, GgmlType::Q8_1, gemm_tile_q4_1);
+    }
+
+    #[test]
+    fn q5_1_tile_matches_scalar() {
+        check(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile_q5_1);
+    }
+}
