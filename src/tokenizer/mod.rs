@@ -19,6 +19,7 @@ mod spm;
 mod stream;
 mod unicode;
 mod unicode_data;
+mod vocab;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -29,6 +30,7 @@ pub use pretokenize::PreTokenizer;
 pub use stream::StreamDecoder;
 
 use bpe::{Bpe, BpeScratch};
+use vocab::Vocab;
 
 /// Errors building a tokenizer from GGUF metadata.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +169,9 @@ impl Hasher for FxHasher {
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.hash
+        // The multiply leaves the low bits weak; hash tables index with them (rustc-hash 2 does
+        // the same rotation).
+        self.hash.rotate_left(26)
     }
 }
 
@@ -188,12 +192,11 @@ enum Model {
 #[derive(Debug)]
 pub struct Tokenizer {
     model: Model,
-    /// Token texts, `[n_vocab]`.
-    texts: Vec<Box<str>>,
+    /// Token texts and the text -> id index, `[n_vocab]`.
+    vocab: Vocab,
     scores: Vec<f32>,
     attrs: Vec<u16>,
     types: Vec<TokenType>,
-    map: FxHashMap<Box<str>, u32>,
     /// `token_to_piece(id, special = true)` for every token, concatenated; `piece_off[id]..
     /// piece_off[id + 1]` is token `id`'s piece.
     pieces: Vec<u8>,
@@ -331,30 +334,26 @@ impl Tokenizer {
             }
         };
 
-        let mut texts: Vec<Box<str>> = Vec::with_capacity(n_vocab);
-        let mut map: FxHashMap<Box<str>, u32> = FxHashMap::default();
-        map.reserve(n_vocab);
+        let mut vocab = Vocab::with_capacity(n_vocab, tokens.raw_bytes().len());
         for (i, t) in tokens.strings().enumerate() {
-            let text: Box<str> = if t.is_empty() {
-                format!("[EMPTY_{i}]").into()
+            let pushed = if t.is_empty() {
+                vocab.push(&format!("[EMPTY_{i}]"))
             } else {
-                t.into()
+                vocab.push(t)
             };
-            if let Some(&first) = map.get(&text) {
+            if let Err(first) = pushed {
                 return Err(TokenizerError::DuplicateToken {
-                    text: text.into(),
+                    text: t.to_string(),
                     first,
                     second: i as u32,
                 });
             }
-            map.insert(text.clone(), i as u32);
-            texts.push(text);
         }
-        if texts.len() != n_vocab {
+        if vocab.len() != n_vocab {
             // strings() yields every element of a STRING array; a short read means a bad file.
             return Err(TokenizerError::TooShort {
                 key: KEY_TOKENS,
-                have: texts.len(),
+                have: vocab.len(),
                 n_vocab,
             });
         }
@@ -381,9 +380,9 @@ impl Tokenizer {
                 // ASCII can be a vocabulary string).
                 let hex = format!("<0x{b:02X}>");
                 let mut buf = [0u8; 4];
-                *slot = map.get(hex.as_str()).copied().or_else(|| {
+                *slot = vocab.find(&hex).or_else(|| {
                     (b < 128)
-                        .then(|| map.get(&*(b as u8 as char).encode_utf8(&mut buf)).copied())
+                        .then(|| vocab.find((b as u8 as char).encode_utf8(&mut buf)))
                         .flatten()
                 });
             }
@@ -416,7 +415,7 @@ impl Tokenizer {
                     found: merges.elem_type().name(),
                 });
             }
-            let lookup = |s: &str| map.get(s).copied();
+            let lookup = |s: &str| vocab.find(s);
             Model::Bpe(Box::new(Bpe::new(
                 pre,
                 ignore_merges,
@@ -473,7 +472,7 @@ impl Tokenizer {
                 return;
             }
             // llama.cpp walks an unordered map; we take the lowest id for determinism.
-            let found = names.iter().filter_map(|n| map.get(*n).copied()).min();
+            let found = names.iter().filter_map(|n| vocab.find(n)).min();
             if let Some(id) = found {
                 *slot = Some(id);
                 attrs[id as usize] |= ATTR_CONTROL;
@@ -484,7 +483,8 @@ impl Tokenizer {
         detect(&mut fim_pad, FIM_PAD_TEXTS, &mut attrs);
         detect(&mut fim_rep, FIM_REP_TEXTS, &mut attrs);
         detect(&mut fim_sep, FIM_SEP_TEXTS, &mut attrs);
-        for (i, t) in texts.iter().enumerate() {
+        for i in 0..n_vocab {
+            let t = vocab.text(i as u32);
             // Control tokens named "unused" are unused (still CONTROL, so still matched).
             if attrs[i] & ATTR_CONTROL != 0 && t.contains("unused") {
                 attrs[i] |= ATTR_UNUSED;
@@ -493,7 +493,7 @@ impl Tokenizer {
 
         let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
         for name in EOG_TEXTS {
-            if let Some(&id) = map.get(*name) {
+            if let Some(id) = vocab.find(name) {
                 eog.push(id);
                 attrs[id as usize] |= ATTR_CONTROL;
             }
@@ -508,15 +508,14 @@ impl Tokenizer {
                 attrs[id as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
             })
             .collect();
-        specials.sort_by_key(|&id| std::cmp::Reverse(texts[id as usize].len()));
+        specials.sort_by_key(|&id| std::cmp::Reverse(vocab.text(id).len()));
 
         let mut tok = Tokenizer {
             model,
-            texts,
+            vocab,
             scores,
             attrs,
             types,
-            map,
             pieces: Vec::new(),
             piece_off: Vec::new(),
             specials,
@@ -537,10 +536,10 @@ impl Tokenizer {
 
     /// Fill the `token_to_piece(special = true)` cache.
     fn build_pieces(&mut self) {
-        let mut pieces = Vec::with_capacity(self.texts.len() * 6);
-        let mut off = Vec::with_capacity(self.texts.len() + 1);
+        let mut pieces = Vec::with_capacity(self.vocab.len() * 6);
+        let mut off = Vec::with_capacity(self.vocab.len() + 1);
         off.push(0u32);
-        for id in 0..self.texts.len() {
+        for id in 0..self.vocab.len() {
             self.render_piece(id, &mut pieces);
             off.push(pieces.len() as u32);
         }
@@ -551,7 +550,7 @@ impl Tokenizer {
     /// llama.cpp's `token_to_piece(special = true)` for one token.
     fn render_piece(&self, id: usize, out: &mut Vec<u8>) {
         let attr = self.attrs[id];
-        let text = &*self.texts[id];
+        let text = self.vocab.text(id as u32);
         if attr & (ATTR_UNKNOWN | ATTR_CONTROL | ATTR_USER_DEFINED) != 0 {
             out.extend_from_slice(text.as_bytes());
         } else if attr & ATTR_NORMAL != 0 {
@@ -594,7 +593,7 @@ impl Tokenizer {
 
     /// Number of tokens in the vocabulary.
     pub fn n_vocab(&self) -> usize {
-        self.texts.len()
+        self.vocab.len()
     }
 
     pub fn bos(&self) -> Option<u32> {
@@ -640,7 +639,7 @@ impl Tokenizer {
 
     /// The token's text as stored in the vocabulary (U+FFFD for an out-of-range id).
     pub fn token_text(&self, id: u32) -> &str {
-        self.texts.get(id as usize).map_or("\u{FFFD}", |t| t)
+        self.vocab.get(id).unwrap_or("\u{FFFD}")
     }
 
     /// The token's type, or `None` for an out-of-range id.
@@ -662,7 +661,7 @@ impl Tokenizer {
 
     /// The id of the token whose text is exactly `text`.
     pub fn find_token(&self, text: &str) -> Option<u32> {
-        self.map.get(text).copied()
+        self.vocab.find(text)
     }
 
     /// The bytes a token stands for (byte tokens decoded, `▁` / GPT-2 byte encoding undone).
@@ -702,7 +701,7 @@ impl Tokenizer {
         }
         match &self.model {
             Model::Spm { byte_tokens } => {
-                let lookup = |s: &str| self.map.get(s).map(|&id| (id, self.scores[id as usize]));
+                let lookup = |s: &str| self.vocab.find(s).map(|id| (id, self.scores[id as usize]));
                 let byte_token = |b: u8| byte_tokens[b as usize].or(self.unk);
                 let mut is_prev_special = true;
                 let mut buf = String::new();
@@ -727,7 +726,7 @@ impl Tokenizer {
                 }
             }
             Model::Bpe(bpe) => {
-                let lookup = |s: &str| self.map.get(s).copied();
+                let lookup = |s: &str| self.vocab.find(s);
                 let mut scratch = BpeScratch::default();
                 for f in &frags {
                     match *f {
@@ -756,7 +755,7 @@ impl Tokenizer {
             if !parse_special && attr & (ATTR_CONTROL | ATTR_UNKNOWN) != 0 {
                 continue;
             }
-            let tt = &*self.texts[id as usize];
+            let tt = self.vocab.text(id);
             if !text.contains(tt) {
                 continue;
             }
