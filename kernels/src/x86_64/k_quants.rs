@@ -14,7 +14,7 @@ use crate::blocks::{BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 /// Unpacks the 12 packed bytes of Q4_K/Q5_K into 8 scales (bytes 0..8) and 8 mins (bytes 8..16)
 /// (ggml's `utmp` trick, equivalent to `get_scale_min_k4` for j = 0..8).
 #[inline]
-fn unpack_scales_mins(s: &[u8; 12]) -> [u32; 4] {
+pub(super) fn unpack_scales_mins(s: &[u8; 12]) -> [u32; 4] {
     const KMASK1: u32 = 0x3f3f3f3f;
     const KMASK2: u32 = 0x0f0f0f0f;
     const KMASK3: u32 = 0x03030303;

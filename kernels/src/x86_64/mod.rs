@@ -83,6 +83,8 @@ pub fn install(table: &mut KernelTable) {
         set_tile(GgmlType::Q8_0, tile::gemm_tile_q8_0);
         set_tile(GgmlType::Q4_1, tile::gemm_tile_q4_1);
         set_tile(GgmlType::Q5_1, tile::gemm_tile_q5_1);
+        set_tile(GgmlType::Q4_K, tile::gemm_tile_q4_k);
+        set_tile(GgmlType::Q5_K, tile::gemm_tile_q5_k);
         table.backend = Backend::Avx512;
     }
 }

@@ -15,9 +15,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{h2f, load16, load32i};
+use super::{h2f, load16, load32, load32i};
 use crate::blocks::{
-    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, QK,
+    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K,
+    BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -334,6 +335,251 @@ gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true,
     m: h2f(x.m),
 });
 
+/// A Q4_K/Q5_K-style super-block of one row: its scales and a way to unpack sub-block `s`.
+trait KBlock: Block {
+    /// (6-bit scales, 6-bit mins, d, dmin).
+    fn scales_mins(&self) -> ([u8; 8], [u8; 8], f32, f32);
+    /// Levels (0..32) of sub-block `s` (elements 32s..32s+32) as 32 bytes.
+    fn levels(&self, s: usize) -> __m256i;
+}
+
+/// Scales and mins of the packed 12 bytes (as `get_scale_min_k4`).
+fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let u = super::k_quants::unpack_scales_mins(s);
+    let sc = [u[0].to_le_bytes(), u[1].to_le_bytes()];
+    let mn = [u[2].to_le_bytes(), u[3].to_le_bytes()];
+    (
+        std::array::from_fn(|i| sc[i / 4][i % 4]),
+        std::array::from_fn(|i| mn[i / 4][i % 4]),
+    )
+}
+
+impl KBlock for BlockQ4_K {
+    #[inline(always)]
+    fn scales_mins(&self) -> ([u8; 8], [u8; 8], f32, f32) {
+        let (sc, mn) = k4_scales(&self.scales);
+        (sc, mn, self.d.to_f32(), self.dmin.to_f32())
+    }
+    #[inline(always)]
+    fn levels(&self, s: usize) -> __m256i {
+        // SAFETY: the tile functions run only with AVX2 enabled (their target_feature set), which
+        // is the only caller of this method; the 32-byte chunk is in bounds by construction.
+        unsafe { k4_levels(&self.qs, s) }
+    }
+}
+
+impl KBlock for BlockQ5_K {
+    #[inline(always)]
+    fn scales_mins(&self) -> ([u8; 8], [u8; 8], f32, f32) {
+        let (sc, mn) = k4_scales(&self.scales);
+        (sc, mn, self.d.to_f32(), self.dmin.to_f32())
+    }
+    #[inline(always)]
+    fn levels(&self, s: usize) -> __m256i {
+        // SAFETY: as for Q4_K: only called from the AVX2/VNNI tile functions.
+        unsafe {
+            let lo = k4_levels(&self.qs, s);
+            let bit = _mm256_set1_epi8((1u8 << s) as i8);
+            let qh = load32(&self.qh);
+            let hi = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
+                _mm256_set1_epi8(0x10),
+            );
+            _mm256_or_si256(lo, hi)
+        }
+    }
+}
+
+/// Low (s even) or high (s odd) nibbles of the 32-byte chunk s / 2 of `qs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_levels(qs: &[u8; 128], s: usize) -> __m256i {
+    let c = s / 2;
+    let bits = load32(qs[32 * c..32 * c + 32].try_into().expect("32 bytes"));
+    let bits = if s % 2 == 1 {
+        _mm256_srli_epi16::<4>(bits)
+    } else {
+        bits
+    };
+    _mm256_and_si256(bits, _mm256_set1_epi8(0x0F))
+}
+
+/// 8 rows x NT tokens of Q4_K/Q5_K . Q8_K over all super-blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn group_k<W: KBlock, const NT: usize>(
+    rows: [Option<&[W]>; 8],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let x80 = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for k in 0..nb {
+        // Per-row scales as lanes: sc[s][r], mn[s][r].
+        let mut sc = [[0i32; 8]; 8];
+        let mut mn = [[0i32; 8]; 8];
+        let mut d = [0.0f32; 8];
+        let mut dmin = [0.0f32; 8];
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(b) = row {
+                let (s8, m8, dr, dm) = b[k].scales_mins();
+                for s in 0..8 {
+                    sc[s][r] = s8[s] as i32;
+                    mn[s][r] = m8[s] as i32;
+                }
+                d[r] = dr;
+                dmin[r] = dm;
+            }
+        }
+        let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+        let mut isum = [_mm256_setzero_si256(); NT];
+        for s in 0..8 {
+            let w = transpose8(std::array::from_fn(|r| {
+                rows[r].map_or(_mm256_setzero_si256(), |b| b[k].levels(s))
+            }));
+            let mut c = [_mm256_setzero_si256(); 2];
+            for (j, wj) in w.iter().enumerate() {
+                c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
+            }
+            let corr = _mm256_add_epi32(c[0], c[1]);
+            let mut p = [_mm256_setzero_si256(); NT];
+            for (j, wj) in w.iter().enumerate() {
+                for t in 0..NT {
+                    let q = &ab[t].qs[32 * s + 4 * j..32 * s + 4 * j + 4];
+                    let four = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+                    p[t] = _mm256_dpbusd_epi32(
+                        p[t],
+                        _mm256_xor_si256(_mm256_set1_epi32(four), x80),
+                        *wj,
+                    );
+                }
+            }
+            // SAFETY: sc[s] is 8 i32 = 32 readable bytes; unaligned load.
+            let scv = unsafe { _mm256_loadu_si256(sc[s].as_ptr() as *const __m256i) };
+            for t in 0..NT {
+                isum[t] = _mm256_add_epi32(
+                    isum[t],
+                    _mm256_mullo_epi32(_mm256_sub_epi32(p[t], corr), scv),
+                );
+            }
+        }
+        // SAFETY: d and dmin are 8 readable floats; unaligned loads.
+        let (dv, dminv) = unsafe { (_mm256_loadu_ps(d.as_ptr()), _mm256_loadu_ps(dmin.as_ptr())) };
+        for t in 0..NT {
+            let mut msum = _mm256_setzero_si256();
+            for (s, m) in mn.iter().enumerate() {
+                let b32 = ab[t].bsums[2 * s] as i32 + ab[t].bsums[2 * s + 1] as i32;
+                // SAFETY: m is 8 i32 = 32 readable bytes; unaligned load.
+                let mv = unsafe { _mm256_loadu_si256(m.as_ptr() as *const __m256i) };
+                msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(mv, _mm256_set1_epi32(b32)));
+            }
+            let da = _mm256_set1_ps(ab[t].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dminv, da), acc[t]);
+        }
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, a) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 8 writable floats; unaligned store.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
+    }
+}
+
+/// The whole k-quant tile: row groups of 8, token groups of 8/4/2/1.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+fn tile_k<W: KBlock>(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let nb = n / QK_K;
+    let wrb = nb * std::mem::size_of::<W>();
+    let arb = nb * std::mem::size_of::<BlockQ8_K>();
+    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
+    let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let rows: [Option<&[W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+        let mut t0 = 0;
+        while t0 < nt {
+            let left = nt - t0;
+            let o = &mut out[t0 * out_stride + r0..];
+            if left >= 8 {
+                group_k::<W, 8>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    o,
+                    out_stride,
+                );
+                t0 += 8;
+            } else if left >= 4 {
+                group_k::<W, 4>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    o,
+                    out_stride,
+                );
+                t0 += 4;
+            } else if left >= 2 {
+                group_k::<W, 2>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    o,
+                    out_stride,
+                );
+                t0 += 2;
+            } else {
+                group_k::<W, 1>(rows, [act(t0)], nb, o, out_stride);
+                t0 += 1;
+            }
+        }
+        r0 += 8;
+    }
+}
+
+macro_rules! tile_k_fn {
+    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn $name(
+            n: usize,
+            w: &[u8],
+            w_stride: usize,
+            nr: usize,
+            a: &[u8],
+            a_stride: usize,
+            nt: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            check_tile_args($wt, GgmlType::Q8_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
+            assert!(w_stride % 2 == 0 && a_stride % 4 == 0, "tile strides must keep blocks aligned");
+            // SAFETY: reachable only through the kernel table, which `install` fills with the
+            // tiles only after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+            unsafe { tile_k::<$w>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+        }
+    };
+}
+
+tile_k_fn!(/// Q4_K x Q8_K tile.
+    gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K);
+tile_k_fn!(/// Q5_K x Q8_K tile.
+    gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K);
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{close, Lcg};
@@ -358,7 +604,12 @@ mod tests {
             (96, 13, 11),
             (256, 16, 16),
             (128, 3, 5),
+            (512, 9, 10),
+            (768, 16, 16),
         ] {
+            if n % ty.block_elems() != 0 {
+                continue;
+            }
             let wrb = ty.row_bytes(n as u64).unwrap() as usize;
             let arb = act.row_bytes(n as u64).unwrap() as usize;
             let w_stride = wrb + 2 * std::mem::align_of::<u32>(); // a stride larger than the row
@@ -439,6 +690,16 @@ mod tests {
     #[test]
     fn q4_1_tile_matches_scalar() {
         check(GgmlType::Q4_1, GgmlType::Q8_1, gemm_tile_q4_1);
+    }
+
+    #[test]
+    fn q4_k_tile_matches_scalar() {
+        check(GgmlType::Q4_K, GgmlType::Q8_K, gemm_tile_q4_k);
+    }
+
+    #[test]
+    fn q5_k_tile_matches_scalar() {
+        check(GgmlType::Q5_K, GgmlType::Q8_K, gemm_tile_q5_k);
     }
 
     #[test]
