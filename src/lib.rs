@@ -2,5 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod gguf;
+pub mod kv_cache;
+pub mod model;
 
 pub use ferrolm_kernels as kernels;
