@@ -2,6 +2,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod gguf;
+pub mod kv_cache;
+pub mod model;
 pub mod sampler;
 pub mod tokenizer;
 

@@ -1,5 +1,6 @@
 //! ggml tensor types: ids as GGUF stores them, block geometry, names.
 
+#[allow(non_camel_case_types)]
 /// A ggml tensor type, with the numeric id GGUF files store (`ggml_type` in ggml.h).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]

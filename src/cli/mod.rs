@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod eval;
 mod inspect;
 
 /// Boxed error for the CLI: every subcommand's failure becomes one line on stderr.
@@ -18,11 +19,14 @@ pub struct Cli {
 pub enum Command {
     /// Show a GGUF file's architecture, metadata and tensors.
     Inspect(inspect::Args),
+    /// Evaluate tokens in one prefill; print each position's argmax and top logits.
+    Eval(eval::Args),
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 
@@ -39,4 +43,51 @@ pub fn default_model() -> std::path::PathBuf {
     } else {
         name.into()
     }
+}
+
+/// Flags shared by every subcommand that runs a model (llama.cpp's names).
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonModelArgs {
+    /// The GGUF model (default: $FERROLM_MODEL, else the fetched SmolLM2-135M-Instruct Q4_1).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<std::path::PathBuf>,
+    /// Threads (default: one per CPU).
+    #[arg(short = 't', long = "threads", default_value_t = 0)]
+    pub threads: usize,
+    /// Context length (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
+    pub ctx_size: usize,
+    /// Prefill batch size.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub batch_size: u32,
+    /// KV cache type: f16, f32 or q8_0.
+    #[arg(long = "cache-type", default_value = "f16", value_parser = parse_kv_type)]
+    pub cache_type: ferrolm::kv_cache::KvType,
+}
+
+fn parse_kv_type(s: &str) -> Result<ferrolm::kv_cache::KvType, String> {
+    ferrolm::kv_cache::KvType::parse(s).ok_or_else(|| format!("unknown cache type '{s}' (expected f16, f32 or q8_0)"))
+}
+
+impl CommonModelArgs {
+    pub fn model_path(&self) -> std::path::PathBuf {
+        self.model.clone().unwrap_or_else(default_model)
+    }
+
+    /// Context parameters; with no -c, at least `min_ctx` positions.
+    pub fn context_params(&self, min_ctx: usize) -> ferrolm::model::ContextParams {
+        ferrolm::model::ContextParams {
+            n_ctx: if self.ctx_size == 0 { 0 } else { self.ctx_size },
+            n_batch: self.batch_size as usize,
+            n_threads: self.threads,
+            kv_type: self.cache_type,
+            min_ctx,
+        }
+    }
+}
+
+/// Tokenize a prompt with the model's own tokenizer.
+pub fn tokenize_prompt(model: &ferrolm::model::Model, prompt: &str, parse_special: bool) -> Result<Vec<u32>, CliError> {
+    let _ = (model, prompt, parse_special);
+    Err("-p needs the tokenizer, which is not built yet; pass --ids".into())
 }

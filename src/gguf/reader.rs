@@ -401,7 +401,8 @@ impl Gguf {
         Ok((version, alignment, meta, tensors, data_offset))
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The whole file's bytes (the map).
+    pub fn bytes(&self) -> &[u8] {
         self.backing.bytes()
     }
 

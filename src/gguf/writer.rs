@@ -5,7 +5,7 @@ use std::io::Write;
 
 use ferrolm_kernels::GgmlType;
 
-use super::value::{OwnedValue, ValueType};
+use super::value::OwnedValue;
 use super::{GgufError, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
 
 /// A tensor to be written: name, type and shape (ne0 first).

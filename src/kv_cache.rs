@@ -1,0 +1,152 @@
+//! The KV cache: allocated once when a context is created, written in place by the forward pass.
+//!
+//! Layout per layer and per K/V: `[n_head_kv, n_ctx, head_dim]` in the cache type, so that one head's
+//! keys (or values) for consecutive positions are contiguous rows — attention walks them in order.
+
+use ferrolm_kernels::dispatch::KernelTable;
+use ferrolm_kernels::GgmlType;
+
+/// Element type of the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KvType {
+    F32,
+    #[default]
+    F16,
+    Q8_0,
+}
+
+impl KvType {
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            KvType::F32 => GgmlType::F32,
+            KvType::F16 => GgmlType::F16,
+            KvType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KvType> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Some(KvType::F32),
+            "f16" => Some(KvType::F16),
+            "q8_0" => Some(KvType::Q8_0),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+}
+
+/// Keys and values for every layer, head and position of one context.
+pub struct KvCache {
+    ty: KvType,
+    n_layer: usize,
+    n_ctx: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    /// Bytes of one row (one head at one position).
+    row_bytes: usize,
+    /// K then V for layer 0, then layer 1, ...; u64 storage keeps rows aligned for any cache type.
+    buf: Vec<u64>,
+}
+
+impl KvCache {
+    /// Bytes a cache of this shape takes.
+    pub fn bytes_needed(ty: KvType, n_layer: usize, n_ctx: usize, n_head_kv: usize, head_dim: usize) -> Option<usize> {
+        let row = ty.ggml().row_bytes(head_dim as u64)? as usize;
+        row.checked_mul(n_ctx)?.checked_mul(n_head_kv)?.checked_mul(n_layer)?.checked_mul(2)
+    }
+
+    /// Allocate the whole cache now (zeroed; the OS maps pages as they are first written).
+    /// `head_dim` must be a whole number of blocks of the cache type (32 for Q8_0).
+    pub fn new(ty: KvType, n_layer: usize, n_ctx: usize, n_head_kv: usize, head_dim: usize) -> Option<KvCache> {
+        let total = Self::bytes_needed(ty, n_layer, n_ctx, n_head_kv, head_dim)?;
+        let row_bytes = ty.ggml().row_bytes(head_dim as u64)? as usize;
+        if row_bytes % 2 != 0 {
+            return None;
+        }
+        let buf = vec![0u64; total.div_ceil(8)];
+        Some(KvCache { ty, n_layer, n_ctx, n_head_kv, head_dim, row_bytes, buf })
+    }
+
+    pub fn ty(&self) -> KvType {
+        self.ty
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.row_bytes
+    }
+
+    /// Total bytes allocated.
+    pub fn size_bytes(&self) -> usize {
+        self.buf.len() * 8
+    }
+
+    /// Address of the storage (tests check it never moves).
+    pub fn storage_ptr(&self) -> *const u8 {
+        self.buf.as_ptr() as *const u8
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: u64 storage reinterpreted as bytes: fully initialized, alignment 1 ≤ 8, same length.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.buf.len() * 8) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`; any byte pattern is a valid u64.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.buf.len() * 8) }
+    }
+
+    /// Byte offset of (layer, kv = 0 for K / 1 for V, head, pos).
+    #[inline]
+    fn offset(&self, layer: usize, kv: usize, head: usize, pos: usize) -> usize {
+        debug_assert!(layer < self.n_layer && kv < 2 && head < self.n_head_kv && pos <= self.n_ctx);
+        (((layer * 2 + kv) * self.n_head_kv + head) * self.n_ctx + pos) * self.row_bytes
+    }
+
+    /// Rows `0..n` of one head's keys (kv = 0) or values (kv = 1): `[n, head_dim]` in the cache type.
+    #[inline]
+    pub fn rows(&self, layer: usize, kv: usize, head: usize, n: usize) -> &[u8] {
+        assert!(n <= self.n_ctx, "{n} positions exceed the cache's {}", self.n_ctx);
+        let o = self.offset(layer, kv, head, 0);
+        &self.bytes()[o..o + n * self.row_bytes]
+    }
+
+    /// Store one head's key (kv = 0) or value (kv = 1) at `pos`, converting from f32.
+    pub fn store(&mut self, table: &KernelTable, layer: usize, kv: usize, head: usize, pos: usize, x: &[f32]) {
+        assert!(pos < self.n_ctx && x.len() == self.head_dim, "cache write out of range");
+        let o = self.offset(layer, kv, head, pos);
+        let rb = self.row_bytes;
+        let ty = self.ty;
+        let dst = &mut self.bytes_mut()[o..o + rb];
+        match ty {
+            KvType::F32 => {
+                for (d, v) in dst.chunks_exact_mut(4).zip(x) {
+                    d.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            KvType::F16 => {
+                for (d, v) in dst.chunks_exact_mut(2).zip(x) {
+                    d.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+                }
+            }
+            KvType::Q8_0 => {
+                let q = table.get(GgmlType::Q8_0).and_then(|k| k.from_float).expect("Q8_0 from_float is always in the table");
+                q(x, dst);
+            }
+        }
+    }
+}

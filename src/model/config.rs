@@ -1,0 +1,167 @@
+//! Model hyper-parameters from GGUF metadata.
+
+use crate::gguf::Gguf;
+
+use super::ModelError;
+
+/// Architectures the decoder runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama 2/3, TinyLlama, Mistral, SmolLM: RoPE on adjacent pairs (GGUF Q/K rows are permuted
+    /// by the converter for it), no biases.
+    Llama,
+    /// Qwen2 / Qwen2.5: Q/K/V biases, NEOX-style RoPE (pairs i and i + head_dim/2).
+    Qwen2,
+}
+
+pub const SUPPORTED_ARCHS: &str = "llama, qwen2";
+
+impl Arch {
+    pub fn from_name(name: &str) -> Result<Arch, ModelError> {
+        match name {
+            "llama" => Ok(Arch::Llama),
+            "qwen2" => Ok(Arch::Qwen2),
+            other => Err(ModelError::UnsupportedArch { arch: other.to_string() }),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// NEOX RoPE rotates (i, i + d/2); the "normal" style rotates (2i, 2i + 1).
+    pub fn rope_neox(self) -> bool {
+        matches!(self, Arch::Qwen2)
+    }
+}
+
+/// Everything the forward pass needs to know about the model's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub arch: Arch,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    /// Context length the model was trained with.
+    pub n_ctx_train: usize,
+    pub rope_base: f32,
+    /// Linear RoPE scaling (`rope.scaling.factor` with type linear): positions are multiplied by it.
+    pub rope_freq_scale: f32,
+    pub rms_eps: f32,
+}
+
+impl Config {
+    pub fn from_gguf(g: &Gguf) -> Result<Config, ModelError> {
+        let arch = Arch::from_name(g.architecture()?)?;
+        let a = arch.name();
+        let key = |k: &str| format!("{a}.{k}");
+        let u = |k: &str| -> Result<usize, ModelError> { Ok(g.get_u32(&key(k))? as usize) };
+        let n_embd = u("embedding_length")?;
+        let n_layer = u("block_count")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = match g.get(&key("attention.head_count_kv")) {
+            Some(_) => u("attention.head_count_kv")?,
+            None => n_head,
+        };
+        let n_ff = u("feed_forward_length")?;
+        let n_ctx_train = u("context_length")?;
+        let rms_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
+        let rope_base = match g.get(&key("rope.freq_base")) {
+            Some(_) => g.get_f32(&key("rope.freq_base"))?,
+            None => 10000.0,
+        };
+        let mut rope_freq_scale = 1.0f32;
+        if let Ok(t) = g.get_str(&key("rope.scaling.type")) {
+            match t {
+                "none" => {}
+                "linear" => {
+                    let f = g.get_f32(&key("rope.scaling.factor"))?;
+                    if f > 0.0 {
+                        rope_freq_scale = 1.0 / f;
+                    }
+                }
+                // Llama-3 style scaling is carried by the `rope_freqs.weight` tensor.
+                "llama3" => {}
+                other => {
+                    return Err(ModelError::Unsupported(format!(
+                        "{a}.rope.scaling.type = '{other}' (supported: none, linear, llama3)"
+                    )))
+                }
+            }
+        }
+        let head_dim = match g.get(&key("attention.key_length")) {
+            Some(_) => u("attention.key_length")?,
+            None => {
+                if n_head == 0 || n_embd % n_head != 0 {
+                    return Err(ModelError::BadMetadata(format!(
+                        "{a}.embedding_length = {n_embd} is not divisible by {a}.attention.head_count = {n_head}"
+                    )));
+                }
+                n_embd / n_head
+            }
+        };
+        let n_vocab = match g.tensor("token_embd.weight") {
+            Some(t) => t.dims[1] as usize,
+            None => return Err(ModelError::MissingTensor("token_embd.weight".into())),
+        };
+        let cfg = Config {
+            arch,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_vocab,
+            n_ctx_train,
+            rope_base,
+            rope_freq_scale,
+            rms_eps,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ModelError> {
+        let a = self.arch.name();
+        let bad = |m: String| Err(ModelError::BadMetadata(m));
+        if self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_ff == 0 || self.n_vocab == 0 {
+            return bad(format!("{a}: embedding_length, block_count, attention.head_count, feed_forward_length and the vocabulary must be non-zero"));
+        }
+        if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+            return bad(format!(
+                "{a}.attention.head_count = {} is not a multiple of {a}.attention.head_count_kv = {}",
+                self.n_head, self.n_head_kv
+            ));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 1024 {
+            return bad(format!("{a}: head dimension {} must be even and at most 1024", self.head_dim));
+        }
+        if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) {
+            return bad(format!("{a}.attention.layer_norm_rms_epsilon = {} is out of range", self.rms_eps));
+        }
+        if !(self.rope_base > 0.0 && self.rope_base.is_finite()) {
+            return bad(format!("{a}.rope.freq_base = {} is out of range", self.rope_base));
+        }
+        if self.n_layer > 4096 || self.n_embd > 1 << 16 || self.n_ff > 1 << 18 || self.n_head > 1024 {
+            return bad(format!("{a}: implausible model size (n_embd {}, n_layer {}, n_ff {}, n_head {})",
+                self.n_embd, self.n_layer, self.n_ff, self.n_head));
+        }
+        Ok(())
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}

@@ -1,0 +1,577 @@
+//! A context: the KV cache, scratch buffers and thread pool for one conversation, and the forward
+//! pass, which reads top to bottom like llama2.c's `forward`.
+//!
+//! Everything is allocated in `Context::new`; decoding a token allocates nothing.
+
+use std::sync::Arc;
+
+use ferrolm_kernels::dispatch::{kernels, KernelTable};
+use ferrolm_kernels::matmul::{matmul_q_with, ActBuf};
+use ferrolm_kernels::pool::ThreadPool;
+use ferrolm_kernels::GgmlType;
+use half::slice::HalfFloatSliceExt;
+
+use super::{Mat, Model, ModelError};
+use crate::kv_cache::{KvCache, KvType};
+
+/// Default context length cap: the model's own length, but at most this many positions.
+pub const DEFAULT_MAX_CTX: usize = 4096;
+/// Default prefill batch (llama.cpp's n_ubatch).
+pub const DEFAULT_BATCH: usize = 512;
+
+/// How a context is created.
+#[derive(Clone, Debug)]
+pub struct ContextParams {
+    /// Positions in the KV cache. 0 = the model's context length, capped at `DEFAULT_MAX_CTX`
+    /// (4096, llama.cpp's default too): a 4096-position F16 cache is 24 MiB for SmolLM2 and 48 MiB
+    /// for Qwen2.5-0.5B, while the trained lengths (8192, 32768) would cost 2x and 8x that.
+    pub n_ctx: usize,
+    /// Most tokens evaluated in one batch (prefill is cut into batches of this size).
+    pub n_batch: usize,
+    /// Threads. 0 = one per available CPU.
+    pub n_threads: usize,
+    pub kv_type: KvType,
+    /// With `n_ctx` 0: at least this many positions (up to the model's trained length).
+    pub min_ctx: usize,
+}
+
+impl ContextParams {
+    /// When `n_ctx` is left to its default, make sure it holds at least `n` positions (a prompt
+    /// given on the command line), up to the model's own length.
+    pub fn with_min_ctx(mut self, n: usize) -> Self {
+        self.min_ctx = n;
+        self
+    }
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams { n_ctx: 0, n_batch: DEFAULT_BATCH, n_threads: 0, kv_type: KvType::F16, min_ctx: 0 }
+    }
+}
+
+/// Which logits an evaluation keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (prefill of a prompt whose next token is not needed yet).
+    None,
+    /// The last token's (generation).
+    Last,
+    /// Every token's (eval, perplexity).
+    All,
+}
+
+/// Per-thread attention scratch.
+struct AttnScratch {
+    /// [n_threads, n_ctx] attention scores.
+    scores: Vec<f32>,
+    /// [n_threads, head_dim] a dequantized V row.
+    vrow: Vec<f32>,
+    /// [n_threads, qbuf_words] one head's query in the cache's dot partner format.
+    qbuf: Vec<u64>,
+    qbuf_words: usize,
+}
+
+/// A raw pointer that may be shared with the pool's threads. Each user documents why its writes
+/// are disjoint.
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+// SAFETY: only used to give each pool thread access to a disjoint region of one buffer (see uses).
+unsafe impl<T> Sync for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so closures capture the whole Sync wrapper, not the raw field).
+    #[inline]
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+pub struct Context {
+    model: Arc<Model>,
+    table: &'static KernelTable,
+    pool: ThreadPool,
+    kv: KvCache,
+    n_ctx: usize,
+    n_batch: usize,
+    n_past: usize,
+    // Activations, for a batch of up to n_batch tokens:
+    x: Vec<f32>,    // [n_batch, n_embd] residual stream
+    xb: Vec<f32>,   // [n_batch, n_embd] normed input / projection output
+    q: Vec<f32>,    // [n_batch, n_head * head_dim]
+    k: Vec<f32>,    // [n_batch, n_head_kv * head_dim]
+    v: Vec<f32>,    // [n_batch, n_head_kv * head_dim]
+    att: Vec<f32>,  // [n_batch, n_head * head_dim] attention output
+    hb: Vec<f32>,   // [n_batch, n_ff]
+    hb2: Vec<f32>,  // [n_batch, n_ff]
+    acts: ActBuf,   // one of the above, quantized to a weight's dot partner
+    attn: AttnScratch,
+    rope: Vec<f32>, // [n_batch, head_dim] cos/sin pairs per position
+    logits: Vec<f32>,     // [n_vocab] of the last token
+    logits_all: Vec<f32>, // [n_tokens, n_vocab], grown on demand for Logits::All
+    n_logits_all: usize,
+}
+
+impl Context {
+    pub fn new(model: Arc<Model>, params: ContextParams) -> Result<Context, ModelError> {
+        let c = model.config().clone();
+        let n_ctx = if params.n_ctx == 0 {
+            c.n_ctx_train.clamp(1, DEFAULT_MAX_CTX).max(params.min_ctx.min(c.n_ctx_train))
+        } else {
+            params.n_ctx
+        };
+        if n_ctx > 1 << 20 {
+            return Err(ModelError::BadParams(format!("context length {n_ctx} is over the limit of {}", 1 << 20)));
+        }
+        let n_batch = params.n_batch.clamp(1, n_ctx);
+        let n_threads = if params.n_threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            params.n_threads
+        };
+        if n_threads > 512 {
+            return Err(ModelError::BadParams(format!("{n_threads} threads is over the limit of 512")));
+        }
+        let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim).ok_or_else(|| {
+            ModelError::BadParams(format!(
+                "a {} KV cache needs the head dimension ({}) to be a multiple of its block size",
+                params.kv_type.name(),
+                c.head_dim
+            ))
+        })?;
+        let table = kernels();
+        let max_cols = c.n_embd.max(c.n_ff).max(c.q_dim());
+        // The query in the cache's dot partner (f32 for F16/F32 caches, Q8_0 for a Q8_0 cache).
+        let qbuf_words = (c.head_dim * 4).div_ceil(8);
+        Ok(Context {
+            table,
+            pool: ThreadPool::new(n_threads),
+            kv,
+            n_ctx,
+            n_batch,
+            n_past: 0,
+            x: vec![0.0; n_batch * c.n_embd],
+            xb: vec![0.0; n_batch * c.n_embd],
+            q: vec![0.0; n_batch * c.q_dim()],
+            k: vec![0.0; n_batch * c.kv_dim()],
+            v: vec![0.0; n_batch * c.kv_dim()],
+            att: vec![0.0; n_batch * c.q_dim()],
+            hb: vec![0.0; n_batch * c.n_ff],
+            hb2: vec![0.0; n_batch * c.n_ff],
+            acts: ActBuf::with_capacity(max_cols, n_batch),
+            attn: AttnScratch {
+                scores: vec![0.0; n_threads * n_ctx],
+                vrow: vec![0.0; n_threads * c.head_dim],
+                qbuf: vec![0; n_threads * qbuf_words],
+                qbuf_words,
+            },
+            rope: vec![0.0; n_batch * c.head_dim],
+            logits: vec![0.0; c.n_vocab],
+            logits_all: Vec::new(),
+            n_logits_all: 0,
+            model,
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
+
+    /// Positions already in the cache.
+    pub fn n_past(&self) -> usize {
+        self.n_past
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv
+    }
+
+    /// Forget everything in the cache.
+    pub fn reset(&mut self) {
+        self.n_past = 0;
+    }
+
+    /// Keep only the first `n` positions (e.g. to rewind a chat turn).
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+
+    /// Logits of the last evaluated token: [n_vocab].
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Logits of every token of the last `Logits::All` evaluation: [n_tokens, n_vocab].
+    pub fn logits_all(&self) -> &[f32] {
+        &self.logits_all[..self.n_logits_all * self.model.config().n_vocab]
+    }
+
+    /// Evaluate `tokens` at positions n_past.. and append them to the cache.
+    pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<(), ModelError> {
+        let n_vocab = self.model.config().n_vocab;
+        if tokens.len() > self.n_ctx - self.n_past {
+            return Err(ModelError::ContextFull { n_tokens: tokens.len(), n_past: self.n_past, n_ctx: self.n_ctx });
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ModelError::BadToken { id, n_vocab });
+        }
+        if want == Logits::All {
+            let need = tokens.len() * n_vocab;
+            if self.logits_all.len() < need {
+                self.logits_all.resize(need, 0.0);
+            }
+            self.n_logits_all = tokens.len();
+        }
+        let mut done = 0;
+        while done < tokens.len() {
+            let n = (tokens.len() - done).min(self.n_batch);
+            let last_chunk = done + n == tokens.len();
+            let out = match want {
+                Logits::All => Out::All(done),
+                Logits::Last if last_chunk => Out::Last,
+                _ => Out::None,
+            };
+            self.forward(&tokens[done..done + n], out);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// One batch of `tokens` (≤ n_batch) at positions n_past..n_past+n. Shapes in comments use
+    /// n = tokens.len(), d = n_embd, hd = head_dim.
+    fn forward(&mut self, tokens: &[u32], out: Out) {
+        let model = Arc::clone(&self.model);
+        let c = model.config();
+        let (d, n) = (c.n_embd, tokens.len());
+        let (q_dim, kv_dim, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let pos0 = self.n_past;
+
+        // Token embeddings: x[t] = token_embd[tokens[t]]  (one row dequantized per token).
+        let emb = model.mat(&model.tok_embd);
+        let deq = self.table.get(emb.ty).and_then(|k| k.dequantize_row).expect("checked at load");
+        let rb = emb.row_bytes();
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = &emb.data[tok as usize * rb..(tok as usize + 1) * rb];
+            deq(row, &mut self.x[t * d..(t + 1) * d]);
+        }
+
+        // RoPE cos/sin for each position of the batch: rope[t] = [cos θ0, sin θ0, cos θ1, ...].
+        self.rope_table(n, pos0);
+
+        for (li, layer) in model.layers.iter().enumerate() {
+            // ---- attention ----
+            // xb = rmsnorm(x) * attn_norm                         [n, d]
+            rmsnorm(&mut self.xb[..n * d], &self.x[..n * d], model.vector(&layer.attn_norm), d, c.rms_eps);
+            // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]; one quantization of xb serves all three
+            // when their dot partners agree.
+            self.matmul(&model, &layer.wq, Src::Xb, n, Dst::Q);
+            self.matmul(&model, &layer.wk, Src::Xb, n, Dst::K);
+            self.matmul(&model, &layer.wv, Src::Xb, n, Dst::V);
+            if let (Some(bq), Some(bk), Some(bv)) = (&layer.bq, &layer.bk, &layer.bv) {
+                add_bias(&mut self.q[..n * q_dim], model.vector(bq));
+                add_bias(&mut self.k[..n * kv_dim], model.vector(bk));
+                add_bias(&mut self.v[..n * kv_dim], model.vector(bv));
+            }
+            // Rotate q and k by position.
+            let neox = c.arch.rope_neox();
+            for t in 0..n {
+                let cs = &self.rope[t * hd..(t + 1) * hd];
+                for h in self.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
+                    rope(h, cs, neox);
+                }
+                for h in self.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
+                    rope(h, cs, neox);
+                }
+            }
+            // Write k, v into the cache at their positions: cache[li][kv][head][pos] = [hd].
+            for t in 0..n {
+                for h in 0..c.n_head_kv {
+                    let s = t * kv_dim + h * hd;
+                    self.kv.store(self.table, li, 0, h, pos0 + t, &self.k[s..s + hd]);
+                    self.kv.store(self.table, li, 1, h, pos0 + t, &self.v[s..s + hd]);
+                }
+            }
+            // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
+            self.attention(li, n, pos0);
+            // xb = att Woᵀ [n, d]; x += xb
+            self.matmul(&model, &layer.wo, Src::Att, n, Dst::Xb);
+            add(&mut self.x[..n * d], &self.xb[..n * d]);
+
+            // ---- feed-forward (SwiGLU) ----
+            // xb = rmsnorm(x) * ffn_norm                          [n, d]
+            rmsnorm(&mut self.xb[..n * d], &self.x[..n * d], model.vector(&layer.ffn_norm), d, c.rms_eps);
+            // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
+            self.matmul(&model, &layer.w_gate, Src::Xb, n, Dst::Hb);
+            self.matmul(&model, &layer.w_up, Src::Xb, n, Dst::Hb2);
+            // hb = silu(hb) * hb2
+            swiglu(&mut self.hb[..n * c.n_ff], &self.hb2[..n * c.n_ff]);
+            // xb = hb Wdownᵀ [n, d]; x += xb
+            self.matmul(&model, &layer.w_down, Src::Hb, n, Dst::Xb);
+            add(&mut self.x[..n * d], &self.xb[..n * d]);
+        }
+        self.n_past += n;
+
+        // ---- output ----
+        let (first, count) = match out {
+            Out::None => return,
+            Out::Last => (n - 1, 1),
+            Out::All(_) => (0, n),
+        };
+        // xb = rmsnorm(x[rows]) * output_norm                     [count, d]
+        rmsnorm(
+            &mut self.xb[..count * d],
+            &self.x[first * d..(first + count) * d],
+            model.vector(&model.output_norm),
+            d,
+            c.rms_eps,
+        );
+        let w = model.mat(&model.output);
+        let partner = self.table.get(w.ty).expect("checked at load").vec_dot_type;
+        self.acts.quantize_with(self.table, partner, &self.xb[..count * d], count, d);
+        // logits = xb Woutᵀ                                       [count, n_vocab]
+        let nv = c.n_vocab;
+        match out {
+            Out::All(offset) => {
+                let dst = &mut self.logits_all[offset * nv..(offset + count) * nv];
+                matmul_q_with(self.table, &self.pool, &w, &self.acts, dst);
+                self.logits.copy_from_slice(&dst[(count - 1) * nv..]);
+            }
+            _ => matmul_q_with(self.table, &self.pool, &w, &self.acts, &mut self.logits),
+        }
+    }
+
+    /// dst[..n] = src[..n] · Wᵀ, quantizing src to W's dot partner first.
+    fn matmul(&mut self, model: &Model, m: &Mat, src: Src, n: usize, dst: Dst) {
+        let w = model.mat(m);
+        let partner = self.table.get(w.ty).expect("checked at load").vec_dot_type;
+        let x: &[f32] = match src {
+            Src::Xb => &self.xb[..n * w.n_cols],
+            Src::Att => &self.att[..n * w.n_cols],
+            Src::Hb => &self.hb[..n * w.n_cols],
+        };
+        // Re-quantize unless the buffer already holds this input in this format (Q/K/V and gate/up
+        // share their input).
+        self.acts.quantize_with(self.table, partner, x, n, w.n_cols);
+        let y: &mut [f32] = match dst {
+            Dst::Q => &mut self.q[..n * w.n_rows],
+            Dst::K => &mut self.k[..n * w.n_rows],
+            Dst::V => &mut self.v[..n * w.n_rows],
+            Dst::Xb => &mut self.xb[..n * w.n_rows],
+            Dst::Hb => &mut self.hb[..n * w.n_rows],
+            Dst::Hb2 => &mut self.hb2[..n * w.n_rows],
+        };
+        matmul_q_with(self.table, &self.pool, &w, &self.acts, y);
+    }
+
+    /// cos/sin of θ_i = pos · freq_scale · base^(-2i/hd) / freq_factor_i, computed as ggml's
+    /// `ggml_rope_cache_init` does (θ multiplied by base^(-2/hd) step by step, in f32).
+    fn rope_table(&mut self, n: usize, pos0: usize) {
+        let c = self.model.config();
+        let hd = c.head_dim;
+        let theta_scale = c.rope_base.powf(-2.0 / hd as f32);
+        let ff = self.model.rope_freqs.as_ref().map(|v| self.model.vector(v));
+        for t in 0..n {
+            let mut theta = (pos0 + t) as f32;
+            let row = &mut self.rope[t * hd..(t + 1) * hd];
+            for i in 0..hd / 2 {
+                let f = ff.map_or(1.0, |f| f[i]);
+                let th = c.rope_freq_scale * (theta / f);
+                row[2 * i] = th.cos();
+                row[2 * i + 1] = th.sin();
+                theta *= theta_scale;
+            }
+        }
+    }
+
+    /// Causal attention for the n tokens of this batch over the cache, one (token, head) task at a
+    /// time spread over the pool's threads.
+    fn attention(&mut self, layer: usize, n: usize, pos0: usize) {
+        let c = self.model.config();
+        let (hd, q_dim, n_head) = (c.head_dim, c.q_dim(), c.n_head);
+        let group = c.n_head / c.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let n_ctx = self.n_ctx;
+        let kv = &self.kv;
+        let table = self.table;
+        let cache_ty = kv.ty().ggml();
+        let ck = table.get(cache_ty).expect("cache type is in the table");
+        let dot = ck.vec_dot.expect("cache type has a vec_dot");
+        let partner = ck.vec_dot_type;
+        let deq = ck.dequantize_row.expect("cache type has a dequantizer");
+        let f16_cache = kv.ty() == KvType::F16;
+        let q = &self.q;
+        let att = SyncPtr(self.att.as_mut_ptr());
+        let scores = SyncPtr(self.attn.scores.as_mut_ptr());
+        let vrows = SyncPtr(self.attn.vrow.as_mut_ptr());
+        let qbufs = SyncPtr(self.attn.qbuf.as_mut_ptr());
+        let qw = self.attn.qbuf_words;
+        let n_tasks = n * n_head;
+        let rb = kv.row_bytes();
+
+        self.pool.run(&|ti: usize, nt: usize| {
+            // SAFETY: thread `ti` only touches the ti-th slice of each per-thread scratch buffer
+            // (sizes: n_threads * n_ctx, n_threads * hd, n_threads * qw), and `nt` equals the pool's
+            // thread count that sized them.
+            let (s_all, vrow, qbuf) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(scores.get().add(ti * n_ctx), n_ctx),
+                    std::slice::from_raw_parts_mut(vrows.get().add(ti * hd), hd),
+                    std::slice::from_raw_parts_mut(qbufs.get().add(ti * qw), qw),
+                )
+            };
+            // SAFETY: u64 storage viewed as bytes: initialized, alignment 1, same length.
+            let qbytes = unsafe { std::slice::from_raw_parts_mut(qbuf.as_mut_ptr() as *mut u8, qw * 8) };
+            let mut task = ti;
+            while task < n_tasks {
+                let (t, h) = (task / n_head, task % n_head);
+                let n_kv = pos0 + t + 1;
+                let kvh = h / group;
+                let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                // The query in the cache's dot partner format. With an F16 cache llama.cpp rounds
+                // q to f16 before the dot (F16's dot partner in ggml is F16); so do we.
+                let qb: &[u8] = if partner == GgmlType::F32 {
+                    let qf = ferrolm_kernels::cast_blocks_mut::<f32>(&mut qbytes[..hd * 4]);
+                    for (o, &v) in qf.iter_mut().zip(qh) {
+                        *o = if f16_cache { half::f16::from_f32(v).to_f32() } else { v };
+                    }
+                    &qbytes[..hd * 4]
+                } else {
+                    let len = partner.row_bytes(hd as u64).expect("head_dim is whole blocks") as usize;
+                    let ff = table.get(partner).and_then(|k| k.from_float).expect("partner has from_float");
+                    ff(qh, &mut qbytes[..len]);
+                    &qbytes[..len]
+                };
+                // scores[j] = q·k_j * scale
+                let keys = kv.rows(layer, 0, kvh, n_kv);
+                let s = &mut s_all[..n_kv];
+                for (j, sj) in s.iter_mut().enumerate() {
+                    *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb) * scale;
+                }
+                softmax(s);
+                if f16_cache {
+                    // llama.cpp multiplies V (f16) by the attention weights converted to f16.
+                    for sj in s.iter_mut() {
+                        *sj = half::f16::from_f32(*sj).to_f32();
+                    }
+                }
+                // SAFETY: task (t, h) owns att[t, h*hd..(h+1)*hd]; tasks are disjoint and each is run
+                // by exactly one thread (task ≡ ti mod nt).
+                let o = unsafe { std::slice::from_raw_parts_mut(att.get().add(t * q_dim + h * hd), hd) };
+                o.fill(0.0);
+                let vals = kv.rows(layer, 1, kvh, n_kv);
+                for (j, &p) in s.iter().enumerate() {
+                    let row = &vals[j * rb..(j + 1) * rb];
+                    if f16_cache {
+                        let hrow = ferrolm_kernels::cast_blocks::<half::f16>(row);
+                        hrow.convert_to_f32_slice(vrow);
+                    } else {
+                        deq(row, vrow);
+                    }
+                    for (a, &b) in o.iter_mut().zip(vrow.iter()) {
+                        *a += p * b;
+                    }
+                }
+                task += nt;
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Out {
+    None,
+    Last,
+    /// All rows, stored from this token offset of the evaluation.
+    All(usize),
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    Xb,
+    Att,
+    Hb,
+}
+
+#[derive(Clone, Copy)]
+enum Dst {
+    Q,
+    K,
+    V,
+    Xb,
+    Hb,
+    Hb2,
+}
+
+/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w, per row of `d`, as ggml's rms_norm (sum in f64).
+fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], d: usize, eps: f32) {
+    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &wi) in o.iter_mut().zip(xr).zip(w) {
+            *o = (v * scale) * wi;
+        }
+    }
+}
+
+/// Rotate one head by the cos/sin pairs in `cs` ([cos θ0, sin θ0, ...], hd values).
+#[inline]
+fn rope(h: &mut [f32], cs: &[f32], neox: bool) {
+    let half = h.len() / 2;
+    for i in 0..half {
+        let (cos, sin) = (cs[2 * i], cs[2 * i + 1]);
+        let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (x0, x1) = (h[a], h[b]);
+        h[a] = x0 * cos - x1 * sin;
+        h[b] = x0 * sin + x1 * cos;
+    }
+}
+
+/// In-place softmax, max-subtracted, sum in f64 (ggml_vec_soft_max_f32).
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// a = silu(a) * b.
+fn swiglu(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = *x / (1.0 + (-*x).exp()) * y;
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// x[t] += b for each row of len(b).
+fn add_bias(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        add(row, b);
+    }
+}
+

@@ -1,0 +1,207 @@
+//! The decoder: a model's description and weights (views into the map), and contexts that run it.
+
+mod config;
+mod context;
+
+pub use config::{Arch, Config, SUPPORTED_ARCHS};
+pub use context::{Context, ContextParams, Logits};
+
+use std::path::Path;
+
+use ferrolm_kernels::dispatch::kernels;
+use ferrolm_kernels::matmul::MatRef;
+use ferrolm_kernels::GgmlType;
+
+use crate::gguf::{Gguf, GgufError};
+
+/// Why a model cannot be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("unsupported architecture '{arch}' (supported: {})", SUPPORTED_ARCHS)]
+    UnsupportedArch { arch: String },
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("bad model metadata: {0}")]
+    BadMetadata(String),
+    #[error("tensor '{0}' is missing")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
+    BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },
+    #[error("tensor '{name}' has type {ty}, which ferrolm cannot {what}")]
+    UnsupportedType { name: String, ty: GgmlType, what: &'static str },
+    #[error("tensor '{name}' data is not aligned for {ty}")]
+    Misaligned { name: String, ty: GgmlType },
+    #[error("{n_tokens} tokens do not fit in the context: {n_past} already used of {n_ctx}")]
+    ContextFull { n_tokens: usize, n_past: usize, n_ctx: usize },
+    #[error("token id {id} is out of range (vocabulary size {n_vocab})")]
+    BadToken { id: u32, n_vocab: usize },
+    #[error("invalid context parameters: {0}")]
+    BadParams(String),
+}
+
+/// Where a weight matrix lives in the file: no lifetimes, so a `Model` can own its `Gguf`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat {
+    ty: GgmlType,
+    start: usize,
+    len: usize,
+    n_rows: usize,
+    n_cols: usize,
+}
+
+/// Where an f32 vector (norm weight, bias) lives in the file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vector {
+    start: usize,
+    len: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Layer {
+    attn_norm: Vector, // [n_embd]
+    wq: Mat,           // [n_head * head_dim rows, n_embd cols]
+    wk: Mat,           // [n_head_kv * head_dim, n_embd]
+    wv: Mat,           // [n_head_kv * head_dim, n_embd]
+    bq: Option<Vector>, // [n_head * head_dim] (qwen2)
+    bk: Option<Vector>, // [n_head_kv * head_dim]
+    bv: Option<Vector>, // [n_head_kv * head_dim]
+    wo: Mat,           // [n_embd, n_head * head_dim]
+    ffn_norm: Vector,  // [n_embd]
+    w_gate: Mat,       // [n_ff, n_embd]
+    w_up: Mat,         // [n_ff, n_embd]
+    w_down: Mat,       // [n_embd, n_ff]
+}
+
+/// A loaded model: the mapped file, its configuration, and where each weight lives in the map.
+/// Shareable across threads and contexts (`Arc<Model>`).
+pub struct Model {
+    gguf: Gguf,
+    config: Config,
+    tok_embd: Mat,     // [n_vocab rows, n_embd cols]
+    output_norm: Vector, // [n_embd]
+    output: Mat,       // [n_vocab, n_embd] (token_embd when tied)
+    rope_freqs: Option<Vector>, // [head_dim / 2] Llama-3 frequency factors
+    layers: Vec<Layer>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).finish()
+    }
+}
+
+impl Model {
+    /// Map a GGUF file and validate every tensor the forward pass will use. Nothing is copied.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        Self::from_gguf(Gguf::open(path)?)
+    }
+
+    pub fn from_gguf(gguf: Gguf) -> Result<Model, ModelError> {
+        let config = Config::from_gguf(&gguf)?;
+        let c = &config;
+        let base = gguf.bytes().as_ptr() as usize;
+        let table = kernels();
+
+        let mat = |name: &str, n_cols: usize, n_rows: usize| -> Result<Mat, ModelError> {
+            let t = gguf.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+            if t.shape() != [n_cols as u64, n_rows as u64] {
+                return Err(ModelError::BadShape {
+                    name: name.to_string(),
+                    expected: vec![n_cols as u64, n_rows as u64],
+                    found: t.shape().to_vec(),
+                });
+            }
+            let k = table.get(t.ty);
+            if k.and_then(|k| k.vec_dot).is_none() || k.and_then(|k| k.dequantize_row).is_none() {
+                return Err(ModelError::UnsupportedType { name: name.to_string(), ty: t.ty, what: "multiply" });
+            }
+            if (t.data.as_ptr() as usize) % ferrolm_kernels::dispatch::block_align(t.ty) != 0 {
+                return Err(ModelError::Misaligned { name: name.to_string(), ty: t.ty });
+            }
+            Ok(Mat { ty: t.ty, start: t.data.as_ptr() as usize - base, len: t.data.len(), n_rows, n_cols })
+        };
+        let vector = |name: &str, n: usize| -> Result<Vector, ModelError> {
+            let t = gguf.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+            if t.shape() != [n as u64] {
+                return Err(ModelError::BadShape { name: name.to_string(), expected: vec![n as u64], found: t.shape().to_vec() });
+            }
+            if t.ty != GgmlType::F32 {
+                return Err(ModelError::UnsupportedType { name: name.to_string(), ty: t.ty, what: "use as a norm or bias (F32 expected)" });
+            }
+            if (t.data.as_ptr() as usize) % 4 != 0 {
+                return Err(ModelError::Misaligned { name: name.to_string(), ty: t.ty });
+            }
+            Ok(Vector { start: t.data.as_ptr() as usize - base, len: n })
+        };
+        let opt_vector = |name: &str, n: usize| -> Result<Option<Vector>, ModelError> {
+            if gguf.tensor(name).is_some() {
+                vector(name, n).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+
+        let tok_embd = mat("token_embd.weight", c.n_embd, c.n_vocab)?;
+        let output_norm = vector("output_norm.weight", c.n_embd)?;
+        let output = if gguf.tensor("output.weight").is_some() { mat("output.weight", c.n_embd, c.n_vocab)? } else { tok_embd };
+        let rope_freqs = opt_vector("rope_freqs.weight", c.head_dim / 2)?;
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let qwen = c.arch == Arch::Qwen2;
+            let bias = |s: &str, len: usize| -> Result<Option<Vector>, ModelError> {
+                if qwen {
+                    vector(&n(s), len).map(Some)
+                } else {
+                    opt_vector(&n(s), len)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: vector(&n("attn_norm.weight"), c.n_embd)?,
+                wq: mat(&n("attn_q.weight"), c.n_embd, c.q_dim())?,
+                wk: mat(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
+                wv: mat(&n("attn_v.weight"), c.n_embd, c.kv_dim())?,
+                bq: bias("attn_q.bias", c.q_dim())?,
+                bk: bias("attn_k.bias", c.kv_dim())?,
+                bv: bias("attn_v.bias", c.kv_dim())?,
+                wo: mat(&n("attn_output.weight"), c.q_dim(), c.n_embd)?,
+                ffn_norm: vector(&n("ffn_norm.weight"), c.n_embd)?,
+                w_gate: mat(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
+                w_up: mat(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
+                w_down: mat(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
+            });
+        }
+        Ok(Model { gguf, config, tok_embd, output_norm, output, rope_freqs, layers })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    #[inline]
+    pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
+        MatRef { ty: m.ty, data: &self.gguf.bytes()[m.start..m.start + m.len], n_rows: m.n_rows, n_cols: m.n_cols }
+    }
+
+    #[inline]
+    pub(crate) fn vector(&self, v: &Vector) -> &[f32] {
+        ferrolm_kernels::cast_blocks::<f32>(&self.gguf.bytes()[v.start..v.start + v.len * 4])
+    }
+
+    /// Bytes of all weights the forward pass reads per token (for bandwidth figures).
+    pub fn weight_bytes(&self) -> u64 {
+        let mut b = self.output.len as u64;
+        for l in &self.layers {
+            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                b += m.len as u64;
+            }
+        }
+        b
+    }
+}
