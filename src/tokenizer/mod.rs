@@ -483,11 +483,10 @@ impl Tokenizer {
         detect(&mut fim_pad, FIM_PAD_TEXTS, &mut attrs);
         detect(&mut fim_rep, FIM_REP_TEXTS, &mut attrs);
         detect(&mut fim_sep, FIM_SEP_TEXTS, &mut attrs);
-        for i in 0..n_vocab {
-            let t = vocab.text(i as u32);
+        for (i, a) in attrs.iter_mut().enumerate() {
             // Control tokens named "unused" are unused (still CONTROL, so still matched).
-            if attrs[i] & ATTR_CONTROL != 0 && t.contains("unused") {
-                attrs[i] |= ATTR_UNUSED;
+            if *a & ATTR_CONTROL != 0 && vocab.text(i as u32).contains("unused") {
+                *a |= ATTR_UNUSED;
             }
         }
 
@@ -559,7 +558,7 @@ impl Tokenizer {
                     // Unescape U+2581 to a space.
                     let mut rest = text;
                     while let Some(p) = rest.find('\u{2581}') {
-                        out.extend_from_slice(rest[..p].as_bytes());
+                        out.extend_from_slice(&rest.as_bytes()[..p]);
                         out.push(b' ');
                         rest = &rest[p + '\u{2581}'.len_utf8()..];
                     }
@@ -864,7 +863,7 @@ fn clean_spaces(text: &mut [u8]) -> usize {
                 total -= 1;
             } else if i + 2 < total3 {
                 let x2 = text[i + 2];
-                if (x1 == b'r' && x2 == b'e') || (x1 == b'v' && x2 == b'e') {
+                if x2 == b'e' && (x1 == b'r' || x1 == b'v') {
                     total -= 1;
                 }
             }
