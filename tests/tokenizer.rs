@@ -199,6 +199,80 @@ fn pretokenizers_match_regex_engine() {
     );
 }
 
+/// The prompts of the golden logits and generations (add_special = true, parse_special =
+/// true), and the generated ids: `text` (control tokens render as nothing), `text_special`,
+/// the first EOG index and the text before it, as llama.cpp produced them.
+#[test]
+fn golden_prompts_and_generations() {
+    let prompts = std::fs::read_to_string(data("logits_prompts.jsonl")).expect("prompts");
+    let mut checked = 0;
+    for file in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    ] {
+        let Some(tok) = model_tokenizer(file) else {
+            continue;
+        };
+        for line in prompts.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            if row["model_file"] != file {
+                continue;
+            }
+            let want: Vec<u32> = row["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                tok.encode(row["prompt"].as_str().unwrap(), true, true),
+                want,
+                "{file} {}",
+                row["prompt"]
+            );
+            checked += 1;
+        }
+        let gen_file = format!("generate/{}", file.replace(".gguf", ".jsonl"));
+        let gen = std::fs::read_to_string(data(&gen_file)).expect("generate jsonl");
+        for line in gen.lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let ids = |k: &str| -> Vec<u32> {
+                row[k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect()
+            };
+            let (prompt_ids, generated) = (ids("prompt_ids"), ids("generated_ids"));
+            assert_eq!(
+                tok.encode(row["prompt"].as_str().unwrap(), true, true),
+                prompt_ids
+            );
+            assert_eq!(tok.decode(&generated, false), row["text"].as_str().unwrap());
+            assert_eq!(
+                tok.decode(&generated, true),
+                row["text_special"].as_str().unwrap()
+            );
+            let first_eog = generated.iter().position(|&id| tok.is_eog(id));
+            assert_eq!(
+                first_eog,
+                row["first_eog_index"].as_u64().map(|i| i as usize)
+            );
+            let until: Vec<u8> = generated[..first_eog.unwrap_or(generated.len())]
+                .iter()
+                .flat_map(|&id| tok.token_to_piece(id, true).to_vec())
+                .collect();
+            assert_eq!(
+                String::from_utf8_lossy(&until),
+                row["text_until_eog"].as_str().unwrap()
+            );
+            checked += 1;
+        }
+    }
+    eprintln!("checked {checked} golden prompts and generations");
+}
+
 #[test]
 fn special_tokens_and_eog() {
     let Some(tok) = model_tokenizer("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
