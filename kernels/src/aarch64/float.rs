@@ -1,0 +1,135 @@
+//! F32, F16 and BF16 weights · f32 activations on NEON: 16 elements per step into four fused
+//! multiply-add accumulators; halves widen with `fcvtl`/`fcvtl2`, bf16 with a 16-bit shift.
+
+use core::arch::aarch64::*;
+
+use half::{bf16, f16};
+
+use super::simd::{f16_to_f32, f16x4_to_f32, f16x8_high_to_f32};
+
+/// Sums four accumulators.
+#[inline]
+#[target_feature(enable = "neon")]
+fn hsum4(acc: [float32x4_t; 4]) -> f32 {
+    vaddvq_f32(vaddq_f32(
+        vaddq_f32(acc[0], acc[1]),
+        vaddq_f32(acc[2], acc[3]),
+    ))
+}
+
+/// `sum_i w[i] * a[i]`, f32 accumulation. Requires `w.len() == a.len()`.
+#[target_feature(enable = "neon")]
+fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let (w16, a16) = (w.chunks_exact(16), a.chunks_exact(16));
+    let (wr, ar) = (w16.remainder(), a16.remainder());
+    for (x, y) in w16.zip(a16) {
+        for k in 0..4 {
+            // SAFETY: `x` and `y` have 16 elements; the loads read 4k..4k+4, k < 4.
+            let (xv, yv) = unsafe {
+                (
+                    vld1q_f32(x.as_ptr().add(4 * k)),
+                    vld1q_f32(y.as_ptr().add(4 * k)),
+                )
+            };
+            acc[k] = vfmaq_f32(acc[k], xv, yv);
+        }
+    }
+    let mut tail = 0.0f32;
+    for (&x, &y) in wr.iter().zip(ar) {
+        tail += x * y;
+    }
+    hsum4(acc) + tail
+}
+
+/// `sum_i f32(w[i]) * a[i]`. Requires `w.len() == a.len()`.
+#[target_feature(enable = "neon")]
+fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let (w16, a16) = (w.chunks_exact(16), a.chunks_exact(16));
+    let (wr, ar) = (w16.remainder(), a16.remainder());
+    for (x, y) in w16.zip(a16) {
+        // SAFETY: `x` has 16 halves (32 bytes, `f16` is a 2-byte repr(transparent) u16) and `y`
+        // 16 floats; the loads read exactly those.
+        let (h0, h1, y0, y1, y2, y3) = unsafe {
+            let h = x.as_ptr() as *const u16;
+            let p = y.as_ptr();
+            (
+                vld1q_u16(h),
+                vld1q_u16(h.add(8)),
+                vld1q_f32(p),
+                vld1q_f32(p.add(4)),
+                vld1q_f32(p.add(8)),
+                vld1q_f32(p.add(12)),
+            )
+        };
+        acc[0] = vfmaq_f32(acc[0], f16x4_to_f32(vget_low_u16(h0)), y0);
+        acc[1] = vfmaq_f32(acc[1], f16x8_high_to_f32(h0), y1);
+        acc[2] = vfmaq_f32(acc[2], f16x4_to_f32(vget_low_u16(h1)), y2);
+        acc[3] = vfmaq_f32(acc[3], f16x8_high_to_f32(h1), y3);
+    }
+    let mut tail = 0.0f32;
+    for (&x, &y) in wr.iter().zip(ar) {
+        tail += f16_to_f32(x.to_bits()) * y;
+    }
+    hsum4(acc) + tail
+}
+
+/// `sum_i f32(w[i]) * a[i]` for bf16 weights (bf16 -> f32 is a 16-bit left shift). Requires
+/// `w.len() == a.len()`.
+#[target_feature(enable = "neon")]
+fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let (w16, a16) = (w.chunks_exact(16), a.chunks_exact(16));
+    let (wr, ar) = (w16.remainder(), a16.remainder());
+    for (x, y) in w16.zip(a16) {
+        // SAFETY: `x` has 16 bf16 (32 bytes, `bf16` is a 2-byte repr(transparent) u16) and `y`
+        // 16 floats; the loads read exactly those.
+        let (h0, h1, y0, y1, y2, y3) = unsafe {
+            let h = x.as_ptr() as *const u16;
+            let p = y.as_ptr();
+            (
+                vld1q_u16(h),
+                vld1q_u16(h.add(8)),
+                vld1q_f32(p),
+                vld1q_f32(p.add(4)),
+                vld1q_f32(p.add(8)),
+                vld1q_f32(p.add(12)),
+            )
+        };
+        let w0 = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h0)));
+        let w1 = vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h0));
+        let w2 = vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h1)));
+        let w3 = vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h1));
+        acc[0] = vfmaq_f32(acc[0], w0, y0);
+        acc[1] = vfmaq_f32(acc[1], w1, y1);
+        acc[2] = vfmaq_f32(acc[2], w2, y2);
+        acc[3] = vfmaq_f32(acc[3], w3, y3);
+    }
+    let mut tail = 0.0f32;
+    for (&x, &y) in wr.iter().zip(ar) {
+        tail += f32::from_bits((x.to_bits() as u32) << 16) * y;
+    }
+    hsum4(acc) + tail
+}
+
+/// `VecDotFn` for F32 · F32. Panics unless both rows hold exactly `n` floats (4-byte aligned).
+pub(crate) fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = super::rows::<f32, f32>(n, w, a);
+    // SAFETY: NEON is part of the aarch64 baseline.
+    unsafe { dot_f32(w, a) }
+}
+
+/// `VecDotFn` for F16 · F32. Panics unless the rows hold exactly `n` elements (aligned).
+pub(crate) fn vec_dot_f16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = super::rows::<f16, f32>(n, w, a);
+    // SAFETY: NEON is part of the aarch64 baseline.
+    unsafe { dot_f16(w, a) }
+}
+
+/// `VecDotFn` for BF16 · F32. Panics unless the rows hold exactly `n` elements (aligned).
+pub(crate) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = super::rows::<bf16, f32>(n, w, a);
+    // SAFETY: NEON is part of the aarch64 baseline.
+    unsafe { dot_bf16(w, a) }
+}

@@ -1,0 +1,92 @@
+//! Q5_0 · Q8_0 on NEON: nibble plus fifth bit (from `qh`, expanded to byte masks), minus 16,
+//! 32-element integer dot per block, two blocks per step with two float accumulators.
+
+use core::arch::aarch64::*;
+
+use super::simd::{dot32, f16_to_f32, scale_pair};
+use crate::blocks::{BlockQ5_0, BlockQ8_0};
+
+/// The fifth bits of a Q5 block as byte masks: lane j of the first vector is 0xFF when bit j of
+/// `qh` (a little-endian u32) is set, lane j of the second when bit 16 + j is.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn fifth_bits(qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
+    // Lane k of `bit` selects bit k % 8 of the byte broadcast into it.
+    let bit = vcombine_u8(
+        vcreate_u8(0x8040_2010_0804_0201),
+        vcreate_u8(0x8040_2010_0804_0201),
+    );
+    let lo = vcombine_u8(vdup_n_u8(qh[0]), vdup_n_u8(qh[1]));
+    let hi = vcombine_u8(vdup_n_u8(qh[2]), vdup_n_u8(qh[3]));
+    (vtstq_u8(lo, bit), vtstq_u8(hi, bit))
+}
+
+/// Integer products of one block: lanes sum to `sum_j (q_j - 16) * a_j` (|sum| <= 32 * 16 * 128).
+///
+/// # Safety
+/// With `SDOT = true` the CPU must have dotprod.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn block_isum<const SDOT: bool>(x: &BlockQ5_0, y: &BlockQ8_0) -> int32x4_t {
+    // SAFETY: `x.qs` is 16 bytes and `y.qs` 32 bytes; each load reads 16 bytes inside them.
+    let (qx, y0, y1) = unsafe {
+        (
+            vld1q_u8(x.qs.as_ptr()),
+            vld1q_s8(y.qs.as_ptr()),
+            vld1q_s8(y.qs.as_ptr().add(16)),
+        )
+    };
+    let (h0, h1) = fifth_bits(x.qh);
+    let b4 = vdupq_n_u8(0x10);
+    let sixteen = vdupq_n_s8(16);
+    let lo = vorrq_u8(vandq_u8(qx, vdupq_n_u8(0x0F)), vandq_u8(h0, b4));
+    let hi = vorrq_u8(vshrq_n_u8::<4>(qx), vandq_u8(h1, b4));
+    let lo = vsubq_s8(vreinterpretq_s8_u8(lo), sixteen);
+    let hi = vsubq_s8(vreinterpretq_s8_u8(hi), sixteen);
+    // SAFETY: the caller guarantees dotprod when SDOT; |q - 16| <= 16 fits the narrow bound.
+    unsafe { dot32::<SDOT>(vdupq_n_s32(0), lo, y0, hi, y1) }
+}
+
+/// `sum_b d_w[b] * d_a[b] * isum[b]`.
+///
+/// # Safety
+/// `w.len() == a.len()`; with `SDOT = true` the CPU must have dotprod.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn vec_dot<const SDOT: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum0 = vdupq_n_f32(0.0);
+    let mut sum1 = vdupq_n_f32(0.0);
+    let (w2, a2) = (w.chunks_exact(2), a.chunks_exact(2));
+    let (wr, ar) = (w2.remainder(), a2.remainder());
+    for (x, y) in w2.zip(a2) {
+        // SAFETY: forwarded from the caller.
+        let (p0, p1) = unsafe {
+            (
+                block_isum::<SDOT>(&x[0], &y[0]),
+                block_isum::<SDOT>(&x[1], &y[1]),
+            )
+        };
+        let d = scale_pair(
+            x[0].d.to_bits(),
+            x[1].d.to_bits(),
+            y[0].d.to_bits(),
+            y[1].d.to_bits(),
+        );
+        sum0 = vmlaq_lane_f32::<0>(sum0, vcvtq_f32_s32(p0), d);
+        sum1 = vmlaq_lane_f32::<1>(sum1, vcvtq_f32_s32(p1), d);
+    }
+    for (x, y) in wr.iter().zip(ar) {
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { block_isum::<SDOT>(x, y) };
+        let d = f16_to_f32(x.d.to_bits()) * f16_to_f32(y.d.to_bits());
+        sum0 = vmlaq_n_f32(sum0, vcvtq_f32_s32(p), d);
+    }
+    vaddvq_f32(vaddq_f32(sum0, sum1))
+}
+
+super::vec_dot_entry_points!(
+    vec_dot_q5_0_q8_0_neon,
+    vec_dot_q5_0_q8_0_sdot,
+    BlockQ5_0,
+    BlockQ8_0
+);
