@@ -273,6 +273,48 @@ fn golden_prompts_and_generations() {
     eprintln!("checked {checked} golden prompts and generations");
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Any text survives encode -> decode exactly (SentencePiece: the added prefix space is
+    /// removed again; byte-level BPE without clean_spaces: every byte is kept), and never panics.
+    #[test]
+    fn roundtrip_any_text(text in "(\\PC|\\s|[\u{0}-\u{1f}]|<\\|im_end\\|>|<tool_call>|'s|\\d+){0,40}") {
+        let spm = load(&data("llamacpp/ggml-vocab-llama-spm.gguf"));
+        let ids = spm.encode(&text, false, false);
+        proptest::prop_assert_eq!(spm.decode(&ids, false), text.clone());
+        let ids = spm.encode(&text, true, true);
+        proptest::prop_assert!(ids.iter().all(|&id| (id as usize) < spm.n_vocab()));
+        for file in ["SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"] {
+            let Some(tok) = cached_model(file) else { continue };
+            // SmolLM2's vocabulary lacks the byte tokens of U+0004, U+0006, U+0013, U+0014,
+            // U+0016 and U+001D: llama.cpp drops those bytes, and so do we.
+            let want: String = if file.starts_with("SmolLM2") {
+                text.chars().filter(|c| !matches!(*c as u32, 0x04 | 0x06 | 0x13 | 0x14 | 0x16 | 0x1D)).collect()
+            } else {
+                text.clone()
+            };
+            let ids = tok.encode(&text, false, false);
+            proptest::prop_assert_eq!(tok.decode(&ids, false), want.clone());
+            let ids = tok.encode(&text, true, true);
+            proptest::prop_assert_eq!(tok.decode(&ids, true), want);
+        }
+    }
+}
+
+/// Model tokenizers loaded once per test binary (proptest calls the body many times).
+fn cached_model(file: &'static str) -> Option<&'static Tokenizer> {
+    use std::sync::OnceLock;
+    static SMOL: OnceLock<Option<Tokenizer>> = OnceLock::new();
+    static QWEN: OnceLock<Option<Tokenizer>> = OnceLock::new();
+    let cell = if file.starts_with("SmolLM2") {
+        &SMOL
+    } else {
+        &QWEN
+    };
+    cell.get_or_init(|| model_tokenizer(file)).as_ref()
+}
+
 #[test]
 fn special_tokens_and_eog() {
     let Some(tok) = model_tokenizer("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
