@@ -12,6 +12,27 @@
 //!
 //! The tables are built once from the borrowed GGUF strings; encoding allocates only its output
 //! and small scratch buffers.
+//!
+//! ```no_run
+//! use ferrolm::gguf::Gguf;
+//! use ferrolm::tokenizer::{StreamDecoder, Tokenizer};
+//!
+//! let g = Gguf::open("models/SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let tok = Tokenizer::from_gguf(&g)?;
+//! // As llama.cpp's tools tokenize prompts: BOS if the file asks, special tokens parsed.
+//! let ids = tok.encode("<|im_start|>user\nHi!<|im_end|>\n", true, true);
+//! assert_eq!(tok.decode(&ids, true), "<|im_start|>user\nHi!<|im_end|>\n");
+//! // Streaming output: text appears as soon as its UTF-8 characters are complete.
+//! let mut out = StreamDecoder::new();
+//! for &id in &ids {
+//!     if tok.is_eog(id) {
+//!         break;
+//!     }
+//!     print!("{}", out.push(&tok, id, false));
+//! }
+//! print!("{}", out.flush());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod bpe;
 mod pretokenize;
