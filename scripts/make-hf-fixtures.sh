@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the two Hugging Face checkpoints the converter tests use (models/hf/smollm2-135m and
+# models/hf/synth-llama-256) with the shared fixture script, from models/SmolLM2-135M-Instruct.Q4_1.gguf.
+#
+# Python dependencies (numpy, safetensors, gguf==0.19.0) come from PyPI with pip into a private
+# directory, models/.pydeps (pip --target), so the system Python is left alone.
+# Every produced file is checked against the sha256 list in golden/convert/hf-checkpoints.json;
+# a checkpoint that already matches is not rebuilt.
+#
+# Usage: scripts/make-hf-fixtures.sh            (needs scripts/fetch-models.sh smollm2 first)
+# Exit status: 0 when both checkpoints match, non-zero with one line on stderr otherwise.
+set -euo pipefail
+root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/.." && pwd))"
+cd "$root"
+shared="${FERROLM_SHARED:-$root/../shared}"
+script="$shared/fixtures/make_hf_checkpoint.py"
+list="$shared/golden/convert/hf-checkpoints.json"
+src=models/SmolLM2-135M-Instruct.Q4_1.gguf
+out=models/hf
+deps=models/.pydeps
+
+[ -f "$script" ] || { echo "error: $script not found (set FERROLM_SHARED to the shared folder)" >&2; exit 1; }
+[ -f "$list" ] || { echo "error: $list not found" >&2; exit 1; }
+[ -f "$src" ] || { echo "error: $src missing: run scripts/fetch-models.sh smollm2 first" >&2; exit 1; }
+
+# Prints the checkpoints (smollm2-135m, synth-llama-256) whose files do not all match the list.
+stale() {
+  python3 - "$list" "$out" <<'PY'
+import hashlib, json, os, sys
+files = json.load(open(sys.argv[1]))["files"]
+bad = set()
+for rel, want in files.items():
+    path = os.path.join(sys.argv[2], rel)
+    ok = os.path.isfile(path) and os.path.getsize(path) == want["bytes"]
+    if ok:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        ok = h.hexdigest() == want["sha256"]
+    if not ok:
+        bad.add(rel.split("/")[0])
+print(" ".join(sorted(bad)))
+PY
+}
+
+todo="$(stale)"
+[ -z "$todo" ] && { echo "models/hf: both checkpoints up to date" >&2; exit 0; }
+
+if ! PYTHONPATH="$deps" python3 -c "import numpy, safetensors, gguf" 2>/dev/null; then
+  echo "installing numpy, safetensors, gguf==0.19.0 into $deps (PyPI)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$deps" "numpy" "safetensors" "gguf==0.19.0" >&2
+fi
+
+mkdir -p "$out"
+for ck in $todo; do
+  case "$ck" in
+    smollm2-135m) only=smollm2 ;;
+    synth-llama-256) only=synth ;;
+    *) continue ;;
+  esac
+  echo "building $out/$ck" >&2
+  PYTHONPATH="$deps" python3 "$script" "$src" "$out" --only "$only" >&2
+done
+
+todo="$(stale)"
+[ -z "$todo" ] || { echo "error: $out/{$todo} does not match $list" >&2; exit 1; }
+echo "models/hf: both checkpoints built and verified" >&2
