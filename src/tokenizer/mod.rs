@@ -204,6 +204,9 @@ enum Model {
     Spm {
         /// Token for each byte: `<0xNN>`, else the one-byte string itself.
         byte_tokens: Box<[Option<u32>; 256]>,
+        /// No token has a `▁` after another character, so the text can be merged piece by
+        /// piece ([`spm::chunks`]); true for LLaMA's vocabulary.
+        chunkable: bool,
     },
     /// Byte-level BPE.
     Bpe(Box<Bpe>),
@@ -407,7 +410,19 @@ impl Tokenizer {
                         .flatten()
                 });
             }
-            Model::Spm { byte_tokens }
+            let chunkable = (0..n_vocab as u32).all(|id| {
+                let t = vocab.text(id);
+                let mut prev_other = false;
+                t.chars().all(|c| {
+                    let ok = !(c == '\u{2581}' && prev_other);
+                    prev_other = c != '\u{2581}';
+                    ok
+                })
+            });
+            Model::Spm {
+                byte_tokens,
+                chunkable,
+            }
         } else {
             add_bos = false;
             add_space_prefix = false;
@@ -720,11 +735,16 @@ impl Tokenizer {
             out.extend(self.bos);
         }
         match &self.model {
-            Model::Spm { byte_tokens } => {
+            Model::Spm {
+                byte_tokens,
+                chunkable,
+            } => {
                 let lookup = |s: &str| self.vocab.find(s).map(|id| (id, self.scores[id as usize]));
                 let byte_token = |b: u8| byte_tokens[b as usize].or(self.unk);
                 let mut is_prev_special = true;
                 let mut buf = String::new();
+                let mut scratch = spm::SpmScratch::default();
+                let mut cached: Vec<u32> = Vec::new();
                 for f in &frags {
                     match *f {
                         Frag::Text(a, b) => {
@@ -735,7 +755,25 @@ impl Tokenizer {
                             for c in text[a..b].chars() {
                                 buf.push(if c == ' ' { '\u{2581}' } else { c });
                             }
-                            spm::encode(&buf, lookup, byte_token, out);
+                            if *chunkable {
+                                // Repeated pieces (words) are merged once per call.
+                                let mut cache: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
+                                for piece in spm::chunks(&buf) {
+                                    if let Some(&(s, n)) = cache.get(piece) {
+                                        out.extend_from_slice(
+                                            &cached[s as usize..(s + n) as usize],
+                                        );
+                                        continue;
+                                    }
+                                    let first = out.len();
+                                    spm::encode(piece, lookup, byte_token, &mut scratch, out);
+                                    let s = cached.len() as u32;
+                                    cached.extend_from_slice(&out[first..]);
+                                    cache.insert(piece, (s, (out.len() - first) as u32));
+                                }
+                            } else {
+                                spm::encode(&buf, lookup, byte_token, &mut scratch, out);
+                            }
                             is_prev_special = false;
                         }
                         Frag::Token(id) => {
@@ -897,7 +935,31 @@ fn clean_spaces(text: &mut [u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::clean_spaces;
+    use super::*;
+
+    /// Merging SentencePiece text piece by piece gives the tokens of merging it whole.
+    #[test]
+    fn spm_chunked_equals_whole() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/tokenize/llamacpp/ggml-vocab-llama-spm.gguf"
+        );
+        let g = Gguf::open(path).expect("vocab file");
+        let mut tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+        let text =
+            "The quick  brown fox\n\n   jumps over\tthe lazy dog's back,   again and again!! \
+                    Ünïcödé wörds, 中文字符, emoji 😀👍🏽 and spaces   at the end   ";
+        let text = text.repeat(3);
+        let chunked = tok.encode(&text, true, false);
+        match &mut tok.model {
+            Model::Spm { chunkable, .. } => {
+                assert!(*chunkable, "LLaMA's vocabulary allows chunking");
+                *chunkable = false;
+            }
+            Model::Bpe(_) => unreachable!("an SPM vocabulary"),
+        }
+        assert_eq!(tok.encode(&text, true, false), chunked);
+    }
 
     fn clean(s: &str) -> String {
         let mut b = s.as_bytes().to_vec();

@@ -8,6 +8,40 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+/// Buffers reused across the calls of one `encode`.
+#[derive(Default)]
+pub(crate) struct SpmScratch {
+    syms: Vec<Sym>,
+    heap: BinaryHeap<Bigram>,
+}
+
+/// Split escaped text before every `▁` that follows another character than `▁`: `"▁a▁▁b"` ->
+/// `["▁a", "▁▁b"]`. When no vocabulary token has a `▁` after another character, no token can
+/// span such a cut, and merging the pieces one by one gives exactly the tokens of merging the
+/// whole text (merges in different pieces never interact; within a piece their order is the
+/// same).
+pub(crate) fn chunks(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut prev_space = true;
+        let mut cut = rest.len();
+        for (i, c) in rest.char_indices() {
+            let space = c == '\u{2581}';
+            if space && !prev_space && i > 0 {
+                cut = i;
+                break;
+            }
+            prev_space = space;
+        }
+        let (head, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(head)
+    })
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Sym {
     start: u32,
@@ -50,9 +84,12 @@ pub(crate) fn encode(
     text: &str,
     lookup: impl Fn(&str) -> Option<(u32, f32)>,
     byte_token: impl Fn(u8) -> Option<u32>,
+    scratch: &mut SpmScratch,
     out: &mut Vec<u32>,
 ) {
-    let mut syms: Vec<Sym> = Vec::with_capacity(text.len());
+    let SpmScratch { syms, heap } = scratch;
+    syms.clear();
+    heap.clear();
     let n_chars = text.chars().count();
     for (i, (off, c)) in text.char_indices().enumerate() {
         syms.push(Sym {
@@ -65,7 +102,6 @@ pub(crate) fn encode(
     if syms.is_empty() {
         return;
     }
-    let mut heap = BinaryHeap::new();
     let try_add = |syms: &[Sym], heap: &mut BinaryHeap<Bigram>, l: i32, r: i32| {
         if l < 0 || r < 0 {
             return;
@@ -82,7 +118,7 @@ pub(crate) fn encode(
         }
     };
     for i in 1..syms.len() as i32 {
-        try_add(&syms, &mut heap, i - 1, i);
+        try_add(syms, heap, i - 1, i);
     }
     while let Some(bg) = heap.pop() {
         let (l, r) = (bg.left as usize, bg.right as usize);
@@ -96,8 +132,8 @@ pub(crate) fn encode(
         if rs.next >= 0 {
             syms[rs.next as usize].prev = l as i32;
         }
-        try_add(&syms, &mut heap, ls.prev, l as i32);
-        try_add(&syms, &mut heap, l as i32, rs.next);
+        try_add(syms, heap, ls.prev, l as i32);
+        try_add(syms, heap, l as i32, rs.next);
     }
     let mut i = 0i32;
     while i >= 0 {
@@ -116,5 +152,21 @@ pub(crate) fn encode(
             }
         }
         i = s.next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunking() {
+        let v: Vec<&str> = chunks("\u{2581}a\u{2581}\u{2581}b\u{2581}c").collect();
+        assert_eq!(v, ["\u{2581}a", "\u{2581}\u{2581}b", "\u{2581}c"]);
+        let v: Vec<&str> = chunks("ab\u{2581}").collect();
+        assert_eq!(v, ["ab", "\u{2581}"]);
+        assert_eq!(chunks("").count(), 0);
+        let v: Vec<&str> = chunks("\u{2581}\u{2581}").collect();
+        assert_eq!(v, ["\u{2581}\u{2581}"]);
     }
 }
