@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferrolm::gguf::Gguf;
-use ferrolm::tokenizer::{PreTokenizer, StreamDecoder, Tokenizer};
+use ferrolm::gguf::{Gguf, GgufWriter, OwnedValue, ValueType};
+use ferrolm::tokenizer::{PreTokenizer, StreamDecoder, Tokenizer, TokenizerError};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -317,6 +317,128 @@ fn cached_model(file: &'static str) -> Option<&'static Tokenizer> {
         &QWEN
     };
     cell.get_or_init(|| model_tokenizer(file)).as_ref()
+}
+
+/// A GGUF in memory with the given metadata (no tensors).
+fn gguf_with(meta: Vec<(&str, OwnedValue)>) -> Gguf {
+    let mut w = GgufWriter::new();
+    for (k, v) in meta {
+        w.set(k, v);
+    }
+    let bytes = w.write_all(Vec::new(), &[]).expect("write gguf");
+    Gguf::from_bytes(&bytes).expect("parse gguf")
+}
+
+fn i32_array(v: &[i32]) -> OwnedValue {
+    OwnedValue::Array(
+        ValueType::I32,
+        v.iter().map(|&x| OwnedValue::I32(x)).collect(),
+    )
+}
+
+/// A tiny byte-level BPE vocabulary: a, b, c, "abc", a control token, and merges
+/// "b c" (whose result "bc" is not a token) then "a bc".
+fn tiny_bpe(extra: Vec<(&'static str, OwnedValue)>) -> Result<Tokenizer, TokenizerError> {
+    let mut meta = vec![
+        ("tokenizer.ggml.model", OwnedValue::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", OwnedValue::Str("gpt-2".into())),
+        (
+            "tokenizer.ggml.tokens",
+            OwnedValue::str_array(["a", "b", "c", "abc", "<|endoftext|>", "\u{120}a"]),
+        ),
+        ("tokenizer.ggml.token_type", i32_array(&[1, 1, 1, 1, 3, 1])),
+        (
+            "tokenizer.ggml.merges",
+            OwnedValue::str_array(["b c", "a bc", "\u{120} a"]),
+        ),
+        ("tokenizer.ggml.eos_token_id", OwnedValue::U32(4)),
+    ];
+    for (k, v) in extra {
+        meta.retain(|(key, _)| *key != k);
+        meta.push((k, v));
+    }
+    Tokenizer::from_gguf(&gguf_with(meta))
+}
+
+#[test]
+fn tiny_vocab_merges_through_strings_outside_the_vocab() {
+    let tok = tiny_bpe(vec![]).unwrap();
+    assert_eq!(
+        tok.encode("abc", false, false),
+        [3],
+        "b c -> bc (not a token), then a bc -> abc"
+    );
+    assert_eq!(
+        tok.encode("bc", false, false),
+        [1, 2],
+        "bc is no token: back to its bytes"
+    );
+    assert_eq!(tok.encode("cab a", false, false), [2, 0, 1, 5]);
+    assert_eq!(
+        tok.encode("x", false, false),
+        Vec::<u32>::new(),
+        "no token for x: dropped, as llama.cpp"
+    );
+    assert_eq!(tok.encode("a<|endoftext|>", false, true), [0, 4]);
+    assert_eq!(tok.eos(), Some(4));
+    assert!(tok.is_eog(4));
+    assert_eq!(
+        tok.bos(),
+        None,
+        "the gpt2 default BOS (11) is outside this vocabulary"
+    );
+    assert_eq!(tok.decode(&[2, 0, 1, 5, 4], false), "cab a");
+    assert_eq!(tok.decode(&[2, 0, 1, 5, 4], true), "cab a<|endoftext|>");
+}
+
+#[test]
+fn bad_metadata_is_an_error_with_the_facts() {
+    let err = |extra| tiny_bpe(extra).unwrap_err().to_string();
+    let e = err(vec![(
+        "tokenizer.ggml.model",
+        OwnedValue::Str("bert".into()),
+    )]);
+    assert!(e.contains("bert"), "{e}");
+    let e = err(vec![(
+        "tokenizer.ggml.pre",
+        OwnedValue::Str("falcon".into()),
+    )]);
+    assert!(e.contains("falcon"), "{e}");
+    let e = err(vec![(
+        "tokenizer.ggml.tokens",
+        OwnedValue::str_array(["a", "b", "a", "c", "d", "e"]),
+    )]);
+    assert!(
+        e.contains("duplicate") && e.contains("0") && e.contains("2"),
+        "{e}"
+    );
+    let e = err(vec![("tokenizer.ggml.token_type", i32_array(&[1, 1]))]);
+    assert!(
+        e.contains("token_type") && e.contains("2") && e.contains("6"),
+        "{e}"
+    );
+    let e = err(vec![("tokenizer.ggml.tokens", i32_array(&[1, 2]))]);
+    assert!(e.contains("tokenizer.ggml.tokens"), "{e}");
+    let e = err(vec![(
+        "tokenizer.ggml.add_bos_token",
+        OwnedValue::Bool(true),
+    )]);
+    assert!(e.contains("bos_token_id"), "{e}");
+    let e = err(vec![("tokenizer.ggml.add_bos_token", OwnedValue::U32(1))]);
+    assert!(e.contains("add_bos_token"), "{e}");
+    let e = err(vec![(
+        "tokenizer.ggml.tokens",
+        OwnedValue::str_array(Vec::<&str>::new()),
+    )]);
+    assert!(e.contains("empty"), "{e}");
+    let missing = Tokenizer::from_gguf(&gguf_with(vec![(
+        "general.name",
+        OwnedValue::Str("x".into()),
+    )]));
+    assert!(missing
+        .unwrap_err()
+        .to_string()
+        .contains("tokenizer.ggml.model"));
 }
 
 #[test]
