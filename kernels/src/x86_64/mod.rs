@@ -44,6 +44,7 @@ pub fn install(table: &mut KernelTable) {
     if !has_avx2() {
         return;
     }
+    f16_table();
     let avx2 = Backend::Avx2;
     let mut set = |ty: GgmlType, dot: Option<crate::dispatch::VecDotFn>| {
         if let (Some(e), Some(dot)) = (table.get_mut(ty), dot) {
@@ -85,6 +86,7 @@ pub fn install(table: &mut KernelTable) {
         set_tile(GgmlType::Q5_1, tile::gemm_tile_q5_1);
         set_tile(GgmlType::Q4_K, tile::gemm_tile_q4_k);
         set_tile(GgmlType::Q5_K, tile::gemm_tile_q5_k);
+        set_tile(GgmlType::Q6_K, tile::gemm_tile_q6_k);
         table.backend = Backend::Avx512;
     }
 }
@@ -129,6 +131,25 @@ fn quant_blocks<'a, B: Block>(x: &[f32], out: &'a mut [u8]) -> &'a mut [B] {
         nb * std::mem::size_of::<B>()
     );
     cast_blocks_mut(out)
+}
+
+/// f16 -> f32 lookup table (256 KiB), as ggml's CPU backend uses for block scales: one load per
+/// conversion instead of a move, a convert and a move back. Built on first use by `install`.
+static F16_TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+
+fn f16_table() -> &'static [f32; 65536] {
+    F16_TABLE.get_or_init(|| {
+        let v: Vec<f32> = (0..=u16::MAX)
+            .map(|h| half::f16::from_bits(h).to_f32())
+            .collect();
+        v.into_boxed_slice().try_into().expect("65536 entries")
+    })
+}
+
+/// f16 -> f32 (exact) through the table.
+#[inline(always)]
+fn lut(t: &[f32; 65536], h: half::f16) -> f32 {
+    t[h.to_bits() as usize]
 }
 
 /// f16 -> f32 (exact) with F16C.

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{h2f, hsum_ps, load16, load32i, row_blocks};
+use super::{f16_table, hsum_ps, load16, load32i, lut, row_blocks};
 use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
 /// 32 nibbles -> 32 bytes: low nibbles (elements 0..16) in the low lane, high nibbles (16..32) high.
@@ -57,56 +57,89 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), _mm256_set1_epi16(1))
 }
 
+/// Sums `d_k * s_k` (+ `extra_k` when `EXTRA`) over the blocks, two blocks per step into two
+/// accumulators (named, so they stay in registers and the FMA chains interleave).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn accumulate<W, A, const EXTRA: bool>(
+    w: &[W],
+    a: &[A],
+    f: impl Fn(&W, &A) -> (f32, __m256i, f32),
+) -> f32 {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let (mut e0, mut e1) = (0.0f32, 0.0f32);
+    let mut wp = w.chunks_exact(2);
+    let mut ap = a.chunks_exact(2);
+    for (x, y) in (&mut wp).zip(&mut ap) {
+        let (d0, s0, x0) = f(&x[0], &y[0]);
+        let (d1, s1, x1) = f(&x[1], &y[1]);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(s0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(s1), acc1);
+        if EXTRA {
+            e0 += x0;
+            e1 += x1;
+        }
+    }
+    for (x, y) in wp.remainder().iter().zip(ap.remainder()) {
+        let (d0, s0, x0) = f(x, y);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(s0), acc0);
+        if EXTRA {
+            e0 += x0;
+        }
+    }
+    let sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    if EXTRA {
+        sum + (e0 + e1)
+    } else {
+        sum
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let off = _mm256_set1_epi8(8);
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (k, (x, y)) in w.iter().zip(a).enumerate() {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
-        let s = dot_offset(nibbles(&x.qs), load32i(&y.qs), off);
-        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
-    }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    let t = f16_table();
+    accumulate::<_, _, false>(w, a, |x, y| {
+        (
+            lut(t, x.d) * lut(t, y.d),
+            dot_offset(nibbles(&x.qs), load32i(&y.qs), off),
+            0.0,
+        )
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let off = _mm256_set1_epi8(16);
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (k, (x, y)) in w.iter().zip(a).enumerate() {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+    let t = f16_table();
+    accumulate::<_, _, false>(w, a, |x, y| {
         let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh)));
-        let s = dot_offset(q, load32i(&y.qs), off);
-        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
-    }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+        (
+            lut(t, x.d) * lut(t, y.d),
+            dot_offset(q, load32i(&y.qs), off),
+            0.0,
+        )
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut summs = 0.0f32;
-    for (k, (x, y)) in w.iter().zip(a).enumerate() {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
-        summs += h2f(x.m) * h2f(y.s);
+    let t = f16_table();
+    accumulate::<_, _, true>(w, a, |x, y| {
         let s = dot_unsigned(nibbles(&x.qs), load32i(&y.qs));
-        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
-    }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1])) + summs
+        (lut(t, x.d) * lut(t, y.d), s, lut(t, x.m) * lut(t, y.s))
+    })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut summs = 0.0f32;
-    for (k, (x, y)) in w.iter().zip(a).enumerate() {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
-        summs += h2f(x.m) * h2f(y.s);
+    let t = f16_table();
+    accumulate::<_, _, true>(w, a, |x, y| {
         let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh)));
         let s = dot_unsigned(q, load32i(&y.qs));
-        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
-    }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1])) + summs
+        (lut(t, x.d) * lut(t, y.d), s, lut(t, x.m) * lut(t, y.s))
+    })
 }
 
 /// Sign-extends 16 bytes to 16 i16.
@@ -120,15 +153,12 @@ fn widen16(p: &[i8]) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (k, (x, y)) in w.iter().zip(a).enumerate() {
-        let d = _mm256_set1_ps(h2f(x.d) * h2f(y.d));
+    let t = f16_table();
+    accumulate::<_, _, false>(w, a, |x, y| {
         let lo = _mm256_madd_epi16(widen16(&x.qs[..16]), widen16(&y.qs[..16]));
         let hi = _mm256_madd_epi16(widen16(&x.qs[16..]), widen16(&y.qs[16..]));
-        let s = _mm256_add_epi32(lo, hi);
-        acc[k & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k & 1]);
-    }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+        (lut(t, x.d) * lut(t, y.d), _mm256_add_epi32(lo, hi), 0.0)
+    })
 }
 
 macro_rules! wrapper {

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use super::{h2f, load16, load32, load32i};
 use crate::blocks::{
     cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K,
-    BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -580,6 +580,208 @@ tile_k_fn!(/// Q4_K x Q8_K tile.
 tile_k_fn!(/// Q5_K x Q8_K tile.
     gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K);
 
+/// Signed levels (q - 32) of the 32-element chunk `c` (0..8) of a Q6_K block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
+    let (n, k) = (c / 4, c % 4);
+    let ql = load32(
+        b.ql[64 * n + 32 * (k % 2)..64 * n + 32 * (k % 2) + 32]
+            .try_into()
+            .expect("32 bytes"),
+    );
+    let qh = load32(b.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+    let m4 = _mm256_set1_epi8(0x0F);
+    let lo = if k < 2 {
+        _mm256_and_si256(ql, m4)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4)
+    };
+    // Bits 2k, 2k + 1 of qh moved to bits 4, 5.
+    let hi = match k {
+        0 => _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
+        1 => _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
+        2 => _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+        _ => _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8))),
+    };
+    _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32))
+}
+
+/// 8 rows x NT tokens of Q6_K . Q8_K over all super-blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn group_q6<const NT: usize>(
+    rows: [Option<&[BlockQ6_K]>; 8],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let x80 = _mm256_set1_epi8(-128);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for k in 0..nb {
+        // Per-row scales as lanes: sc[g][r].
+        let mut sc = [[0i32; 8]; 16];
+        let mut d = [0.0f32; 8];
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(b) = row {
+                for (g, scg) in sc.iter_mut().enumerate() {
+                    scg[r] = b[k].scales[g] as i32;
+                }
+                d[r] = h2f(b[k].d);
+            }
+        }
+        let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+        let mut isum = [_mm256_setzero_si256(); NT];
+        for c in 0..8 {
+            let w = transpose8(std::array::from_fn(|r| {
+                rows[r].map_or(_mm256_setzero_si256(), |b| q6_levels(&b[k], c))
+            }));
+            let mut corr = [_mm256_setzero_si256(); 2];
+            for (j, wj) in w.iter().enumerate() {
+                corr[j / 4] = _mm256_dpbusd_epi32(corr[j / 4], x80, *wj);
+            }
+            // SAFETY: sc[g] is 8 i32 = 32 readable bytes; unaligned loads.
+            let (s_lo, s_hi) = unsafe {
+                (
+                    _mm256_loadu_si256(sc[2 * c].as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(sc[2 * c + 1].as_ptr() as *const __m256i),
+                )
+            };
+            for t in 0..NT {
+                let qs = &ab[t].qs[32 * c..32 * c + 32];
+                let four = |j: usize| {
+                    let v = i32::from_le_bytes([
+                        qs[4 * j] as u8,
+                        qs[4 * j + 1] as u8,
+                        qs[4 * j + 2] as u8,
+                        qs[4 * j + 3] as u8,
+                    ]);
+                    _mm256_xor_si256(_mm256_set1_epi32(v), x80)
+                };
+                let mut p_lo = _mm256_setzero_si256();
+                let mut p_hi = _mm256_setzero_si256();
+                for j in 0..4 {
+                    p_lo = _mm256_dpbusd_epi32(p_lo, four(j), w[j]);
+                    p_hi = _mm256_dpbusd_epi32(p_hi, four(j + 4), w[j + 4]);
+                }
+                let lo = _mm256_mullo_epi32(_mm256_sub_epi32(p_lo, corr[0]), s_lo);
+                let hi = _mm256_mullo_epi32(_mm256_sub_epi32(p_hi, corr[1]), s_hi);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
+            }
+        }
+        // SAFETY: d is 8 readable floats; unaligned load.
+        let dv = unsafe { _mm256_loadu_ps(d.as_ptr()) };
+        for t in 0..NT {
+            let da = _mm256_set1_ps(ab[t].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
+        }
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, a) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 8 writable floats; unaligned store.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
+    }
+}
+
+/// Q6_K x Q8_K tile.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_tile_q6_k(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    check_tile_args(
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        n,
+        w,
+        w_stride,
+        nr,
+        a,
+        a_stride,
+        nt,
+        out,
+        out_stride,
+    );
+    assert!(
+        w_stride % 2 == 0 && a_stride % 4 == 0,
+        "tile strides must keep blocks aligned"
+    );
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    fn imp(
+        n: usize,
+        w: &[u8],
+        w_stride: usize,
+        nr: usize,
+        a: &[u8],
+        a_stride: usize,
+        nt: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let nb = n / QK_K;
+        let wrb = nb * std::mem::size_of::<BlockQ6_K>();
+        let arb = nb * std::mem::size_of::<BlockQ8_K>();
+        let row = |r: usize| -> &[BlockQ6_K] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
+        let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
+        let mut r0 = 0;
+        while r0 < nr {
+            let rows: [Option<&[BlockQ6_K]>; 8] =
+                std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+            let mut t0 = 0;
+            while t0 < nt {
+                let left = nt - t0;
+                let o = &mut out[t0 * out_stride + r0..];
+                if left >= 8 {
+                    group_q6::<8>(
+                        rows,
+                        std::array::from_fn(|i| act(t0 + i)),
+                        nb,
+                        o,
+                        out_stride,
+                    );
+                    t0 += 8;
+                } else if left >= 4 {
+                    group_q6::<4>(
+                        rows,
+                        std::array::from_fn(|i| act(t0 + i)),
+                        nb,
+                        o,
+                        out_stride,
+                    );
+                    t0 += 4;
+                } else if left >= 2 {
+                    group_q6::<2>(
+                        rows,
+                        std::array::from_fn(|i| act(t0 + i)),
+                        nb,
+                        o,
+                        out_stride,
+                    );
+                    t0 += 2;
+                } else {
+                    group_q6::<1>(rows, [act(t0)], nb, o, out_stride);
+                    t0 += 1;
+                }
+            }
+            r0 += 8;
+        }
+    }
+    // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
+    // after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+    unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{close, Lcg};
@@ -700,6 +902,11 @@ mod tests {
     #[test]
     fn q5_k_tile_matches_scalar() {
         check(GgmlType::Q5_K, GgmlType::Q8_K, gemm_tile_q5_k);
+    }
+
+    #[test]
+    fn q6_k_tile_matches_scalar() {
+        check(GgmlType::Q6_K, GgmlType::Q8_K, gemm_tile_q6_k);
     }
 
     #[test]
