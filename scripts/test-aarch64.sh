@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 TARGET=aarch64-unknown-linux-gnu
 RUSTC_BIN=/usr/bin/rustc
+RUSTDOC_BIN=/usr/bin/rustdoc
 CARGO_BIN=/usr/bin/cargo
 SYSROOT_LIBC=/usr/aarch64-linux-gnu
 
@@ -39,18 +40,32 @@ test_args=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then pkgs=(--workspace); fi
 
 export RUSTC="$RUSTC_BIN"
+# Doc-tests too need Debian's rustdoc (rustup's has no aarch64 std); without it, skip them.
+doc_args=()
+if [ -x "$RUSTDOC_BIN" ]; then
+  export RUSTDOC="$RUSTDOC_BIN"
+else
+  echo "test-aarch64: $RUSTDOC_BIN not found, doc-tests skipped"
+  doc_args=(--lib --bins --tests)
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR_AARCH64:-target/aarch64}"
 # The runs must exercise the NEON kernels, never the forced scalar path.
 unset FERROLM_KERNELS
 unset QEMU_CPU
 
 echo "test-aarch64: $("$RUSTC_BIN" --version), packages: ${pkgs[*]}"
-"$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" --no-run
+"$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} --no-run
 
 failed=()
 for cpu in max cortex-a72; do
   echo "test-aarch64: ==== QEMU_CPU=$cpu ($( [ $cpu = max ] && echo 'dotprod: NEON+sdot kernels' || echo 'no dotprod: plain NEON kernels'))"
-  if QEMU_CPU=$cpu "$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" -- ${test_args[@]+"${test_args[@]}"}; then
+  # Show once which kernels this CPU selects (kernels().backend), from the kernels' unit tests.
+  if ! QEMU_CPU=$cpu "$CARGO_BIN" test -q --target "$TARGET" -p ferrolm-kernels --lib \
+    -- --exact aarch64::tests::report_backend --nocapture 2>&1 | grep -E "aarch64 kernels:|panicked"; then
+    echo "test-aarch64: QEMU_CPU=$cpu could not report the selected backend"
+  fi
+  if QEMU_CPU=$cpu "$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} \
+    -- ${test_args[@]+"${test_args[@]}"}; then
     echo "test-aarch64: QEMU_CPU=$cpu passed"
   else
     echo "test-aarch64: QEMU_CPU=$cpu FAILED"
