@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand};
 
 mod eval;
 mod inspect;
+mod perplexity;
+mod run;
+mod tokenize;
 
 /// Boxed error for the CLI: every subcommand's failure becomes one line on stderr.
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -21,12 +24,24 @@ pub enum Command {
     Inspect(inspect::Args),
     /// Evaluate tokens in one prefill; print each position's argmax and top logits.
     Eval(eval::Args),
+    /// Generate text from a prompt, streamed to stdout.
+    Run(run::Args),
+    /// Print the token ids of a text.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Print the text of token ids.
+    Detokenize(tokenize::DetokenizeArgs),
+    /// Perplexity of a text file, as llama-perplexity computes it.
+    Perplexity(perplexity::Args),
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Tokenize(a) => tokenize::tokenize(a),
+        Command::Detokenize(a) => tokenize::detokenize(a),
+        Command::Perplexity(a) => perplexity::run(a),
     }
 }
 
@@ -88,6 +103,6 @@ impl CommonModelArgs {
 
 /// Tokenize a prompt with the model's own tokenizer.
 pub fn tokenize_prompt(model: &ferrolm::model::Model, prompt: &str, parse_special: bool) -> Result<Vec<u32>, CliError> {
-    let _ = (model, prompt, parse_special);
-    Err("-p needs the tokenizer, which is not built yet; pass --ids".into())
+    let tok = ferrolm::tokenizer::Tokenizer::from_gguf(model.gguf())?;
+    Ok(tok.encode(prompt, true, parse_special))
 }

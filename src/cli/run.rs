@@ -1,0 +1,175 @@
+//! `ferrolm run`: stream generated text to stdout (exactly the text), statistics to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrolm::generate::{generate, GenOptions};
+use ferrolm::model::{Context, Model};
+use ferrolm::sampler::{Sampler, SamplerParams, StopMatcher, SEED_FROM_TIME};
+use ferrolm::tokenizer::Tokenizer;
+
+use super::{CliError, CommonModelArgs};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8, value_parser = finite_nonneg)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: i32,
+    /// Top-p (1.0 = off).
+    #[arg(long = "top-p", default_value_t = 0.95, value_parser = unit)]
+    pub top_p: f32,
+    /// Min-p (0.0 = off).
+    #[arg(long = "min-p", default_value_t = 0.05, value_parser = unit)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0 = off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0, value_parser = finite_nonneg)]
+    pub repeat_penalty: f32,
+    /// Tokens the penalties look back over.
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Frequency penalty.
+    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    /// Presence penalty.
+    #[arg(long = "presence-penalty", default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    /// RNG seed (default: from the clock).
+    #[arg(short = 's', long)]
+    pub seed: Option<u64>,
+}
+
+fn finite_nonneg(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a non-negative number")),
+    }
+}
+
+fn unit(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number between 0 and 1")),
+    }
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplerParams {
+        SamplerParams {
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            freq_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed: self.seed.unwrap_or(SEED_FROM_TIME),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long, required_unless_present = "file", conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Tokens to generate (-1 = until end of generation or a full context).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..))]
+    pub n_predict: i64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Also print the prompt.
+    #[arg(long)]
+    pub echo: bool,
+    /// Treat special tokens written in the prompt (`<|im_start|>`) as plain text.
+    #[arg(long = "no-parse-special")]
+    pub no_parse_special: bool,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+    /// Print control tokens in the output.
+    #[arg(long)]
+    pub special: bool,
+}
+
+pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<String, CliError> {
+    match (prompt, file) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(f)) => {
+            let bytes = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            String::from_utf8(bytes).map_err(|e| format!("{} is not valid UTF-8 (byte {})", f.display(), e.utf8_error().valid_up_to()).into())
+        }
+        (None, None) => Err("no prompt: pass -p TEXT or -f FILE".into()),
+    }
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let t_load = Instant::now();
+    let path = args.common.model_path();
+    let model = Arc::new(Model::load(&path)?);
+    let tok = Tokenizer::from_gguf(model.gguf())?;
+    let prompt = read_prompt(&args.prompt, &args.file)?;
+    let ids = tok.encode(&prompt, true, !args.no_parse_special);
+    let mut ctx = Context::new(Arc::clone(&model), args.common.context_params(ids.len() + 1))?;
+    if ids.len() >= ctx.n_ctx() {
+        return Err(format!("the prompt is {} tokens, but the context holds {} (raise -c)", ids.len(), ctx.n_ctx()).into());
+    }
+    let load_time = t_load.elapsed();
+    let mut sampler = Sampler::new(args.sampling.params(), model.config().n_vocab);
+    let mut stops = StopMatcher::new(args.stop.iter().cloned());
+    let opts = GenOptions {
+        n_predict: usize::try_from(args.n_predict).ok(),
+        ignore_eog: args.ignore_eos,
+        special: args.special,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.echo {
+        out.write_all(prompt.as_bytes())?;
+        out.flush()?;
+    }
+    let mut io_err = None;
+    let stats = generate(&mut ctx, &tok, &mut sampler, &mut stops, &ids, &opts, |_, text| {
+        if text.is_empty() {
+            return true;
+        }
+        match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                io_err = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    drop(out);
+    eprintln!();
+    eprintln!(
+        "load: {:.1} ms | prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | stop: {:?} | seed {} | {} threads",
+        load_time.as_secs_f64() * 1e3,
+        stats.n_prompt,
+        stats.prompt_tps(),
+        stats.n_gen,
+        stats.gen_tps(),
+        stats.stop,
+        sampler.seed(),
+        ctx.n_threads()
+    );
+    Ok(())
+}

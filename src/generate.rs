@@ -1,0 +1,132 @@
+//! The generation loop shared by the CLI and the C ABI: prefill the prompt, then sample, stream
+//! and feed back one token at a time.
+
+use std::time::{Duration, Instant};
+
+use crate::model::{Context, Logits, ModelError};
+use crate::sampler::{Sampler, StopMatcher};
+use crate::tokenizer::{StreamDecoder, Tokenizer};
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token (EOS, EOT, `<|im_end|>`, ...).
+    EndOfGeneration,
+    /// `n_predict` tokens were generated.
+    MaxTokens,
+    /// A stop string appeared in the text.
+    StopString,
+    /// The callback asked to stop.
+    Callback,
+    /// The context is full.
+    ContextFull,
+}
+
+/// Counts and timings of one generation.
+#[derive(Clone, Copy, Debug)]
+pub struct GenStats {
+    pub n_prompt: usize,
+    pub n_gen: usize,
+    pub prompt_time: Duration,
+    pub gen_time: Duration,
+    pub stop: StopReason,
+}
+
+impl GenStats {
+    pub fn prompt_tps(&self) -> f64 {
+        self.n_prompt as f64 / self.prompt_time.as_secs_f64().max(1e-9)
+    }
+
+    pub fn gen_tps(&self) -> f64 {
+        self.n_gen as f64 / self.gen_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Options of one generation.
+#[derive(Clone, Debug, Default)]
+pub struct GenOptions {
+    /// Most tokens to generate; `None` = until end of generation or a full context.
+    pub n_predict: Option<usize>,
+    /// Keep going past end-of-generation tokens.
+    pub ignore_eog: bool,
+    /// Render control tokens in the streamed text.
+    pub special: bool,
+}
+
+/// Evaluate `prompt` (appended to whatever the context holds) and generate. `on_token(id, text)`
+/// receives each token and the text it completes (possibly empty: a UTF-8 character split across
+/// tokens, or text held back because it may begin a stop string); returning `false` stops.
+/// Decoding a token allocates nothing after the first (the stop matcher aside, when used).
+pub fn generate(
+    ctx: &mut Context,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    stops: &mut StopMatcher,
+    prompt: &[u32],
+    opts: &GenOptions,
+    mut on_token: impl FnMut(u32, &str) -> bool,
+) -> Result<GenStats, ModelError> {
+    let t0 = Instant::now();
+    for &id in prompt {
+        sampler.accept(id);
+    }
+    if !prompt.is_empty() {
+        ctx.eval(prompt, Logits::Last)?;
+    }
+    let prompt_time = t0.elapsed();
+    let t1 = Instant::now();
+    let mut dec = StreamDecoder::new();
+    let mut n_gen = 0;
+    let use_stops = !stops.stops().is_empty();
+    let stop = loop {
+        if opts.n_predict.is_some_and(|n| n_gen >= n) {
+            break StopReason::MaxTokens;
+        }
+        if ctx.n_past() >= ctx.n_ctx() {
+            break StopReason::ContextFull;
+        }
+        let id = sampler.sample(ctx.logits());
+        sampler.accept(id);
+        n_gen += 1;
+        if tok.is_eog(id) && !opts.ignore_eog {
+            break StopReason::EndOfGeneration;
+        }
+        let text = dec.push(tok, id, opts.special);
+        let (text, stopped) = if use_stops {
+            let o = stops.push(text);
+            (o.text, o.stopped.is_some())
+        } else {
+            (text, false)
+        };
+        if !on_token(id, text) {
+            break StopReason::Callback;
+        }
+        if stopped {
+            break StopReason::StopString;
+        }
+        if opts.n_predict.is_some_and(|n| n_gen >= n) {
+            break StopReason::MaxTokens;
+        }
+        if ctx.n_past() >= ctx.n_ctx() {
+            break StopReason::ContextFull;
+        }
+        ctx.eval(&[id], Logits::Last)?;
+    };
+    // Release text held back (an incomplete character, a partial stop string).
+    if stop != StopReason::StopString && stop != StopReason::Callback {
+        let mut tail = String::new();
+        tail.push_str(dec.flush());
+        if use_stops {
+            let o = stops.push(&tail);
+            let mut t = o.text.to_string();
+            if o.stopped.is_none() {
+                t.push_str(stops.finish());
+            }
+            tail = t;
+        }
+        if !tail.is_empty() {
+            on_token(u32::MAX, &tail);
+        }
+    }
+    Ok(GenStats { n_prompt: prompt.len(), n_gen, prompt_time, gen_time: t1.elapsed(), stop })
+}
