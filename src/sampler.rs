@@ -133,6 +133,8 @@ pub struct Sampler {
     ring_len: usize,
     /// `[n_vocab]` occurrences of each id in the window.
     counts: Vec<u32>,
+    /// Distinct ids of the window with their counts, gathered per call; `[repeat_last_n]`.
+    pen: Vec<(u32, u32)>,
 }
 
 impl Sampler {
@@ -154,6 +156,7 @@ impl Sampler {
             ring_head: 0,
             ring_len: 0,
             counts: vec![0; if penalties { n_vocab } else { 0 }],
+            pen: Vec::with_capacity(params.repeat_last_n),
         }
     }
 
@@ -204,65 +207,100 @@ impl Sampler {
         if n == 0 {
             return 0;
         }
-        self.cands.clear();
-        self.cands
-            .extend(logits[..n].iter().enumerate().map(|(i, &l)| Cand {
-                id: i as u32,
-                logit: if l.is_nan() { f32::NEG_INFINITY } else { l },
-            }));
-        self.apply_penalties();
-
+        let logits = &logits[..n];
+        self.collect_penalties(n);
+        let pen = Penalized {
+            logits,
+            pen: &self.pen,
+            counts: &self.counts,
+            params: &self.params,
+        };
         let p = self.params;
         if p.temp <= 0.0 {
-            return argmax(&self.cands);
+            return pen.argmax();
         }
 
-        // top-k (sorts the kept candidates, highest first)
-        let mut len = n;
+        // top-k: a bounded selection when k is small, else every candidate (sorted lazily).
         let k = if p.top_k <= 0 {
             n
         } else {
             (p.top_k as usize).min(n)
         };
-        if k < n {
-            self.cands.select_nth_unstable_by(k - 1, by_logit_desc);
+        self.cands.clear();
+        let mut sorted;
+        if k <= TOP_K_SCAN_MAX && k < n {
+            pen.top_k_into(k, &mut self.cands);
+            sorted = self.cands.len();
+        } else {
+            self.cands.extend((0..n).map(|i| Cand {
+                id: i as u32,
+                logit: pen.value(i),
+            }));
+            sorted = 0;
         }
-        self.cands[..k].sort_unstable_by(by_logit_desc);
-        len = len.min(k);
-        let cands = &mut self.cands[..len];
+        let cands = &mut self.cands[..];
+        if cands.is_empty() {
+            return pen.argmax();
+        }
+        let mut len = cands.len();
 
         // top-p over the softmax of the kept logits
         if p.top_p < 1.0 {
+            ensure_sorted(cands, &mut sorted, 1);
             let max = cands[0].logit;
             let sum: f64 = cands.iter().map(|c| ((c.logit - max) as f64).exp()).sum();
             let mut cum = 0.0f64;
-            let mut last = cands.len();
-            for (i, c) in cands.iter().enumerate() {
-                cum += ((c.logit - max) as f64).exp() / sum;
+            let mut i = 0;
+            while i < len {
+                ensure_sorted(cands, &mut sorted, i + 1);
+                cum += ((cands[i].logit - max) as f64).exp() / sum;
+                i += 1;
                 if cum >= p.top_p as f64 {
-                    last = i + 1;
+                    len = i;
                     break;
                 }
             }
-            len = last;
         }
-        let cands = &mut self.cands[..len];
 
-        // min-p: keep logit >= max + ln(min_p); the first token always stays
+        // min-p: keep logit >= max + ln(min_p); the top token always stays
         if p.min_p > 0.0 {
-            let min_logit = cands[0].logit + p.min_p.ln();
-            let keep = 1 + cands[1..]
-                .iter()
-                .take_while(|c| c.logit >= min_logit)
-                .count();
-            len = keep;
+            if sorted > 0 {
+                let min_logit = cands[0].logit + p.min_p.ln();
+                let mut i = 1;
+                while i < len {
+                    ensure_sorted(cands, &mut sorted, i + 1);
+                    if cands[i].logit < min_logit {
+                        break;
+                    }
+                    i += 1;
+                }
+                len = i;
+            } else {
+                // Unsorted: keep the qualifying tokens in id order.
+                let max = cands[..len]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
+                let min_logit = max + p.min_p.ln();
+                let mut kept = 0;
+                for i in 0..len {
+                    if cands[i].logit >= min_logit {
+                        cands[kept] = cands[i];
+                        kept += 1;
+                    }
+                }
+                len = kept.max(1);
+            }
         }
-        let cands = &mut self.cands[..len];
+        let cands = &mut cands[..len];
 
         // temperature, then a draw from the softmax
-        let max = cands[0].logit;
+        let max = cands.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
         if !max.is_finite() {
-            return cands[0].id; // +inf (or all -inf): the top candidate
+            // +inf, or nothing but -inf: the first candidate with the top logit
+            return cands
+                .iter()
+                .find(|c| c.logit == max)
+                .map_or(cands[0].id, |c| c.id);
         }
         let inv_t = 1.0 / p.temp as f64;
         let mut sum = 0.0f64;
@@ -285,32 +323,26 @@ impl Sampler {
         cands[cands.len() - 1].id
     }
 
-    /// Repetition / frequency / presence penalties over the window (llama.cpp semantics). The
-    /// candidates are still in id order here, so `cands[id]` is token `id`.
-    fn apply_penalties(&mut self) {
+    /// Repetition / frequency / presence penalties (llama.cpp semantics): the penalized logit of
+    /// each distinct id in the window goes to `self.pen`, to be used instead of the raw logit.
+    fn collect_penalties(&mut self, n: usize) {
+        self.pen.clear();
         let p = &self.params;
         if self.ring_len == 0
             || (p.repeat_penalty == 1.0 && p.freq_penalty == 0.0 && p.presence_penalty == 0.0)
         {
             return;
         }
-        // Visit each distinct id once: mark its count with the top bit while going through the
+        // Each distinct id once: mark its count with the top bit while going through the
         // window, then clear the marks.
-        const SEEN: u32 = 1 << 31;
         for i in 0..self.ring_len {
             let id = self.ring[i] as usize;
             let count = self.counts[id];
-            if count & SEEN != 0 || id >= self.cands.len() {
+            if count & SEEN != 0 || id >= n {
                 continue;
             }
             self.counts[id] |= SEEN;
-            let c = &mut self.cands[id];
-            if c.logit <= 0.0 {
-                c.logit *= p.repeat_penalty;
-            } else {
-                c.logit /= p.repeat_penalty;
-            }
-            c.logit -= count as f32 * p.freq_penalty + p.presence_penalty;
+            self.pen.push((id as u32, count));
         }
         for i in 0..self.ring_len {
             self.counts[self.ring[i] as usize] &= !SEEN;
@@ -318,15 +350,133 @@ impl Sampler {
     }
 }
 
-/// Highest logit, ties to the lower id.
-fn argmax(cands: &[Cand]) -> u32 {
-    let mut best = cands[0];
-    for c in &cands[1..] {
-        if c.logit > best.logit {
-            best = *c;
+/// Top bit of a window count: "already visited" while collecting penalties.
+const SEEN: u32 = 1 << 31;
+
+/// Up to this `top_k`, candidates are selected in one pass over the logits into a small sorted
+/// buffer instead of building and partitioning the whole `[n_vocab]` array.
+const TOP_K_SCAN_MAX: usize = 256;
+
+/// The logits as the penalties leave them, without copying them.
+struct Penalized<'a> {
+    logits: &'a [f32],
+    /// Distinct ids in the penalty window, with their counts.
+    pen: &'a [(u32, u32)],
+    /// `[n_vocab]` window counts (empty when penalties are off).
+    counts: &'a [u32],
+    params: &'a SamplerParams,
+}
+
+impl Penalized<'_> {
+    #[inline]
+    fn raw(&self, i: usize) -> f32 {
+        let l = self.logits[i];
+        if l.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            l
         }
     }
-    best.id
+
+    #[inline]
+    fn in_window(&self, i: usize) -> bool {
+        !self.pen.is_empty() && self.counts.get(i).is_some_and(|&c| c != 0)
+    }
+
+    /// Penalized logit of a window id seen `count` times: the repeat penalty divides a positive
+    /// logit and multiplies a negative one; frequency and presence penalties are subtracted.
+    #[inline]
+    fn penalize(&self, l: f32, count: u32) -> f32 {
+        let p = self.params;
+        let l = if l <= 0.0 {
+            l * p.repeat_penalty
+        } else {
+            l / p.repeat_penalty
+        };
+        l - (count as f32 * p.freq_penalty + p.presence_penalty)
+    }
+
+    /// The candidate value of token `i`.
+    #[inline]
+    fn value(&self, i: usize) -> f32 {
+        if self.in_window(i) {
+            self.penalize(self.raw(i), self.counts[i])
+        } else {
+            self.raw(i)
+        }
+    }
+
+    /// Highest penalized logit, ties to the lower id.
+    fn argmax(&self) -> u32 {
+        let mut best = (f32::NEG_INFINITY, 0usize);
+        for (i, &l) in self.logits.iter().enumerate() {
+            if l > best.0 && !self.in_window(i) {
+                best = (l, i);
+            }
+        }
+        for c in self.penalized() {
+            if c.logit > best.0 || (c.logit == best.0 && (c.id as usize) < best.1) {
+                best = (c.logit, c.id as usize);
+            }
+        }
+        best.1 as u32
+    }
+
+    /// Penalized candidates of the window ids.
+    fn penalized(&self) -> impl Iterator<Item = Cand> + '_ {
+        self.pen.iter().map(|&(id, count)| Cand {
+            id,
+            logit: self.penalize(self.raw(id as usize), count),
+        })
+    }
+
+    /// The `k` best candidates, sorted (logit desc, id asc), appended to `out`.
+    fn top_k_into(&self, k: usize, out: &mut Vec<Cand>) {
+        let mut thresh = f32::NEG_INFINITY;
+        let insert = |out: &mut Vec<Cand>, c: Cand, thresh: &mut f32| {
+            if out.len() == k && by_logit_desc(&c, &out[k - 1]) != std::cmp::Ordering::Less {
+                return;
+            }
+            let pos = out.partition_point(|x| by_logit_desc(x, &c) == std::cmp::Ordering::Less);
+            if out.len() == k {
+                out.pop();
+            }
+            out.insert(pos, c);
+            if out.len() == k {
+                *thresh = out[k - 1].logit;
+            }
+        };
+        for (i, &l) in self.logits.iter().enumerate() {
+            // `>=` so equal logits with a lower id than the last kept can still enter; NaN fails.
+            if l >= thresh && !self.in_window(i) {
+                insert(
+                    out,
+                    Cand {
+                        id: i as u32,
+                        logit: l,
+                    },
+                    &mut thresh,
+                );
+            }
+        }
+        for c in self.penalized() {
+            insert(out, c, &mut thresh);
+        }
+    }
+}
+
+/// Make `cands[..need]` hold the `need` best candidates in order, sorting further chunks of the
+/// unsorted tail as needed (`sorted` = how many are in final position).
+fn ensure_sorted(cands: &mut [Cand], sorted: &mut usize, need: usize) {
+    while *sorted < need.min(cands.len()) {
+        let rest = &mut cands[*sorted..];
+        let chunk = (*sorted).max(64).min(rest.len());
+        if chunk < rest.len() {
+            rest.select_nth_unstable_by(chunk - 1, by_logit_desc);
+        }
+        rest[..chunk].sort_unstable_by(by_logit_desc);
+        *sorted += chunk;
+    }
 }
 
 fn seed_from_time() -> u64 {

@@ -152,6 +152,62 @@ fn top_k_1_is_greedy() {
     }
 }
 
+/// With penalties, greedy and top-k = 1 both pick the argmax of the penalized logits, computed
+/// here by hand.
+#[test]
+fn penalized_argmax_three_ways() {
+    let n = 2000;
+    let base = SamplerParams {
+        repeat_penalty: 1.7,
+        freq_penalty: 0.3,
+        presence_penalty: 0.5,
+        repeat_last_n: 16,
+        seed: 9,
+        ..SamplerParams::greedy()
+    };
+    let mut greedy = Sampler::new(base, n);
+    let mut topk1 = Sampler::new(
+        SamplerParams {
+            temp: 0.9,
+            top_k: 1,
+            ..base
+        },
+        n,
+    );
+    let mut window: Vec<u32> = Vec::new();
+    for step in 0..200u64 {
+        let l = logits(n, step);
+        // Make recent tokens likely so the penalties matter.
+        let mut l2 = l.clone();
+        for &t in &window {
+            l2[t as usize] += 3.0;
+        }
+        let mut want = l2.clone();
+        for (id, w) in want.iter_mut().enumerate() {
+            let count = window.iter().filter(|&&t| t as usize == id).count();
+            if count > 0 {
+                *w = if *w <= 0.0 { *w * 1.7 } else { *w / 1.7 };
+                *w -= count as f32 * 0.3 + 0.5;
+            }
+        }
+        let id = argmax(&want);
+        assert_eq!(greedy.sample(&l2), id, "step {step}");
+        assert_eq!(topk1.sample(&l2), id, "step {step}");
+        // Feed a mix of the chosen token and others.
+        let next = if step % 3 == 0 {
+            id
+        } else {
+            (step * 37 % n as u64) as u32
+        };
+        greedy.accept(next);
+        topk1.accept(next);
+        window.push(next);
+        if window.len() > 16 {
+            window.remove(0);
+        }
+    }
+}
+
 #[test]
 fn seeds_are_reproducible() {
     let run = |seed: u64| -> Vec<u32> {
@@ -363,4 +419,55 @@ fn stop_matcher_streams() {
     assert_eq!(m.push("a\nUs").text, "a");
     assert_eq!(m.push("ed").text, "\nUsed");
     assert_eq!(m.finish(), "");
+}
+
+/// Time per sampled token at Qwen's vocabulary size. Run with
+/// `cargo test --release --test sampler -- --ignored --nocapture speed`.
+#[test]
+#[ignore]
+fn speed_sampler() {
+    let n_vocab = 151_936;
+    let l = logits(n_vocab, 3);
+    let cases = [
+        ("greedy", SamplerParams::greedy()),
+        (
+            "default (top-k 40, top-p 0.95, min-p 0.05, temp 0.8)",
+            SamplerParams {
+                seed: 1,
+                ..SamplerParams::default()
+            },
+        ),
+        (
+            "default + repeat penalty 1.1",
+            SamplerParams {
+                seed: 1,
+                repeat_penalty: 1.1,
+                ..SamplerParams::default()
+            },
+        ),
+        (
+            "top-k off (full sort)",
+            SamplerParams {
+                seed: 1,
+                top_k: 0,
+                ..SamplerParams::default()
+            },
+        ),
+    ];
+    for (name, p) in cases {
+        let mut s = Sampler::new(p, n_vocab);
+        for i in 0..64 {
+            s.accept(i * 7);
+        }
+        let reps = 50;
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            let id = s.sample(std::hint::black_box(&l));
+            s.accept(id);
+        }
+        eprintln!(
+            "{name}: {:.3} ms per token",
+            t0.elapsed().as_secs_f64() * 1e3 / reps as f64
+        );
+    }
 }
