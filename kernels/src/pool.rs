@@ -1,11 +1,17 @@
 //! A small thread pool for the hot loops: no allocation per parallel call.
 //!
-//! `ThreadPool::run(&f)` calls `f(thread_index, n_threads)` once on every thread (the caller is
-//! thread 0) and returns when all calls are done. Workers wait for work by spinning briefly on an
-//! atomic generation counter, then park (a futex wait in std's Linux parker); the caller does the
-//! same while it waits for the last worker. A decode step calls `run` a few hundred times per
-//! token, so the hand-off has to cost microseconds, and it must not allocate: the job is passed as
-//! a pointer to the caller's closure plus a monomorphised trampoline, both stored in the pool.
+//! `ThreadPool::run(&f)` calls `f(i, n_threads)` once for every work index `i` in `0..n_threads`
+//! and returns when all calls are done. The caller runs index 0 and then claims any index that no
+//! worker has claimed yet, so a worker that the OS has not scheduled (a busy machine) delays
+//! nothing: like rayon's `join`, work goes to whichever thread is actually running. Indices are
+//! claimed with a compare-and-swap on one word holding (generation, next index), so a late worker
+//! can never claim an index of a newer call.
+//!
+//! Workers wait for a new generation by spinning briefly, then park (a futex wait in std's Linux
+//! parker); the caller does the same while it waits for claimed indices to finish. A decode step
+//! calls `run` a few hundred times per token, so the hand-off has to cost microseconds, and it must
+//! not allocate: the job is passed as a pointer to the caller's closure plus a monomorphised
+//! trampoline, both stored in the pool.
 //!
 //! A panic in `f` on any thread is caught, every other thread is still waited for (they borrow
 //! the caller's stack), and the first panic is then resumed on the caller.
@@ -45,25 +51,50 @@ unsafe fn trampoline<F: Fn(usize, usize) + Sync>(data: *const (), i: usize, n: u
 }
 
 struct Shared {
-    /// Bumped (Release) by the caller after writing `job`/`caller`; workers wait for a change.
-    generation: AtomicU64,
-    /// Workers still running the current job.
-    remaining: AtomicUsize,
+    /// (generation << 32) | next unclaimed index. The caller stores (g, 1) with Release after
+    /// writing `job`/`caller`/`n_items`; a claimer CASes (g, i) -> (g, i + 1) with Acquire.
+    claim: AtomicU64,
+    /// Indices of the current generation finished (panicked ones included).
+    done: AtomicUsize,
     shutdown: AtomicBool,
-    /// Written only by the thread holding `run_lock`, before `generation` is bumped; read by
-    /// workers after they observe the new generation (Acquire), before they decrement `remaining`.
+    /// Written only by the thread holding `run_lock` while no index of the previous generation is
+    /// running (`done` reached the count); read by a claimer after its successful CAS, before it
+    /// increments `done`, so the write happens-before the read and the value stays unchanged.
     job: UnsafeCell<Option<Job>>,
-    /// The thread that called `run`, to unpark when the last worker finishes.
+    /// The thread that called `run`, to unpark when the last index finishes.
     caller: UnsafeCell<Option<Thread>>,
     /// First panic payload caught on a worker (allocation only happens on a panic).
     panic: Mutex<Option<Box<dyn Any + Send + 'static>>>,
 }
 
-// SAFETY: the UnsafeCells are written only by the `run_lock` holder while no worker reads them
-// (all workers finished the previous job: `remaining` was 0) and read by workers only between
-// observing a new generation and decrementing `remaining`; the generation Release/Acquire pair
-// orders the writes before the reads. `Job::data` points to an `F: Sync`, so sharing it across
-// threads is sound.
+const IDX_MASK: u64 = 0xFFFF_FFFF;
+
+impl Shared {
+    /// Claims the next index of generation `gen` below `n`, if any.
+    #[inline]
+    fn try_claim(&self, gen: u64, n: usize) -> Option<usize> {
+        let mut cur = self.claim.load(Ordering::Acquire);
+        loop {
+            if cur >> 32 != gen || (cur & IDX_MASK) as usize >= n {
+                return None;
+            }
+            match self.claim.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some((cur & IDX_MASK) as usize),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+// SAFETY: the UnsafeCells are written only by the `run_lock` holder while no claimed index is
+// running, and read only by a thread that has claimed an index of the current generation (the
+// Release store of `claim` / Acquire CAS pair orders the writes before the reads) and not yet
+// marked it done. `Job::data` points to an `F: Sync`, so sharing it across threads is sound.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; nothing in `Shared` is tied to the thread that created it.
 unsafe impl Send for Shared {}
@@ -93,8 +124,8 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> Self {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
-            generation: AtomicU64::new(0),
-            remaining: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             job: UnsafeCell::new(None),
             caller: UnsafeCell::new(None),
@@ -106,7 +137,7 @@ impl ThreadPool {
             let shared = Arc::clone(&shared);
             let handle = thread::Builder::new()
                 .name(format!("ferrolm-worker-{index}"))
-                .spawn(move || worker_loop(&shared, index, n_threads))
+                .spawn(move || worker_loop(&shared, n_threads))
                 .expect("failed to spawn a thread-pool worker");
             workers.push(handle.thread().clone());
             handles.push(handle);
@@ -155,8 +186,8 @@ impl ThreadPool {
             }
         };
         let sh = &*self.shared;
-        // SAFETY: we hold `run_lock`, and the previous job finished (`remaining` reached 0 before
-        // the previous `run` returned), so no worker reads these cells now.
+        // SAFETY: we hold `run_lock`, and every index of the previous generation finished (`done`
+        // reached n before the previous `run` returned), so no thread reads these cells now.
         unsafe {
             *sh.job.get() = Some(Job {
                 data: f as *const F as *const (),
@@ -164,22 +195,34 @@ impl ThreadPool {
             });
             *sh.caller.get() = Some(thread::current());
         }
-        sh.remaining.store(n - 1, Ordering::Relaxed);
-        sh.generation.fetch_add(1, Ordering::Release);
+        sh.done.store(0, Ordering::Relaxed);
+        let gen = ((sh.claim.load(Ordering::Relaxed) >> 32) + 1) & IDX_MASK;
+        // Index 0 is the caller's.
+        sh.claim.store((gen << 32) | 1, Ordering::Release);
         for w in &self.workers {
             // Cheap when the worker is spinning (an atomic swap); a futex wake when it is parked.
             w.unpark();
         }
 
-        let mine = panic::catch_unwind(AssertUnwindSafe(|| f(0, n)));
+        let mut mine = panic::catch_unwind(AssertUnwindSafe(|| f(0, n)));
+        let mut ran = 1;
+        // Take over the indices no worker has claimed yet.
+        while let Some(i) = sh.try_claim(gen, n) {
+            let r = panic::catch_unwind(AssertUnwindSafe(|| f(i, n)));
+            if mine.is_ok() {
+                mine = r;
+            }
+            ran += 1;
+        }
+        sh.done.fetch_add(ran, Ordering::AcqRel);
 
-        // Wait for the workers: they borrow `f`, which lives on our stack.
+        // Wait for the indices workers claimed: they borrow `f`, which lives on our stack.
         let start = Instant::now();
         let mut spins = 0u32;
-        while sh.remaining.load(Ordering::Acquire) != 0 {
+        while sh.done.load(Ordering::Acquire) != n {
             spins = spins.wrapping_add(1);
             if spins % 64 == 0 && start.elapsed() > SPIN_FOR {
-                // The last worker unparks us; a stale unpark token only costs one more loop.
+                // The last finisher unparks us; a stale unpark token only costs one more loop.
                 thread::park_timeout(Duration::from_millis(1));
             } else {
                 std::hint::spin_loop();
@@ -199,14 +242,17 @@ impl ThreadPool {
     }
 }
 
-fn worker_loop(sh: &Shared, index: usize, n_threads: usize) {
+fn worker_loop(sh: &Shared, n_threads: usize) {
     let mut seen = 0u64;
     loop {
         // Wait for a new generation: spin, then park.
         let start = Instant::now();
         let mut spins = 0u32;
         let gen = loop {
-            let g = sh.generation.load(Ordering::Acquire);
+            if sh.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let g = sh.claim.load(Ordering::Acquire) >> 32;
             if g != seen {
                 break g;
             }
@@ -218,31 +264,30 @@ fn worker_loop(sh: &Shared, index: usize, n_threads: usize) {
             }
         };
         seen = gen;
-        if sh.shutdown.load(Ordering::Acquire) {
-            return;
-        }
-        // SAFETY: we observed the new generation with Acquire, so the caller's writes to `job`
-        // and `caller` are visible, and they stay unchanged until we decrement `remaining`.
-        let (job, caller) = unsafe { (*sh.job.get(), (*sh.caller.get()).clone()) };
-        if let Some(job) = job {
-            let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: `job.data` is the caller's `&F`, alive until `remaining` reaches 0,
-                // and `job.call` is `trampoline::<F>` for that same `F`.
-                unsafe { (job.call)(job.data, index, n_threads) }
-            }));
-            if let Err(payload) = result {
-                let mut slot = match sh.panic.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
-                if slot.is_none() {
-                    *slot = Some(payload);
+        while let Some(i) = sh.try_claim(gen, n_threads) {
+            // SAFETY: we hold a claimed index of generation `gen`, so the caller's writes to
+            // `job`/`caller` are visible (Acquire CAS) and stay unchanged until we mark it done.
+            let (job, caller) = unsafe { (*sh.job.get(), (*sh.caller.get()).clone()) };
+            if let Some(job) = job {
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                    // SAFETY: `job.data` is the caller's `&F`, alive until every index is done,
+                    // and `job.call` is `trampoline::<F>` for that same `F`.
+                    unsafe { (job.call)(job.data, i, n_threads) }
+                }));
+                if let Err(payload) = result {
+                    let mut slot = match sh.panic.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    if slot.is_none() {
+                        *slot = Some(payload);
+                    }
                 }
             }
-        }
-        if sh.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(c) = caller {
-                c.unpark();
+            if sh.done.fetch_add(1, Ordering::AcqRel) + 1 == n_threads {
+                if let Some(c) = caller {
+                    c.unpark();
+                }
             }
         }
     }
@@ -251,7 +296,6 @@ fn worker_loop(sh: &Shared, index: usize, n_threads: usize) {
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
-        self.shared.generation.fetch_add(1, Ordering::Release);
         for w in &self.workers {
             w.unpark();
         }
