@@ -2,10 +2,12 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod eval;
 mod inspect;
 mod perplexity;
 mod run;
+mod synth;
 mod tokenize;
 
 /// Boxed error for the CLI: every subcommand's failure becomes one line on stderr.
@@ -32,6 +34,10 @@ pub enum Command {
     Detokenize(tokenize::DetokenizeArgs),
     /// Perplexity of a text file, as llama-perplexity computes it.
     Perplexity(perplexity::Args),
+    /// Measure prompt processing and generation speed (as llama-bench), memory and load time.
+    Bench(bench::Args),
+    /// Write a GGUF with random weights in the shape of a named model (for benchmarks).
+    Synth(synth::Args),
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -42,6 +48,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Tokenize(a) => tokenize::tokenize(a),
         Command::Detokenize(a) => tokenize::detokenize(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Synth(a) => synth::run(a),
     }
 }
 

@@ -1,0 +1,237 @@
+//! `ferrolm bench`: prompt processing (pp: a batch of N prompt tokens) and text generation (tg: N
+//! tokens one at a time) in tokens/s, mean ± stddev over repetitions, as llama-bench measures them;
+//! plus model load time, peak RSS and its anonymous part, and this machine's read bandwidth measured
+//! in the same run so tg can be read as a fraction of it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrolm::kernels::pool::ThreadPool;
+use ferrolm::model::{Context, ContextParams, Logits, Model};
+
+use super::CliError;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The GGUF model (default: the fetched SmolLM2).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// Prompt lengths to test (0 skips pp).
+    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (0 skips tg).
+    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Thread counts to test.
+    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub reps: u32,
+    /// Output format: md or json.
+    #[arg(short = 'o', long = "output", default_value = "md", value_parser = ["md", "json"])]
+    pub output: String,
+    /// Prefill batch size.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch: usize,
+    /// Skip the memory-bandwidth measurement.
+    #[arg(long = "no-bandwidth")]
+    pub no_bandwidth: bool,
+}
+
+struct TestResult {
+    n_prompt: usize,
+    n_gen: usize,
+    n_threads: usize,
+    samples: Vec<f64>,
+}
+
+impl TestResult {
+    fn avg(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len() as f64
+    }
+    fn stddev(&self) -> f64 {
+        if self.samples.len() < 2 {
+            return 0.0;
+        }
+        let m = self.avg();
+        (self.samples.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (self.samples.len() - 1) as f64).sqrt()
+    }
+    fn name(&self) -> String {
+        if self.n_prompt > 0 {
+            format!("pp{}", self.n_prompt)
+        } else {
+            format!("tg{}", self.n_gen)
+        }
+    }
+}
+
+/// Peak resident set (VmHWM) and current anonymous resident memory (RssAnon), in bytes, from
+/// /proc/self/status (Linux); zeros elsewhere.
+pub fn memory() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |k: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmHWM:"), field("RssAnon:"))
+}
+
+/// Read bandwidth in bytes/s with `threads` threads summing a 1 GiB buffer (best of 3).
+pub fn read_bandwidth(threads: usize) -> f64 {
+    const N: usize = 1 << 27; // u64s = 1 GiB
+    let buf: Vec<u64> = (0..N as u64).collect();
+    let pool = ThreadPool::new(threads);
+    let mut best = 0.0f64;
+    let sink = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..3 {
+        let t = Instant::now();
+        pool.run(&|i, n| {
+            let chunk = N.div_ceil(n);
+            let part = &buf[(i * chunk).min(N)..((i + 1) * chunk).min(N)];
+            let mut acc = [0u64; 8];
+            for c in part.chunks_exact(8) {
+                for k in 0..8 {
+                    acc[k] = acc[k].wrapping_add(c[k]);
+                }
+            }
+            sink.fetch_add(acc.iter().fold(0, |a, &b| a.wrapping_add(b)), std::sync::atomic::Ordering::Relaxed);
+        });
+        best = best.max((N * 8) as f64 / t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink.load(std::sync::atomic::Ordering::Relaxed));
+    best
+}
+
+/// Deterministic token ids in [0, n_vocab).
+fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 33) % n_vocab as u64) as u32
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let path = args.model.clone().unwrap_or_else(super::default_model);
+    let t0 = Instant::now();
+    let model = Arc::new(Model::load(&path)?);
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let cfg = model.config().clone();
+    let nv = cfg.n_vocab;
+    let weight_bytes = model.weight_bytes();
+    let max_ctx = args.n_prompt.iter().chain(&args.n_gen).copied().max().unwrap_or(1).max(1);
+    if max_ctx > cfg.n_ctx_train.max(1) * 4 {
+        return Err(format!("test length {max_ctx} is far beyond the model's context {}", cfg.n_ctx_train).into());
+    }
+    if args.threads.contains(&0) {
+        return Err("thread counts must be at least 1".into());
+    }
+
+    // Load → first token ready: map, validate, create a context, decode one token (warm cache).
+    let t1 = Instant::now();
+    let m2 = Arc::new(Model::load(&path)?);
+    let mut c2 = Context::new(m2, ContextParams { n_ctx: 16, ..Default::default() })?;
+    c2.eval(&[0], Logits::Last)?;
+    let ready_ms = t1.elapsed().as_secs_f64() * 1e3;
+    drop(c2);
+
+    let bw: Vec<(usize, f64)> =
+        if args.no_bandwidth { Vec::new() } else { args.threads.iter().map(|&t| (t, read_bandwidth(t))).collect() };
+
+    let mut results = Vec::new();
+    let mut kv_bytes = 0usize;
+    for &t in &args.threads {
+        let mut tests: Vec<(usize, usize)> = args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)).collect();
+        tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
+        for (p, n) in tests {
+            let n_ctx = (p + n).max(16);
+            let mut ctx = Context::new(
+                Arc::clone(&model),
+                ContextParams { n_ctx, n_batch: args.batch.clamp(1, n_ctx), n_threads: t, ..Default::default() },
+            )?;
+            kv_bytes = kv_bytes.max(ctx.kv_cache().size_bytes());
+            // Warm-up run (as llama-bench does).
+            ctx.eval(&tokens(p.clamp(1, 16), nv, 7), Logits::Last)?;
+            let mut samples = Vec::new();
+            for r in 0..args.reps {
+                ctx.reset();
+                let ids = tokens(p.max(n), nv, 42 + r as u64);
+                let start = Instant::now();
+                if p > 0 {
+                    ctx.eval(&ids[..p], Logits::Last)?;
+                } else {
+                    for &id in &ids[..n] {
+                        ctx.eval(&[id], Logits::Last)?;
+                    }
+                }
+                samples.push((p + n) as f64 / start.elapsed().as_secs_f64());
+            }
+            let r = TestResult { n_prompt: p, n_gen: n, n_threads: t, samples };
+            if args.output == "md" {
+                eprintln!("  {} t={} {:.2} ± {:.2} t/s", r.name(), t, r.avg(), r.stddev());
+            }
+            results.push(r);
+        }
+    }
+    let (peak_rss, anon) = memory();
+    let file = path.file_name().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let backend = ferrolm::kernels::dispatch::kernels().backend.name();
+    if args.output == "json" {
+        let tests: Vec<_> = results
+            .iter()
+            .map(|r| {
+                let bwf = bw.iter().find(|(t, _)| *t == r.n_threads).map(|(_, b)| *b);
+                serde_json::json!({
+                    "model_filename": file, "model_size": weight_bytes, "n_params": null,
+                    "n_prompt": r.n_prompt, "n_gen": r.n_gen, "n_threads": r.n_threads, "n_batch": args.batch,
+                    "avg_ts": r.avg(), "stddev_ts": r.stddev(), "samples_ts": r.samples,
+                    "backend": backend,
+                    "read_bandwidth_bytes_per_s": bwf,
+                    "bandwidth_fraction": if r.n_gen > 0 { bwf.map(|b| r.avg() * weight_bytes as f64 / b) } else { None },
+                })
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "load_ms": load_ms, "ready_ms": ready_ms, "peak_rss_bytes": peak_rss, "anon_rss_bytes": anon,
+            "kv_cache_bytes": kv_bytes, "weight_bytes": weight_bytes,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"tests": tests, "summary": summary}))?)?;
+    } else {
+        writeln!(out, "| model | size | backend | threads | test | t/s | of read bandwidth |")?;
+        writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: |")?;
+        for r in &results {
+            let frac = match (r.n_gen > 0, bw.iter().find(|(t, _)| *t == r.n_threads)) {
+                (true, Some((_, b))) => format!("{:.0}% of {:.1} GB/s", 100.0 * r.avg() * weight_bytes as f64 / b, b / 1e9),
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "| {file} | {:.0} MiB | {backend} | {} | {} | {:.2} ± {:.2} | {frac} |",
+                weight_bytes as f64 / (1 << 20) as f64,
+                r.n_threads,
+                r.name(),
+                r.avg(),
+                r.stddev()
+            )?;
+        }
+        writeln!(
+            out,
+            "\nload {load_ms:.1} ms, load → first token {ready_ms:.1} ms; peak RSS {:.1} MiB, anonymous {:.1} MiB (KV cache {:.1} MiB)",
+            peak_rss as f64 / (1 << 20) as f64,
+            anon as f64 / (1 << 20) as f64,
+            kv_bytes as f64 / (1 << 20) as f64
+        )?;
+    }
+    Ok(())
+}

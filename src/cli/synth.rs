@@ -1,0 +1,261 @@
+//! `ferrolm synth`: write a GGUF with random weights in the shape of a named model, in any type we
+//! run. Speed does not depend on trained values, so users can size their hardware with it (and the
+//! benchmarks use it for models too large to ship).
+
+use std::io::BufWriter;
+use std::path::PathBuf;
+
+use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+use ferrolm::kernels::GgmlType;
+use half::f16;
+
+use super::CliError;
+
+/// A model shape.
+pub struct Shape {
+    pub name: &'static str,
+    pub arch: &'static str,
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub n_ff: u64,
+    pub n_vocab: u64,
+    pub n_ctx: u64,
+    pub rope_base: f32,
+    pub tied: bool,
+}
+
+pub const SHAPES: &[Shape] = &[
+    Shape { name: "tinyllama-1.1b", arch: "llama", n_embd: 2048, n_layer: 22, n_head: 32, n_head_kv: 4, n_ff: 5632, n_vocab: 32000, n_ctx: 2048, rope_base: 10000.0, tied: false },
+    Shape { name: "llama-3.2-1b", arch: "llama", n_embd: 2048, n_layer: 16, n_head: 32, n_head_kv: 8, n_ff: 8192, n_vocab: 128256, n_ctx: 131072, rope_base: 500000.0, tied: true },
+    Shape { name: "qwen2.5-0.5b", arch: "qwen2", n_embd: 896, n_layer: 24, n_head: 14, n_head_kv: 2, n_ff: 4864, n_vocab: 151936, n_ctx: 32768, rope_base: 1000000.0, tied: true },
+    Shape { name: "smollm2-135m", arch: "llama", n_embd: 576, n_layer: 30, n_head: 9, n_head_kv: 3, n_ff: 1536, n_vocab: 49152, n_ctx: 8192, rope_base: 100000.0, tied: true },
+];
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model shape: tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, smollm2-135m.
+    #[arg(long, default_value = "tinyllama-1.1b")]
+    pub shape: String,
+    /// Weight type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, or the mixes Q4_K_M, Q5_K_M.
+    #[arg(long = "type", default_value = "Q4_0")]
+    pub ty: String,
+    /// Output file.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// llama.cpp's `use_more_bits`: the layers that get more bits for attn_v / ffn_down in `_M` mixes.
+fn use_more_bits(i: u64, n: u64) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
+}
+
+/// Per-tensor type for a base type or mix, as llama-quantize chooses for these shapes (all widths
+/// are multiples of 256, so no fallbacks).
+fn tensor_type(mix: &str, base: GgmlType, name: &str, layer: Option<u64>, n_layer: u64) -> GgmlType {
+    let m = mix.to_ascii_uppercase();
+    let is_output = name == "output.weight";
+    if is_output {
+        return match base {
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 => base,
+            _ => GgmlType::Q6_K,
+        };
+    }
+    if m.ends_with("_M") {
+        let more = |i: Option<u64>| i.is_some_and(|i| use_more_bits(i, n_layer));
+        if (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight")) && more(layer) {
+            return GgmlType::Q6_K;
+        }
+    }
+    base
+}
+
+fn base_type(mix: &str) -> Result<GgmlType, CliError> {
+    let m = mix.to_ascii_uppercase();
+    let t = match m.as_str() {
+        "Q4_K_M" | "Q4_K_S" => GgmlType::Q4_K,
+        "Q5_K_M" | "Q5_K_S" => GgmlType::Q5_K,
+        other => GgmlType::from_name(other).ok_or_else(|| format!("unknown type '{mix}'"))?,
+    };
+    if matches!(t, GgmlType::Q8_1 | GgmlType::Q8_K) {
+        return Err(format!("{t} is an activation format, not a weight type").into());
+    }
+    Ok(t)
+}
+
+/// SplitMix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// Random tensor bytes of type `ty`: random quantized values with small, finite scales.
+fn random_bytes(ty: GgmlType, n_bytes: usize, rng: &mut Rng, scale: f32) -> Vec<u8> {
+    let mut b = vec![0u8; n_bytes];
+    for c in b.chunks_mut(8) {
+        let r = rng.next().to_le_bytes();
+        c.copy_from_slice(&r[..c.len()]);
+    }
+    let small = |rng: &mut Rng| f16::from_f32(scale * (0.5 + 0.5 * rng.unit().abs()) / 16.0).to_le_bytes();
+    let bb = ty.block_bytes();
+    match ty {
+        GgmlType::F32 => {
+            for c in b.chunks_exact_mut(4) {
+                c.copy_from_slice(&(scale * rng.unit()).to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&f16::from_f32(scale * rng.unit()).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&half::bf16::from_f32(scale * rng.unit()).to_le_bytes());
+            }
+        }
+        // Scales (and mins) at the start of the block.
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => {
+            for blk in b.chunks_exact_mut(bb) {
+                blk[..2].copy_from_slice(&small(rng));
+            }
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
+            for blk in b.chunks_exact_mut(bb) {
+                blk[..2].copy_from_slice(&small(rng));
+                blk[2..4].copy_from_slice(&small(rng));
+            }
+        }
+        // d at the end of the block.
+        GgmlType::Q6_K | GgmlType::Q3_K => {
+            for blk in b.chunks_exact_mut(bb) {
+                let s = small(rng);
+                blk[bb - 2..].copy_from_slice(&s);
+            }
+        }
+        GgmlType::Q2_K => {
+            for blk in b.chunks_exact_mut(bb) {
+                let (s, m) = (small(rng), small(rng));
+                blk[bb - 4..bb - 2].copy_from_slice(&s);
+                blk[bb - 2..].copy_from_slice(&m);
+            }
+        }
+        GgmlType::Q8_1 | GgmlType::Q8_K => unreachable!("rejected by base_type"),
+    }
+    b
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let shape = SHAPES
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case(&args.shape))
+        .ok_or_else(|| {
+            let names: Vec<&str> = SHAPES.iter().map(|s| s.name).collect();
+            format!("unknown shape '{}' (known: {})", args.shape, names.join(", "))
+        })?;
+    let base = base_type(&args.ty)?;
+    if args.output.exists() && !args.force {
+        return Err(format!("{} exists (pass --force to overwrite)", args.output.display()).into());
+    }
+    let s = shape;
+    let a = s.arch;
+    let hd = s.n_embd / s.n_head;
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", OwnedValue::Str(a.into()));
+    w.set("general.name", OwnedValue::Str(format!("synthetic {} {}", s.name, args.ty)));
+    w.set(&format!("{a}.context_length"), OwnedValue::U32(s.n_ctx as u32));
+    w.set(&format!("{a}.embedding_length"), OwnedValue::U32(s.n_embd as u32));
+    w.set(&format!("{a}.block_count"), OwnedValue::U32(s.n_layer as u32));
+    w.set(&format!("{a}.feed_forward_length"), OwnedValue::U32(s.n_ff as u32));
+    w.set(&format!("{a}.attention.head_count"), OwnedValue::U32(s.n_head as u32));
+    w.set(&format!("{a}.attention.head_count_kv"), OwnedValue::U32(s.n_head_kv as u32));
+    w.set(&format!("{a}.rope.freq_base"), OwnedValue::F32(s.rope_base));
+    w.set(&format!("{a}.attention.layer_norm_rms_epsilon"), OwnedValue::F32(1e-5));
+    w.set(&format!("{a}.vocab_size"), OwnedValue::U32(s.n_vocab as u32));
+    w.set("general.quantization_version", OwnedValue::U32(2));
+
+    // (name, dims, layer, is_vector)
+    let mut specs: Vec<(String, Vec<u64>, Option<u64>)> = vec![("token_embd.weight".into(), vec![s.n_embd, s.n_vocab], None)];
+    specs.push(("output_norm.weight".into(), vec![s.n_embd], None));
+    if !s.tied {
+        specs.push(("output.weight".into(), vec![s.n_embd, s.n_vocab], None));
+    }
+    for i in 0..s.n_layer {
+        let n = |x: &str| format!("blk.{i}.{x}");
+        specs.push((n("attn_norm.weight"), vec![s.n_embd], Some(i)));
+        specs.push((n("attn_q.weight"), vec![s.n_embd, s.n_head * hd], Some(i)));
+        specs.push((n("attn_k.weight"), vec![s.n_embd, s.n_head_kv * hd], Some(i)));
+        specs.push((n("attn_v.weight"), vec![s.n_embd, s.n_head_kv * hd], Some(i)));
+        if a == "qwen2" {
+            specs.push((n("attn_q.bias"), vec![s.n_head * hd], Some(i)));
+            specs.push((n("attn_k.bias"), vec![s.n_head_kv * hd], Some(i)));
+            specs.push((n("attn_v.bias"), vec![s.n_head_kv * hd], Some(i)));
+        }
+        specs.push((n("attn_output.weight"), vec![s.n_head * hd, s.n_embd], Some(i)));
+        specs.push((n("ffn_norm.weight"), vec![s.n_embd], Some(i)));
+        specs.push((n("ffn_gate.weight"), vec![s.n_embd, s.n_ff], Some(i)));
+        specs.push((n("ffn_up.weight"), vec![s.n_embd, s.n_ff], Some(i)));
+        specs.push((n("ffn_down.weight"), vec![s.n_ff, s.n_embd], Some(i)));
+    }
+    let mut types = Vec::with_capacity(specs.len());
+    for (name, dims, layer) in &specs {
+        let ty = if dims.len() == 1 {
+            GgmlType::F32
+        } else if name == "token_embd.weight" && s.tied {
+            // Tied embeddings double as the output: llama-quantize gives them the output's type.
+            tensor_type(&args.ty, base, "output.weight", None, s.n_layer)
+        } else {
+            tensor_type(&args.ty, base, name, *layer, s.n_layer)
+        };
+        w.add_tensor(TensorSpec { name: name.clone(), ty, dims: dims.clone() })?;
+        types.push(ty);
+    }
+    // Write to a temporary file beside the target, then rename: no half-written output.
+    let dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(".{}.partial", args.output.file_name().and_then(|n| n.to_str()).unwrap_or("synth")));
+    let result = (|| -> Result<(), CliError> {
+        let f = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let mut stream = w.begin(BufWriter::with_capacity(1 << 20, f))?;
+        let mut rng = Rng(args.seed);
+        for ((name, dims, _), ty) in specs.iter().zip(&types) {
+            let spec = TensorSpec { name: name.clone(), ty: *ty, dims: dims.clone() };
+            let n = spec.n_bytes().ok_or("tensor size overflows")? as usize;
+            let bytes = if dims.len() == 1 {
+                // Norm weights near 1, biases near 0.
+                let v: f32 = if name.contains("norm") { 1.0 } else { 0.0 };
+                (0..dims[0]).flat_map(|_| (v + 0.01 * rng.unit()).to_le_bytes()).collect()
+            } else {
+                random_bytes(*ty, n, &mut rng, 0.05)
+            };
+            stream.write_tensor(&bytes)?;
+        }
+        let f = stream.finish()?.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &args.output)?;
+    let size = std::fs::metadata(&args.output)?.len();
+    eprintln!("wrote {} ({} {}, {:.1} MB)", args.output.display(), s.name, args.ty, size as f64 / 1e6);
+    Ok(())
+}
