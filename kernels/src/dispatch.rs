@@ -211,7 +211,7 @@ pub fn build_scalar_table() -> KernelTable {
     let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);
 
     // A weight format whose activation quantizer is its reference quantizer:
-    // (type, partner type, block, partner block, module, quantize, dequantize, vec_dot).
+    // (type, partner type, block, partner block, quantize_ref, dequantize, vec_dot).
     macro_rules! weight {
         ($ty:expr, $vt:expr, $B:ty, $A:ty, $q:path, $dq:path, $dot:path) => {{
             let q = quant_fn!($B, $q);
