@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The whole test suite, as a fresh machine runs it (README's test command; CI runs it via .ci/run):
+#
+#   1. fetch the real models and the Brown corpus into models/ (sha256-verified, cached),
+#      and build the Hugging Face test checkpoints from them (when the script for it exists);
+#   2. make sure gguf-py (pip: gguf==0.19.0) is importable, for tests/gguf_py.rs;
+#   3. check the checked-in C header is current (when the FFI's check script exists);
+#   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2);
+#   5. a short run of the gguf_reader fuzz target as a standalone driver (keeps fuzz/ building);
+#   6. the workspace tests for aarch64 under qemu (scripts/test-aarch64.sh; it says "skipped" and
+#      exits 0 when the cross toolchain is absent: scripts/install-aarch64.sh installs it).
+#
+# Exits non-zero on the first failure. About 10-15 minutes on 2 cores with the models cached.
+# Environment: FERROLM_TEST_FUZZ_SECONDS (default 20; 0 skips step 5),
+#              FERROLM_TEST_AARCH64=0 skips step 6.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# rustup's cargo, also when the caller's PATH lacks it (cron, sudo, CI shells).
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+t0=$SECONDS
+step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) "$*"; }
+
+step "models: scripts/fetch-models.sh all"
+scripts/fetch-models.sh all
+if [ -f scripts/make-hf-fixtures.sh ]; then
+  step "Hugging Face test checkpoints: scripts/make-hf-fixtures.sh"
+  bash scripts/make-hf-fixtures.sh
+fi
+
+step "gguf-py 0.19.0 (for tests/gguf_py.rs)"
+gguf_py_ok() {
+  python3 -c 'import gguf, importlib.metadata as m, sys; sys.exit(m.version("gguf") != "0.19.0")' 2>/dev/null
+}
+if gguf_py_ok; then
+  echo "gguf $(python3 -c 'import importlib.metadata as m; print(m.version("gguf"))') already installed"
+else
+  pip_install() { python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location "$@" gguf==0.19.0; }
+  # A Debian system Python refuses plain installs (PEP 668): then install for this user.
+  pip_install || pip_install --user --break-system-packages
+  gguf_py_ok || { echo "error: gguf==0.19.0 is still not importable by python3 after pip install" >&2; exit 1; }
+fi
+
+# Hook for the C ABI: once include/ferrolm.h and its generator exist, scripts/check-header.sh
+# regenerates the header and fails if the checked-in one differs. Skipped until that script lands.
+if [ -f scripts/check-header.sh ]; then
+  step "C header is current: scripts/check-header.sh"
+  bash scripts/check-header.sh
+fi
+
+step "x86-64: cargo test --workspace"
+cargo test --workspace
+
+fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
+if [ "$fuzz_secs" != 0 ]; then
+  step "fuzz smoke: gguf_reader as a standalone driver for ${fuzz_secs}s on fuzz/seeds"
+  # Own workspace and target dir (fuzz/target); no libFuzzer, so the stable toolchain builds it.
+  cargo build --quiet --release --manifest-path fuzz/Cargo.toml --no-default-features --bin gguf_reader
+  fuzz/target/release/gguf_reader --seconds "$fuzz_secs" --artifacts fuzz/artifacts/gguf_reader_drive fuzz/seeds
+fi
+
+if [ "${FERROLM_TEST_AARCH64:-1}" != 0 ] && [ -f scripts/test-aarch64.sh ]; then
+  step "aarch64 under qemu: scripts/test-aarch64.sh"
+  bash scripts/test-aarch64.sh
+fi
+
+step "all tests passed"
