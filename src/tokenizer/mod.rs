@@ -81,6 +81,8 @@ pub enum TokenizerError {
     EmptyVocab,
     #[error("the vocabulary has {0} tokens, more than ferrolm supports (2^31 - 1)")]
     VocabTooLarge(usize),
+    #[error("{what} would take {bytes} bytes, over the 2 GiB ferrolm supports")]
+    TooLarge { what: &'static str, bytes: usize },
     #[error("duplicate token {text:?} in the vocabulary: ids {first} and {second}")]
     DuplicateToken {
         text: String,
@@ -241,6 +243,11 @@ pub struct Tokenizer {
     clean_spaces: bool,
 }
 
+/// Largest token-text arena / piece table (offsets are u32).
+const MAX_TABLE_BYTES: usize = i32::MAX as usize;
+/// Largest text encoded in one go (code point offsets are u32).
+const MAX_ENCODE_SLICE: usize = 1 << 30;
+
 /// Special-token id keys, as llama.cpp names them.
 const KEY_BOS: &str = "tokenizer.ggml.bos_token_id";
 const KEY_EOS: &str = "tokenizer.ggml.eos_token_id";
@@ -358,6 +365,13 @@ impl Tokenizer {
             }
         };
 
+        // Offsets into the text arena are u32; the raw array (texts plus length prefixes) bounds it.
+        if tokens.raw_bytes().len() > MAX_TABLE_BYTES {
+            return Err(TokenizerError::TooLarge {
+                what: "the token texts",
+                bytes: tokens.raw_bytes().len(),
+            });
+        }
         let mut vocab = Vocab::with_capacity(n_vocab, tokens.raw_bytes().len());
         for (i, t) in tokens.strings().enumerate() {
             let pushed = if t.is_empty() {
@@ -449,6 +463,13 @@ impl Tokenizer {
                     key: KEY_MERGES,
                     expected: "STRING",
                     found: merges.elem_type().name(),
+                });
+            }
+            // Virtual ids (merge results outside the vocabulary) follow the vocabulary in u32.
+            if merges.len() > (u32::MAX as usize - n_vocab) / 3 {
+                return Err(TokenizerError::TooLarge {
+                    what: "the merge table",
+                    bytes: merges.raw_bytes().len(),
                 });
             }
             let lookup = |s: &str| vocab.find(s);
@@ -565,21 +586,29 @@ impl Tokenizer {
             add_space_prefix,
             clean_spaces,
         };
-        tok.build_pieces();
+        tok.build_pieces()?;
         Ok(tok)
     }
 
     /// Fill the `token_to_piece(special = true)` cache.
-    fn build_pieces(&mut self) {
+    fn build_pieces(&mut self) -> Result<(), TokenizerError> {
         let mut pieces = Vec::with_capacity(self.vocab.len() * 6);
         let mut off = Vec::with_capacity(self.vocab.len() + 1);
         off.push(0u32);
         for id in 0..self.vocab.len() {
             self.render_piece(id, &mut pieces);
+            // (Undecodable BPE tokens expand quadratically, as in llama.cpp: keep that bounded.)
+            if pieces.len() > MAX_TABLE_BYTES {
+                return Err(TokenizerError::TooLarge {
+                    what: "the decoded token pieces",
+                    bytes: pieces.len(),
+                });
+            }
             off.push(pieces.len() as u32);
         }
         self.pieces = pieces;
         self.piece_off = off;
+        Ok(())
     }
 
     /// llama.cpp's `token_to_piece(special = true)` for one token.
@@ -723,6 +752,9 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::encode`], appending to `out`.
+    ///
+    /// Texts over 1 GiB are tokenized in slices of at most 1 GiB cut at character boundaries
+    /// (positions inside are kept in 32 bits).
     pub fn encode_into(
         &self,
         text: &str,
@@ -730,6 +762,44 @@ impl Tokenizer {
         parse_special: bool,
         out: &mut Vec<u32>,
     ) {
+        self.encode_sliced(text, add_special, parse_special, MAX_ENCODE_SLICE, out);
+    }
+
+    fn encode_sliced(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+        max_slice: usize,
+        out: &mut Vec<u32>,
+    ) {
+        if text.len() > max_slice {
+            if add_special && self.add_bos {
+                out.extend(self.bos);
+            }
+            let mut rest = text;
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(max_slice);
+                while cut > 0 && !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                if cut == 0 {
+                    // max_slice shorter than one character: take the character.
+                    cut = rest.chars().next().map_or(rest.len(), char::len_utf8);
+                }
+                self.encode_one(&rest[..cut], false, parse_special, out);
+                rest = &rest[cut..];
+            }
+            if add_special && self.add_eos {
+                out.extend(self.eos);
+            }
+            return;
+        }
+        self.encode_one(text, add_special, parse_special, out);
+    }
+
+    /// Encode a text of at most [`MAX_ENCODE_SLICE`] bytes.
+    fn encode_one(&self, text: &str, add_special: bool, parse_special: bool, out: &mut Vec<u32>) {
         let frags = self.partition(text, parse_special);
         if add_special && self.add_bos {
             out.extend(self.bos);
@@ -936,6 +1006,32 @@ fn clean_spaces(text: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Texts over the slice limit are encoded slice by slice, cut at character boundaries.
+    #[test]
+    fn long_texts_are_sliced() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/tokenize/llamacpp/ggml-vocab-gpt-2.gguf"
+        );
+        let g = Gguf::open(path).expect("vocab file");
+        let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+        let text = "héllo wörld, 😀 again";
+        let mut whole = Vec::new();
+        tok.encode_sliced(text, false, false, 1 << 30, &mut whole);
+        assert_eq!(whole, tok.encode(text, false, false));
+        let mut sliced = Vec::new();
+        tok.encode_sliced(text, false, false, 7, &mut sliced);
+        // "héllo " = 7 bytes; "wörld," = 7; " 😀 a" = 7; "gain" = 4
+        let want: Vec<u32> = ["héllo ", "wörld,", " 😀 a", "gain"]
+            .iter()
+            .flat_map(|s| tok.encode(s, false, false))
+            .collect();
+        assert_eq!(sliced, want);
+        let mut tiny = Vec::new();
+        tok.encode_sliced("😀", false, false, 1, &mut tiny);
+        assert_eq!(tiny, tok.encode("😀", false, false));
+    }
 
     /// Merging SentencePiece text piece by piece gives the tokens of merging it whole.
     #[test]
