@@ -11,6 +11,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Longest penalty window (`repeat_last_n` is clamped to it).
+pub const MAX_PENALTY_WINDOW: usize = 1 << 20;
+
 /// `seed` value asking for a seed taken from the clock (llama.cpp's `LLAMA_DEFAULT_SEED`
 /// 0xFFFFFFFF plays this role there). [`Sampler::seed`] reports the seed actually used.
 pub const SEED_FROM_TIME: u64 = u64::MAX;
@@ -29,7 +32,8 @@ pub struct SamplerParams {
     /// Repetition penalty: a token seen in the window has a positive logit divided by it and a
     /// negative one multiplied by it. `1.0` is off.
     pub repeat_penalty: f32,
-    /// How many of the last accepted tokens the penalties look at; `0` is off.
+    /// How many of the last accepted tokens the penalties look at; `0` is off (at most
+    /// [`MAX_PENALTY_WINDOW`]).
     pub repeat_last_n: usize,
     /// Subtracted once per occurrence in the window.
     pub freq_penalty: f32,
@@ -145,18 +149,21 @@ impl Sampler {
         } else {
             params.seed
         };
-        let penalties = params.repeat_last_n > 0;
+        // A window longer than any context is meaningless; the clamp keeps absurd values from
+        // allocating absurd buffers.
+        let last_n = params.repeat_last_n.min(MAX_PENALTY_WINDOW);
+        let penalties = last_n > 0;
         Sampler {
             params,
             seed,
             rng: Xoshiro256::new(seed),
             n_vocab,
             cands: Vec::with_capacity(n_vocab),
-            ring: vec![0; if penalties { params.repeat_last_n } else { 0 }],
+            ring: vec![0; last_n],
             ring_head: 0,
             ring_len: 0,
             counts: vec![0; if penalties { n_vocab } else { 0 }],
-            pen: Vec::with_capacity(params.repeat_last_n),
+            pen: Vec::with_capacity(last_n),
         }
     }
 

@@ -392,6 +392,53 @@ fn penalties_change_the_right_logits() {
 }
 
 #[test]
+fn strange_parameters_never_panic() {
+    let l = logits(100, 1);
+    let weird = [
+        SamplerParams {
+            repeat_last_n: usize::MAX,
+            repeat_penalty: 0.0,
+            ..SamplerParams::default()
+        },
+        SamplerParams {
+            temp: f32::NAN,
+            top_p: f32::NAN,
+            min_p: f32::NAN,
+            ..SamplerParams::default()
+        },
+        SamplerParams {
+            top_k: i32::MIN,
+            top_p: -1.0,
+            min_p: 2.0,
+            temp: 1e-30,
+            ..SamplerParams::default()
+        },
+        SamplerParams {
+            temp: f32::INFINITY,
+            freq_penalty: f32::INFINITY,
+            ..SamplerParams::default()
+        },
+    ];
+    for p in weird {
+        let mut s = Sampler::new(p, 100);
+        for _ in 0..10 {
+            let id = s.sample(&l);
+            assert!(id < 100);
+            s.accept(id);
+        }
+        assert!(s.sample(&[f32::NAN; 100]) < 100);
+        assert!(s.sample(&[f32::INFINITY, f32::NEG_INFINITY, f32::INFINITY]) < 3);
+        assert!(
+            s.sample(&vec![0.0; 1000]) < 100,
+            "longer logits are cut to n_vocab"
+        );
+    }
+    let mut empty = Sampler::new(SamplerParams::default(), 0);
+    assert_eq!(empty.sample(&l), 0);
+    empty.accept(5);
+}
+
+#[test]
 fn stop_matcher_streams() {
     let mut m = StopMatcher::new(["<|im_end|>", "\nUser:"]);
     let mut shown = String::new();
