@@ -58,8 +58,8 @@ fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
 if [ "$fuzz_secs" != 0 ]; then
   step "fuzz smoke: gguf_reader as a standalone driver for ${fuzz_secs}s on fuzz/seeds"
   # Own workspace and target dir (fuzz/target); no libFuzzer, so the stable toolchain builds it.
-  cargo build --quiet --release --manifest-path fuzz/Cargo.toml --no-default-features --bin gguf_reader
-  fuzz/target/release/gguf_reader --seconds "$fuzz_secs" --artifacts fuzz/artifacts/gguf_reader_drive fuzz/seeds
+  cargo run --quiet --release --manifest-path fuzz/Cargo.toml --no-default-features --bin gguf_reader -- \
+    --seconds "$fuzz_secs" --artifacts fuzz/artifacts/gguf_reader_drive fuzz/seeds
 fi
 
 if [ "${FERROLM_TEST_AARCH64:-1}" != 0 ] && [ -f scripts/test-aarch64.sh ]; then
