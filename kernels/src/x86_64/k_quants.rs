@@ -9,8 +9,8 @@
 use std::arch::x86_64::*;
 
 use super::quants::prefetch;
-use super::{h2f, hsum_ps, load32, load32i, row_blocks};
-use crate::blocks::{BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+use super::{h2f, hsum_ps, load16, load32, load32i, row_blocks};
+use crate::blocks::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 
 /// Unpacks the 12 packed bytes of Q4_K/Q5_K into 8 scales (bytes 0..8) and 8 mins (bytes 8..16)
 /// (ggml's `utmp` trick, equivalent to `get_scale_min_k4` for j = 0..8).
@@ -206,6 +206,106 @@ fn dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     hsum_ps(acc)
 }
 
+/// i16 lanes 0..8 = byte g of `bytes`, lanes 8..16 = byte g + 1 (both sign-extended).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn pair_scales(bytes: __m128i, g: usize) -> __m256i {
+    let g = g as i64;
+    let mask = _mm_set_epi64x((g + 1) * 0x0101010101010101, g * 0x0101010101010101);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(bytes, mask))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q2_k(w: &[BlockQ2_K], a: &[BlockQ8_K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    for (x, y) in w.iter().zip(a) {
+        prefetch(x as *const _);
+        // SAFETY: scales is 16 bytes, bsums 16 i16 = 32 bytes; unaligned loads.
+        let (sc8, bs) = unsafe {
+            (
+                _mm_loadu_si128(x.scales.as_ptr() as *const __m128i),
+                _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
+            )
+        };
+        let scales = _mm_and_si128(sc8, m4); // 0..16, positive as i8
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), m4));
+        let msum = _mm256_madd_epi16(mins, bs);
+        let mut sumi = _mm256_setzero_si256();
+        for n in 0..2 {
+            let bits = load32(x.qs[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+            for j in 0..4 {
+                let q =
+                    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)), m3);
+                let off = 128 * n + 32 * j;
+                let av = load32i(y.qs[off..off + 32].try_into().expect("32 bytes"));
+                let sc = pair_scales(scales, 8 * n + 2 * j);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(q, av)));
+            }
+        }
+        let dd = _mm256_set1_ps(h2f(x.d) * y.d);
+        let dm = _mm256_set1_ps(h2f(x.dmin) * y.d);
+        acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(msum), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let m3 = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    for (x, y) in w.iter().zip(a) {
+        prefetch(x as *const _);
+        // Signed 6-bit scales (sc - 32) as bytes.
+        let sc_u = crate::scalar::q3_k::unpack_scales(&x.scales);
+        let sc_i: [u8; 16] = std::array::from_fn(|g| (sc_u[g] as i8 - 32) as u8);
+        let sc8 = load16(&sc_i);
+        // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
+        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
+        // Levels are stored as u = q + 4 in 0..8; the offset 4 * sum_g sc_g * bsum_g comes off.
+        let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs));
+        let hb = load32(&x.hmask);
+        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), off);
+        for n in 0..2 {
+            let bits = load32(x.qs[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+            for j in 0..4 {
+                let lo =
+                    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)), m3);
+                let hm = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
+                let hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, hm), hm), four);
+                let q = _mm256_or_si256(lo, hi);
+                let o = 128 * n + 32 * j;
+                let av = load32i(y.qs[o..o + 32].try_into().expect("32 bytes"));
+                let sc = pair_scales(sc8, 8 * n + 2 * j);
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(q, av)));
+            }
+        }
+        acc = _mm256_fmadd_ps(
+            _mm256_set1_ps(h2f(x.d) * y.d),
+            _mm256_cvtepi32_ps(sumi),
+            acc,
+        );
+    }
+    hsum_ps(acc)
+}
+
+/// Q2_K weights . Q8_K activations.
+pub(super) fn vec_dot_q2_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<BlockQ2_K, BlockQ8_K>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_q2_k(w, a) }
+}
+
+/// Q3_K weights . Q8_K activations.
+pub(super) fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = row_blocks::<BlockQ3_K, BlockQ8_K>(n, w, a);
+    // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
+    unsafe { dot_q3_k(w, a) }
+}
+
 /// Q4_K weights . Q8_K activations.
 pub(super) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ4_K, BlockQ8_K>(n, w, a);
@@ -333,6 +433,28 @@ mod tests {
             &|w, a| scalar::q5_k::vec_dot_q5_k_q8_k(cast_blocks(w), cast_blocks(a)),
             176,
             &[0, 2],
+        );
+    }
+
+    #[test]
+    fn q2_k_matches_scalar() {
+        check(
+            "q2_k",
+            vec_dot_q2_k_q8_k,
+            &|w, a| scalar::q2_k::vec_dot_q2_k_q8_k(cast_blocks(w), cast_blocks(a)),
+            84,
+            &[80, 82],
+        );
+    }
+
+    #[test]
+    fn q3_k_matches_scalar() {
+        check(
+            "q3_k",
+            vec_dot_q3_k_q8_k,
+            &|w, a| scalar::q3_k::vec_dot_q3_k_q8_k(cast_blocks(w), cast_blocks(a)),
+            110,
+            &[108],
         );
     }
 

@@ -51,6 +51,8 @@ pub fn install(table: &mut KernelTable) {
         (GgmlType::Q5_0, quants::vec_dot_q5_0_q8_0),
         (GgmlType::Q5_1, quants::vec_dot_q5_1_q8_1),
         (GgmlType::Q8_0, quants::vec_dot_q8_0_q8_0),
+        (GgmlType::Q2_K, k_quants::vec_dot_q2_k_q8_k),
+        (GgmlType::Q3_K, k_quants::vec_dot_q3_k_q8_k),
         (GgmlType::Q4_K, k_quants::vec_dot_q4_k_q8_k),
         (GgmlType::Q5_K, k_quants::vec_dot_q5_k_q8_k),
         (GgmlType::Q6_K, k_quants::vec_dot_q6_k_q8_k),
