@@ -38,10 +38,29 @@ pub fn f32_to_f16(f: f32) -> u16 {
         }) as u16
 }
 
-/// IEEE half bits -> f32 (exact for every input).
-#[inline]
+/// IEEE half bits -> f32, exact for every input (ggml's portable `ggml_compute_fp16_to_fp32`).
+///
+/// Branch-free bit arithmetic that inlines into the kernels' loops; `half`'s conversion checks
+/// for F16C at run time on every call, which made it the bottleneck of the scalar dot products.
+#[inline(always)]
 pub fn f16_to_f32(h: u16) -> f32 {
-    f16::from_bits(h).to_f32()
+    let w = (h as u32) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+    // Normal (and inf/NaN): move the exponent and mantissa into place, re-bias by 2^-112.
+    let exp_offset = 0xE0u32 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+    // Subnormal: place the mantissa under a 0.5 exponent and subtract 0.5 (exact).
+    let magic_mask = 126u32 << 23;
+    let denormalized = f32::from_bits((two_w >> 17) | magic_mask) - 0.5;
+    let denormalized_cutoff = 1u32 << 27;
+    let bits = if two_w < denormalized_cutoff {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
+    };
+    f32::from_bits(sign | bits)
 }
 
 /// f32 -> bf16 bits as ggml's `ggml_compute_fp32_to_bf16` (at c392e5094): NaN keeps its top
@@ -166,6 +185,20 @@ mod tests {
         assert_eq!(f32_to_f16(f32::powi(2.0, -25)), 0x0000);
         assert_eq!(f32_to_f16(65520.0), 0x7C00);
         assert_eq!(f32_to_f16(-f32::INFINITY), 0xFC00);
+    }
+
+    /// Every one of the 65536 halves widens exactly as `half` does (NaN stays NaN).
+    #[test]
+    fn f16_to_f32_exhaustive() {
+        for h in 0..=u16::MAX {
+            let want = f16::from_bits(h).to_f32();
+            let got = f16_to_f32(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}");
+            }
+        }
     }
 
     #[test]
