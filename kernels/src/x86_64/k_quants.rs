@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::quants::prefetch;
-use super::{h2f, hsum_ps, load16, load32, load32i, row_blocks};
+use super::{h2f, hsum_ps, load32, load32i, row_blocks};
 use crate::blocks::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 
 /// Unpacks the 12 packed bytes of Q4_K/Q5_K into 8 scales (bytes 0..8) and 8 mins (bytes 8..16)
@@ -252,6 +252,23 @@ fn dot_q2_k(w: &[BlockQ2_K], a: &[BlockQ8_K]) -> f32 {
     hsum_ps(acc)
 }
 
+/// The 16 6-bit group scales of Q3_K (0..64, before subtracting 32) as bytes of 4 u32: low
+/// nibbles from bytes 0..8 (groups 0..8) or their high nibbles (8..16), top 2 bits from bytes 8..12.
+#[inline]
+fn q3_scales(s: &[u8; 12]) -> [u32; 4] {
+    const KMASK1: u32 = 0x03030303;
+    const KMASK2: u32 = 0x0f0f0f0f;
+    let a0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let a1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let t = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    [
+        (a0 & KMASK2) | ((t & KMASK1) << 4),
+        (a1 & KMASK2) | (((t >> 2) & KMASK1) << 4),
+        ((a0 >> 4) & KMASK2) | (((t >> 4) & KMASK1) << 4),
+        ((a1 >> 4) & KMASK2) | (((t >> 6) & KMASK1) << 4),
+    ]
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -260,9 +277,11 @@ fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         prefetch(x as *const _);
         // Signed 6-bit scales (sc - 32) as bytes.
-        let sc_u = crate::scalar::q3_k::unpack_scales(&x.scales);
-        let sc_i: [u8; 16] = std::array::from_fn(|g| (sc_u[g] as i8 - 32) as u8);
-        let sc8 = load16(&sc_i);
+        let u = q3_scales(&x.scales);
+        let sc8 = _mm_sub_epi8(
+            _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32),
+            _mm_set1_epi8(32),
+        );
         // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
         let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
         // Levels are stored as u = q + 4 in 0..8; the offset 4 * sum_g sc_g * bsum_g comes off.
@@ -434,6 +453,17 @@ mod tests {
             176,
             &[0, 2],
         );
+    }
+
+    #[test]
+    fn q3_scales_match_scalar_unpack() {
+        let mut rng = Lcg(3);
+        for _ in 0..1000 {
+            let b: [u8; 12] = rng.bytes(12).try_into().unwrap();
+            let u = q3_scales(&b);
+            let got: Vec<u8> = u.iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(got, scalar::q3_k::unpack_scales(&b).to_vec());
+        }
     }
 
     #[test]
