@@ -41,6 +41,39 @@ pub fn nearest_int(fval: f32) -> i32 {
     (i & 0x007f_ffff) - 0x0040_0000
 }
 
+/// Rounds half to even to an integer, saturating to the i8 range: what `roundevenf` and the
+/// SIMD round-to-nearest instructions give, then a saturating pack. Uses the magic-number trick
+/// for |x| <= 2^22 - 1 (every finite activation times 127/amax); inf and NaN go the slow way
+/// (NaN -> 0).
+#[inline(always)]
+pub fn round_ties_even_i8(x: f32) -> i8 {
+    if x.abs() <= 4_194_303.0 {
+        nearest_int(x).clamp(-128, 127) as i8
+    } else {
+        x.round_ties_even() as i8
+    }
+}
+
+/// C's `roundf` (half away from zero) to an integer, saturating to the i8 range, without a libm
+/// call: for |x| < 2^23, `x - trunc(x)` is exact, so comparing it with 0.5 decides exactly.
+#[inline(always)]
+pub fn round_half_away_i8(x: f32) -> i8 {
+    if x.abs() < 8_388_608.0 {
+        let i = x as i32;
+        let frac = x - i as f32;
+        let r = if frac >= 0.5 {
+            i + 1
+        } else if frac <= -0.5 {
+            i - 1
+        } else {
+            i
+        };
+        r.clamp(-128, 127) as i8
+    } else {
+        x.round() as i8
+    }
+}
+
 /// ggml's `GGML_FP16_TO_FP32` on the raw bits of an `f16` field (exact).
 #[inline(always)]
 pub(crate) fn h2f(h: half::f16) -> f32 {
@@ -83,5 +116,32 @@ mod tests {
         assert_eq!(nearest_int(3.49), 3);
         assert_eq!(nearest_int(-127.0), -127);
         assert_eq!(nearest_int(4_194_303.0), 4_194_303);
+    }
+
+    /// The fast roundings agree with std's on a dense sweep of [-300, 300] (all halves and
+    /// quarter steps, plus values one ulp either side of every tie) and on inf/NaN.
+    #[test]
+    fn fast_roundings_match_std() {
+        let mut xs = vec![
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            1e30,
+            -1e30,
+            0.0,
+            -0.0,
+        ];
+        for k in -1200..=1200 {
+            let x = k as f32 * 0.25;
+            xs.extend([
+                x,
+                f32::from_bits(x.to_bits() + 1),
+                f32::from_bits(x.to_bits().wrapping_sub(1)),
+            ]);
+        }
+        for x in xs {
+            assert_eq!(round_ties_even_i8(x), x.round_ties_even() as i8, "{x:e}");
+            assert_eq!(round_half_away_i8(x), x.round() as i8, "{x:e}");
+        }
     }
 }

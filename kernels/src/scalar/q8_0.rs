@@ -1,6 +1,6 @@
 //! Q8_0: 32 weights per block, `x = d * q`; the activation partner of Q4_0, Q5_0 and Q8_0.
 
-use super::{f2h, h2f};
+use super::{f2h, h2f, round_half_away_i8, round_ties_even_i8};
 use crate::blocks::{BlockQ8_0, QK};
 
 /// Largest |x| of a block, with C's `MAX(a, b) = a > b ? a : b` semantics.
@@ -29,7 +29,7 @@ pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = f2h(d);
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
+            *q = round_half_away_i8(v * id);
         }
     }
 }
@@ -47,7 +47,7 @@ pub fn from_float_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         yb.d = f2h(d);
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = round_ties_even_i8(v * id);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! activation partner of Q4_1 and Q5_1, whose min term needs the block sum.
 
 use super::q8_0::block_amax;
-use super::{f2h, h2f};
+use super::{f2h, h2f, round_half_away_i8, round_ties_even_i8};
 use crate::blocks::{BlockQ8_1, QK};
 
 /// ggml's `quantize_row_q8_1_ref`. x: [32 * y.len()].
@@ -21,7 +21,7 @@ pub fn quantize_row_q8_1_ref(x: &[f32], y: &mut [BlockQ8_1]) {
         yb.d = f2h(d);
         let mut sum = 0i32;
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
+            *q = round_half_away_i8(v * id);
             sum += *q as i32;
         }
         yb.s = f2h(sum as f32 * d);
@@ -40,7 +40,7 @@ pub fn from_float_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
         yb.d = f2h(d);
         let mut sum = 0i32;
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = round_ties_even_i8(v * id);
             sum += *q as i32;
         }
         yb.s = f2h(d * sum as f32);
