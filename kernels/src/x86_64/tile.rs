@@ -68,6 +68,11 @@ impl ActBlock for BlockQ8_1 {
     }
 }
 
+/// Blocks per chunk of pre-offset activations in `group`.
+const KC: usize = 16;
+/// Largest token group.
+const MAX_NT: usize = 16;
+
 /// Transposes 8 rows of 8 dwords: lane r of out[j] = dword j of v[r].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
@@ -119,48 +124,63 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
         d: 0.0,
         m: 0.0,
     };
-    for k in 0..nb {
-        let u: [Unpacked; 8] = std::array::from_fn(|r| rows[r].map_or(zero, |b| unpack(&b[k])));
-        let w = transpose8(std::array::from_fn(|r| u[r].q));
-        // 128 * sum of each row's 32 levels, in two chains.
-        let mut c = [_mm256_setzero_si256(); 2];
-        for (j, wj) in w.iter().enumerate() {
-            c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
-        }
-        let corr = _mm256_add_epi32(c[0], c[1]);
-        let d = _mm256_setr_ps(
-            u[0].d, u[1].d, u[2].d, u[3].d, u[4].d, u[5].d, u[6].d, u[7].d,
-        );
-        let m = _mm256_setr_ps(
-            u[0].m, u[1].m, u[2].m, u[3].m, u[4].m, u[5].m, u[6].m, u[7].m,
-        );
-        // Token sums, j outer and t inner: NT independent vpdpbusd chains instead of one.
-        let ab: [&A; NT] = std::array::from_fn(|t| &acts[t][k]);
-        let mut s = [_mm256_setzero_si256(); NT];
-        for (j, wj) in w.iter().enumerate() {
+    // The activations of KC blocks x NT tokens, offset to unsigned (a ^ 0x80) once here, so the
+    // inner loop is a broadcast load and a vpdpbusd: xq[kk * NT + t] = token t, block k0 + kk.
+    let mut xq = [[0u32; 8]; KC * MAX_NT];
+    let mut da = [0.0f32; KC * MAX_NT];
+    let mut sa = [0.0f32; KC * MAX_NT];
+    let mut k0 = 0;
+    while k0 < nb {
+        let kn = KC.min(nb - k0);
+        for kk in 0..kn {
             for t in 0..NT {
-                let qs = ab[t].qs();
-                let four = i32::from_le_bytes([
-                    qs[4 * j] as u8,
-                    qs[4 * j + 1] as u8,
-                    qs[4 * j + 2] as u8,
-                    qs[4 * j + 3] as u8,
-                ]);
-                s[t] =
-                    _mm256_dpbusd_epi32(s[t], _mm256_xor_si256(_mm256_set1_epi32(four), x80), *wj);
+                let b = &acts[t][k0 + kk];
+                let v = _mm256_xor_si256(load32i(b.qs()), x80);
+                // SAFETY: xq[i] is 8 u32 = 32 writable bytes; unaligned store.
+                unsafe { _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v) };
+                da[kk * NT + t] = h2f(b.d());
+                if HAS_MIN {
+                    sa[kk * NT + t] = h2f(b.s());
+                }
             }
         }
-        for t in 0..NT {
-            let scale = _mm256_mul_ps(d, _mm256_set1_ps(h2f(ab[t].d())));
-            acc[t] = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(_mm256_sub_epi32(s[t], corr)),
-                scale,
-                acc[t],
+        for kk in 0..kn {
+            let k = k0 + kk;
+            let u: [Unpacked; 8] = std::array::from_fn(|r| rows[r].map_or(zero, |b| unpack(&b[k])));
+            let w = transpose8(std::array::from_fn(|r| u[r].q));
+            // 128 * sum of each row's 32 levels, in two chains.
+            let mut c = [_mm256_setzero_si256(); 2];
+            for (j, wj) in w.iter().enumerate() {
+                c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
+            }
+            let corr = _mm256_add_epi32(c[0], c[1]);
+            let d = _mm256_setr_ps(
+                u[0].d, u[1].d, u[2].d, u[3].d, u[4].d, u[5].d, u[6].d, u[7].d,
             );
-            if HAS_MIN {
-                acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(h2f(ab[t].s())), acc[t]);
+            let m = _mm256_setr_ps(
+                u[0].m, u[1].m, u[2].m, u[3].m, u[4].m, u[5].m, u[6].m, u[7].m,
+            );
+            // Token sums, j outer and t inner: NT independent vpdpbusd chains instead of one.
+            let xb = &xq[kk * NT..kk * NT + NT];
+            let mut s = [_mm256_setzero_si256(); NT];
+            for (j, wj) in w.iter().enumerate() {
+                for t in 0..NT {
+                    s[t] = _mm256_dpbusd_epi32(s[t], _mm256_set1_epi32(xb[t][j] as i32), *wj);
+                }
+            }
+            for t in 0..NT {
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
+                acc[t] = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_sub_epi32(s[t], corr)),
+                    scale,
+                    acc[t],
+                );
+                if HAS_MIN {
+                    acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa[kk * NT + t]), acc[t]);
+                }
             }
         }
+        k0 += kn;
     }
     let present = rows.iter().take_while(|r| r.is_some()).count();
     for (t, a) in acc.iter().enumerate() {
@@ -198,7 +218,17 @@ fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
         while t0 < nt {
             let left = nt - t0;
             let o = &mut out[t0 * out_stride + r0..];
-            if left >= 8 {
+            if left >= 16 {
+                group::<W, A, 16, HAS_MIN>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    unpack,
+                    o,
+                    out_stride,
+                );
+                t0 += 16;
+            } else if left >= 8 {
                 group::<W, A, 8, HAS_MIN>(
                     rows,
                     std::array::from_fn(|i| act(t0 + i)),
