@@ -44,8 +44,8 @@ pub fn quantize_row_q2_k_ref(x: &[f32], y: &mut [BlockQ2_K]) {
         }
         if max_scale > 0.0 {
             let iscale = Q4SCALE / max_scale;
-            for j in 0..QK_K / 16 {
-                yb.scales[j] = nearest_int(iscale * scales[j]) as u8;
+            for (o, &s) in yb.scales.iter_mut().zip(&scales) {
+                *o = nearest_int(iscale * s) as u8;
             }
             yb.d = f2h(max_scale / Q4SCALE);
         } else {
@@ -54,9 +54,9 @@ pub fn quantize_row_q2_k_ref(x: &[f32], y: &mut [BlockQ2_K]) {
         }
         if max_min > 0.0 {
             let iscale = Q4SCALE / max_min;
-            for j in 0..QK_K / 16 {
+            for (o, &m) in yb.scales.iter_mut().zip(&mins) {
                 // C: `scales[j] |= (l << 4)` on a uint8_t keeps the low 8 bits.
-                yb.scales[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+                *o |= (nearest_int(iscale * m) << 4) as u8;
             }
             yb.dmin = f2h(max_min / Q4SCALE);
         } else {
@@ -133,10 +133,10 @@ pub fn vec_dot_q2_k_q8_k(w: &[BlockQ2_K], a: &[BlockQ8_K]) -> f32 {
         let dmin = ab.d * h2f(wb.dmin);
         let lv = levels(wb);
         let mut isum = 0i32;
-        for g in 0..16 {
+        for (g, (q8, q2)) in ab.qs.chunks_exact(16).zip(lv.chunks_exact(16)).enumerate() {
             let mut isuml = 0i32;
-            for i in 16 * g..16 * g + 16 {
-                isuml += ab.qs[i] as i32 * lv[i] as i32;
+            for (&a, &w) in q8.iter().zip(q2) {
+                isuml += a as i32 * w as i32;
             }
             isum += (wb.scales[g] & 0xF) as i32 * isuml;
         }

@@ -49,9 +49,9 @@ pub fn quantize_row_q3_k_ref(x: &[f32], y: &mut [BlockQ3_K]) {
         yb.scales = [0; 12];
         if max_scale != 0.0 {
             let iscale = -32.0 / max_scale;
-            for j in 0..QK_K / 16 {
+            for (j, &s) in scales.iter().enumerate() {
                 // C: `int8_t l = nearest_int(...)` (truncated to 8 bits), clamped, + 32.
-                let q = (nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) as i32 + 32;
+                let q = (nearest_int(iscale * s) as i8).clamp(-32, 31) as i32 + 32;
                 if j < 8 {
                     yb.scales[j] = (q & 0xF) as u8;
                 } else {
@@ -78,10 +78,10 @@ pub fn quantize_row_q3_k_ref(x: &[f32], y: &mut [BlockQ3_K]) {
         yb.hmask = [0; QK_K / 8];
         let mut m = 0usize;
         let mut hm = 1u8;
-        for j in 0..QK_K {
-            if l[j] > 3 {
+        for v in l.iter_mut() {
+            if *v > 3 {
                 yb.hmask[m] |= hm;
-                l[j] -= 4;
+                *v -= 4;
             }
             m += 1;
             if m == QK_K / 8 {

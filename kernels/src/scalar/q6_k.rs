@@ -46,8 +46,8 @@ pub fn quantize_row_q6_k_ref(x: &[f32], y: &mut [BlockQ6_K]) {
         }
         let iscale = -128.0 / max_scale;
         yb.d = f2h(1.0 / iscale);
-        for ib in 0..QK_K / 16 {
-            yb.scales[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        for (o, &s) in yb.scales.iter_mut().zip(&scales) {
+            *o = nearest_int(iscale * s).min(127) as i8;
         }
         for j in 0..QK_K / 16 {
             let d = h2f(yb.d) * yb.scales[j] as f32;
