@@ -661,3 +661,41 @@ fn scalar_table_complete() {
         assert_eq!(e.vec_dot.is_none(), is_act_only, "{ty}: vec_dot presence");
     }
 }
+
+/// `FERROLM_KERNELS=scalar` makes `kernels()` the pure scalar table. `kernels()` is built once per
+/// process, so this test runs its own binary again with the variable set (where the child cannot
+/// be started, e.g. under qemu-user without binfmt, it says so and skips).
+#[test]
+fn ferrolm_kernels_env_forces_scalar() {
+    use ferrolm_kernels::dispatch::{scalar_forced, Backend};
+    if scalar_forced() {
+        let t = kernels();
+        assert_eq!(t.backend, Backend::Scalar);
+        for ty in GgmlType::ALL {
+            let e = t.get(ty).unwrap();
+            assert_eq!(e.backend, Backend::Scalar, "{ty}");
+            assert!(e.gemm_tile.is_none(), "{ty}");
+        }
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let child = std::process::Command::new(&exe)
+        .args([
+            "ferrolm_kernels_env_forces_scalar",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env("FERROLM_KERNELS", "scalar")
+        .output();
+    match child {
+        Ok(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "child run with FERROLM_KERNELS=scalar failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => eprintln!("could not re-run {exe:?} ({e}); FERROLM_KERNELS check skipped"),
+    }
+}
