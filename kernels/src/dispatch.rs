@@ -6,6 +6,15 @@
 //! Contract for the ISA modules: `x86_64::install(&mut KernelTable)` and
 //! `aarch64::install(&mut KernelTable)` run after the scalar table is built and overwrite the
 //! entries they accelerate, choosing by run-time feature detection.
+//!
+//! - [`kernels()`]: the process-wide table (scalar, then the ISA module's overrides).
+//! - [`scalar_kernels()`]: always the pure scalar table, the oracle for tests and benches.
+//! - [`build_scalar_table()`]: a fresh scalar table, for callers that build their own variant.
+//! - [`quantize_row`], [`from_float`], [`dequantize_row`], [`vec_dot`]: safe entry points that check
+//!   block counts, lengths and alignment and return a [`KernelError`] instead of panicking.
+//!
+//! Pairings (`vec_dot_type`): Q4_0/Q5_0/Q8_0 -> Q8_0; Q4_1/Q5_1 -> Q8_1; the k-quants -> Q8_K;
+//! F32/F16/BF16 -> F32. Q8_1 and Q8_K are activation formats only (no `vec_dot`).
 
 use std::sync::OnceLock;
 
