@@ -459,3 +459,44 @@ fn split_scale_min(ty: GgmlType, row: &[u8]) -> (Vec<f32>, Vec<f32>) {
     }
     (scale_part, min_part)
 }
+
+/// The float formats through the table on the golden source rows: F16 and BF16 round to nearest
+/// even (checked against `half`'s conversions; the rows hold no NaN), F32 is a copy, and
+/// dequantization widens exactly.
+#[test]
+fn float_formats_on_source_rows() {
+    let x = source();
+    let n = x.len();
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+        let mut q = Aligned::zeroed(n * ty.block_bytes());
+        quantize_row(ty, &x, q.bytes_mut()).unwrap();
+        let mut y = vec![0.0f32; n];
+        dequantize_row(ty, q.bytes(), &mut y).unwrap();
+        for (i, &v) in x.iter().enumerate() {
+            let b = q.bytes();
+            let (bits, want_bits, back) = match ty {
+                GgmlType::F32 => {
+                    let got =
+                        u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+                    (got, v.to_bits(), v)
+                }
+                GgmlType::F16 => {
+                    let got = u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32;
+                    let h = half::f16::from_f32(v);
+                    (got, h.to_bits() as u32, h.to_f32())
+                }
+                _ => {
+                    let got = u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32;
+                    let h = half::bf16::from_f32(v);
+                    (got, h.to_bits() as u32, h.to_f32())
+                }
+            };
+            assert_eq!(bits, want_bits, "{ty} element {i} ({v:e})");
+            assert_eq!(
+                y[i].to_bits(),
+                back.to_bits(),
+                "{ty} dequantized element {i}"
+            );
+        }
+    }
+}
