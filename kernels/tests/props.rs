@@ -562,13 +562,13 @@ proptest! {
     #[test]
     fn from_float_matches_scalar(
         ti in 0..ACT_TYPES.len(),
-        nb256 in 1usize..=3,
+        nb in 1usize..=11,
         kind in 0u8..4,
         log_scale in -8i32..=8,
         seed in any::<u64>(),
     ) {
         let ty = ACT_TYPES[ti];
-        let n = 256 * nb256;
+        let n = ty.block_elems() * nb; // odd block counts included
         let mut rng = Rng(seed);
         let x: Vec<f32> = match kind {
             0 => (0..n).map(|_| (rng.normal() * 10f64.powi(log_scale)) as f32).collect(),
