@@ -442,6 +442,16 @@ fn bad_metadata_is_an_error_with_the_facts() {
 }
 
 #[test]
+fn tokenizer_is_shareable_and_debug_is_short() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Tokenizer>();
+    assert_send_sync::<StreamDecoder>();
+    let tok = load(&data("llamacpp/ggml-vocab-gpt-2.gguf"));
+    let dbg = format!("{tok:?}");
+    assert!(dbg.len() < 400 && dbg.contains("n_vocab: 50257"), "{dbg}");
+}
+
+#[test]
 fn special_tokens_and_eog() {
     let Some(tok) = model_tokenizer("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
         return;

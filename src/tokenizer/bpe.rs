@@ -19,7 +19,6 @@ use super::unicode::BYTE_TO_CP;
 use super::FxHashMap;
 
 /// Merge tables of a byte-level BPE vocabulary.
-#[derive(Debug)]
 pub(crate) struct Bpe {
     pub(crate) pre: PreTokenizer,
     /// Llama 3: a word that is a token as a whole is emitted without merging.

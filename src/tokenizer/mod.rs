@@ -200,7 +200,6 @@ impl Hasher for FxHasher {
 
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-#[derive(Debug)]
 enum Model {
     /// SentencePiece-style BPE with scores.
     Spm {
@@ -215,7 +214,6 @@ enum Model {
 }
 
 /// A tokenizer built from a GGUF file's `tokenizer.ggml.*` metadata.
-#[derive(Debug)]
 pub struct Tokenizer {
     model: Model,
     /// Token texts and the text -> id index, `[n_vocab]`.
@@ -247,6 +245,30 @@ pub struct Tokenizer {
 const MAX_TABLE_BYTES: usize = i32::MAX as usize;
 /// Largest text encoded in one go (code point offsets are u32).
 const MAX_ENCODE_SLICE: usize = 1 << 30;
+
+impl std::fmt::Debug for Tokenizer {
+    /// A summary (the tables have hundreds of thousands of entries).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Tokenizer");
+        match &self.model {
+            Model::Spm { chunkable, .. } => d
+                .field("model", &"llama (spm)")
+                .field("chunkable", chunkable),
+            Model::Bpe(b) => d.field("model", &"gpt2 (bpe)").field("pre", &b.pre),
+        };
+        d.field("n_vocab", &self.n_vocab())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("eot", &self.eot)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .field("add_space_prefix", &self.add_space_prefix)
+            .field("clean_spaces", &self.clean_spaces)
+            .field("n_special", &self.specials.len())
+            .field("eog", &self.eog)
+            .finish()
+    }
+}
 
 /// Special-token id keys, as llama.cpp names them.
 const KEY_BOS: &str = "tokenizer.ggml.bos_token_id";
