@@ -773,6 +773,19 @@ impl Tokenizer {
         out
     }
 
+    /// Tokenize bytes that may not be valid UTF-8. Invalid input is repaired the way llama.cpp's
+    /// BPE pre-tokenizer reads it (`unicode_cpts_from_utf8`): every byte that does not start a
+    /// well-formed sequence becomes U+FFFD on its own, and sequences are decoded without
+    /// llama.cpp's missing overlong check (`C0 80` is NUL). Surrogates and code points past
+    /// U+10FFFF, which Rust strings cannot hold, become one U+FFFD each. (For SentencePiece
+    /// vocabularies llama.cpp keeps invalid bytes raw; we tokenize the repaired text.)
+    pub fn encode_bytes(&self, bytes: &[u8], add_special: bool, parse_special: bool) -> Vec<u32> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.encode(text, add_special, parse_special),
+            Err(_) => self.encode(&utf8_lossy_llama(bytes), add_special, parse_special),
+        }
+    }
+
     /// [`Tokenizer::encode`], appending to `out`.
     ///
     /// Texts over 1 GiB are tokenized in slices of at most 1 GiB cut at character boundaries
@@ -966,6 +979,40 @@ impl Tokenizer {
     }
 }
 
+/// Decode UTF-8 like llama.cpp's `unicode_cpt_from_utf8` loop: a lead byte and the right number
+/// of continuation bytes make a code point (no overlong check); anything else is one U+FFFD per
+/// byte.
+fn utf8_lossy_llama(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 8);
+    let cont = |i: usize| bytes.get(i).is_some_and(|&b| b & 0xC0 == 0x80);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b0 = bytes[i] as u32;
+        let (len, init) = if b0 & 0x80 == 0 {
+            (1, b0)
+        } else if b0 & 0x40 == 0 {
+            (0, 0)
+        } else if b0 & 0x20 == 0 {
+            (2, b0 & 0x1F)
+        } else if b0 & 0x10 == 0 {
+            (3, b0 & 0x0F)
+        } else if b0 & 0x08 == 0 {
+            (4, b0 & 0x07)
+        } else {
+            (0, 0)
+        };
+        if len == 0 || !(1..len).all(|k| cont(i + k)) {
+            out.push('\u{FFFD}');
+            i += 1;
+            continue;
+        }
+        let cp = (1..len).fold(init, |acc, k| acc << 6 | (bytes[i + k] as u32 & 0x3F));
+        out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+        i += len;
+    }
+    out
+}
+
 /// A piece of the input: raw text `[a, b)` or a special token.
 #[derive(Clone, Copy, Debug)]
 enum Frag {
@@ -1028,6 +1075,25 @@ fn clean_spaces(text: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lossy_like_llama() {
+        assert_eq!(utf8_lossy_llama(b"ok"), "ok");
+        assert_eq!(utf8_lossy_llama(b"a\xFFb"), "a\u{FFFD}b");
+        // A truncated 3-byte sequence: one U+FFFD per byte (Rust's lossy decoding gives one).
+        assert_eq!(utf8_lossy_llama(b"\xE2\x82x"), "\u{FFFD}\u{FFFD}x");
+        assert_eq!(utf8_lossy_llama(b"\xE2\x82\xAC"), "€");
+        assert_eq!(
+            utf8_lossy_llama(b"\xC0\x80"),
+            "\0",
+            "overlong NUL, as llama.cpp decodes it"
+        );
+        assert_eq!(utf8_lossy_llama(b"\xED\xA0\x80"), "\u{FFFD}", "surrogate");
+        assert_eq!(
+            utf8_lossy_llama(b"\xF0\x9F\x98"),
+            "\u{FFFD}\u{FFFD}\u{FFFD}"
+        );
+    }
 
     /// Texts over the slice limit are encoded slice by slice, cut at character boundaries.
     #[test]
