@@ -1,1 +1,153 @@
-fn main() {}
+//! `quantize IN OUT TYPE`: a Hugging Face checkpoint directory or a GGUF file to GGUF.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use ferrolm_quantize::{prepare, FileType, InputKind, Plan, QuantizeError};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quantize",
+    about = "Convert a Hugging Face checkpoint (safetensors) or a GGUF file to GGUF",
+    after_help = "TYPE: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K\n\
+                  A checkpoint is quantized from its own dtype; a GGUF file is requantized (dequantized, then quantized)."
+)]
+struct Args {
+    /// A Hugging Face checkpoint directory (config.json, *.safetensors, tokenizer files) or a GGUF file.
+    input: PathBuf,
+    /// The GGUF file to write.
+    output: PathBuf,
+    /// The output type.
+    #[arg(value_name = "TYPE")]
+    ftype: String,
+    /// Print the plan (tensor -> type, sizes) and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Overwrite an existing output file.
+    #[arg(long, short = 'f')]
+    force: bool,
+    /// Threads for quantization (default: all).
+    #[arg(long, short = 't', default_value_t = 0)]
+    threads: usize,
+}
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    CANCEL.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+fn print_plan(p: &Plan) {
+    println!(
+        "{} {} -> {} ({} tensors, {} metadata keys)",
+        match p.kind {
+            InputKind::Checkpoint => "checkpoint",
+            InputKind::Gguf => "gguf",
+        },
+        p.input.display(),
+        p.ftype,
+        p.tensors.len(),
+        p.metadata.len()
+    );
+    let w = p.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for t in &p.tensors {
+        let shape = format!("{:?}", t.dims);
+        println!(
+            "{:<w$}  {:<16} {:>5} -> {:<5}{} {:>10.3} MiB",
+            t.name,
+            shape,
+            t.src.name(),
+            t.dst.name(),
+            if t.fallback {
+                " (fallback)"
+            } else {
+                "           "
+            },
+            mib(t.n_bytes),
+        );
+    }
+    let n: u64 = p
+        .tensors
+        .iter()
+        .map(|t| t.dims.iter().product::<u64>())
+        .sum();
+    println!(
+        "tensors: {:.2} MiB -> {:.2} MiB ({:.2} bits per weight); {} of {} fell back",
+        mib(p.src_bytes()),
+        mib(p.out_tensor_bytes()),
+        p.out_tensor_bytes() as f64 * 8.0 / n.max(1) as f64,
+        p.n_fallback(),
+        p.tensors.len()
+    );
+}
+
+fn run(args: &Args) -> Result<(), QuantizeError> {
+    let ftype = FileType::parse(&args.ftype)?;
+    let job = prepare(&args.input, ftype)?;
+    if args.dry_run {
+        print_plan(job.plan());
+        return Ok(());
+    }
+    install_signal_handlers();
+    let plan = job.plan();
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(plan.out_tensor_bytes());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let res = job.write(
+        &args.output,
+        args.force,
+        args.threads,
+        &mut |p| {
+            if let Some(b) = &bar {
+                b.set_position(p.bytes_done);
+                b.set_message(format!("{}/{} {}", p.done, p.total, p.name));
+            }
+        },
+        &CANCEL,
+    );
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    res
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quantize: error: {e}");
+            if matches!(e, QuantizeError::Cancelled) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Everything that can go wrong converting or requantizing, with the facts a user needs.
+
+use std::path::PathBuf;
+
+use ferrolm::gguf::GgufError;
+use ferrolm_kernels::GgmlType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is neither a GGUF file nor a Hugging Face checkpoint directory")]
+    UnknownInput(PathBuf),
+    #[error("{dir}: no config.json (a Hugging Face checkpoint directory needs one)")]
+    MissingConfig { dir: PathBuf },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {what}")]
+    BadConfig { path: PathBuf, what: String },
+    #[error(
+        "architecture {found:?} is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)"
+    )]
+    UnsupportedArchitecture { found: String },
+    #[error("{dir}: no model.safetensors and no model.safetensors.index.json")]
+    NoWeights { dir: PathBuf },
+    #[error("{path}: not a valid safetensors file (truncated or corrupt): {reason}")]
+    BadSafetensors { path: PathBuf, reason: String },
+    #[error("{path}: tensor '{tensor}' has dtype {dtype}; only F32, F16 and BF16 are supported")]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    #[error(
+        "tensor '{tensor}' ({path}) has shape {found:?}, but config.json implies {expected:?}"
+    )]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        found: Vec<u64>,
+        expected: Vec<u64>,
+    },
+    #[error("tensor '{tensor}' in {path} has no GGUF name for architecture {arch}")]
+    UnknownTensor {
+        path: PathBuf,
+        tensor: String,
+        arch: &'static str,
+    },
+    #[error("tensor '{0}' appears in more than one file")]
+    DuplicateTensor(String),
+    #[error("the checkpoint has no tensor '{0}'")]
+    MissingTensor(String),
+    #[error("{index}: lists tensor '{tensor}' in {file}, which does not hold it")]
+    IndexMismatch {
+        index: PathBuf,
+        tensor: String,
+        file: String,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("unknown output type {0:?} (one of: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K)")]
+    UnknownType(String),
+    #[error("tensor '{tensor}': row length {ne0} is not a multiple of the {ty} block size {block} and no fallback type fits")]
+    IncompatibleShape {
+        tensor: String,
+        ne0: u64,
+        ty: GgmlType,
+        block: usize,
+    },
+    #[error("tensor '{tensor}' has type {ty}, which cannot be dequantized")]
+    UnsupportedSourceType { tensor: String, ty: GgmlType },
+    #[error("{0} already exists (use --force to overwrite)")]
+    OutputExists(PathBuf),
+    #[error("the output {0} is the input file")]
+    OutputIsInput(PathBuf),
+    #[error("cannot write the output in {dir}: {source}")]
+    Unwritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted; no output was written")]
+    Cancelled,
+    #[error("{path}: {source}")]
+    Gguf {
+        path: PathBuf,
+        #[source]
+        source: GgufError,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: GgufError,
+    },
+    #[error("kernel: {0}")]
+    Kernel(String),
+}
+
+impl QuantizeError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        QuantizeError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn bad_config(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        QuantizeError::BadConfig {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! ferrolm-quantize: Hugging Face safetensors checkpoints and GGUF files to GGUF, byte for byte as
+//! llama.cpp's `convert_hf_to_gguf.py` + `llama-quantize` make them.
+//!
+//! - [`prepare`] opens the input (a checkpoint directory or a GGUF file), builds the metadata and
+//!   the plan: every tensor's name, shape, source type and output type ([`Plan`]).
+//! - [`Job::write`] streams the tensors: each one is read from the memory map, converted on all
+//!   threads, written, and its input pages released, so memory holds a few tensors, not the model.
+//!   The output goes to a temporary file renamed at the end.
+//!
+//! A checkpoint converted to F32/F16/BF16/Q8_0 is laid out as `convert_hf_to_gguf.py --outtype`
+//! writes it. The other types are quantized straight from the checkpoint's own dtype, laid out as
+//! `llama-quantize` writes them from a converted file (tensor order, `general.file_type` last):
+//! a BF16 checkpoint gives what llama.cpp gives through an F16 file, an F32 one what it gives
+//! through an F32 file. A GGUF input is requantized as `llama-quantize --allow-requantize` does:
+//! every tensor dequantized to f32 by ggml's dequantizer, then quantized; all metadata kept.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod ftype;
+pub mod hf;
+pub mod naming;
+pub mod output;
+pub mod source;
+pub mod vocab;
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferrolm::gguf::{Gguf, GgufWriter, OwnedValue, TensorSpec};
+use ferrolm_kernels::scalar::float::{f32_to_bf16, f32_to_f16};
+use ferrolm_kernels::{dispatch, GgmlType};
+use memmap2::Mmap;
+use rayon::prelude::*;
+
+pub use error::QuantizeError;
+pub use ftype::FileType;
+use ftype::{convert_type, quantize_order, TypeChooser};
+use source::{Elem, SrcTensor};
+
+/// `general.quantization_version` (GGML_QNT_VERSION).
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// What the input was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    Checkpoint,
+    Gguf,
+}
+
+/// One tensor of the plan.
+#[derive(Clone, Debug)]
+pub struct PlanEntry {
+    pub name: String,
+    /// ne0 first.
+    pub dims: Vec<u64>,
+    /// The source's type (F32/F16/BF16 for a checkpoint).
+    pub src: GgmlType,
+    pub dst: GgmlType,
+    /// The first choice did not fit the row length (llama-quantize's "fallback quantization").
+    pub fallback: bool,
+    /// Output bytes.
+    pub n_bytes: u64,
+    /// Source bytes.
+    pub src_bytes: u64,
+}
+
+/// Everything the output will hold, before any tensor is converted.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub input: PathBuf,
+    pub kind: InputKind,
+    pub ftype: FileType,
+    pub arch: String,
+    pub metadata: Vec<(String, OwnedValue)>,
+    pub tensors: Vec<PlanEntry>,
+}
+
+impl Plan {
+    pub fn n_fallback(&self) -> usize {
+        self.tensors.iter().filter(|t| t.fallback).count()
+    }
+
+    pub fn src_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.src_bytes).sum()
+    }
+
+    pub fn out_tensor_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.n_bytes).sum()
+    }
+}
+
+/// Progress after each tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub name: &'a str,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// A prepared conversion: the plan and the maps the tensors are read from.
+pub struct Job {
+    plan: Plan,
+    maps: Vec<Mmap>,
+    tensors: Vec<SrcTensor>,
+}
+
+/// Open `input` (a checkpoint directory or a GGUF file) and plan its conversion to `ftype`.
+pub fn prepare(input: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
+    if input.is_dir() {
+        prepare_checkpoint(input, ftype)
+    } else if input.is_file() {
+        let mut magic = [0u8; 4];
+        let mut f = std::fs::File::open(input).map_err(|e| QuantizeError::io(input, e))?;
+        use std::io::Read;
+        let n = f
+            .read(&mut magic)
+            .map_err(|e| QuantizeError::io(input, e))?;
+        if n == 4 && &magic == b"GGUF" {
+            prepare_gguf(input, ftype)
+        } else {
+            Err(QuantizeError::UnknownInput(input.to_path_buf()))
+        }
+    } else {
+        Err(QuantizeError::io(
+            input,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ))
+    }
+}
+
+fn str_kv(k: &str, v: &str) -> (String, OwnedValue) {
+    (k.to_string(), OwnedValue::Str(v.to_string()))
+}
+
+fn u32_kv(k: &str, v: u64) -> (String, OwnedValue) {
+    (
+        k.to_string(),
+        OwnedValue::U32(v.min(u32::MAX as u64) as u32),
+    )
+}
+
+/// Move `general.quantization_version` and `general.file_type` to the end, as llama-quantize's
+/// `gguf_set_val_u32` (remove, then append) leaves them.
+fn finish_quantized_metadata(meta: &mut Vec<(String, OwnedValue)>, ftype: FileType) {
+    meta.retain(|(k, _)| k != "general.quantization_version" && k != "general.file_type");
+    meta.push(u32_kv(
+        "general.quantization_version",
+        QUANTIZATION_VERSION as u64,
+    ));
+    meta.push(u32_kv("general.file_type", ftype.id() as u64));
+}
+
+fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
+    let ck = hf::Checkpoint::open(dir)?;
+    let cfg = &ck.config;
+    let arch = cfg.arch.name();
+    let cfg_path = dir.join("config.json");
+    let tokenizer = vocab::tokenizer_metadata(dir, ck.vocab_size(), arch)?;
+
+    // general.*
+    let n_params: u64 = ck.tensors.iter().map(|t| t.n_elements()).sum();
+    let dir_name = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let names = naming::model_name(&dir_name, n_params);
+    let mut meta = vec![
+        str_kv("general.architecture", arch),
+        str_kv("general.type", "model"),
+    ];
+    for (k, v) in [
+        ("general.name", &names.name),
+        ("general.version", &names.version),
+        ("general.finetune", &names.finetune),
+        ("general.basename", &names.basename),
+        ("general.size_label", &names.size_label),
+    ] {
+        if let Some(v) = v {
+            meta.push(str_kv(k, v));
+        }
+    }
+
+    // {arch}.* as TextModel.set_gguf_parameters, then the architecture's own keys.
+    let a = |k: &str| format!("{arch}.{k}");
+    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
+    if let Some(c) = cfg.n_ctx {
+        meta.push(u32_kv(&a("context_length"), c));
+    }
+    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
+    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
+    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
+    if let Some(kv) = cfg.n_head_kv {
+        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
+    }
+    if let Some(t) = cfg.rope_theta {
+        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
+    }
+    if let Some(e) = cfg.rms_eps {
+        meta.push((
+            a("attention.layer_norm_rms_epsilon"),
+            OwnedValue::F32(e as f32),
+        ));
+    }
+    if let Some(hd) = cfg.head_dim {
+        meta.push(u32_kv(&a("attention.key_length"), hd));
+        meta.push(u32_kv(&a("attention.value_length"), hd));
+    }
+    let convert_ftype = if ftype.is_direct_convert() {
+        ftype
+    } else {
+        FileType::F16
+    };
+    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+    let scaling = cfg.raw.get("rope_scaling").filter(|s| s.is_object());
+    let scaling_kind = scaling
+        .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
+    let factor = scaling
+        .and_then(|s| s.get("factor"))
+        .and_then(|f| f.as_f64());
+    match cfg.arch {
+        hf::Arch::Llama => {
+            meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));
+            meta.push(u32_kv(&a("rope.dimension_count"), cfg.head_dim()));
+            match (scaling_kind, factor) {
+                ("linear", Some(f)) => {
+                    meta.push(str_kv(&a("rope.scaling.type"), "linear"));
+                    meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+                }
+                ("", _) => {}
+                (other, _) => {
+                    return Err(QuantizeError::bad_config(
+                        &cfg_path,
+                        format!("rope_scaling type {other:?} is not supported"),
+                    ));
+                }
+            }
+        }
+        hf::Arch::Qwen2 => match (scaling_kind, factor) {
+            ("yarn", Some(f)) => {
+                meta.push(str_kv(&a("rope.scaling.type"), "yarn"));
+                meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+                let orig = scaling
+                    .and_then(|s| s.get("original_max_position_embeddings"))
+                    .and_then(|v| v.as_u64());
+                if let Some(o) = orig {
+                    meta.push(u32_kv(&a("rope.scaling.original_context_length"), o));
+                }
+            }
+            ("", _) | ("default", _) => {}
+            (other, _) => {
+                return Err(QuantizeError::bad_config(
+                    &cfg_path,
+                    format!("rope_scaling type {other:?} is not supported"),
+                ));
+            }
+        },
+    }
+    meta.extend(tokenizer);
+    meta.push(u32_kv(
+        "general.quantization_version",
+        QUANTIZATION_VERSION as u64,
+    ));
+
+    let mut tensors = ck.tensors;
+    let mut entries = Vec::with_capacity(tensors.len());
+    if ftype.is_direct_convert() {
+        for t in &tensors {
+            entries.push(entry(t, convert_type(ftype, &t.name, &t.dims), false)?);
+        }
+    } else {
+        finish_quantized_metadata(&mut meta, ftype);
+        tensors.sort_by(|x, y| quantize_order(&x.name, &y.name));
+        let mut chooser = TypeChooser::new(
+            ftype,
+            tensors.iter().map(|t| t.name.as_str()),
+            cfg.n_layer as usize,
+        );
+        for t in &tensors {
+            let e = match chooser.choose(&t.name, &t.dims)? {
+                Some(c) => entry(t, c.ty, c.fallback)?,
+                // Kept as the intermediate file holds it.
+                None if t.elem == Elem::F32 => entry(t, GgmlType::F32, false)?,
+                None => entry(t, convert_type(FileType::F16, &t.name, &t.dims), false)?,
+            };
+            entries.push(e);
+        }
+    }
+    let maps = ck.shards.into_iter().map(|s| s.map).collect();
+    let plan = Plan {
+        input: dir.to_path_buf(),
+        kind: InputKind::Checkpoint,
+        ftype,
+        arch: arch.to_string(),
+        metadata: meta,
+        tensors: entries,
+    };
+    Ok(Job {
+        plan,
+        maps,
+        tensors,
+    })
+}
+
+fn entry(t: &SrcTensor, dst: GgmlType, fallback: bool) -> Result<PlanEntry, QuantizeError> {
+    let spec = TensorSpec {
+        name: t.name.clone(),
+        ty: dst,
+        dims: t.dims.clone(),
+    };
+    let n_bytes = spec
+        .n_bytes()
+        .ok_or_else(|| QuantizeError::IncompatibleShape {
+            tensor: t.name.clone(),
+            ne0: t.dims[0],
+            ty: dst,
+            block: dst.block_elems(),
+        })?;
+    if dst != t.elem.ggml()
+        && dispatch::kernels()
+            .get(t.elem.ggml())
+            .and_then(|k| k.dequantize_row)
+            .is_none()
+    {
+        return Err(QuantizeError::UnsupportedSourceType {
+            tensor: t.name.clone(),
+            ty: t.elem.ggml(),
+        });
+    }
+    Ok(PlanEntry {
+        name: t.name.clone(),
+        dims: t.dims.clone(),
+        src: t.elem.ggml(),
+        dst,
+        fallback,
+        n_bytes,
+        src_bytes: t.len as u64,
+    })
+}
+
+fn prepare_gguf(path: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
+    let g = Gguf::open(path).map_err(|source| QuantizeError::Gguf {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let arch = g
+        .architecture()
+        .map_err(|source| QuantizeError::Gguf {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .to_string();
+    let mut meta: Vec<(String, OwnedValue)> = g
+        .metadata()
+        .filter(|(k, _)| !k.starts_with("split."))
+        .map(|(k, v)| (k.to_string(), v.to_owned_value()))
+        .collect();
+    finish_quantized_metadata(&mut meta, ftype);
+
+    let mut tensors: Vec<SrcTensor> = g
+        .tensor_infos()
+        .iter()
+        .map(|ti| SrcTensor {
+            name: g.tensor_name(ti).to_string(),
+            hf_name: None,
+            dims: ti.shape().to_vec(),
+            elem: Elem::from_ggml(ti.ty),
+            map: 0,
+            start: ti.file_offset as usize,
+            len: ti.n_bytes as usize,
+            permute: None,
+        })
+        .collect();
+    tensors.sort_by(|x, y| quantize_order(&x.name, &y.name));
+    let n_layer = match g.get_u32(&format!("{arch}.block_count")) {
+        Ok(n) => n as usize,
+        Err(_) => tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1),
+    };
+    let mut chooser = TypeChooser::new(ftype, tensors.iter().map(|t| t.name.as_str()), n_layer);
+    let mut entries = Vec::with_capacity(tensors.len());
+    for t in &tensors {
+        let (ty, fb) = match chooser.choose(&t.name, &t.dims)? {
+            Some(c) => (c.ty, c.fallback),
+            None => (t.elem.ggml(), false),
+        };
+        entries.push(entry(t, ty, fb)?);
+    }
+    drop(g);
+    let f = std::fs::File::open(path).map_err(|e| QuantizeError::io(path, e))?;
+    // SAFETY: read-only mapping of a file opened read-only; the input must not change while the
+    // job runs (as for every mmap-based loader).
+    let map = unsafe { Mmap::map(&f) }.map_err(|e| QuantizeError::io(path, e))?;
+    for t in &tensors {
+        if t.start.checked_add(t.len).is_none_or(|e| e > map.len()) {
+            return Err(QuantizeError::io(
+                path,
+                std::io::Error::other("the file changed while it was being read"),
+            ));
+        }
+    }
+    let plan = Plan {
+        input: path.to_path_buf(),
+        kind: InputKind::Gguf,
+        ftype,
+        arch,
+        metadata: meta,
+        tensors: entries,
+    };
+    Ok(Job {
+        plan,
+        maps: vec![map],
+        tensors,
+    })
+}
+
+/// A byte buffer with 8-byte alignment (what the row kernels need for any type).
+struct AlignedBuf {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            words: vec![0u64; len.div_ceil(8)],
+            len,
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `words` holds at least `len` initialized bytes; u8 has no invalid values and
+        // alignment 1; the slice borrows `self` mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: as in `bytes_mut`, shared.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+}
+
+/// Encode one f32 row as `dst`.
+fn encode_row(dst: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), QuantizeError> {
+    match dst {
+        GgmlType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&f32_to_f16(*v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, v) in out.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&f32_to_bf16(*v).to_le_bytes());
+            }
+        }
+        t => dispatch::quantize_row(t, x, out).map_err(|e| QuantizeError::Kernel(e.to_string()))?,
+    }
+    Ok(())
+}
+
+impl Job {
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Convert one tensor into `out` (exactly its output bytes), on the rayon pool.
+    fn convert(&self, i: usize, out: &mut [u8], cancel: &AtomicBool) -> Result<(), QuantizeError> {
+        let t = &self.tensors[i];
+        let e = &self.plan.tensors[i];
+        let map: &[u8] = &self.maps[t.map];
+        if e.dst == e.src && t.permute.is_none() {
+            out.copy_from_slice(&map[t.start..t.start + t.len]);
+            return Ok(());
+        }
+        let ne0 = t.dims[0] as usize;
+        let rows = (t.n_elements() / t.dims[0].max(1)) as usize;
+        let rb = (e.n_bytes as usize) / rows.max(1);
+        // Rows per work item: about 64K elements, so items are many and small.
+        let per = (65536 / ne0.max(1)).max(1);
+        out.par_chunks_mut(rb * per)
+            .enumerate()
+            .try_for_each(|(ci, oc)| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(QuantizeError::Cancelled);
+                }
+                let n = oc.len() / rb;
+                let mut x = vec![0f32; n * ne0];
+                t.read_rows(map, (ci * per) as u64, &mut x)?;
+                for (xr, or) in x.chunks_exact(ne0).zip(oc.chunks_exact_mut(rb)) {
+                    encode_row(e.dst, xr, or)?;
+                }
+                Ok(())
+            })
+    }
+
+    /// Convert every tensor and write the GGUF to `out` (through a temporary file renamed at the
+    /// end). `threads`: 0 for all. `cancel` is polled between work items; when it is set the
+    /// temporary file is removed and `Cancelled` returned.
+    pub fn write(
+        &self,
+        out: &Path,
+        force: bool,
+        threads: usize,
+        progress: &mut dyn FnMut(Progress<'_>),
+        cancel: &AtomicBool,
+    ) -> Result<(), QuantizeError> {
+        let mut tmp = output::TempOutput::create(out, &self.plan.input, force)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| QuantizeError::Kernel(format!("thread pool: {e}")))?;
+        let wr = |source| QuantizeError::Write {
+            path: out.to_path_buf(),
+            source,
+        };
+        let mut w = GgufWriter::new();
+        for (k, v) in &self.plan.metadata {
+            w.set(k, v.clone());
+        }
+        for e in &self.plan.tensors {
+            w.add_tensor(TensorSpec {
+                name: e.name.clone(),
+                ty: e.dst,
+                dims: e.dims.clone(),
+            })
+            .map_err(wr)?;
+        }
+        let file = tmp
+            .file()
+            .try_clone()
+            .map_err(|e| QuantizeError::io(out, e))?;
+        let mut stream = w
+            .begin(BufWriter::with_capacity(1 << 20, file))
+            .map_err(wr)?;
+        let total_bytes = self.plan.out_tensor_bytes();
+        let mut done_bytes = 0;
+        for (i, e) in self.plan.tensors.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(QuantizeError::Cancelled);
+            }
+            let mut buf = AlignedBuf::new(e.n_bytes as usize);
+            pool.install(|| self.convert(i, buf.bytes_mut(), cancel))?;
+            stream.write_tensor(buf.bytes()).map_err(wr)?;
+            let t = &self.tensors[i];
+            source::release(&self.maps[t.map], t.start, t.len);
+            done_bytes += e.n_bytes;
+            progress(Progress {
+                done: i + 1,
+                total: self.plan.tensors.len(),
+                name: &e.name,
+                bytes_done: done_bytes,
+                bytes_total: total_bytes,
+            });
+        }
+        let mut bw = stream.finish().map_err(wr)?;
+        bw.flush()
+            .map_err(|e| QuantizeError::io(tmp.tmp_path(), e))?;
+        drop(bw);
+        if cancel.load(Ordering::Relaxed) {
+            return Err(QuantizeError::Cancelled);
+        }
+        tmp.commit()
+    }
+}
+
+/// Convert `input` to `out` as `ftype` in one call (no progress, never cancelled).
+pub fn quantize_file(
+    input: &Path,
+    out: &Path,
+    ftype: FileType,
+    force: bool,
+) -> Result<Plan, QuantizeError> {
+    let job = prepare(input, ftype)?;
+    let never = AtomicBool::new(false);
+    job.write(out, force, 0, &mut |_| {}, &never)?;
+    Ok(job.plan)
+}
