@@ -1,6 +1,7 @@
 //! ferrolm: run Llama-family GGUF models on CPUs.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod chat;
 pub mod ffi;
 pub mod generate;
 pub mod gguf;
