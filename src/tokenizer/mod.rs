@@ -62,7 +62,8 @@ pub enum TokenizerError {
     UnsupportedModel(String),
     #[error(
         "unsupported pre-tokenizer '{0}' (tokenizer.ggml.pre; supported: default, gpt-2, \
-         llama-bpe/llama3, smollm/starcoder, qwen2 and their aliases)"
+         llama-bpe/llama3, smollm/starcoder, qwen2, falcon, bloom/poro-chat/gpt3-finnish, viking \
+         and their aliases)"
     )]
     UnsupportedPreTokenizer(String),
     #[error("metadata key '{key}' is an array of {found}, expected {expected}")]
@@ -472,7 +473,9 @@ impl Tokenizer {
                     ignore_merges = true;
                     add_bos = true;
                 }
-                "qwen2" | "deepseek-r1-qwen" | "smollm" | "command-r" => clean_spaces = false,
+                "qwen2" | "deepseek-r1-qwen" | "smollm" | "command-r" | "poro-chat" | "viking" => {
+                    clean_spaces = false
+                }
                 _ => {}
             }
             if matches!(name, "chatglm-bpe" | "glm4") {

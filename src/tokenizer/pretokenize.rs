@@ -30,6 +30,13 @@ pub enum PreTokenizer {
     Llama3,
     /// Qwen2: the Llama-3 pattern with single digits (`\p{N}` instead of `\p{N}{1,3}`).
     Qwen2,
+    /// Falcon: punctuation/symbol runs (`[\p{P}\$\+<=>\^~\|`]+`), the GPT-2 pattern, ASCII
+    /// digit triples.
+    Falcon,
+    /// BLOOM, Poro, GPT-3 Finnish: ` ?[^(\s|.,!?…。，、।۔،)]+`.
+    Bloom,
+    /// Viking: the BLOOM pattern, then every digit on its own.
+    Viking,
 }
 
 impl PreTokenizer {
@@ -46,6 +53,9 @@ impl PreTokenizer {
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" | "dbrx" | "smaug-bpe"
             | "chatglm-bpe" | "glm4" => PreTokenizer::Llama3,
             "qwen2" | "deepseek-r1-qwen" | "megrez" | "stablelm2" => PreTokenizer::Qwen2,
+            "falcon" => PreTokenizer::Falcon,
+            "bloom" | "poro-chat" | "gpt3-finnish" => PreTokenizer::Bloom,
+            "viking" => PreTokenizer::Viking,
             _ => return None,
         })
     }
@@ -86,7 +96,12 @@ impl PreTokenizer {
                     split_gpt2(cps, start, cps.len(), text.len(), out);
                 }
             }
-            PreTokenizer::Default => split_default(cps, text.len(), out),
+            PreTokenizer::Default => split_stages(cps, text.len(), &DEFAULT_STAGES, out),
+            PreTokenizer::Falcon => split_stages(cps, text.len(), &FALCON_STAGES, out),
+            PreTokenizer::Bloom => split_stages(cps, text.len(), &[Stage::Bloom], out),
+            PreTokenizer::Viking => {
+                split_stages(cps, text.len(), &[Stage::Bloom, Stage::EachNumber], out)
+            }
         }
     }
 }
@@ -368,54 +383,157 @@ fn split_llama3(
     }
 }
 
-/// llama.cpp's default BPE pre-tokenizer: four regexes applied in turn.
-///  1. `[\p{P}\$\+<=>\^~\|]+` (collapsed: any punctuation, or one of `$+<=>^~|`)
-///  2. the GPT-2 pattern
-///  3. `\p{N}+`
-///  4. `[0-9][0-9][0-9]`
-fn split_default(cps: &[Cp], text_len: usize, out: &mut Vec<Range<usize>>) {
-    // Work in code point ranges, then convert at the end.
-    let punctish = |cp: &Cp| {
-        cp.class == CpClass::Punct || matches!(cp.c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
-    };
-    let mut segs: Vec<Range<usize>> = Vec::new();
-    split_runs(cps, 0..cps.len(), punctish, &mut segs);
+/// One regex of a multi-regex pre-tokenizer; each splits every segment of the previous one.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// `[\p{P}\$\+<=>\^~\|]+` (collapsed by llama.cpp: any punctuation, or one of the listed
+    /// ASCII symbols; with `backtick` also `` ` ``).
+    PunctRuns { backtick: bool },
+    /// The GPT-2 pattern.
+    Gpt2,
+    /// `\p{N}+`
+    NumberRuns,
+    /// `\p{N}`
+    EachNumber,
+    /// `[0-9][0-9][0-9]`: leftmost, non-overlapping triples of ASCII digits.
+    DigitTriples,
+    /// ` ?[^(\s|.,!?…。，、।۔،)]+`
+    Bloom,
+}
 
-    // GPT-2 pattern inside each segment; it emits byte ranges, so map them back to code points.
+/// llama.cpp's default BPE pre-tokenizer.
+const DEFAULT_STAGES: [Stage; 4] = [
+    Stage::PunctRuns { backtick: false },
+    Stage::Gpt2,
+    Stage::NumberRuns,
+    Stage::DigitTriples,
+];
+const FALCON_STAGES: [Stage; 3] = [
+    Stage::PunctRuns { backtick: true },
+    Stage::Gpt2,
+    Stage::DigitTriples,
+];
+
+/// Run regex stages over the whole text; segments are code point ranges until the end.
+fn split_stages(cps: &[Cp], text_len: usize, stages: &[Stage], out: &mut Vec<Range<usize>>) {
+    let mut segs: Vec<Range<usize>> = Vec::with_capacity(1);
+    segs.push(0..cps.len());
+    let mut next: Vec<Range<usize>> = Vec::new();
     let mut bytes = Vec::new();
-    for s in &segs {
-        split_gpt2(cps, s.start, s.end, text_len, &mut bytes);
-    }
-    let to_cp = |b: usize| cps.partition_point(|cp| (cp.off as usize) < b);
-    let mut segs2: Vec<Range<usize>> = bytes.iter().map(|r| to_cp(r.start)..to_cp(r.end)).collect();
-
-    segs.clear();
-    for s in &segs2 {
-        split_runs(cps, s.clone(), |cp| cp.class == CpClass::Number, &mut segs);
-    }
-    segs2.clear();
-    for s in &segs {
-        // [0-9][0-9][0-9]: leftmost, non-overlapping triples of ASCII digits
-        let mut gap = s.start;
-        let mut i = s.start;
-        while i + 3 <= s.end {
-            if cps[i..i + 3].iter().all(|cp| cp.c.is_ascii_digit()) {
-                if gap < i {
-                    segs2.push(gap..i);
+    for stage in stages {
+        next.clear();
+        for s in &segs {
+            match *stage {
+                Stage::PunctRuns { backtick } => {
+                    let set = |cp: &Cp| {
+                        cp.class == CpClass::Punct
+                            || matches!(cp.c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
+                            || (backtick && cp.c == '`')
+                    };
+                    split_runs(cps, s.clone(), set, &mut next);
                 }
-                segs2.push(i..i + 3);
-                i += 3;
-                gap = i;
-            } else {
-                i += 1;
+                Stage::Gpt2 => {
+                    // split_gpt2 emits byte ranges; map them back to code points.
+                    bytes.clear();
+                    split_gpt2(cps, s.start, s.end, text_len, &mut bytes);
+                    let to_cp = |b: usize| cps.partition_point(|cp| (cp.off as usize) < b);
+                    next.extend(bytes.iter().map(|r| to_cp(r.start)..to_cp(r.end)));
+                }
+                Stage::NumberRuns => {
+                    split_runs(cps, s.clone(), |cp| cp.class == CpClass::Number, &mut next)
+                }
+                Stage::EachNumber => {
+                    let mut gap = s.start;
+                    for i in s.clone() {
+                        if cps[i].class == CpClass::Number {
+                            if gap < i {
+                                next.push(gap..i);
+                            }
+                            next.push(i..i + 1);
+                            gap = i + 1;
+                        }
+                    }
+                    if gap < s.end {
+                        next.push(gap..s.end);
+                    }
+                }
+                Stage::DigitTriples => {
+                    let mut gap = s.start;
+                    let mut i = s.start;
+                    while i + 3 <= s.end {
+                        if cps[i..i + 3].iter().all(|cp| cp.c.is_ascii_digit()) {
+                            if gap < i {
+                                next.push(gap..i);
+                            }
+                            next.push(i..i + 3);
+                            i += 3;
+                            gap = i;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    if gap < s.end {
+                        next.push(gap..s.end);
+                    }
+                }
+                Stage::Bloom => split_bloom(cps, s.clone(), &mut next),
             }
         }
-        if gap < s.end {
-            segs2.push(gap..s.end);
-        }
+        std::mem::swap(&mut segs, &mut next);
     }
-    for s in segs2 {
+    for s in segs {
         out.push(byte_at(cps, s.start, text_len)..byte_at(cps, s.end, text_len));
+    }
+}
+
+/// ` ?[^(\s|.,!?…。，、।۔،)]+` (llama.cpp runs it through `std::wregex`, where `\s` inside the
+/// brackets is whitespace; the brackets and `|` are literal members of the set).
+fn split_bloom(cps: &[Cp], seg: Range<usize>, out: &mut Vec<Range<usize>>) {
+    let ok = |i: usize| {
+        i < seg.end
+            && cps[i].class != CpClass::Whitespace
+            && !matches!(
+                cps[i].c,
+                '(' | '|'
+                    | '.'
+                    | ','
+                    | '!'
+                    | '?'
+                    | '…'
+                    | '。'
+                    | '，'
+                    | '、'
+                    | '।'
+                    | '۔'
+                    | '،'
+                    | ')'
+            )
+    };
+    let mut gap = seg.start;
+    let mut i = seg.start;
+    while i < seg.end {
+        let start = i;
+        let body = if cps[i].c == ' ' && ok(i + 1) {
+            i + 1
+        } else if ok(i) {
+            i
+        } else {
+            i += 1;
+            continue;
+        };
+        let mut j = body;
+        while ok(j) {
+            j += 1;
+        }
+        if gap < start {
+            out.push(gap..start);
+        }
+        out.push(start..j);
+        i = j;
+        gap = j;
+    }
+    if gap < seg.end {
+        out.push(gap..seg.end);
     }
 }
 
