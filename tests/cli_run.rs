@@ -1,0 +1,145 @@
+//! The text commands end to end: `run` streams exactly the generated text, `eval`/`tokenize`/
+//! `detokenize` agree with the library and llama.cpp, `perplexity` is within 1% of
+//! llama-perplexity, and bad input gets one line on stderr and a non-zero exit.
+
+use std::process::{Command, Output};
+
+mod common;
+
+fn ferrolm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolm")).args(args).output().expect("run ferrolm")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// A failed command: non-zero exit, exactly one stderr line, starting with "error:" and naming `what`.
+fn assert_one_line_error(o: &Output, what: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains(what)) && (lines.len() == 1 || lines[0].starts_with("error:")),
+        "stderr should be one line naming '{what}', got: {err}"
+    );
+}
+
+#[test]
+fn run_greedy_prints_exactly_llamacpps_text() {
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let m = m.to_str().unwrap();
+    // llama.cpp's greedy continuation (tests/data/generate): the first 8 tokens are far from ties.
+    let golden = std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
+    let row: serde_json::Value = serde_json::from_str(golden.lines().next().unwrap()).unwrap();
+    let prompt = row["prompt"].as_str().unwrap();
+    let ids: Vec<String> = row["generated_ids"].as_array().unwrap()[..8].iter().map(|v| v.to_string()).collect();
+    let want = stdout(&ferrolm(&["detokenize", "-m", m, "--ids", &ids.join(",")]));
+    let o = ferrolm(&["run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "-t", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o), want.trim_end_matches('\n'), "run's stdout must be exactly the generated text");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("tokens/s") && err.contains("load:"), "stats on stderr: {err}");
+    // --echo prints the prompt first; a seed makes sampling reproducible.
+    let o = ferrolm(&["run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "--echo"]);
+    assert_eq!(stdout(&o), format!("{prompt}{}", want.trim_end_matches('\n')));
+    let a = ferrolm(&["run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0"]);
+    let b = ferrolm(&["run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0"]);
+    assert_eq!(stdout(&a), stdout(&b));
+}
+
+#[test]
+fn eval_json_and_tokenize_agree_with_llamacpp() {
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let m = m.to_str().unwrap();
+    let o = ferrolm(&["tokenize", "-m", m, "-p", "The capital of France is", "--json"]);
+    assert_eq!(stdout(&o).trim(), "[504,3575,282,4649,314]");
+    let o = ferrolm(&["tokenize", "-m", m, "-p", "<|im_start|>user", "--json", "--parse-special"]);
+    assert_eq!(stdout(&o).trim(), "[1,4093]");
+    let o = ferrolm(&["detokenize", "-m", m, "--ids", "504,3575,282,4649,314"]);
+    assert_eq!(stdout(&o), "The capital of France is\n");
+    let o = ferrolm(&["eval", "-m", m, "-p", "The capital of France is", "--top", "3", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pos = v["positions"].as_array().unwrap();
+    assert_eq!(pos.len(), 5);
+    // llama.cpp's argmax at each position (tests/data/logits).
+    let argmax: Vec<u64> = pos.iter().map(|p| p["argmax"].as_u64().unwrap()).collect();
+    assert_eq!(argmax, [29, 282, 260, 314, 7042]);
+    assert_eq!(pos[0]["top"].as_array().unwrap().len(), 3);
+    let o = ferrolm(&["eval", "-m", m, "--ids", "504,3575"]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).lines().count(), 2);
+}
+
+#[test]
+fn bad_input_is_one_line_and_nonzero() {
+    let dir = std::env::temp_dir().join(format!("ferrolm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_gguf = dir.join("not.gguf");
+    std::fs::write(&not_gguf, b"this is not a model").unwrap();
+    let missing = dir.join("missing.gguf");
+    let (ng, mi) = (not_gguf.to_str().unwrap(), missing.to_str().unwrap());
+    assert_one_line_error(&ferrolm(&["run", "-m", mi, "-p", "hi"]), "missing.gguf");
+    assert_one_line_error(&ferrolm(&["run", "-m", ng, "-p", "hi"]), "not a GGUF file");
+    assert_one_line_error(&ferrolm(&["eval", "-m", ng, "--ids", "1"]), "not a GGUF file");
+    assert_one_line_error(&ferrolm(&["perplexity", "-m", mi, "-f", ng]), "missing.gguf");
+    let truncated = dir.join("trunc.gguf");
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let bytes = std::fs::read(&m).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(&ferrolm(&["run", "-m", truncated.to_str().unwrap(), "-p", "hi"]), "outside the file");
+    let m = m.to_str().unwrap();
+    // A prompt longer than the context.
+    let long = "word ".repeat(100);
+    assert_one_line_error(&ferrolm(&["run", "-m", m, "-c", "16", "-p", &long]), "context");
+    // Bad flag values.
+    for args in [
+        vec!["run", "-m", m, "-p", "hi", "--temp", "-1"],
+        vec!["run", "-m", m, "-p", "hi", "--top-p", "2"],
+        vec!["run", "-m", m, "-p", "hi", "-n", "-5"],
+        vec!["run", "-m", m, "-p", "hi", "--cache-type", "q4"],
+        vec!["run", "-m", m, "-p", "hi", "--no-such-flag"],
+        vec!["eval", "-m", m, "--ids", "1,x"],
+        vec!["bench", "-m", m, "-o", "xml"],
+    ] {
+        let o = ferrolm(&args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("error"), "{args:?}");
+    }
+    assert_one_line_error(&ferrolm(&["eval", "-m", m, "--ids", "99999999"]), "out of range");
+    assert_one_line_error(&ferrolm(&["detokenize", "-m", m, "--ids", "99999999"]), "out of range");
+    // A prompt file that is not UTF-8.
+    let bad_utf8 = dir.join("bad.txt");
+    std::fs::write(&bad_utf8, b"caf\xe9 au lait").unwrap();
+    assert_one_line_error(&ferrolm(&["run", "-m", m, "-f", bad_utf8.to_str().unwrap()]), "UTF-8");
+    assert_one_line_error(&ferrolm(&["perplexity", "-m", m, "-f", bad_utf8.to_str().unwrap()]), "UTF-8");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ferrolm perplexity` within 1% of llama-perplexity for every model in perplexity.json that is
+/// present (the two real models; the requantized variants once `quantize` has made them).
+#[test]
+fn perplexity_within_one_percent_of_llamacpp() {
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::data("perplexity/perplexity.json")).unwrap()).unwrap();
+    let text = common::data("perplexity/brown-excerpt.txt");
+    let mut checked = 0;
+    for r in golden["results"].as_array().unwrap() {
+        let file = r["model_file"].as_str().unwrap();
+        let Some(m) = common::model(file) else { continue };
+        let o = ferrolm(&["perplexity", "-m", m.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", "512"]);
+        assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
+        let out = stdout(&o);
+        let line = out.lines().find(|l| l.starts_with("Final estimate: PPL = ")).expect("final line");
+        let ppl: f64 = line["Final estimate: PPL = ".len()..].split_whitespace().next().unwrap().parse().unwrap();
+        let want = r["ppl"].as_f64().unwrap();
+        let rel = (ppl - want).abs() / want;
+        eprintln!("{file}: PPL {ppl:.4}, llama.cpp {want:.4} ({:+.2}%)", 100.0 * (ppl - want) / want);
+        assert!(rel <= 0.01, "{file}: PPL {ppl} vs llama.cpp {want}: {:.2}% apart", 100.0 * rel);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("{} chunks", r["n_chunks"])), "{file}: {err}");
+        checked += 1;
+    }
+    assert!(checked > 0 || common::model("SmolLM2-135M-Instruct.Q4_1.gguf").is_none());
+}
