@@ -13,8 +13,9 @@ pub(crate) struct Vocab {
     arena: String,
     /// `arena[off[id]..off[id + 1]]` is token `id`'s text; `[n_vocab + 1]`.
     off: Vec<u32>,
-    /// Linear-probing table of `id + 1` (0 = empty); its length is a power of two.
-    table: Vec<u32>,
+    /// Linear-probing table of `(id + 1, high half of the text's hash)` (id 0 = empty); its
+    /// length is a power of two. The hash half spares most probes a look at the arena.
+    table: Vec<(u32, u32)>,
 }
 
 #[inline]
@@ -33,7 +34,7 @@ impl Vocab {
         Vocab {
             arena: String::with_capacity(bytes),
             off,
-            table: vec![0; size],
+            table: vec![(0, 0); size],
         }
     }
 
@@ -58,16 +59,17 @@ impl Vocab {
 
     fn insert(&mut self, id: u32) {
         let mask = self.table.len() - 1;
-        let mut i = hash(self.text(id)) as usize & mask;
-        while self.table[i] != 0 {
+        let h = hash(self.text(id));
+        let mut i = h as usize & mask;
+        while self.table[i].0 != 0 {
             i = (i + 1) & mask;
         }
-        self.table[i] = id + 1;
+        self.table[i] = (id + 1, (h >> 32) as u32);
     }
 
     fn grow(&mut self) {
         let size = self.table.len() * 2;
-        self.table = vec![0; size];
+        self.table = vec![(0, 0); size];
         for id in 0..self.len() as u32 {
             self.insert(id);
         }
@@ -89,13 +91,15 @@ impl Vocab {
     #[inline]
     pub(crate) fn find(&self, s: &str) -> Option<u32> {
         let mask = self.table.len() - 1;
-        let mut i = hash(s) as usize & mask;
+        let h = hash(s);
+        let tag = (h >> 32) as u32;
+        let mut i = h as usize & mask;
         loop {
-            let e = self.table[i];
+            let (e, t) = self.table[i];
             if e == 0 {
                 return None;
             }
-            if self.text(e - 1) == s {
+            if t == tag && self.text(e - 1) == s {
                 return Some(e - 1);
             }
             i = (i + 1) & mask;
