@@ -249,6 +249,12 @@ impl Sampler {
         if cands.is_empty() {
             return pen.argmax();
         }
+        // A large top-k (past the one-pass selection) cuts the full array here.
+        if k < cands.len() {
+            ensure_sorted(cands, &mut sorted, k);
+        }
+        let kept = k.min(cands.len());
+        let cands = &mut cands[..kept];
         let mut len = cands.len();
 
         // top-p over the softmax of the kept logits

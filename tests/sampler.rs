@@ -323,6 +323,27 @@ fn top_p_and_min_p_cut_the_tail() {
         seen(SamplerParams { top_k: 3, ..base }),
         [true, true, true, false]
     );
+
+    // top-k above the one-pass selection limit (256) cuts too.
+    let n = 1000;
+    let flat: Vec<f32> = (0..n).map(|i| -(i as f32) * 1e-3).collect(); // token i is rank i
+    for k in [10, 300, 999] {
+        let p = SamplerParams {
+            top_k: k,
+            temp: 100.0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 4,
+            ..SamplerParams::default()
+        };
+        let mut s = Sampler::new(p, n);
+        let max_id = (0..5000).map(|_| s.sample(&flat)).max().unwrap();
+        assert!(max_id < k as u32, "top_k {k}: sampled rank {max_id}");
+        assert!(
+            max_id >= k as u32 * 9 / 10,
+            "top_k {k}: the tail of the kept set is reachable"
+        );
+    }
 }
 
 #[test]
