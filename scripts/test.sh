@@ -10,7 +10,9 @@
 #   6. the workspace tests for aarch64 under qemu (scripts/test-aarch64.sh; it says "skipped" and
 #      exits 0 when the cross toolchain is absent: scripts/install-aarch64.sh installs it).
 #
-# Exits non-zero on the first failure. About 10-15 minutes on 2 cores with the models cached.
+# Setup (steps 1-2) stops at the first failure. The checks (steps 3-6) all run even when one fails,
+# and the script ends with the list of failed ones and status 1; status 0 only when all passed.
+# About 10-15 minutes on 2 cores with the models cached.
 # Environment: FERROLM_TEST_FUZZ_SECONDS (default 20; 0 skips step 5),
 #              FERROLM_TEST_AARCH64=0 skips step 6.
 set -euo pipefail
@@ -23,6 +25,18 @@ fi
 
 t0=$SECONDS
 step() { printf '\n==> [%dm%02ds] %s\n' $(((SECONDS - t0) / 60)) $(((SECONDS - t0) % 60)) "$*"; }
+failed=()
+# check NAME CMD...: run a check, remember its name if it fails, go on.
+check() {
+  local name="$1"
+  shift
+  if "$@"; then
+    echo "==> $name: passed"
+  else
+    echo "==> $name: FAILED (status $?)"
+    failed+=("$name")
+  fi
+}
 
 step "models: scripts/fetch-models.sh all"
 scripts/fetch-models.sh all
@@ -48,23 +62,27 @@ fi
 # regenerates the header and fails if the checked-in one differs. Skipped until that script lands.
 if [ -f scripts/check-header.sh ]; then
   step "C header is current: scripts/check-header.sh"
-  bash scripts/check-header.sh
+  check "C header" bash scripts/check-header.sh
 fi
 
 step "x86-64: cargo test --workspace"
-cargo test --workspace
+check "x86-64 tests" cargo test --workspace --no-fail-fast
 
 fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
 if [ "$fuzz_secs" != 0 ]; then
   step "fuzz smoke: gguf_reader as a standalone driver for ${fuzz_secs}s on fuzz/seeds"
   # Own workspace and target dir (fuzz/target); no libFuzzer, so the stable toolchain builds it.
-  cargo run --quiet --release --manifest-path fuzz/Cargo.toml --no-default-features --bin gguf_reader -- \
+  check "fuzz smoke" cargo run --quiet --release --manifest-path fuzz/Cargo.toml --no-default-features --bin gguf_reader -- \
     --seconds "$fuzz_secs" --artifacts fuzz/artifacts/gguf_reader_drive fuzz/seeds
 fi
 
 if [ "${FERROLM_TEST_AARCH64:-1}" != 0 ] && [ -f scripts/test-aarch64.sh ]; then
   step "aarch64 under qemu: scripts/test-aarch64.sh"
-  bash scripts/test-aarch64.sh
+  check "aarch64 tests" bash scripts/test-aarch64.sh
 fi
 
+if [ ${#failed[@]} -gt 0 ]; then
+  step "FAILED: $(IFS=,; echo "${failed[*]}" | sed 's/,/, /g')"
+  exit 1
+fi
 step "all tests passed"
