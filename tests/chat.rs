@@ -235,7 +235,10 @@ fn strftime_matches_c() {
         "2000-02-29 00:00:00 Tue %Q"
     );
     assert_eq!(strftime_utc("%F", -1), "1969-12-31");
-    assert_eq!(strftime_utc("%c|%D|%R|%C", 1_722_000_309), "Fri Jul 26 13:25:09 2024|07/26/24|13:25|20");
+    assert_eq!(
+        strftime_utc("%c|%D|%R|%C", 1_722_000_309),
+        "Fri Jul 26 13:25:09 2024|07/26/24|13:25|20"
+    );
 }
 
 #[test]
@@ -246,4 +249,379 @@ fn reusable_prefix_keeps_the_last_token_to_evaluate() {
     // The whole prompt is cached: its last token is evaluated again for fresh logits.
     assert_eq!(reusable_prefix(&[1, 2, 3, 4], &[1, 2, 3]), 2);
     assert_eq!(reusable_prefix(&[1], &[]), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `ferrolm chat`, the real binary.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrolm");
+/// How long one turn may take on a loaded 2-core machine.
+const TURN_TIMEOUT: Duration = Duration::from_secs(240);
+/// llama.cpp's ChatML, given with --chat-template so that the first prompt is exactly the one
+/// tests/data/generate holds llama.cpp's greedy tokens for.
+const CHATML_ARG: &str = CHATML_TEMPLATE;
+
+/// `ferrolm chat` on a pseudo-terminal: a new session whose controlling terminal is the pty, so
+/// that Ctrl-C and Ctrl-D typed into the master behave as at a keyboard.
+struct PtyChat {
+    master: std::fs::File,
+    child: Child,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PtyChat {
+    fn spawn(args: &[&str]) -> PtyChat {
+        let (mut m, mut s) = (-1, -1);
+        // SAFETY: openpty writes two descriptors; name, termios and winsize may be null.
+        let r = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: openpty returned two fresh descriptors that nothing else owns.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+            // SAFETY: sets FD_CLOEXEC on a descriptor we own, so the child keeps only its stdio.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.arg("chat")
+            .args(args)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec: a new session, then the pty
+        // (already stdin) as its controlling terminal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(cmd); // closes the parent's copies of the slave: reads fail once the child is gone
+        let master = std::fs::File::from(master);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), Arc::clone(&out));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        PtyChat { master, child, out }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until the screen holds `n` prompts (`> `); return everything shown so far.
+    fn wait_prompts(&mut self, n: usize) -> String {
+        self.wait_until(&format!("{n} prompts"), |t| t.matches("> ").count() >= n)
+    }
+
+    fn wait_until(&mut self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let t = self.text();
+            if cond(&t) {
+                return t;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "ferrolm chat exited ({st}) before {what}; screen:\n{}",
+                    self.text()
+                );
+            }
+            if t0.elapsed() > TURN_TIMEOUT {
+                let _ = self.child.kill();
+                panic!("timed out waiting for {what}; screen:\n{t}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn send(&mut self, s: &str) {
+        self.master.write_all(s.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!("ferrolm chat did not exit; screen:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The part of the screen after the `k`-th prompt and before the next one.
+fn after_prompt(screen: &str, k: usize) -> &str {
+    screen.split("> ").nth(k).unwrap_or("")
+}
+
+/// Two questions typed at the terminal, two answers (greedy), then Ctrl-D: status 0.
+#[test]
+fn pty_two_turns_then_ctrl_d() {
+    let Some(model) = common::model(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let mut chat = PtyChat::spawn(&[
+        "-m",
+        m,
+        "--temp",
+        "0",
+        "-n",
+        "48",
+        "-t",
+        "2",
+        "--system",
+        "You are a helpful AI assistant.",
+    ]);
+    chat.wait_prompts(1);
+    chat.send("What is the capital of France?\n");
+    let screen = chat.wait_prompts(2);
+    let first = after_prompt(&screen, 1);
+    assert!(
+        first.contains("What is the capital of France?\r\nThe capital of France is Paris.\r\n"),
+        "first answer:\n{screen}"
+    );
+    chat.send("What is the capital of Germany?\n");
+    let screen = chat.wait_prompts(3);
+    let second = after_prompt(&screen, 2);
+    assert!(
+        second.contains("What is the capital of Germany?\r\nThe capital of Germany is Berlin.\r\n"),
+        "second answer:\n{screen}"
+    );
+    chat.send("\x04");
+    let st = chat.wait_exit();
+    assert!(st.success(), "Ctrl-D: {st}; screen:\n{}", chat.text());
+}
+
+/// Ctrl-C during a reply stops it and returns to the prompt; the chat goes on; Ctrl-C at the
+/// prompt ends it with status 0.
+#[test]
+fn pty_ctrl_c_stops_the_reply_then_quits() {
+    let Some(model) = common::model(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let mut chat = PtyChat::spawn(&[
+        "-m",
+        m,
+        "--temp",
+        "0",
+        "-n",
+        "2000",
+        "-t",
+        "2",
+        "--system",
+        "You are a helpful AI assistant.",
+    ]);
+    chat.wait_prompts(1);
+    let q = "Write a very long story about a dragon who bakes bread.";
+    chat.send(&format!("{q}\n"));
+    // Some of the reply is on the screen: interrupt it.
+    let echo = format!("{q}\r\n");
+    chat.wait_until("the start of the reply", |t| {
+        t.split(&echo).nth(1).is_some_and(|r| r.len() >= 30)
+    });
+    chat.send("\x03");
+    let screen = chat.wait_prompts(2);
+    assert!(
+        after_prompt(&screen, 1).contains("[interrupted]"),
+        "{screen}"
+    );
+    // The conversation goes on.
+    chat.send("What is the capital of Germany?\n");
+    let screen = chat.wait_prompts(3);
+    let answer = after_prompt(&screen, 2).trim_start_matches("What is the capital of Germany?\r\n");
+    assert!(answer.trim().len() > 3, "no second answer:\n{screen}");
+    chat.send("\x03");
+    let st = chat.wait_exit();
+    assert!(
+        st.success(),
+        "Ctrl-C at the prompt: {st}; screen:\n{}",
+        chat.text()
+    );
+}
+
+/// Run `ferrolm chat` with `input` piped to stdin; (status, stdout, stderr).
+fn piped(args: &[&str], input: &str) -> (ExitStatus, String, String) {
+    let mut child = Command::new(BIN)
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The numbers of a `--verbose` turn line: (prompt tokens, reused, evaluated).
+fn turn_counts(stderr: &str) -> Vec<(usize, usize, usize)> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("[turn "))
+        .map(|l| {
+            let num = |after: &str| -> usize {
+                let i = l
+                    .find(after)
+                    .unwrap_or_else(|| panic!("no {after:?} in {l}"))
+                    + after.len();
+                l[i..]
+                    .trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            let prompt = num(": ");
+            let reused = l
+                .split("tokens: ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (prompt, reused, num("cache,"))
+        })
+        .collect()
+}
+
+/// Piped stdin, one turn per line; the first reply is llama.cpp's greedy text for the same
+/// prompt; the second turn evaluates only what is new, not the whole history.
+#[test]
+fn piped_turns_reuse_the_kv_cache() {
+    let Some(model) = common::model(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let (st, out, err) = piped(
+        &[
+            "-m",
+            m,
+            "--temp",
+            "0",
+            "-n",
+            "48",
+            "-t",
+            "2",
+            "--chat-template",
+            CHATML_ARG,
+            "--verbose",
+        ],
+        "What is the capital of France?\nWhat is the capital of Germany?\n",
+    );
+    assert!(st.success(), "{st}: {err}");
+    // llama.cpp: "The capital of France is Paris." then <|im_end|> (tests/data/generate).
+    assert_eq!(
+        out, "The capital of France is Paris.\nThe capital of Germany is Berlin.\n",
+        "stderr: {err}"
+    );
+    let turns = turn_counts(&err);
+    assert_eq!(turns.len(), 2, "{err}");
+    let (p1, r1, e1) = turns[0];
+    let (p2, r2, e2) = turns[1];
+    assert_eq!((r1, e1), (0, p1), "{err}");
+    assert_eq!(r2 + e2, p2, "{err}");
+    // Turn 1 left its prompt and 7 of its 8 generated tokens (not the final <|im_end|>) in the
+    // cache; all of it matches the re-rendered history.
+    assert_eq!(r2, p1 + 7, "{err}");
+    assert!(
+        e2 * 2 < p2,
+        "the second turn evaluated {e2} of {p2} tokens: {err}"
+    );
+}
+
+/// A conversation that outgrows the context starts a fresh one (saying so), keeping the system
+/// prompt; a message too long on its own is refused; the chat goes on and ends with status 0.
+#[test]
+fn piped_context_overflow_starts_fresh() {
+    let Some(model) = common::model(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let long = "word ".repeat(80);
+    let (st, out, err) = piped(
+        &["-m", m, "--temp", "0", "-n", "12", "-t", "2", "-c", "64", "--system", "Be brief.", "--verbose"],
+        &format!("What is the capital of France?\nWhat is the capital of Germany?\nWhat is the capital of Italy?\n{long}\nHi\n"),
+    );
+    assert!(st.success(), "{st}: {err}");
+    assert_eq!(
+        err.matches("over the context of 64: starting a fresh context with the system prompt]")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("with the system prompt, over the context of 64: not sent]"),
+        "{err}"
+    );
+    // Four turns answered (the long message got no reply), numbered as they were sent.
+    let turns = turn_counts(&err);
+    assert_eq!(turns.len(), 4, "stdout: {out:?}\nstderr: {err}");
+    assert!(err.contains("[turn 4: "), "{err}");
+    assert!(
+        out.starts_with("The capital of France is Paris.\nThe capital of Germany is Berlin.\n"),
+        "{out:?}"
+    );
+    // The fresh start reused nothing; the refused message left the conversation as it was, so the
+    // turn after it reused the cache.
+    assert_eq!(turns[2].1, 0, "{err}");
+    assert!(turns[3].1 > 0, "{err}");
+}
+
+/// Bad flags and a bad template are one error line and a non-zero status.
+#[test]
+fn bad_template_flag_is_an_error() {
+    let Some(model) = common::model(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let (st, out, err) = piped(&["-m", m, "--chat-template", "{% for %}"], "hi\n");
+    assert!(!st.success());
+    assert!(out.is_empty());
+    assert!(err.contains("the chat template does not compile"), "{err}");
 }

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod eval;
 mod inspect;
 mod perplexity;
@@ -38,6 +39,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Write a GGUF with random weights in the shape of a named model (for benchmarks).
     Synth(synth::Args),
+    /// Chat interactively with the model's own chat template.
+    Chat(chat::Args),
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -50,6 +53,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Perplexity(a) => perplexity::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
+        Command::Chat(a) => chat::run(a),
     }
 }
 
