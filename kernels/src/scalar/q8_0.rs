@@ -34,17 +34,32 @@ pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) {
     }
 }
 
+/// The activation multiplier `127 / amax`, or 0 when that is not finite: amax = 0, or
+/// amax < 127 / f32::MAX (about 3.7e-37), where f16(d) = f16(amax / 127) is 0 anyway. Such a block
+/// then quantizes to all-zero quants, the same on every backend, instead of whatever an infinite
+/// multiplier gives (x86 converts inf and NaN to -128, NEON saturates inf to 127).
+#[inline(always)]
+pub fn act_multiplier(amax: f32) -> f32 {
+    let id = 127.0 / amax;
+    if id.is_finite() {
+        id
+    } else {
+        0.0
+    }
+}
+
 /// Activation quantizer (the CPU backend's `from_float`). x: [32 * y.len()].
 ///
-/// d = amax / 127 as in the reference, but the multiplier is `id = 127 / amax` (0 when amax = 0)
-/// and a tie rounds to even, exactly as llama.cpp's AVX2 path (`_mm256_round_ps`) and the
-/// ferrolm SIMD versions do, so scalar and SIMD activations are byte-identical.
+/// d = amax / 127 as in the reference, but the multiplier is `id = 127 / amax` (see
+/// [`act_multiplier`] for amax = 0 and tiny blocks) and a tie rounds to even, exactly as
+/// llama.cpp's AVX2 path (`_mm256_round_ps`) does on the golden rows; the ferrolm SIMD versions
+/// must give the same bytes.
 pub fn from_float_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     assert_eq!(x.len(), y.len() * QK, "from_float_q8_0: length mismatch");
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let amax = block_amax(xb);
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let id = act_multiplier(amax);
         yb.d = f2h(d);
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
             *q = round_ties_even_i8(v * id);

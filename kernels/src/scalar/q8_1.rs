@@ -1,7 +1,7 @@
 //! Q8_1: 32 values per block, `x = d * q`, plus `s = d * sum(q)` (d before f16 rounding); the
 //! activation partner of Q4_1 and Q5_1, whose min term needs the block sum.
 
-use super::q8_0::block_amax;
+use super::q8_0::{act_multiplier, block_amax};
 use super::{f2h, h2f, round_half_away_i8, round_ties_even_i8};
 use crate::blocks::{BlockQ8_1, QK};
 
@@ -30,13 +30,14 @@ pub fn quantize_row_q8_1_ref(x: &[f32], y: &mut [BlockQ8_1]) {
 
 /// Activation quantizer (the CPU backend's `from_float`). x: [32 * y.len()].
 ///
-/// As [`super::q8_0::from_float_q8_0`]: `id = 127 / amax`, ties to even; `s = f16(d * sum(q))`.
+/// As [`super::q8_0::from_float_q8_0`]: `id = 127 / amax` (0 when not finite, see
+/// [`super::q8_0::act_multiplier`]), ties to even; `s = f16(d * sum(q))`.
 pub fn from_float_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     assert_eq!(x.len(), y.len() * QK, "from_float_q8_1: length mismatch");
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let amax = block_amax(xb);
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let id = act_multiplier(amax);
         yb.d = f2h(d);
         let mut sum = 0i32;
         for (q, &v) in yb.qs.iter_mut().zip(xb) {
