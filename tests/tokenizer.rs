@@ -149,6 +149,22 @@ fn llamacpp_vocab_llama_spm() {
     );
 }
 
+/// SentencePiece with special tokens: text after a special token gets the leading space too
+/// (llama.cpp's `is_prev_special`), and `<unk>` (UNKNOWN) is only matched with parse_special.
+#[test]
+fn spm_special_tokens() {
+    let tok = load(&data("llamacpp/ggml-vocab-llama-spm.gguf"));
+    let hello = tok.find_token("\u{2581}Hello").expect("▁Hello");
+    assert_eq!(tok.encode("<s>Hello", false, true), [1, hello]);
+    assert_eq!(tok.encode("Hello</s>", true, true), [1, hello, 2]);
+    assert_eq!(tok.decode(&[1, hello, 2], true), "<s> Hello</s>");
+    assert_eq!(tok.decode(&[1, hello, 2], false), " Hello");
+    assert_eq!(tok.encode("<unk>", false, true), [0]);
+    assert_ne!(tok.encode("<unk>", false, false), [0]);
+    assert_eq!(tok.eos(), Some(2));
+    assert!(tok.is_eog(2));
+}
+
 #[test]
 fn llamacpp_vocab_gpt2() {
     let (tok, cases) = check_llamacpp_vocab("ggml-vocab-gpt-2");
