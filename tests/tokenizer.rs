@@ -300,7 +300,7 @@ proptest::proptest! {
     /// removed again; byte-level BPE without clean_spaces: every byte is kept), and never panics.
     #[test]
     fn roundtrip_any_text(text in "(\\PC|\\s|[\u{0}-\u{1f}]|<\\|im_end\\|>|<tool_call>|'s|\\d+){0,40}") {
-        let spm = load(&data("llamacpp/ggml-vocab-llama-spm.gguf"));
+        let spm = cached_spm();
         let ids = spm.encode(&text, false, false);
         proptest::prop_assert_eq!(spm.decode(&ids, false), text.clone());
         let ids = spm.encode(&text, true, true);
@@ -323,6 +323,11 @@ proptest::proptest! {
 }
 
 /// Model tokenizers loaded once per test binary (proptest calls the body many times).
+fn cached_spm() -> &'static Tokenizer {
+    static SPM: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
+    SPM.get_or_init(|| load(&data("llamacpp/ggml-vocab-llama-spm.gguf")))
+}
+
 fn cached_model(file: &'static str) -> Option<&'static Tokenizer> {
     use std::sync::OnceLock;
     static SMOL: OnceLock<Option<Tokenizer>> = OnceLock::new();
