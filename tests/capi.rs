@@ -165,7 +165,7 @@ fn link_flags(dir: &Path) -> Vec<String> {
             .arg("--prefix")
             .arg(repo())
             .arg("--libdir")
-            .arg(&lib)
+            .arg(lib)
             .arg("--includedir")
             .arg(&include)
             .arg("-o")
