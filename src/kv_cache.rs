@@ -139,9 +139,9 @@ impl KvCache {
                 }
             }
             KvType::F16 => {
-                for (d, v) in dst.chunks_exact_mut(2).zip(x) {
-                    d.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
-                }
+                use half::slice::HalfFloatSliceExt;
+                // F16C (x86) / fcvt (aarch64) when present, chosen at run time by `half`.
+                ferrolm_kernels::cast_blocks_mut::<half::f16>(dst).convert_from_f32_slice(x);
             }
             KvType::Q8_0 => {
                 let q = table.get(GgmlType::Q8_0).and_then(|k| k.from_float).expect("Q8_0 from_float is always in the table");

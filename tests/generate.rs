@@ -135,3 +135,21 @@ fn prompt_longer_than_context_is_an_error() {
     let e = ctx.eval(&[1], Logits::Last).unwrap_err().to_string();
     assert!(e.contains("8 already used of 8"), "{e}");
 }
+
+/// 8 greedy tokens of the first prompt (for qemu: see tests/logits.rs `qemu_smoke_*`).
+#[test]
+fn qemu_smoke_smollm2_greedy() {
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let model = Arc::new(Model::load(&path).unwrap());
+    let mut ctx = Context::new(model, ContextParams { n_ctx: 64, ..Default::default() }).unwrap();
+    let text = std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let prompt_ids: Vec<u32> = v["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    ctx.eval(&prompt_ids, Logits::Last).unwrap();
+    for (k, step) in v["steps"].as_array().unwrap().iter().take(8).enumerate() {
+        let l = ctx.logits();
+        let got = (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a))).unwrap() as u32;
+        assert_eq!(got, step["id"].as_u64().unwrap() as u32, "step {k}");
+        ctx.eval(&[got], Logits::Last).unwrap();
+    }
+}

@@ -51,12 +51,22 @@ pub const MEAN_TOL: f64 = 0.25;
 
 /// Compare one model's logits with the golden file; returns (max |Δ|, mean |Δ|, near-tie argmax misses).
 fn check_model(model_file: &str, golden: &str, params: ContextParams, max_positions: usize) -> Option<(f32, f64, usize)> {
+    check_cases(model_file, golden, params, max_positions, usize::MAX)
+}
+
+fn check_cases(
+    model_file: &str,
+    golden: &str,
+    params: ContextParams,
+    max_positions: usize,
+    max_cases: usize,
+) -> Option<(f32, f64, usize)> {
     let path = common::model(model_file)?;
     let model = Arc::new(Model::load(&path).unwrap());
     let nv = model.config().n_vocab;
     let mut ctx = Context::new(model, params).unwrap();
     let (mut max_d, mut sum_d, mut n_d, mut tie_misses) = (0f32, 0f64, 0usize, 0usize);
-    for case in load_cases(golden) {
+    for case in load_cases(golden).into_iter().take(max_cases) {
         let n = case.ids.len().min(max_positions);
         ctx.reset();
         ctx.eval(&case.ids[..n], Logits::All).unwrap();
@@ -131,4 +141,17 @@ fn smollm2_variants_match_llamacpp() {
             check_model(&f, &format!("SmolLM2-135M-Instruct.{t}.jsonl"), ContextParams::default(), usize::MAX);
         }
     }
+}
+
+/// The short first prompt only ("The capital of France is", 5 positions): cheap enough for qemu,
+/// where scripts/test.sh runs the tests named `qemu_smoke` for aarch64 (with and without dotprod).
+#[test]
+fn qemu_smoke_smollm2_logits() {
+    check_cases(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.jsonl",
+        ContextParams { n_ctx: 64, ..Default::default() },
+        usize::MAX,
+        1,
+    );
 }

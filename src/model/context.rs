@@ -107,6 +107,8 @@ pub struct Context {
     hb: Vec<f32>,   // [n_batch, n_ff]
     hb2: Vec<f32>,  // [n_batch, n_ff]
     acts: ActBuf,   // one of the above, quantized to a weight's dot partner
+    /// Which buffer `acts` holds, in which format, while that buffer is unchanged.
+    acts_src: Option<(Src, GgmlType)>,
     attn: AttnScratch,
     rope: Vec<f32>, // [n_batch, head_dim] cos/sin pairs per position
     logits: Vec<f32>,     // [n_vocab] of the last token
@@ -161,6 +163,7 @@ impl Context {
             hb: vec![0.0; n_batch * c.n_ff],
             hb2: vec![0.0; n_batch * c.n_ff],
             acts: ActBuf::with_capacity(max_cols, n_batch),
+            acts_src: None,
             attn: AttnScratch {
                 scores: vec![0.0; n_threads * n_ctx],
                 vrow: vec![0.0; n_threads * c.head_dim],
@@ -275,6 +278,7 @@ impl Context {
         for (li, layer) in model.layers.iter().enumerate() {
             // ---- attention ----
             // xb = rmsnorm(x) * attn_norm                         [n, d]
+            self.invalidate_acts();
             rmsnorm(&mut self.xb[..n * d], &self.x[..n * d], model.vector(&layer.attn_norm), d, c.rms_eps);
             // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]; one quantization of xb serves all three
             // when their dot partners agree.
@@ -306,6 +310,7 @@ impl Context {
                 }
             }
             // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
+            self.invalidate_acts();
             self.attention(li, n, pos0);
             // xb = att Woᵀ [n, d]; x += xb
             self.matmul(&model, &layer.wo, Src::Att, n, Dst::Xb);
@@ -313,11 +318,13 @@ impl Context {
 
             // ---- feed-forward (SwiGLU) ----
             // xb = rmsnorm(x) * ffn_norm                          [n, d]
+            self.invalidate_acts();
             rmsnorm(&mut self.xb[..n * d], &self.x[..n * d], model.vector(&layer.ffn_norm), d, c.rms_eps);
             // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
             self.matmul(&model, &layer.w_gate, Src::Xb, n, Dst::Hb);
             self.matmul(&model, &layer.w_up, Src::Xb, n, Dst::Hb2);
             // hb = silu(hb) * hb2
+            self.invalidate_acts();
             swiglu(&mut self.hb[..n * c.n_ff], &self.hb2[..n * c.n_ff]);
             // xb = hb Wdownᵀ [n, d]; x += xb
             self.matmul(&model, &layer.w_down, Src::Hb, n, Dst::Xb);
@@ -341,6 +348,7 @@ impl Context {
         );
         let w = model.mat(&model.output);
         let partner = self.table.get(w.ty).expect("checked at load").vec_dot_type;
+        self.invalidate_acts();
         self.acts.quantize_with(self.table, partner, &self.xb[..count * d], count, d);
         // logits = xb Woutᵀ                                       [count, n_vocab]
         let nv = c.n_vocab;
@@ -365,7 +373,10 @@ impl Context {
         };
         // Re-quantize unless the buffer already holds this input in this format (Q/K/V and gate/up
         // share their input).
-        self.acts.quantize_with(self.table, partner, x, n, w.n_cols);
+        if self.acts_src != Some((src, partner)) {
+            self.acts.quantize_with(self.table, partner, x, n, w.n_cols);
+            self.acts_src = Some((src, partner));
+        }
         let y: &mut [f32] = match dst {
             Dst::Q => &mut self.q[..n * w.n_rows],
             Dst::K => &mut self.k[..n * w.n_rows],
@@ -375,6 +386,16 @@ impl Context {
             Dst::Hb2 => &mut self.hb2[..n * w.n_rows],
         };
         matmul_q_with(self.table, &self.pool, &w, &self.acts, y);
+        // Writing a buffer invalidates a quantization of it.
+        if matches!((dst, self.acts_src), (Dst::Xb, Some((Src::Xb, _))) | (Dst::Hb, Some((Src::Hb, _)))) {
+            self.acts_src = None;
+        }
+    }
+
+    /// Forget the cached quantization (its source buffer is about to change).
+    #[inline]
+    fn invalidate_acts(&mut self) {
+        self.acts_src = None;
     }
 
     /// cos/sin of θ_i = pos · freq_scale · base^(-2i/hd) / freq_factor_i, computed as ggml's
@@ -499,7 +520,7 @@ enum Out {
     All(usize),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Src {
     Xb,
     Att,
