@@ -515,6 +515,79 @@ mod tests {
         assert_eq!(acts.buf.capacity(), cap);
     }
 
+    /// Counts allocations made by the current thread (the test's own thread only, so tests running
+    /// in parallel do not disturb it).
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Counting;
+
+        thread_local! {
+            pub static ALLOCS: Cell<usize> = const { Cell::new(0) };
+        }
+
+        // SAFETY: forwards every call to `System`, only counting on the side.
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+                // SAFETY: same contract as ours.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: same contract as ours.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+                // SAFETY: same contract as ours.
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+    }
+
+    #[test]
+    fn warm_matmul_does_not_allocate_on_the_calling_thread() {
+        let (n_rows, n_cols) = (64, 256);
+        let before = counting::ALLOCS.with(|c| c.get());
+        let wf = lcg_values(n_rows * n_cols, 1);
+        assert!(
+            counting::ALLOCS.with(|c| c.get()) > before,
+            "the counting allocator must see allocations"
+        );
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::F16] {
+                let data = quantize_matrix(scalar_kernels(), ty, &wf, n_rows, n_cols);
+                let w = MatRef {
+                    ty,
+                    data: &data,
+                    n_rows,
+                    n_cols,
+                };
+                for n_tok in [1usize, 5] {
+                    let x = lcg_values(n_tok * n_cols, 2);
+                    let mut y = vec![0.0f32; n_tok * n_rows];
+                    let mut acts = ActBuf::with_capacity(n_cols, 8);
+                    matmul(&pool, &w, &x, n_tok, &mut y, &mut acts); // warm-up
+                    let before = counting::ALLOCS.with(|c| c.get());
+                    for _ in 0..3 {
+                        matmul(&pool, &w, &x, n_tok, &mut y, &mut acts);
+                    }
+                    let after = counting::ALLOCS.with(|c| c.get());
+                    assert_eq!(
+                        after - before,
+                        0,
+                        "{ty} n_tok={n_tok} threads={threads}: matmul allocated"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "activations are Q8_1 but Q4_0 weights dot with Q8_0")]
     fn wrong_activation_type_is_a_clear_panic() {
