@@ -482,18 +482,19 @@ impl Job {
         &self.plan
     }
 
-    /// Convert one tensor into `out` (exactly its output bytes), on the rayon pool.
-    fn convert(&self, i: usize, out: &mut [u8], cancel: &AtomicBool) -> Result<(), QuantizeError> {
+    /// Convert rows `r0..r0 + out.len() / row_bytes` of tensor `i` into `out`, on the rayon pool.
+    fn convert_rows(
+        &self,
+        i: usize,
+        r0: usize,
+        out: &mut [u8],
+        cancel: &AtomicBool,
+    ) -> Result<(), QuantizeError> {
         let t = &self.tensors[i];
         let e = &self.plan.tensors[i];
         let map: &[u8] = &self.maps[t.map];
-        if e.dst == e.src && t.permute.is_none() {
-            out.copy_from_slice(&map[t.start..t.start + t.len]);
-            return Ok(());
-        }
         let ne0 = t.dims[0] as usize;
-        let rows = (t.n_elements() / t.dims[0].max(1)) as usize;
-        let rb = (e.n_bytes as usize) / rows.max(1);
+        let rb = row_bytes(e);
         // Rows per work item: about 64K elements, so items are many and small.
         let per = (65536 / ne0.max(1)).max(1);
         out.par_chunks_mut(rb * per)
@@ -504,7 +505,7 @@ impl Job {
                 }
                 let n = oc.len() / rb;
                 let mut x = vec![0f32; n * ne0];
-                t.read_rows(map, (ci * per) as u64, &mut x)?;
+                t.read_rows(map, (r0 + ci * per) as u64, &mut x)?;
                 for (xr, or) in x.chunks_exact(ne0).zip(oc.chunks_exact_mut(rb)) {
                     encode_row(e.dst, xr, or)?;
                 }
@@ -513,8 +514,10 @@ impl Job {
     }
 
     /// Convert every tensor and write the GGUF to `out` (through a temporary file renamed at the
-    /// end). `threads`: 0 for all. `cancel` is polled between work items; when it is set the
-    /// temporary file is removed and `Cancelled` returned.
+    /// end). `threads`: 0 for all. Each tensor is converted in slices of rows (about
+    /// `CHUNK_BYTES` of f32 each), written, and the input pages behind it released, so memory
+    /// stays at a few slices whatever the model size. `cancel` is polled between work items;
+    /// when it is set the temporary file is removed and `Cancelled` returned.
     pub fn write(
         &self,
         out: &Path,
@@ -523,6 +526,7 @@ impl Job {
         progress: &mut dyn FnMut(Progress<'_>),
         cancel: &AtomicBool,
     ) -> Result<(), QuantizeError> {
+        const CHUNK_BYTES: usize = 16 << 20;
         let mut tmp = output::TempOutput::create(out, &self.plan.input, force)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -532,8 +536,13 @@ impl Job {
             path: out.to_path_buf(),
             source,
         };
+        let io = |e| QuantizeError::io(out, e);
         let mut w = GgufWriter::new();
+        let mut alignment = 32u64;
         for (k, v) in &self.plan.metadata {
+            if let ("general.alignment", OwnedValue::U32(a)) = (k.as_str(), v) {
+                alignment = *a as u64;
+            }
             w.set(k, v.clone());
         }
         for e in &self.plan.tensors {
@@ -544,24 +553,48 @@ impl Job {
             })
             .map_err(wr)?;
         }
-        let file = tmp
-            .file()
-            .try_clone()
-            .map_err(|e| QuantizeError::io(out, e))?;
-        let mut stream = w
-            .begin(BufWriter::with_capacity(1 << 20, file))
-            .map_err(wr)?;
+        let file = tmp.file().try_clone().map_err(io)?;
+        let mut bw = BufWriter::with_capacity(1 << 20, file);
+        // The header (metadata, tensor infos, padding); the data follows, each tensor padded to
+        // the alignment exactly as the writer laid out the offsets.
+        drop(w.begin(&mut bw).map_err(wr)?);
         let total_bytes = self.plan.out_tensor_bytes();
         let mut done_bytes = 0;
+        let mut buf = AlignedBuf::new(0);
         for (i, e) in self.plan.tensors.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(QuantizeError::Cancelled);
             }
-            let mut buf = AlignedBuf::new(e.n_bytes as usize);
-            pool.install(|| self.convert(i, buf.bytes_mut(), cancel))?;
-            stream.write_tensor(buf.bytes()).map_err(wr)?;
             let t = &self.tensors[i];
-            source::release(&self.maps[t.map], t.start, t.len);
+            let map = &self.maps[t.map];
+            if e.dst == e.src && t.permute.is_none() {
+                for c in (0..t.len).step_by(CHUNK_BYTES) {
+                    let n = CHUNK_BYTES.min(t.len - c);
+                    bw.write_all(&map[t.start + c..t.start + c + n])
+                        .map_err(io)?;
+                    source::release(map, t.start + c, n);
+                }
+            } else {
+                let ne0 = t.dims[0] as usize;
+                let rows = (t.n_elements() as usize) / ne0.max(1);
+                let rb = row_bytes(e);
+                let src_rb = t.len / rows.max(1);
+                let step = (CHUNK_BYTES / (4 * ne0.max(1))).max(1);
+                for r0 in (0..rows).step_by(step) {
+                    let n = step.min(rows - r0);
+                    if buf.len != n * rb {
+                        buf = AlignedBuf::new(n * rb);
+                    }
+                    pool.install(|| self.convert_rows(i, r0, buf.bytes_mut(), cancel))?;
+                    bw.write_all(buf.bytes()).map_err(io)?;
+                    if t.permute.is_none() {
+                        source::release(map, t.start + r0 * src_rb, n * src_rb);
+                    }
+                }
+                source::release(map, t.start, t.len);
+            }
+            let pad = e.n_bytes.div_ceil(alignment) * alignment - e.n_bytes;
+            bw.write_all(&vec![0u8; pad as usize]).map_err(io)?;
             done_bytes += e.n_bytes;
             progress(Progress {
                 done: i + 1,
@@ -571,15 +604,19 @@ impl Job {
                 bytes_total: total_bytes,
             });
         }
-        let mut bw = stream.finish().map_err(wr)?;
-        bw.flush()
-            .map_err(|e| QuantizeError::io(tmp.tmp_path(), e))?;
+        bw.flush().map_err(io)?;
         drop(bw);
         if cancel.load(Ordering::Relaxed) {
             return Err(QuantizeError::Cancelled);
         }
         tmp.commit()
     }
+}
+
+/// Bytes of one output row of a planned tensor.
+fn row_bytes(e: &PlanEntry) -> usize {
+    let rows: u64 = e.dims.iter().skip(1).product();
+    (e.n_bytes / rows.max(1)) as usize
 }
 
 /// Convert `input` to `out` as `ftype` in one call (no progress, never cancelled).
