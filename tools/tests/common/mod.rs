@@ -1,6 +1,8 @@
 //! Helpers for the converter tests: paths, fixtures, golden comparison.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;

@@ -1,0 +1,326 @@
+//! Bad inputs and unsafe outputs: each is one clear error (one line and a non-zero status from the
+//! binary) and leaves no file behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ferrolm_quantize::{prepare, quantize_file, FileType, QuantizeError};
+
+mod common;
+use common::tiny;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quantize"))
+}
+
+/// Run the binary; assert it failed with exactly one line on stderr containing `needle`.
+fn fails_with(out: Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err:?}"
+    );
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+/// Files in `dir` (names), to check nothing was left behind.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn missing_config_json() {
+    let d = common::scratch("err-no-config");
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    std::fs::remove_file(ck.join("config.json")).unwrap();
+    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    assert!(matches!(e, QuantizeError::MissingConfig { .. }), "{e}");
+    let out = d.join("out.gguf");
+    fails_with(
+        bin().arg(&ck).arg(&out).arg("F16").output().unwrap(),
+        "config.json",
+    );
+    assert!(!out.exists());
+    assert_eq!(listing(&d), ["ck"]);
+}
+
+#[test]
+fn unknown_architecture() {
+    let d = common::scratch("err-arch");
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "GPTNeoXForCausalLM", tiny::TINY, false, true);
+    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    assert!(
+        matches!(&e, QuantizeError::UnsupportedArchitecture { found } if found == "GPTNeoXForCausalLM"),
+        "{e}"
+    );
+    fails_with(
+        bin()
+            .arg(&ck)
+            .arg(d.join("o.gguf"))
+            .arg("Q8_0")
+            .output()
+            .unwrap(),
+        "GPTNeoXForCausalLM",
+    );
+    assert_eq!(listing(&d), ["ck"]);
+}
+
+#[test]
+fn truncated_safetensors() {
+    let d = common::scratch("err-truncated");
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    let st = ck.join("model.safetensors");
+    let len = std::fs::metadata(&st).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
+    f.set_len(len - 1000).unwrap();
+    drop(f);
+    let e = prepare(&ck, FileType::Q4_0).err().expect("must fail");
+    assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
+    fails_with(
+        bin()
+            .arg(&ck)
+            .arg(d.join("o.gguf"))
+            .arg("Q4_0")
+            .output()
+            .unwrap(),
+        "model.safetensors",
+    );
+    // A header cut in the middle too.
+    std::fs::write(&st, b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    let e = prepare(&ck, FileType::Q4_0).err().expect("must fail");
+    assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
+    assert_eq!(listing(&d), ["ck"]);
+}
+
+#[test]
+fn tensor_shape_disagrees_with_config() {
+    let d = common::scratch("err-shape");
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    let mut cfg = tiny::config("LlamaForCausalLM", tiny::TINY, true);
+    cfg["intermediate_size"] = 256.into();
+    std::fs::write(ck.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    match &e {
+        QuantizeError::ShapeMismatch {
+            tensor,
+            found,
+            expected,
+            ..
+        } => {
+            assert_eq!(tensor, "model.layers.0.mlp.down_proj.weight");
+            assert_eq!(found, &[64, 128]);
+            assert_eq!(expected, &[64, 256]);
+        }
+        other => panic!("{other}"),
+    }
+    fails_with(
+        bin()
+            .arg(&ck)
+            .arg(d.join("o.gguf"))
+            .arg("F16")
+            .output()
+            .unwrap(),
+        "down_proj",
+    );
+}
+
+#[test]
+fn unknown_output_type() {
+    let e = FileType::parse("Q3_K_S").err().expect("must fail");
+    assert!(matches!(e, QuantizeError::UnknownType(_)));
+    let d = common::scratch("err-type");
+    let g = d.join("in.gguf");
+    tiny::gguf(&g);
+    fails_with(
+        bin()
+            .arg(&g)
+            .arg(d.join("o.gguf"))
+            .arg("Q3_K_S")
+            .output()
+            .unwrap(),
+        "Q3_K_S",
+    );
+    assert_eq!(listing(&d), ["in.gguf"]);
+}
+
+#[test]
+fn unwritable_destination() {
+    let d = common::scratch("err-unwritable");
+    let g = d.join("in.gguf");
+    tiny::gguf(&g);
+    // The parent of the output is a file; then a directory that does not exist.
+    for out in [g.join("out.gguf"), d.join("no/such/dir/out.gguf")] {
+        let e = quantize_file(&g, &out, FileType::Q8_0, false)
+            .err()
+            .expect("must fail");
+        assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
+        fails_with(
+            bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
+            "cannot write the output",
+        );
+    }
+    // The output is a directory.
+    let e = quantize_file(&g, &d, FileType::Q8_0, true)
+        .err()
+        .expect("must fail");
+    assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
+    assert_eq!(listing(&d), ["in.gguf"]);
+}
+
+#[test]
+fn existing_output_needs_force_and_input_is_never_overwritten() {
+    let d = common::scratch("err-exists");
+    let g = d.join("in.gguf");
+    tiny::gguf(&g);
+    let out = d.join("out.gguf");
+    std::fs::write(&out, b"keep me").unwrap();
+    let e = quantize_file(&g, &out, FileType::Q8_0, false)
+        .err()
+        .expect("must fail");
+    assert!(matches!(e, QuantizeError::OutputExists(_)), "{e}");
+    fails_with(
+        bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
+        "--force",
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    let e = quantize_file(&g, &g, FileType::Q8_0, true)
+        .err()
+        .expect("must fail");
+    assert!(matches!(e, QuantizeError::OutputIsInput(_)), "{e}");
+    // With --force it is replaced by a complete file.
+    let st = bin()
+        .arg(&g)
+        .arg(&out)
+        .arg("Q8_0")
+        .arg("--force")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let file = ferrolm::gguf::Gguf::open(&out).unwrap();
+    assert_eq!(file.get_u32("general.file_type").unwrap(), 7);
+    assert_eq!(listing(&d), ["in.gguf", "out.gguf"]);
+}
+
+#[test]
+fn not_an_input() {
+    let d = common::scratch("err-input");
+    let f = d.join("x.bin");
+    std::fs::write(&f, b"hello world").unwrap();
+    fails_with(
+        bin()
+            .arg(&f)
+            .arg(d.join("o.gguf"))
+            .arg("F16")
+            .output()
+            .unwrap(),
+        "neither a GGUF file",
+    );
+    fails_with(
+        bin()
+            .arg(d.join("missing"))
+            .arg(d.join("o.gguf"))
+            .arg("F16")
+            .output()
+            .unwrap(),
+        "missing",
+    );
+    let ck = d.join("empty-ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::write(
+        ck.join("config.json"),
+        serde_json::to_vec(&tiny::config("LlamaForCausalLM", tiny::TINY, true)).unwrap(),
+    )
+    .unwrap();
+    fails_with(
+        bin()
+            .arg(&ck)
+            .arg(d.join("o.gguf"))
+            .arg("F16")
+            .output()
+            .unwrap(),
+        "no model.safetensors",
+    );
+    assert_eq!(listing(&d), ["empty-ck", "x.bin"]);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let d = common::scratch("dry-run");
+    let g = d.join("in.gguf");
+    tiny::gguf(&g);
+    let out = bin()
+        .arg(&g)
+        .arg(d.join("o.gguf"))
+        .arg("Q4_K_M")
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 64 is not a multiple of 256: the tied embedding goes straight to Q8_0, attn_v falls back.
+    assert!(
+        text.contains("token_embd.weight") && text.contains("Q8_0"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("blk.0.attn_v.weight") && l.contains("fallback")),
+        "{text}"
+    );
+    assert!(
+        text.contains("output_norm.weight") && text.contains("F32"),
+        "{text}"
+    );
+    assert_eq!(listing(&d), ["in.gguf"]);
+}
+
+#[test]
+fn interrupt_leaves_no_partial_file() {
+    let Some(hf) = common::hf_fixtures() else {
+        return;
+    };
+    let d = common::scratch("interrupt");
+    let out = d.join("o.gguf");
+    let mut child = bin()
+        .arg(hf.join("smollm2-135m"))
+        .arg(&out)
+        .arg("Q4_K_M")
+        .spawn()
+        .unwrap();
+    // Wait until the temporary file exists (conversion under way), then interrupt.
+    let t0 = std::time::Instant::now();
+    while listing(&d).is_empty() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) on our own child's pid with SIGINT.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let st = child.wait().unwrap();
+    if st.success() {
+        // Finished before the signal arrived (a very fast machine): the output must be complete.
+        assert!(out.exists());
+        return;
+    }
+    assert_eq!(st.code(), Some(130), "{st}");
+    assert_eq!(
+        listing(&d),
+        Vec::<String>::new(),
+        "partial output left behind"
+    );
+}
