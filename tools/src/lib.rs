@@ -107,6 +107,17 @@ pub struct Job {
     tensors: Vec<SrcTensor>,
 }
 
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("input", &self.plan.input)
+            .field("ftype", &self.plan.ftype)
+            .field("tensors", &self.plan.tensors.len())
+            .field("maps", &self.maps.len())
+            .finish()
+    }
+}
+
 /// Open `input` (a checkpoint directory or a GGUF file) and plan its conversion to `ftype`.
 pub fn prepare(input: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
     if input.is_dir() {

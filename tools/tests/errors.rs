@@ -44,7 +44,7 @@ fn missing_config_json() {
     let ck = d.join("ck");
     tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
     std::fs::remove_file(ck.join("config.json")).unwrap();
-    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    let e = prepare(&ck, FileType::F16).expect_err("must fail");
     assert!(matches!(e, QuantizeError::MissingConfig { .. }), "{e}");
     let out = d.join("out.gguf");
     fails_with(
@@ -60,7 +60,7 @@ fn unknown_architecture() {
     let d = common::scratch("err-arch");
     let ck = d.join("ck");
     tiny::checkpoint(&ck, "GPTNeoXForCausalLM", tiny::TINY, false, true);
-    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    let e = prepare(&ck, FileType::F16).expect_err("must fail");
     assert!(
         matches!(&e, QuantizeError::UnsupportedArchitecture { found } if found == "GPTNeoXForCausalLM"),
         "{e}"
@@ -87,7 +87,7 @@ fn truncated_safetensors() {
     let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
     f.set_len(len - 1000).unwrap();
     drop(f);
-    let e = prepare(&ck, FileType::Q4_0).err().expect("must fail");
+    let e = prepare(&ck, FileType::Q4_0).expect_err("must fail");
     assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
     fails_with(
         bin()
@@ -100,7 +100,7 @@ fn truncated_safetensors() {
     );
     // A header cut in the middle too.
     std::fs::write(&st, b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
-    let e = prepare(&ck, FileType::Q4_0).err().expect("must fail");
+    let e = prepare(&ck, FileType::Q4_0).expect_err("must fail");
     assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
     assert_eq!(listing(&d), ["ck"]);
 }
@@ -113,7 +113,7 @@ fn tensor_shape_disagrees_with_config() {
     let mut cfg = tiny::config("LlamaForCausalLM", tiny::TINY, true);
     cfg["intermediate_size"] = 256.into();
     std::fs::write(ck.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    let e = prepare(&ck, FileType::F16).expect_err("must fail");
     match &e {
         QuantizeError::ShapeMismatch {
             tensor,
@@ -140,7 +140,7 @@ fn tensor_shape_disagrees_with_config() {
 
 #[test]
 fn unknown_output_type() {
-    let e = FileType::parse("Q3_K_S").err().expect("must fail");
+    let e = FileType::parse("Q3_K_S").expect_err("must fail");
     assert!(matches!(e, QuantizeError::UnknownType(_)));
     let d = common::scratch("err-type");
     let g = d.join("in.gguf");
@@ -164,9 +164,7 @@ fn unwritable_destination() {
     tiny::gguf(&g);
     // The parent of the output is a file; then a directory that does not exist.
     for out in [g.join("out.gguf"), d.join("no/such/dir/out.gguf")] {
-        let e = quantize_file(&g, &out, FileType::Q8_0, false)
-            .err()
-            .expect("must fail");
+        let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
         assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
         fails_with(
             bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
@@ -174,9 +172,7 @@ fn unwritable_destination() {
         );
     }
     // The output is a directory.
-    let e = quantize_file(&g, &d, FileType::Q8_0, true)
-        .err()
-        .expect("must fail");
+    let e = quantize_file(&g, &d, FileType::Q8_0, true).expect_err("must fail");
     assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
     assert_eq!(listing(&d), ["in.gguf"]);
 }
@@ -188,18 +184,14 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
     tiny::gguf(&g);
     let out = d.join("out.gguf");
     std::fs::write(&out, b"keep me").unwrap();
-    let e = quantize_file(&g, &out, FileType::Q8_0, false)
-        .err()
-        .expect("must fail");
+    let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
     assert!(matches!(e, QuantizeError::OutputExists(_)), "{e}");
     fails_with(
         bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
         "--force",
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    let e = quantize_file(&g, &g, FileType::Q8_0, true)
-        .err()
-        .expect("must fail");
+    let e = quantize_file(&g, &g, FileType::Q8_0, true).expect_err("must fail");
     assert!(matches!(e, QuantizeError::OutputIsInput(_)), "{e}");
     // With --force it is replaced by a complete file.
     let st = bin()
