@@ -321,7 +321,7 @@ const _: () = assert!(size_of::<ferrolm_status>() == size_of::<c_int>());
 const _: () = assert!(size_of::<ferrolm_stop_reason>() == 4);
 
 /// A struct whose first field is `size_t struct_size`.
-trait Sized_: Copy {
+trait Versioned: Copy {
     /// The smallest `struct_size` accepted: the size of the struct's first published version.
     const MIN_SIZE: usize;
     const NAME: &'static str;
@@ -330,7 +330,7 @@ trait Sized_: Copy {
 macro_rules! sized_struct {
     ($t:ty, $min:expr) => {
         const _: () = assert!(offset_of!($t, struct_size) == 0);
-        impl Sized_ for $t {
+        impl Versioned for $t {
             const MIN_SIZE: usize = $min;
             const NAME: &'static str = stringify!($t);
         }
@@ -525,7 +525,7 @@ fn model_ref<'a>(model: *const ferrolm_model) -> Res<&'a ferrolm_model> {
 
 /// Read a parameter struct: NULL = the defaults; otherwise `struct_size` bytes of it (at most
 /// ours), the rest from the defaults.
-fn read_params<T: Sized_>(p: *const T, defaults: T) -> Res<T> {
+fn read_params<T: Versioned>(p: *const T, defaults: T) -> Res<T> {
     if p.is_null() {
         return Ok(defaults);
     }
@@ -554,7 +554,7 @@ fn read_params<T: Sized_>(p: *const T, defaults: T) -> Res<T> {
 
 /// Write an output struct: the fields that fit in the caller's `struct_size`, which is then set to
 /// the bytes written.
-fn write_sized<T: Sized_>(out: *mut T, value: T) -> Res<()> {
+fn write_sized<T: Versioned>(out: *mut T, value: T) -> Res<()> {
     non_null(out, "the output struct")?;
     // SAFETY: the caller passes a writable struct whose first field is its struct_size.
     let size = unsafe { (out as *const usize).read_unaligned() };
