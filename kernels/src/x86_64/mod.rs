@@ -85,7 +85,6 @@ pub fn install(table: &mut KernelTable) {
         quants::vec_dot_q8_0_q8_0_vnni,
         Backend::Avx512,
     );
-    // Q6_K: the tile (tile::gemm_tile_q6_k) measured slower than the vec_dot loop; not installed.
     for (ty, g) in [
         (GgmlType::Q4_0, tile::gemm_tile_q4_0 as GemmTileFn),
         (GgmlType::Q5_0, tile::gemm_tile_q5_0),
@@ -94,6 +93,7 @@ pub fn install(table: &mut KernelTable) {
         (GgmlType::Q5_1, tile::gemm_tile_q5_1),
         (GgmlType::Q4_K, tile::gemm_tile_q4_k),
         (GgmlType::Q5_K, tile::gemm_tile_q5_k),
+        (GgmlType::Q6_K, tile::gemm_tile_q6_k),
     ] {
         if let Some(e) = table.get_mut(ty) {
             e.gemm_tile = Some(g);
