@@ -573,6 +573,38 @@ fn piped_turns_reuse_the_kv_cache() {
         e2 * 2 < p2,
         "the second turn evaluated {e2} of {p2} tokens: {err}"
     );
+    // No prompt marker when stdin is not a terminal.
+    assert!(!err.contains("> "), "{err}");
+}
+
+/// Qwen2.5 with its own template (which adds its default system message): two turns, the
+/// second reusing the first's cache.
+#[test]
+fn piped_turns_qwen() {
+    let Some(model) = common::model(QWEN) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let (st, out, err) = piped(
+        &["-m", m, "--temp", "0", "-n", "32", "-t", "2", "--verbose"],
+        "What is the capital of France?\nWhat is the capital of Germany?\n",
+    );
+    assert!(st.success(), "{st}: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"The capital of France is Paris."),
+        "{out:?}\n{err}"
+    );
+    assert!(
+        lines.iter().skip(1).any(|l| l.contains("Berlin")),
+        "{out:?}\n{err}"
+    );
+    let turns = turn_counts(&err);
+    assert_eq!(turns.len(), 2, "{err}");
+    let (p1, _, _) = turns[0];
+    let (p2, r2, e2) = turns[1];
+    assert!(r2 > p1 && e2 * 2 < p2, "{err}");
 }
 
 /// A conversation that outgrows the context starts a fresh one (saying so), keeping the system
