@@ -7,8 +7,10 @@
 //!   Both sides sum integers exactly per block; only the float accumulation may differ, so the
 //!   results must agree within the bound derived at [`dot_bound`].
 //! - `from_float`: byte-identical activations (Q8_0, Q8_1, Q8_K) on random rows and on rows of
-//!   exact rounding ties.
+//!   exact rounding ties (tiny blocks, where 127/amax overflows, in an ignored test for now).
+//! - `gemm_tile`: every installed prefill tile against the scalar `vec_dot` per (row, token).
 //! - round trip: `dequantize(quantize_ref(x))` within each format's RMS error budget.
+//! - the scalar table is complete, and `FERROLM_KERNELS=scalar` forces it.
 
 use ferrolm_kernels::dispatch::{kernels, scalar_kernels, KernelTable};
 use ferrolm_kernels::GgmlType;
