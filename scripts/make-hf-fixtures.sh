@@ -49,7 +49,7 @@ todo="$(stale)"
 
 if ! PYTHONPATH="$deps" python3 -c "import numpy, safetensors, gguf" 2>/dev/null; then
   echo "installing numpy, safetensors, gguf==0.19.0 into $deps (PyPI)" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$deps" "numpy" "safetensors" "gguf==0.19.0" >&2
 fi
 
