@@ -90,9 +90,10 @@ impl Plan {
     }
 }
 
-/// Progress after each tensor.
+/// Progress, reported after each slice of rows written.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress<'a> {
+    /// Tensors completely written.
     pub done: usize,
     pub total: usize,
     pub name: &'a str,
@@ -600,6 +601,15 @@ impl Job {
                     bw.write_all(buf.bytes()).map_err(io)?;
                     if t.permute.is_none() {
                         source::release(map, t.start + r0 * src_rb, n * src_rb);
+                    }
+                    if r0 + n < rows {
+                        progress(Progress {
+                            done: i,
+                            total: self.plan.tensors.len(),
+                            name: &e.name,
+                            bytes_done: done_bytes + ((r0 + n) * rb) as u64,
+                            bytes_total: total_bytes,
+                        });
                     }
                 }
                 source::release(map, t.start, t.len);

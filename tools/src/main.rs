@@ -115,6 +115,7 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        b.enable_steady_tick(std::time::Duration::from_millis(250));
         Some(b)
     } else {
         None
@@ -126,7 +127,7 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
         &mut |p| {
             if let Some(b) = &bar {
                 b.set_position(p.bytes_done);
-                b.set_message(format!("{}/{} {}", p.done, p.total, p.name));
+                b.set_message(format!("{}/{} {}", p.done.min(p.total), p.total, p.name));
             }
         },
         &CANCEL,
