@@ -379,7 +379,11 @@ fn prepare_gguf(path: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
         .map(|ti| SrcTensor {
             name: g.tensor_name(ti).to_string(),
             hf_name: None,
-            dims: ti.shape().to_vec(),
+            dims: if ti.shape().is_empty() {
+                vec![1]
+            } else {
+                ti.shape().to_vec()
+            },
             elem: Elem::from_ggml(ti.ty),
             map: 0,
             start: ti.file_offset as usize,

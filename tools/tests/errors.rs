@@ -316,3 +316,60 @@ fn interrupt_leaves_no_partial_file() {
         "partial output left behind"
     );
 }
+
+/// Corrupted headers and configs give errors, never panics.
+#[test]
+fn corrupted_inputs_never_panic() {
+    let d = common::scratch("err-corrupt");
+    let ck = d.join("ck");
+    let dims = tiny::Dims {
+        vocab: 64,
+        ..tiny::TINY
+    };
+    tiny::checkpoint(&ck, "LlamaForCausalLM", dims, false, true);
+    let st = ck.join("model.safetensors");
+    let orig = std::fs::read(&st).unwrap();
+    let header_len = u64::from_le_bytes(orig[..8].try_into().unwrap()) as usize + 8;
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let mut b = orig.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % header_len;
+            b[at] = if round % 2 == 0 {
+                b'0' + (next() % 10) as u8
+            } else {
+                next() as u8
+            };
+        }
+        std::fs::write(&st, &b).unwrap();
+        let r = std::panic::catch_unwind(|| prepare(&ck, FileType::Q4_K_M).map(|_| ()));
+        assert!(r.is_ok(), "round {round}: prepare panicked");
+    }
+    std::fs::write(&st, &orig).unwrap();
+    let cfg = tiny::config("LlamaForCausalLM", dims, true);
+    for (k, v) in [
+        ("num_attention_heads", serde_json::json!(0)),
+        ("num_attention_heads", serde_json::json!(3)),
+        ("num_key_value_heads", serde_json::json!(3)),
+        ("hidden_size", serde_json::json!(u64::MAX)),
+        ("num_hidden_layers", serde_json::json!(-1)),
+        ("vocab_size", serde_json::json!("many")),
+        ("head_dim", serde_json::json!(u64::MAX / 2)),
+        ("architectures", serde_json::json!([])),
+    ] {
+        let mut c = cfg.clone();
+        c[k] = v.clone();
+        std::fs::write(ck.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        let r = std::panic::catch_unwind(|| prepare(&ck, FileType::Q8_0).map(|_| ()));
+        match r {
+            Ok(res) => assert!(res.is_err(), "{k} = {v} was accepted"),
+            Err(_) => panic!("{k} = {v}: prepare panicked"),
+        }
+    }
+}
