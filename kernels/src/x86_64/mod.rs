@@ -8,6 +8,12 @@
 //!
 //! Integer products are summed exactly in integers per block (maddubs/madd with unsigned weights,
 //! so no i16 saturation and no sign-trick corner case for -128), then scaled in f32.
+//!
+//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI).
+//! - `k_quants`: vec_dot of Q2_K..Q6_K . Q8_K (AVX2).
+//! - `float`: F32/F16/BF16 rows . f32 (AVX2+FMA, F16C).
+//! - `act`: activation quantizers Q8_0/Q8_1/Q8_K, byte-identical with the scalar ones.
+//! - `tile`: prefill tiles (several rows x several tokens) with AVX-512 VNNI `vpdpbusd`.
 
 use std::arch::x86_64::*;
 
