@@ -33,6 +33,12 @@ struct Args {
     /// Threads for quantization (default: all).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
+    /// Thread count as llama-quantize's optional last argument (same as --threads).
+    #[arg(value_name = "NTHREADS")]
+    nthreads: Option<usize>,
+    /// Accepted for llama-quantize compatibility: quantized inputs are always requantized.
+    #[arg(long, hide = true)]
+    allow_requantize: bool,
 }
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -123,7 +129,7 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
     let res = job.write(
         &args.output,
         args.force,
-        args.threads,
+        args.nthreads.unwrap_or(args.threads),
         &mut |p| {
             if let Some(b) = &bar {
                 b.set_position(p.bytes_done);

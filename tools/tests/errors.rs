@@ -373,3 +373,33 @@ fn corrupted_inputs_never_panic() {
         }
     }
 }
+
+#[test]
+fn thread_count_does_not_change_the_output() {
+    let d = common::scratch("threads");
+    let ck = d.join("ck");
+    let dims = tiny::Dims {
+        hidden: 256,
+        ffn: 512,
+        vocab: 300,
+        ..tiny::TINY
+    };
+    tiny::checkpoint(&ck, "LlamaForCausalLM", dims, false, false);
+    let g = d.join("in.gguf");
+    // A checkpoint without tokenizer files cannot be converted; requantize a GGUF instead.
+    tiny::gguf(&g);
+    let mut outs = Vec::new();
+    for t in ["1", "3"] {
+        let out = d.join(format!("o{t}.gguf"));
+        let st = bin()
+            .arg(&g)
+            .arg(&out)
+            .arg("Q4_K_M")
+            .arg(t)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        outs.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(outs[0], outs[1]);
+}
