@@ -376,18 +376,39 @@ fn corrupted_inputs_never_panic() {
 
 #[test]
 fn thread_count_does_not_change_the_output() {
+    use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+    use ferrolm::kernels::GgmlType;
     let d = common::scratch("threads");
-    let ck = d.join("ck");
-    let dims = tiny::Dims {
-        hidden: 256,
-        ffn: 512,
-        vocab: 300,
-        ..tiny::TINY
-    };
-    tiny::checkpoint(&ck, "LlamaForCausalLM", dims, false, false);
     let g = d.join("in.gguf");
-    // A checkpoint without tokenizer files cannot be converted; requantize a GGUF instead.
-    tiny::gguf(&g);
+    // 256-wide rows, so Q4_K_M takes real k-quants (Q4_K, Q6_K) here.
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", OwnedValue::Str("llama".into()));
+    w.set("llama.block_count", OwnedValue::U32(1));
+    let specs = [
+        ("token_embd.weight", vec![256u64, 300]),
+        ("output.weight", vec![256, 300]),
+        ("blk.0.attn_v.weight", vec![256, 256]),
+        ("blk.0.ffn_down.weight", vec![512, 256]),
+        ("blk.0.ffn_up.weight", vec![256, 512]),
+    ];
+    let mut data = Vec::new();
+    for (i, (name, dims)) in specs.iter().enumerate() {
+        w.add_tensor(TensorSpec {
+            name: name.to_string(),
+            ty: GgmlType::F32,
+            dims: dims.clone(),
+        })
+        .unwrap();
+        let n: u64 = dims.iter().product();
+        data.push(
+            tiny::values(n as usize, 7 + i as u64)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    std::fs::write(&g, w.write_all(Vec::new(), &refs).unwrap()).unwrap();
     let mut outs = Vec::new();
     for t in ["1", "3"] {
         let out = d.join(format!("o{t}.gguf"));
@@ -402,4 +423,14 @@ fn thread_count_does_not_change_the_output() {
         outs.push(std::fs::read(&out).unwrap());
     }
     assert_eq!(outs[0], outs[1]);
+    let f = ferrolm::gguf::Gguf::open(d.join("o1.gguf")).unwrap();
+    let ty = |n: &str| f.tensor(n).unwrap().ty;
+    assert_eq!(ty("output.weight"), GgmlType::Q6_K);
+    assert_eq!(ty("token_embd.weight"), GgmlType::Q4_K);
+    assert_eq!(ty("blk.0.ffn_up.weight"), GgmlType::Q4_K);
+    assert_eq!(
+        ty("blk.0.attn_v.weight"),
+        GgmlType::Q6_K,
+        "layer 0 of 1 gets more bits"
+    );
 }
