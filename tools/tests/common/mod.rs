@@ -53,6 +53,8 @@ pub fn hf_fixtures() -> Option<PathBuf> {
         } else {
             match Command::new("bash")
                 .arg(root().join("scripts/make-hf-fixtures.sh"))
+                // No nested cargo build while cargo test holds the target directory.
+                .arg("--no-requant")
                 .status()
             {
                 Ok(s) if s.success() => true,
