@@ -174,7 +174,8 @@ typedef struct ferrolm_model_params {
      */
     bool use_mmap;
     /**
-     * Zero. Room for flags added later (zero keeps today's behaviour).
+     * Must be zero (`FERROLM_INVALID_ARGUMENT` otherwise): room for flags added later, where zero
+     * keeps today's behaviour.
      */
     uint8_t reserved[7];
 } ferrolm_model_params;
@@ -192,7 +193,7 @@ typedef struct ferrolm_context_params {
      */
     uint32_t n_ctx;
     /**
-     * Most tokens evaluated in one batch; prompts are cut into batches. Default 512.
+     * Most tokens evaluated in one batch; prompts are cut into batches. 0 = the default, 512.
      */
     uint32_t n_batch;
     /**
@@ -289,7 +290,7 @@ typedef struct ferrolm_generate_params {
      */
     bool parse_special;
     /**
-     * Zero. Room for a flag added later.
+     * Must be zero (`FERROLM_INVALID_ARGUMENT` otherwise): room for a flag added later.
      */
     uint8_t reserved;
 } ferrolm_generate_params;

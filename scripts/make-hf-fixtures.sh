@@ -7,8 +7,13 @@
 # Every produced file is checked against the sha256 list in golden/convert/hf-checkpoints.json;
 # a checkpoint that already matches is not rebuilt.
 #
-# Usage: scripts/make-hf-fixtures.sh            (needs scripts/fetch-models.sh smollm2 first)
-# Exit status: 0 when both checkpoints match, non-zero with one line on stderr otherwise.
+# Then, unless --no-requant is given, makes the requantized SmolLM2 variants the decoder's tests
+# use, models/SmolLM2-135M-Instruct.{F16,Q8_0,Q4_0,Q4_K_M}.gguf, with this repository's `quantize`
+# (Q4_1 -> F16 -> each type, as llama-quantize made them) and checks their sha256 against
+# golden/models.json.
+#
+# Usage: scripts/make-hf-fixtures.sh [--no-requant]   (needs scripts/fetch-models.sh smollm2 first)
+# Exit status: 0 when everything matches, non-zero with one line on stderr otherwise.
 set -euo pipefail
 root="$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/.." && pwd))"
 cd "$root"
@@ -45,11 +50,33 @@ PY
 }
 
 todo="$(stale)"
-[ -z "$todo" ] && { echo "models/hf: both checkpoints up to date" >&2; exit 0; }
+requant() {
+  [ "${1:-}" = "--no-requant" ] && return 0
+  local models_json="$shared/golden/models.json"
+  [ -f "$models_json" ] || { echo "error: $models_json not found" >&2; exit 1; }
+  want() { python3 -c 'import json,sys; print({m["name"]: m["sha256"] for m in json.load(open(sys.argv[1]))["models"]}[sys.argv[2]])' "$models_json" "$1"; }
+  ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$(want "$(basename "$1")")" ]; }
+  local f16=models/SmolLM2-135M-Instruct.F16.gguf t all=1
+  for t in F16 Q8_0 Q4_0 Q4_K_M; do ok "models/SmolLM2-135M-Instruct.$t.gguf" || all=0; done
+  [ "$all" = 1 ] && { echo "models: requantized SmolLM2 variants up to date" >&2; return 0; }
+  echo "building quantize (cargo build --release -p ferrolm-quantize)" >&2
+  cargo build --quiet --release -p ferrolm-quantize >&2
+  local q=target/release/quantize
+  ok "$f16" || "$q" "$src" "$f16" F16 --force
+  for t in Q8_0 Q4_0 Q4_K_M; do
+    ok "models/SmolLM2-135M-Instruct.$t.gguf" || "$q" "$f16" "models/SmolLM2-135M-Instruct.$t.gguf" "$t" --force
+  done
+  for t in F16 Q8_0 Q4_0 Q4_K_M; do
+    ok "models/SmolLM2-135M-Instruct.$t.gguf" || { echo "error: models/SmolLM2-135M-Instruct.$t.gguf does not match $models_json" >&2; exit 1; }
+  done
+  echo "models: requantized SmolLM2 variants built and verified" >&2
+}
+
+[ -z "$todo" ] && { echo "models/hf: both checkpoints up to date" >&2; requant "${1:-}"; exit 0; }
 
 if ! PYTHONPATH="$deps" python3 -c "import numpy, safetensors, gguf" 2>/dev/null; then
   echo "installing numpy, safetensors, gguf==0.19.0 into $deps (PyPI)" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$deps" "numpy" "safetensors" "gguf==0.19.0" >&2
 fi
 
@@ -67,3 +94,4 @@ done
 todo="$(stale)"
 [ -z "$todo" ] || { echo "error: $out/{$todo} does not match $list" >&2; exit 1; }
 echo "models/hf: both checkpoints built and verified" >&2
+requant "${1:-}"

@@ -160,7 +160,8 @@ pub struct ferrolm_model_params {
     pub struct_size: usize,
     /// Memory-map the file (default true). With false the file is read into memory instead.
     pub use_mmap: bool,
-    /// Zero. Room for flags added later (zero keeps today's behaviour).
+    /// Must be zero (`FERROLM_INVALID_ARGUMENT` otherwise): room for flags added later, where zero
+    /// keeps today's behaviour.
     pub reserved: [u8; 7],
 }
 
@@ -172,7 +173,7 @@ pub struct ferrolm_context_params {
     pub struct_size: usize,
     /// Positions in the KV cache. 0 (default) = the model's trained length, at most 4096.
     pub n_ctx: u32,
-    /// Most tokens evaluated in one batch; prompts are cut into batches. Default 512.
+    /// Most tokens evaluated in one batch; prompts are cut into batches. 0 = the default, 512.
     pub n_batch: u32,
     /// Worker threads. 0 (default) = one per available CPU.
     pub n_threads: i32,
@@ -229,7 +230,7 @@ pub struct ferrolm_generate_params {
     /// `ferrolm_generate()`: control tokens written in the prompt (`<|im_start|>`) become their
     /// ids (default true, as `ferrolm run`).
     pub parse_special: bool,
-    /// Zero. Room for a flag added later.
+    /// Must be zero (`FERROLM_INVALID_ARGUMENT` otherwise): room for a flag added later.
     pub reserved: u8,
 }
 
@@ -320,7 +321,7 @@ const _: () = assert!(size_of::<ferrolm_status>() == size_of::<c_int>());
 const _: () = assert!(size_of::<ferrolm_stop_reason>() == 4);
 
 /// A struct whose first field is `size_t struct_size`.
-trait Sized_: Copy {
+trait Versioned: Copy {
     /// The smallest `struct_size` accepted: the size of the struct's first published version.
     const MIN_SIZE: usize;
     const NAME: &'static str;
@@ -329,7 +330,7 @@ trait Sized_: Copy {
 macro_rules! sized_struct {
     ($t:ty, $min:expr) => {
         const _: () = assert!(offset_of!($t, struct_size) == 0);
-        impl Sized_ for $t {
+        impl Versioned for $t {
             const MIN_SIZE: usize = $min;
             const NAME: &'static str = stringify!($t);
         }
@@ -524,7 +525,7 @@ fn model_ref<'a>(model: *const ferrolm_model) -> Res<&'a ferrolm_model> {
 
 /// Read a parameter struct: NULL = the defaults; otherwise `struct_size` bytes of it (at most
 /// ours), the rest from the defaults.
-fn read_params<T: Sized_>(p: *const T, defaults: T) -> Res<T> {
+fn read_params<T: Versioned>(p: *const T, defaults: T) -> Res<T> {
     if p.is_null() {
         return Ok(defaults);
     }
@@ -553,7 +554,7 @@ fn read_params<T: Sized_>(p: *const T, defaults: T) -> Res<T> {
 
 /// Write an output struct: the fields that fit in the caller's `struct_size`, which is then set to
 /// the bytes written.
-fn write_sized<T: Sized_>(out: *mut T, value: T) -> Res<()> {
+fn write_sized<T: Versioned>(out: *mut T, value: T) -> Res<()> {
     non_null(out, "the output struct")?;
     // SAFETY: the caller passes a writable struct whose first field is its struct_size.
     let size = unsafe { (out as *const usize).read_unaligned() };
@@ -653,6 +654,17 @@ fn write_text(bytes: &[u8], buf: *mut c_char, buf_size: usize, out_len: *mut usi
     unsafe {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf as *mut u8, bytes.len());
         *buf.add(bytes.len()) = 0;
+    }
+    Ok(())
+}
+
+/// Reserved bytes must be zero, so that a later version can give them a meaning.
+fn check_reserved(bytes: &[u8], what: &str) -> Res<()> {
+    if bytes.iter().any(|&b| b != 0) {
+        return err(
+            FERROLM_INVALID_ARGUMENT,
+            format!("{what}.reserved must be zero"),
+        );
     }
     Ok(())
 }
@@ -886,6 +898,7 @@ pub unsafe extern "C" fn ferrolm_model_load(
         unsafe { out_model.write_unaligned(std::ptr::null_mut()) };
         non_null(path, "path")?;
         let p = read_params(params, ferrolm_model_default_params())?;
+        check_reserved(&p.reserved, "ferrolm_model_params")?;
         // SAFETY: non-NULL; the caller passes a NUL-terminated string.
         let path = path_from(unsafe { CStr::from_ptr(path) })?;
         let model = if p.use_mmap {
@@ -1138,7 +1151,11 @@ pub unsafe extern "C" fn ferrolm_context_new(
         }
         let cp = ContextParams {
             n_ctx: p.n_ctx as usize,
-            n_batch: (p.n_batch as usize).max(1),
+            n_batch: if p.n_batch == 0 {
+                ContextParams::default().n_batch
+            } else {
+                p.n_batch as usize
+            },
             n_threads: p.n_threads as usize,
             kv_type: kv_type_from(p.kv_type)?,
             min_ctx: 0,
@@ -1513,6 +1530,7 @@ pub unsafe extern "C" fn ferrolm_generate(
 ) -> ferrolm_status {
     guard_ctx(ctx, |c| {
         let p = read_params(params, ferrolm_generate_default_params())?;
+        check_reserved(&[p.reserved], "ferrolm_generate_params")?;
         let prompt = c_str(prompt, "prompt")?;
         let add_special = c.ctx.n_past() == 0;
         c.ids.clear();
@@ -1537,6 +1555,7 @@ pub unsafe extern "C" fn ferrolm_generate_tokens(
 ) -> ferrolm_status {
     guard_ctx(ctx, |c| {
         let p = read_params(params, ferrolm_generate_default_params())?;
+        check_reserved(&[p.reserved], "ferrolm_generate_params")?;
         let toks = slice(tokens, n_tokens, "tokens")?;
         let mut ids = std::mem::take(&mut c.ids);
         let r = check_tokens(toks, c.ctx.model().config().n_vocab, &mut ids);

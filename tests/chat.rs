@@ -262,6 +262,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrolm");
+
+/// The model for a test that runs the binary, or `None` (with a message) when the model is missing
+/// or the binary cannot be started here: an aarch64 build under qemu-user, where the emulated
+/// test cannot exec another aarch64 program without binfmt_misc. On x86-64 the binary must run.
+fn model_for_bin(file: &str) -> Option<std::path::PathBuf> {
+    let model = common::model(file)?;
+    let runs = Command::new(BIN)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !runs && cfg!(not(target_arch = "x86_64")) {
+        eprintln!("SKIP: {BIN} cannot be started from this test (qemu-user without binfmt_misc?)");
+        return None;
+    }
+    Some(model)
+}
 /// How long one turn may take on a loaded 2-core machine.
 const TURN_TIMEOUT: Duration = Duration::from_secs(240);
 /// llama.cpp's ChatML, given with --chat-template so that the first prompt is exactly the one
@@ -388,7 +404,7 @@ fn after_prompt(screen: &str, k: usize) -> &str {
 /// Two questions typed at the terminal, two answers (greedy), then Ctrl-D: status 0.
 #[test]
 fn pty_two_turns_then_ctrl_d() {
-    let Some(model) = common::model(SMOL) else {
+    let Some(model) = model_for_bin(SMOL) else {
         return;
     };
     let m = model.to_str().unwrap();
@@ -428,7 +444,7 @@ fn pty_two_turns_then_ctrl_d() {
 /// prompt ends it with status 0.
 #[test]
 fn pty_ctrl_c_stops_the_reply_then_quits() {
-    let Some(model) = common::model(SMOL) else {
+    let Some(model) = model_for_bin(SMOL) else {
         return;
     };
     let m = model.to_str().unwrap();
@@ -534,7 +550,7 @@ fn turn_counts(stderr: &str) -> Vec<(usize, usize, usize)> {
 /// prompt; the second turn evaluates only what is new, not the whole history.
 #[test]
 fn piped_turns_reuse_the_kv_cache() {
-    let Some(model) = common::model(SMOL) else {
+    let Some(model) = model_for_bin(SMOL) else {
         return;
     };
     let m = model.to_str().unwrap();
@@ -573,13 +589,45 @@ fn piped_turns_reuse_the_kv_cache() {
         e2 * 2 < p2,
         "the second turn evaluated {e2} of {p2} tokens: {err}"
     );
+    // No prompt marker when stdin is not a terminal.
+    assert!(!err.contains("> "), "{err}");
+}
+
+/// Qwen2.5 with its own template (which adds its default system message): two turns, the
+/// second reusing the first's cache.
+#[test]
+fn piped_turns_qwen() {
+    let Some(model) = model_for_bin(QWEN) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let (st, out, err) = piped(
+        &["-m", m, "--temp", "0", "-n", "32", "-t", "2", "--verbose"],
+        "What is the capital of France?\nWhat is the capital of Germany?\n",
+    );
+    assert!(st.success(), "{st}: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"The capital of France is Paris."),
+        "{out:?}\n{err}"
+    );
+    assert!(
+        lines.iter().skip(1).any(|l| l.contains("Berlin")),
+        "{out:?}\n{err}"
+    );
+    let turns = turn_counts(&err);
+    assert_eq!(turns.len(), 2, "{err}");
+    let (p1, _, _) = turns[0];
+    let (p2, r2, e2) = turns[1];
+    assert!(r2 > p1 && e2 * 2 < p2, "{err}");
 }
 
 /// A conversation that outgrows the context starts a fresh one (saying so), keeping the system
 /// prompt; a message too long on its own is refused; the chat goes on and ends with status 0.
 #[test]
 fn piped_context_overflow_starts_fresh() {
-    let Some(model) = common::model(SMOL) else {
+    let Some(model) = model_for_bin(SMOL) else {
         return;
     };
     let m = model.to_str().unwrap();
@@ -616,7 +664,7 @@ fn piped_context_overflow_starts_fresh() {
 /// Bad flags and a bad template are one error line and a non-zero status.
 #[test]
 fn bad_template_flag_is_an_error() {
-    let Some(model) = common::model(SMOL) else {
+    let Some(model) = model_for_bin(SMOL) else {
         return;
     };
     let m = model.to_str().unwrap();

@@ -178,6 +178,10 @@ int main(int argc, char **argv) {
     mp.struct_size = 0;
     EXPECT(ferrolm_model_load(model_path, &mp, &model), FERROLM_INVALID_ARGUMENT);
     CHECK(contains(ferrolm_last_error(), "struct_size"));
+    mp = ferrolm_model_default_params();
+    mp.reserved[3] = 1;
+    EXPECT(ferrolm_model_load(model_path, &mp, &model), FERROLM_INVALID_ARGUMENT);
+    CHECK(contains(ferrolm_last_error(), "reserved"));
 
     /* Without mmap, then with: both load. */
     mp = ferrolm_model_default_params();
@@ -380,6 +384,9 @@ int main(int argc, char **argv) {
     gp.stop = stops_bad;
     gp.n_stop = 2;
     EXPECT(ferrolm_generate(ctx, "Hi", &gp, count_tokens, &counter, NULL), FERROLM_NULL_POINTER);
+    gp = ferrolm_generate_default_params();
+    gp.reserved = 1;
+    EXPECT(ferrolm_generate(ctx, "Hi", &gp, count_tokens, &counter, NULL), FERROLM_INVALID_ARGUMENT);
     gp = ferrolm_generate_default_params();
     gp.n_predict = -5;
     EXPECT(ferrolm_generate(ctx, "Hi", &gp, count_tokens, &counter, NULL), FERROLM_INVALID_ARGUMENT);

@@ -7,8 +7,10 @@
 //!   Both sides sum integers exactly per block; only the float accumulation may differ, so the
 //!   results must agree within the bound derived at [`dot_bound`].
 //! - `from_float`: byte-identical activations (Q8_0, Q8_1, Q8_K) on random rows and on rows of
-//!   exact rounding ties.
+//!   exact rounding ties (tiny blocks, where 127/amax overflows, in an ignored test for now).
+//! - `gemm_tile`: every installed prefill tile against the scalar `vec_dot` per (row, token).
 //! - round trip: `dequantize(quantize_ref(x))` within each format's RMS error budget.
+//! - the scalar table is complete, and `FERROLM_KERNELS=scalar` forces it.
 
 use ferrolm_kernels::dispatch::{kernels, scalar_kernels, KernelTable};
 use ferrolm_kernels::GgmlType;
@@ -742,5 +744,57 @@ fn tiny_activation_blocks_quantize_to_zero() {
             "{ty}: {:?}",
             out.bytes()
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Every `gemm_tile` the selected backend installs (prefill tiles of up to 16 rows x 16
+    /// tokens) against the scalar `vec_dot` of each (row, token) pair, within that pair's
+    /// [`dot_bound`]; `out_stride` wider than the tile, so stray writes show.
+    #[test]
+    fn gemm_tile_matches_scalar(
+        ti in 0..WEIGHT_TYPES.len(),
+        nb in 1usize..=5,
+        nr in 1usize..=16,
+        nt in 1usize..=16,
+        wfill in fill_strategy(),
+        scales in proptest::collection::vec(scale_strategy(), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let ty = WEIGHT_TYPES[ti];
+        let fast = kernels().get(ty).unwrap();
+        if let Some(tile) = fast.gemm_tile {
+            let slow = scalar_kernels().get(ty).unwrap();
+            let vt = slow.vec_dot_type;
+            let n = nb * ty.block_elems();
+            let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+            let arb = vt.row_bytes(n as u64).unwrap() as usize;
+            let w = weight_row(ty, nb * nr, wfill, &scales, seed);
+            let a = activation_row(vt, n * nt, Fill::Random, &scales, seed);
+            let out_stride = nr + 3;
+            let mut out = vec![f32::NAN; nt * out_stride];
+            tile(n, w.bytes(), wrb, nr, a.bytes(), arb, nt, &mut out, out_stride);
+            for t in 0..nt {
+                let pad = &out[t * out_stride + nr..(t + 1) * out_stride];
+                prop_assert!(
+                    pad.iter().all(|v| v.is_nan()),
+                    "{}: tile wrote past row {} of token {}", ty, nr, t
+                );
+                for r in 0..nr {
+                    let wr = &w.bytes()[r * wrb..(r + 1) * wrb];
+                    let ar = &a.bytes()[t * arb..(t + 1) * arb];
+                    let want = (slow.vec_dot.unwrap())(n, wr, ar) as f64;
+                    let got = out[t * out_stride + r] as f64;
+                    let bound = dot_bound(ty, n, wr, ar);
+                    prop_assert!(
+                        (got - want).abs() <= bound,
+                        "{} gemm_tile ({}) n={} row {} token {}: {} vs scalar {} (|diff| {:e} > bound {:e})",
+                        ty, fast.backend.name(), n, r, t, got, want, (got - want).abs(), bound
+                    );
+                }
+            }
+        }
     }
 }

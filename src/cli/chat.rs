@@ -35,8 +35,8 @@ use super::{CliError, CommonModelArgs};
 pub struct Args {
     #[command(flatten)]
     pub common: CommonModelArgs,
-    /// System prompt (the first message of the conversation). `-sys` is not available: clap would
-    /// read it as `-s ys` (the seed); use `--sys`.
+    /// System prompt: the conversation's first message (also `--sys`; llama.cpp's `-sys` would be
+    /// read as `-s ys`, the seed).
     #[arg(long = "system", visible_alias = "sys")]
     pub system: Option<String>,
     /// Most tokens per reply (-1 = until end of generation or a full context).

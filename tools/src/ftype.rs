@@ -186,9 +186,8 @@ pub struct TypeChooser {
 }
 
 fn use_more_bits(i_layer: usize, n_layers: usize) -> bool {
-    i_layer < n_layers / 8
-        || i_layer >= 7 * n_layers / 8
-        || (i_layer >= n_layers / 8 && (i_layer - n_layers / 8) % 3 == 2)
+    // The first and last eighth, and every third layer in between.
+    i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2
 }
 
 impl TypeChooser {

@@ -211,8 +211,8 @@ fn gguf_name(hf: &str) -> Result<Option<String>, ()> {
 /// The Hugging Face shape (outer dimension first) config.json implies for a GGUF-named tensor.
 fn expected_shape(cfg: &HfConfig, vocab: u64, name: &str) -> Option<Vec<u64>> {
     let (e, f) = (cfg.n_embd, cfg.n_ff);
-    let q = cfg.n_head * cfg.head_dim();
-    let kv = cfg.kv_heads() * cfg.head_dim();
+    let q = cfg.n_head.saturating_mul(cfg.head_dim());
+    let kv = cfg.kv_heads().saturating_mul(cfg.head_dim());
     if name == "token_embd.weight" || name == "output.weight" {
         return Some(vec![vocab, e]);
     }

@@ -90,9 +90,10 @@ impl Plan {
     }
 }
 
-/// Progress after each tensor.
+/// Progress, reported after each slice of rows written.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress<'a> {
+    /// Tensors completely written.
     pub done: usize,
     pub total: usize,
     pub name: &'a str,
@@ -105,6 +106,17 @@ pub struct Job {
     plan: Plan,
     maps: Vec<Mmap>,
     tensors: Vec<SrcTensor>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("input", &self.plan.input)
+            .field("ftype", &self.plan.ftype)
+            .field("tensors", &self.plan.tensors.len())
+            .field("maps", &self.maps.len())
+            .finish()
+    }
 }
 
 /// Open `input` (a checkpoint directory or a GGUF file) and plan its conversion to `ftype`.
@@ -367,7 +379,11 @@ fn prepare_gguf(path: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
         .map(|ti| SrcTensor {
             name: g.tensor_name(ti).to_string(),
             hf_name: None,
-            dims: ti.shape().to_vec(),
+            dims: if ti.shape().is_empty() {
+                vec![1]
+            } else {
+                ti.shape().to_vec()
+            },
             elem: Elem::from_ggml(ti.ty),
             map: 0,
             start: ti.file_offset as usize,
@@ -589,6 +605,15 @@ impl Job {
                     bw.write_all(buf.bytes()).map_err(io)?;
                     if t.permute.is_none() {
                         source::release(map, t.start + r0 * src_rb, n * src_rb);
+                    }
+                    if r0 + n < rows {
+                        progress(Progress {
+                            done: i,
+                            total: self.plan.tensors.len(),
+                            name: &e.name,
+                            bytes_done: done_bytes + ((r0 + n) * rb) as u64,
+                            bytes_total: total_bytes,
+                        });
                     }
                 }
                 source::release(map, t.start, t.len);

@@ -33,6 +33,12 @@ struct Args {
     /// Threads for quantization (default: all).
     #[arg(long, short = 't', default_value_t = 0)]
     threads: usize,
+    /// Thread count as llama-quantize's optional last argument (same as --threads).
+    #[arg(value_name = "NTHREADS")]
+    nthreads: Option<usize>,
+    /// Accepted for llama-quantize compatibility: quantized inputs are always requantized.
+    #[arg(long, hide = true)]
+    allow_requantize: bool,
 }
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -115,6 +121,7 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        b.enable_steady_tick(std::time::Duration::from_millis(250));
         Some(b)
     } else {
         None
@@ -122,11 +129,11 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
     let res = job.write(
         &args.output,
         args.force,
-        args.threads,
+        args.nthreads.unwrap_or(args.threads),
         &mut |p| {
             if let Some(b) = &bar {
                 b.set_position(p.bytes_done);
-                b.set_message(format!("{}/{} {}", p.done, p.total, p.name));
+                b.set_message(format!("{}/{} {}", p.done.min(p.total), p.total, p.name));
             }
         },
         &CANCEL,

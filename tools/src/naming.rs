@@ -56,6 +56,9 @@ fn size_part(p: &str) -> Option<String> {
     ) {
         return Some(p.to_string());
     }
+    if !lower.ends_with(|c: char| c.is_ascii()) {
+        return None;
+    }
     let (body, suffix) = lower.split_at(lower.len().checked_sub(1)?);
     if !"kmbt".contains(suffix) || body.is_empty() {
         return None;
@@ -247,5 +250,8 @@ mod tests {
         let m = model_name("Qwen2.5-0.5B-Instruct", 494_032_768);
         assert_eq!(m.finetune.as_deref(), Some("Instruct"));
         assert_eq!(m.size_label.as_deref(), Some("0.5B"));
+        // Non-ASCII parts are kept as they are.
+        let m = model_name("modèle-é-7b", 7_000_000_000);
+        assert_eq!(m.size_label.as_deref(), Some("7B"));
     }
 }

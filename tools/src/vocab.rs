@@ -382,9 +382,8 @@ impl SpecialVocab {
             }
         }
         if let Some(tc) = &tc {
-            match tc.get("chat_template") {
-                Some(t @ (Json::String(_) | Json::Array(_))) => sv.chat_template = Some(t.clone()),
-                _ => {}
+            if let Some(t @ (Json::String(_) | Json::Array(_))) = tc.get("chat_template") {
+                sv.chat_template = Some(t.clone());
             }
             for (typ, _) in SPECIAL_TYPES {
                 if let Some(b) = tc.get(format!("add_{typ}_token")).and_then(|b| b.as_bool()) {

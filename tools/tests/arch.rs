@@ -157,3 +157,87 @@ fn llama_q_and_k_rows_are_permuted() {
     drop(g);
     runs(&out);
 }
+
+#[test]
+fn sentencepiece_tokenizer_model() {
+    let d = common::scratch("spm");
+    let ck = d.join("tiny-spm");
+    let words = [
+        "\u{2581}h",
+        "\u{2581}he",
+        "ll",
+        "o",
+        "\u{2581}hello",
+        "\u{2581}w",
+        "or",
+        "ld",
+        "\u{2581}world",
+    ];
+    let vocab = 3 + 256 + words.len() + 3; // three [PAD] entries past the model's pieces
+    let dims = tiny::Dims {
+        vocab,
+        ..tiny::TINY
+    };
+    tiny::checkpoint(&ck, "LlamaForCausalLM", dims, false, true);
+    std::fs::write(ck.join("tokenizer.model"), tiny::spm_model(&words)).unwrap();
+    std::fs::write(
+        ck.join("tokenizer_config.json"),
+        r#"{"add_bos_token": true, "add_eos_token": false, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+            "chat_template": "{{ messages }}"}"#,
+    )
+    .unwrap();
+    let out = d.join("tiny-spm-Q8_0.gguf");
+    quantize_file(&ck, &out, FileType::Q8_0, false).unwrap();
+    let g = Gguf::open(&out).unwrap();
+    assert_eq!(g.get_str("tokenizer.ggml.model").unwrap(), "llama");
+    assert_eq!(g.get_str("tokenizer.ggml.pre").unwrap(), "default");
+    let tokens: Vec<&str> = g
+        .get_array("tokenizer.ggml.tokens")
+        .unwrap()
+        .strings()
+        .collect();
+    assert_eq!(tokens.len(), vocab);
+    assert_eq!(tokens[0], "<unk>");
+    assert_eq!(tokens[3], "<0x00>");
+    assert_eq!(tokens[vocab - 1], format!("[PAD{}]", vocab - 1));
+    let types = g
+        .get_array("tokenizer.ggml.token_type")
+        .unwrap()
+        .to_i32_vec("t")
+        .unwrap();
+    assert_eq!(&types[..4], &[2, 3, 3, 6]);
+    assert_eq!(types[3 + 256], 1);
+    assert_eq!(types[vocab - 1], 5);
+    let scores = g
+        .get_array("tokenizer.ggml.scores")
+        .unwrap()
+        .to_f32_vec("s")
+        .unwrap();
+    assert_eq!(scores[3 + 256 + 1], -2.0);
+    assert_eq!(scores[vocab - 1], -10000.0);
+    assert_eq!(g.get_u32("tokenizer.ggml.bos_token_id").unwrap(), 1);
+    assert_eq!(g.get_u32("tokenizer.ggml.eos_token_id").unwrap(), 2);
+    assert!(g.get_bool("tokenizer.ggml.add_bos_token").unwrap());
+    assert_eq!(
+        g.get_str("tokenizer.chat_template").unwrap(),
+        "{{ messages }}"
+    );
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    assert_eq!(
+        tok.encode("hello world", true, false),
+        // Pieces merge by score: ▁h+e, l+l, then nothing longer is in the vocabulary.
+        vec![1, 260, 261, 262, 264, 265, 266]
+    );
+    drop(g);
+    let model = Arc::new(Model::load(&out).unwrap());
+    let mut ctx = Context::new(
+        Arc::clone(&model),
+        ContextParams {
+            n_ctx: 32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    ctx.eval(&[1, 263, 267], Logits::Last).unwrap();
+    assert!(ctx.logits().iter().all(|x| x.is_finite()));
+}

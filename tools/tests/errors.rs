@@ -44,7 +44,7 @@ fn missing_config_json() {
     let ck = d.join("ck");
     tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
     std::fs::remove_file(ck.join("config.json")).unwrap();
-    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    let e = prepare(&ck, FileType::F16).expect_err("must fail");
     assert!(matches!(e, QuantizeError::MissingConfig { .. }), "{e}");
     let out = d.join("out.gguf");
     fails_with(
@@ -60,7 +60,7 @@ fn unknown_architecture() {
     let d = common::scratch("err-arch");
     let ck = d.join("ck");
     tiny::checkpoint(&ck, "GPTNeoXForCausalLM", tiny::TINY, false, true);
-    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    let e = prepare(&ck, FileType::F16).expect_err("must fail");
     assert!(
         matches!(&e, QuantizeError::UnsupportedArchitecture { found } if found == "GPTNeoXForCausalLM"),
         "{e}"
@@ -87,7 +87,7 @@ fn truncated_safetensors() {
     let f = std::fs::OpenOptions::new().write(true).open(&st).unwrap();
     f.set_len(len - 1000).unwrap();
     drop(f);
-    let e = prepare(&ck, FileType::Q4_0).err().expect("must fail");
+    let e = prepare(&ck, FileType::Q4_0).expect_err("must fail");
     assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
     fails_with(
         bin()
@@ -100,7 +100,7 @@ fn truncated_safetensors() {
     );
     // A header cut in the middle too.
     std::fs::write(&st, b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
-    let e = prepare(&ck, FileType::Q4_0).err().expect("must fail");
+    let e = prepare(&ck, FileType::Q4_0).expect_err("must fail");
     assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
     assert_eq!(listing(&d), ["ck"]);
 }
@@ -113,7 +113,7 @@ fn tensor_shape_disagrees_with_config() {
     let mut cfg = tiny::config("LlamaForCausalLM", tiny::TINY, true);
     cfg["intermediate_size"] = 256.into();
     std::fs::write(ck.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let e = prepare(&ck, FileType::F16).err().expect("must fail");
+    let e = prepare(&ck, FileType::F16).expect_err("must fail");
     match &e {
         QuantizeError::ShapeMismatch {
             tensor,
@@ -140,7 +140,7 @@ fn tensor_shape_disagrees_with_config() {
 
 #[test]
 fn unknown_output_type() {
-    let e = FileType::parse("Q3_K_S").err().expect("must fail");
+    let e = FileType::parse("Q3_K_S").expect_err("must fail");
     assert!(matches!(e, QuantizeError::UnknownType(_)));
     let d = common::scratch("err-type");
     let g = d.join("in.gguf");
@@ -164,9 +164,7 @@ fn unwritable_destination() {
     tiny::gguf(&g);
     // The parent of the output is a file; then a directory that does not exist.
     for out in [g.join("out.gguf"), d.join("no/such/dir/out.gguf")] {
-        let e = quantize_file(&g, &out, FileType::Q8_0, false)
-            .err()
-            .expect("must fail");
+        let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
         assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
         fails_with(
             bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
@@ -174,9 +172,7 @@ fn unwritable_destination() {
         );
     }
     // The output is a directory.
-    let e = quantize_file(&g, &d, FileType::Q8_0, true)
-        .err()
-        .expect("must fail");
+    let e = quantize_file(&g, &d, FileType::Q8_0, true).expect_err("must fail");
     assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
     assert_eq!(listing(&d), ["in.gguf"]);
 }
@@ -188,18 +184,14 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
     tiny::gguf(&g);
     let out = d.join("out.gguf");
     std::fs::write(&out, b"keep me").unwrap();
-    let e = quantize_file(&g, &out, FileType::Q8_0, false)
-        .err()
-        .expect("must fail");
+    let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
     assert!(matches!(e, QuantizeError::OutputExists(_)), "{e}");
     fails_with(
         bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
         "--force",
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
-    let e = quantize_file(&g, &g, FileType::Q8_0, true)
-        .err()
-        .expect("must fail");
+    let e = quantize_file(&g, &g, FileType::Q8_0, true).expect_err("must fail");
     assert!(matches!(e, QuantizeError::OutputIsInput(_)), "{e}");
     // With --force it is replaced by a complete file.
     let st = bin()
@@ -322,5 +314,123 @@ fn interrupt_leaves_no_partial_file() {
         listing(&d),
         Vec::<String>::new(),
         "partial output left behind"
+    );
+}
+
+/// Corrupted headers and configs give errors, never panics.
+#[test]
+fn corrupted_inputs_never_panic() {
+    let d = common::scratch("err-corrupt");
+    let ck = d.join("ck");
+    let dims = tiny::Dims {
+        vocab: 64,
+        ..tiny::TINY
+    };
+    tiny::checkpoint(&ck, "LlamaForCausalLM", dims, false, true);
+    let st = ck.join("model.safetensors");
+    let orig = std::fs::read(&st).unwrap();
+    let header_len = u64::from_le_bytes(orig[..8].try_into().unwrap()) as usize + 8;
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..300 {
+        let mut b = orig.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() as usize) % header_len;
+            b[at] = if round % 2 == 0 {
+                b'0' + (next() % 10) as u8
+            } else {
+                next() as u8
+            };
+        }
+        std::fs::write(&st, &b).unwrap();
+        let r = std::panic::catch_unwind(|| prepare(&ck, FileType::Q4_K_M).map(|_| ()));
+        assert!(r.is_ok(), "round {round}: prepare panicked");
+    }
+    std::fs::write(&st, &orig).unwrap();
+    let cfg = tiny::config("LlamaForCausalLM", dims, true);
+    for (k, v) in [
+        ("num_attention_heads", serde_json::json!(0)),
+        ("num_attention_heads", serde_json::json!(3)),
+        ("num_key_value_heads", serde_json::json!(3)),
+        ("hidden_size", serde_json::json!(u64::MAX)),
+        ("num_hidden_layers", serde_json::json!(-1)),
+        ("vocab_size", serde_json::json!("many")),
+        ("head_dim", serde_json::json!(u64::MAX / 2)),
+        ("architectures", serde_json::json!([])),
+    ] {
+        let mut c = cfg.clone();
+        c[k] = v.clone();
+        std::fs::write(ck.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        let r = std::panic::catch_unwind(|| prepare(&ck, FileType::Q8_0).map(|_| ()));
+        match r {
+            Ok(res) => assert!(res.is_err(), "{k} = {v} was accepted"),
+            Err(_) => panic!("{k} = {v}: prepare panicked"),
+        }
+    }
+}
+
+#[test]
+fn thread_count_does_not_change_the_output() {
+    use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+    use ferrolm::kernels::GgmlType;
+    let d = common::scratch("threads");
+    let g = d.join("in.gguf");
+    // 256-wide rows, so Q4_K_M takes real k-quants (Q4_K, Q6_K) here.
+    let mut w = GgufWriter::new();
+    w.set("general.architecture", OwnedValue::Str("llama".into()));
+    w.set("llama.block_count", OwnedValue::U32(1));
+    let specs = [
+        ("token_embd.weight", vec![256u64, 300]),
+        ("output.weight", vec![256, 300]),
+        ("blk.0.attn_v.weight", vec![256, 256]),
+        ("blk.0.ffn_down.weight", vec![512, 256]),
+        ("blk.0.ffn_up.weight", vec![256, 512]),
+    ];
+    let mut data = Vec::new();
+    for (i, (name, dims)) in specs.iter().enumerate() {
+        w.add_tensor(TensorSpec {
+            name: name.to_string(),
+            ty: GgmlType::F32,
+            dims: dims.clone(),
+        })
+        .unwrap();
+        let n: u64 = dims.iter().product();
+        data.push(
+            tiny::values(n as usize, 7 + i as u64)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    std::fs::write(&g, w.write_all(Vec::new(), &refs).unwrap()).unwrap();
+    let mut outs = Vec::new();
+    for t in ["1", "3"] {
+        let out = d.join(format!("o{t}.gguf"));
+        let st = bin()
+            .arg(&g)
+            .arg(&out)
+            .arg("Q4_K_M")
+            .arg(t)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        outs.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(outs[0], outs[1]);
+    let f = ferrolm::gguf::Gguf::open(d.join("o1.gguf")).unwrap();
+    let ty = |n: &str| f.tensor(n).unwrap().ty;
+    assert_eq!(ty("output.weight"), GgmlType::Q6_K);
+    assert_eq!(ty("token_embd.weight"), GgmlType::Q4_K);
+    assert_eq!(ty("blk.0.ffn_up.weight"), GgmlType::Q4_K);
+    assert_eq!(
+        ty("blk.0.attn_v.weight"),
+        GgmlType::Q6_K,
+        "layer 0 of 1 gets more bits"
     );
 }

@@ -8,7 +8,7 @@
 //! Integer products are summed in integers per block, then scaled in f32, as ggml's NEON paths do;
 //! the 32-element formats process two blocks per step into two float accumulators.
 //!
-//! Files by format: `q4_0.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
+//! Files by format: `q4_0.rs` ... `q2_k.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
 //! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers).
 
 use crate::blocks::{cast_blocks, Block};
@@ -51,6 +51,8 @@ macro_rules! vec_dot_entry_points {
 pub(crate) use vec_dot_entry_points;
 
 mod float;
+mod q2_k;
+mod q3_k;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -66,6 +68,8 @@ mod simd;
 mod tests;
 
 pub(crate) use float::{vec_dot_bf16_f32, vec_dot_f16_f32, vec_dot_f32};
+pub(crate) use q2_k::{vec_dot_q2_k_q8_k_neon, vec_dot_q2_k_q8_k_sdot};
+pub(crate) use q3_k::{vec_dot_q3_k_q8_k_neon, vec_dot_q3_k_q8_k_sdot};
 pub(crate) use q4_0::{vec_dot_q4_0_q8_0_neon, vec_dot_q4_0_q8_0_sdot};
 pub(crate) use q4_1::{vec_dot_q4_1_q8_1_neon, vec_dot_q4_1_q8_1_sdot};
 pub(crate) use q4_k::{vec_dot_q4_k_q8_k_neon, vec_dot_q4_k_q8_k_sdot};
@@ -110,6 +114,8 @@ pub(crate) fn int_kernels(ty: GgmlType) -> Option<(GgmlType, VecDotFn, VecDotFn)
         T::Q5_0 => (T::Q8_0, vec_dot_q5_0_q8_0_neon, vec_dot_q5_0_q8_0_sdot),
         T::Q5_1 => (T::Q8_1, vec_dot_q5_1_q8_1_neon, vec_dot_q5_1_q8_1_sdot),
         T::Q8_0 => (T::Q8_0, vec_dot_q8_0_q8_0_neon, vec_dot_q8_0_q8_0_sdot),
+        T::Q2_K => (T::Q8_K, vec_dot_q2_k_q8_k_neon, vec_dot_q2_k_q8_k_sdot),
+        T::Q3_K => (T::Q8_K, vec_dot_q3_k_q8_k_neon, vec_dot_q3_k_q8_k_sdot),
         T::Q4_K => (T::Q8_K, vec_dot_q4_k_q8_k_neon, vec_dot_q4_k_q8_k_sdot),
         T::Q5_K => (T::Q8_K, vec_dot_q5_k_q8_k_neon, vec_dot_q5_k_q8_k_sdot),
         T::Q6_K => (T::Q8_K, vec_dot_q6_k_q8_k_neon, vec_dot_q6_k_q8_k_sdot),

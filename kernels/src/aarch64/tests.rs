@@ -8,12 +8,14 @@ use super::*;
 use crate::dispatch::{kernels, scalar_kernels, Backend};
 use crate::types::GgmlType as T;
 
-const INT_TYPES: [T; 8] = [
+const INT_TYPES: [T; 10] = [
     T::Q4_0,
     T::Q4_1,
     T::Q5_0,
     T::Q5_1,
     T::Q8_0,
+    T::Q2_K,
+    T::Q3_K,
     T::Q4_K,
     T::Q5_K,
     T::Q6_K,
@@ -69,6 +71,8 @@ fn f16_fields(ty: T) -> (&'static [usize], &'static [usize]) {
         T::Q4_0 | T::Q5_0 | T::Q8_0 => (&[0], &[]),
         T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => (&[0], &[2]),
         T::Q6_K => (&[208], &[]),
+        T::Q2_K => (&[80], &[82]),
+        T::Q3_K => (&[108], &[]),
         _ => (&[], &[]),
     }
 }

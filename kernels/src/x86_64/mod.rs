@@ -8,6 +8,12 @@
 //!
 //! Integer products are summed exactly in integers per block (maddubs/madd with unsigned weights,
 //! so no i16 saturation and no sign-trick corner case for -128), then scaled in f32.
+//!
+//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI).
+//! - `k_quants`: vec_dot of Q2_K..Q6_K . Q8_K (AVX2).
+//! - `float`: F32/F16/BF16 rows . f32 (AVX2+FMA, F16C).
+//! - `act`: activation quantizers Q8_0/Q8_1/Q8_K, byte-identical with the scalar ones.
+//! - `tile`: prefill tiles (several rows x several tokens) with AVX-512 VNNI `vpdpbusd`.
 
 use std::arch::x86_64::*;
 
@@ -85,7 +91,6 @@ pub fn install(table: &mut KernelTable) {
         quants::vec_dot_q8_0_q8_0_vnni,
         Backend::Avx512,
     );
-    // Q6_K: the tile (tile::gemm_tile_q6_k) measured slower than the vec_dot loop; not installed.
     for (ty, g) in [
         (GgmlType::Q4_0, tile::gemm_tile_q4_0 as GemmTileFn),
         (GgmlType::Q5_0, tile::gemm_tile_q5_0),
@@ -94,6 +99,7 @@ pub fn install(table: &mut KernelTable) {
         (GgmlType::Q5_1, tile::gemm_tile_q5_1),
         (GgmlType::Q4_K, tile::gemm_tile_q4_k),
         (GgmlType::Q5_K, tile::gemm_tile_q5_k),
+        (GgmlType::Q6_K, tile::gemm_tile_q6_k),
     ] {
         if let Some(e) = table.get_mut(ty) {
             e.gemm_tile = Some(g);

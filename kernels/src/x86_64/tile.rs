@@ -1,5 +1,7 @@
 //! Prefill tiles (`GemmTileFn`) with AVX-512 VNNI `vpdpbusd` on 256-bit registers, for the
-//! 32-element formats: Q4_0, Q5_0, Q8_0 (x Q8_0) and Q4_1, Q5_1 (x Q8_1).
+//! 32-element formats Q4_0, Q5_0, Q8_0 (x Q8_0) and Q4_1, Q5_1 (x Q8_1), and for the k-quants
+//! Q4_K, Q5_K, Q6_K (x Q8_K: per 32-element sub-block the same scheme, the exact sub-block sums
+//! then multiplied by the per-row sub-block scales with `vpmulld`, mins from the `bsums`).
 //!
 //! For a group of 8 weight rows and one block of 32 elements, each row's block is unpacked once to
 //! 32 signed bytes and the 8x8 grid of 4-byte groups is transposed, so that lane r of `w[j]` holds
@@ -8,8 +10,8 @@
 //! 256 multiply-adds per 8 instructions, with the weights unpacked once for all tokens.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the activations are offset to unsigned
-//! (`a ^ 0x80` = a + 128) and the per-row `128 * sum(w)` is subtracted, computed once per block and
-//! row group: every block sum is exact. Each output element accumulates its blocks in order in its
+//! (`a ^ 0x80` = a + 128, once per token and block, before the inner loop) and the per-row
+//! `128 * sum(w)` is subtracted, computed once per block and row group: every block sum is exact. Each output element accumulates its blocks in order in its
 //! own lane of its own token accumulator, so its value does not depend on how rows and tokens are
 //! grouped into tiles (hence not on the thread count either).
 
@@ -146,8 +148,17 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
         }
         for kk in 0..kn {
             let k = k0 + kk;
-            let u: [Unpacked; 8] = std::array::from_fn(|r| rows[r].map_or(zero, |b| unpack(&b[k])));
-            let w = transpose8(std::array::from_fn(|r| u[r].q));
+            // Plain loops rather than array::from_fn: a closure called from a function without
+            // the target features is not inlined.
+            let mut u = [zero; 8];
+            let mut q = [_mm256_setzero_si256(); 8];
+            for r in 0..8 {
+                if let Some(b) = rows[r] {
+                    u[r] = unpack(&b[k]);
+                    q[r] = u[r].q;
+                }
+            }
+            let w = transpose8(q);
             // 128 * sum of each row's 32 levels, in two chains.
             let mut c = [_mm256_setzero_si256(); 2];
             for (j, wj) in w.iter().enumerate() {
@@ -367,28 +378,17 @@ gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true,
 
 /// A Q4_K/Q5_K-style super-block of one row: its scales and a way to unpack sub-block `s`.
 trait KBlock: Block {
-    /// (6-bit scales, 6-bit mins, d, dmin).
-    fn scales_mins(&self) -> ([u8; 8], [u8; 8], f32, f32);
+    /// (scales in bytes 0..8 and mins in bytes 8..16 of 4 little-endian words, d, dmin).
+    fn scale_words(&self) -> ([u32; 4], f32, f32);
     /// Levels (0..32) of sub-block `s` (elements 32s..32s+32) as 32 bytes.
     fn levels(&self, s: usize) -> __m256i;
 }
 
-/// Scales and mins of the packed 12 bytes (as `get_scale_min_k4`).
-fn k4_scales(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let u = super::k_quants::unpack_scales_mins(s);
-    let sc = [u[0].to_le_bytes(), u[1].to_le_bytes()];
-    let mn = [u[2].to_le_bytes(), u[3].to_le_bytes()];
-    (
-        std::array::from_fn(|i| sc[i / 4][i % 4]),
-        std::array::from_fn(|i| mn[i / 4][i % 4]),
-    )
-}
-
 impl KBlock for BlockQ4_K {
     #[inline(always)]
-    fn scales_mins(&self) -> ([u8; 8], [u8; 8], f32, f32) {
-        let (sc, mn) = k4_scales(&self.scales);
-        (sc, mn, self.d.to_f32(), self.dmin.to_f32())
+    fn scale_words(&self) -> ([u32; 4], f32, f32) {
+        let u = super::k_quants::unpack_scales_mins(&self.scales);
+        (u, self.d.to_f32(), self.dmin.to_f32())
     }
     #[inline(always)]
     fn levels(&self, s: usize) -> __m256i {
@@ -400,9 +400,9 @@ impl KBlock for BlockQ4_K {
 
 impl KBlock for BlockQ5_K {
     #[inline(always)]
-    fn scales_mins(&self) -> ([u8; 8], [u8; 8], f32, f32) {
-        let (sc, mn) = k4_scales(&self.scales);
-        (sc, mn, self.d.to_f32(), self.dmin.to_f32())
+    fn scale_words(&self) -> ([u32; 4], f32, f32) {
+        let u = super::k_quants::unpack_scales_mins(&self.scales);
+        (u, self.d.to_f32(), self.dmin.to_f32())
     }
     #[inline(always)]
     fn levels(&self, s: usize) -> __m256i {
@@ -447,28 +447,45 @@ fn group_k<W: KBlock, const NT: usize>(
     let x80 = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); NT];
     for k in 0..nb {
-        // Per-row scales as lanes: sc[s][r], mn[s][r].
-        let mut sc = [[0i32; 8]; 8];
-        let mut mn = [[0i32; 8]; 8];
+        // Per-row scales and mins as lanes: sc[s] / mn[s] lane r = scale / min s of row r.
+        let mut sc = [_mm256_setzero_si256(); 8];
+        let mut mn = [_mm256_setzero_si256(); 8];
         let mut d = [0.0f32; 8];
         let mut dmin = [0.0f32; 8];
         for (r, row) in rows.iter().enumerate() {
             if let Some(b) = row {
-                let (s8, m8, dr, dm) = b[k].scales_mins();
-                for s in 0..8 {
-                    sc[s][r] = s8[s] as i32;
-                    mn[s][r] = m8[s] as i32;
-                }
+                let (u, dr, dm) = b[k].scale_words();
+                let v = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
+                sc[r] = _mm256_cvtepu8_epi32(v);
+                mn[r] = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v));
                 d[r] = dr;
                 dmin[r] = dm;
             }
         }
+        let (sc, mn) = (transpose8(sc), transpose8(mn));
         let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+        // Activations offset to unsigned once per super-block: xq[t][8 * c + j] = bytes 4j..4j+4
+        // of 32-element chunk c of token t, each ^ 0x80.
+        let mut xq = [[0u32; 64]; NT];
+        for t in 0..NT {
+            for c in 0..8 {
+                let v = _mm256_xor_si256(
+                    load32i(ab[t].qs[32 * c..32 * c + 32].try_into().expect("32 bytes")),
+                    x80,
+                );
+                // SAFETY: xq[t][8c..8c+8] is 8 u32 = 32 writable bytes; unaligned store.
+                unsafe { _mm256_storeu_si256(xq[t][8 * c..].as_mut_ptr() as *mut __m256i, v) };
+            }
+        }
         let mut isum = [_mm256_setzero_si256(); NT];
         for s in 0..8 {
-            let w = transpose8(std::array::from_fn(|r| {
-                rows[r].map_or(_mm256_setzero_si256(), |b| b[k].levels(s))
-            }));
+            let mut v = [_mm256_setzero_si256(); 8];
+            for r in 0..8 {
+                if let Some(b) = rows[r] {
+                    v[r] = b[k].levels(s);
+                }
+            }
+            let w = transpose8(v);
             let mut c = [_mm256_setzero_si256(); 2];
             for (j, wj) in w.iter().enumerate() {
                 c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
@@ -477,17 +494,11 @@ fn group_k<W: KBlock, const NT: usize>(
             let mut p = [_mm256_setzero_si256(); NT];
             for (j, wj) in w.iter().enumerate() {
                 for t in 0..NT {
-                    let q = &ab[t].qs[32 * s + 4 * j..32 * s + 4 * j + 4];
-                    let four = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
-                    p[t] = _mm256_dpbusd_epi32(
-                        p[t],
-                        _mm256_xor_si256(_mm256_set1_epi32(four), x80),
-                        *wj,
-                    );
+                    p[t] =
+                        _mm256_dpbusd_epi32(p[t], _mm256_set1_epi32(xq[t][8 * s + j] as i32), *wj);
                 }
             }
-            // SAFETY: sc[s] is 8 i32 = 32 readable bytes; unaligned load.
-            let scv = unsafe { _mm256_loadu_si256(sc[s].as_ptr() as *const __m256i) };
+            let scv = sc[s];
             for t in 0..NT {
                 isum[t] = _mm256_add_epi32(
                     isum[t],
@@ -501,8 +512,7 @@ fn group_k<W: KBlock, const NT: usize>(
             let mut msum = _mm256_setzero_si256();
             for (s, m) in mn.iter().enumerate() {
                 let b32 = ab[t].bsums[2 * s] as i32 + ab[t].bsums[2 * s + 1] as i32;
-                // SAFETY: m is 8 i32 = 32 readable bytes; unaligned load.
-                let mv = unsafe { _mm256_loadu_si256(m.as_ptr() as *const __m256i) };
+                let mv = *m;
                 msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(mv, _mm256_set1_epi32(b32)));
             }
             let da = _mm256_set1_ps(ab[t].d);
@@ -650,53 +660,63 @@ fn group_q6<const NT: usize>(
     let x80 = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); NT];
     for k in 0..nb {
-        // Per-row scales as lanes: sc[g][r].
-        let mut sc = [[0i32; 8]; 16];
+        // Per-row scales as lanes: sc[g] lane r = scale g of row r (two 8x8 transposes).
+        let mut lo = [_mm256_setzero_si256(); 8];
+        let mut hi = [_mm256_setzero_si256(); 8];
         let mut d = [0.0f32; 8];
         for (r, row) in rows.iter().enumerate() {
             if let Some(b) = row {
-                for (g, scg) in sc.iter_mut().enumerate() {
-                    scg[r] = b[k].scales[g] as i32;
-                }
+                // SAFETY: scales is 16 bytes; unaligned load.
+                let v = unsafe { _mm_loadu_si128(b[k].scales.as_ptr() as *const __m128i) };
+                lo[r] = _mm256_cvtepi8_epi32(v);
+                hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
                 d[r] = h2f(b[k].d);
             }
         }
+        let (lo, hi) = (transpose8(lo), transpose8(hi));
+        let sc: [__m256i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
         let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+        // Activations offset to unsigned once per super-block: xq[t][8 * c + j] = bytes 4j..4j+4
+        // of 32-element chunk c of token t, each ^ 0x80.
+        let mut xq = [[0u32; 64]; NT];
+        for t in 0..NT {
+            for c in 0..8 {
+                let v = _mm256_xor_si256(
+                    load32i(ab[t].qs[32 * c..32 * c + 32].try_into().expect("32 bytes")),
+                    x80,
+                );
+                // SAFETY: xq[t][8c..8c+8] is 8 u32 = 32 writable bytes; unaligned store.
+                unsafe { _mm256_storeu_si256(xq[t][8 * c..].as_mut_ptr() as *mut __m256i, v) };
+            }
+        }
         let mut isum = [_mm256_setzero_si256(); NT];
         for c in 0..8 {
-            let w = transpose8(std::array::from_fn(|r| {
-                rows[r].map_or(_mm256_setzero_si256(), |b| q6_levels(&b[k], c))
-            }));
+            let mut v = [_mm256_setzero_si256(); 8];
+            for r in 0..8 {
+                if let Some(b) = rows[r] {
+                    v[r] = q6_levels(&b[k], c);
+                }
+            }
+            let w = transpose8(v);
             let mut corr = [_mm256_setzero_si256(); 2];
             for (j, wj) in w.iter().enumerate() {
                 corr[j / 4] = _mm256_dpbusd_epi32(corr[j / 4], x80, *wj);
             }
-            // SAFETY: sc[g] is 8 i32 = 32 readable bytes; unaligned loads.
-            let (s_lo, s_hi) = unsafe {
-                (
-                    _mm256_loadu_si256(sc[2 * c].as_ptr() as *const __m256i),
-                    _mm256_loadu_si256(sc[2 * c + 1].as_ptr() as *const __m256i),
-                )
-            };
-            for t in 0..NT {
-                let qs = &ab[t].qs[32 * c..32 * c + 32];
-                let four = |j: usize| {
-                    let v = i32::from_le_bytes([
-                        qs[4 * j] as u8,
-                        qs[4 * j + 1] as u8,
-                        qs[4 * j + 2] as u8,
-                        qs[4 * j + 3] as u8,
-                    ]);
-                    _mm256_xor_si256(_mm256_set1_epi32(v), x80)
-                };
-                let mut p_lo = _mm256_setzero_si256();
-                let mut p_hi = _mm256_setzero_si256();
-                for j in 0..4 {
-                    p_lo = _mm256_dpbusd_epi32(p_lo, four(j), w[j]);
-                    p_hi = _mm256_dpbusd_epi32(p_hi, four(j + 4), w[j + 4]);
+            let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
+            // j outer, t inner: 2 * NT independent vpdpbusd chains.
+            let mut p_lo = [_mm256_setzero_si256(); NT];
+            let mut p_hi = [_mm256_setzero_si256(); NT];
+            for j in 0..4 {
+                for t in 0..NT {
+                    let b_lo = _mm256_set1_epi32(xq[t][8 * c + j] as i32);
+                    let b_hi = _mm256_set1_epi32(xq[t][8 * c + j + 4] as i32);
+                    p_lo[t] = _mm256_dpbusd_epi32(p_lo[t], b_lo, w[j]);
+                    p_hi[t] = _mm256_dpbusd_epi32(p_hi[t], b_hi, w[j + 4]);
                 }
-                let lo = _mm256_mullo_epi32(_mm256_sub_epi32(p_lo, corr[0]), s_lo);
-                let hi = _mm256_mullo_epi32(_mm256_sub_epi32(p_hi, corr[1]), s_hi);
+            }
+            for t in 0..NT {
+                let lo = _mm256_mullo_epi32(_mm256_sub_epi32(p_lo[t], corr[0]), s_lo);
+                let hi = _mm256_mullo_epi32(_mm256_sub_epi32(p_hi[t], corr[1]), s_hi);
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
             }
         }
@@ -716,8 +736,8 @@ fn group_q6<const NT: usize>(
     }
 }
 
-/// Q6_K x Q8_K tile (tested; not installed while it is slower than the vec_dot loop).
-#[allow(clippy::too_many_arguments, dead_code)]
+/// Q6_K x Q8_K tile.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn gemm_tile_q6_k(
     n: usize,
     w: &[u8],

@@ -176,3 +176,45 @@ pub fn gguf(path: &Path) {
     let bytes = w.write_all(Vec::new(), &refs).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
+
+/// A sentencepiece `tokenizer.model` (ModelProto) with `<unk>`, `<s>`, `</s>`, the 256 byte
+/// pieces and `words` (scored by position), serialized by hand.
+pub fn spm_model(words: &[&str]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn piece(text: &str, score: f32, ty: u64) -> Vec<u8> {
+        let mut p = vec![0x0a];
+        varint(&mut p, text.len() as u64);
+        p.extend_from_slice(text.as_bytes());
+        p.push(0x15);
+        p.extend_from_slice(&score.to_le_bytes());
+        p.push(0x18);
+        varint(&mut p, ty);
+        p
+    }
+    let mut pieces = vec![
+        piece("<unk>", 0.0, 2),
+        piece("<s>", 0.0, 3),
+        piece("</s>", 0.0, 3),
+    ];
+    for b in 0..256 {
+        pieces.push(piece(&format!("<0x{b:02X}>"), 0.0, 6));
+    }
+    for (i, w) in words.iter().enumerate() {
+        pieces.push(piece(w, -(i as f32) - 1.0, 1));
+    }
+    let mut out = Vec::new();
+    for p in pieces {
+        out.push(0x0a);
+        varint(&mut out, p.len() as u64);
+        out.extend_from_slice(&p);
+    }
+    // trainer_spec { model_type: BPE }, normalizer_spec { add_dummy_prefix: true }
+    out.extend_from_slice(&[0x12, 0x02, 0x18, 0x02, 0x1a, 0x02, 0x18, 0x01]);
+    out
+}

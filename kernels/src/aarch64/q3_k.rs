@@ -1,0 +1,107 @@
+//! Q3_K · Q8_K on NEON: 2 low bits from `qs` plus a high bit from `hmask` give -4..4 (the high bit
+//! set means +0, clear means -4); sixteen 16-element groups, each weighted by its signed 6-bit
+//! scale (`sc - 32`).
+
+use core::arch::aarch64::*;
+
+use super::simd::{dot16, f16_to_f32};
+use crate::blocks::{BlockQ3_K, BlockQ8_K};
+use crate::scalar::q3_k::unpack_scales;
+
+/// `sum_g (sc[g] - 32) * dot_g(q3, q8)` for one super-block (|sum| <= 16 * 32 * 16 * 4 * 128).
+///
+/// # Safety
+/// With `SDOT = true` the CPU must have dotprod.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn super_block_isum<const SDOT: bool>(x: &BlockQ3_K, y: &BlockQ8_K) -> i32 {
+    let m3 = vdupq_n_u8(3);
+    let one = vdupq_n_u8(1);
+    let four = vdupq_n_s8(4);
+    let sc = unpack_scales(&x.scales);
+    // SAFETY: `x.hmask` is 32 bytes; the loads read 0..16 and 16..32.
+    let (mut hm0, mut hm1) = unsafe {
+        (
+            vld1q_u8(x.hmask.as_ptr()),
+            vld1q_u8(x.hmask.as_ptr().add(16)),
+        )
+    };
+    let mut acc = vdupq_n_s32(0);
+    // Element 128h + 32s + l (l < 32): bits 2s..2s+2 of qs[32h + l], high bit = bit 4h + s of
+    // hmask[l] (the masks shift down by one per s); group = element / 16.
+    for h in 0..2 {
+        // SAFETY: `x.qs` is 64 bytes, h < 2: the loads read qs[32h..32h+32].
+        let (q0, q1) = unsafe {
+            (
+                vld1q_u8(x.qs.as_ptr().add(32 * h)),
+                vld1q_u8(x.qs.as_ptr().add(32 * h + 16)),
+            )
+        };
+        for s in 0..4 {
+            let (l0, l1) = match s {
+                0 => (vandq_u8(q0, m3), vandq_u8(q1, m3)),
+                1 => (
+                    vandq_u8(vshrq_n_u8::<2>(q0), m3),
+                    vandq_u8(vshrq_n_u8::<2>(q1), m3),
+                ),
+                2 => (
+                    vandq_u8(vshrq_n_u8::<4>(q0), m3),
+                    vandq_u8(vshrq_n_u8::<4>(q1), m3),
+                ),
+                _ => (vshrq_n_u8::<6>(q0), vshrq_n_u8::<6>(q1)),
+            };
+            let v0 = vsubq_s8(
+                vreinterpretq_s8_u8(vorrq_u8(l0, vshlq_n_u8::<2>(vandq_u8(hm0, one)))),
+                four,
+            );
+            let v1 = vsubq_s8(
+                vreinterpretq_s8_u8(vorrq_u8(l1, vshlq_n_u8::<2>(vandq_u8(hm1, one)))),
+                four,
+            );
+            hm0 = vshrq_n_u8::<1>(hm0);
+            hm1 = vshrq_n_u8::<1>(hm1);
+            let g = 8 * h + 2 * s;
+            // SAFETY: `y.qs` is 256 bytes; 16g + 32 <= 256.
+            let (y0, y1) = unsafe {
+                (
+                    vld1q_s8(y.qs.as_ptr().add(16 * g)),
+                    vld1q_s8(y.qs.as_ptr().add(16 * g + 16)),
+                )
+            };
+            // SAFETY: forwarded from the caller; |q| <= 4 fits the narrow bound.
+            let (p0, p1) = unsafe {
+                (
+                    dot16::<SDOT>(vdupq_n_s32(0), v0, y0),
+                    dot16::<SDOT>(vdupq_n_s32(0), v1, y1),
+                )
+            };
+            acc = vmlaq_n_s32(acc, p0, sc[g] as i32 - 32);
+            acc = vmlaq_n_s32(acc, p1, sc[g + 1] as i32 - 32);
+        }
+    }
+    vaddvq_s32(acc)
+}
+
+/// `sum_b d_a * d_w * isum`.
+///
+/// # Safety
+/// `w.len() == a.len()`; with `SDOT = true` the CPU must have dotprod.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn vec_dot<const SDOT: bool>(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
+    let mut sumf = 0.0f32;
+    for (x, y) in w.iter().zip(a) {
+        let d = y.d * f16_to_f32(x.d.to_bits());
+        // SAFETY: forwarded from the caller.
+        let isum = unsafe { super_block_isum::<SDOT>(x, y) };
+        sumf += d * isum as f32;
+    }
+    sumf
+}
+
+super::vec_dot_entry_points!(
+    vec_dot_q3_k_q8_k_neon,
+    vec_dot_q3_k_q8_k_sdot,
+    BlockQ3_K,
+    BlockQ8_K
+);
