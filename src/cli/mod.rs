@@ -7,6 +7,7 @@ mod chat;
 mod eval;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 mod synth;
 mod tokenize;
@@ -41,6 +42,8 @@ pub enum Command {
     Synth(synth::Args),
     /// Chat interactively with the model's own chat template.
     Chat(chat::Args),
+    /// Convert a Hugging Face checkpoint or a GGUF file to GGUF in another type (runs `quantize`).
+    Quantize(quantize::Args),
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -54,6 +57,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Bench(a) => bench::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Quantize(a) => quantize::run(a),
     }
 }
 
