@@ -6,7 +6,10 @@
 //! SmolLM2 carries outlier activations in the hundreds, so a dot product of ~1 can be the difference
 //! of terms of ~1000, and the summation order alone moves logits by ~0.1 (ferrolm's scalar and AVX2
 //! kernels, with identical integer sums, differ by up to ~0.5 at some positions). The KV cache type
-//! alone moves position 0 by 0.1-0.25. We therefore require |Δ| ≤ 0.5 + 2% of |logit| on the
+//! alone moves position 0 by 0.1-0.25. The F16 variant, whose matmuls take f32 activations, agrees
+//! with llama.cpp to a mean |Δ| of 0.005 (max 0.04), while every variant with 8-bit activations
+//! (Q8_0, Q4_0, Q4_1, Q4_K_M) sits at 0.11-0.17: the spread is the activation rounding, not the
+//! decoder. We therefore require |Δ| ≤ 0.5 + 2% of |logit| on the
 //! top-10, a mean |Δ| ≤ 0.25 over all compared logits, and argmax agreement except at near-ties.
 
 use std::sync::Arc;
