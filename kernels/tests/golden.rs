@@ -179,18 +179,22 @@ fn check_type(
     }
 }
 
+/// Checks the scalar table's kernels and whatever `kernels()` installs for `ty`: the reference
+/// quantizer and the dequantizer must be exact on every backend.
 fn check_table_type(ty: GgmlType, has_dequant_file: bool) {
-    let t = scalar_kernels()
-        .get(ty)
-        .unwrap_or_else(|| panic!("{ty}: no scalar entry"));
-    check_type(
-        ty,
-        t.quantize_row_ref
-            .unwrap_or_else(|| panic!("{ty}: no quantize_row_ref")),
-        t.dequantize_row
-            .unwrap_or_else(|| panic!("{ty}: no dequantize_row")),
-        has_dequant_file,
-    );
+    for table in [scalar_kernels(), kernels()] {
+        let t = table
+            .get(ty)
+            .unwrap_or_else(|| panic!("{ty}: no entry ({} table)", table.backend.name()));
+        check_type(
+            ty,
+            t.quantize_row_ref
+                .unwrap_or_else(|| panic!("{ty}: no quantize_row_ref")),
+            t.dequantize_row
+                .unwrap_or_else(|| panic!("{ty}: no dequantize_row")),
+            has_dequant_file,
+        );
+    }
 }
 
 #[test]
