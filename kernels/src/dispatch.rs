@@ -473,7 +473,10 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Kerne
         .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
     check_elems(ty, OP, x.len())?;
     check_bytes(ty, OP, "output", x.len(), out)?;
-    f(x, out);
+    // An empty row has nothing to do (and an empty slice's dangling pointer need not be aligned).
+    if !x.is_empty() {
+        f(x, out);
+    }
     Ok(())
 }
 
@@ -485,7 +488,10 @@ pub fn from_float(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), KernelE
         .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
     check_elems(ty, OP, x.len())?;
     check_bytes(ty, OP, "output", x.len(), out)?;
-    f(x, out);
+    // An empty row has nothing to do (and an empty slice's dangling pointer need not be aligned).
+    if !x.is_empty() {
+        f(x, out);
+    }
     Ok(())
 }
 
@@ -497,7 +503,9 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) -> Result<(), K
         .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
     check_elems(ty, OP, out.len())?;
     check_bytes(ty, OP, "source", out.len(), src)?;
-    f(src, out);
+    if !out.is_empty() {
+        f(src, out);
+    }
     Ok(())
 }
 
@@ -513,5 +521,8 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Result<f32, Kernel
     check_elems(e.vec_dot_type, OP, n)?;
     check_bytes(ty, OP, "weights", n, w)?;
     check_bytes(e.vec_dot_type, OP, "activations", n, a)?;
+    if n == 0 {
+        return Ok(0.0);
+    }
     Ok(f(n, w, a))
 }

@@ -179,18 +179,22 @@ fn check_type(
     }
 }
 
+/// Checks the scalar table's kernels and whatever `kernels()` installs for `ty`: the reference
+/// quantizer and the dequantizer must be exact on every backend.
 fn check_table_type(ty: GgmlType, has_dequant_file: bool) {
-    let t = scalar_kernels()
-        .get(ty)
-        .unwrap_or_else(|| panic!("{ty}: no scalar entry"));
-    check_type(
-        ty,
-        t.quantize_row_ref
-            .unwrap_or_else(|| panic!("{ty}: no quantize_row_ref")),
-        t.dequantize_row
-            .unwrap_or_else(|| panic!("{ty}: no dequantize_row")),
-        has_dequant_file,
-    );
+    for table in [scalar_kernels(), kernels()] {
+        let t = table
+            .get(ty)
+            .unwrap_or_else(|| panic!("{ty}: no entry ({} table)", table.backend.name()));
+        check_type(
+            ty,
+            t.quantize_row_ref
+                .unwrap_or_else(|| panic!("{ty}: no quantize_row_ref")),
+            t.dequantize_row
+                .unwrap_or_else(|| panic!("{ty}: no dequantize_row")),
+            has_dequant_file,
+        );
+    }
 }
 
 #[test]
@@ -499,4 +503,58 @@ fn float_formats_on_source_rows() {
             );
         }
     }
+}
+
+/// Empty rows are fine for every type and entry point (no panic on a dangling empty slice), and
+/// wrong lengths are errors, not panics.
+#[test]
+fn safe_entry_points_edge_cases() {
+    use ferrolm_kernels::dispatch::{vec_dot, KernelError};
+    for ty in GgmlType::ALL {
+        quantize_row(ty, &[], &mut []).unwrap();
+        from_float(ty, &[], &mut []).unwrap();
+        dequantize_row(ty, &[], &mut []).unwrap();
+        if scalar_kernels().get(ty).unwrap().vec_dot.is_some() {
+            assert_eq!(vec_dot(ty, 0, &[], &[]).unwrap(), 0.0);
+        }
+    }
+    // One element short of a block, and output one block short.
+    let x = vec![1.0f32; 256];
+    let e = quantize_row(GgmlType::Q4_K, &x[..255], &mut []).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::PartialBlock {
+                n: 255,
+                block_elems: 256,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut out = Aligned::zeroed(143);
+    let e = quantize_row(GgmlType::Q4_K, &x, out.bytes_mut()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::LengthMismatch {
+                need: 144,
+                have: 143,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Misaligned output for Q8_K (needs 4).
+    let mut out = Aligned::zeroed(292 + 1);
+    let e = from_float(GgmlType::Q8_K, &x, &mut out.bytes_mut()[1..]).unwrap_err();
+    assert!(matches!(e, KernelError::Misaligned { align: 4, .. }), "{e}");
+    // vec_dot: activations in the wrong format length.
+    let w = Aligned::zeroed(144);
+    let a = Aligned::zeroed(36 * 8);
+    let e = vec_dot(GgmlType::Q4_K, 256, w.bytes(), a.bytes()).unwrap_err();
+    assert!(
+        matches!(e, KernelError::LengthMismatch { need: 292, .. }),
+        "{e}"
+    );
 }

@@ -41,12 +41,17 @@ struct Args {
     allow_requantize: bool,
 }
 
+#[cfg(not(unix))]
+fn install_signal_handlers() {}
+
 static CANCEL: AtomicBool = AtomicBool::new(false);
 
+#[cfg(unix)]
 extern "C" fn on_signal(_: libc::c_int) {
     CANCEL.store(true, Ordering::SeqCst);
 }
 
+#[cfg(unix)]
 fn install_signal_handlers() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

@@ -2,7 +2,9 @@
 
 use ferrolm_kernels::scalar::float::{bf16_to_f32, f16_to_f32};
 use ferrolm_kernels::{dispatch, GgmlType};
-use memmap2::{Mmap, UncheckedAdvice};
+use memmap2::Mmap;
+#[cfg(unix)]
+use memmap2::UncheckedAdvice;
 
 use crate::error::QuantizeError;
 
@@ -132,6 +134,7 @@ impl SrcTensor {
 
 /// Tell the kernel the pages of `start..start+len` are no longer needed, so a converted tensor's
 /// input does not stay resident. Best effort: errors are ignored.
+#[cfg(unix)]
 pub(crate) fn release(map: &Mmap, start: usize, len: usize) {
     let page = 4096usize;
     let s = start.div_ceil(page) * page;
@@ -142,3 +145,7 @@ pub(crate) fn release(map: &Mmap, start: usize, len: usize) {
         let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, s, e - s) };
     }
 }
+
+/// Elsewhere the pages stay mapped until the map is dropped.
+#[cfg(not(unix))]
+pub(crate) fn release(_map: &Mmap, _start: usize, _len: usize) {}

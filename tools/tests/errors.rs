@@ -282,6 +282,9 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
 
 #[test]
 fn interrupt_leaves_no_partial_file() {
+    if !common::heavy_allowed("interrupt_leaves_no_partial_file") {
+        return;
+    }
     let Some(hf) = common::hf_fixtures() else {
         return;
     };

@@ -33,6 +33,9 @@ fn convert(input: &Path, out: &Path, ty: &str) {
 
 #[test]
 fn synth_llama_256_matches_llama_cpp() {
+    if !common::heavy_allowed("synth_llama_256_matches_llama_cpp") {
+        return;
+    }
     let Some(hf) = common::hf_fixtures() else {
         return;
     };
@@ -114,6 +117,9 @@ const PROMPT: &str =
 
 #[test]
 fn smollm2_135m_matches_llama_cpp() {
+    if !common::heavy_allowed("smollm2_135m_matches_llama_cpp") {
+        return;
+    }
     let Some(hf) = common::hf_fixtures() else {
         return;
     };
@@ -155,6 +161,9 @@ fn smollm2_135m_matches_llama_cpp() {
 
 #[test]
 fn smollm2_requantized_matches_llama_cpp() {
+    if !common::heavy_allowed("smollm2_requantized_matches_llama_cpp") {
+        return;
+    }
     let q41 = common::models().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !q41.is_file() {
         eprintln!(

@@ -9,6 +9,9 @@ mod common;
 
 #[test]
 fn converting_smollm2_to_q4_k_m_stays_small() {
+    if !common::heavy_allowed("converting_smollm2_to_q4_k_m_stays_small") {
+        return;
+    }
     let Some(hf) = common::hf_fixtures() else {
         return;
     };

@@ -61,13 +61,8 @@ pub fn round_half_away_i8(x: f32) -> i8 {
     if x.abs() < 8_388_608.0 {
         let i = x as i32;
         let frac = x - i as f32;
-        let r = if frac >= 0.5 {
-            i + 1
-        } else if frac <= -0.5 {
-            i - 1
-        } else {
-            i
-        };
+        // Branch-free: a data-dependent branch here mispredicts on every other element.
+        let r = i + (frac >= 0.5) as i32 - (frac <= -0.5) as i32;
         r.clamp(-128, 127) as i8
     } else {
         x.round() as i8

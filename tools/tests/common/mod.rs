@@ -35,6 +35,19 @@ pub fn scratch(name: &str) -> PathBuf {
 
 static FIXTURES: Mutex<Option<bool>> = Mutex::new(None);
 
+/// False (with a SKIP line) under qemu-user emulation (scripts/test-aarch64.sh), where converting
+/// the 135M-parameter checkpoints dozens of times would take hours; FERROLM_HEAVY_TESTS=1 forces.
+pub fn heavy_allowed(what: &str) -> bool {
+    if std::env::var_os("FERROLM_HEAVY_TESTS").is_some_and(|v| v == "1") {
+        return true;
+    }
+    if std::env::var_os("QEMU_LD_PREFIX").is_some() {
+        eprintln!("SKIP {what}: running under qemu (set FERROLM_HEAVY_TESTS=1 to run it anyway)");
+        return false;
+    }
+    true
+}
+
 /// `models/hf/` with both checkpoints, built by scripts/make-hf-fixtures.sh when missing;
 /// `None` (with a SKIP line) when they cannot be built here.
 pub fn hf_fixtures() -> Option<PathBuf> {
