@@ -344,6 +344,9 @@ impl Gguf {
             let offset = cur.u64("tensor offset")?;
             let overflow = || GgufError::ShapeOverflow { name: name.to_string(), shape: dims[..n_dims as usize].to_vec() };
             let rows = dims[1].checked_mul(dims[2]).and_then(|r| r.checked_mul(dims[3])).ok_or_else(overflow)?;
+            // The element count must fit too (a zero dimension after huge ones gives 0 bytes but an
+            // overflowing product in the order the dimensions are multiplied).
+            dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
             if dims[0] % ty.block_elems() as u64 != 0 {
                 return Err(GgufError::BadRowLength {
                     name: name.to_string(),
