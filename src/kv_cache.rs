@@ -1,7 +1,10 @@
 //! The KV cache: allocated once when a context is created, written in place by the forward pass.
 //!
-//! Layout per layer and per K/V: `[n_head_kv, n_ctx, head_dim]` in the cache type, so that one head's
-//! keys (or values) for consecutive positions are contiguous rows — attention walks them in order.
+//! Layout per layer: keys `[n_head_kv, n_ctx, head_dim]` in the cache type, so one head's keys for
+//! consecutive positions are contiguous rows (q·k is one dot per position). Values of an F16/F32
+//! cache are stored transposed, `[n_head_kv, head_dim, n_ctx]` (as llama.cpp does without flash
+//! attention), so the weighted sum over positions is one contiguous dot per value dimension; a Q8_0
+//! cache keeps values as rows (blocks run along head_dim), `[n_head_kv, n_ctx, head_dim]`.
 
 use ferrolm_kernels::dispatch::KernelTable;
 use ferrolm_kernels::GgmlType;
@@ -117,7 +120,33 @@ impl KvCache {
         (((layer * 2 + kv) * self.n_head_kv + head) * self.n_ctx + pos) * self.row_bytes
     }
 
-    /// Rows `0..n` of one head's keys (kv = 0) or values (kv = 1): `[n, head_dim]` in the cache type.
+    /// True when values are stored transposed (`[head_dim, n_ctx]` per head): F16 and F32 caches.
+    #[inline]
+    pub fn v_transposed(&self) -> bool {
+        self.ty != KvType::Q8_0
+    }
+
+    /// Bytes of one element (F16/F32 caches).
+    #[inline]
+    fn elem_bytes(&self) -> usize {
+        match self.ty {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+            KvType::Q8_0 => 0,
+        }
+    }
+
+    /// Transposed values of one head, dimension `d`, positions `0..n`: `[n]` in the cache type.
+    #[inline]
+    pub fn v_column(&self, layer: usize, head: usize, d: usize, n: usize) -> &[u8] {
+        assert!(self.v_transposed() && d < self.head_dim && n <= self.n_ctx, "bad transposed-V read");
+        let es = self.elem_bytes();
+        let o = self.offset(layer, 1, head, 0) + d * self.n_ctx * es;
+        &self.bytes()[o..o + n * es]
+    }
+
+    /// Rows `0..n` of one head's keys (kv = 0) or, for a Q8_0 cache, values (kv = 1):
+    /// `[n, head_dim]` in the cache type.
     #[inline]
     pub fn rows(&self, layer: usize, kv: usize, head: usize, n: usize) -> &[u8] {
         assert!(n <= self.n_ctx, "{n} positions exceed the cache's {}", self.n_ctx);
@@ -128,6 +157,22 @@ impl KvCache {
     /// Store one head's key (kv = 0) or value (kv = 1) at `pos`, converting from f32.
     pub fn store(&mut self, table: &KernelTable, layer: usize, kv: usize, head: usize, pos: usize, x: &[f32]) {
         assert!(pos < self.n_ctx && x.len() == self.head_dim, "cache write out of range");
+        if kv == 1 && self.v_transposed() {
+            let es = self.elem_bytes();
+            let base = self.offset(layer, 1, head, 0);
+            let n_ctx = self.n_ctx;
+            let f16 = self.ty == KvType::F16;
+            let bytes = self.bytes_mut();
+            for (d, &v) in x.iter().enumerate() {
+                let o = base + (d * n_ctx + pos) * es;
+                if f16 {
+                    bytes[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                } else {
+                    bytes[o..o + 4].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            return;
+        }
         let o = self.offset(layer, kv, head, pos);
         let rb = self.row_bytes;
         let ty = self.ty;

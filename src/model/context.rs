@@ -9,7 +9,6 @@ use ferrolm_kernels::dispatch::{kernels, KernelTable};
 use ferrolm_kernels::matmul::{matmul_q_with, ActBuf};
 use ferrolm_kernels::pool::ThreadPool;
 use ferrolm_kernels::GgmlType;
-use half::slice::HalfFloatSliceExt;
 
 use super::{Mat, Model, ModelError};
 use crate::kv_cache::{KvCache, KvType};
@@ -433,6 +432,8 @@ impl Context {
         let dot = ck.vec_dot.expect("cache type has a vec_dot");
         let partner = ck.vec_dot_type;
         let deq = ck.dequantize_row.expect("cache type has a dequantizer");
+        // Transposed values (F16/F32 caches) are dotted with the f32 attention weights.
+        let vdot = ck.vec_dot.expect("cache type has a vec_dot");
         let f16_cache = kv.ty() == KvType::F16;
         let q = &self.q;
         let att = SyncPtr(self.att.as_mut_ptr());
@@ -492,18 +493,21 @@ impl Context {
                 // SAFETY: task (t, h) owns att[t, h*hd..(h+1)*hd]; tasks are disjoint and each is run
                 // by exactly one thread (task ≡ ti mod nt).
                 let o = unsafe { std::slice::from_raw_parts_mut(att.get().add(t * q_dim + h * hd), hd) };
-                o.fill(0.0);
-                let vals = kv.rows(layer, 1, kvh, n_kv);
-                for (j, &p) in s.iter().enumerate() {
-                    let row = &vals[j * rb..(j + 1) * rb];
-                    if f16_cache {
-                        let hrow = ferrolm_kernels::cast_blocks::<half::f16>(row);
-                        hrow.convert_to_f32_slice(vrow);
-                    } else {
-                        deq(row, vrow);
+                if kv.v_transposed() {
+                    // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension.
+                    // SAFETY: as for `qbytes`: this thread's scores, viewed as bytes.
+                    let pb = unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, n_kv * 4) };
+                    for (d, od) in o.iter_mut().enumerate() {
+                        *od = vdot(n_kv, kv.v_column(layer, kvh, d, n_kv), pb);
                     }
-                    for (a, &b) in o.iter_mut().zip(vrow.iter()) {
-                        *a += p * b;
+                } else {
+                    o.fill(0.0);
+                    let vals = kv.rows(layer, 1, kvh, n_kv);
+                    for (j, &p) in s.iter().enumerate() {
+                        deq(&vals[j * rb..(j + 1) * rb], vrow);
+                        for (a, &b) in o.iter_mut().zip(vrow.iter()) {
+                            *a += p * b;
+                        }
                     }
                 }
                 task += nt;
