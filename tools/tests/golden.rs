@@ -6,7 +6,7 @@
 //!   BF16, Q8_0 (`convert-*`) and to every quantized type (`quantize-fromF32-*`); its F16 GGUF
 //!   requantized to every quantized type (`quantize-fromF16-*`).
 //! - smollm2-135m (BF16, tied): the checkpoint to all eleven types (`convert-*`,
-//!   `quantize-fromF16-*`); the real Q4_1 GGUF requantized to F16 and that to Q8_0, Q4_0, Q4_K_M
+//!   `quantize-fromF16-*`), and its F16 GGUF requantized to Q4_0, Q4_K_M, Q6_K (`quantize-fromF16-*`); the real Q4_1 GGUF requantized to F16 and that to Q8_0, Q4_0, Q4_K_M
 //!   (`smollm2-135m-requant/*`), written to models/SmolLM2-135M-Instruct.{F16,Q8_0,Q4_0,Q4_K_M}.gguf
 //!   for the decoder's tests; converted models load and generate in ferrolm and read back in gguf-py.
 //!
@@ -151,10 +151,22 @@ fn smollm2_135m_matches_llama_cpp() {
                 "SmolLM2 BF16 (converted) answered {text:?}"
             );
         }
+        if *ty != "F16" {
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
+    // llama.cpp's own route: the converted F16 file through llama-quantize.
+    let f16 = dir.join("smollm2-F16.gguf");
+    for ty in ["Q4_0", "Q4_K_M", "Q6_K"] {
+        let out = dir.join(format!("smollm2-F16-{ty}.gguf"));
+        convert(&f16, &out, ty);
+        let g = common::golden(&format!("smollm2-135m/quantize-fromF16-{ty}.json"));
+        common::assert_matches_golden(&out, &g, &format!("smollm2 F16 gguf->{ty}"));
         std::fs::remove_file(&out).unwrap();
     }
+    std::fs::remove_file(&f16).unwrap();
     eprintln!(
-        "smollm2: 11 conversions checked in {:.1} s",
+        "smollm2: 14 conversions checked in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }
