@@ -140,7 +140,7 @@ pub fn convert_type(ftype: FileType, name: &str, dims: &[u64]) -> GgmlType {
         return GgmlType::F32;
     }
     let t = ftype.default_type();
-    if t == GgmlType::Q8_0 && dims[0] % 32 != 0 {
+    if t == GgmlType::Q8_0 && !dims[0].is_multiple_of(32) {
         return GgmlType::F16;
     }
     t
@@ -235,7 +235,7 @@ impl TypeChooser {
         let ne0 = dims[0];
         let mut ty = default;
         if name == "output.weight" || (!self.has_output && name == "token_embd.weight") {
-            if ne0 % ty.block_elems() as u64 != 0 {
+            if !ne0.is_multiple_of(ty.block_elems() as u64) {
                 ty = GgmlType::Q8_0;
             } else if ty != GgmlType::Q8_0 {
                 ty = GgmlType::Q6_K;
@@ -260,7 +260,7 @@ impl TypeChooser {
             self.i_ffn_down += 1;
         }
 
-        if ne0 % ty.block_elems() as u64 == 0 {
+        if ne0.is_multiple_of(ty.block_elems() as u64) {
             return Ok(Some(Choice {
                 ty,
                 fallback: false,
@@ -279,7 +279,7 @@ impl TypeChooser {
                 })
             }
         };
-        let fb = if ne0 % fb.block_elems() as u64 != 0 {
+        let fb = if !ne0.is_multiple_of(fb.block_elems() as u64) {
             GgmlType::F16
         } else {
             fb

@@ -379,7 +379,7 @@ impl Checkpoint {
                     t.permute = Some(config.kv_heads());
                 }
                 if let Some(h) = t.permute {
-                    if found[0] % (2 * h) != 0 {
+                    if !found[0].is_multiple_of(2 * h) {
                         return Err(QuantizeError::bad_config(
                             dir.join("config.json"),
                             format!(

@@ -173,7 +173,15 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
     let tokenizer = vocab::tokenizer_metadata(dir, ck.vocab_size(), arch)?;
 
     // general.*
-    let n_params: u64 = ck.tensors.iter().map(|t| t.n_elements()).sum();
+    // Llama 3 rope scaling is carried by a generated `rope_freqs.weight` tensor.
+    let rope_factors = match cfg.raw.get("rope_scaling") {
+        Some(sc) if cfg.arch == hf::Arch::Llama && rope_type(sc) == "llama3" => Some(
+            llama3_rope_factors(cfg, sc).map_err(|w| QuantizeError::bad_config(&cfg_path, w))?,
+        ),
+        _ => None,
+    };
+    let n_params: u64 = ck.tensors.iter().map(|t| t.n_elements()).sum::<u64>()
+        + rope_factors.as_ref().map_or(0, |f| f.len() as u64);
     let dir_name = std::fs::canonicalize(dir)
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -243,7 +251,7 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
                     meta.push(str_kv(&a("rope.scaling.type"), "linear"));
                     meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
                 }
-                ("", _) => {}
+                ("", _) | ("llama3", _) | ("default", _) => {}
                 (other, _) => {
                     return Err(QuantizeError::bad_config(
                         &cfg_path,
@@ -279,6 +287,31 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
     ));
 
     let mut tensors = ck.tensors;
+    let mut maps: Vec<Mmap> = ck.shards.into_iter().map(|s| s.map).collect();
+    if let Some(f) = &rope_factors {
+        // LlamaModel.generate_extra_tensors: written before the checkpoint's tensors.
+        let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut anon =
+            memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| QuantizeError::io(dir, e))?;
+        anon.copy_from_slice(&bytes);
+        let map = anon
+            .make_read_only()
+            .map_err(|e| QuantizeError::io(dir, e))?;
+        tensors.insert(
+            0,
+            SrcTensor {
+                name: "rope_freqs.weight".into(),
+                hf_name: None,
+                dims: vec![f.len() as u64],
+                elem: Elem::F32,
+                map: maps.len(),
+                start: 0,
+                len: bytes.len(),
+                permute: None,
+            },
+        );
+        maps.push(map);
+    }
     let mut entries = Vec::with_capacity(tensors.len());
     if ftype.is_direct_convert() {
         for t in &tensors {
@@ -302,7 +335,6 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
             entries.push(e);
         }
     }
-    let maps = ck.shards.into_iter().map(|s| s.map).collect();
     let plan = Plan {
         input: dir.to_path_buf(),
         kind: InputKind::Checkpoint,
@@ -316,6 +348,49 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
         maps,
         tensors,
     })
+}
+
+fn rope_type(scaling: &serde_json::Value) -> &str {
+    scaling
+        .get("rope_type")
+        .or_else(|| scaling.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+}
+
+/// Llama 3's RoPE frequency factors, as `LlamaModel.generate_extra_tensors` computes them with
+/// float32 torch tensors: 1 for short wavelengths, `factor` for long ones, smoothed in between.
+fn llama3_rope_factors(cfg: &hf::HfConfig, sc: &serde_json::Value) -> Result<Vec<f32>, String> {
+    let num = |k: &str, d: f64| sc.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+    let base = cfg.rope_theta.unwrap_or(10000.0) as f32;
+    let dim = cfg.head_dim() as usize;
+    let factor = num("factor", 8.0);
+    let (low, high) = (num("low_freq_factor", 1.0), num("high_freq_factor", 4.0));
+    let old = sc
+        .get("original_max_position_embeddings")
+        .or_else(|| cfg.raw.get("original_max_position_embeddings"))
+        .and_then(|v| v.as_f64())
+        .unwrap_or(8192.0);
+    let (low_wl, high_wl) = (old / low, old / high);
+    if !(low_wl.is_finite() && high_wl.is_finite()) || low_wl == high_wl {
+        return Err(format!(
+            "rope_scaling: low_freq_factor {low} and high_freq_factor {high} are unusable"
+        ));
+    }
+    Ok((0..dim / 2)
+        .map(|i| {
+            let freq = 1.0f32 / base.powf((2 * i) as f32 / dim as f32);
+            let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+            if wavelen < high_wl as f32 {
+                1.0
+            } else if wavelen > low_wl as f32 {
+                factor as f32
+            } else {
+                let smooth = (old as f32 / wavelen - low as f32) / (high - low) as f32;
+                1.0 / ((1.0 - smooth) / factor as f32 + smooth)
+            }
+        })
+        .collect())
 }
 
 fn entry(t: &SrcTensor, dst: GgmlType, fallback: bool) -> Result<PlanEntry, QuantizeError> {

@@ -241,3 +241,55 @@ fn sentencepiece_tokenizer_model() {
     ctx.eval(&[1, 263, 267], Logits::Last).unwrap();
     assert!(ctx.logits().iter().all(|x| x.is_finite()));
 }
+
+#[test]
+fn llama3_rope_scaling_writes_rope_freqs() {
+    let d = common::scratch("llama3-rope");
+    let ck = d.join("tiny-llama3");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    if !with_tokenizer(&ck) {
+        return;
+    }
+    let mut cfg = tiny::config("LlamaForCausalLM", tiny::TINY, true);
+    cfg["rope_theta"] = 500000.0.into();
+    cfg["rope_scaling"] = serde_json::json!({
+        "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192, "rope_type": "llama3"
+    });
+    std::fs::write(ck.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let out = d.join("tiny-llama3-F16.gguf");
+    quantize_file(&ck, &out, FileType::F16, false).unwrap();
+    let g = Gguf::open(&out).unwrap();
+    let first = g.tensors().next().unwrap();
+    assert_eq!(
+        first.name, "rope_freqs.weight",
+        "generated before the checkpoint's tensors"
+    );
+    assert_eq!(first.ty.name(), "F32");
+    let f = f32s(first.data);
+    assert_eq!(f.len(), 8);
+    assert_eq!(f[0], 1.0);
+    assert_eq!(f[7], 8.0);
+    assert!(f.windows(2).all(|w| w[0] <= w[1]), "{f:?}");
+    assert!(
+        f.iter().any(|&x| x > 1.0 && x < 8.0),
+        "a smoothed factor in between: {f:?}"
+    );
+    assert!(g.get("llama.rope.scaling.type").is_none());
+    drop(g);
+    runs(&out);
+    // Quantized: rope_freqs sorts among the non-block tensors and stays F32.
+    let out = d.join("tiny-llama3-Q8_0.gguf");
+    quantize_file(&ck, &out, FileType::Q4_0, false).unwrap();
+    let g = Gguf::open(&out).unwrap();
+    let names: Vec<&str> = g.tensors().take(3).map(|t| t.name).collect();
+    assert_eq!(
+        names,
+        [
+            "output_norm.weight",
+            "rope_freqs.weight",
+            "token_embd.weight"
+        ]
+    );
+    assert_eq!(g.tensor("rope_freqs.weight").unwrap().ty.name(), "F32");
+}
