@@ -57,6 +57,7 @@ echo "test-aarch64: $("$RUSTC_BIN" --version), packages: ${pkgs[*]}"
 "$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} --no-run
 
 failed=()
+start=$SECONDS
 for cpu in max cortex-a72; do
   echo "test-aarch64: ==== QEMU_CPU=$cpu ($( [ $cpu = max ] && echo 'dotprod: NEON+sdot kernels' || echo 'no dotprod: plain NEON kernels'))"
   # Show once which kernels this CPU selects (kernels().backend), from the kernels' unit tests.
@@ -64,9 +65,10 @@ for cpu in max cortex-a72; do
     -- --exact aarch64::tests::report_backend --nocapture 2>&1 | grep -E "aarch64 kernels:|panicked"; then
     echo "test-aarch64: QEMU_CPU=$cpu could not report the selected backend"
   fi
-  if QEMU_CPU=$cpu "$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} \
+  # --no-fail-fast: every test binary runs, so one failure does not hide the others.
+  if QEMU_CPU=$cpu "$CARGO_BIN" test --no-fail-fast --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} \
     -- ${test_args[@]+"${test_args[@]}"}; then
-    echo "test-aarch64: QEMU_CPU=$cpu passed"
+    echo "test-aarch64: QEMU_CPU=$cpu passed ($((SECONDS - start)) s so far)"
   else
     echo "test-aarch64: QEMU_CPU=$cpu FAILED"
     failed+=("$cpu")
