@@ -25,9 +25,12 @@ pub fn models() -> PathBuf {
         .unwrap_or_else(|| root().join("models"))
 }
 
-/// A scratch directory for one test, emptied first.
+/// A scratch directory for one test, emptied first. The process id keeps two concurrent runs of
+/// the suite in one checkout apart.
 pub fn scratch(name: &str) -> PathBuf {
-    let d = root().join("target/tmp/quantize-tests").join(name);
+    let d = root()
+        .join("target/tmp/quantize-tests")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
