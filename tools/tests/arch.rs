@@ -91,6 +91,7 @@ fn qwen2_with_biases_converts_and_runs() {
         drop(g);
         runs(&out);
     }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -156,6 +157,7 @@ fn llama_q_and_k_rows_are_permuted() {
     );
     drop(g);
     runs(&out);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -240,6 +242,7 @@ fn sentencepiece_tokenizer_model() {
     .unwrap();
     ctx.eval(&[1, 263, 267], Logits::Last).unwrap();
     assert!(ctx.logits().iter().all(|x| x.is_finite()));
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -292,4 +295,5 @@ fn llama3_rope_scaling_writes_rope_freqs() {
         ]
     );
     assert_eq!(g.tensor("rope_freqs.weight").unwrap().ty.name(), "F32");
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -42,6 +42,7 @@ fn converting_smollm2_to_q4_k_m_stays_small() {
         peak as f64 / 1048576.0,
         size as f64 / 1048576.0
     );
+    let _ = std::fs::remove_dir_all(&d);
     assert!(
         peak < size / 3,
         "peak RSS {peak} bytes is not well below the checkpoint's {size} bytes"
