@@ -3,7 +3,7 @@
 # CPU (`max`, which has dotprod: the NEON+sdot kernels, as on a Raspberry Pi 5) and on
 # QEMU_CPU=cortex-a72 (no dotprod: the plain NEON kernels, as on a Raspberry Pi 4).
 #
-# Usage: scripts/test-aarch64.sh [PACKAGE...]     (default: the whole workspace)
+# Usage: scripts/test-aarch64.sh [PACKAGE... | --lib | --tests | --test NAME ...]  (default: the whole workspace)
 #   e.g. scripts/test-aarch64.sh ferrolm-kernels
 # Extra arguments for the test binaries can follow `--`: scripts/test-aarch64.sh ferrolm-kernels -- aarch64
 #
@@ -34,7 +34,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 pkgs=()
-while [ $# -gt 0 ] && [ "$1" != "--" ]; do pkgs+=("-p" "$1"); shift; done
+sel=()   # target selection passed to cargo: --lib, --tests, --test NAME
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+  case "$1" in
+    --lib | --tests) sel+=("$1") ;;
+    --test) sel+=("$1" "$2"); shift ;;
+    *) pkgs+=("-p" "$1") ;;
+  esac
+  shift
+done
 [ "${1:-}" = "--" ] && shift
 test_args=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then pkgs=(--workspace); fi
@@ -54,7 +62,7 @@ unset FERROLM_KERNELS
 unset QEMU_CPU
 
 echo "test-aarch64: $("$RUSTC_BIN" --version), packages: ${pkgs[*]}"
-"$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} --no-run
+"$CARGO_BIN" test --target "$TARGET" "${pkgs[@]}" ${sel[@]+"${sel[@]}"} ${doc_args[@]+"${doc_args[@]}"} --no-run
 
 failed=()
 start=$SECONDS
@@ -66,7 +74,7 @@ for cpu in max cortex-a72; do
     echo "test-aarch64: QEMU_CPU=$cpu could not report the selected backend"
   fi
   # --no-fail-fast: every test binary runs, so one failure does not hide the others.
-  if QEMU_CPU=$cpu "$CARGO_BIN" test --no-fail-fast --target "$TARGET" "${pkgs[@]}" ${doc_args[@]+"${doc_args[@]}"} \
+  if QEMU_CPU=$cpu "$CARGO_BIN" test --no-fail-fast --target "$TARGET" "${pkgs[@]}" ${sel[@]+"${sel[@]}"} ${doc_args[@]+"${doc_args[@]}"} \
     -- ${test_args[@]+"${test_args[@]}"}; then
     echo "test-aarch64: QEMU_CPU=$cpu passed ($((SECONDS - start)) s so far)"
   else

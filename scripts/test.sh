@@ -68,6 +68,12 @@ fi
 step "x86-64: cargo test --workspace"
 check "x86-64 tests" cargo test --workspace --no-fail-fast
 
+# The decoder with the scalar reference kernels forced: greedy generation equal to llama.cpp's on
+# both real models, identical logits for 1/2/3 threads, decode = prefill exactly, the qemu smoke tests.
+step "x86-64, scalar kernels forced: FERROLM_KERNELS=scalar cargo test --test generate --test logits qemu_smoke|greedy|thread|decode"
+check "scalar-kernel decoder tests" env FERROLM_KERNELS=scalar cargo test --test generate --test logits -- \
+  qemu_smoke greedy thread decode
+
 fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
 if [ "$fuzz_secs" != 0 ]; then
   step "fuzz smoke: gguf_reader as a standalone driver for ${fuzz_secs}s on fuzz/seeds"
@@ -77,8 +83,13 @@ if [ "$fuzz_secs" != 0 ]; then
 fi
 
 if [ "${FERROLM_TEST_AARCH64:-1}" != 0 ] && [ -f scripts/test-aarch64.sh ]; then
-  step "aarch64 under qemu: scripts/test-aarch64.sh"
-  check "aarch64 tests" bash scripts/test-aarch64.sh
+  # The kernels' whole suite (golden bytes, NEON/sdot vs scalar properties), then the decoder on the
+  # real SmolLM2 (short logits and greedy checks against llama.cpp): qemu runs ~50x slower than the
+  # host, so the long real-model tests stay on x86-64.
+  step "aarch64 under qemu: scripts/test-aarch64.sh ferrolm-kernels"
+  check "aarch64 kernel tests" bash scripts/test-aarch64.sh ferrolm-kernels
+  step "aarch64 under qemu: decoder smoke tests on SmolLM2 (tests named qemu_smoke)"
+  check "aarch64 decoder tests" bash scripts/test-aarch64.sh ferrolm --test logits --test generate -- qemu_smoke
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

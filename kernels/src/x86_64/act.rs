@@ -85,7 +85,7 @@ fn q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let (v, amax) = load_block32(xb);
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let id = crate::scalar::q8_0::act_multiplier(amax);
         yb.d = f2h(d);
         let (q, _) = round_pack(v, _mm256_set1_ps(id));
         store32(&mut yb.qs, q);
@@ -97,7 +97,7 @@ fn q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
         let (v, amax) = load_block32(xb);
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let id = crate::scalar::q8_0::act_multiplier(amax);
         yb.d = f2h(d);
         let (q, sum) = round_pack(v, _mm256_set1_ps(id));
         store32(&mut yb.qs, q);
@@ -131,6 +131,14 @@ fn q8_k(x: &[f32], y: &mut [BlockQ8_K]) {
             }
         }
         let iscale = -127.0 / max;
+        if !iscale.is_finite() {
+            // A block of values below ~1e-37: the reference's nearest_int trick turns the
+            // infinite products into 0 (and d into -0.0); do the same.
+            yb.d = 1.0 / iscale;
+            yb.qs = [0; QK_K];
+            yb.bsums = [0; QK_K / 16];
+            continue;
+        }
         let mul = _mm256_set1_ps(iscale);
         let cap = _mm256_set1_epi8(127);
         for (j, (xc, qc)) in xb
