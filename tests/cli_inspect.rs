@@ -11,8 +11,23 @@ use serde_json::Value as Json;
 
 mod common;
 
+/// The ferrolm binary as a command. Under qemu-user (scripts/test-aarch64.sh runs the aarch64 test
+/// binaries with QEMU_LD_PREFIX set) the kernel cannot start an aarch64 child by itself unless a
+/// binfmt_misc handler is registered, so the child is started through qemu-aarch64 as well.
+fn ferrolm_cmd() -> Command {
+    let exe = env!("CARGO_BIN_EXE_ferrolm");
+    let under_qemu = cfg!(target_arch = "aarch64") && std::env::var_os("QEMU_LD_PREFIX").is_some();
+    if under_qemu && !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        let mut c = Command::new("qemu-aarch64");
+        c.arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    }
+}
+
 fn ferrolm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrolm")).args(args).output().expect("run the ferrolm binary")
+    ferrolm_cmd().args(args).output().expect("run the ferrolm binary")
 }
 
 fn tmp(name: &str) -> PathBuf {
