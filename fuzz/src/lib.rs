@@ -83,13 +83,12 @@ pub fn walk(g: &Gguf) -> u64 {
         assert_eq!(t.shape().len(), info.n_dims as usize);
         assert!(info.file_offset.checked_add(info.n_bytes).is_some_and(|e| e <= file_len));
         assert_eq!(info.file_offset % g.alignment(), g.data_offset() % g.alignment());
-        // Known bug, tests/gguf_fuzz_regressions.rs: a shape whose element count overflows u64 (a
-        // later dimension is 0, so the byte size is 0) is accepted and n_elements() overflows.
-        // Skipped here so the fuzzer can go on finding other bugs; checked when it fits.
-        if let Some(n) = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) {
-            assert_eq!(t.n_elements(), n);
-            assert_eq!(info.n_elements(), n);
-        }
+        // The element count fits in u64 (the reader rejects shapes whose product overflows, a fuzzer
+        // finding kept in tests/gguf_fuzz_regressions.rs) and n_elements() returns it.
+        let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        assert!(n.is_some(), "tensor {:?}: shape {:?} accepted, element count overflows", t.name, t.shape());
+        assert_eq!(Some(t.n_elements()), n);
+        assert_eq!(Some(info.n_elements()), n);
         // The byte size follows from the type and shape.
         let rows: u64 = t.dims[1..].iter().product();
         assert_eq!(t.ty.row_bytes(t.dims[0]).and_then(|r| r.checked_mul(rows)), Some(info.n_bytes));
