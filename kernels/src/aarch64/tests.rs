@@ -462,3 +462,40 @@ fn report_backend() {
         assert_ne!(k.backend, Backend::Scalar);
     }
 }
+
+/// The `sdot` entry points are safe to call anywhere: on a CPU without dotprod they fall back to
+/// the plain NEON body (bit-identical results); with dotprod the integer lanes are grouped
+/// differently before scaling, so the two agree within the rounding bound.
+#[test]
+fn sdot_entry_points_agree_with_neon_on_any_cpu() {
+    let mut rng = Rng(99);
+    for ty in INT_TYPES {
+        let (_, neon, sdot) = int_kernels(ty).unwrap();
+        for nb in [1usize, 2, 5] {
+            let n = nb * ty.block_elems();
+            let w = weight_row(ty, nb, &mut rng, true);
+            let a = activation_row(ty, n, &mut rng);
+            let (p, q) = (neon(n, w.bytes(), a.bytes()), sdot(n, w.bytes(), a.bytes()));
+            if has_dotprod() {
+                let mag = magnitude(ty, n, w.bytes(), a.bytes());
+                check_close(&format!("{ty} sdot vs neon nb={nb}"), q, p, mag, 9 * nb);
+            } else {
+                assert_eq!(
+                    p.to_bits(),
+                    q.to_bits(),
+                    "{ty} nb={nb}: neon {p} vs fallback {q}"
+                );
+            }
+        }
+    }
+}
+
+/// A row whose length disagrees with `n` is a caller bug: the entry points panic rather than read
+/// out of bounds.
+#[test]
+#[should_panic(expected = "vec_dot")]
+fn vec_dot_rejects_mismatched_lengths() {
+    let w = Buf::zeroed(2 * 18);
+    let a = Buf::zeroed(34);
+    vec_dot_q4_0_q8_0_neon(64, w.bytes(), a.bytes());
+}
