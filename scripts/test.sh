@@ -5,14 +5,16 @@
 #      and build the Hugging Face test checkpoints from them (when the script for it exists);
 #   2. make sure gguf-py (pip: gguf==0.19.0) is importable, for tests/gguf_py.rs;
 #   3. check the checked-in C header is current (when the FFI's check script exists);
-#   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2);
+#   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
+#      generation and logits tests again with FERROLM_KERNELS=scalar;
 #   5. a short run of the gguf_reader fuzz target as a standalone driver (keeps fuzz/ building);
-#   6. the workspace tests for aarch64 under qemu (scripts/test-aarch64.sh; it says "skipped" and
-#      exits 0 when the cross toolchain is absent: scripts/install-aarch64.sh installs it).
+#   6. under qemu for aarch64 (scripts/test-aarch64.sh): the kernels' whole suite and the decoder's
+#      qemu_smoke tests on SmolLM2 (it says "skipped" and exits 0 when the cross toolchain is absent:
+#      scripts/install-aarch64.sh installs it).
 #
 # Setup (steps 1-2) stops at the first failure. The checks (steps 3-6) all run even when one fails,
 # and the script ends with the list of failed ones and status 1; status 0 only when all passed.
-# About 10-15 minutes on 2 cores with the models cached.
+# Most of the time is step 4 (the real-model tests); models are cached after the first run.
 # Environment: FERROLM_TEST_FUZZ_SECONDS (default 20; 0 skips step 5),
 #              FERROLM_TEST_AARCH64=0 skips step 6.
 set -euo pipefail
