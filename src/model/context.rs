@@ -22,8 +22,9 @@ pub const DEFAULT_BATCH: usize = 512;
 #[derive(Clone, Debug)]
 pub struct ContextParams {
     /// Positions in the KV cache. 0 = the model's context length, capped at `DEFAULT_MAX_CTX`
-    /// (4096, llama.cpp's default too): a 4096-position F16 cache is 24 MiB for SmolLM2 and 48 MiB
-    /// for Qwen2.5-0.5B, while the trained lengths (8192, 32768) would cost 2x and 8x that.
+    /// (4096, llama.cpp's default too): a 4096-position F16 cache is 90 MiB for SmolLM2 and 48 MiB
+    /// for Qwen2.5-0.5B, while the trained lengths (8192, 32768) would cost 2x and 8x that. The cache
+    /// is allocated zeroed, so the OS only backs the positions actually written.
     pub n_ctx: usize,
     /// Most tokens evaluated in one batch (prefill is cut into batches of this size).
     pub n_batch: usize,
