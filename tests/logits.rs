@@ -54,6 +54,9 @@ fn load_cases(file: &str) -> Vec<Case> {
 pub const ABS_TOL: f32 = 1.0;
 pub const REL_TOL: f32 = 0.02;
 pub const MEAN_TOL: f64 = 0.25;
+/// An argmax may differ from llama.cpp's only where llama.cpp's own top two are this close (and our
+/// pick is that close to its best): the near-tie margin of tests/generate.rs.
+pub const TIE_TOL: f32 = 0.5;
 
 /// Compare one model's logits with the golden file; returns (max |Δ|, mean |Δ|, near-tie argmax misses).
 fn check_model(model_file: &str, golden: &str, params: ContextParams, max_positions: usize) -> Option<(f32, f64, usize)> {
@@ -81,7 +84,7 @@ fn check_cases(
             let row = &all[p * nv..(p + 1) * nv];
             let ours = (0..nv).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap() as u32;
             let (g0, g1) = (top[0], top[1]);
-            let tol0 = ABS_TOL + REL_TOL * g0.1.abs();
+            let tol0 = TIE_TOL + REL_TOL * g0.1.abs();
             if ours != g0.0 {
                 // Accept only a near-tie: our pick is within tolerance of llama.cpp's best.
                 let ours_in_gold = top.iter().find(|(id, _)| *id == ours).map(|x| x.1);
