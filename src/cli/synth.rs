@@ -50,6 +50,10 @@ pub struct Args {
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,
+    /// Copy the `tokenizer.*` metadata from this GGUF (its vocabulary must have the shape's size),
+    /// so that tools that need a vocabulary (llama.cpp's llama-bench) load the file.
+    #[arg(long = "vocab-from")]
+    pub vocab_from: Option<PathBuf>,
 }
 
 /// llama.cpp's `use_more_bits`: the layers that get more bits for attn_v / ffn_down in `_M` mixes.
@@ -190,6 +194,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
     w.set(&format!("{a}.attention.layer_norm_rms_epsilon"), OwnedValue::F32(1e-5));
     w.set(&format!("{a}.vocab_size"), OwnedValue::U32(s.n_vocab as u32));
     w.set("general.quantization_version", OwnedValue::U32(2));
+    if let Some(v) = &args.vocab_from {
+        let g = ferrolm::gguf::Gguf::open(v)?;
+        let n = g.get_array("tokenizer.ggml.tokens")?.len() as u64;
+        if n != s.n_vocab {
+            return Err(format!("{} has {n} tokens, the {} shape needs {}", v.display(), s.name, s.n_vocab).into());
+        }
+        for (k, val) in g.metadata() {
+            if k.starts_with("tokenizer.") {
+                w.set(k, val.to_owned_value());
+            }
+        }
+    }
 
     // (name, dims, layer, is_vector)
     let mut specs: Vec<(String, Vec<u64>, Option<u64>)> = vec![("token_embd.weight".into(), vec![s.n_embd, s.n_vocab], None)];
