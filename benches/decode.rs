@@ -9,9 +9,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ferrolm::model::{Context, ContextParams, Logits, Model};
 
 fn model() -> Option<Arc<Model>> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !p.exists() {
-        eprintln!("SKIP: {} not found (run scripts/fetch-models.sh)", p.display());
+        eprintln!(
+            "SKIP: {} not found (run scripts/fetch-models.sh)",
+            p.display()
+        );
         return None;
     }
     Some(Arc::new(Model::load(&p).expect("load SmolLM2")))
@@ -24,13 +28,19 @@ fn ids(n: usize) -> Vec<u32> {
 fn decode(c: &mut Criterion) {
     let Some(model) = model() else { return };
     let mut g = c.benchmark_group("smollm2_decode_step");
-    g.sample_size(20).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2] {
         for fill in [16usize, 512, 2048] {
             let mut ctx = Context::new(
                 Arc::clone(&model),
-                ContextParams { n_ctx: fill + 64, n_threads: threads, ..Default::default() },
+                ContextParams {
+                    n_ctx: fill + 64,
+                    n_threads: threads,
+                    ..Default::default()
+                },
             )
             .unwrap();
             ctx.eval(&ids(fill), Logits::None).unwrap();
@@ -46,11 +56,20 @@ fn decode(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("smollm2_prefill");
-    g.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(64));
     for threads in [1usize, 2] {
-        let mut ctx =
-            Context::new(Arc::clone(&model), ContextParams { n_ctx: 128, n_threads: threads, ..Default::default() }).unwrap();
+        let mut ctx = Context::new(
+            Arc::clone(&model),
+            ContextParams {
+                n_ctx: 128,
+                n_threads: threads,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let prompt = ids(64);
         g.bench_function(format!("t{threads}/pp64"), |b| {
             b.iter(|| {

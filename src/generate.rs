@@ -128,5 +128,11 @@ pub fn generate(
             on_token(u32::MAX, &tail);
         }
     }
-    Ok(GenStats { n_prompt: prompt.len(), n_gen, prompt_time, gen_time: t1.elapsed(), stop })
+    Ok(GenStats {
+        n_prompt: prompt.len(),
+        n_gen,
+        prompt_time,
+        gen_time: t1.elapsed(),
+        stop,
+    })
 }

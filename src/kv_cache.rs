@@ -60,21 +60,44 @@ pub struct KvCache {
 
 impl KvCache {
     /// Bytes a cache of this shape takes.
-    pub fn bytes_needed(ty: KvType, n_layer: usize, n_ctx: usize, n_head_kv: usize, head_dim: usize) -> Option<usize> {
+    pub fn bytes_needed(
+        ty: KvType,
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+    ) -> Option<usize> {
         let row = ty.ggml().row_bytes(head_dim as u64)? as usize;
-        row.checked_mul(n_ctx)?.checked_mul(n_head_kv)?.checked_mul(n_layer)?.checked_mul(2)
+        row.checked_mul(n_ctx)?
+            .checked_mul(n_head_kv)?
+            .checked_mul(n_layer)?
+            .checked_mul(2)
     }
 
     /// Allocate the whole cache now (zeroed; the OS maps pages as they are first written).
     /// `head_dim` must be a whole number of blocks of the cache type (32 for Q8_0).
-    pub fn new(ty: KvType, n_layer: usize, n_ctx: usize, n_head_kv: usize, head_dim: usize) -> Option<KvCache> {
+    pub fn new(
+        ty: KvType,
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+    ) -> Option<KvCache> {
         let total = Self::bytes_needed(ty, n_layer, n_ctx, n_head_kv, head_dim)?;
         let row_bytes = ty.ggml().row_bytes(head_dim as u64)? as usize;
         if row_bytes % 2 != 0 {
             return None;
         }
         let buf = vec![0u64; total.div_ceil(8)];
-        Some(KvCache { ty, n_layer, n_ctx, n_head_kv, head_dim, row_bytes, buf })
+        Some(KvCache {
+            ty,
+            n_layer,
+            n_ctx,
+            n_head_kv,
+            head_dim,
+            row_bytes,
+            buf,
+        })
     }
 
     pub fn ty(&self) -> KvType {
@@ -110,7 +133,9 @@ impl KvCache {
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes`; any byte pattern is a valid u64.
-        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.buf.len() * 8) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.buf.len() * 8)
+        }
     }
 
     /// Byte offset of (layer, kv = 0 for K / 1 for V, head, pos).
@@ -139,7 +164,10 @@ impl KvCache {
     /// Transposed values of one head, dimension `d`, positions `0..n`: `[n]` in the cache type.
     #[inline]
     pub fn v_column(&self, layer: usize, head: usize, d: usize, n: usize) -> &[u8] {
-        assert!(self.v_transposed() && d < self.head_dim && n <= self.n_ctx, "bad transposed-V read");
+        assert!(
+            self.v_transposed() && d < self.head_dim && n <= self.n_ctx,
+            "bad transposed-V read"
+        );
         let es = self.elem_bytes();
         let o = self.offset(layer, 1, head, 0) + d * self.n_ctx * es;
         &self.bytes()[o..o + n * es]
@@ -149,14 +177,29 @@ impl KvCache {
     /// `[n, head_dim]` in the cache type.
     #[inline]
     pub fn rows(&self, layer: usize, kv: usize, head: usize, n: usize) -> &[u8] {
-        assert!(n <= self.n_ctx, "{n} positions exceed the cache's {}", self.n_ctx);
+        assert!(
+            n <= self.n_ctx,
+            "{n} positions exceed the cache's {}",
+            self.n_ctx
+        );
         let o = self.offset(layer, kv, head, 0);
         &self.bytes()[o..o + n * self.row_bytes]
     }
 
     /// Store one head's key (kv = 0) or value (kv = 1) at `pos`, converting from f32.
-    pub fn store(&mut self, table: &KernelTable, layer: usize, kv: usize, head: usize, pos: usize, x: &[f32]) {
-        assert!(pos < self.n_ctx && x.len() == self.head_dim, "cache write out of range");
+    pub fn store(
+        &mut self,
+        table: &KernelTable,
+        layer: usize,
+        kv: usize,
+        head: usize,
+        pos: usize,
+        x: &[f32],
+    ) {
+        assert!(
+            pos < self.n_ctx && x.len() == self.head_dim,
+            "cache write out of range"
+        );
         if kv == 1 && self.v_transposed() {
             let es = self.elem_bytes();
             let base = self.offset(layer, 1, head, 0);
@@ -189,7 +232,10 @@ impl KvCache {
                 ferrolm_kernels::cast_blocks_mut::<half::f16>(dst).convert_from_f32_slice(x);
             }
             KvType::Q8_0 => {
-                let q = table.get(GgmlType::Q8_0).and_then(|k| k.from_float).expect("Q8_0 from_float is always in the table");
+                let q = table
+                    .get(GgmlType::Q8_0)
+                    .and_then(|k| k.from_float)
+                    .expect("Q8_0 from_float is always in the table");
                 q(x, dst);
             }
         }

@@ -42,7 +42,9 @@ fn note_alloc(size: usize) {
 fn note_free(size: usize) {
     if counting() {
         // Saturating: a block allocated before counting began may be freed while counting.
-        let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(l.saturating_sub(size as u64)));
+        let _ = LIVE.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+            Some(l.saturating_sub(size as u64))
+        });
     }
 }
 
@@ -119,14 +121,18 @@ fn walk(g: &Gguf) -> u64 {
     }
     for t in g.tensors() {
         h = h.wrapping_add(
-            t.data.len() as u64 + *t.data.first().unwrap_or(&0) as u64 + *t.data.last().unwrap_or(&0) as u64,
+            t.data.len() as u64
+                + *t.data.first().unwrap_or(&0) as u64
+                + *t.data.last().unwrap_or(&0) as u64,
         );
     }
     h
 }
 
 fn check(name: &str, n_tokens: usize) {
-    let Some(path) = common::model(name) else { return };
+    let Some(path) = common::model(name) else {
+        return;
+    };
     let file_len = std::fs::metadata(&path).unwrap().len();
     let (g, open) = measure(|| Gguf::open(&path).unwrap());
     assert!(g.is_mapped());
@@ -148,15 +154,27 @@ fn check(name: &str, n_tokens: usize) {
     );
     // The index: a few dozen bytes per key and per tensor, plus the hash sets used to reject
     // duplicate names while parsing. Nothing near the size of the token array or the weights.
-    assert!(open.bytes < 1 << 20, "Gguf::open allocated {} bytes for a {file_len}-byte file", open.bytes);
-    assert!(open.bytes < token_bytes / 4, "open allocated {} bytes: is the token array copied?", open.bytes);
+    assert!(
+        open.bytes < 1 << 20,
+        "Gguf::open allocated {} bytes for a {file_len}-byte file",
+        open.bytes
+    );
+    assert!(
+        open.bytes < token_bytes / 4,
+        "open allocated {} bytes: is the token array copied?",
+        open.bytes
+    );
     let per_entry = open.bytes / (g.n_metadata() + g.n_tensors()) as u64;
     assert!(per_entry < 512, "{per_entry} bytes per key/tensor");
 
     // Reading everything afterwards borrows the map: not one allocation.
     let (h, read) = measure(|| walk(&g));
     println!("{name}: reading all metadata (every token string) and every tensor view allocated {} bytes", read.bytes);
-    assert_eq!(read.calls, 0, "reading metadata and tensor views allocated {} bytes", read.bytes);
+    assert_eq!(
+        read.calls, 0,
+        "reading metadata and tensor views allocated {} bytes",
+        read.bytes
+    );
     assert_ne!(h, 0);
 
     let (_, drop_usage) = measure(|| drop(g));

@@ -27,11 +27,15 @@ fn ferrolm_cmd() -> Command {
 }
 
 fn ferrolm(args: &[&str]) -> Output {
-    ferrolm_cmd().args(args).output().expect("run the ferrolm binary")
+    ferrolm_cmd()
+        .args(args)
+        .output()
+        .expect("run the ferrolm binary")
 }
 
 fn tmp(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli_inspect_{}_{name}", std::process::id()))
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli_inspect_{}_{name}", std::process::id()))
 }
 
 fn text(b: &[u8]) -> String {
@@ -41,18 +45,34 @@ fn text(b: &[u8]) -> String {
 /// Runs `inspect FILE --json`, checks success and parses stdout.
 fn inspect_json(path: &Path) -> Json {
     let out = ferrolm(&["inspect", path.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "inspect --json failed: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "inspect --json failed: {}",
+        text(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("--json output is not JSON: {e}"))
 }
 
 /// A failing run: non-zero status, nothing on stdout, exactly one stderr line starting `error:`.
 fn assert_one_error_line(out: &Output, what: &str) -> String {
-    assert!(!out.status.success(), "{what}: exit status {:?}", out.status);
+    assert!(
+        !out.status.success(),
+        "{what}: exit status {:?}",
+        out.status
+    );
     assert_eq!(out.status.code(), Some(1), "{what}: errors exit with 1");
-    assert!(out.stdout.is_empty(), "{what}: stdout {:?}", text(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: stdout {:?}",
+        text(&out.stdout)
+    );
     let err = text(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{what}: stderr should be one line, got {err:?}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: stderr should be one line, got {err:?}"
+    );
     assert!(lines[0].starts_with("error: "), "{what}: {err:?}");
     lines[0].to_string()
 }
@@ -81,20 +101,35 @@ const QWEN: Expect = Expect {
     blocks: 24,
     vocab: 151936,
     n_tensors: 291,
-    types: &[("F32", 121), ("Q4_K", 12), ("Q5_0", 133), ("Q6_K", 12), ("Q8_0", 13)],
+    types: &[
+        ("F32", 121),
+        ("Q4_K", 12),
+        ("Q5_0", 133),
+        ("Q6_K", 12),
+        ("Q8_0", 13),
+    ],
 };
 
 fn check_model(e: &Expect) {
-    let Some(path) = common::model(e.file) else { return };
+    let Some(path) = common::model(e.file) else {
+        return;
+    };
     let j = inspect_json(&path);
     assert_eq!(j["architecture"], e.arch);
     assert_eq!(j["block_count"], e.blocks);
     assert_eq!(j["n_vocab"], e.vocab);
-    let types: serde_json::Map<String, Json> = e.types.iter().map(|(t, n)| (t.to_string(), Json::from(*n))).collect();
+    let types: serde_json::Map<String, Json> = e
+        .types
+        .iter()
+        .map(|(t, n)| (t.to_string(), Json::from(*n)))
+        .collect();
     assert_eq!(j["tensor_types"], Json::Object(types), "{}", e.file);
     let tensors = j["tensors"].as_array().expect("tensors array");
     assert_eq!(tensors.len(), e.n_tensors);
-    assert_eq!(tensors.len() as u64, e.types.iter().map(|t| t.1).sum::<u64>());
+    assert_eq!(
+        tensors.len() as u64,
+        e.types.iter().map(|t| t.1).sum::<u64>()
+    );
     let md = &j["metadata"];
     assert_eq!(md["general.architecture"]["value"], e.arch);
     assert_eq!(md[format!("{}.block_count", e.arch)]["value"], e.blocks);
@@ -104,18 +139,31 @@ fn check_model(e: &Expect) {
     let n_params = j["n_params"].as_u64().unwrap();
     let sum: u64 = tensors
         .iter()
-        .map(|t| t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+        .map(|t| {
+            t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        })
         .sum();
     assert_eq!(n_params, sum);
     let bpw = j["bits_per_weight"].as_f64().unwrap();
-    assert!((4.0..9.0).contains(&bpw), "{}: {bpw} bits per weight", e.file);
+    assert!(
+        (4.0..9.0).contains(&bpw),
+        "{}: {bpw} bits per weight",
+        e.file
+    );
 
     // The text form says the same.
     let out = ferrolm(&["inspect", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let t = text(&out.stdout);
     let line = |label: &str| -> String {
-        t.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label:?} line in:\n{t}"))[label.len()..]
+        t.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line in:\n{t}"))[label.len()..]
             .trim()
             .to_string()
     };
@@ -145,11 +193,30 @@ fn written_file_json() {
     w.set("general.architecture", OwnedValue::Str("llama".into()));
     w.set("llama.block_count", OwnedValue::U32(2));
     w.set("general.file_type", OwnedValue::U32(7));
-    w.set("tokenizer.ggml.tokens", OwnedValue::str_array((0..20).map(|i| format!("tok{i}"))));
+    w.set(
+        "tokenizer.ggml.tokens",
+        OwnedValue::str_array((0..20).map(|i| format!("tok{i}"))),
+    );
     w.set("t.f64", OwnedValue::F64(0.5));
-    w.set("t.arr", OwnedValue::Array(ValueType::I32, vec![OwnedValue::I32(-1), OwnedValue::I32(2)]));
-    w.add_tensor(TensorSpec { name: "token_embd.weight".into(), ty: GgmlType::Q8_0, dims: vec![64, 20] }).unwrap();
-    w.add_tensor(TensorSpec { name: "output_norm.weight".into(), ty: GgmlType::F32, dims: vec![64] }).unwrap();
+    w.set(
+        "t.arr",
+        OwnedValue::Array(
+            ValueType::I32,
+            vec![OwnedValue::I32(-1), OwnedValue::I32(2)],
+        ),
+    );
+    w.add_tensor(TensorSpec {
+        name: "token_embd.weight".into(),
+        ty: GgmlType::Q8_0,
+        dims: vec![64, 20],
+    })
+    .unwrap();
+    w.add_tensor(TensorSpec {
+        name: "output_norm.weight".into(),
+        ty: GgmlType::F32,
+        dims: vec![64],
+    })
+    .unwrap();
     let q8 = vec![0u8; 34 * 2 * 20];
     let f32s = vec![0u8; 64 * 4];
     let path = tmp("written.gguf");
@@ -164,12 +231,21 @@ fn written_file_json() {
     assert_eq!(j["n_params"], 64 * 20 + 64);
     assert_eq!(j["tensor_bytes"], q8.len() + f32s.len());
     assert_eq!(j["tensor_types"], serde_json::json!({"F32": 1, "Q8_0": 1}));
-    assert_eq!(j["metadata"]["t.f64"], serde_json::json!({"type": "FLOAT64", "value": 0.5}));
-    assert_eq!(j["metadata"]["t.arr"], serde_json::json!({"type": "ARRAY", "value": [-1, 2]}));
+    assert_eq!(
+        j["metadata"]["t.f64"],
+        serde_json::json!({"type": "FLOAT64", "value": 0.5})
+    );
+    assert_eq!(
+        j["metadata"]["t.arr"],
+        serde_json::json!({"type": "ARRAY", "value": [-1, 2]})
+    );
     assert_eq!(j["tensors"][0]["name"], "token_embd.weight");
     assert_eq!(j["tensors"][0]["shape"], serde_json::json!([64, 20]));
     // The second tensor starts at the first one's size rounded up to the default alignment (32).
-    assert_eq!(j["tensors"][1]["offset"], (34 * 2 * 20usize).div_ceil(32) * 32);
+    assert_eq!(
+        j["tensors"][1]["offset"],
+        (34 * 2 * 20usize).div_ceil(32) * 32
+    );
 }
 
 #[test]
@@ -188,7 +264,10 @@ fn empty_and_truncated_files() {
     std::fs::write(&path, b"").unwrap();
     assert_one_error_line(&ferrolm(&["inspect", path.to_str().unwrap()]), "empty file");
     std::fs::write(&path, b"GGUF\x03\0\0\0\x01\0").unwrap();
-    let line = assert_one_error_line(&ferrolm(&["inspect", path.to_str().unwrap(), "--json"]), "truncated header");
+    let line = assert_one_error_line(
+        &ferrolm(&["inspect", path.to_str().unwrap(), "--json"]),
+        "truncated header",
+    );
     assert!(line.contains("truncated"), "{line}");
     let _ = std::fs::remove_file(&path);
 }
@@ -196,8 +275,14 @@ fn empty_and_truncated_files() {
 #[test]
 fn missing_file() {
     let path = tmp("does-not-exist.gguf");
-    let line = assert_one_error_line(&ferrolm(&["inspect", path.to_str().unwrap()]), "missing file");
-    assert!(line.contains("does-not-exist.gguf"), "the error names the file: {line}");
+    let line = assert_one_error_line(
+        &ferrolm(&["inspect", path.to_str().unwrap()]),
+        "missing file",
+    );
+    assert!(
+        line.contains("does-not-exist.gguf"),
+        "the error names the file: {line}"
+    );
 }
 
 #[test]
@@ -210,7 +295,11 @@ fn directory_instead_of_file() {
 fn bad_flags() {
     let out = ferrolm(&["inspect", "--no-such-flag", "x.gguf"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--no-such-flag"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--no-such-flag"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = ferrolm(&["inspect"]);
     assert!(!out.status.success(), "inspect without a file");
     let out = ferrolm(&["no-such-subcommand"]);

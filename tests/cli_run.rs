@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 mod common;
 
 fn ferrolm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferrolm")).args(args).output().expect("run ferrolm")
+    Command::new(env!("CARGO_BIN_EXE_ferrolm"))
+        .args(args)
+        .output()
+        .expect("run ferrolm")
 }
 
 fn stdout(o: &Output) -> String {
@@ -17,48 +20,102 @@ fn stdout(o: &Output) -> String {
 /// A failed command: non-zero exit, exactly one stderr line, starting with "error:" and naming `what`.
 fn assert_one_line_error(o: &Output, what: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(
-        lines.iter().any(|l| l.contains(what)) && (lines.len() == 1 || lines[0].starts_with("error:")),
+        lines.iter().any(|l| l.contains(what))
+            && (lines.len() == 1 || lines[0].starts_with("error:")),
         "stderr should be one line naming '{what}', got: {err}"
     );
 }
 
 #[test]
 fn run_greedy_prints_exactly_llamacpps_text() {
-    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let m = m.to_str().unwrap();
     // llama.cpp's greedy continuation (tests/data/generate): the first 8 tokens are far from ties.
-    let golden = std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
+    let golden =
+        std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
     let row: serde_json::Value = serde_json::from_str(golden.lines().next().unwrap()).unwrap();
     let prompt = row["prompt"].as_str().unwrap();
-    let ids: Vec<String> = row["generated_ids"].as_array().unwrap()[..8].iter().map(|v| v.to_string()).collect();
+    let ids: Vec<String> = row["generated_ids"].as_array().unwrap()[..8]
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
     let want = stdout(&ferrolm(&["detokenize", "-m", m, "--ids", &ids.join(",")]));
-    let o = ferrolm(&["run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "-t", "2"]);
+    let o = ferrolm(&[
+        "run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "-t", "2",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(stdout(&o), want.trim_end_matches('\n'), "run's stdout must be exactly the generated text");
+    assert_eq!(
+        stdout(&o),
+        want.trim_end_matches('\n'),
+        "run's stdout must be exactly the generated text"
+    );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("tokens/s") && err.contains("load:"), "stats on stderr: {err}");
+    assert!(
+        err.contains("tokens/s") && err.contains("load:"),
+        "stats on stderr: {err}"
+    );
     // --echo prints the prompt first; a seed makes sampling reproducible.
-    let o = ferrolm(&["run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "--echo"]);
-    assert_eq!(stdout(&o), format!("{prompt}{}", want.trim_end_matches('\n')));
-    let a = ferrolm(&["run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0"]);
-    let b = ferrolm(&["run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0"]);
+    let o = ferrolm(&[
+        "run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "--echo",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        format!("{prompt}{}", want.trim_end_matches('\n'))
+    );
+    let a = ferrolm(&[
+        "run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0",
+    ]);
+    let b = ferrolm(&[
+        "run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0",
+    ]);
     assert_eq!(stdout(&a), stdout(&b));
 }
 
 #[test]
 fn eval_json_and_tokenize_agree_with_llamacpp() {
-    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let m = m.to_str().unwrap();
-    let o = ferrolm(&["tokenize", "-m", m, "-p", "The capital of France is", "--json"]);
+    let o = ferrolm(&[
+        "tokenize",
+        "-m",
+        m,
+        "-p",
+        "The capital of France is",
+        "--json",
+    ]);
     assert_eq!(stdout(&o).trim(), "[504,3575,282,4649,314]");
-    let o = ferrolm(&["tokenize", "-m", m, "-p", "<|im_start|>user", "--json", "--parse-special"]);
+    let o = ferrolm(&[
+        "tokenize",
+        "-m",
+        m,
+        "-p",
+        "<|im_start|>user",
+        "--json",
+        "--parse-special",
+    ]);
     assert_eq!(stdout(&o).trim(), "[1,4093]");
     let o = ferrolm(&["detokenize", "-m", m, "--ids", "504,3575,282,4649,314"]);
     assert_eq!(stdout(&o), "The capital of France is\n");
-    let o = ferrolm(&["eval", "-m", m, "-p", "The capital of France is", "--top", "3", "--json"]);
+    let o = ferrolm(&[
+        "eval",
+        "-m",
+        m,
+        "-p",
+        "The capital of France is",
+        "--top",
+        "3",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let pos = v["positions"].as_array().unwrap();
@@ -82,17 +139,31 @@ fn bad_input_is_one_line_and_nonzero() {
     let (ng, mi) = (not_gguf.to_str().unwrap(), missing.to_str().unwrap());
     assert_one_line_error(&ferrolm(&["run", "-m", mi, "-p", "hi"]), "missing.gguf");
     assert_one_line_error(&ferrolm(&["run", "-m", ng, "-p", "hi"]), "not a GGUF file");
-    assert_one_line_error(&ferrolm(&["eval", "-m", ng, "--ids", "1"]), "not a GGUF file");
-    assert_one_line_error(&ferrolm(&["perplexity", "-m", mi, "-f", ng]), "missing.gguf");
+    assert_one_line_error(
+        &ferrolm(&["eval", "-m", ng, "--ids", "1"]),
+        "not a GGUF file",
+    );
+    assert_one_line_error(
+        &ferrolm(&["perplexity", "-m", mi, "-f", ng]),
+        "missing.gguf",
+    );
     let truncated = dir.join("trunc.gguf");
-    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let bytes = std::fs::read(&m).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    assert_one_line_error(&ferrolm(&["run", "-m", truncated.to_str().unwrap(), "-p", "hi"]), "outside the file");
+    assert_one_line_error(
+        &ferrolm(&["run", "-m", truncated.to_str().unwrap(), "-p", "hi"]),
+        "outside the file",
+    );
     let m = m.to_str().unwrap();
     // A prompt longer than the context.
     let long = "word ".repeat(100);
-    assert_one_line_error(&ferrolm(&["run", "-m", m, "-c", "16", "-p", &long]), "context");
+    assert_one_line_error(
+        &ferrolm(&["run", "-m", m, "-c", "16", "-p", &long]),
+        "context",
+    );
     // Bad flag values.
     for args in [
         vec!["run", "-m", m, "-p", "hi", "--temp", "-1"],
@@ -105,15 +176,30 @@ fn bad_input_is_one_line_and_nonzero() {
     ] {
         let o = ferrolm(&args);
         assert!(!o.status.success(), "{args:?} should fail");
-        assert!(String::from_utf8_lossy(&o.stderr).contains("error"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("error"),
+            "{args:?}"
+        );
     }
-    assert_one_line_error(&ferrolm(&["eval", "-m", m, "--ids", "99999999"]), "out of range");
-    assert_one_line_error(&ferrolm(&["detokenize", "-m", m, "--ids", "99999999"]), "out of range");
+    assert_one_line_error(
+        &ferrolm(&["eval", "-m", m, "--ids", "99999999"]),
+        "out of range",
+    );
+    assert_one_line_error(
+        &ferrolm(&["detokenize", "-m", m, "--ids", "99999999"]),
+        "out of range",
+    );
     // A prompt file that is not UTF-8.
     let bad_utf8 = dir.join("bad.txt");
     std::fs::write(&bad_utf8, b"caf\xe9 au lait").unwrap();
-    assert_one_line_error(&ferrolm(&["run", "-m", m, "-f", bad_utf8.to_str().unwrap()]), "UTF-8");
-    assert_one_line_error(&ferrolm(&["perplexity", "-m", m, "-f", bad_utf8.to_str().unwrap()]), "UTF-8");
+    assert_one_line_error(
+        &ferrolm(&["run", "-m", m, "-f", bad_utf8.to_str().unwrap()]),
+        "UTF-8",
+    );
+    assert_one_line_error(
+        &ferrolm(&["perplexity", "-m", m, "-f", bad_utf8.to_str().unwrap()]),
+        "UTF-8",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -121,24 +207,58 @@ fn bad_input_is_one_line_and_nonzero() {
 /// present (the two real models; the requantized variants once `quantize` has made them).
 #[test]
 fn perplexity_within_one_percent_of_llamacpp() {
-    let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::data("perplexity/perplexity.json")).unwrap()).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::data("perplexity/perplexity.json")).unwrap(),
+    )
+    .unwrap();
     let text = common::data("perplexity/brown-excerpt.txt");
     let mut checked = 0;
     for r in golden["results"].as_array().unwrap() {
         let file = r["model_file"].as_str().unwrap();
-        let Some(m) = common::model(file) else { continue };
-        let o = ferrolm(&["perplexity", "-m", m.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", "512"]);
-        assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
+        let Some(m) = common::model(file) else {
+            continue;
+        };
+        let o = ferrolm(&[
+            "perplexity",
+            "-m",
+            m.to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+            "-c",
+            "512",
+        ]);
+        assert!(
+            o.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let out = stdout(&o);
-        let line = out.lines().find(|l| l.starts_with("Final estimate: PPL = ")).expect("final line");
-        let ppl: f64 = line["Final estimate: PPL = ".len()..].split_whitespace().next().unwrap().parse().unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("Final estimate: PPL = "))
+            .expect("final line");
+        let ppl: f64 = line["Final estimate: PPL = ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let want = r["ppl"].as_f64().unwrap();
         let rel = (ppl - want).abs() / want;
-        eprintln!("{file}: PPL {ppl:.4}, llama.cpp {want:.4} ({:+.2}%)", 100.0 * (ppl - want) / want);
-        assert!(rel <= 0.01, "{file}: PPL {ppl} vs llama.cpp {want}: {:.2}% apart", 100.0 * rel);
+        eprintln!(
+            "{file}: PPL {ppl:.4}, llama.cpp {want:.4} ({:+.2}%)",
+            100.0 * (ppl - want) / want
+        );
+        assert!(
+            rel <= 0.01,
+            "{file}: PPL {ppl} vs llama.cpp {want}: {:.2}% apart",
+            100.0 * rel
+        );
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(&format!("{} chunks", r["n_chunks"])), "{file}: {err}");
+        assert!(
+            err.contains(&format!("{} chunks", r["n_chunks"])),
+            "{file}: {err}"
+        );
         checked += 1;
     }
     assert!(checked > 0 || common::model("SmolLM2-135M-Instruct.Q4_1.gguf").is_none());

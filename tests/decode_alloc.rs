@@ -44,15 +44,36 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn run(model_file: &str, threads: usize) {
-    let Some(path) = common::model(model_file) else { return };
+    let Some(path) = common::model(model_file) else {
+        return;
+    };
     let model = Arc::new(Model::load(&path).unwrap());
     let nv = model.config().n_vocab;
-    for kv in [ferrolm::kv_cache::KvType::F16, ferrolm::kv_cache::KvType::Q8_0] {
-        let mut ctx = Context::new(Arc::clone(&model), ContextParams { n_ctx: 128, n_threads: threads, kv_type: kv, ..Default::default() }).unwrap();
-        let mut sampler = Sampler::new(SamplerParams { seed: 7, ..SamplerParams::default() }, nv);
+    for kv in [
+        ferrolm::kv_cache::KvType::F16,
+        ferrolm::kv_cache::KvType::Q8_0,
+    ] {
+        let mut ctx = Context::new(
+            Arc::clone(&model),
+            ContextParams {
+                n_ctx: 128,
+                n_threads: threads,
+                kv_type: kv,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut sampler = Sampler::new(
+            SamplerParams {
+                seed: 7,
+                ..SamplerParams::default()
+            },
+            nv,
+        );
         let kv_ptr = ctx.kv_cache().storage_ptr();
         let kv_size = ctx.kv_cache().size_bytes();
-        ctx.eval(&[504, 3575, 282, 4649, 314], Logits::Last).unwrap();
+        ctx.eval(&[504, 3575, 282, 4649, 314], Logits::Last)
+            .unwrap();
         // The first decoded token may size lazily grown buffers; after that nothing is allocated.
         let mut id = sampler.sample(ctx.logits());
         ctx.eval(&[id], Logits::Last).unwrap();
@@ -63,9 +84,19 @@ fn run(model_file: &str, threads: usize) {
             ctx.eval(&[id], Logits::Last).unwrap();
         }
         let after = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
-        assert_eq!(after, before, "{model_file} {kv:?}, {threads} threads: 20 decode steps allocated {} times, {} bytes", after.0 - before.0, after.1 - before.1);
+        assert_eq!(
+            after,
+            before,
+            "{model_file} {kv:?}, {threads} threads: 20 decode steps allocated {} times, {} bytes",
+            after.0 - before.0,
+            after.1 - before.1
+        );
         assert_eq!(ctx.kv_cache().storage_ptr(), kv_ptr, "the KV cache moved");
-        assert_eq!(ctx.kv_cache().size_bytes(), kv_size, "the KV cache changed size");
+        assert_eq!(
+            ctx.kv_cache().size_bytes(),
+            kv_size,
+            "the KV cache changed size"
+        );
     }
 }
 
@@ -84,5 +115,8 @@ fn kv_cache_is_one_allocation() {
     // 30 layers x 2 x 3 heads x 512 positions x 64 dims x 2 bytes.
     let b = KvCache::bytes_needed(KvType::F16, 30, 512, 3, 64).unwrap();
     assert_eq!(b, 30 * 2 * 3 * 512 * 64 * 2);
-    assert_eq!(KvCache::bytes_needed(KvType::Q8_0, 30, 512, 3, 64).unwrap(), 30 * 2 * 3 * 512 * 2 * 34);
+    assert_eq!(
+        KvCache::bytes_needed(KvType::Q8_0, 30, 512, 3, 64).unwrap(),
+        30 * 2 * 3 * 512 * 2 * 34
+    );
 }

@@ -16,27 +16,50 @@ fn check(model_file: &str, golden: &str, threads: usize) -> Option<()> {
     let path = common::model(model_file)?;
     let model = Arc::new(Model::load(&path).unwrap());
     let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
-    let mut ctx = Context::new(model, ContextParams { n_threads: threads, n_ctx: 512, ..Default::default() }).unwrap();
+    let mut ctx = Context::new(
+        model,
+        ContextParams {
+            n_threads: threads,
+            n_ctx: 512,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let text = std::fs::read_to_string(common::data(&format!("generate/{golden}"))).unwrap();
     let mut compared = 0;
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let prompt = v["prompt"].as_str().unwrap();
-        let prompt_ids: Vec<u32> = v["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let prompt_ids: Vec<u32> = v["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         // The prompt tokenizes as llama.cpp did (add_special, parse_special).
-        assert_eq!(tok.encode(prompt, true, true), prompt_ids, "{model_file}: tokenization of {prompt:?}");
+        assert_eq!(
+            tok.encode(prompt, true, true),
+            prompt_ids,
+            "{model_file}: tokenization of {prompt:?}"
+        );
         ctx.reset();
         ctx.eval(&prompt_ids, Logits::Last).unwrap();
         for (k, step) in v["steps"].as_array().unwrap().iter().enumerate() {
             let want = step["id"].as_u64().unwrap() as u32;
-            let margin = (step["logit"].as_f64().unwrap() - step["second_logit"].as_f64().unwrap()) as f32;
+            let margin =
+                (step["logit"].as_f64().unwrap() - step["second_logit"].as_f64().unwrap()) as f32;
             let l = ctx.logits();
-            let got = (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a))).unwrap() as u32;
+            let got = (0..l.len())
+                .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+                .unwrap() as u32;
             if margin < TIE_MARGIN && got != want {
                 eprintln!("{model_file} {prompt:?}: near-tie at step {k} (margin {margin}), stopping the comparison there");
                 break;
             }
-            assert_eq!(got, want, "{model_file} {prompt:?} step {k}: got {got}, llama.cpp {want} (margin {margin})");
+            assert_eq!(
+                got, want,
+                "{model_file} {prompt:?} step {k}: got {got}, llama.cpp {want} (margin {margin})"
+            );
             compared += 1;
             ctx.eval(&[got], Logits::Last).unwrap();
         }
@@ -51,23 +74,41 @@ fn check(model_file: &str, golden: &str, threads: usize) -> Option<()> {
 
 #[test]
 fn smollm2_greedy_matches_llamacpp() {
-    check("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1.jsonl", 2);
+    check(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.jsonl",
+        2,
+    );
 }
 
 #[test]
 fn qwen_greedy_matches_llamacpp() {
-    check("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.jsonl", 2);
+    check(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.jsonl",
+        2,
+    );
 }
 
 /// The same logits, bit for bit, for 1, 2 and 3 threads.
 #[test]
 fn thread_count_does_not_change_logits() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let model = Arc::new(Model::load(&path).unwrap());
     let ids = [504u32, 3575, 282, 4649, 314, 7042, 30, 378, 1345];
     let mut reference: Option<(Vec<f32>, Vec<f32>)> = None;
     for threads in [1, 2, 3] {
-        let mut ctx = Context::new(Arc::clone(&model), ContextParams { n_threads: threads, n_ctx: 64, ..Default::default() }).unwrap();
+        let mut ctx = Context::new(
+            Arc::clone(&model),
+            ContextParams {
+                n_threads: threads,
+                n_ctx: 64,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         ctx.eval(&ids, Logits::All).unwrap();
         let all = ctx.logits_all().to_vec();
         ctx.eval(&[260], Logits::Last).unwrap();
@@ -75,8 +116,14 @@ fn thread_count_does_not_change_logits() {
         match &reference {
             None => reference = Some((all, last)),
             Some((a, l)) => {
-                assert!(a.iter().zip(&all).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads: prefill logits differ");
-                assert!(l.iter().zip(&last).all(|(x, y)| x.to_bits() == y.to_bits()), "{threads} threads: decode logits differ");
+                assert!(
+                    a.iter().zip(&all).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{threads} threads: prefill logits differ"
+                );
+                assert!(
+                    l.iter().zip(&last).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{threads} threads: decode logits differ"
+                );
             }
         }
     }
@@ -88,11 +135,20 @@ fn thread_count_does_not_change_logits() {
 /// tolerance of tests/logits.rs (0.5 + 2%); with the scalar kernels (no tiles) they are identical.
 #[test]
 fn decode_matches_prefill_and_cache_types_run() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let model = Arc::new(Model::load(&path).unwrap());
     let ids = [504u32, 3575, 282, 4649, 314];
     let nv = model.config().n_vocab;
-    let mut ctx = Context::new(Arc::clone(&model), ContextParams { n_ctx: 32, ..Default::default() }).unwrap();
+    let mut ctx = Context::new(
+        Arc::clone(&model),
+        ContextParams {
+            n_ctx: 32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     ctx.eval(&ids, Logits::All).unwrap();
     let all = ctx.logits_all().to_vec();
     ctx.reset();
@@ -103,7 +159,10 @@ fn decode_matches_prefill_and_cache_types_run() {
         let dec = ctx.logits();
         if scalar {
             for (a, b) in dec.iter().zip(pre) {
-                assert!((a - b).abs() <= 1e-4, "position {p}: decode {a} vs prefill {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4,
+                    "position {p}: decode {a} vs prefill {b}"
+                );
             }
         } else {
             // The 10 highest prefill logits (SmolLM2's 8-bit activation rounding amplifies
@@ -111,24 +170,52 @@ fn decode_matches_prefill_and_cache_types_run() {
             let mut idx: Vec<usize> = (0..nv).collect();
             idx.sort_by(|&a, &b| pre[b].total_cmp(&pre[a]));
             for &i in &idx[..10] {
-                assert!((dec[i] - pre[i]).abs() <= 0.5 + 0.02 * pre[i].abs(), "position {p} token {i}: decode {} vs prefill {}", dec[i], pre[i]);
+                assert!(
+                    (dec[i] - pre[i]).abs() <= 0.5 + 0.02 * pre[i].abs(),
+                    "position {p} token {i}: decode {} vs prefill {}",
+                    dec[i],
+                    pre[i]
+                );
             }
         }
     }
-    for kv in [ferrolm::kv_cache::KvType::F32, ferrolm::kv_cache::KvType::Q8_0] {
-        let mut ctx = Context::new(Arc::clone(&model), ContextParams { n_ctx: 32, kv_type: kv, ..Default::default() }).unwrap();
+    for kv in [
+        ferrolm::kv_cache::KvType::F32,
+        ferrolm::kv_cache::KvType::Q8_0,
+    ] {
+        let mut ctx = Context::new(
+            Arc::clone(&model),
+            ContextParams {
+                n_ctx: 32,
+                kv_type: kv,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         ctx.eval(&ids, Logits::Last).unwrap();
         let l = ctx.logits();
         let got = (0..nv).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap();
-        assert_eq!(got, 7042, "{kv:?} cache: argmax after 'The capital of France is'");
+        assert_eq!(
+            got, 7042,
+            "{kv:?} cache: argmax after 'The capital of France is'"
+        );
     }
 }
 
 #[test]
 fn prompt_longer_than_context_is_an_error() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let model = Arc::new(Model::load(&path).unwrap());
-    let mut ctx = Context::new(model, ContextParams { n_ctx: 8, ..Default::default() }).unwrap();
+    let mut ctx = Context::new(
+        model,
+        ContextParams {
+            n_ctx: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let e = ctx.eval(&[1; 9], Logits::Last).unwrap_err().to_string();
     assert!(e.contains("9 tokens") && e.contains("8"), "{e}");
     let e = ctx.eval(&[49152], Logits::Last).unwrap_err().to_string();
@@ -141,18 +228,36 @@ fn prompt_longer_than_context_is_an_error() {
 /// 8 greedy tokens of the first prompt (for qemu: see tests/logits.rs `qemu_smoke_*`).
 #[test]
 fn qemu_smoke_smollm2_greedy() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let model = Arc::new(Model::load(&path).unwrap());
-    let mut ctx = Context::new(model, ContextParams { n_ctx: 64, ..Default::default() }).unwrap();
-    let text = std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
+    let mut ctx = Context::new(
+        model,
+        ContextParams {
+            n_ctx: 64,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let text =
+        std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
     let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    let prompt_ids: Vec<u32> = v["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let prompt_ids: Vec<u32> = v["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
     ctx.eval(&prompt_ids, Logits::Last).unwrap();
     for (k, step) in v["steps"].as_array().unwrap().iter().take(8).enumerate() {
         let l = ctx.logits();
-        let got = (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a))).unwrap() as u32;
+        let got = (0..l.len())
+            .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+            .unwrap() as u32;
         let want = step["id"].as_u64().unwrap() as u32;
-        let margin = (step["logit"].as_f64().unwrap() - step["second_logit"].as_f64().unwrap()) as f32;
+        let margin =
+            (step["logit"].as_f64().unwrap() - step["second_logit"].as_f64().unwrap()) as f32;
         if margin < TIE_MARGIN && got != want {
             // Step 5 has a 0.33 margin: the plain-NEON path (no dotprod) picks the runner-up there.
             eprintln!("near-tie at step {k} (margin {margin}), stopping the comparison there");

@@ -23,8 +23,17 @@ fn sample_writer() -> (GgufWriter, Vec<Vec<u8>>) {
     w.set("t.str", OwnedValue::Str("héllo wörld ✓".into()));
     w.set("t.empty_str", OwnedValue::Str(String::new()));
     w.set("t.arr_str", OwnedValue::str_array(["a", "", "ü", "<0x0A>"]));
-    w.set("t.arr_f32", OwnedValue::Array(ValueType::F32, vec![OwnedValue::F32(-1.5), OwnedValue::F32(2.0)]));
-    w.set("t.arr_i32", OwnedValue::Array(ValueType::I32, (0..100).map(OwnedValue::I32).collect()));
+    w.set(
+        "t.arr_f32",
+        OwnedValue::Array(
+            ValueType::F32,
+            vec![OwnedValue::F32(-1.5), OwnedValue::F32(2.0)],
+        ),
+    );
+    w.set(
+        "t.arr_i32",
+        OwnedValue::Array(ValueType::I32, (0..100).map(OwnedValue::I32).collect()),
+    );
     w.set("t.arr_empty", OwnedValue::Array(ValueType::U8, vec![]));
     w.set(
         "t.arr_nested",
@@ -46,7 +55,11 @@ fn sample_writer() -> (GgufWriter, Vec<Vec<u8>>) {
         ("q6_k.weight", GgmlType::Q6_K, vec![512]),
     ];
     for (i, (name, ty, dims)) in specs.into_iter().enumerate() {
-        let spec = TensorSpec { name: name.into(), ty, dims };
+        let spec = TensorSpec {
+            name: name.into(),
+            ty,
+            dims,
+        };
         let n = spec.n_bytes().unwrap() as usize;
         data.push((0..n).map(|j| (j * 31 + i * 7) as u8).collect());
         w.add_tensor(spec).unwrap();
@@ -76,22 +89,41 @@ fn round_trip_every_type() {
     }
     assert_eq!(g.get_u32("t.u32").unwrap(), 4_000_000_000);
     assert_eq!(g.get_u32("t.u8").unwrap(), 200);
-    assert!(matches!(g.get_u32("t.i8"), Err(GgufError::OutOfRange { .. })));
-    assert!(matches!(g.get_u32("t.str"), Err(GgufError::WrongType { .. })));
+    assert!(matches!(
+        g.get_u32("t.i8"),
+        Err(GgufError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        g.get_u32("t.str"),
+        Err(GgufError::WrongType { .. })
+    ));
     let e = g.get_u32("llama.context_length").unwrap_err().to_string();
-    assert!(e.contains("llama.context_length") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("llama.context_length") && e.contains("missing"),
+        "{e}"
+    );
     assert_eq!(g.get_f32("t.f64").unwrap(), std::f64::consts::PI as f32);
     assert_eq!(g.get_str("t.str").unwrap(), "héllo wörld ✓");
     let strs: Vec<&str> = g.get_array("t.arr_str").unwrap().strings().collect();
     assert_eq!(strs, ["a", "", "ü", "<0x0A>"]);
-    assert_eq!(g.get_array("t.arr_i32").unwrap().to_i32_vec("t.arr_i32").unwrap(), (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        g.get_array("t.arr_i32")
+            .unwrap()
+            .to_i32_vec("t.arr_i32")
+            .unwrap(),
+        (0..100).collect::<Vec<_>>()
+    );
     assert_eq!(g.n_tensors(), specs.len());
     for ((t, spec), d) in g.tensors().zip(&specs).zip(&data) {
         assert_eq!(t.name, spec.name);
         assert_eq!(t.ty, spec.ty);
         assert_eq!(t.shape(), spec.dims.as_slice());
         assert_eq!(t.data, d.as_slice());
-        let info = g.tensor_infos().iter().find(|i| g.tensor_name(i) == t.name).unwrap();
+        let info = g
+            .tensor_infos()
+            .iter()
+            .find(|i| g.tensor_name(i) == t.name)
+            .unwrap();
         assert_eq!(info.file_offset % 64, 0, "{} not aligned", t.name);
     }
     assert!(matches!(g.get("t.arr_nested"), Some(Value::Array(_))));
@@ -100,10 +132,33 @@ fn round_trip_every_type() {
 #[test]
 fn writer_rejects_bad_specs() {
     let mut w = GgufWriter::new();
-    assert!(w.add_tensor(TensorSpec { name: "a".into(), ty: GgmlType::Q4_0, dims: vec![33, 2] }).is_err());
-    assert!(w.add_tensor(TensorSpec { name: "b".into(), ty: GgmlType::F32, dims: vec![1, 1, 1, 1, 1] }).is_err());
-    w.add_tensor(TensorSpec { name: "c".into(), ty: GgmlType::F32, dims: vec![4] }).unwrap();
-    assert!(w.add_tensor(TensorSpec { name: "c".into(), ty: GgmlType::F32, dims: vec![4] }).is_err());
+    assert!(w
+        .add_tensor(TensorSpec {
+            name: "a".into(),
+            ty: GgmlType::Q4_0,
+            dims: vec![33, 2]
+        })
+        .is_err());
+    assert!(w
+        .add_tensor(TensorSpec {
+            name: "b".into(),
+            ty: GgmlType::F32,
+            dims: vec![1, 1, 1, 1, 1]
+        })
+        .is_err());
+    w.add_tensor(TensorSpec {
+        name: "c".into(),
+        ty: GgmlType::F32,
+        dims: vec![4],
+    })
+    .unwrap();
+    assert!(w
+        .add_tensor(TensorSpec {
+            name: "c".into(),
+            ty: GgmlType::F32,
+            dims: vec![4]
+        })
+        .is_err());
     let mut s = w.begin(Vec::new()).unwrap();
     assert!(s.write_tensor(&[0u8; 15]).is_err());
 }
@@ -117,7 +172,10 @@ fn corruption_never_panics() {
     let header_end = g.data_offset() as usize;
     for cut in 0..bytes.len() {
         match Gguf::from_bytes(&bytes[..cut]) {
-            Ok(_) => assert!(cut >= header_end, "truncated at {cut} (header ends {header_end}) parsed OK"),
+            Ok(_) => assert!(
+                cut >= header_end,
+                "truncated at {cut} (header ends {header_end}) parsed OK"
+            ),
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
@@ -148,17 +206,26 @@ fn specific_errors() {
     assert!(matches!(e, GgufError::BadMagic { .. }), "{e}");
     let mut b = bytes.clone();
     b[4] = 1;
-    assert!(matches!(Gguf::from_bytes(&b).unwrap_err(), GgufError::UnsupportedVersion(1)));
+    assert!(matches!(
+        Gguf::from_bytes(&b).unwrap_err(),
+        GgufError::UnsupportedVersion(1)
+    ));
     let e = Gguf::from_bytes(&bytes[..20]).unwrap_err();
     assert!(matches!(e, GgufError::Truncated { .. }), "{e}");
     // A huge metadata count is rejected before any allocation sized by it.
     let mut b = bytes.clone();
     b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert!(matches!(Gguf::from_bytes(&b).unwrap_err(), GgufError::Truncated { .. }));
+    assert!(matches!(
+        Gguf::from_bytes(&b).unwrap_err(),
+        GgufError::Truncated { .. }
+    ));
     // A huge tensor count likewise.
     let mut b = bytes.clone();
     b[8..16].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
-    assert!(matches!(Gguf::from_bytes(&b).unwrap_err(), GgufError::Truncated { .. }));
+    assert!(matches!(
+        Gguf::from_bytes(&b).unwrap_err(),
+        GgufError::Truncated { .. }
+    ));
     // Dropping the data section puts tensors out of bounds.
     let g = Gguf::from_bytes(&bytes).unwrap();
     let e = Gguf::from_bytes(&bytes[..g.data_offset() as usize + 10]).unwrap_err();
@@ -196,7 +263,10 @@ fn crafted_files() {
     // Unknown value type.
     let mut m = s("k");
     m.extend_from_slice(&99u32.to_le_bytes());
-    assert!(matches!(Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(), GgufError::UnknownValueType { .. }));
+    assert!(matches!(
+        Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(),
+        GgufError::UnknownValueType { .. }
+    ));
     // Nesting too deep.
     let mut m = s("deep");
     m.extend_from_slice(&9u32.to_le_bytes());
@@ -204,39 +274,76 @@ fn crafted_files() {
         m.extend_from_slice(&9u32.to_le_bytes());
         m.extend_from_slice(&1u64.to_le_bytes());
     }
-    assert!(matches!(Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(), GgufError::TooDeep { .. }));
+    assert!(matches!(
+        Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(),
+        GgufError::TooDeep { .. }
+    ));
     // Huge string length.
     let mut m = (u64::MAX).to_le_bytes().to_vec();
     m.extend_from_slice(b"k");
-    assert!(matches!(Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(), GgufError::TooLong { .. }));
+    assert!(matches!(
+        Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(),
+        GgufError::TooLong { .. }
+    ));
     // Invalid UTF-8 key.
     let mut m = 2u64.to_le_bytes().to_vec();
     m.extend_from_slice(&[0xff, 0xfe]);
     m.extend_from_slice(&4u32.to_le_bytes());
     m.extend_from_slice(&1u32.to_le_bytes());
-    assert!(matches!(Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(), GgufError::InvalidUtf8 { .. }));
+    assert!(matches!(
+        Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(),
+        GgufError::InvalidUtf8 { .. }
+    ));
     // Duplicate key.
     let mut m = s("a");
     m.extend_from_slice(&4u32.to_le_bytes());
     m.extend_from_slice(&1u32.to_le_bytes());
     let m2 = [m.clone(), m].concat();
-    assert!(matches!(Gguf::from_bytes(&file(&m2, 2, &[], 0)).unwrap_err(), GgufError::DuplicateKey(_)));
+    assert!(matches!(
+        Gguf::from_bytes(&file(&m2, 2, &[], 0)).unwrap_err(),
+        GgufError::DuplicateKey(_)
+    ));
     // Bad alignment.
     let mut m = s("general.alignment");
     m.extend_from_slice(&4u32.to_le_bytes());
     m.extend_from_slice(&3u32.to_le_bytes());
-    assert!(matches!(Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(), GgufError::BadAlignment(3)));
+    assert!(matches!(
+        Gguf::from_bytes(&file(&m, 1, &[], 0)).unwrap_err(),
+        GgufError::BadAlignment(3)
+    ));
     // Tensor problems.
     let cases: Vec<(Vec<u8>, u64, fn(&GgufError) -> bool)> = vec![
-        (tensor("t", &[1, 1, 1, 1, 1], 0, 0), 1, |e| matches!(e, GgufError::TooManyDims { .. })),
-        (tensor("t", &[32], 77, 0), 1, |e| matches!(e, GgufError::UnknownTensorType { type_id: 77, .. })),
-        (tensor("t", &[33], 2, 0), 1, |e| matches!(e, GgufError::BadRowLength { .. })),
-        (tensor("t", &[u64::MAX, u64::MAX], 0, 0), 1, |e| matches!(e, GgufError::ShapeOverflow { .. })),
-        (tensor("t", &[4], 0, 3), 1, |e| matches!(e, GgufError::MisalignedTensor { .. })),
-        (tensor("t", &[1 << 40], 0, 0), 1, |e| matches!(e, GgufError::TensorOutOfBounds { .. })),
-        (tensor("t", &[4], 0, u64::MAX - 31), 1, |e| matches!(e, GgufError::TensorOutOfBounds { .. })),
-        ([tensor("t", &[4], 0, 0), tensor("t", &[4], 0, 32)].concat(), 2, |e| matches!(e, GgufError::DuplicateTensor(_))),
-        ([tensor("a", &[64], 0, 0), tensor("b", &[4], 0, 32)].concat(), 2, |e| matches!(e, GgufError::TensorOverlap { .. })),
+        (tensor("t", &[1, 1, 1, 1, 1], 0, 0), 1, |e| {
+            matches!(e, GgufError::TooManyDims { .. })
+        }),
+        (tensor("t", &[32], 77, 0), 1, |e| {
+            matches!(e, GgufError::UnknownTensorType { type_id: 77, .. })
+        }),
+        (tensor("t", &[33], 2, 0), 1, |e| {
+            matches!(e, GgufError::BadRowLength { .. })
+        }),
+        (tensor("t", &[u64::MAX, u64::MAX], 0, 0), 1, |e| {
+            matches!(e, GgufError::ShapeOverflow { .. })
+        }),
+        (tensor("t", &[4], 0, 3), 1, |e| {
+            matches!(e, GgufError::MisalignedTensor { .. })
+        }),
+        (tensor("t", &[1 << 40], 0, 0), 1, |e| {
+            matches!(e, GgufError::TensorOutOfBounds { .. })
+        }),
+        (tensor("t", &[4], 0, u64::MAX - 31), 1, |e| {
+            matches!(e, GgufError::TensorOutOfBounds { .. })
+        }),
+        (
+            [tensor("t", &[4], 0, 0), tensor("t", &[4], 0, 32)].concat(),
+            2,
+            |e| matches!(e, GgufError::DuplicateTensor(_)),
+        ),
+        (
+            [tensor("a", &[64], 0, 0), tensor("b", &[4], 0, 32)].concat(),
+            2,
+            |e| matches!(e, GgufError::TensorOverlap { .. }),
+        ),
     ];
     for (i, (t, n, check)) in cases.into_iter().enumerate() {
         let e = Gguf::from_bytes(&file(&[], 0, &t, n)).unwrap_err();
@@ -246,7 +353,9 @@ fn crafted_files() {
 
 #[test]
 fn real_models_open() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let g = Gguf::open(&path).unwrap();
     assert!(g.is_mapped());
     assert_eq!(g.architecture().unwrap(), "llama");
@@ -257,9 +366,16 @@ fn real_models_open() {
     for t in g.tensors() {
         *counts.entry(t.ty.name()).or_insert(0) += 1;
     }
-    assert_eq!(counts, [("F32", 61), ("Q4_1", 210), ("Q8_0", 1)].into_iter().collect());
+    assert_eq!(
+        counts,
+        [("F32", 61), ("Q4_1", 210), ("Q8_0", 1)]
+            .into_iter()
+            .collect()
+    );
 
-    let Some(path) = common::model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else { return };
+    let Some(path) = common::model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
     let g = Gguf::open(&path).unwrap();
     assert_eq!(g.architecture().unwrap(), "qwen2");
     assert_eq!(g.get_u32("qwen2.block_count").unwrap(), 24);
@@ -268,13 +384,26 @@ fn real_models_open() {
     for t in g.tensors() {
         *counts.entry(t.ty.name()).or_insert(0) += 1;
     }
-    assert_eq!(counts, [("F32", 121), ("Q4_K", 12), ("Q5_0", 133), ("Q6_K", 12), ("Q8_0", 13)].into_iter().collect());
+    assert_eq!(
+        counts,
+        [
+            ("F32", 121),
+            ("Q4_K", 12),
+            ("Q5_0", 133),
+            ("Q6_K", 12),
+            ("Q8_0", 13)
+        ]
+        .into_iter()
+        .collect()
+    );
 }
 
 /// Header-region corruption of a real model: truncations and byte flips all give errors, no panics.
 #[test]
 fn real_model_header_corruption() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
     let bytes = std::fs::read(&path).unwrap();
     let g = Gguf::from_bytes(&bytes).unwrap();
     let header_end = g.data_offset() as usize;

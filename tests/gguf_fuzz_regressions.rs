@@ -14,7 +14,9 @@ mod common;
 /// Every tensor of an accepted file: its element count must fit in u64, and `n_elements()` must
 /// return it (not panic on overflow, not wrap).
 fn assert_tensor_sizes_sound(bytes: &[u8]) {
-    let Ok(g) = Gguf::from_bytes(bytes) else { return };
+    let Ok(g) = Gguf::from_bytes(bytes) else {
+        return;
+    };
     for (t, info) in g.tensors().zip(g.tensor_infos()) {
         let exact = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         assert!(
@@ -25,7 +27,12 @@ fn assert_tensor_sizes_sound(bytes: &[u8]) {
             t.shape()
         );
         let got = catch_unwind(AssertUnwindSafe(|| (t.n_elements(), info.n_elements())));
-        assert_eq!(got.ok(), Some((exact.unwrap(), exact.unwrap())), "tensor {:?}", t.name);
+        assert_eq!(
+            got.ok(),
+            Some((exact.unwrap(), exact.unwrap())),
+            "tensor {:?}",
+            t.name
+        );
     }
 }
 
@@ -35,7 +42,8 @@ fn assert_tensor_sizes_sound(bytes: &[u8]) {
 /// multiply with overflow" (debug, fuzz and test builds) or return a wrapped count (release).
 #[test]
 fn fuzz_tensor_element_count_overflow() {
-    let bytes = std::fs::read(common::data("fuzz-crashes/tensor-n-elements-overflow.gguf")).unwrap();
+    let bytes =
+        std::fs::read(common::data("fuzz-crashes/tensor-n-elements-overflow.gguf")).unwrap();
     assert_tensor_sizes_sound(&bytes);
 }
 

@@ -32,13 +32,24 @@ fn gguf_py_dump(path: &Path, hash: bool) -> Option<Json> {
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(2) {
-        eprintln!("SKIP: {}; run `python3 -m pip install gguf==0.19.0` (scripts/test.sh does)", stderr.trim());
+        eprintln!(
+            "SKIP: {}; run `python3 -m pip install gguf==0.19.0` (scripts/test.sh does)",
+            stderr.trim()
+        );
         return None;
     }
-    assert!(out.status.success(), "gguf-py could not read {}: {}", path.display(), stderr.trim());
+    assert!(
+        out.status.success(),
+        "gguf-py could not read {}: {}",
+        path.display(),
+        stderr.trim()
+    );
     let j: Json = serde_json::from_slice(&out.stdout).expect("gguf_py_dump.py prints JSON");
     if j["gguf_py_version"] != "0.19.0" {
-        eprintln!("note: gguf-py {} (the suite pins 0.19.0)", j["gguf_py_version"]);
+        eprintln!(
+            "note: gguf-py {} (the suite pins 0.19.0)",
+            j["gguf_py_version"]
+        );
     }
     Some(j)
 }
@@ -47,7 +58,10 @@ fn gguf_py_dump(path: &Path, hash: bool) -> Option<Json> {
 fn sample() -> (GgufWriter, Vec<Vec<u8>>) {
     let mut w = GgufWriter::new();
     w.set("general.architecture", OwnedValue::Str("llama".into()));
-    w.set("general.name", OwnedValue::Str("gguf-py interop sample".into()));
+    w.set(
+        "general.name",
+        OwnedValue::Str("gguf-py interop sample".into()),
+    );
     w.set("t.u8", OwnedValue::U8(200));
     w.set("t.i8", OwnedValue::I8(-100));
     w.set("t.u16", OwnedValue::U16(60000));
@@ -61,20 +75,80 @@ fn sample() -> (GgufWriter, Vec<Vec<u8>>) {
     w.set("t.f64", OwnedValue::F64(std::f64::consts::PI));
     w.set("t.bool_true", OwnedValue::Bool(true));
     w.set("t.bool_false", OwnedValue::Bool(false));
-    w.set("t.str", OwnedValue::Str("héllo wörld ✓ \"quoted\" \\ tab\t nl\n 日本語 🦀".into()));
+    w.set(
+        "t.str",
+        OwnedValue::Str("héllo wörld ✓ \"quoted\" \\ tab\t nl\n 日本語 🦀".into()),
+    );
     w.set("t.empty_str", OwnedValue::Str(String::new()));
-    w.set("t.arr_str", OwnedValue::str_array(["a", "", "ü", "<0x0A>", "Ġthe"]));
-    w.set("t.arr_u8", OwnedValue::Array(ValueType::U8, [0u8, 1, 255].map(OwnedValue::U8).to_vec()));
-    w.set("t.arr_i8", OwnedValue::Array(ValueType::I8, [-128i8, 0, 127].map(OwnedValue::I8).to_vec()));
-    w.set("t.arr_u16", OwnedValue::Array(ValueType::U16, [0u16, 65535].map(OwnedValue::U16).to_vec()));
-    w.set("t.arr_i16", OwnedValue::Array(ValueType::I16, [i16::MIN, -1, i16::MAX].map(OwnedValue::I16).to_vec()));
-    w.set("t.arr_u32", OwnedValue::Array(ValueType::U32, [0u32, u32::MAX].map(OwnedValue::U32).to_vec()));
-    w.set("t.arr_i32", OwnedValue::Array(ValueType::I32, (-50..50).map(OwnedValue::I32).collect()));
-    w.set("t.arr_u64", OwnedValue::Array(ValueType::U64, [0u64, u64::MAX].map(OwnedValue::U64).to_vec()));
-    w.set("t.arr_i64", OwnedValue::Array(ValueType::I64, [i64::MIN, i64::MAX].map(OwnedValue::I64).to_vec()));
-    w.set("t.arr_f32", OwnedValue::Array(ValueType::F32, [-1.5f32, 2.0, 1e-30].map(OwnedValue::F32).to_vec()));
-    w.set("t.arr_f64", OwnedValue::Array(ValueType::F64, [0.1f64, -1e300].map(OwnedValue::F64).to_vec()));
-    w.set("t.arr_bool", OwnedValue::Array(ValueType::Bool, [true, false, true].map(OwnedValue::Bool).to_vec()));
+    w.set(
+        "t.arr_str",
+        OwnedValue::str_array(["a", "", "ü", "<0x0A>", "Ġthe"]),
+    );
+    w.set(
+        "t.arr_u8",
+        OwnedValue::Array(ValueType::U8, [0u8, 1, 255].map(OwnedValue::U8).to_vec()),
+    );
+    w.set(
+        "t.arr_i8",
+        OwnedValue::Array(ValueType::I8, [-128i8, 0, 127].map(OwnedValue::I8).to_vec()),
+    );
+    w.set(
+        "t.arr_u16",
+        OwnedValue::Array(ValueType::U16, [0u16, 65535].map(OwnedValue::U16).to_vec()),
+    );
+    w.set(
+        "t.arr_i16",
+        OwnedValue::Array(
+            ValueType::I16,
+            [i16::MIN, -1, i16::MAX].map(OwnedValue::I16).to_vec(),
+        ),
+    );
+    w.set(
+        "t.arr_u32",
+        OwnedValue::Array(
+            ValueType::U32,
+            [0u32, u32::MAX].map(OwnedValue::U32).to_vec(),
+        ),
+    );
+    w.set(
+        "t.arr_i32",
+        OwnedValue::Array(ValueType::I32, (-50..50).map(OwnedValue::I32).collect()),
+    );
+    w.set(
+        "t.arr_u64",
+        OwnedValue::Array(
+            ValueType::U64,
+            [0u64, u64::MAX].map(OwnedValue::U64).to_vec(),
+        ),
+    );
+    w.set(
+        "t.arr_i64",
+        OwnedValue::Array(
+            ValueType::I64,
+            [i64::MIN, i64::MAX].map(OwnedValue::I64).to_vec(),
+        ),
+    );
+    w.set(
+        "t.arr_f32",
+        OwnedValue::Array(
+            ValueType::F32,
+            [-1.5f32, 2.0, 1e-30].map(OwnedValue::F32).to_vec(),
+        ),
+    );
+    w.set(
+        "t.arr_f64",
+        OwnedValue::Array(
+            ValueType::F64,
+            [0.1f64, -1e300].map(OwnedValue::F64).to_vec(),
+        ),
+    );
+    w.set(
+        "t.arr_bool",
+        OwnedValue::Array(
+            ValueType::Bool,
+            [true, false, true].map(OwnedValue::Bool).to_vec(),
+        ),
+    );
     w.set("t.arr_empty", OwnedValue::Array(ValueType::U8, vec![]));
     w.set(
         "t.arr_nested",
@@ -105,9 +179,17 @@ fn sample() -> (GgufWriter, Vec<Vec<u8>>) {
     ];
     let mut data = Vec::new();
     for (i, (name, ty, dims)) in specs.iter().enumerate() {
-        let spec = TensorSpec { name: name.to_string(), ty: *ty, dims: dims.to_vec() };
+        let spec = TensorSpec {
+            name: name.to_string(),
+            ty: *ty,
+            dims: dims.to_vec(),
+        };
         let n = spec.n_bytes().unwrap() as usize;
-        data.push((0..n).map(|j| (j * 131 + i * 17 + (j >> 8)) as u8).collect());
+        data.push(
+            (0..n)
+                .map(|j| (j * 131 + i * 17 + (j >> 8)) as u8)
+                .collect(),
+        );
         w.add_tensor(spec).unwrap();
     }
     (w, data)
@@ -127,11 +209,15 @@ fn assert_value(key: &str, v: &OwnedValue, j: &Json) {
         OwnedValue::I64(x) => j.as_i64() == Some(*x),
         OwnedValue::F32(x) => j.as_f64().map(|f| (f as f32).to_bits()) == Some(x.to_bits()),
         // JSON float text round trips f64 to within an ulp.
-        OwnedValue::F64(x) => j.as_f64().is_some_and(|f| f == *x || (f - x).abs() <= x.abs() * f64::EPSILON),
+        OwnedValue::F64(x) => j
+            .as_f64()
+            .is_some_and(|f| f == *x || (f - x).abs() <= x.abs() * f64::EPSILON),
         OwnedValue::Bool(x) => j.as_bool() == Some(*x),
         OwnedValue::Str(s) => j.as_str() == Some(s.as_str()),
         OwnedValue::Array(_, items) => {
-            let arr = j.as_array().unwrap_or_else(|| panic!("{key}: gguf-py gave {j}, expected an array"));
+            let arr = j
+                .as_array()
+                .unwrap_or_else(|| panic!("{key}: gguf-py gave {j}, expected an array"));
             assert_eq!(arr.len(), items.len(), "{key}: array length");
             for (it, ji) in items.iter().zip(arr) {
                 assert_value(key, it, ji);
@@ -163,7 +249,8 @@ fn gguf_py_reads_what_we_write() {
     let specs = w.tensors().to_vec();
     let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
     let bytes = w.write_all(Vec::new(), &refs).unwrap();
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gguf_py_sample_{}.gguf", std::process::id()));
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gguf_py_sample_{}.gguf", std::process::id()));
     std::fs::write(&path, &bytes).unwrap();
     let dump = gguf_py_dump(&path, true);
     let g = Gguf::open(&path).unwrap();
@@ -183,18 +270,31 @@ fn gguf_py_reads_what_we_write() {
         assert_eq!(e["name"], spec.name.as_str());
         assert_eq!(e["type"], spec.ty.name(), "{name}: type");
         assert_eq!(e["shape"], serde_json::json!(spec.dims), "{name}: shape");
-        assert_eq!(e["n_elements"], spec.dims.iter().product::<u64>(), "{name}: elements");
+        assert_eq!(
+            e["n_elements"],
+            spec.dims.iter().product::<u64>(),
+            "{name}: elements"
+        );
         assert_eq!(e["n_bytes"], d.len(), "{name}: bytes");
         assert_eq!(e["data_offset"], info.file_offset, "{name}: data offset");
         assert_eq!(e["sha256"], sha256_hex(d), "{name}: data");
     }
-    println!("gguf-py {} read {} keys and {} tensors as written", j["gguf_py_version"], jm.len(), jt.len());
+    println!(
+        "gguf-py {} read {} keys and {} tensors as written",
+        j["gguf_py_version"],
+        jm.len(),
+        jt.len()
+    );
 }
 
 #[test]
 fn gguf_py_and_ferrolm_agree_on_smollm2() {
-    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
-    let Some(j) = gguf_py_dump(&path, true) else { return };
+    let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let Some(j) = gguf_py_dump(&path, true) else {
+        return;
+    };
     let g = Gguf::open(&path).unwrap();
     assert_eq!(j["alignment"], g.alignment());
 
@@ -218,32 +318,52 @@ fn gguf_py_and_ferrolm_agree_on_smollm2() {
         assert_eq!(t.data, &bytes[at..at + info.n_bytes as usize]);
         assert_eq!(e["sha256"], sha256_hex(t.data), "{name}: data");
     }
-    println!("gguf-py and Gguf::open agree on SmolLM2: {} keys, {} tensors", jm.len(), jt.len());
+    println!(
+        "gguf-py and Gguf::open agree on SmolLM2: {} keys, {} tensors",
+        jm.len(),
+        jt.len()
+    );
 }
 
 #[test]
 fn sha256_known_answers() {
-    assert_eq!(sha256_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        sha256_hex(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        sha256_hex(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
     let long = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    assert_eq!(sha256_hex(long), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    assert_eq!(sha256_hex(&[b'a'; 1000]), "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
+    assert_eq!(
+        sha256_hex(long),
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+    );
+    assert_eq!(
+        sha256_hex(&[b'a'; 1000]),
+        "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3"
+    );
 }
 
 /// SHA-256 (FIPS 180-4), so the tests need no extra crate to compare with Python's hashlib.
 fn sha256_hex(msg: &[u8]) -> String {
     const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
-        0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
-        0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
-        0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
-        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
-        0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
-        0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
         0xc67178f2,
     ];
-    let mut h: [u32; 8] =
-        [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
     let compress = |h: &mut [u32; 8], block: &[u8]| {
         let mut w = [0u32; 64];
         for (i, c) in block.chunks_exact(4).enumerate() {
@@ -252,13 +372,20 @@ fn sha256_hex(msg: &[u8]) -> String {
         for i in 16..64 {
             let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
             let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
         }
         let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = *h;
         for i in 0..64 {
             let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
             let ch = (e & f) ^ (!e & g);
-            let t1 = hh.wrapping_add(s1).wrapping_add(ch).wrapping_add(K[i]).wrapping_add(w[i]);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
             let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
             let maj = (a & b) ^ (a & c) ^ (b & c);
             let t2 = s0.wrapping_add(maj);

@@ -32,7 +32,12 @@ fn load_cases(file: &str) -> Vec<Case> {
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let ids = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            let ids = v["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
             let top = v["positions"]
                 .as_array()
                 .unwrap()
@@ -42,7 +47,12 @@ fn load_cases(file: &str) -> Vec<Case> {
                         .as_array()
                         .unwrap()
                         .iter()
-                        .map(|pair| (pair[0].as_u64().unwrap() as u32, pair[1].as_f64().unwrap() as f32))
+                        .map(|pair| {
+                            (
+                                pair[0].as_u64().unwrap() as u32,
+                                pair[1].as_f64().unwrap() as f32,
+                            )
+                        })
                         .collect()
                 })
                 .collect();
@@ -59,7 +69,12 @@ pub const MEAN_TOL: f64 = 0.25;
 pub const TIE_TOL: f32 = 0.5;
 
 /// Compare one model's logits with the golden file; returns (max |Δ|, mean |Δ|, near-tie argmax misses).
-fn check_model(model_file: &str, golden: &str, params: ContextParams, max_positions: usize) -> Option<(f32, f64, usize)> {
+fn check_model(
+    model_file: &str,
+    golden: &str,
+    params: ContextParams,
+    max_positions: usize,
+) -> Option<(f32, f64, usize)> {
     check_cases(model_file, golden, params, max_positions, usize::MAX)
 }
 
@@ -82,7 +97,9 @@ fn check_cases(
         let all = ctx.logits_all();
         for (p, top) in case.top.iter().take(n).enumerate() {
             let row = &all[p * nv..(p + 1) * nv];
-            let ours = (0..nv).max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a))).unwrap() as u32;
+            let ours = (0..nv)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                .unwrap() as u32;
             let (g0, g1) = (top[0], top[1]);
             let tol0 = TIE_TOL + REL_TOL * g0.1.abs();
             if ours != g0.0 {
@@ -110,13 +127,21 @@ fn check_cases(
     }
     let mean = sum_d / n_d as f64;
     eprintln!("{model_file}: max |Δ| {max_d:.4}, mean |Δ| {mean:.4} over {n_d} logits, {tie_misses} near-tie argmax differences");
-    assert!(mean <= MEAN_TOL, "{model_file}: mean |Δ| {mean} over {MEAN_TOL}");
+    assert!(
+        mean <= MEAN_TOL,
+        "{model_file}: mean |Δ| {mean} over {MEAN_TOL}"
+    );
     Some((max_d, mean, tie_misses))
 }
 
 #[test]
 fn smollm2_q4_1_matches_llamacpp() {
-    check_model("SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct.Q4_1.jsonl", ContextParams::default(), usize::MAX);
+    check_model(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.jsonl",
+        ContextParams::default(),
+        usize::MAX,
+    );
 }
 
 #[test]
@@ -135,7 +160,10 @@ fn smollm2_batched_prefill_matches() {
     check_model(
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct.Q4_1.jsonl",
-        ContextParams { n_batch: 7, ..Default::default() },
+        ContextParams {
+            n_batch: 7,
+            ..Default::default()
+        },
         usize::MAX,
     );
 }
@@ -147,7 +175,12 @@ fn smollm2_variants_match_llamacpp() {
     for t in ["F16", "Q8_0", "Q4_0", "Q4_K_M"] {
         let f = format!("SmolLM2-135M-Instruct.{t}.gguf");
         if common::model(&f).is_some() {
-            check_model(&f, &format!("SmolLM2-135M-Instruct.{t}.jsonl"), ContextParams::default(), usize::MAX);
+            check_model(
+                &f,
+                &format!("SmolLM2-135M-Instruct.{t}.jsonl"),
+                ContextParams::default(),
+                usize::MAX,
+            );
         }
     }
 }
@@ -159,7 +192,10 @@ fn qemu_smoke_smollm2_logits() {
     check_cases(
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct.Q4_1.jsonl",
-        ContextParams { n_ctx: 64, ..Default::default() },
+        ContextParams {
+            n_ctx: 64,
+            ..Default::default()
+        },
         usize::MAX,
         1,
     );

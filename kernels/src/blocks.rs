@@ -224,7 +224,12 @@ unsafe impl Block for half::bf16 {
 #[inline]
 pub fn cast_blocks<B: Block>(bytes: &[u8]) -> &[B] {
     let size = std::mem::size_of::<B>();
-    assert!(bytes.len() % size == 0, "byte length {} is not a multiple of block size {}", bytes.len(), size);
+    assert!(
+        bytes.len() % size == 0,
+        "byte length {} is not a multiple of block size {}",
+        bytes.len(),
+        size
+    );
     assert!(
         bytes.as_ptr() as usize % std::mem::align_of::<B>() == 0,
         "block data misaligned for a {}-byte alignment",
@@ -239,7 +244,12 @@ pub fn cast_blocks<B: Block>(bytes: &[u8]) -> &[B] {
 #[inline]
 pub fn cast_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
     let size = std::mem::size_of::<B>();
-    assert!(bytes.len() % size == 0, "byte length {} is not a multiple of block size {}", bytes.len(), size);
+    assert!(
+        bytes.len() % size == 0,
+        "byte length {} is not a multiple of block size {}",
+        bytes.len(),
+        size
+    );
     assert!(
         bytes.as_ptr() as usize % std::mem::align_of::<B>() == 0,
         "block data misaligned for a {}-byte alignment",
@@ -255,12 +265,19 @@ pub fn cast_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
 pub fn as_bytes<B: Block>(blocks: &[B]) -> &[u8] {
     // SAFETY: `B: Block` has no padding, so every byte of the slice is initialized; u8 has
     // alignment 1 and the length is the exact byte size of the slice.
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) }
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks))
+    }
 }
 
 /// Views a mutable slice of blocks as its bytes.
 #[inline]
 pub fn as_bytes_mut<B: Block>(blocks: &mut [B]) -> &mut [u8] {
     // SAFETY: as in `as_bytes`; any bytes written are a valid `B` because `B: Block`.
-    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, std::mem::size_of_val(blocks)) }
+    unsafe {
+        std::slice::from_raw_parts_mut(
+            blocks.as_mut_ptr() as *mut u8,
+            std::mem::size_of_val(blocks),
+        )
+    }
 }

@@ -74,7 +74,10 @@ impl GgmlType {
 
     /// Parse a name as `name()` prints it (case-insensitive).
     pub fn from_name(s: &str) -> Option<GgmlType> {
-        Self::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 
     /// Elements per block (1 for the float types).

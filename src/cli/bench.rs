@@ -19,13 +19,28 @@ pub struct Args {
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
     /// Prompt lengths to test (0 skips pp).
-    #[arg(short = 'p', long = "n-prompt", value_delimiter = ',', default_value = "512")]
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
     pub n_prompt: Vec<usize>,
     /// Generation lengths to test (0 skips tg).
-    #[arg(short = 'n', long = "n-gen", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     pub n_gen: Vec<usize>,
     /// Thread counts to test.
-    #[arg(short = 't', long = "threads", value_delimiter = ',', default_value = "1,2")]
+    #[arg(
+        short = 't',
+        long = "threads",
+        value_delimiter = ',',
+        default_value = "1,2"
+    )]
     pub threads: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -61,7 +76,9 @@ impl TestResult {
             return 0.0;
         }
         let m = self.avg();
-        (self.samples.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (self.samples.len() - 1) as f64).sqrt()
+        (self.samples.iter().map(|x| (x - m) * (x - m)).sum::<f64>()
+            / (self.samples.len() - 1) as f64)
+            .sqrt()
     }
     fn name(&self) -> String {
         if self.n_prompt > 0 {
@@ -105,7 +122,10 @@ pub fn read_bandwidth(threads: usize) -> f64 {
                     acc[k] = acc[k].wrapping_add(c[k]);
                 }
             }
-            sink.fetch_add(acc.iter().fold(0, |a, &b| a.wrapping_add(b)), std::sync::atomic::Ordering::Relaxed);
+            sink.fetch_add(
+                acc.iter().fold(0, |a, &b| a.wrapping_add(b)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         });
         best = best.max((N * 8) as f64 / t.elapsed().as_secs_f64());
     }
@@ -118,7 +138,9 @@ fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
     let mut x = seed;
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) % n_vocab as u64) as u32
         })
         .collect()
@@ -132,9 +154,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let cfg = model.config().clone();
     let nv = cfg.n_vocab;
     let weight_bytes = model.weight_bytes();
-    let max_ctx = args.n_prompt.iter().chain(&args.n_gen).copied().max().unwrap_or(1).max(1);
+    let max_ctx = args
+        .n_prompt
+        .iter()
+        .chain(&args.n_gen)
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
     if max_ctx > cfg.n_ctx_train.max(1) * 4 {
-        return Err(format!("test length {max_ctx} is far beyond the model's context {}", cfg.n_ctx_train).into());
+        return Err(format!(
+            "test length {max_ctx} is far beyond the model's context {}",
+            cfg.n_ctx_train
+        )
+        .into());
     }
     if args.threads.contains(&0) {
         return Err("thread counts must be at least 1".into());
@@ -143,25 +176,38 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // Load → first token ready: map, validate, create a context, decode one token (warm cache).
     let t1 = Instant::now();
     let m2 = Arc::new(Model::load(&path)?);
-    let mut c2 = Context::new(m2, ContextParams { n_ctx: 16, ..Default::default() })?;
+    let mut c2 = Context::new(
+        m2,
+        ContextParams {
+            n_ctx: 16,
+            ..Default::default()
+        },
+    )?;
     c2.eval(&[0], Logits::Last)?;
     let ready_ms = t1.elapsed().as_secs_f64() * 1e3;
     drop(c2);
-
-    let bw: Vec<(usize, f64)> =
-        if args.no_bandwidth { Vec::new() } else { args.threads.iter().map(|&t| (t, read_bandwidth(t))).collect() };
 
     let mut results = Vec::new();
     let mut kv_bytes = 0usize;
     let mut peak_anon = 0u64;
     for &t in &args.threads {
-        let mut tests: Vec<(usize, usize)> = args.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0)).collect();
+        let mut tests: Vec<(usize, usize)> = args
+            .n_prompt
+            .iter()
+            .filter(|&&p| p > 0)
+            .map(|&p| (p, 0))
+            .collect();
         tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
         for (p, n) in tests {
             let n_ctx = (p + n).max(16).max(args.ctx_size);
             let mut ctx = Context::new(
                 Arc::clone(&model),
-                ContextParams { n_ctx, n_batch: args.batch.clamp(1, n_ctx), n_threads: t, ..Default::default() },
+                ContextParams {
+                    n_ctx,
+                    n_batch: args.batch.clamp(1, n_ctx),
+                    n_threads: t,
+                    ..Default::default()
+                },
             )?;
             kv_bytes = kv_bytes.max(ctx.kv_cache().size_bytes());
             // Warm-up run (as llama-bench does).
@@ -183,16 +229,40 @@ pub fn run(args: Args) -> Result<(), CliError> {
             // Anonymous memory while the context is alive (the KV cache pages written so far and
             // the scratch buffers; the mapped weights are file-backed and not counted).
             peak_anon = peak_anon.max(memory().1);
-            let r = TestResult { n_prompt: p, n_gen: n, n_threads: t, samples };
+            let r = TestResult {
+                n_prompt: p,
+                n_gen: n,
+                n_threads: t,
+                samples,
+            };
             if args.output == "md" {
-                eprintln!("  {} t={} {:.2} ± {:.2} t/s", r.name(), t, r.avg(), r.stddev());
+                eprintln!(
+                    "  {} t={} {:.2} ± {:.2} t/s",
+                    r.name(),
+                    t,
+                    r.avg(),
+                    r.stddev()
+                );
             }
             results.push(r);
         }
     }
     let (peak_rss, anon_now) = memory();
     let anon = peak_anon.max(anon_now);
-    let file = path.file_name().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+    // Bandwidth last: its 1 GiB buffer must not count in the model's peak RSS.
+    let bw: Vec<(usize, f64)> = if args.no_bandwidth {
+        Vec::new()
+    } else {
+        args.threads
+            .iter()
+            .map(|&t| (t, read_bandwidth(t)))
+            .collect()
+    };
+    let file = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("?")
+        .to_string();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let backend = ferrolm::kernels::dispatch::kernels().backend.name();
@@ -215,13 +285,24 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "load_ms": load_ms, "ready_ms": ready_ms, "peak_rss_bytes": peak_rss, "anon_rss_bytes": anon,
             "kv_cache_bytes": kv_bytes, "weight_bytes": weight_bytes,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"tests": tests, "summary": summary}))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"tests": tests, "summary": summary}))?
+        )?;
     } else {
-        writeln!(out, "| model | size | backend | threads | test | t/s | of read bandwidth |")?;
+        writeln!(
+            out,
+            "| model | size | backend | threads | test | t/s | of read bandwidth |"
+        )?;
         writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: |")?;
         for r in &results {
             let frac = match (r.n_gen > 0, bw.iter().find(|(t, _)| *t == r.n_threads)) {
-                (true, Some((_, b))) => format!("{:.0}% of {:.1} GB/s", 100.0 * r.avg() * weight_bytes as f64 / b, b / 1e9),
+                (true, Some((_, b))) => format!(
+                    "{:.0}% of {:.1} GB/s",
+                    100.0 * r.avg() * weight_bytes as f64 / b,
+                    b / 1e9
+                ),
                 _ => String::new(),
             };
             writeln!(

@@ -14,7 +14,12 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonModelArgs,
     /// Token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', conflicts_with = "prompt", required_unless_present = "prompt")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "prompt",
+        required_unless_present = "prompt"
+    )]
     pub ids: Vec<u32>,
     /// A prompt to tokenize (special tokens in it are recognized; no BOS unless the model adds one).
     #[arg(short = 'p', long)]
@@ -31,7 +36,11 @@ pub struct Args {
 pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     let k = k.min(idx.len());
-    let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+    let cmp = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
     if k < idx.len() {
         idx.select_nth_unstable_by(k, cmp);
         idx.truncate(k);
@@ -64,12 +73,22 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 serde_json::json!({"argmax": top[0].0, "top": top.iter().map(|&(i, l)| serde_json::json!([i, l])).collect::<Vec<_>>()})
             })
             .collect();
-        writeln!(out, "{}", serde_json::json!({ "ids": ids, "positions": positions }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "ids": ids, "positions": positions })
+        )?;
     } else {
         for (p, row) in all.chunks_exact(nv).enumerate() {
             let top = top_k(row, args.top.max(1));
             let pairs: Vec<String> = top.iter().map(|(i, l)| format!("{i}:{l:.4}")).collect();
-            writeln!(out, "{p:4} tok {:6} -> argmax {:6}  {}", ids[p], top[0].0, pairs.join(" "))?;
+            writeln!(
+                out,
+                "{p:4} tok {:6} -> argmax {:6}  {}",
+                ids[p],
+                top[0].0,
+                pairs.join(" ")
+            )?;
         }
     }
     Ok(())

@@ -59,7 +59,11 @@ fn value_json(v: &Value<'_>, max_array: usize) -> serde_json::Value {
         Value::Bool(x) => json!(x),
         Value::Str(s) => json!(s),
         Value::Array(a) => {
-            let head: Vec<_> = a.iter().take(max_array).map(|e| value_json(&e, max_array)).collect();
+            let head: Vec<_> = a
+                .iter()
+                .take(max_array)
+                .map(|e| value_json(&e, max_array))
+                .collect();
             if a.len() <= max_array {
                 json!(head)
             } else {
@@ -76,11 +80,20 @@ fn value_text(v: &Value<'_>, max_array: usize) -> String {
             format!("{s:?}")
         }
         Value::Array(a) => {
-            let head: Vec<String> = a.iter().take(max_array).map(|e| value_text(&e, max_array)).collect();
+            let head: Vec<String> = a
+                .iter()
+                .take(max_array)
+                .map(|e| value_text(&e, max_array))
+                .collect();
             if a.len() <= max_array {
                 format!("[{}]", head.join(", "))
             } else {
-                format!("[{}, ...] ({} x {})", head.join(", "), a.len(), a.elem_type().name())
+                format!(
+                    "[{}, ...] ({} x {})",
+                    head.join(", "),
+                    a.len(),
+                    a.elem_type().name()
+                )
             }
         }
         ref other => other.to_string(),
@@ -92,7 +105,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let arch = g.architecture().unwrap_or("(none)").to_string();
     let n_params: u64 = g.tensors().map(|t| t.n_elements()).sum();
     let n_bytes: u64 = g.tensors().map(|t| t.data.len() as u64).sum();
-    let bpw = if n_params > 0 { n_bytes as f64 * 8.0 / n_params as f64 } else { 0.0 };
+    let bpw = if n_params > 0 {
+        n_bytes as f64 * 8.0 / n_params as f64
+    } else {
+        0.0
+    };
     let file_type = g.get_u32("general.file_type").ok();
     let mut type_counts: BTreeMap<&str, usize> = BTreeMap::new();
     for t in g.tensors() {
@@ -104,7 +121,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.json {
         let mut meta = Map::new();
         for (k, v) in g.metadata() {
-            meta.insert(k.to_string(), json!({"type": v.value_type().name(), "value": value_json(&v, args.max_array)}));
+            meta.insert(
+                k.to_string(),
+                json!({"type": v.value_type().name(), "value": value_json(&v, args.max_array)}),
+            );
         }
         let tensors: Vec<_> = g
             .tensor_infos()
@@ -134,7 +154,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
 
     println!("file:          {}", args.file.display());
-    println!("gguf version:  {} (alignment {})", g.version(), g.alignment());
+    println!(
+        "gguf version:  {} (alignment {})",
+        g.version(),
+        g.alignment()
+    );
     println!("architecture:  {arch}");
     if let Some(b) = blocks {
         println!("blocks:        {b}");
@@ -146,15 +170,28 @@ pub fn run(args: Args) -> Result<(), CliError> {
         println!("file type:     {} ({f})", file_type_name(f));
     }
     println!("parameters:    {n_params} ({:.1} M)", n_params as f64 / 1e6);
-    println!("tensor bytes:  {n_bytes} ({:.1} MiB), {bpw:.2} bits per weight", n_bytes as f64 / (1 << 20) as f64);
-    let counts: Vec<String> = type_counts.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+    println!(
+        "tensor bytes:  {n_bytes} ({:.1} MiB), {bpw:.2} bits per weight",
+        n_bytes as f64 / (1 << 20) as f64
+    );
+    let counts: Vec<String> = type_counts
+        .iter()
+        .map(|(t, n)| format!("{t}: {n}"))
+        .collect();
     println!("tensor types:  {}", counts.join(", "));
     println!("\nmetadata ({} keys):", g.n_metadata());
     for (k, v) in g.metadata() {
-        println!("  {k:<40} {:<8} {}", v.value_type().name(), value_text(&v, args.max_array));
+        println!(
+            "  {k:<40} {:<8} {}",
+            v.value_type().name(),
+            value_text(&v, args.max_array)
+        );
     }
     println!("\ntensors ({}):", g.n_tensors());
-    println!("  {:<36} {:<5} {:<22} {:>12} {:>12}", "name", "type", "shape", "offset", "bytes");
+    println!(
+        "  {:<36} {:<5} {:<22} {:>12} {:>12}",
+        "name", "type", "shape", "offset", "bytes"
+    );
     for t in g.tensor_infos() {
         let shape: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
         println!(

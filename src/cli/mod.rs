@@ -16,7 +16,12 @@ mod tokenize;
 pub type CliError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferrolm", version, about = "Run Llama-family GGUF models on CPUs", propagate_version = true)]
+#[command(
+    name = "ferrolm",
+    version,
+    about = "Run Llama-family GGUF models on CPUs",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -97,7 +102,8 @@ pub struct CommonModelArgs {
 }
 
 fn parse_kv_type(s: &str) -> Result<ferrolm::kv_cache::KvType, String> {
-    ferrolm::kv_cache::KvType::parse(s).ok_or_else(|| format!("unknown cache type '{s}' (expected f16, f32 or q8_0)"))
+    ferrolm::kv_cache::KvType::parse(s)
+        .ok_or_else(|| format!("unknown cache type '{s}' (expected f16, f32 or q8_0)"))
 }
 
 impl CommonModelArgs {
@@ -118,7 +124,11 @@ impl CommonModelArgs {
 }
 
 /// Tokenize a prompt with the model's own tokenizer.
-pub fn tokenize_prompt(model: &ferrolm::model::Model, prompt: &str, parse_special: bool) -> Result<Vec<u32>, CliError> {
+pub fn tokenize_prompt(
+    model: &ferrolm::model::Model,
+    prompt: &str,
+    parse_special: bool,
+) -> Result<Vec<u32>, CliError> {
     let tok = ferrolm::tokenizer::Tokenizer::from_gguf(model.gguf())?;
     Ok(tok.encode(prompt, true, parse_special))
 }

@@ -42,11 +42,23 @@ pub struct Ppl {
 }
 
 /// Score `ids` in chunks of `n_ctx`; `on_chunk(k, running_ppl)` after each chunk.
-pub fn perplexity(ctx: &mut Context, ids: &[u32], n_ctx: usize, max_chunks: usize, mut on_chunk: impl FnMut(usize, f64)) -> Result<Ppl, CliError> {
+pub fn perplexity(
+    ctx: &mut Context,
+    ids: &[u32],
+    n_ctx: usize,
+    max_chunks: usize,
+    mut on_chunk: impl FnMut(usize, f64),
+) -> Result<Ppl, CliError> {
     let nv = ctx.model().config().n_vocab;
     let n_chunks = (ids.len() / n_ctx).min(max_chunks);
     if n_chunks == 0 {
-        return Err(format!("the text is {} tokens: at least {} are needed for one chunk of -c {}", ids.len(), n_ctx, n_ctx).into());
+        return Err(format!(
+            "the text is {} tokens: at least {} are needed for one chunk of -c {}",
+            ids.len(),
+            n_ctx,
+            n_ctx
+        )
+        .into());
     }
     let first = n_ctx / 2;
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
@@ -72,37 +84,69 @@ pub fn perplexity(ctx: &mut Context, ids: &[u32], n_ctx: usize, max_chunks: usiz
     let mean = nll / count as f64;
     let var = (nll2 / count as f64 - mean * mean).max(0.0);
     let ppl = mean.exp();
-    let plusminus = if count > 1 { ppl * (var / (count - 1) as f64).sqrt() } else { 0.0 };
-    Ok(Ppl { ppl, plusminus, running })
+    let plusminus = if count > 1 {
+        ppl * (var / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    Ok(Ppl {
+        ppl,
+        plusminus,
+        running,
+    })
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let path = args.model.clone().unwrap_or_else(super::default_model);
     let model = Arc::new(Model::load(&path)?);
     let tok = Tokenizer::from_gguf(model.gguf())?;
-    let bytes = std::fs::read(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-    let mut text = String::from_utf8(bytes)
-        .map_err(|e| format!("{} is not valid UTF-8 (byte {})", args.file.display(), e.utf8_error().valid_up_to()))?;
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{} is not valid UTF-8 (byte {})",
+            args.file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     // llama-perplexity removes one trailing newline.
     if text.ends_with('\n') {
         text.pop();
     }
     let ids = tok.encode(&text, true, false);
     let n_ctx = args.ctx_size as usize;
-    let params = ContextParams { n_ctx, n_batch: n_ctx, n_threads: args.threads, kv_type: args.cache_type, ..Default::default() };
+    let params = ContextParams {
+        n_ctx,
+        n_batch: n_ctx,
+        n_threads: args.threads,
+        kv_type: args.cache_type,
+        ..Default::default()
+    };
     let mut ctx = Context::new(Arc::clone(&model), params)?;
     let n_chunks = (ids.len() / n_ctx).min(args.chunks.unwrap_or(usize::MAX));
-    eprintln!("perplexity: {} tokens, {} chunks of {}, {} threads", ids.len(), n_chunks, n_ctx, ctx.n_threads());
+    eprintln!(
+        "perplexity: {} tokens, {} chunks of {}, {} threads",
+        ids.len(),
+        n_chunks,
+        n_ctx,
+        ctx.n_threads()
+    );
     let t0 = Instant::now();
     let stderr = std::io::stderr();
-    let r = perplexity(&mut ctx, &ids, n_ctx, args.chunks.unwrap_or(usize::MAX), |k, ppl| {
-        let mut e = stderr.lock();
-        let _ = write!(e, "[{}]{:.4},", k + 1, ppl);
-        if k == 0 {
-            let _ = write!(e, " ({:.2} s per chunk) ", t0.elapsed().as_secs_f64());
-        }
-        let _ = e.flush();
-    })?;
+    let r = perplexity(
+        &mut ctx,
+        &ids,
+        n_ctx,
+        args.chunks.unwrap_or(usize::MAX),
+        |k, ppl| {
+            let mut e = stderr.lock();
+            let _ = write!(e, "[{}]{:.4},", k + 1, ppl);
+            if k == 0 {
+                let _ = write!(e, " ({:.2} s per chunk) ", t0.elapsed().as_secs_f64());
+            }
+            let _ = e.flush();
+        },
+    )?;
     eprintln!();
     println!("Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, r.plusminus);
     let _ = r.running;

@@ -78,7 +78,12 @@ pub struct Args {
     #[command(flatten)]
     pub common: CommonModelArgs,
     /// The prompt.
-    #[arg(short = 'p', long, required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        short = 'p',
+        long,
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     pub prompt: Option<String>,
     /// Read the prompt from a file.
     #[arg(short = 'f', long)]
@@ -110,8 +115,16 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
     match (prompt, file) {
         (Some(p), _) => Ok(p.clone()),
         (None, Some(f)) => {
-            let bytes = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            String::from_utf8(bytes).map_err(|e| format!("{} is not valid UTF-8 (byte {})", f.display(), e.utf8_error().valid_up_to()).into())
+            let bytes =
+                std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            String::from_utf8(bytes).map_err(|e| {
+                format!(
+                    "{} is not valid UTF-8 (byte {})",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
+                .into()
+            })
         }
         (None, None) => Err("no prompt: pass -p TEXT or -f FILE".into()),
     }
@@ -124,9 +137,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let tok = Tokenizer::from_gguf(model.gguf())?;
     let prompt = read_prompt(&args.prompt, &args.file)?;
     let ids = tok.encode(&prompt, true, !args.no_parse_special);
-    let mut ctx = Context::new(Arc::clone(&model), args.common.context_params(ids.len() + 1))?;
+    let mut ctx = Context::new(
+        Arc::clone(&model),
+        args.common.context_params(ids.len() + 1),
+    )?;
     if ids.len() >= ctx.n_ctx() {
-        return Err(format!("the prompt is {} tokens, but the context holds {} (raise -c)", ids.len(), ctx.n_ctx()).into());
+        return Err(format!(
+            "the prompt is {} tokens, but the context holds {} (raise -c)",
+            ids.len(),
+            ctx.n_ctx()
+        )
+        .into());
     }
     let load_time = t_load.elapsed();
     let mut sampler = Sampler::new(args.sampling.params(), model.config().n_vocab);
@@ -143,18 +164,26 @@ pub fn run(args: Args) -> Result<(), CliError> {
         out.flush()?;
     }
     let mut io_err = None;
-    let stats = generate(&mut ctx, &tok, &mut sampler, &mut stops, &ids, &opts, |_, text| {
-        if text.is_empty() {
-            return true;
-        }
-        match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-            Ok(()) => true,
-            Err(e) => {
-                io_err = Some(e);
-                false
+    let stats = generate(
+        &mut ctx,
+        &tok,
+        &mut sampler,
+        &mut stops,
+        &ids,
+        &opts,
+        |_, text| {
+            if text.is_empty() {
+                return true;
             }
-        }
-    })?;
+            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    io_err = Some(e);
+                    false
+                }
+            }
+        },
+    )?;
     if let Some(e) = io_err {
         return Err(e.into());
     }

@@ -27,10 +27,58 @@ pub struct Shape {
 }
 
 pub const SHAPES: &[Shape] = &[
-    Shape { name: "tinyllama-1.1b", arch: "llama", n_embd: 2048, n_layer: 22, n_head: 32, n_head_kv: 4, n_ff: 5632, n_vocab: 32000, n_ctx: 2048, rope_base: 10000.0, tied: false },
-    Shape { name: "llama-3.2-1b", arch: "llama", n_embd: 2048, n_layer: 16, n_head: 32, n_head_kv: 8, n_ff: 8192, n_vocab: 128256, n_ctx: 131072, rope_base: 500000.0, tied: true },
-    Shape { name: "qwen2.5-0.5b", arch: "qwen2", n_embd: 896, n_layer: 24, n_head: 14, n_head_kv: 2, n_ff: 4864, n_vocab: 151936, n_ctx: 32768, rope_base: 1000000.0, tied: true },
-    Shape { name: "smollm2-135m", arch: "llama", n_embd: 576, n_layer: 30, n_head: 9, n_head_kv: 3, n_ff: 1536, n_vocab: 49152, n_ctx: 8192, rope_base: 100000.0, tied: true },
+    Shape {
+        name: "tinyllama-1.1b",
+        arch: "llama",
+        n_embd: 2048,
+        n_layer: 22,
+        n_head: 32,
+        n_head_kv: 4,
+        n_ff: 5632,
+        n_vocab: 32000,
+        n_ctx: 2048,
+        rope_base: 10000.0,
+        tied: false,
+    },
+    Shape {
+        name: "llama-3.2-1b",
+        arch: "llama",
+        n_embd: 2048,
+        n_layer: 16,
+        n_head: 32,
+        n_head_kv: 8,
+        n_ff: 8192,
+        n_vocab: 128256,
+        n_ctx: 131072,
+        rope_base: 500000.0,
+        tied: true,
+    },
+    Shape {
+        name: "qwen2.5-0.5b",
+        arch: "qwen2",
+        n_embd: 896,
+        n_layer: 24,
+        n_head: 14,
+        n_head_kv: 2,
+        n_ff: 4864,
+        n_vocab: 151936,
+        n_ctx: 32768,
+        rope_base: 1000000.0,
+        tied: true,
+    },
+    Shape {
+        name: "smollm2-135m",
+        arch: "llama",
+        n_embd: 576,
+        n_layer: 30,
+        n_head: 9,
+        n_head_kv: 3,
+        n_ff: 1536,
+        n_vocab: 49152,
+        n_ctx: 8192,
+        rope_base: 100000.0,
+        tied: true,
+    },
 ];
 
 #[derive(clap::Args, Debug)]
@@ -63,7 +111,13 @@ fn use_more_bits(i: u64, n: u64) -> bool {
 
 /// Per-tensor type for a base type or mix, as llama-quantize chooses for these shapes (all widths
 /// are multiples of 256, so no fallbacks).
-fn tensor_type(mix: &str, base: GgmlType, name: &str, layer: Option<u64>, n_layer: u64) -> GgmlType {
+fn tensor_type(
+    mix: &str,
+    base: GgmlType,
+    name: &str,
+    layer: Option<u64>,
+    n_layer: u64,
+) -> GgmlType {
     let m = mix.to_ascii_uppercase();
     let is_output = name == "output.weight";
     if is_output {
@@ -117,7 +171,8 @@ fn random_bytes(ty: GgmlType, n_bytes: usize, rng: &mut Rng, scale: f32) -> Vec<
         let r = rng.next().to_le_bytes();
         c.copy_from_slice(&r[..c.len()]);
     }
-    let small = |rng: &mut Rng| f16::from_f32(scale * (0.5 + 0.5 * rng.unit().abs()) / 16.0).to_le_bytes();
+    let small =
+        |rng: &mut Rng| f16::from_f32(scale * (0.5 + 0.5 * rng.unit().abs()) / 16.0).to_le_bytes();
     let bb = ty.block_bytes();
     match ty {
         GgmlType::F32 => {
@@ -172,33 +227,74 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .find(|s| s.name.eq_ignore_ascii_case(&args.shape))
         .ok_or_else(|| {
             let names: Vec<&str> = SHAPES.iter().map(|s| s.name).collect();
-            format!("unknown shape '{}' (known: {})", args.shape, names.join(", "))
+            format!(
+                "unknown shape '{}' (known: {})",
+                args.shape,
+                names.join(", ")
+            )
         })?;
     let base = base_type(&args.ty)?;
     if args.output.exists() && !args.force {
-        return Err(format!("{} exists (pass --force to overwrite)", args.output.display()).into());
+        return Err(format!(
+            "{} exists (pass --force to overwrite)",
+            args.output.display()
+        )
+        .into());
     }
     let s = shape;
     let a = s.arch;
     let hd = s.n_embd / s.n_head;
     let mut w = GgufWriter::new();
     w.set("general.architecture", OwnedValue::Str(a.into()));
-    w.set("general.name", OwnedValue::Str(format!("synthetic {} {}", s.name, args.ty)));
-    w.set(&format!("{a}.context_length"), OwnedValue::U32(s.n_ctx as u32));
-    w.set(&format!("{a}.embedding_length"), OwnedValue::U32(s.n_embd as u32));
-    w.set(&format!("{a}.block_count"), OwnedValue::U32(s.n_layer as u32));
-    w.set(&format!("{a}.feed_forward_length"), OwnedValue::U32(s.n_ff as u32));
-    w.set(&format!("{a}.attention.head_count"), OwnedValue::U32(s.n_head as u32));
-    w.set(&format!("{a}.attention.head_count_kv"), OwnedValue::U32(s.n_head_kv as u32));
+    w.set(
+        "general.name",
+        OwnedValue::Str(format!("synthetic {} {}", s.name, args.ty)),
+    );
+    w.set(
+        &format!("{a}.context_length"),
+        OwnedValue::U32(s.n_ctx as u32),
+    );
+    w.set(
+        &format!("{a}.embedding_length"),
+        OwnedValue::U32(s.n_embd as u32),
+    );
+    w.set(
+        &format!("{a}.block_count"),
+        OwnedValue::U32(s.n_layer as u32),
+    );
+    w.set(
+        &format!("{a}.feed_forward_length"),
+        OwnedValue::U32(s.n_ff as u32),
+    );
+    w.set(
+        &format!("{a}.attention.head_count"),
+        OwnedValue::U32(s.n_head as u32),
+    );
+    w.set(
+        &format!("{a}.attention.head_count_kv"),
+        OwnedValue::U32(s.n_head_kv as u32),
+    );
     w.set(&format!("{a}.rope.freq_base"), OwnedValue::F32(s.rope_base));
-    w.set(&format!("{a}.attention.layer_norm_rms_epsilon"), OwnedValue::F32(1e-5));
-    w.set(&format!("{a}.vocab_size"), OwnedValue::U32(s.n_vocab as u32));
+    w.set(
+        &format!("{a}.attention.layer_norm_rms_epsilon"),
+        OwnedValue::F32(1e-5),
+    );
+    w.set(
+        &format!("{a}.vocab_size"),
+        OwnedValue::U32(s.n_vocab as u32),
+    );
     w.set("general.quantization_version", OwnedValue::U32(2));
     if let Some(v) = &args.vocab_from {
         let g = ferrolm::gguf::Gguf::open(v)?;
         let n = g.get_array("tokenizer.ggml.tokens")?.len() as u64;
         if n != s.n_vocab {
-            return Err(format!("{} has {n} tokens, the {} shape needs {}", v.display(), s.name, s.n_vocab).into());
+            return Err(format!(
+                "{} has {n} tokens, the {} shape needs {}",
+                v.display(),
+                s.name,
+                s.n_vocab
+            )
+            .into());
         }
         for (k, val) in g.metadata() {
             if k.starts_with("tokenizer.") {
@@ -208,7 +304,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
 
     // (name, dims, layer, is_vector)
-    let mut specs: Vec<(String, Vec<u64>, Option<u64>)> = vec![("token_embd.weight".into(), vec![s.n_embd, s.n_vocab], None)];
+    let mut specs: Vec<(String, Vec<u64>, Option<u64>)> =
+        vec![("token_embd.weight".into(), vec![s.n_embd, s.n_vocab], None)];
     specs.push(("output_norm.weight".into(), vec![s.n_embd], None));
     if !s.tied {
         specs.push(("output.weight".into(), vec![s.n_embd, s.n_vocab], None));
@@ -217,14 +314,26 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let n = |x: &str| format!("blk.{i}.{x}");
         specs.push((n("attn_norm.weight"), vec![s.n_embd], Some(i)));
         specs.push((n("attn_q.weight"), vec![s.n_embd, s.n_head * hd], Some(i)));
-        specs.push((n("attn_k.weight"), vec![s.n_embd, s.n_head_kv * hd], Some(i)));
-        specs.push((n("attn_v.weight"), vec![s.n_embd, s.n_head_kv * hd], Some(i)));
+        specs.push((
+            n("attn_k.weight"),
+            vec![s.n_embd, s.n_head_kv * hd],
+            Some(i),
+        ));
+        specs.push((
+            n("attn_v.weight"),
+            vec![s.n_embd, s.n_head_kv * hd],
+            Some(i),
+        ));
         if a == "qwen2" {
             specs.push((n("attn_q.bias"), vec![s.n_head * hd], Some(i)));
             specs.push((n("attn_k.bias"), vec![s.n_head_kv * hd], Some(i)));
             specs.push((n("attn_v.bias"), vec![s.n_head_kv * hd], Some(i)));
         }
-        specs.push((n("attn_output.weight"), vec![s.n_head * hd, s.n_embd], Some(i)));
+        specs.push((
+            n("attn_output.weight"),
+            vec![s.n_head * hd, s.n_embd],
+            Some(i),
+        ));
         specs.push((n("ffn_norm.weight"), vec![s.n_embd], Some(i)));
         specs.push((n("ffn_gate.weight"), vec![s.n_embd, s.n_ff], Some(i)));
         specs.push((n("ffn_up.weight"), vec![s.n_embd, s.n_ff], Some(i)));
@@ -240,23 +349,44 @@ pub fn run(args: Args) -> Result<(), CliError> {
         } else {
             tensor_type(&args.ty, base, name, *layer, s.n_layer)
         };
-        w.add_tensor(TensorSpec { name: name.clone(), ty, dims: dims.clone() })?;
+        w.add_tensor(TensorSpec {
+            name: name.clone(),
+            ty,
+            dims: dims.clone(),
+        })?;
         types.push(ty);
     }
     // Write to a temporary file beside the target, then rename: no half-written output.
-    let dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let tmp = dir.join(format!(".{}.partial", args.output.file_name().and_then(|n| n.to_str()).unwrap_or("synth")));
+    let dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.partial",
+        args.output
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("synth")
+    ));
     let result = (|| -> Result<(), CliError> {
-        let f = std::fs::File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let f = std::fs::File::create(&tmp)
+            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
         let mut stream = w.begin(BufWriter::with_capacity(1 << 20, f))?;
         let mut rng = Rng(args.seed);
         for ((name, dims, _), ty) in specs.iter().zip(&types) {
-            let spec = TensorSpec { name: name.clone(), ty: *ty, dims: dims.clone() };
+            let spec = TensorSpec {
+                name: name.clone(),
+                ty: *ty,
+                dims: dims.clone(),
+            };
             let n = spec.n_bytes().ok_or("tensor size overflows")? as usize;
             let bytes = if dims.len() == 1 {
                 // Norm weights near 1, biases near 0.
                 let v: f32 = if name.contains("norm") { 1.0 } else { 0.0 };
-                (0..dims[0]).flat_map(|_| (v + 0.01 * rng.unit()).to_le_bytes()).collect()
+                (0..dims[0])
+                    .flat_map(|_| (v + 0.01 * rng.unit()).to_le_bytes())
+                    .collect()
             } else {
                 random_bytes(*ty, n, &mut rng, 0.05)
             };
@@ -272,6 +402,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     std::fs::rename(&tmp, &args.output)?;
     let size = std::fs::metadata(&args.output)?.len();
-    eprintln!("wrote {} ({} {}, {:.1} MB)", args.output.display(), s.name, args.ty, size as f64 / 1e6);
+    eprintln!(
+        "wrote {} ({} {}, {:.1} MB)",
+        args.output.display(),
+        s.name,
+        args.ty,
+        size as f64 / 1e6
+    );
     Ok(())
 }

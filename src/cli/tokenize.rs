@@ -14,7 +14,12 @@ pub struct TokenizeArgs {
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
     /// Text to tokenize.
-    #[arg(short = 'p', long, required_unless_present = "file", conflicts_with = "file")]
+    #[arg(
+        short = 'p',
+        long,
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
     pub prompt: Option<String>,
     /// Read the text from a file.
     #[arg(short = 'f', long)]
@@ -62,7 +67,11 @@ pub fn tokenize(args: TokenizeArgs) -> Result<(), CliError> {
         writeln!(out, "{}", serde_json::to_string(&ids)?)?;
     } else if args.pieces {
         for id in ids {
-            writeln!(out, "{id:6} -> {:?}", String::from_utf8_lossy(tok.token_to_piece(id, true)))?;
+            writeln!(
+                out,
+                "{id:6} -> {:?}",
+                String::from_utf8_lossy(tok.token_to_piece(id, true))
+            )?;
         }
     } else {
         let s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
@@ -74,7 +83,11 @@ pub fn tokenize(args: TokenizeArgs) -> Result<(), CliError> {
 pub fn detokenize(args: DetokenizeArgs) -> Result<(), CliError> {
     let tok = tokenizer(&args.model)?;
     if let Some(&bad) = args.ids.iter().find(|&&i| i as usize >= tok.n_vocab()) {
-        return Err(format!("token id {bad} is out of range (vocabulary size {})", tok.n_vocab()).into());
+        return Err(format!(
+            "token id {bad} is out of range (vocabulary size {})",
+            tok.n_vocab()
+        )
+        .into());
     }
     let text = tok.decode(&args.ids, !args.no_special);
     let stdout = std::io::stdout();

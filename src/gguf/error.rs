@@ -16,9 +16,19 @@ pub enum GgufError {
     #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
     UnsupportedVersion(u32),
     #[error("truncated file: {what} at offset {offset} needs {need} bytes but only {have} remain")]
-    Truncated { what: &'static str, offset: u64, need: u64, have: u64 },
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        need: u64,
+        have: u64,
+    },
     #[error("{what} at offset {offset} has length {len}, over the limit of {limit}")]
-    TooLong { what: &'static str, offset: u64, len: u64, limit: u64 },
+    TooLong {
+        what: &'static str,
+        offset: u64,
+        len: u64,
+        limit: u64,
+    },
     #[error("{what} at offset {offset} is not valid UTF-8")]
     InvalidUtf8 { what: &'static str, offset: u64 },
     #[error("unknown metadata value type {type_id} for key '{key}'")]
@@ -33,14 +43,30 @@ pub enum GgufError {
     TooManyDims { name: String, n_dims: u32 },
     #[error("tensor '{name}' has unknown or unsupported ggml type id {type_id}")]
     UnknownTensorType { name: String, type_id: u32 },
-    #[error("tensor '{name}': first dimension {ne0} is not a multiple of the {ty} block size {block}")]
-    BadRowLength { name: String, ty: GgmlType, ne0: u64, block: usize },
+    #[error(
+        "tensor '{name}': first dimension {ne0} is not a multiple of the {ty} block size {block}"
+    )]
+    BadRowLength {
+        name: String,
+        ty: GgmlType,
+        ne0: u64,
+        block: usize,
+    },
     #[error("tensor '{name}': shape {shape:?} overflows")]
     ShapeOverflow { name: String, shape: Vec<u64> },
     #[error("tensor '{name}': data offset {offset} is not aligned to {alignment}")]
-    MisalignedTensor { name: String, offset: u64, alignment: u64 },
+    MisalignedTensor {
+        name: String,
+        offset: u64,
+        alignment: u64,
+    },
     #[error("tensor '{name}': data [{start}, {end}) lies outside the file ({file_len} bytes)")]
-    TensorOutOfBounds { name: String, start: u64, end: u64, file_len: u64 },
+    TensorOutOfBounds {
+        name: String,
+        start: u64,
+        end: u64,
+        file_len: u64,
+    },
     #[error("tensors '{a}' and '{b}' overlap in the data section")]
     TensorOverlap { a: String, b: String },
     #[error("duplicate tensor name '{0}'")]
@@ -48,9 +74,17 @@ pub enum GgufError {
     #[error("metadata key '{0}' is missing")]
     MissingKey(String),
     #[error("metadata key '{key}' has type {found}, expected {expected}")]
-    WrongType { key: String, expected: &'static str, found: String },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
     #[error("metadata key '{key}' = {value} does not fit in {expected}")]
-    OutOfRange { key: String, value: String, expected: &'static str },
+    OutOfRange {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("writer: {0}")]
     Write(String),
     #[error("write failed: {0}")]
@@ -59,6 +93,10 @@ pub enum GgufError {
 
 impl GgufError {
     pub(crate) fn wrong_type(key: &str, expected: &'static str, found: ValueType) -> Self {
-        GgufError::WrongType { key: key.to_string(), expected, found: found.name().to_string() }
+        GgufError::WrongType {
+            key: key.to_string(),
+            expected,
+            found: found.name().to_string(),
+        }
     }
 }

@@ -6,7 +6,10 @@ use std::path::Path;
 use ferrolm_kernels::GgmlType;
 
 use super::value::{ArrayRef, Value, ValueType};
-use super::{GgufError, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_KEY_LEN, MAX_STRING_LEN};
+use super::{
+    GgufError, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_KEY_LEN,
+    MAX_STRING_LEN,
+};
 
 /// A bounds-checked little-endian reader over a byte slice. Every read checks the bytes left and
 /// reports the offset of the failure.
@@ -30,7 +33,12 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: &'static str) -> Result<&'a [u8], GgufError> {
         if n > self.left() {
-            return Err(GgufError::Truncated { what, offset: self.pos as u64, need: n, have: self.left() });
+            return Err(GgufError::Truncated {
+                what,
+                offset: self.pos as u64,
+                need: n,
+                have: self.left(),
+            });
         }
         let n = n as usize; // fits: n <= bytes left
         let s = &self.buf[self.pos..self.pos + n];
@@ -58,14 +66,24 @@ impl<'a> Cursor<'a> {
         let at = self.pos as u64;
         let len = self.u64(what)?;
         if len > limit {
-            return Err(GgufError::TooLong { what, offset: at, len, limit });
+            return Err(GgufError::TooLong {
+                what,
+                offset: at,
+                len,
+                limit,
+            });
         }
         let bytes = self.take(len, what)?;
         std::str::from_utf8(bytes).map_err(|_| GgufError::InvalidUtf8 { what, offset: at })
     }
 
     /// One value of type `ty`. `depth` counts array nesting (1 = top-level value).
-    pub(crate) fn value(&mut self, ty: ValueType, key: &str, depth: u32) -> Result<Value<'a>, GgufError> {
+    pub(crate) fn value(
+        &mut self,
+        ty: ValueType,
+        key: &str,
+        depth: u32,
+    ) -> Result<Value<'a>, GgufError> {
         Ok(match ty {
             ValueType::U8 => Value::U8(self.array::<1>("u8 value")?[0]),
             ValueType::I8 => Value::I8(self.array::<1>("i8 value")?[0] as i8),
@@ -84,11 +102,17 @@ impl<'a> Cursor<'a> {
             ValueType::String => Value::Str(self.string("string value", MAX_STRING_LEN)?),
             ValueType::Array => {
                 if depth > MAX_ARRAY_DEPTH {
-                    return Err(GgufError::TooDeep { key: key.to_string(), limit: MAX_ARRAY_DEPTH });
+                    return Err(GgufError::TooDeep {
+                        key: key.to_string(),
+                        limit: MAX_ARRAY_DEPTH,
+                    });
                 }
                 let type_id = self.u32("array element type")?;
-                let elem = ValueType::from_id(type_id)
-                    .ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
+                let elem =
+                    ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+                        key: key.to_string(),
+                        type_id,
+                    })?;
                 let at = self.pos as u64;
                 let len = self.u64("array length")?;
                 let start = self.pos;
@@ -118,7 +142,11 @@ impl<'a> Cursor<'a> {
                         }
                     }
                 }
-                Value::Array(ArrayRef { elem, len, bytes: &self.buf[start..self.pos] })
+                Value::Array(ArrayRef {
+                    elem,
+                    len,
+                    bytes: &self.buf[start..self.pos],
+                })
             }
         })
     }
@@ -224,14 +252,22 @@ impl Gguf {
     /// Memory-map and parse a GGUF file. Nothing of the tensor data is read.
     pub fn open(path: impl AsRef<Path>) -> Result<Gguf, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io { path: path.display().to_string(), source };
+        let io = |source| GgufError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
         if meta.is_dir() {
             return Err(io(std::io::Error::other("is a directory")));
         }
         if meta.len() == 0 {
-            return Err(GgufError::Truncated { what: "header", offset: 0, need: 4, have: 0 });
+            return Err(GgufError::Truncated {
+                what: "header",
+                offset: 0,
+                need: 4,
+                have: 0,
+            });
         }
         // SAFETY: the map is read-only. If another process truncates or rewrites the file while it is
         // mapped, reads may fault or see new bytes; this is the contract every mmap-based model
@@ -245,7 +281,9 @@ impl Gguf {
         let mut v = vec![0u64; bytes.len().div_ceil(8)];
         // SAFETY: `v` owns at least `bytes.len()` bytes of writable, initialized storage; u8 has
         // alignment 1; the source and destination do not overlap (fresh allocation).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len())
+        };
         Self::with_backing(Backing::Owned(v, bytes.len()))
     }
 
@@ -256,16 +294,27 @@ impl Gguf {
 
     fn with_backing(backing: Backing) -> Result<Gguf, GgufError> {
         let (version, alignment, meta, tensors, data_offset) = Self::parse(backing.bytes())?;
-        Ok(Gguf { backing, version, alignment, meta, tensors, data_offset })
+        Ok(Gguf {
+            backing,
+            version,
+            alignment,
+            meta,
+            tensors,
+            data_offset,
+        })
     }
 
     #[allow(clippy::type_complexity)]
     fn parse(buf: &[u8]) -> Result<(u32, u64, Vec<MetaEntry>, Vec<TensorInfo>, u64), GgufError> {
         let file_len = buf.len() as u64;
         let mut cur = Cursor::new(buf, 0);
-        let magic = cur.take(4, "magic").map_err(|_| GgufError::BadMagic { found: buf[..buf.len().min(4)].to_vec() })?;
+        let magic = cur.take(4, "magic").map_err(|_| GgufError::BadMagic {
+            found: buf[..buf.len().min(4)].to_vec(),
+        })?;
         if magic != GGUF_MAGIC {
-            return Err(GgufError::BadMagic { found: magic.to_vec() });
+            return Err(GgufError::BadMagic {
+                found: magic.to_vec(),
+            });
         }
         let version = cur.u32("version")?;
         if version != 2 && version != 3 {
@@ -294,8 +343,10 @@ impl Gguf {
                 return Err(GgufError::DuplicateKey(key.to_string()));
             }
             let type_id = cur.u32("metadata value type")?;
-            let ty = ValueType::from_id(type_id)
-                .ok_or_else(|| GgufError::UnknownValueType { key: key.to_string(), type_id })?;
+            let ty = ValueType::from_id(type_id).ok_or_else(|| GgufError::UnknownValueType {
+                key: key.to_string(),
+                type_id,
+            })?;
             let val_start = cur.pos();
             let value = cur.value(ty, key, 1)?;
             if key == "general.alignment" {
@@ -310,7 +361,12 @@ impl Gguf {
                 }
                 alignment = a;
             }
-            meta.push(MetaEntry { key_start, key_len: key.len(), ty, val_start });
+            meta.push(MetaEntry {
+                key_start,
+                key_len: key.len(),
+                ty,
+                val_start,
+            });
         }
         drop(keys);
 
@@ -332,21 +388,34 @@ impl Gguf {
             }
             let n_dims = cur.u32("tensor dimension count")?;
             if n_dims > MAX_DIMS {
-                return Err(GgufError::TooManyDims { name: name.to_string(), n_dims });
+                return Err(GgufError::TooManyDims {
+                    name: name.to_string(),
+                    n_dims,
+                });
             }
             let mut dims = [1u64; 4];
             for d in dims.iter_mut().take(n_dims as usize) {
                 *d = cur.u64("tensor dimension")?;
             }
             let type_id = cur.u32("tensor type")?;
-            let ty = GgmlType::from_id(type_id)
-                .ok_or_else(|| GgufError::UnknownTensorType { name: name.to_string(), type_id })?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| GgufError::UnknownTensorType {
+                name: name.to_string(),
+                type_id,
+            })?;
             let offset = cur.u64("tensor offset")?;
-            let overflow = || GgufError::ShapeOverflow { name: name.to_string(), shape: dims[..n_dims as usize].to_vec() };
-            let rows = dims[1].checked_mul(dims[2]).and_then(|r| r.checked_mul(dims[3])).ok_or_else(overflow)?;
+            let overflow = || GgufError::ShapeOverflow {
+                name: name.to_string(),
+                shape: dims[..n_dims as usize].to_vec(),
+            };
+            let rows = dims[1]
+                .checked_mul(dims[2])
+                .and_then(|r| r.checked_mul(dims[3]))
+                .ok_or_else(overflow)?;
             // The element count must fit too (a zero dimension after huge ones gives 0 bytes but an
             // overflowing product in the order the dimensions are multiplied).
-            dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(overflow)?;
+            dims.iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(overflow)?;
             if dims[0] % ty.block_elems() as u64 != 0 {
                 return Err(GgufError::BadRowLength {
                     name: name.to_string(),
@@ -358,7 +427,11 @@ impl Gguf {
             let row_bytes = ty.row_bytes(dims[0]).ok_or_else(overflow)?;
             let n_bytes = row_bytes.checked_mul(rows).ok_or_else(overflow)?;
             if offset % alignment != 0 {
-                return Err(GgufError::MisalignedTensor { name: name.to_string(), offset, alignment });
+                return Err(GgufError::MisalignedTensor {
+                    name: name.to_string(),
+                    offset,
+                    alignment,
+                });
             }
             tensors.push(TensorInfo {
                 name_start,
@@ -373,7 +446,10 @@ impl Gguf {
         }
         drop(names);
 
-        let data_offset = (cur.pos() as u64).div_ceil(alignment).checked_mul(alignment).unwrap_or(u64::MAX);
+        let data_offset = (cur.pos() as u64)
+            .div_ceil(alignment)
+            .checked_mul(alignment)
+            .unwrap_or(u64::MAX);
         for t in tensors.iter_mut() {
             let name = &buf[t.name_start..t.name_start + t.name_len];
             let start = data_offset.checked_add(t.offset);
@@ -396,8 +472,14 @@ impl Gguf {
         for w in order.windows(2) {
             let (a, b) = (&tensors[w[0]], &tensors[w[1]]);
             if a.n_bytes > 0 && b.n_bytes > 0 && a.file_offset + a.n_bytes > b.file_offset {
-                let name = |t: &TensorInfo| String::from_utf8_lossy(&buf[t.name_start..t.name_start + t.name_len]).into_owned();
-                return Err(GgufError::TensorOverlap { a: name(a), b: name(b) });
+                let name = |t: &TensorInfo| {
+                    String::from_utf8_lossy(&buf[t.name_start..t.name_start + t.name_len])
+                        .into_owned()
+                };
+                return Err(GgufError::TensorOverlap {
+                    a: name(a),
+                    b: name(b),
+                });
             }
         }
 
@@ -440,12 +522,16 @@ impl Gguf {
     fn entry_value(&self, e: &MetaEntry) -> Value<'_> {
         let key = self.str_at(e.key_start, e.key_len);
         // Parsed successfully once already, so this cannot fail; U8(0) keeps it panic-free regardless.
-        Cursor::new(self.bytes(), e.val_start).value(e.ty, key, 1).unwrap_or(Value::U8(0))
+        Cursor::new(self.bytes(), e.val_start)
+            .value(e.ty, key, 1)
+            .unwrap_or(Value::U8(0))
     }
 
     /// All metadata entries in file order.
     pub fn metadata(&self) -> impl Iterator<Item = (&str, Value<'_>)> + '_ {
-        self.meta.iter().map(move |e| (self.str_at(e.key_start, e.key_len), self.entry_value(e)))
+        self.meta
+            .iter()
+            .map(move |e| (self.str_at(e.key_start, e.key_len), self.entry_value(e)))
     }
 
     pub fn n_metadata(&self) -> usize {
@@ -460,7 +546,8 @@ impl Gguf {
     }
 
     fn require(&self, key: &str) -> Result<Value<'_>, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey(key.to_string()))
+        self.get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.to_string()))
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
@@ -472,8 +559,14 @@ impl Gguf {
 
     fn get_int<T: TryFrom<i128>>(&self, key: &str, expected: &'static str) -> Result<T, GgufError> {
         let v = self.require(key)?;
-        let i = v.as_i128().ok_or_else(|| GgufError::wrong_type(key, expected, v.value_type()))?;
-        T::try_from(i).map_err(|_| GgufError::OutOfRange { key: key.to_string(), value: i.to_string(), expected })
+        let i = v
+            .as_i128()
+            .ok_or_else(|| GgufError::wrong_type(key, expected, v.value_type()))?;
+        T::try_from(i).map_err(|_| GgufError::OutOfRange {
+            key: key.to_string(),
+            value: i.to_string(),
+            expected,
+        })
     }
 
     /// Any integer type whose value fits in u32.
@@ -548,6 +641,9 @@ impl Gguf {
     }
 
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
-        self.tensors.iter().find(|t| self.tensor_name(t) == name).map(|t| self.view(t))
+        self.tensors
+            .iter()
+            .find(|t| self.tensor_name(t) == name)
+            .map(|t| self.view(t))
     }
 }

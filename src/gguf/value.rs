@@ -158,7 +158,10 @@ impl<'a> Value<'a> {
             Value::F64(v) => OwnedValue::F64(v),
             Value::Bool(v) => OwnedValue::Bool(v),
             Value::Str(s) => OwnedValue::Str(s.to_string()),
-            Value::Array(a) => OwnedValue::Array(a.elem_type(), a.iter().map(|v| v.to_owned_value()).collect()),
+            Value::Array(a) => OwnedValue::Array(
+                a.elem_type(),
+                a.iter().map(|v| v.to_owned_value()).collect(),
+            ),
         }
     }
 }
@@ -213,28 +216,46 @@ impl<'a> ArrayRef<'a> {
     /// Iterate the elements. The array was validated when the file was parsed; should the bytes end
     /// early anyway, iteration stops rather than panicking.
     pub fn iter(&self) -> ArrayIter<'a> {
-        ArrayIter { elem: self.elem, left: self.len, bytes: self.bytes, pos: 0 }
+        ArrayIter {
+            elem: self.elem,
+            left: self.len,
+            bytes: self.bytes,
+            pos: 0,
+        }
     }
 
     /// Iterate string elements (empty when the element type is not STRING).
     pub fn strings(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let it = if self.elem == ValueType::String { self.iter() } else { ArrayIter::empty() };
+        let it = if self.elem == ValueType::String {
+            self.iter()
+        } else {
+            ArrayIter::empty()
+        };
         it.filter_map(|v| v.as_str())
     }
 
     /// Numeric elements as f32 (float arrays, or integers converted).
     pub fn to_f32_vec(&self, key: &str) -> Result<Vec<f32>, GgufError> {
-        if matches!(self.elem, ValueType::String | ValueType::Array | ValueType::Bool) {
+        if matches!(
+            self.elem,
+            ValueType::String | ValueType::Array | ValueType::Bool
+        ) {
             return Err(GgufError::wrong_type(key, "numeric array", self.elem));
         }
-        Ok(self.iter().filter_map(|v| v.as_f64()).map(|v| v as f32).collect())
+        Ok(self
+            .iter()
+            .filter_map(|v| v.as_f64())
+            .map(|v| v as f32)
+            .collect())
     }
 
     /// Integer elements as i32 (values that do not fit are an error).
     pub fn to_i32_vec(&self, key: &str) -> Result<Vec<i32>, GgufError> {
         let mut out = Vec::with_capacity(self.len());
         for v in self.iter() {
-            let i = v.as_i128().ok_or_else(|| GgufError::wrong_type(key, "integer array", self.elem))?;
+            let i = v
+                .as_i128()
+                .ok_or_else(|| GgufError::wrong_type(key, "integer array", self.elem))?;
             let i = i32::try_from(i).map_err(|_| GgufError::OutOfRange {
                 key: key.to_string(),
                 value: i.to_string(),
@@ -256,7 +277,12 @@ pub struct ArrayIter<'a> {
 
 impl<'a> ArrayIter<'a> {
     fn empty() -> Self {
-        ArrayIter { elem: ValueType::U8, left: 0, bytes: &[], pos: 0 }
+        ArrayIter {
+            elem: ValueType::U8,
+            left: 0,
+            bytes: &[],
+            pos: 0,
+        }
     }
 }
 
@@ -326,6 +352,12 @@ impl OwnedValue {
 
     /// An array of strings.
     pub fn str_array<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> OwnedValue {
-        OwnedValue::Array(ValueType::String, items.into_iter().map(|s| OwnedValue::Str(s.as_ref().to_string())).collect())
+        OwnedValue::Array(
+            ValueType::String,
+            items
+                .into_iter()
+                .map(|s| OwnedValue::Str(s.as_ref().to_string()))
+                .collect(),
+        )
     }
 }

@@ -18,8 +18,14 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn n_bytes(&self) -> Option<u64> {
-        let rows = self.dims.iter().skip(1).try_fold(1u64, |a, &d| a.checked_mul(d))?;
-        self.ty.row_bytes(*self.dims.first().unwrap_or(&1))?.checked_mul(rows)
+        let rows = self
+            .dims
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |a, &d| a.checked_mul(d))?;
+        self.ty
+            .row_bytes(*self.dims.first().unwrap_or(&1))?
+            .checked_mul(rows)
     }
 }
 
@@ -59,7 +65,10 @@ impl GgufWriter {
     /// Declare a tensor. Its data must later be written in declaration order.
     pub fn add_tensor(&mut self, spec: TensorSpec) -> Result<(), GgufError> {
         if spec.dims.is_empty() || spec.dims.len() > MAX_DIMS as usize {
-            return Err(GgufError::TooManyDims { name: spec.name.clone(), n_dims: spec.dims.len() as u32 });
+            return Err(GgufError::TooManyDims {
+                name: spec.name.clone(),
+                n_dims: spec.dims.len() as u32,
+            });
         }
         if self.tensors.iter().any(|t| t.name == spec.name) {
             return Err(GgufError::DuplicateTensor(spec.name));
@@ -73,7 +82,10 @@ impl GgufWriter {
             });
         }
         if spec.n_bytes().is_none() {
-            return Err(GgufError::ShapeOverflow { name: spec.name.clone(), shape: spec.dims.clone() });
+            return Err(GgufError::ShapeOverflow {
+                name: spec.name.clone(),
+                shape: spec.dims.clone(),
+            });
         }
         self.tensors.push(spec);
         Ok(())
@@ -84,7 +96,11 @@ impl GgufWriter {
             None => Ok(DEFAULT_ALIGNMENT),
             Some((_, OwnedValue::U32(a))) if *a != 0 && a.is_power_of_two() => Ok(*a as u64),
             Some((_, OwnedValue::U32(a))) => Err(GgufError::BadAlignment(*a as u64)),
-            Some((_, v)) => Err(GgufError::wrong_type("general.alignment", "UINT32", v.value_type())),
+            Some((_, v)) => Err(GgufError::wrong_type(
+                "general.alignment",
+                "UINT32",
+                v.value_type(),
+            )),
         }
     }
 
@@ -119,7 +135,13 @@ impl GgufWriter {
         let pad = (head.len() as u64).div_ceil(alignment) * alignment - head.len() as u64;
         head.resize(head.len() + pad as usize, 0);
         w.write_all(&head)?;
-        Ok(GgufStream { w, specs: self.tensors, sizes, next: 0, alignment })
+        Ok(GgufStream {
+            w,
+            specs: self.tensors,
+            sizes,
+            next: 0,
+            alignment,
+        })
     }
 
     /// Convenience: write a whole file whose tensor data is in memory, in declaration order.
@@ -149,10 +171,12 @@ impl<W: Write> GgufStream<W> {
 
     /// Write the next tensor's data (exactly its byte size), followed by alignment padding.
     pub fn write_tensor(&mut self, data: &[u8]) -> Result<(), GgufError> {
-        let spec = self
-            .specs
-            .get(self.next)
-            .ok_or_else(|| GgufError::Write(format!("more tensor data than the {} tensors declared", self.specs.len())))?;
+        let spec = self.specs.get(self.next).ok_or_else(|| {
+            GgufError::Write(format!(
+                "more tensor data than the {} tensors declared",
+                self.specs.len()
+            ))
+        })?;
         let want = self.sizes[self.next];
         if data.len() as u64 != want {
             return Err(GgufError::Write(format!(
@@ -209,7 +233,10 @@ fn put_value(out: &mut Vec<u8>, key: &str, v: &OwnedValue, depth: u32) -> Result
         OwnedValue::Str(s) => put_str(out, s),
         OwnedValue::Array(elem, items) => {
             if depth > MAX_ARRAY_DEPTH {
-                return Err(GgufError::TooDeep { key: key.to_string(), limit: MAX_ARRAY_DEPTH });
+                return Err(GgufError::TooDeep {
+                    key: key.to_string(),
+                    limit: MAX_ARRAY_DEPTH,
+                });
             }
             out.extend_from_slice(&(*elem as u32).to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());

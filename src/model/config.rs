@@ -21,7 +21,9 @@ impl Arch {
         match name {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
-            other => Err(ModelError::UnsupportedArch { arch: other.to_string() }),
+            other => Err(ModelError::UnsupportedArch {
+                arch: other.to_string(),
+            }),
         }
     }
 
@@ -132,7 +134,12 @@ impl Config {
     fn check(&self) -> Result<(), ModelError> {
         let a = self.arch.name();
         let bad = |m: String| Err(ModelError::BadMetadata(m));
-        if self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_ff == 0 || self.n_vocab == 0 {
+        if self.n_embd == 0
+            || self.n_layer == 0
+            || self.n_head == 0
+            || self.n_ff == 0
+            || self.n_vocab == 0
+        {
             return bad(format!("{a}: embedding_length, block_count, attention.head_count, feed_forward_length and the vocabulary must be non-zero"));
         }
         if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
@@ -142,17 +149,29 @@ impl Config {
             ));
         }
         if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 1024 {
-            return bad(format!("{a}: head dimension {} must be even and at most 1024", self.head_dim));
+            return bad(format!(
+                "{a}: head dimension {} must be even and at most 1024",
+                self.head_dim
+            ));
         }
         if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) {
-            return bad(format!("{a}.attention.layer_norm_rms_epsilon = {} is out of range", self.rms_eps));
+            return bad(format!(
+                "{a}.attention.layer_norm_rms_epsilon = {} is out of range",
+                self.rms_eps
+            ));
         }
         if !(self.rope_base > 0.0 && self.rope_base.is_finite()) {
-            return bad(format!("{a}.rope.freq_base = {} is out of range", self.rope_base));
+            return bad(format!(
+                "{a}.rope.freq_base = {} is out of range",
+                self.rope_base
+            ));
         }
-        if self.n_layer > 4096 || self.n_embd > 1 << 16 || self.n_ff > 1 << 18 || self.n_head > 1024 {
-            return bad(format!("{a}: implausible model size (n_embd {}, n_layer {}, n_ff {}, n_head {})",
-                self.n_embd, self.n_layer, self.n_ff, self.n_head));
+        if self.n_layer > 4096 || self.n_embd > 1 << 16 || self.n_ff > 1 << 18 || self.n_head > 1024
+        {
+            return bad(format!(
+                "{a}: implausible model size (n_embd {}, n_layer {}, n_ff {}, n_head {})",
+                self.n_embd, self.n_layer, self.n_ff, self.n_head
+            ));
         }
         Ok(())
     }

@@ -46,7 +46,13 @@ impl ContextParams {
 
 impl Default for ContextParams {
     fn default() -> Self {
-        ContextParams { n_ctx: 0, n_batch: DEFAULT_BATCH, n_threads: 0, kv_type: KvType::F16, min_ctx: 0 }
+        ContextParams {
+            n_ctx: 0,
+            n_batch: DEFAULT_BATCH,
+            n_threads: 0,
+            kv_type: KvType::F16,
+            min_ctx: 0,
+        }
     }
 }
 
@@ -98,19 +104,19 @@ pub struct Context {
     n_batch: usize,
     n_past: usize,
     // Activations, for a batch of up to n_batch tokens:
-    x: Vec<f32>,    // [n_batch, n_embd] residual stream
-    xb: Vec<f32>,   // [n_batch, n_embd] normed input / projection output
-    q: Vec<f32>,    // [n_batch, n_head * head_dim]
-    k: Vec<f32>,    // [n_batch, n_head_kv * head_dim]
-    v: Vec<f32>,    // [n_batch, n_head_kv * head_dim]
-    att: Vec<f32>,  // [n_batch, n_head * head_dim] attention output
-    hb: Vec<f32>,   // [n_batch, n_ff]
-    hb2: Vec<f32>,  // [n_batch, n_ff]
-    acts: ActBuf,   // one of the above, quantized to a weight's dot partner
+    x: Vec<f32>,   // [n_batch, n_embd] residual stream
+    xb: Vec<f32>,  // [n_batch, n_embd] normed input / projection output
+    q: Vec<f32>,   // [n_batch, n_head * head_dim]
+    k: Vec<f32>,   // [n_batch, n_head_kv * head_dim]
+    v: Vec<f32>,   // [n_batch, n_head_kv * head_dim]
+    att: Vec<f32>, // [n_batch, n_head * head_dim] attention output
+    hb: Vec<f32>,  // [n_batch, n_ff]
+    hb2: Vec<f32>, // [n_batch, n_ff]
+    acts: ActBuf,  // one of the above, quantized to a weight's dot partner
     /// Which buffer `acts` holds, in which format, while that buffer is unchanged.
     acts_src: Option<(Src, GgmlType)>,
     attn: AttnScratch,
-    rope: Vec<f32>, // [n_batch, head_dim] cos/sin pairs per position
+    rope: Vec<f32>,       // [n_batch, head_dim] cos/sin pairs per position
     logits: Vec<f32>,     // [n_vocab] of the last token
     logits_all: Vec<f32>, // [n_tokens, n_vocab], grown on demand for Logits::All
     n_logits_all: usize,
@@ -120,29 +126,39 @@ impl Context {
     pub fn new(model: Arc<Model>, params: ContextParams) -> Result<Context, ModelError> {
         let c = model.config().clone();
         let n_ctx = if params.n_ctx == 0 {
-            c.n_ctx_train.clamp(1, DEFAULT_MAX_CTX).max(params.min_ctx.min(c.n_ctx_train))
+            c.n_ctx_train
+                .clamp(1, DEFAULT_MAX_CTX)
+                .max(params.min_ctx.min(c.n_ctx_train))
         } else {
             params.n_ctx
         };
         if n_ctx > 1 << 20 {
-            return Err(ModelError::BadParams(format!("context length {n_ctx} is over the limit of {}", 1 << 20)));
+            return Err(ModelError::BadParams(format!(
+                "context length {n_ctx} is over the limit of {}",
+                1 << 20
+            )));
         }
         let n_batch = params.n_batch.clamp(1, n_ctx);
         let n_threads = if params.n_threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             params.n_threads
         };
         if n_threads > 512 {
-            return Err(ModelError::BadParams(format!("{n_threads} threads is over the limit of 512")));
+            return Err(ModelError::BadParams(format!(
+                "{n_threads} threads is over the limit of 512"
+            )));
         }
-        let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim).ok_or_else(|| {
-            ModelError::BadParams(format!(
+        let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)
+            .ok_or_else(|| {
+                ModelError::BadParams(format!(
                 "a {} KV cache needs the head dimension ({}) to be a multiple of its block size",
                 params.kv_type.name(),
                 c.head_dim
             ))
-        })?;
+            })?;
         let table = kernels();
         let max_cols = c.n_embd.max(c.n_ff).max(c.q_dim());
         // The query in the cache's dot partner (f32 for F16/F32 caches, Q8_0 for a Q8_0 cache).
@@ -227,7 +243,11 @@ impl Context {
     pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<(), ModelError> {
         let n_vocab = self.model.config().n_vocab;
         if tokens.len() > self.n_ctx - self.n_past {
-            return Err(ModelError::ContextFull { n_tokens: tokens.len(), n_past: self.n_past, n_ctx: self.n_ctx });
+            return Err(ModelError::ContextFull {
+                n_tokens: tokens.len(),
+                n_past: self.n_past,
+                n_ctx: self.n_ctx,
+            });
         }
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ModelError::BadToken { id, n_vocab });
@@ -265,7 +285,11 @@ impl Context {
 
         // Token embeddings: x[t] = token_embd[tokens[t]]  (one row dequantized per token).
         let emb = model.mat(&model.tok_embd);
-        let deq = self.table.get(emb.ty).and_then(|k| k.dequantize_row).expect("checked at load");
+        let deq = self
+            .table
+            .get(emb.ty)
+            .and_then(|k| k.dequantize_row)
+            .expect("checked at load");
         let rb = emb.row_bytes();
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &emb.data[tok as usize * rb..(tok as usize + 1) * rb];
@@ -279,7 +303,13 @@ impl Context {
             // ---- attention ----
             // xb = rmsnorm(x) * attn_norm                         [n, d]
             self.invalidate_acts();
-            rmsnorm(&mut self.xb[..n * d], &self.x[..n * d], model.vector(&layer.attn_norm), d, c.rms_eps);
+            rmsnorm(
+                &mut self.xb[..n * d],
+                &self.x[..n * d],
+                model.vector(&layer.attn_norm),
+                d,
+                c.rms_eps,
+            );
             // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]; one quantization of xb serves all three
             // when their dot partners agree.
             self.matmul(&model, &layer.wq, Src::Xb, n, Dst::Q);
@@ -305,8 +335,10 @@ impl Context {
             for t in 0..n {
                 for h in 0..c.n_head_kv {
                     let s = t * kv_dim + h * hd;
-                    self.kv.store(self.table, li, 0, h, pos0 + t, &self.k[s..s + hd]);
-                    self.kv.store(self.table, li, 1, h, pos0 + t, &self.v[s..s + hd]);
+                    self.kv
+                        .store(self.table, li, 0, h, pos0 + t, &self.k[s..s + hd]);
+                    self.kv
+                        .store(self.table, li, 1, h, pos0 + t, &self.v[s..s + hd]);
                 }
             }
             // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
@@ -319,7 +351,13 @@ impl Context {
             // ---- feed-forward (SwiGLU) ----
             // xb = rmsnorm(x) * ffn_norm                          [n, d]
             self.invalidate_acts();
-            rmsnorm(&mut self.xb[..n * d], &self.x[..n * d], model.vector(&layer.ffn_norm), d, c.rms_eps);
+            rmsnorm(
+                &mut self.xb[..n * d],
+                &self.x[..n * d],
+                model.vector(&layer.ffn_norm),
+                d,
+                c.rms_eps,
+            );
             // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
             self.matmul(&model, &layer.w_gate, Src::Xb, n, Dst::Hb);
             self.matmul(&model, &layer.w_up, Src::Xb, n, Dst::Hb2);
@@ -349,7 +387,8 @@ impl Context {
         let w = model.mat(&model.output);
         let partner = self.table.get(w.ty).expect("checked at load").vec_dot_type;
         self.invalidate_acts();
-        self.acts.quantize_with(self.table, partner, &self.xb[..count * d], count, d);
+        self.acts
+            .quantize_with(self.table, partner, &self.xb[..count * d], count, d);
         // logits = xb Woutᵀ                                       [count, n_vocab]
         let nv = c.n_vocab;
         match out {
@@ -387,7 +426,10 @@ impl Context {
         };
         matmul_q_with(self.table, &self.pool, &w, &self.acts, y);
         // Writing a buffer invalidates a quantization of it.
-        if matches!((dst, self.acts_src), (Dst::Xb, Some((Src::Xb, _))) | (Dst::Hb, Some((Src::Hb, _)))) {
+        if matches!(
+            (dst, self.acts_src),
+            (Dst::Xb, Some((Src::Xb, _))) | (Dst::Hb, Some((Src::Hb, _)))
+        ) {
             self.acts_src = None;
         }
     }
@@ -457,7 +499,8 @@ impl Context {
                 )
             };
             // SAFETY: u64 storage viewed as bytes: initialized, alignment 1, same length.
-            let qbytes = unsafe { std::slice::from_raw_parts_mut(qbuf.as_mut_ptr() as *mut u8, qw * 8) };
+            let qbytes =
+                unsafe { std::slice::from_raw_parts_mut(qbuf.as_mut_ptr() as *mut u8, qw * 8) };
             let mut task = ti;
             while task < n_tasks {
                 let (t, h) = (task / n_head, task % n_head);
@@ -469,12 +512,21 @@ impl Context {
                 let qb: &[u8] = if partner == GgmlType::F32 {
                     let qf = ferrolm_kernels::cast_blocks_mut::<f32>(&mut qbytes[..hd * 4]);
                     for (o, &v) in qf.iter_mut().zip(qh) {
-                        *o = if f16_cache { half::f16::from_f32(v).to_f32() } else { v };
+                        *o = if f16_cache {
+                            half::f16::from_f32(v).to_f32()
+                        } else {
+                            v
+                        };
                     }
                     &qbytes[..hd * 4]
                 } else {
-                    let len = partner.row_bytes(hd as u64).expect("head_dim is whole blocks") as usize;
-                    let ff = table.get(partner).and_then(|k| k.from_float).expect("partner has from_float");
+                    let len = partner
+                        .row_bytes(hd as u64)
+                        .expect("head_dim is whole blocks") as usize;
+                    let ff = table
+                        .get(partner)
+                        .and_then(|k| k.from_float)
+                        .expect("partner has from_float");
                     ff(qh, &mut qbytes[..len]);
                     &qbytes[..len]
                 };
@@ -493,11 +545,14 @@ impl Context {
                 }
                 // SAFETY: task (t, h) owns att[t, h*hd..(h+1)*hd]; tasks are disjoint and each is run
                 // by exactly one thread (task ≡ ti mod nt).
-                let o = unsafe { std::slice::from_raw_parts_mut(att.get().add(t * q_dim + h * hd), hd) };
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(att.get().add(t * q_dim + h * hd), hd)
+                };
                 if kv.v_transposed() {
                     // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension.
                     // SAFETY: as for `qbytes`: this thread's scores, viewed as bytes.
-                    let pb = unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, n_kv * 4) };
+                    let pb =
+                        unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, n_kv * 4) };
                     for (d, od) in o.iter_mut().enumerate() {
                         *od = vdot(n_kv, kv.v_column(layer, kvh, d, n_kv), pb);
                     }
@@ -560,7 +615,11 @@ fn rope(h: &mut [f32], cs: &[f32], neox: bool) {
     let half = h.len() / 2;
     for i in 0..half {
         let (cos, sin) = (cs[2 * i], cs[2 * i + 1]);
-        let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (h[a], h[b]);
         h[a] = x0 * cos - x1 * sin;
         h[b] = x0 * sin + x1 * cos;
@@ -600,4 +659,3 @@ fn add_bias(x: &mut [f32], b: &[f32]) {
         add(row, b);
     }
 }
-

@@ -28,13 +28,25 @@ pub enum ModelError {
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
     #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
-    BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },
+    BadShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
     #[error("tensor '{name}' has type {ty}, which ferrolm cannot {what}")]
-    UnsupportedType { name: String, ty: GgmlType, what: &'static str },
+    UnsupportedType {
+        name: String,
+        ty: GgmlType,
+        what: &'static str,
+    },
     #[error("tensor '{name}' data is not aligned for {ty}")]
     Misaligned { name: String, ty: GgmlType },
     #[error("{n_tokens} tokens do not fit in the context: {n_past} already used of {n_ctx}")]
-    ContextFull { n_tokens: usize, n_past: usize, n_ctx: usize },
+    ContextFull {
+        n_tokens: usize,
+        n_past: usize,
+        n_ctx: usize,
+    },
     #[error("token id {id} is out of range (vocabulary size {n_vocab})")]
     BadToken { id: u32, n_vocab: usize },
     #[error("invalid context parameters: {0}")]
@@ -60,18 +72,18 @@ pub(crate) struct Vector {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Layer {
-    attn_norm: Vector, // [n_embd]
-    wq: Mat,           // [n_head * head_dim rows, n_embd cols]
-    wk: Mat,           // [n_head_kv * head_dim, n_embd]
-    wv: Mat,           // [n_head_kv * head_dim, n_embd]
+    attn_norm: Vector,  // [n_embd]
+    wq: Mat,            // [n_head * head_dim rows, n_embd cols]
+    wk: Mat,            // [n_head_kv * head_dim, n_embd]
+    wv: Mat,            // [n_head_kv * head_dim, n_embd]
     bq: Option<Vector>, // [n_head * head_dim] (qwen2)
     bk: Option<Vector>, // [n_head_kv * head_dim]
     bv: Option<Vector>, // [n_head_kv * head_dim]
-    wo: Mat,           // [n_embd, n_head * head_dim]
-    ffn_norm: Vector,  // [n_embd]
-    w_gate: Mat,       // [n_ff, n_embd]
-    w_up: Mat,         // [n_ff, n_embd]
-    w_down: Mat,       // [n_embd, n_ff]
+    wo: Mat,            // [n_embd, n_head * head_dim]
+    ffn_norm: Vector,   // [n_embd]
+    w_gate: Mat,        // [n_ff, n_embd]
+    w_up: Mat,          // [n_ff, n_embd]
+    w_down: Mat,        // [n_embd, n_ff]
 }
 
 /// A loaded model: the mapped file, its configuration, and where each weight lives in the map.
@@ -79,16 +91,18 @@ pub(crate) struct Layer {
 pub struct Model {
     gguf: Gguf,
     config: Config,
-    tok_embd: Mat,     // [n_vocab rows, n_embd cols]
-    output_norm: Vector, // [n_embd]
-    output: Mat,       // [n_vocab, n_embd] (token_embd when tied)
+    tok_embd: Mat,              // [n_vocab rows, n_embd cols]
+    output_norm: Vector,        // [n_embd]
+    output: Mat,                // [n_vocab, n_embd] (token_embd when tied)
     rope_freqs: Option<Vector>, // [head_dim / 2] Llama-3 frequency factors
     layers: Vec<Layer>,
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -105,7 +119,9 @@ impl Model {
         let table = kernels();
 
         let mat = |name: &str, n_cols: usize, n_rows: usize| -> Result<Mat, ModelError> {
-            let t = gguf.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+            let t = gguf
+                .tensor(name)
+                .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
             if t.shape() != [n_cols as u64, n_rows as u64] {
                 return Err(ModelError::BadShape {
                     name: name.to_string(),
@@ -115,25 +131,54 @@ impl Model {
             }
             let k = table.get(t.ty);
             if k.and_then(|k| k.vec_dot).is_none() || k.and_then(|k| k.dequantize_row).is_none() {
-                return Err(ModelError::UnsupportedType { name: name.to_string(), ty: t.ty, what: "multiply" });
+                return Err(ModelError::UnsupportedType {
+                    name: name.to_string(),
+                    ty: t.ty,
+                    what: "multiply",
+                });
             }
             if (t.data.as_ptr() as usize) % ferrolm_kernels::dispatch::block_align(t.ty) != 0 {
-                return Err(ModelError::Misaligned { name: name.to_string(), ty: t.ty });
+                return Err(ModelError::Misaligned {
+                    name: name.to_string(),
+                    ty: t.ty,
+                });
             }
-            Ok(Mat { ty: t.ty, start: t.data.as_ptr() as usize - base, len: t.data.len(), n_rows, n_cols })
+            Ok(Mat {
+                ty: t.ty,
+                start: t.data.as_ptr() as usize - base,
+                len: t.data.len(),
+                n_rows,
+                n_cols,
+            })
         };
         let vector = |name: &str, n: usize| -> Result<Vector, ModelError> {
-            let t = gguf.tensor(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+            let t = gguf
+                .tensor(name)
+                .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
             if t.shape() != [n as u64] {
-                return Err(ModelError::BadShape { name: name.to_string(), expected: vec![n as u64], found: t.shape().to_vec() });
+                return Err(ModelError::BadShape {
+                    name: name.to_string(),
+                    expected: vec![n as u64],
+                    found: t.shape().to_vec(),
+                });
             }
             if t.ty != GgmlType::F32 {
-                return Err(ModelError::UnsupportedType { name: name.to_string(), ty: t.ty, what: "use as a norm or bias (F32 expected)" });
+                return Err(ModelError::UnsupportedType {
+                    name: name.to_string(),
+                    ty: t.ty,
+                    what: "use as a norm or bias (F32 expected)",
+                });
             }
             if (t.data.as_ptr() as usize) % 4 != 0 {
-                return Err(ModelError::Misaligned { name: name.to_string(), ty: t.ty });
+                return Err(ModelError::Misaligned {
+                    name: name.to_string(),
+                    ty: t.ty,
+                });
             }
-            Ok(Vector { start: t.data.as_ptr() as usize - base, len: n })
+            Ok(Vector {
+                start: t.data.as_ptr() as usize - base,
+                len: n,
+            })
         };
         let opt_vector = |name: &str, n: usize| -> Result<Option<Vector>, ModelError> {
             if gguf.tensor(name).is_some() {
@@ -145,7 +190,11 @@ impl Model {
 
         let tok_embd = mat("token_embd.weight", c.n_embd, c.n_vocab)?;
         let output_norm = vector("output_norm.weight", c.n_embd)?;
-        let output = if gguf.tensor("output.weight").is_some() { mat("output.weight", c.n_embd, c.n_vocab)? } else { tok_embd };
+        let output = if gguf.tensor("output.weight").is_some() {
+            mat("output.weight", c.n_embd, c.n_vocab)?
+        } else {
+            tok_embd
+        };
         let rope_freqs = opt_vector("rope_freqs.weight", c.head_dim / 2)?;
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
@@ -173,7 +222,15 @@ impl Model {
                 w_down: mat(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
             });
         }
-        Ok(Model { gguf, config, tok_embd, output_norm, output, rope_freqs, layers })
+        Ok(Model {
+            gguf,
+            config,
+            tok_embd,
+            output_norm,
+            output,
+            rope_freqs,
+            layers,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -186,7 +243,12 @@ impl Model {
 
     #[inline]
     pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
-        MatRef { ty: m.ty, data: &self.gguf.bytes()[m.start..m.start + m.len], n_rows: m.n_rows, n_cols: m.n_cols }
+        MatRef {
+            ty: m.ty,
+            data: &self.gguf.bytes()[m.start..m.start + m.len],
+            n_rows: m.n_rows,
+            n_cols: m.n_cols,
+        }
     }
 
     #[inline]

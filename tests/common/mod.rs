@@ -10,12 +10,17 @@ pub fn root() -> PathBuf {
 
 /// Path to a model in `models/` (or `$FERROLM_MODELS`), or `None` with a skip message when absent.
 pub fn model(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("FERROLM_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("models"));
+    let dir = std::env::var_os("FERROLM_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models"));
     let p = dir.join(name);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not found (run scripts/fetch-models.sh)", p.display());
+        eprintln!(
+            "SKIP: {} not found (run scripts/fetch-models.sh)",
+            p.display()
+        );
         None
     }
 }
