@@ -593,7 +593,7 @@ fn stream_decoder_matches_decode_on_golden_rows() {
 #[test]
 #[ignore]
 fn speed_brown_excerpt() {
-    let path = Path::new("/work/shared/golden/text/brown-excerpt.txt");
+    let path = root().join("tests/data/perplexity/brown-excerpt.txt");
     let Ok(text) = std::fs::read_to_string(path) else {
         eprintln!("SKIP: {} not found", path.display());
         return;
