@@ -594,7 +594,7 @@ fn stream_decoder_matches_decode_on_golden_rows() {
 #[ignore]
 fn speed_brown_excerpt() {
     let path = root().join("tests/data/perplexity/brown-excerpt.txt");
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = std::fs::read_to_string(&path) else {
         eprintln!("SKIP: {} not found", path.display());
         return;
     };
