@@ -13,6 +13,42 @@ fn ferrolm(args: &[&str]) -> Output {
         .expect("run ferrolm")
 }
 
+/// A release build of `ferrolm` (built here once per run, in this test's target directory): the
+/// perplexity test evaluates ~60k tokens, which the test profile's debug assertions make ~10x slower.
+fn release_ferrolm() -> &'static std::path::Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_ferrolm"))
+            .parent()
+            .expect("binary directory");
+        let target_dir = bin_dir.parent().expect("target directory");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let o = Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--bin",
+                "ferrolm",
+                "-p",
+                "ferrolm",
+                "--target-dir",
+            ])
+            .arg(target_dir)
+            .current_dir(common::root())
+            .output()
+            .expect("run cargo build --release --bin ferrolm");
+        assert!(
+            o.status.success(),
+            "cargo build --release failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        target_dir
+            .join("release")
+            .join(format!("ferrolm{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
