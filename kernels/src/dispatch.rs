@@ -467,27 +467,25 @@ fn entry_of(ty: GgmlType, op: &'static str) -> Result<&'static TypeKernels, Kern
 /// Quantizes `x` (a whole number of `ty` blocks) into `out` (exactly its row bytes) with the
 /// reference quantizer (`quantize_row_*_ref`, byte-exact with llama-quantize).
 pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
-    const OP: &str = "quantize_row";
-    let f = entry_of(ty, OP)?
-        .quantize_row_ref
-        .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
-    check_elems(ty, OP, x.len())?;
-    check_bytes(ty, OP, "output", x.len(), out)?;
-    // An empty row has nothing to do (and an empty slice's dangling pointer need not be aligned).
-    if !x.is_empty() {
-        f(x, out);
-    }
-    Ok(())
+    quantize_with(ty, "quantize_row", |k| k.quantize_row_ref, x, out)
 }
 
 /// Quantizes activations `x` into `out` with the fastest quantizer for `ty` (`from_float`).
 pub fn from_float(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
-    const OP: &str = "from_float";
-    let f = entry_of(ty, OP)?
-        .from_float
-        .ok_or(KernelError::UnsupportedType { ty, op: OP })?;
-    check_elems(ty, OP, x.len())?;
-    check_bytes(ty, OP, "output", x.len(), out)?;
+    quantize_with(ty, "from_float", |k| k.from_float, x, out)
+}
+
+/// The checks and call shared by `quantize_row` and `from_float`: `pick` chooses the quantizer.
+fn quantize_with(
+    ty: GgmlType,
+    op: &'static str,
+    pick: fn(&TypeKernels) -> Option<QuantizeRowFn>,
+    x: &[f32],
+    out: &mut [u8],
+) -> Result<(), KernelError> {
+    let f = pick(entry_of(ty, op)?).ok_or(KernelError::UnsupportedType { ty, op })?;
+    check_elems(ty, op, x.len())?;
+    check_bytes(ty, op, "output", x.len(), out)?;
     // An empty row has nothing to do (and an empty slice's dangling pointer need not be aligned).
     if !x.is_empty() {
         f(x, out);
