@@ -185,8 +185,10 @@ fn smollm2_variants_match_llamacpp() {
     }
 }
 
-/// The short first prompt only ("The capital of France is", 5 positions): cheap enough for qemu,
-/// where scripts/test.sh runs the tests named `qemu_smoke` for aarch64 (with and without dotprod).
+/// The three short prompts only (23 positions, 230 logits): cheap enough for qemu, where
+/// scripts/test.sh runs the tests named `qemu_smoke` for aarch64 (with and without dotprod).
+/// Fewer positions make the mean too noisy a statistic: on the first prompt alone (5 positions)
+/// the plain-NEON path's mean |Δ| is 0.26 while over all 141 positions it is 0.13, like x86's.
 #[test]
 fn qemu_smoke_smollm2_logits() {
     check_cases(
@@ -197,6 +199,6 @@ fn qemu_smoke_smollm2_logits() {
             ..Default::default()
         },
         usize::MAX,
-        1,
+        3,
     );
 }
