@@ -74,6 +74,8 @@ pub struct TypeKernels {
     pub vec_dot: Option<VecDotFn>,
     /// Optional multi-row x multi-token tile kernel for prefill; `None` means loop over `vec_dot`.
     pub gemm_tile: Option<GemmTileFn>,
+    /// Optional multi-row x one-token kernel for decode; `None` means one `vec_dot` per row.
+    pub gemv: Option<GemvFn>,
     /// Which backend `vec_dot` comes from.
     pub backend: Backend,
 }
@@ -97,6 +99,12 @@ impl KernelTable {
         self.entries[ty.id() as usize].as_mut()
     }
 }
+
+/// A decode mat-vec over several rows: for r in 0..nr, `out[r] = dot(w[r * w_stride ..][..row
+/// bytes], a)`, with `n` elements per row, `w` in the weight type and `a` one row in its
+/// `vec_dot_type`. Each `out[r]` must not depend on `nr` or on the other rows (bit for bit), so that
+/// results do not depend on how rows are split across threads.
+pub type GemvFn = fn(n: usize, w: &[u8], w_stride: usize, nr: usize, a: &[u8], out: &mut [f32]);
 
 /// A tile of a batched mat-mul (prefill): for r in 0..nr and t in 0..nt,
 /// `out[t * out_stride + r] = dot(w[r * w_stride ..][..row bytes], a[t * a_stride ..][..row bytes])`,
@@ -202,6 +210,7 @@ fn entry(
         dequantize_row: Some(dequantize_row),
         vec_dot,
         gemm_tile: None,
+        gemv: None,
         backend: Backend::Scalar,
     }
 }

@@ -8,7 +8,8 @@
 //! whatever thread picks its chunk, so the output is bit-identical for any number of threads.
 //! Threads take chunks from a shared atomic counter (kept on the caller's stack: no allocation).
 //!
-//! - `n_tok == 1` (decode): one `vec_dot` per row; memory bound, about 4 long chunks per thread.
+//! - `n_tok == 1` (decode): about 4 long chunks of rows per thread, each through the type's `gemv`
+//!   (several rows x one token) or one `vec_dot` per row when it has none.
 //! - `n_tok > 1` (prefill): for each chunk of `PREFILL_ROWS` rows, tiles of up to `TILE_TOKENS`
 //!   tokens go through the type's `gemm_tile` (which unpacks each weight block once per tile and reuses
 //!   it across the tokens), or a `vec_dot` loop when the type has none.
@@ -294,6 +295,13 @@ pub fn matmul_q_with(
             }
             let r0 = c * chunk;
             let r1 = (r0 + chunk).min(n_rows);
+            if let Some(g) = k.gemv {
+                // SAFETY: rows r0..r1 < n_rows = y.len() belong to chunk c only, taken by one
+                // thread, so this slice of y is written by no one else while `run` is active.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), r1 - r0) };
+                g(n, &w.data[r0 * wrb..r1 * wrb], wrb, r1 - r0, a, o);
+                continue;
+            }
             for r in r0..r1 {
                 let v = vec_dot(n, &w.data[r * wrb..(r + 1) * wrb], a);
                 // SAFETY: r < n_rows = y.len(); row r belongs to chunk c only, taken by one thread.
