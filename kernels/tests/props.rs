@@ -9,6 +9,8 @@
 //! - `from_float`: byte-identical activations (Q8_0, Q8_1, Q8_K) on random rows and on rows of
 //!   exact rounding ties (tiny blocks, where 127/amax overflows, in an ignored test for now).
 //! - `gemm_tile`: every installed prefill tile against the scalar `vec_dot` per (row, token).
+//! - `gemv`: every installed decode mat-vec against the scalar `vec_dot` per row, and each row
+//!   bit-identical when computed alone (results must not depend on how rows are split).
 //! - round trip: `dequantize(quantize_ref(x))` within each format's RMS error budget.
 //! - the scalar table is complete, and `FERROLM_KERNELS=scalar` forces it.
 
@@ -796,6 +798,44 @@ proptest! {
                         ty, fast.backend.name(), n, r, t, got, want, (got - want).abs(), bound
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn gemv_matches_scalar(
+        ti in 0..WEIGHT_TYPES.len(),
+        nb in 1usize..=9,
+        nr in 1usize..=12,
+        wfill in fill_strategy(),
+        scales in proptest::collection::vec(scale_strategy(), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let ty = WEIGHT_TYPES[ti];
+        let fast = kernels().get(ty).unwrap();
+        if let Some(gemv) = fast.gemv {
+            let slow = scalar_kernels().get(ty).unwrap();
+            let vt = slow.vec_dot_type;
+            let n = nb * ty.block_elems();
+            let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+            let w = weight_row(ty, nb * nr, wfill, &scales, seed);
+            let a = activation_row(vt, n, Fill::Random, &scales, seed);
+            let mut out = vec![f32::NAN; nr + 2];
+            gemv(n, w.bytes(), wrb, nr, a.bytes(), &mut out);
+            prop_assert!(out[nr..].iter().all(|v| v.is_nan()), "{}: gemv wrote past row {}", ty, nr);
+            for r in 0..nr {
+                let wr = &w.bytes()[r * wrb..(r + 1) * wrb];
+                let want = (slow.vec_dot.unwrap())(n, wr, a.bytes()) as f64;
+                let got = out[r] as f64;
+                let bound = dot_bound(ty, n, wr, a.bytes());
+                prop_assert!(
+                    (got - want).abs() <= bound,
+                    "{} gemv ({}) n={} row {}: {} vs scalar {} (|diff| {:e} > bound {:e})",
+                    ty, fast.backend.name(), n, r, got, want, (got - want).abs(), bound
+                );
+                let mut one = [f32::NAN];
+                gemv(n, wr, wrb, 1, a.bytes(), &mut one);
+                prop_assert_eq!(one[0].to_bits(), out[r].to_bits(), "{} row {} alone", ty, r);
             }
         }
     }

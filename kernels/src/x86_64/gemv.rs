@@ -3,7 +3,7 @@
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
-//! (`-8 * sum(a)` or `-128 * sum(a)` per block) must come off each block's sum. The one-row
+//! (`-8 * sum(a)` or `-128 * sum(a)` per block, per lane) must come off each block's sum. The one-row
 //! `vec_dot` kernels spend a second `vpdpbusd` (or `maddubs`) per block and row on it. Here it is
 //! computed once per call for every activation block, then seeds the accumulator of that block's
 //! `vpdpbusd` in every row: per row and block, one `vpdpbusd`, one conversion and one FMA remain on
@@ -20,19 +20,23 @@ use super::quants::prefetch;
 use super::{f16_table, load16, load32i, lut};
 use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ8_0};
 
-/// Activation blocks whose seeds fit the stack buffers (rows of up to 32768 elements); longer
-/// rows fall back to the one-row kernels.
-const MAX_BLOCKS: usize = 1024;
+/// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
+/// seeds); longer rows fall back to the one-row kernels.
+const MAX_BLOCKS: usize = 512;
 
-/// Per activation block: `-off * sum(a)` and `d_a` as f32.
+/// Per activation block: the seed, lane i = `-off * (a[4i] + .. + a[4i + 3])` (kept per lane, so
+/// that every lane of a row's block sum is that lane's exact partial sum, as in the one-row
+/// kernels: the float rounding stays relative to the actual terms), and `d_a` as f32.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [i32], da: &mut [f32]) {
+fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
     let t = f16_table();
     let offv = _mm256_set1_epi8(off);
     for ((y, s), d) in a.iter().zip(seed.iter_mut()).zip(da.iter_mut()) {
         let v = _mm256_dpbusd_epi32(_mm256_setzero_si256(), offv, load32i(&y.qs));
-        *s = super::hsum_epi32(v).wrapping_neg();
+        let neg = _mm256_sub_epi32(_mm256_setzero_si256(), v);
+        // SAFETY: `s` is 8 writable i32 (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, neg) };
         *d = lut(t, y.d);
     }
 }
@@ -86,7 +90,7 @@ impl GemvBlock for BlockQ8_0 {
 fn row_dot<W: GemvBlock>(
     w: &[W],
     a: &[BlockQ8_0],
-    seed: &[i32],
+    seed: &[[i32; 8]],
     da: &[f32],
     levels: impl Fn(&W) -> __m256i + Copy,
 ) -> f32 {
@@ -95,11 +99,9 @@ fn row_dot<W: GemvBlock>(
     let t = f16_table();
     let mut acc = [_mm256_setzero_ps(); 2];
     let block = |b: usize, acc: __m256| -> __m256 {
-        let s = _mm256_dpbusd_epi32(
-            _mm256_zextsi128_si256(_mm_cvtsi32_si128(seed[b])),
-            levels(&w[b]),
-            load32i(&a[b].qs),
-        );
+        // SAFETY: `seed[b]` is 32 readable bytes; unaligned load.
+        let s0 = unsafe { _mm256_loadu_si256(seed[b].as_ptr() as *const __m256i) };
+        let s = _mm256_dpbusd_epi32(s0, levels(&w[b]), load32i(&a[b].qs));
         _mm256_fmadd_ps(
             _mm256_cvtepi32_ps(s),
             _mm256_set1_ps(lut(t, w[b].d()) * da[b]),
@@ -131,7 +133,7 @@ fn run<W: GemvBlock>(
     levels: impl Fn(&W) -> __m256i + Copy,
 ) {
     let nb = a.len();
-    let mut seed = [0i32; MAX_BLOCKS];
+    let mut seed = [[0i32; 8]; MAX_BLOCKS];
     let mut da = [0f32; MAX_BLOCKS];
     seeds(a, W::OFFSET, &mut seed[..nb], &mut da[..nb]);
     for (r, o) in out[..nr].iter_mut().enumerate() {

@@ -444,7 +444,6 @@ fn group_k<W: KBlock, const NT: usize>(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let x80 = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); NT];
     for k in 0..nb {
         // Per-row scales and mins as lanes: sc[s] / mn[s] lane r = scale / min s of row r.
@@ -464,19 +463,8 @@ fn group_k<W: KBlock, const NT: usize>(
         }
         let (sc, mn) = (transpose8(sc), transpose8(mn));
         let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
-        // Activations offset to unsigned once per super-block: xq[t][8 * c + j] = bytes 4j..4j+4
-        // of 32-element chunk c of token t, each ^ 0x80.
-        let mut xq = [[0u32; 64]; NT];
-        for t in 0..NT {
-            for c in 0..8 {
-                let v = _mm256_xor_si256(
-                    load32i(ab[t].qs[32 * c..32 * c + 32].try_into().expect("32 bytes")),
-                    x80,
-                );
-                // SAFETY: xq[t][8c..8c+8] is 8 u32 = 32 writable bytes; unaligned store.
-                unsafe { _mm256_storeu_si256(xq[t][8 * c..].as_mut_ptr() as *mut __m256i, v) };
-            }
-        }
+        // The levels are unsigned (0..15, 0..31), so they are `vpdpbusd`'s unsigned operand and
+        // the activations its signed one, as they are: no offset, no correction term.
         let mut isum = [_mm256_setzero_si256(); NT];
         for s in 0..8 {
             let mut v = [_mm256_setzero_si256(); 8];
@@ -486,24 +474,18 @@ fn group_k<W: KBlock, const NT: usize>(
                 }
             }
             let w = transpose8(v);
-            let mut c = [_mm256_setzero_si256(); 2];
-            for (j, wj) in w.iter().enumerate() {
-                c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
-            }
-            let corr = _mm256_add_epi32(c[0], c[1]);
             let mut p = [_mm256_setzero_si256(); NT];
             for (j, wj) in w.iter().enumerate() {
                 for t in 0..NT {
-                    p[t] =
-                        _mm256_dpbusd_epi32(p[t], _mm256_set1_epi32(xq[t][8 * s + j] as i32), *wj);
+                    // Bytes 4j..4j+4 of chunk s of token t, broadcast to every row lane.
+                    let q = &ab[t].qs[32 * s + 4 * j..32 * s + 4 * j + 4];
+                    let a4 = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+                    p[t] = _mm256_dpbusd_epi32(p[t], *wj, _mm256_set1_epi32(a4));
                 }
             }
             let scv = sc[s];
             for t in 0..NT {
-                isum[t] = _mm256_add_epi32(
-                    isum[t],
-                    _mm256_mullo_epi32(_mm256_sub_epi32(p[t], corr), scv),
-                );
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p[t], scv));
             }
         }
         // SAFETY: d and dmin are 8 readable floats; unaligned loads.
