@@ -602,7 +602,8 @@ tile_k_fn!(/// Q4_K x Q8_K tile.
 tile_k_fn!(/// Q5_K x Q8_K tile.
     gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K);
 
-/// Signed levels (q - 32) of the 32-element chunk `c` (0..8) of a Q6_K block.
+/// Unsigned levels q (0..63, the stored value before its offset of 32) of the 32-element chunk
+/// `c` (0..8) of a Q6_K block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
@@ -626,7 +627,7 @@ fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
         2 => _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
         _ => _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8))),
     };
-    _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(32))
+    _mm256_or_si256(lo, hi)
 }
 
 /// 8 rows x NT tokens of Q6_K . Q8_K over all super-blocks.
@@ -639,7 +640,6 @@ fn group_q6<const NT: usize>(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let x80 = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); NT];
     for k in 0..nb {
         // Per-row scales as lanes: sc[g] lane r = scale g of row r (two 8x8 transposes).
@@ -658,19 +658,9 @@ fn group_q6<const NT: usize>(
         let (lo, hi) = (transpose8(lo), transpose8(hi));
         let sc: [__m256i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
         let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
-        // Activations offset to unsigned once per super-block: xq[t][8 * c + j] = bytes 4j..4j+4
-        // of 32-element chunk c of token t, each ^ 0x80.
-        let mut xq = [[0u32; 64]; NT];
-        for t in 0..NT {
-            for c in 0..8 {
-                let v = _mm256_xor_si256(
-                    load32i(ab[t].qs[32 * c..32 * c + 32].try_into().expect("32 bytes")),
-                    x80,
-                );
-                // SAFETY: xq[t][8c..8c+8] is 8 u32 = 32 writable bytes; unaligned store.
-                unsafe { _mm256_storeu_si256(xq[t][8 * c..].as_mut_ptr() as *mut __m256i, v) };
-            }
-        }
+        // The unsigned levels q are `vpdpbusd`'s unsigned operand and the activations its signed
+        // one, as they are; the offset, 32 * sum(a) per 16-element sub-block, comes from the
+        // activations' `bsums` and is the same for every row lane.
         let mut isum = [_mm256_setzero_si256(); NT];
         for c in 0..8 {
             let mut v = [_mm256_setzero_si256(); 8];
@@ -680,25 +670,31 @@ fn group_q6<const NT: usize>(
                 }
             }
             let w = transpose8(v);
-            let mut corr = [_mm256_setzero_si256(); 2];
-            for (j, wj) in w.iter().enumerate() {
-                corr[j / 4] = _mm256_dpbusd_epi32(corr[j / 4], x80, *wj);
-            }
             let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
             // j outer, t inner: 2 * NT independent vpdpbusd chains.
             let mut p_lo = [_mm256_setzero_si256(); NT];
             let mut p_hi = [_mm256_setzero_si256(); NT];
             for j in 0..4 {
                 for t in 0..NT {
-                    let b_lo = _mm256_set1_epi32(xq[t][8 * c + j] as i32);
-                    let b_hi = _mm256_set1_epi32(xq[t][8 * c + j + 4] as i32);
-                    p_lo[t] = _mm256_dpbusd_epi32(p_lo[t], b_lo, w[j]);
-                    p_hi[t] = _mm256_dpbusd_epi32(p_hi[t], b_hi, w[j + 4]);
+                    let q = &ab[t].qs[32 * c..32 * c + 32];
+                    let four = |i: usize| {
+                        i32::from_le_bytes([
+                            q[i] as u8,
+                            q[i + 1] as u8,
+                            q[i + 2] as u8,
+                            q[i + 3] as u8,
+                        ])
+                    };
+                    p_lo[t] = _mm256_dpbusd_epi32(p_lo[t], w[j], _mm256_set1_epi32(four(4 * j)));
+                    p_hi[t] =
+                        _mm256_dpbusd_epi32(p_hi[t], w[j + 4], _mm256_set1_epi32(four(16 + 4 * j)));
                 }
             }
             for t in 0..NT {
-                let lo = _mm256_mullo_epi32(_mm256_sub_epi32(p_lo[t], corr[0]), s_lo);
-                let hi = _mm256_mullo_epi32(_mm256_sub_epi32(p_hi[t], corr[1]), s_hi);
+                let off_lo = _mm256_set1_epi32(32 * ab[t].bsums[2 * c] as i32);
+                let off_hi = _mm256_set1_epi32(32 * ab[t].bsums[2 * c + 1] as i32);
+                let lo = _mm256_mullo_epi32(_mm256_sub_epi32(p_lo[t], off_lo), s_lo);
+                let hi = _mm256_mullo_epi32(_mm256_sub_epi32(p_hi[t], off_hi), s_hi);
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
             }
         }
