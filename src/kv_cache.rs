@@ -173,6 +173,24 @@ impl KvCache {
         &self.bytes()[o..o + n * es]
     }
 
+    /// Transposed values of one head, positions `0..n` of every dimension at once: the bytes from
+    /// dimension 0's first position to the last dimension's position `n - 1`, and the byte stride
+    /// from one dimension to the next (dimension d's values are `n` elements at `d * stride`).
+    #[inline]
+    pub fn v_columns(&self, layer: usize, head: usize, n: usize) -> (&[u8], usize) {
+        assert!(
+            self.v_transposed() && n <= self.n_ctx && self.head_dim > 0,
+            "bad transposed-V read"
+        );
+        let es = self.elem_bytes();
+        let stride = self.n_ctx * es;
+        let o = self.offset(layer, 1, head, 0);
+        (
+            &self.bytes()[o..o + (self.head_dim - 1) * stride + n * es],
+            stride,
+        )
+    }
+
     /// Rows `0..n` of one head's keys (kv = 0) or, for a Q8_0 cache, values (kv = 1):
     /// `[n, head_dim]` in the cache type.
     #[inline]

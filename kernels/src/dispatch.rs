@@ -76,6 +76,9 @@ pub struct TypeKernels {
     pub gemm_tile: Option<GemmTileFn>,
     /// Optional multi-row x one-token kernel for decode; `None` means one `vec_dot` per row.
     pub gemv: Option<GemvFn>,
+    /// Optional rows x several f32 vectors kernel (attention over an F16 cache); `None` means one
+    /// `vec_dot` per (row, vector).
+    pub multi_dot: Option<MultiDotFn>,
     /// Which backend `vec_dot` comes from.
     pub backend: Backend,
 }
@@ -97,6 +100,73 @@ impl KernelTable {
 
     pub fn get_mut(&mut self, ty: GgmlType) -> Option<&mut TypeKernels> {
         self.entries[ty.id() as usize].as_mut()
+    }
+}
+
+/// Several f32 vectors dotted with several rows of the entry's (float) type, each row read and
+/// converted once for all vectors: for g in 0..n_x and i in 0..n_rows,
+/// `out[g * out_stride + i] = sum over k < len of x[g * x_stride + k] * row_i[k]`, where row i is
+/// `len` elements at byte `i * row_stride` of `rows`. Attention uses it for the query heads that share
+/// a KV head (scores against the keys, then the values against the scores).
+pub type MultiDotFn = fn(
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_x: usize,
+    out: &mut [f32],
+    out_stride: usize,
+);
+
+/// Checks a [`MultiDotFn`] call for rows of `elem_bytes`-byte elements; panics naming the problem.
+#[allow(clippy::too_many_arguments)]
+pub fn check_multi_dot_args(
+    elem_bytes: usize,
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_x: usize,
+    out: &[f32],
+    out_stride: usize,
+) {
+    let row_bytes = len * elem_bytes;
+    if n_rows > 0 {
+        assert!(
+            row_stride >= row_bytes
+                && (n_rows - 1)
+                    .checked_mul(row_stride)
+                    .and_then(|o| o.checked_add(row_bytes))
+                    .is_some_and(|end| end <= rows.len()),
+            "multi_dot: {n_rows} rows of {row_bytes} bytes at stride {row_stride} need more than {} bytes",
+            rows.len()
+        );
+    }
+    if n_x > 0 {
+        assert!(
+            x_stride >= len
+                && (n_x - 1)
+                    .checked_mul(x_stride)
+                    .and_then(|o| o.checked_add(len))
+                    .is_some_and(|end| end <= x.len()),
+            "multi_dot: {n_x} vectors of {len} at stride {x_stride} need more than {} floats",
+            x.len()
+        );
+        if n_rows > 0 {
+            assert!(
+                out_stride >= n_rows
+                    && (n_x - 1)
+                        .checked_mul(out_stride)
+                        .and_then(|o| o.checked_add(n_rows))
+                        .is_some_and(|end| end <= out.len()),
+                "multi_dot: {n_x} x {n_rows} outputs at stride {out_stride} need more than {}",
+                out.len()
+            );
+        }
     }
 }
 
@@ -211,6 +281,7 @@ fn entry(
         vec_dot,
         gemm_tile: None,
         gemv: None,
+        multi_dot: None,
         backend: Backend::Scalar,
     }
 }

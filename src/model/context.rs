@@ -69,11 +69,12 @@ pub enum Logits {
 
 /// Per-thread attention scratch.
 struct AttnScratch {
-    /// [n_threads, n_ctx] attention scores.
+    /// [n_threads, group, n_ctx] attention scores (group = query heads per KV head).
     scores: Vec<f32>,
     /// [n_threads, head_dim] a dequantized V row.
     vrow: Vec<f32>,
-    /// [n_threads, qbuf_words] one head's query in the cache's dot partner format.
+    /// [n_threads, qbuf_words] one head's query in the cache's dot partner format, or a group's
+    /// queries as f32.
     qbuf: Vec<u64>,
     qbuf_words: usize,
 }
@@ -161,8 +162,10 @@ impl Context {
             })?;
         let table = kernels();
         let max_cols = c.n_embd.max(c.n_ff).max(c.q_dim());
-        // The query in the cache's dot partner (f32 for F16/F32 caches, Q8_0 for a Q8_0 cache).
-        let qbuf_words = (c.head_dim * 4).div_ceil(8);
+        // The query in the cache's dot partner (f32 for F16/F32 caches, Q8_0 for a Q8_0 cache), or
+        // the f32 queries of the heads that share a KV head.
+        let group = c.n_head / c.n_head_kv;
+        let qbuf_words = (group * c.head_dim * 4).div_ceil(8);
         Ok(Context {
             table,
             pool: ThreadPool::new(n_threads),
@@ -181,7 +184,7 @@ impl Context {
             acts: ActBuf::with_capacity(max_cols, n_batch),
             acts_src: None,
             attn: AttnScratch {
-                scores: vec![0.0; n_threads * n_ctx],
+                scores: vec![0.0; n_threads * group * n_ctx],
                 vrow: vec![0.0; n_threads * c.head_dim],
                 qbuf: vec![0; n_threads * qbuf_words],
                 qbuf_words,
@@ -486,14 +489,82 @@ impl Context {
         let qw = self.attn.qbuf_words;
         let n_tasks = n * n_head;
         let rb = kv.row_bytes();
+        let s_stride = group * n_ctx;
+
+        // Grouped: one task per (token, KV head) for the `group` query heads that share it, each
+        // key and value row read and widened once for all of them (the kernel table's
+        // `multi_dot`). Taken when there are enough such tasks to keep every thread busy.
+        let n_kv_head = c.n_head_kv;
+        if let Some(md) = ck.multi_dot.filter(|_| {
+            f16_cache
+                && kv.v_transposed()
+                && group >= 2
+                && n * n_kv_head >= 2 * self.pool.n_threads()
+        }) {
+            let n_tasks = n * n_kv_head;
+            self.pool.run(&|ti: usize, nt: usize| {
+                // SAFETY: thread `ti` only touches the ti-th slice of each per-thread scratch
+                // buffer (scores: n_threads * group * n_ctx; qbuf: n_threads * qw words, qw * 8 >=
+                // group * hd * 4 bytes), and `nt` equals the pool's thread count that sized them.
+                let (s_all, qf) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(scores.get().add(ti * s_stride), s_stride),
+                        std::slice::from_raw_parts_mut(
+                            qbufs.get().add(ti * qw) as *mut f32,
+                            group * hd,
+                        ),
+                    )
+                };
+                let mut task = ti;
+                while task < n_tasks {
+                    let (t, kvh) = (task / n_kv_head, task % n_kv_head);
+                    let n_kv = pos0 + t + 1;
+                    // The group's heads are kvh * group ..: contiguous in q and in att.
+                    let h0 = kvh * group;
+                    let qs = &q[t * q_dim + h0 * hd..t * q_dim + (h0 + group) * hd];
+                    // llama.cpp rounds q to f16 before the dot with an F16 cache; so do we.
+                    for (o, &v) in qf.iter_mut().zip(qs) {
+                        *o = half::f16::from_f32(v).to_f32();
+                    }
+                    // scores[g][j] = q_g . k_j * scale
+                    let keys = kv.rows(layer, 0, kvh, n_kv);
+                    md(hd, keys, rb, n_kv, qf, hd, group, s_all, n_ctx);
+                    for g in 0..group {
+                        let s = &mut s_all[g * n_ctx..g * n_ctx + n_kv];
+                        for v in s.iter_mut() {
+                            *v *= scale;
+                        }
+                        softmax(s);
+                        // llama.cpp multiplies V (f16) by the weights converted to f16.
+                        for v in s.iter_mut() {
+                            *v = half::f16::from_f32(*v).to_f32();
+                        }
+                    }
+                    // SAFETY: task (t, kvh) owns att[t, h0*hd..(h0+group)*hd]; tasks are disjoint
+                    // and each is run by exactly one thread (task ≡ ti mod nt).
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            att.get().add(t * q_dim + h0 * hd),
+                            group * hd,
+                        )
+                    };
+                    // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
+                    // group's weights.
+                    let (vt, v_stride) = kv.v_columns(layer, kvh, n_kv);
+                    md(n_kv, vt, v_stride, hd, s_all, n_ctx, group, o, hd);
+                    task += nt;
+                }
+            });
+            return;
+        }
 
         self.pool.run(&|ti: usize, nt: usize| {
             // SAFETY: thread `ti` only touches the ti-th slice of each per-thread scratch buffer
-            // (sizes: n_threads * n_ctx, n_threads * hd, n_threads * qw), and `nt` equals the pool's
-            // thread count that sized them.
+            // (sizes: n_threads * group * n_ctx, n_threads * hd, n_threads * qw), and `nt` equals
+            // the pool's thread count that sized them.
             let (s_all, vrow, qbuf) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(scores.get().add(ti * n_ctx), n_ctx),
+                    std::slice::from_raw_parts_mut(scores.get().add(ti * s_stride), n_ctx),
                     std::slice::from_raw_parts_mut(vrows.get().add(ti * hd), hd),
                     std::slice::from_raw_parts_mut(qbufs.get().add(ti * qw), qw),
                 )

@@ -216,3 +216,35 @@ mod tests {
         assert_eq!(bf16_to_f32(0x3F80), 1.0);
     }
 }
+
+/// Reference for the F16 [`crate::dispatch::MultiDotFn`]: each dot summed in f64 like
+/// [`vec_dot_f16_f32`]. Not in the scalar table (the per-row `vec_dot` loop is the fallback); the
+/// oracle of the SIMD versions' tests.
+#[allow(clippy::too_many_arguments)]
+pub fn multi_dot_f16_ref(
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_x: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    crate::dispatch::check_multi_dot_args(
+        2, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
+    );
+    for g in 0..n_x {
+        let xv = &x[g * x_stride..g * x_stride + len];
+        for i in 0..n_rows {
+            let r = &rows[i * row_stride..i * row_stride + 2 * len];
+            let s: f64 = r
+                .chunks_exact(2)
+                .zip(xv)
+                .map(|(h, &v)| f16_to_f32(u16::from_le_bytes([h[0], h[1]])) as f64 * v as f64)
+                .sum();
+            out[g * out_stride + i] = s as f32;
+        }
+    }
+}

@@ -113,6 +113,105 @@ pub(super) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     unsafe { dot_bf16(w, a) }
 }
 
+/// `NG` (<= 8) vectors against every row: each 8 halves of a row are widened once and FMA'd into
+/// the `NG` accumulators, then each (vector, row) sum is reduced.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn multi_rows_f16<const NG: usize>(
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for i in 0..n_rows {
+        let row = &rows[i * row_stride..i * row_stride + 2 * len];
+        let mut acc = [_mm256_setzero_ps(); NG];
+        let mut k = 0;
+        while k + 8 <= len {
+            // SAFETY: 2 * (k + 8) <= 2 * len = row.len(); unaligned load.
+            let rv = _mm256_cvtph_ps(unsafe {
+                _mm_loadu_si128(row.as_ptr().add(2 * k) as *const __m128i)
+            });
+            for (g, a) in acc.iter_mut().enumerate() {
+                let xs = &x[g * x_stride + k..g * x_stride + k + 8];
+                // SAFETY: `xs` is 8 readable floats; unaligned load.
+                *a = _mm256_fmadd_ps(rv, unsafe { _mm256_loadu_ps(xs.as_ptr()) }, *a);
+            }
+            k += 8;
+        }
+        let mut tail = [0.0f32; NG];
+        while k < len {
+            let r = f16::from_le_bytes([row[2 * k], row[2 * k + 1]]).to_f32();
+            for (g, t) in tail.iter_mut().enumerate() {
+                *t += r * x[g * x_stride + k];
+            }
+            k += 1;
+        }
+        for g in 0..NG {
+            out[g * out_stride + i] = hsum_ps(acc[g]) + tail[g];
+        }
+    }
+}
+
+/// F16 rows . several f32 vectors (`MultiDotFn`), vectors in groups of up to 8.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn multi_dot_f16(
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_x: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    crate::dispatch::check_multi_dot_args(
+        2, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
+    );
+    let mut g0 = 0;
+    while g0 < n_x {
+        let ng = (n_x - g0).min(8);
+        let (x, out) = (&x[g0 * x_stride..], &mut out[g0 * out_stride..]);
+        // SAFETY (all arms): reachable only through the kernel table, filled after detecting AVX2,
+        // FMA and F16C; the slices were checked above, and every access inside is bounds-checked.
+        unsafe {
+            match ng {
+                1 => {
+                    multi_rows_f16::<1>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                2 => {
+                    multi_rows_f16::<2>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                3 => {
+                    multi_rows_f16::<3>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                4 => {
+                    multi_rows_f16::<4>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                5 => {
+                    multi_rows_f16::<5>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                6 => {
+                    multi_rows_f16::<6>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                7 => {
+                    multi_rows_f16::<7>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                _ => {
+                    multi_rows_f16::<8>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+            }
+        }
+        g0 += ng;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_util::{close, Lcg};
@@ -143,6 +242,61 @@ mod tests {
             let want = scalar::float::vec_dot_bf16_f32(&wb, &a);
             let got = vec_dot_bf16_f32(n, as_bytes(&wb), as_bytes(&a));
             assert!(close(got, want, tol), "bf16 n={n}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn multi_dot_f16_matches_scalar() {
+        if !super::super::has_avx2() {
+            return;
+        }
+        let mut rng = Lcg(11);
+        for (len, n_rows, n_x) in [
+            (64usize, 5usize, 3usize),
+            (7, 3, 1),
+            (100, 9, 8),
+            (33, 2, 11),
+            (0, 3, 2),
+        ] {
+            let row_stride = 2 * len + 6;
+            let rows: Vec<u8> = (0..n_rows)
+                .flat_map(|_| {
+                    let mut r: Vec<u8> = rng
+                        .f32s(len, 2.0)
+                        .iter()
+                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                        .collect();
+                    r.extend_from_slice(&[0xFF; 6]);
+                    r
+                })
+                .collect();
+            let x_stride = len + 3;
+            let x = rng.f32s(n_x * x_stride, 1.0);
+            let out_stride = n_rows + 1;
+            let mut want = vec![0.0f32; n_x * out_stride];
+            let mut got = vec![0.0f32; n_x * out_stride];
+            scalar::float::multi_dot_f16_ref(
+                len, &rows, row_stride, n_rows, &x, x_stride, n_x, &mut want, out_stride,
+            );
+            multi_dot_f16(
+                len, &rows, row_stride, n_rows, &x, x_stride, n_x, &mut got, out_stride,
+            );
+            for g in 0..n_x {
+                for i in 0..n_rows {
+                    let mag: f32 = (0..len)
+                        .map(|k| {
+                            let h = &rows[i * row_stride + 2 * k..];
+                            (half::f16::from_le_bytes([h[0], h[1]]).to_f32() * x[g * x_stride + k])
+                                .abs()
+                        })
+                        .sum();
+                    let (a, b) = (got[g * out_stride + i], want[g * out_stride + i]);
+                    assert!(
+                        close(a, b, 1e-6 * (len as f32 + 8.0) * mag + 1e-6),
+                        "len {len} row {i} vector {g}: {a} vs {b}"
+                    );
+                }
+            }
         }
     }
 }

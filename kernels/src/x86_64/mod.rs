@@ -70,6 +70,9 @@ pub fn install(table: &mut KernelTable) {
     ] {
         set_dot(table, ty, dot, Backend::Avx2);
     }
+    if let Some(e) = table.get_mut(GgmlType::F16) {
+        e.multi_dot = Some(float::multi_dot_f16);
+    }
     for (ty, f) in [
         (GgmlType::Q8_0, act::from_float_q8_0 as QuantizeRowFn),
         (GgmlType::Q8_1, act::from_float_q8_1),
