@@ -113,6 +113,106 @@ fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
     hsum4(acc) + tail
 }
 
+/// `NG` (<= 8) vectors against every F16 row: each 8 halves of a row are widened once and FMA'd
+/// into the `NG` pairs of accumulators, then each (vector, row) sum is reduced.
+#[target_feature(enable = "neon")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn multi_rows_f16<const NG: usize>(
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for i in 0..n_rows {
+        let row = &rows[i * row_stride..i * row_stride + 2 * len];
+        let mut acc = [[vdupq_n_f32(0.0); 2]; NG];
+        let mut k = 0;
+        while k + 8 <= len {
+            // SAFETY: 2 * (k + 8) <= 2 * len = row.len(); `vld1q_u8` has no alignment requirement.
+            let h = vreinterpretq_u16_u8(unsafe { vld1q_u8(row.as_ptr().add(2 * k)) });
+            let (r0, r1) = (f16x4_to_f32(vget_low_u16(h)), f16x8_high_to_f32(h));
+            for (g, a) in acc.iter_mut().enumerate() {
+                let xs = &x[g * x_stride + k..g * x_stride + k + 8];
+                // SAFETY: `xs` is 8 readable floats.
+                let (x0, x1) = unsafe { (vld1q_f32(xs.as_ptr()), vld1q_f32(xs.as_ptr().add(4))) };
+                a[0] = vfmaq_f32(a[0], r0, x0);
+                a[1] = vfmaq_f32(a[1], r1, x1);
+            }
+            k += 8;
+        }
+        let mut tail = [0.0f32; NG];
+        while k < len {
+            let r = f16_to_f32(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
+            for (g, t) in tail.iter_mut().enumerate() {
+                *t += r * x[g * x_stride + k];
+            }
+            k += 1;
+        }
+        for g in 0..NG {
+            out[g * out_stride + i] = vaddvq_f32(vaddq_f32(acc[g][0], acc[g][1])) + tail[g];
+        }
+    }
+}
+
+/// F16 rows . several f32 vectors (`MultiDotFn`), vectors in groups of up to 8.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn multi_dot_f16(
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_x: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    crate::dispatch::check_multi_dot_args(
+        2, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
+    );
+    let mut g0 = 0;
+    while g0 < n_x {
+        let ng = (n_x - g0).min(8);
+        let (x, out) = (&x[g0 * x_stride..], &mut out[g0 * out_stride..]);
+        // SAFETY (all arms): NEON is part of the aarch64 baseline; the slices were checked above
+        // and every access inside is bounds-checked.
+        unsafe {
+            match ng {
+                1 => {
+                    multi_rows_f16::<1>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                2 => {
+                    multi_rows_f16::<2>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                3 => {
+                    multi_rows_f16::<3>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                4 => {
+                    multi_rows_f16::<4>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                5 => {
+                    multi_rows_f16::<5>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                6 => {
+                    multi_rows_f16::<6>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                7 => {
+                    multi_rows_f16::<7>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+                _ => {
+                    multi_rows_f16::<8>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                }
+            }
+        }
+        g0 += ng;
+    }
+}
+
 /// `VecDotFn` for F32 · F32. Panics unless both rows hold exactly `n` floats (4-byte aligned).
 pub(crate) fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = super::rows::<f32, f32>(n, w, a);

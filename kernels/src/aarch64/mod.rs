@@ -67,7 +67,7 @@ mod simd;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use float::{vec_dot_bf16_f32, vec_dot_f16_f32, vec_dot_f32};
+pub(crate) use float::{multi_dot_f16, vec_dot_bf16_f32, vec_dot_f16_f32, vec_dot_f32};
 pub(crate) use q2_k::{vec_dot_q2_k_q8_k_neon, vec_dot_q2_k_q8_k_sdot};
 pub(crate) use q3_k::{vec_dot_q3_k_q8_k_neon, vec_dot_q3_k_q8_k_sdot};
 pub(crate) use q4_0::{vec_dot_q4_0_q8_0_neon, vec_dot_q4_0_q8_0_sdot};
@@ -170,6 +170,9 @@ pub fn install(table: &mut KernelTable) {
                 entry.vec_dot = Some(f);
                 entry.backend = Backend::Neon;
             }
+        }
+        if ty == GgmlType::F16 {
+            entry.multi_dot = Some(multi_dot_f16);
         }
         if let Some(q) = from_float_kernel(ty) {
             entry.from_float = Some(q);
