@@ -97,7 +97,13 @@ fn thread_count_does_not_change_logits() {
         return;
     };
     let model = Arc::new(Model::load(&path).unwrap());
-    let ids = [504u32, 3575, 282, 4649, 314, 7042, 30, 378, 1345];
+    // 45 positions, so that the decode step's attention spans more than one 32-wide SIMD step.
+    let ids: Vec<u32> = [504u32, 3575, 282, 4649, 314, 7042, 30, 378, 1345]
+        .iter()
+        .copied()
+        .cycle()
+        .take(45)
+        .collect();
     let mut reference: Option<(Vec<f32>, Vec<f32>)> = None;
     for threads in [1, 2, 3] {
         let mut ctx = Context::new(

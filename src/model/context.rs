@@ -493,14 +493,14 @@ impl Context {
 
         // Grouped: one task per (token, KV head) for the `group` query heads that share it, each
         // key and value row read and widened once for all of them (the kernel table's
-        // `multi_dot`). Taken when there are enough such tasks to keep every thread busy.
+        // `multi_dot`). The choice depends only on the model and the cache, never on the thread
+        // count, so results stay bit-identical for any number of threads (tests/generate.rs).
+        // (A decode step has only n_head_kv such tasks: more threads than KV heads idle here.)
         let n_kv_head = c.n_head_kv;
-        if let Some(md) = ck.multi_dot.filter(|_| {
-            f16_cache
-                && kv.v_transposed()
-                && group >= 2
-                && n * n_kv_head >= 2 * self.pool.n_threads()
-        }) {
+        if let Some(md) = ck
+            .multi_dot
+            .filter(|_| f16_cache && kv.v_transposed() && group >= 2)
+        {
             let n_tasks = n * n_kv_head;
             self.pool.run(&|ti: usize, nt: usize| {
                 // SAFETY: thread `ti` only touches the ti-th slice of each per-thread scratch
