@@ -120,6 +120,17 @@ pub type MultiDotFn = fn(
     out_stride: usize,
 );
 
+/// True when `count` items of `len` units, the first at 0 and each `stride` after the previous,
+/// end within `total` units (checked arithmetic: an overflowing extent does not fit). Zero items
+/// always fit. The extent check of every strided kernel argument (tiles, gemv, multi_dot).
+pub fn strided_fits(count: usize, stride: usize, len: usize, total: usize) -> bool {
+    count == 0
+        || (count - 1)
+            .checked_mul(stride)
+            .and_then(|o| o.checked_add(len))
+            .is_some_and(|end| end <= total)
+}
+
 /// Checks a [`MultiDotFn`] call for rows of `elem_bytes`-byte elements; panics naming the problem.
 #[allow(clippy::too_many_arguments)]
 pub fn check_multi_dot_args(
@@ -135,40 +146,72 @@ pub fn check_multi_dot_args(
     out_stride: usize,
 ) {
     let row_bytes = len * elem_bytes;
-    if n_rows > 0 {
-        assert!(
-            row_stride >= row_bytes
-                && (n_rows - 1)
-                    .checked_mul(row_stride)
-                    .and_then(|o| o.checked_add(row_bytes))
-                    .is_some_and(|end| end <= rows.len()),
-            "multi_dot: {n_rows} rows of {row_bytes} bytes at stride {row_stride} need more than {} bytes",
-            rows.len()
-        );
-    }
-    if n_x > 0 {
-        assert!(
-            x_stride >= len
-                && (n_x - 1)
-                    .checked_mul(x_stride)
-                    .and_then(|o| o.checked_add(len))
-                    .is_some_and(|end| end <= x.len()),
-            "multi_dot: {n_x} vectors of {len} at stride {x_stride} need more than {} floats",
-            x.len()
-        );
-        if n_rows > 0 {
-            assert!(
-                out_stride >= n_rows
-                    && (n_x - 1)
-                        .checked_mul(out_stride)
-                        .and_then(|o| o.checked_add(n_rows))
-                        .is_some_and(|end| end <= out.len()),
-                "multi_dot: {n_x} x {n_rows} outputs at stride {out_stride} need more than {}",
-                out.len()
-            );
-        }
+    assert!(
+        n_rows == 0 || (row_stride >= row_bytes && strided_fits(n_rows, row_stride, row_bytes, rows.len())),
+        "multi_dot: {n_rows} rows of {row_bytes} bytes at stride {row_stride} need more than {} bytes",
+        rows.len()
+    );
+    assert!(
+        n_x == 0 || (x_stride >= len && strided_fits(n_x, x_stride, len, x.len())),
+        "multi_dot: {n_x} vectors of {len} at stride {x_stride} need more than {} floats",
+        x.len()
+    );
+    assert!(
+        n_x == 0
+            || n_rows == 0
+            || (out_stride >= n_rows && strided_fits(n_x, out_stride, n_rows, out.len())),
+        "multi_dot: {n_x} x {n_rows} outputs at stride {out_stride} need more than {}",
+        out.len()
+    );
+}
+
+/// Vectors per group in the SIMD `MultiDotFn` kernels (their accumulators stay in registers).
+pub(crate) const MULTI_DOT_GROUP: usize = 8;
+
+/// The frame every SIMD `MultiDotFn` shares: checks the arguments (rows of `elem_bytes`-byte
+/// elements), then calls `group(ng, x, out)` for the vectors in groups of `ng <= MULTI_DOT_GROUP`,
+/// with `x` and `out` starting at the group's first vector.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn multi_dot_groups(
+    elem_bytes: usize,
+    len: usize,
+    rows: &[u8],
+    row_stride: usize,
+    n_rows: usize,
+    x: &[f32],
+    x_stride: usize,
+    n_x: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    mut group: impl FnMut(usize, &[f32], &mut [f32]),
+) {
+    check_multi_dot_args(
+        elem_bytes, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
+    );
+    let mut g0 = 0;
+    while g0 < n_x {
+        let ng = (n_x - g0).min(MULTI_DOT_GROUP);
+        group(ng, &x[g0 * x_stride..], &mut out[g0 * out_stride..]);
+        g0 += ng;
     }
 }
+
+/// Calls `f::<NG>(args)` with the const `NG` equal to the group size `ng` (1..=MULTI_DOT_GROUP).
+macro_rules! by_group_size {
+    ($ng:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $ng {
+            1 => $f::<1>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            _ => $f::<8>($($arg),*),
+        }
+    };
+}
+pub(crate) use by_group_size;
 
 /// A decode mat-vec over several rows: for r in 0..nr, `out[r] = dot(w[r * w_stride ..][..row
 /// bytes], a)`, with `n` elements per row, `w` in the weight type and `a` one row in its

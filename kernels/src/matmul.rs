@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blocks::cast_blocks_mut;
-use crate::dispatch::{kernels, KernelTable, TypeKernels};
+use crate::dispatch::{kernels, strided_fits, KernelTable, TypeKernels};
 use crate::pool::ThreadPool;
 use crate::types::GgmlType;
 
@@ -379,12 +379,12 @@ pub(crate) fn check_tile_args(
         "tile strides {w_stride}/{a_stride} below row bytes {wrb}/{arb}"
     );
     assert!(
-        nr == 0 || w.len() >= (nr - 1) * w_stride + wrb,
+        strided_fits(nr, w_stride, wrb, w.len()),
         "tile weights: {} bytes for {nr} rows",
         w.len()
     );
     assert!(
-        nt == 0 || a.len() >= (nt - 1) * a_stride + arb,
+        strided_fits(nt, a_stride, arb, a.len()),
         "tile activations: {} bytes for {nt} tokens",
         a.len()
     );
@@ -393,7 +393,7 @@ pub(crate) fn check_tile_args(
         "tile out_stride {out_stride} below {nr} rows"
     );
     assert!(
-        nt == 0 || out.len() >= (nt - 1) * out_stride + nr,
+        strided_fits(nt, out_stride, nr, out.len()),
         "tile output: {} floats for {nt}x{nr}",
         out.len()
     );

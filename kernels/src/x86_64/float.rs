@@ -113,7 +113,7 @@ pub(super) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     unsafe { dot_bf16(w, a) }
 }
 
-/// `NG` (<= 8) vectors against every row: each 8 halves of a row are widened once and FMA'd into
+/// `NG` (<= `MULTI_DOT_GROUP`) vectors against every row: each 8 halves of a row are widened once and FMA'd into
 /// the `NG` accumulators, then each (vector, row) sum is reduced.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -158,7 +158,7 @@ fn multi_rows_f16<const NG: usize>(
     }
 }
 
-/// F16 rows . several f32 vectors (`MultiDotFn`), vectors in groups of up to 8.
+/// F16 rows . several f32 vectors (`MultiDotFn`), in groups of up to `MULTI_DOT_GROUP` vectors.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn multi_dot_f16(
     len: usize,
@@ -171,45 +171,29 @@ pub(super) fn multi_dot_f16(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    crate::dispatch::check_multi_dot_args(
-        2, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
-    );
-    let mut g0 = 0;
-    while g0 < n_x {
-        let ng = (n_x - g0).min(8);
-        let (x, out) = (&x[g0 * x_stride..], &mut out[g0 * out_stride..]);
-        // SAFETY (all arms): reachable only through the kernel table, filled after detecting AVX2,
-        // FMA and F16C; the slices were checked above, and every access inside is bounds-checked.
-        unsafe {
-            match ng {
-                1 => {
-                    multi_rows_f16::<1>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                2 => {
-                    multi_rows_f16::<2>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                3 => {
-                    multi_rows_f16::<3>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                4 => {
-                    multi_rows_f16::<4>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                5 => {
-                    multi_rows_f16::<5>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                6 => {
-                    multi_rows_f16::<6>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                7 => {
-                    multi_rows_f16::<7>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
-                _ => {
-                    multi_rows_f16::<8>(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                }
+    crate::dispatch::multi_dot_groups(
+        2,
+        len,
+        rows,
+        row_stride,
+        n_rows,
+        x,
+        x_stride,
+        n_x,
+        out,
+        out_stride,
+        |ng, x, out| {
+            // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and
+            // F16C; the slices were checked by `multi_dot_groups`, and every access inside is
+            // bounds-checked.
+            unsafe {
+                crate::dispatch::by_group_size!(
+                    ng,
+                    multi_rows_f16(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
+                )
             }
-        }
-        g0 += ng;
-    }
+        },
+    );
 }
 
 #[cfg(test)]

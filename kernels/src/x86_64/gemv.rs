@@ -150,7 +150,7 @@ fn check<W: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f
         "gemv: row of {wrb} bytes for {n} elements"
     );
     assert!(
-        nr.checked_mul(wrb).is_some_and(|b| b <= w.len()),
+        crate::dispatch::strided_fits(nr, wrb, wrb, w.len()),
         "gemv: {nr} rows of {wrb} bytes, weights are {} bytes",
         w.len()
     );
