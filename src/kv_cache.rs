@@ -164,13 +164,9 @@ impl KvCache {
     /// Transposed values of one head, dimension `d`, positions `0..n`: `[n]` in the cache type.
     #[inline]
     pub fn v_column(&self, layer: usize, head: usize, d: usize, n: usize) -> &[u8] {
-        assert!(
-            self.v_transposed() && d < self.head_dim && n <= self.n_ctx,
-            "bad transposed-V read"
-        );
-        let es = self.elem_bytes();
-        let o = self.offset(layer, 1, head, 0) + d * self.n_ctx * es;
-        &self.bytes()[o..o + n * es]
+        assert!(d < self.head_dim, "bad transposed-V read");
+        let (cols, stride) = self.v_columns(layer, head, n);
+        &cols[d * stride..d * stride + n * self.elem_bytes()]
     }
 
     /// Transposed values of one head, positions `0..n` of every dimension at once: the bytes from

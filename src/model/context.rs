@@ -524,7 +524,7 @@ impl Context {
                     let qs = &q[t * q_dim + h0 * hd..t * q_dim + (h0 + group) * hd];
                     // llama.cpp rounds q to f16 before the dot with an F16 cache; so do we.
                     for (o, &v) in qf.iter_mut().zip(qs) {
-                        *o = half::f16::from_f32(v).to_f32();
+                        *o = round_f16(v);
                     }
                     // scores[g][j] = q_g . k_j * scale
                     let keys = kv.rows(layer, 0, kvh, n_kv);
@@ -536,9 +536,7 @@ impl Context {
                         }
                         softmax(s);
                         // llama.cpp multiplies V (f16) by the weights converted to f16.
-                        for v in s.iter_mut() {
-                            *v = half::f16::from_f32(*v).to_f32();
-                        }
+                        s.iter_mut().for_each(|v| *v = round_f16(*v));
                     }
                     // SAFETY: task (t, kvh) owns att[t, h0*hd..(h0+group)*hd]; tasks are disjoint
                     // and each is run by exactly one thread (task ≡ ti mod nt).
@@ -583,11 +581,7 @@ impl Context {
                 let qb: &[u8] = if partner == GgmlType::F32 {
                     let qf = ferrolm_kernels::cast_blocks_mut::<f32>(&mut qbytes[..hd * 4]);
                     for (o, &v) in qf.iter_mut().zip(qh) {
-                        *o = if f16_cache {
-                            half::f16::from_f32(v).to_f32()
-                        } else {
-                            v
-                        };
+                        *o = if f16_cache { round_f16(v) } else { v };
                     }
                     &qbytes[..hd * 4]
                 } else {
@@ -610,9 +604,7 @@ impl Context {
                 softmax(s);
                 if f16_cache {
                     // llama.cpp multiplies V (f16) by the attention weights converted to f16.
-                    for sj in s.iter_mut() {
-                        *sj = half::f16::from_f32(*sj).to_f32();
-                    }
+                    s.iter_mut().for_each(|v| *v = round_f16(*v));
                 }
                 // SAFETY: task (t, h) owns att[t, h*hd..(h+1)*hd]; tasks are disjoint and each is run
                 // by exactly one thread (task ≡ ti mod nt).
@@ -713,6 +705,12 @@ fn softmax(s: &mut [f32]) {
     for v in s.iter_mut() {
         *v *= inv;
     }
+}
+
+/// `x` rounded to f16 precision (as llama.cpp rounds what meets an F16 cache in a dot product).
+#[inline]
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
 }
 
 /// a = silu(a) * b.

@@ -420,6 +420,13 @@ impl KBlock for BlockQ5_K {
     }
 }
 
+/// Activation bytes i..i + 4 as one little-endian i32 (for a `vpdpbusd` broadcast operand).
+#[inline(always)]
+fn act4(qs: &[i8], i: usize) -> i32 {
+    let q = &qs[i..i + 4];
+    i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
+}
+
 /// Low (s even) or high (s odd) nibbles of the 32-byte chunk s / 2 of `qs`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -478,8 +485,7 @@ fn group_k<W: KBlock, const NT: usize>(
             for (j, wj) in w.iter().enumerate() {
                 for t in 0..NT {
                     // Bytes 4j..4j+4 of chunk s of token t, broadcast to every row lane.
-                    let q = &ab[t].qs[32 * s + 4 * j..32 * s + 4 * j + 4];
-                    let a4 = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+                    let a4 = act4(&ab[t].qs, 32 * s + 4 * j);
                     p[t] = _mm256_dpbusd_epi32(p[t], *wj, _mm256_set1_epi32(a4));
                 }
             }
@@ -676,18 +682,12 @@ fn group_q6<const NT: usize>(
             let mut p_hi = [_mm256_setzero_si256(); NT];
             for j in 0..4 {
                 for t in 0..NT {
-                    let q = &ab[t].qs[32 * c..32 * c + 32];
-                    let four = |i: usize| {
-                        i32::from_le_bytes([
-                            q[i] as u8,
-                            q[i + 1] as u8,
-                            q[i + 2] as u8,
-                            q[i + 3] as u8,
-                        ])
-                    };
-                    p_lo[t] = _mm256_dpbusd_epi32(p_lo[t], w[j], _mm256_set1_epi32(four(4 * j)));
-                    p_hi[t] =
-                        _mm256_dpbusd_epi32(p_hi[t], w[j + 4], _mm256_set1_epi32(four(16 + 4 * j)));
+                    let (lo, hi) = (
+                        act4(&ab[t].qs, 32 * c + 4 * j),
+                        act4(&ab[t].qs, 32 * c + 16 + 4 * j),
+                    );
+                    p_lo[t] = _mm256_dpbusd_epi32(p_lo[t], w[j], _mm256_set1_epi32(lo));
+                    p_hi[t] = _mm256_dpbusd_epi32(p_hi[t], w[j + 4], _mm256_set1_epi32(hi));
                 }
             }
             for t in 0..NT {
