@@ -1,5 +1,6 @@
-//! Decode mat-vecs (`GemvFn`: several weight rows x one token) with AVX-512 VNNI `vpdpbusd` on
-//! 256-bit registers, for Q4_0 and Q8_0 weights x Q8_0 activations.
+//! Decode mat-vecs (`GemvFn`: several weight rows x one token) with AVX-512 VNNI `vpdpbusd`, for
+//! Q4_0 (two blocks per 512-bit step) and Q8_0 (one block per 256-bit step) weights x Q8_0
+//! activations.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
@@ -15,6 +16,7 @@
 //! matrix is split across threads.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::quants::prefetch;
 use super::{f16_table, load16, load32i, lut};
@@ -64,14 +66,6 @@ trait GemvBlock: Block {
     /// The offset that makes the levels unsigned, as `vpdpbusd` reads it (0x80 = 128).
     const OFFSET: i8;
     fn d(&self) -> half::f16;
-}
-
-impl GemvBlock for BlockQ4_0 {
-    const OFFSET: i8 = 8;
-    #[inline(always)]
-    fn d(&self) -> half::f16 {
-        self.d
-    }
 }
 
 impl GemvBlock for BlockQ8_0 {
@@ -142,6 +136,147 @@ fn run<W: GemvBlock>(
     }
 }
 
+/// Q4_0 on 512-bit registers, two blocks per `vpdpbusd`, for the activation pair (2p, 2p + 1):
+/// the activation bytes in the order a pair of Q4_0 blocks' levels take in a ZMM (128-bit lanes
+/// `[a_2p[0..16], a_2p+1[0..16], a_2p[16..32], a_2p+1[16..32]]`, see `row_dot_q4_0_zmm`) and the
+/// seed per i32 lane in the same order (`-8 *` the sum of the lane's 4 activation bytes).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct PairQ4_0 {
+    act: [i8; 64],
+    seed: [i32; 16],
+}
+
+/// Makes the pairs of `a` (`a.len() / 2` of them, into `pairs`) and each pair's two `d_a` (into `da`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn pairs_q4_0<'p>(
+    a: &[BlockQ8_0],
+    pairs: &'p mut [MaybeUninit<PairQ4_0>],
+    da: &'p mut [MaybeUninit<[f32; 2]>],
+) -> (&'p [PairQ4_0], &'p [[f32; 2]]) {
+    let t = f16_table();
+    let np = a.len() / 2;
+    let (pairs, da) = (&mut pairs[..np], &mut da[..np]);
+    for ((ab, o), d) in a.chunks_exact(2).zip(pairs.iter_mut()).zip(da.iter_mut()) {
+        let z = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(load32i(&ab[0].qs)),
+            load32i(&ab[1].qs),
+        );
+        // 128-bit lanes [x.lo, x.hi, y.lo, y.hi] -> [x.lo, y.lo, x.hi, y.hi]
+        let act = _mm512_shuffle_i64x2::<0b11_01_10_00>(z, z);
+        let seed = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), act),
+        );
+        let p = o.as_mut_ptr();
+        // SAFETY: `p` points to a writable, 64-byte aligned `PairQ4_0`, whose two fields are 64
+        // bytes each at offsets 0 and 64; both are written before the slice is read below.
+        unsafe {
+            _mm512_store_si512(std::ptr::addr_of_mut!((*p).act) as *mut __m512i, act);
+            _mm512_store_si512(std::ptr::addr_of_mut!((*p).seed) as *mut __m512i, seed);
+        }
+        d.write([lut(t, ab[0].d), lut(t, ab[1].d)]);
+    }
+    // SAFETY: every element of both slices was written above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe {
+        (
+            &*(pairs as *const [MaybeUninit<PairQ4_0>] as *const [PairQ4_0]),
+            &*(da as *const [MaybeUninit<[f32; 2]>] as *const [[f32; 2]]),
+        )
+    }
+}
+
+/// One Q4_0 row against the pairs, plus the odd last block if any (with its ymm seed and `d_a`).
+///
+/// Per pair of weight blocks: both blocks' 16 quant bytes go to the four 128-bit lanes as
+/// `[qs_2p, qs_2p+1, qs_2p, qs_2p+1]`; shifting the upper two lanes by 4 and masking gives the
+/// levels `[lo_2p, lo_2p+1, hi_2p, hi_2p+1]`, matching the pair's activation order. One `vpdpbusd`
+/// (seeded) sums both blocks, lanes 0-3 and 8-11 for block 2p, 4-7 and 12-15 for 2p + 1; the two
+/// scales `d_w * d_a` are made in an xmm (the two f16 packed into one dword and converted) and
+/// spread to that lane pattern by one `vpermps`. (Converting 16 f16 from a `vpermw` in the ZMM
+/// and multiplying there cost 0.2 ns more per block.)
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn row_dot_q4_0_zmm(
+    w: &[BlockQ4_0],
+    pairs: &[PairQ4_0],
+    da: &[[f32; 2]],
+    tail: Option<(&BlockQ8_0, &[i32; 8], f32)>,
+) -> f32 {
+    let np = pairs.len();
+    assert!(da.len() == np && w.len() == 2 * np + tail.is_some() as usize);
+    let shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    let mask = _mm512_set1_epi8(0x0F);
+    let sidx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    let pair = |p: usize, acc: __m512| -> __m512 {
+        let wp = &w[2 * p..2 * p + 2];
+        let pr = &pairs[p];
+        let lv = _mm512_mask_broadcast_i32x4(
+            _mm512_broadcast_i32x4(load16(&wp[0].qs)),
+            0xF0F0,
+            load16(&wp[1].qs),
+        );
+        let lv = _mm512_and_si512(_mm512_srlv_epi64(lv, shift), mask);
+        // SAFETY: both fields of `pr` are 64 bytes at 64-byte aligned addresses.
+        let (seed, act) = unsafe {
+            (
+                _mm512_load_si512(pr.seed.as_ptr() as *const __m512i),
+                _mm512_load_si512(pr.act.as_ptr() as *const __m512i),
+            )
+        };
+        let s = _mm512_dpbusd_epi32(seed, lv, act);
+        let bits = wp[0].d.to_bits() as i32 | (wp[1].d.to_bits() as i32) << 16;
+        // SAFETY: `da[p]` is 8 readable bytes; unaligned 8-byte load.
+        let da2 = unsafe { _mm_loadl_epi64(da[p].as_ptr() as *const __m128i) };
+        let d2 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_castsi128_ps(da2));
+        let scale = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(d2));
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc)
+    };
+    let mut acc = [_mm512_setzero_ps(); 2];
+    let mut p = 0;
+    while p + 1 < np {
+        prefetch(w[2 * p..].as_ptr());
+        acc[0] = pair(p, acc[0]);
+        acc[1] = pair(p + 1, acc[1]);
+        p += 2;
+    }
+    if p < np {
+        acc[0] = pair(p, acc[0]);
+    }
+    let mut sum = _mm512_add_ps(acc[0], acc[1]);
+    if let Some((a, seed, da)) = tail {
+        let x = &w[2 * np];
+        // SAFETY: `seed` is 32 readable bytes; unaligned load.
+        let s0 = unsafe { _mm256_loadu_si256(seed.as_ptr() as *const __m256i) };
+        let s = _mm256_dpbusd_epi32(s0, levels_q4_0(x), load32i(&a.qs));
+        let d = lut(f16_table(), x.d) * da;
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d));
+        sum = _mm512_add_ps(sum, _mm512_zextps256_ps512(v));
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
+/// Q4_0 rows (`GemvFn` body), two blocks per 512-bit step.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+    let nb = a.len();
+    let mut pbuf = [MaybeUninit::<PairQ4_0>::uninit(); MAX_BLOCKS / 2];
+    let mut dbuf = [MaybeUninit::<[f32; 2]>::uninit(); MAX_BLOCKS / 2];
+    let (pairs, da) = pairs_q4_0(a, &mut pbuf, &mut dbuf);
+    let (mut tseed, mut tda) = ([[0i32; 8]; 1], [0f32; 1]);
+    let tail = if nb % 2 == 1 {
+        seeds(&a[nb - 1..], 8, &mut tseed, &mut tda);
+        Some((&a[nb - 1], &tseed[0], tda[0]))
+    } else {
+        None
+    };
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        let row = cast_blocks::<BlockQ4_0>(&w[r * wrb..(r + 1) * wrb]);
+        *o = row_dot_q4_0_zmm(row, pairs, da, tail);
+    }
+}
+
 /// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
 /// Q8_0 elements, `out` at least `nr` long.
 fn check<W: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
@@ -160,12 +295,6 @@ fn check<W: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f
         a.len()
     );
     assert!(out.len() >= nr, "gemv: {} outputs for {nr} rows", out.len());
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
-    // The closure inherits this function's target features, so it inlines into `row_dot`.
-    run::<BlockQ4_0>(w, wrb, nr, a, out, |x| levels_q4_0(x))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

@@ -60,7 +60,7 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
 
 /// Bytes ahead of the current weight block to prefetch. A mat-vec streams the weights once from
 /// memory; the hardware prefetcher alone leaves a single thread well below the read bandwidth.
-pub(super) const PREFETCH_AHEAD: usize = 1024;
+pub(super) const PREFETCH_AHEAD: usize = 2048;
 
 /// Prefetches the weight bytes `PREFETCH_AHEAD` past `p` (possibly past the row: a prefetch is a
 /// hint and never faults; the address is computed with wrapping arithmetic).
