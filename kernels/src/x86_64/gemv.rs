@@ -1,6 +1,7 @@
-//! Decode mat-vecs (`GemvFn`: several weight rows x one token) with AVX-512 VNNI `vpdpbusd`, for
-//! Q4_0 (two blocks per 512-bit step) and Q8_0 (one block per 256-bit step) weights x Q8_0
-//! activations.
+//! Decode mat-vecs (`GemvFn`: several weight rows x one token) with AVX-512 VNNI, for Q4_0 (two
+//! blocks per 512-bit step) and Q8_0 (one block per 256-bit step) weights x Q8_0 activations, and
+//! Q4_K x Q8_K (`maddubs` + `vpdpwssd` on 512-bit registers, see `row_dot_q4_k`). Each lays the
+//! activation row out once per call in the order its weight levels come out of the loads.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
@@ -18,9 +19,10 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
+use super::k_quants::unpack_scales_mins;
 use super::quants::prefetch;
 use super::{f16_table, load16, load32i, lut};
-use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ8_0};
+use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ8_0, BlockQ8_K};
 
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
@@ -115,7 +117,7 @@ fn row_dot<W: GemvBlock>(
     super::hsum_ps(_mm256_add_ps(acc[0], acc[1]))
 }
 
-/// `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes each.
+/// `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes each (Q8_0).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn run<W: GemvBlock>(
@@ -277,9 +279,140 @@ fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// Q4_K on 512-bit registers: per activation super-block, made once per call, the 256 bytes in
+/// the order the weights' levels come out of two 64-byte loads of `qs` (low nibbles of bytes 0..64
+/// are elements 0..32 and 64..96, high nibbles 32..64 and 96..128, and the same for the second
+/// half), the 8 sub-block sums (for the mins) and `d`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct SuperQ4K {
+    act: [i8; 256],
+    bsum: [i16; 8],
+    d: f32,
+}
+
+/// Super-blocks (at most 64: rows of up to 16384 elements) a call's stack buffer holds.
+const MAX_SUPER: usize = MAX_BLOCKS / 8;
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn supers_q4_k<'p>(a: &[BlockQ8_K], out: &'p mut [MaybeUninit<SuperQ4K>]) -> &'p [SuperQ4K] {
+    let out = &mut out[..a.len()];
+    for (y, o) in a.iter().zip(out.iter_mut()) {
+        let mut act = [0i8; 256];
+        for (h, dst) in act.chunks_exact_mut(128).enumerate() {
+            let src = &y.qs[128 * h..128 * h + 128];
+            dst[..32].copy_from_slice(&src[..32]);
+            dst[32..64].copy_from_slice(&src[64..96]);
+            dst[64..96].copy_from_slice(&src[32..64]);
+            dst[96..].copy_from_slice(&src[96..]);
+        }
+        let bsum = std::array::from_fn(|j| y.bsums[2 * j] + y.bsums[2 * j + 1]);
+        o.write(SuperQ4K { act, bsum, d: y.d });
+    }
+    // SAFETY: every element of `out` was written above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &*(out as *const [MaybeUninit<SuperQ4K>] as *const [SuperQ4K]) }
+}
+
+/// One Q4_K row: per super-block, `maddubs` (levels 0..15 x activations, |pair| < 2^15) then
+/// `vpdpwssd` with the sub-block scales as i16 words (one `vpermw` spreads two scales over a ZMM),
+/// summed exactly in i32 lanes; the mins term from the precomputed sub-block sums (`madd`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
+    assert!(w.len() == sup.len());
+    let m4 = _mm512_set1_epi8(0x0F);
+    // Scale words for [lo(bytes 0..64), hi(0..64), lo(64..128), hi(64..128)]: sub-blocks
+    // (0, 2), (1, 3), (4, 6), (5, 7), 16 words each.
+    let idx = |a: i16, b: i16| {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi16(a)),
+            _mm256_set1_epi16(b),
+        )
+    };
+    let (i0, i1, i2, i3) = (idx(0, 2), idx(1, 3), idx(4, 6), idx(5, 7));
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (x, s) in w.iter().zip(sup) {
+        prefetch(x as *const BlockQ4_K);
+        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(64));
+        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(128));
+        let u = unpack_scales_mins(&x.scales);
+        // i16 words 0..8 = scales, 8..16 = mins.
+        let ms = _mm256_cvtepu8_epi16(_mm_set_epi32(
+            u[3] as i32,
+            u[2] as i32,
+            u[1] as i32,
+            u[0] as i32,
+        ));
+        // [d * d_a, dmin * d_a]
+        let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
+        let dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(s.d));
+        // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
+        let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
+        let mins = _mm_cvtepi32_ps(_mm_madd_epi16(_mm256_extracti128_si256::<1>(ms), bs));
+        acc_m = _mm_fmadd_ps(mins, _mm_permute_ps::<0b01_01_01_01>(dd), acc_m);
+        let msz = _mm512_castsi256_si512(ms);
+        // SAFETY: `qs` is 128 readable bytes; `act` is 256 bytes at a 64-byte aligned address.
+        let (q0, q1, a) = unsafe {
+            let q = x.qs.as_ptr() as *const __m512i;
+            let a = s.act.as_ptr() as *const __m512i;
+            (
+                _mm512_loadu_si512(q),
+                _mm512_loadu_si512(q.add(1)),
+                [
+                    _mm512_load_si512(a),
+                    _mm512_load_si512(a.add(1)),
+                    _mm512_load_si512(a.add(2)),
+                    _mm512_load_si512(a.add(3)),
+                ],
+            )
+        };
+        let l0 = _mm512_and_si512(q0, m4);
+        let h0 = _mm512_and_si512(_mm512_srli_epi16::<4>(q0), m4);
+        let l1 = _mm512_and_si512(q1, m4);
+        let h1 = _mm512_and_si512(_mm512_srli_epi16::<4>(q1), m4);
+        let z = _mm512_setzero_si512();
+        let sa = _mm512_dpwssd_epi32(
+            z,
+            _mm512_maddubs_epi16(l0, a[0]),
+            _mm512_permutexvar_epi16(i0, msz),
+        );
+        let sb = _mm512_dpwssd_epi32(
+            z,
+            _mm512_maddubs_epi16(h0, a[1]),
+            _mm512_permutexvar_epi16(i1, msz),
+        );
+        let sa = _mm512_dpwssd_epi32(
+            sa,
+            _mm512_maddubs_epi16(l1, a[2]),
+            _mm512_permutexvar_epi16(i2, msz),
+        );
+        let sb = _mm512_dpwssd_epi32(
+            sb,
+            _mm512_maddubs_epi16(h1, a[3]),
+            _mm512_permutexvar_epi16(i3, msz),
+        );
+        let sum = _mm512_add_epi32(sa, sb);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_broadcastss_ps(dd), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q4_k(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f32]) {
+    let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
+    let sup = supers_q4_k(a, &mut buf);
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        *o = row_dot_q4_k(cast_blocks(&w[r * wrb..(r + 1) * wrb]), sup);
+    }
+}
+
 /// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
 /// Q8_0 elements, `out` at least `nr` long.
-fn check<W: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
+fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
     assert!(
         n % W::ELEMS == 0 && wrb == n / W::ELEMS * std::mem::size_of::<W>(),
         "gemv: row of {wrb} bytes for {n} elements"
@@ -290,7 +423,7 @@ fn check<W: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f
         w.len()
     );
     assert!(
-        a.len() == n / 32 * std::mem::size_of::<BlockQ8_0>(),
+        n % A::ELEMS == 0 && a.len() == n / A::ELEMS * std::mem::size_of::<A>(),
         "gemv: activation row of {} bytes for {n} elements",
         a.len()
     );
@@ -304,7 +437,7 @@ fn run_q8_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
 
 /// Q4_0 weights x Q8_0 activations (`GemvFn`).
 pub(super) fn gemv_q4_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    check::<BlockQ4_0>(n, w, wrb, nr, a, out);
+    check::<BlockQ4_0, BlockQ8_0>(n, w, wrb, nr, a, out);
     if n / 32 > MAX_BLOCKS {
         for (r, o) in out[..nr].iter_mut().enumerate() {
             *o = super::quants::vec_dot_q4_0_q8_0(n, &w[r * wrb..(r + 1) * wrb], a);
@@ -318,7 +451,7 @@ pub(super) fn gemv_q4_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
 
 /// Q8_0 weights x Q8_0 activations (`GemvFn`).
 pub(super) fn gemv_q8_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    check::<BlockQ8_0>(n, w, wrb, nr, a, out);
+    check::<BlockQ8_0, BlockQ8_0>(n, w, wrb, nr, a, out);
     if n / 32 > MAX_BLOCKS {
         for (r, o) in out[..nr].iter_mut().enumerate() {
             *o = super::quants::vec_dot_q8_0_q8_0_vnni(n, &w[r * wrb..(r + 1) * wrb], a);
@@ -327,6 +460,19 @@ pub(super) fn gemv_q8_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
     }
     // SAFETY: as above.
     unsafe { run_q8_0(w, wrb, nr, cast_blocks(a), out) }
+}
+
+/// Q4_K weights x Q8_K activations (`GemvFn`).
+pub(super) fn gemv_q4_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+    check::<BlockQ4_K, BlockQ8_K>(n, w, wrb, nr, a, out);
+    if n / 256 > MAX_SUPER {
+        for (r, o) in out[..nr].iter_mut().enumerate() {
+            *o = super::k_quants::vec_dot_q4_k_q8_k(n, &w[r * wrb..(r + 1) * wrb], a);
+        }
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { run_q4_k(w, wrb, nr, cast_blocks(a), out) }
 }
 
 #[cfg(test)]
