@@ -210,8 +210,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 },
             )?;
             kv_bytes = kv_bytes.max(ctx.kv_cache().size_bytes());
-            // Warm-up run (as llama-bench does).
-            ctx.eval(&tokens(p.clamp(1, 16), nv, 7), Logits::Last)?;
+            // Warm-up run, as llama-bench does: the whole prompt for pp (so the first timed run
+            // does not pay the first touch of the KV cache and batch buffers), one token for tg.
+            ctx.eval(&tokens(p.max(1), nv, 7), Logits::Last)?;
             let mut samples = Vec::new();
             for r in 0..args.reps {
                 ctx.reset();
