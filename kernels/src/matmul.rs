@@ -22,7 +22,7 @@ use crate::pool::ThreadPool;
 use crate::types::GgmlType;
 
 /// Weight rows per prefill chunk (a multiple of every tile kernel's row group).
-pub const PREFILL_ROWS: usize = 16;
+pub const PREFILL_ROWS: usize = 64;
 /// Tokens per prefill tile.
 pub const TILE_TOKENS: usize = 16;
 /// Target weight bytes per decode chunk.
