@@ -13,9 +13,10 @@
 //! (`a ^ 0x80` = a + 128, once per token and block, before the inner loop) and the per-row
 //! `128 * sum(w)` is subtracted, computed once per block and row group: every block sum is exact.
 //! The offset activations of a chunk of blocks are made once for up to `MAX_GROUPS` row groups
-//! (a tile of 64 rows), not once per group of 8: that preparation had cost a fifth of a prefill. Each output element accumulates its blocks in order in its
-//! own lane of its own token accumulator, so its value does not depend on how rows and tokens are
-//! grouped into tiles (hence not on the thread count either).
+//! (a tile of 64 rows), not once per group of 8: that preparation had cost a fifth of a prefill.
+//! Each output element accumulates its blocks in order in its own lane of its own token
+//! accumulator, so its value does not depend on how rows and tokens are grouped into tiles (hence
+//! not on the thread count either).
 
 use std::arch::x86_64::*;
 
