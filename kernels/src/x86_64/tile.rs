@@ -480,13 +480,29 @@ fn group_k<W: KBlock, const NT: usize>(
                 let (u, dr, dm) = b[k].scale_words();
                 let v = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
                 sc[r] = _mm256_cvtepu8_epi32(v);
-                mn[r] = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v));
+                // The mins as i16 pairs (m[2i], m[2i + 1]) in dwords 0..4.
+                mn[r] = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128::<8>(v)));
                 d[r] = dr;
                 dmin[r] = dm;
             }
         }
+        // sc[s] lane r = scale s of row r; mn[i] (i < 4) lane r = row r's min pair i.
         let (sc, mn) = (transpose8(sc), transpose8(mn));
         let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+        // Per token, the 32-element sums of its activations as i16 pairs (b[2i], b[2i + 1]), the
+        // partner of `mn` in a `vpdpwssd` (|b| <= 32 * 128 fits i16).
+        let mut bp = [[0i32; 4]; NT];
+        for t in 0..NT {
+            // SAFETY: bsums is 16 i16 = 32 readable bytes; `bp[t]` 16 writable bytes; unaligned.
+            unsafe {
+                let bs = _mm256_loadu_si256(ab[t].bsums.as_ptr() as *const __m256i);
+                let b = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                _mm_storeu_si128(bp[t].as_mut_ptr() as *mut __m128i, b);
+            }
+        }
         // The levels are unsigned (0..15, 0..31), so they are `vpdpbusd`'s unsigned operand and
         // the activations its signed one, as they are: no offset, no correction term.
         let mut isum = [_mm256_setzero_si256(); NT];
@@ -515,10 +531,8 @@ fn group_k<W: KBlock, const NT: usize>(
         let (dv, dminv) = unsafe { (_mm256_loadu_ps(d.as_ptr()), _mm256_loadu_ps(dmin.as_ptr())) };
         for t in 0..NT {
             let mut msum = _mm256_setzero_si256();
-            for (s, m) in mn.iter().enumerate() {
-                let b32 = ab[t].bsums[2 * s] as i32 + ab[t].bsums[2 * s + 1] as i32;
-                let mv = *m;
-                msum = _mm256_add_epi32(msum, _mm256_mullo_epi32(mv, _mm256_set1_epi32(b32)));
+            for (i, m) in mn[..4].iter().enumerate() {
+                msum = _mm256_dpwssd_epi32(msum, *m, _mm256_set1_epi32(bp[t][i]));
             }
             let da = _mm256_set1_ps(ab[t].d);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
