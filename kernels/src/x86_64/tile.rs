@@ -514,17 +514,18 @@ fn group_k<W: KBlock, const NT: usize>(
                 }
             }
             let w = transpose8(v);
-            let mut p = [_mm256_setzero_si256(); NT];
-            for (j, wj) in w.iter().enumerate() {
-                for t in 0..NT {
+            let scv = sc[s];
+            // t outer (two vpdpbusd chains per token, the tokens' chains independent), so that
+            // only `isum` is live across tokens: 16 tokens fit the registers.
+            for t in 0..NT {
+                let mut p = [_mm256_setzero_si256(); 2];
+                for (j, wj) in w.iter().enumerate() {
                     // Bytes 4j..4j+4 of chunk s of token t, broadcast to every row lane.
                     let a4 = act4(&ab[t].qs, 32 * s + 4 * j);
-                    p[t] = _mm256_dpbusd_epi32(p[t], *wj, _mm256_set1_epi32(a4));
+                    p[j & 1] = _mm256_dpbusd_epi32(p[j & 1], *wj, _mm256_set1_epi32(a4));
                 }
-            }
-            let scv = sc[s];
-            for t in 0..NT {
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p[t], scv));
+                let p = _mm256_add_epi32(p[0], p[1]);
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p, scv));
             }
         }
         // SAFETY: d and dmin are 8 readable floats; unaligned loads.
@@ -574,7 +575,16 @@ fn tile_k<W: KBlock>(
         while t0 < nt {
             let left = nt - t0;
             let o = &mut out[t0 * out_stride + r0..];
-            if left >= 8 {
+            if left >= 16 {
+                group_k::<W, 16>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    o,
+                    out_stride,
+                );
+                t0 += 16;
+            } else if left >= 8 {
                 group_k::<W, 8>(
                     rows,
                     std::array::from_fn(|i| act(t0 + i)),
