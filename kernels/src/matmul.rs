@@ -24,7 +24,7 @@ use crate::types::GgmlType;
 /// Weight rows per prefill chunk (a multiple of every tile kernel's row group).
 pub const PREFILL_ROWS: usize = 64;
 /// Tokens per prefill tile.
-pub const TILE_TOKENS: usize = 16;
+pub const TILE_TOKENS: usize = 32;
 /// Target weight bytes per decode chunk.
 /// Decode splits a matrix into about this many chunks of consecutive rows per thread. Each thread
 /// then streams long runs of weights, which the hardware prefetcher follows: with 16 KiB chunks

@@ -752,9 +752,9 @@ fn tiny_activation_blocks_quantize_to_zero() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 192, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// Every `gemm_tile` the selected backend installs (prefill tiles of up to 70 rows x 16
+    /// Every `gemm_tile` the selected backend installs (prefill tiles of up to 70 rows x 40
     /// tokens) against the scalar `vec_dot` of each (row, token) pair, within that pair's
     /// [`dot_bound`]; `out_stride` wider than the tile, so stray writes show.
     #[test]
@@ -762,7 +762,7 @@ proptest! {
         ti in 0..WEIGHT_TYPES.len(),
         nb in 1usize..=5,
         nr in 1usize..=70,
-        nt in 1usize..=16,
+        nt in 1usize..=40,
         wfill in fill_strategy(),
         scales in proptest::collection::vec(scale_strategy(), 1..6),
         seed in any::<u64>(),

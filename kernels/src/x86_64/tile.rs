@@ -575,7 +575,16 @@ fn tile_k<W: KBlock>(
         while t0 < nt {
             let left = nt - t0;
             let o = &mut out[t0 * out_stride + r0..];
-            if left >= 16 {
+            if left >= 32 {
+                group_k::<W, 32>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    o,
+                    out_stride,
+                );
+                t0 += 32;
+            } else if left >= 16 {
                 group_k::<W, 16>(
                     rows,
                     std::array::from_fn(|i| act(t0 + i)),
