@@ -76,7 +76,7 @@ impl ActBlock for BlockQ8_1 {
 /// Blocks per chunk of pre-offset activations in `group`.
 const KC: usize = 16;
 /// Largest token group.
-const MAX_NT: usize = 16;
+const MAX_NT: usize = 32;
 /// Row groups of 8 sharing one pass over the activations in `group`.
 const MAX_GROUPS: usize = 8;
 
@@ -182,18 +182,19 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
                 let m = _mm256_setr_ps(
                     u[0].m, u[1].m, u[2].m, u[3].m, u[4].m, u[5].m, u[6].m, u[7].m,
                 );
-                // Token sums, j outer and t inner: NT independent vpdpbusd chains instead of one.
+                // Token sums, t outer: two vpdpbusd chains per token (the tokens' chains are
+                // independent), so only the accumulators stay live across tokens.
                 let xb = &xq[kk * NT..kk * NT + NT];
-                let mut s = [_mm256_setzero_si256(); NT];
-                for (j, wj) in w.iter().enumerate() {
-                    for t in 0..NT {
-                        s[t] = _mm256_dpbusd_epi32(s[t], _mm256_set1_epi32(xb[t][j] as i32), *wj);
-                    }
-                }
                 for t in 0..NT {
+                    let mut s = [_mm256_setzero_si256(); 2];
+                    for (j, wj) in w.iter().enumerate() {
+                        s[j & 1] =
+                            _mm256_dpbusd_epi32(s[j & 1], _mm256_set1_epi32(xb[t][j] as i32), *wj);
+                    }
+                    let s = _mm256_add_epi32(s[0], s[1]);
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
                     acc[t] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(_mm256_sub_epi32(s[t], corr)),
+                        _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)),
                         scale,
                         acc[t],
                     );
@@ -246,7 +247,17 @@ fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
         while t0 < nt {
             let left = nt - t0;
             let o = &mut out[t0 * out_stride + r0..];
-            if left >= 16 {
+            if left >= 32 {
+                group::<W, A, 32, HAS_MIN>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    unpack,
+                    o,
+                    out_stride,
+                );
+                t0 += 32;
+            } else if left >= 16 {
                 group::<W, A, 16, HAS_MIN>(
                     rows,
                     std::array::from_fn(|i| act(t0 + i)),
