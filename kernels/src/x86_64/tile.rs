@@ -738,24 +738,21 @@ fn group_q6<const NT: usize>(
             }
             let w = transpose8(v);
             let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
-            // j outer, t inner: 2 * NT independent vpdpbusd chains.
-            let mut p_lo = [_mm256_setzero_si256(); NT];
-            let mut p_hi = [_mm256_setzero_si256(); NT];
-            for j in 0..4 {
-                for t in 0..NT {
+            // t outer (the tokens' chains are independent), so only `isum` stays live across
+            // tokens; each 16-element half's chain starts from its offset, -32 * its bsum.
+            for t in 0..NT {
+                let mut p_lo = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c] as i32);
+                let mut p_hi = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c + 1] as i32);
+                for j in 0..4 {
                     let (lo, hi) = (
                         act4(&ab[t].qs, 32 * c + 4 * j),
                         act4(&ab[t].qs, 32 * c + 16 + 4 * j),
                     );
-                    p_lo[t] = _mm256_dpbusd_epi32(p_lo[t], w[j], _mm256_set1_epi32(lo));
-                    p_hi[t] = _mm256_dpbusd_epi32(p_hi[t], w[j + 4], _mm256_set1_epi32(hi));
+                    p_lo = _mm256_dpbusd_epi32(p_lo, w[j], _mm256_set1_epi32(lo));
+                    p_hi = _mm256_dpbusd_epi32(p_hi, w[j + 4], _mm256_set1_epi32(hi));
                 }
-            }
-            for t in 0..NT {
-                let off_lo = _mm256_set1_epi32(32 * ab[t].bsums[2 * c] as i32);
-                let off_hi = _mm256_set1_epi32(32 * ab[t].bsums[2 * c + 1] as i32);
-                let lo = _mm256_mullo_epi32(_mm256_sub_epi32(p_lo[t], off_lo), s_lo);
-                let hi = _mm256_mullo_epi32(_mm256_sub_epi32(p_hi[t], off_hi), s_hi);
+                let lo = _mm256_mullo_epi32(p_lo, s_lo);
+                let hi = _mm256_mullo_epi32(p_hi, s_hi);
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
             }
         }
@@ -831,7 +828,25 @@ pub(super) fn gemm_tile_q6_k(
             while t0 < nt {
                 let left = nt - t0;
                 let o = &mut out[t0 * out_stride + r0..];
-                if left >= 8 {
+                if left >= 32 {
+                    group_q6::<32>(
+                        rows,
+                        std::array::from_fn(|i| act(t0 + i)),
+                        nb,
+                        o,
+                        out_stride,
+                    );
+                    t0 += 32;
+                } else if left >= 16 {
+                    group_q6::<16>(
+                        rows,
+                        std::array::from_fn(|i| act(t0 + i)),
+                        nb,
+                        o,
+                        out_stride,
+                    );
+                    t0 += 16;
+                } else if left >= 8 {
                     group_q6::<8>(
                         rows,
                         std::array::from_fn(|i| act(t0 + i)),
