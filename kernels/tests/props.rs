@@ -7,7 +7,7 @@
 //!   Both sides sum integers exactly per block; only the float accumulation may differ, so the
 //!   results must agree within the bound derived at [`dot_bound`].
 //! - `from_float`: byte-identical activations (Q8_0, Q8_1, Q8_K) on random rows and on rows of
-//!   exact rounding ties (tiny blocks, where 127/amax overflows, in an ignored test for now).
+//!   exact rounding ties (and tiny blocks, where 127/amax overflows).
 //! - `gemm_tile`: every installed prefill tile against the scalar `vec_dot` per (row, token).
 //! - `gemv`: every installed decode mat-vec against the scalar `vec_dot` per row, and each row
 //!   bit-identical when computed alone (results must not depend on how rows are split).
@@ -718,10 +718,6 @@ fn ferrolm_kernels_env_forces_scalar() {
 /// (`scalar::q8_0::act_multiplier`); every backend must do the same. Q8_K keeps ggml's reference
 /// arithmetic (`iscale = -127 / max` overflowing too), which the SIMD version must reproduce.
 #[test]
-#[cfg_attr(
-    target_arch = "aarch64",
-    ignore = "the NEON from_float still uses `id = 127/amax` unguarded; un-ignore once it takes `act_multiplier`'s rule"
-)]
 fn from_float_tiny_blocks_match_scalar() {
     for ty in ACT_TYPES {
         for seed in 0..16u64 {

@@ -24,7 +24,8 @@ fn q8_block(x: &[f32], qs: &mut [i8; QK]) -> (f32, i32) {
     }
     let amax = vmaxvq_f32(vmaxq_f32(vmaxq_f32(m[0], m[1]), vmaxq_f32(m[2], m[3])));
     let d = amax / 127.0;
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    // 0 for an all-zero block and for blocks so small that 127 / amax overflows (the scalar rule).
+    let id = crate::scalar::q8_0::act_multiplier(amax);
     let mut q16 = [vdupq_n_s16(0); 4];
     for k in 0..4 {
         let i0 = vcvtnq_s32_f32(vmulq_n_f32(v[2 * k], id));
@@ -108,6 +109,14 @@ pub(crate) fn from_float_q8_k(x: &[f32], out: &mut [u8]) {
                 continue;
             }
             let iscale = -127.0 / max;
+            if !iscale.is_finite() {
+                // A block of values below ~1e-37: the reference's nearest_int trick turns the
+                // infinite products into 0 (and d into -0.0); do the same.
+                yb.d = 1.0 / iscale;
+                yb.qs = [0; QK_K];
+                yb.bsums = [0; QK_K / 16];
+                continue;
+            }
             let cap = vdupq_n_s32(127);
             for (g, (xg, qg)) in xb
                 .chunks_exact(16)
