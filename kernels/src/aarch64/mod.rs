@@ -9,10 +9,11 @@
 //! the 32-element formats process two blocks per step into two float accumulators.
 //!
 //! Files by format: `q4_0.rs` ... `q2_k.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
-//! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers).
+//! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers), `tile.rs` (prefill tiles of
+//! Q4_0/Q8_0 with `sdot`, installed only with dotprod).
 
 use crate::blocks::{cast_blocks, Block};
-use crate::dispatch::{Backend, KernelTable, QuantizeRowFn, VecDotFn};
+use crate::dispatch::{Backend, GemmTileFn, KernelTable, QuantizeRowFn, VecDotFn};
 use crate::types::GgmlType;
 
 /// Defines the two safe `VecDotFn` entry points of a module whose
@@ -63,6 +64,7 @@ mod q6_k;
 mod q8_0;
 mod quant;
 mod simd;
+mod tile;
 
 #[cfg(test)]
 mod tests;
@@ -176,6 +178,16 @@ pub fn install(table: &mut KernelTable) {
         }
         if let Some(q) = from_float_kernel(ty) {
             entry.from_float = Some(q);
+        }
+        if dotprod && entry.vec_dot_type == GgmlType::Q8_0 {
+            let t: Option<GemmTileFn> = match ty {
+                GgmlType::Q4_0 => Some(tile::gemm_tile_q4_0),
+                GgmlType::Q8_0 => Some(tile::gemm_tile_q8_0),
+                _ => None,
+            };
+            if t.is_some() {
+                entry.gemm_tile = t;
+            }
         }
     }
     table.backend = int_backend;

@@ -547,3 +547,70 @@ fn multi_dot_f16_matches_scalar() {
         }
     }
 }
+
+/// The `sdot` prefill tiles (installed only with dotprod) against the scalar `vec_dot` of every
+/// (row, token) pair: 9 rows (two groups of 4 and a partial one) x 13 tokens (groups of 8, 4, 1),
+/// 3 blocks, weight and activation bytes including -128 and 127, an output stride wider than the
+/// tile so stray writes show.
+#[test]
+fn sdot_tiles_match_scalar() {
+    let installed = [T::Q4_0, T::Q8_0].map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
+    assert_eq!(
+        installed,
+        [has_dotprod(); 2],
+        "tiles installed exactly when dotprod is present"
+    );
+    if !has_dotprod() {
+        eprintln!("skipped: no dotprod");
+        return;
+    }
+    let mut rng = Rng(11);
+    let (nr, nt, nb) = (9usize, 13usize, 3usize);
+    let n = nb * 32;
+    for ty in [T::Q4_0, T::Q8_0] {
+        let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+        let mut w = vec![0u8; nr * wrb];
+        for blk in w.chunks_exact_mut(ty.block_bytes()) {
+            for b in blk.iter_mut() {
+                *b = match rng.next_u64() % 8 {
+                    0 => 0x80,
+                    1 => 0x7F,
+                    _ => rng.next_u64() as u8,
+                };
+            }
+            let d = f16::from_f32(rng.unit().abs() * 0.1 + 1e-3);
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+        let arb = T::Q8_0.row_bytes(n as u64).unwrap() as usize;
+        let mut a = vec![0u8; nt * arb];
+        for blk in a.chunks_exact_mut(T::Q8_0.block_bytes()) {
+            for b in blk.iter_mut() {
+                *b = match rng.next_u64() % 8 {
+                    0 => 0x80,
+                    1 => 0x7F,
+                    _ => rng.next_u64() as u8,
+                };
+            }
+            let d = f16::from_f32(rng.unit().abs() * 0.1 + 1e-3);
+            blk[..2].copy_from_slice(&d.to_le_bytes());
+        }
+        let stride = nr + 2;
+        let mut out = vec![f32::NAN; nt * stride];
+        let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
+        tile(n, &w, wrb, nr, &a, arb, nt, &mut out, stride);
+        let dot = scalar_kernels().get(ty).unwrap().vec_dot.unwrap();
+        for t in 0..nt {
+            assert!(out[t * stride + nr..(t + 1) * stride]
+                .iter()
+                .all(|v| v.is_nan()));
+            for r in 0..nr {
+                let want = dot(n, &w[r * wrb..(r + 1) * wrb], &a[t * arb..(t + 1) * arb]);
+                let got = out[t * stride + r];
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{ty} row {r} token {t}: {got} vs scalar {want}"
+                );
+            }
+        }
+    }
+}

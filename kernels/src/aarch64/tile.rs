@@ -1,0 +1,259 @@
+//! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0 and Q8_0 weights x Q8_0 activations, installed
+//! only when the CPU has dotprod (a Raspberry Pi 5's Cortex-A76 and later).
+//!
+//! For a group of 4 weight rows and one block of 32 elements, each row's block is unpacked once to
+//! 32 signed bytes and the 4x8 grid of 4-byte groups is transposed, so that lane r of `w[j]` holds
+//! row r's elements 4j..4j+4. Then for every token of the group, 8 `sdot`s of `w[j]` against the
+//! token's bytes 4j..4j+4 (the by-element form, `a.4b[i]`, reads them from the activation
+//! register: no broadcast) give the 4 rows' exact block sums in the 4 lanes: the weights are
+//! unpacked once for all the tokens instead of once per (row, token) as in the `vec_dot` loop.
+//! `sdot` multiplies signed by signed bytes, so neither side needs an offset.
+//!
+//! Each output element accumulates its blocks in order in its own lane of its own token
+//! accumulator, so its value does not depend on how rows and tokens are grouped into tiles.
+
+use core::arch::aarch64::*;
+use std::arch::asm;
+
+use super::simd::f16_to_f32;
+use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ8_0, QK};
+use crate::matmul::check_tile_args;
+use crate::types::GgmlType;
+
+/// Largest token group.
+const MAX_NT: usize = 8;
+
+/// `acc + w . a.4b[I]`: lane r gains the products of `w`'s bytes 4r..4r+4 with `a`'s bytes
+/// 4I..4I+4. `vdotq_laneq_s32` is unstable, so this is inline assembly.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn sdot_lane<const I: usize>(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
+    // SAFETY: this function is only compiled with `dotprod` enabled and only reachable through the
+    // kernel table, which holds the tiles only when the CPU has dotprod; `sdot` reads and writes
+    // only the three named vector registers: no memory, no stack, no flags.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[{i}]",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            a = in(vreg) a,
+            i = const I,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Transposes 4 rows of 4 dwords: lane r of out[j] = dword j of v[r].
+#[inline]
+#[target_feature(enable = "neon")]
+fn transpose4(v: [int8x16_t; 4]) -> [int8x16_t; 4] {
+    let v: [uint32x4_t; 4] = v.map(|x| vreinterpretq_u32_s8(x));
+    let t0 = vtrn1q_u32(v[0], v[1]);
+    let t1 = vtrn2q_u32(v[0], v[1]);
+    let t2 = vtrn1q_u32(v[2], v[3]);
+    let t3 = vtrn2q_u32(v[2], v[3]);
+    let (t0, t1, t2, t3) = (
+        vreinterpretq_u64_u32(t0),
+        vreinterpretq_u64_u32(t1),
+        vreinterpretq_u64_u32(t2),
+        vreinterpretq_u64_u32(t3),
+    );
+    [
+        vreinterpretq_s8_u64(vtrn1q_u64(t0, t2)),
+        vreinterpretq_s8_u64(vtrn1q_u64(t1, t3)),
+        vreinterpretq_s8_u64(vtrn2q_u64(t0, t2)),
+        vreinterpretq_s8_u64(vtrn2q_u64(t1, t3)),
+    ]
+}
+
+/// A weight block unpacked to 32 signed levels (elements 0..16, 16..32) and its scale.
+#[derive(Clone, Copy)]
+struct Unpacked {
+    q: [int8x16_t; 2],
+    d: f32,
+}
+
+/// 4 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
+/// out[t * out_stride + r] for the rows present.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn group<W: Block, const NT: usize>(
+    rows: [Option<&[W]>; 4],
+    acts: [&[BlockQ8_0]; NT],
+    nb: usize,
+    unpack: impl Fn(&W) -> Unpacked,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let zero = Unpacked {
+        q: [vdupq_n_s8(0); 2],
+        d: 0.0,
+    };
+    let mut acc = [vdupq_n_f32(0.0); NT];
+    for k in 0..nb {
+        let mut u = [zero; 4];
+        for r in 0..4 {
+            if let Some(b) = rows[r] {
+                u[r] = unpack(&b[k]);
+            }
+        }
+        let lo = transpose4([u[0].q[0], u[1].q[0], u[2].q[0], u[3].q[0]]);
+        let hi = transpose4([u[0].q[1], u[1].q[1], u[2].q[1], u[3].q[1]]);
+        // SAFETY: the array is 4 readable f32.
+        let d = unsafe { vld1q_f32([u[0].d, u[1].d, u[2].d, u[3].d].as_ptr()) };
+        for t in 0..NT {
+            let y = &acts[t][k];
+            // SAFETY: `y.qs` is 32 bytes; the loads read 0..16 and 16..32.
+            let (a0, a1) = unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) };
+            let z = vdupq_n_s32(0);
+            // Two chains: bytes 0..16 and 16..32.
+            let s0 = sdot_lane::<0>(z, lo[0], a0);
+            let s1 = sdot_lane::<0>(z, hi[0], a1);
+            let s0 = sdot_lane::<1>(s0, lo[1], a0);
+            let s1 = sdot_lane::<1>(s1, hi[1], a1);
+            let s0 = sdot_lane::<2>(s0, lo[2], a0);
+            let s1 = sdot_lane::<2>(s1, hi[2], a1);
+            let s0 = sdot_lane::<3>(s0, lo[3], a0);
+            let s1 = sdot_lane::<3>(s1, hi[3], a1);
+            let s = vaddq_s32(s0, s1);
+            let scale = vmulq_n_f32(d, f16_to_f32(y.d.to_bits()));
+            acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(s), scale);
+        }
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, a) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 4];
+        // SAFETY: `lanes` is 4 writable floats.
+        unsafe { vst1q_f32(lanes.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
+    }
+}
+
+/// The whole tile: row groups of 4, token groups of 8/4/2/1.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+#[allow(clippy::too_many_arguments)]
+fn tile<W: Block>(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    unpack: impl Fn(&W) -> Unpacked + Copy,
+) {
+    let nb = n / QK;
+    let wrb = nb * std::mem::size_of::<W>();
+    let arb = nb * std::mem::size_of::<BlockQ8_0>();
+    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
+    let act = |t: usize| -> &[BlockQ8_0] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let rows: [Option<&[W]>; 4] = [0, 1, 2, 3].map(|i| (r0 + i < nr).then(|| row(r0 + i)));
+        let mut t0 = 0;
+        while t0 < nt {
+            let left = nt - t0;
+            let o = &mut out[t0 * out_stride + r0..];
+            macro_rules! go {
+                ($g:literal) => {{
+                    let mut acts = [act(t0); $g];
+                    for (i, x) in acts.iter_mut().enumerate() {
+                        *x = act(t0 + i);
+                    }
+                    group::<W, $g>(rows, acts, nb, unpack, o, out_stride);
+                    t0 += $g;
+                }};
+            }
+            if left >= MAX_NT {
+                go!(8)
+            } else if left >= 4 {
+                go!(4)
+            } else if left >= 2 {
+                go!(2)
+            } else {
+                go!(1)
+            }
+        }
+        r0 += 4;
+    }
+}
+
+/// Q4_0 levels `q - 8`: low nibbles are elements 0..16, high nibbles 16..32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_q4_0(x: &BlockQ4_0) -> Unpacked {
+    // SAFETY: `x.qs` is 16 bytes.
+    let qx = unsafe { vld1q_u8(x.qs.as_ptr()) };
+    let eight = vdupq_n_s8(8);
+    Unpacked {
+        q: [
+            vsubq_s8(vreinterpretq_s8_u8(vandq_u8(qx, vdupq_n_u8(0x0F))), eight),
+            vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(qx)), eight),
+        ],
+        d: f16_to_f32(x.d.to_bits()),
+    }
+}
+
+/// Q8_0 levels as stored.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_q8_0(x: &BlockQ8_0) -> Unpacked {
+    // SAFETY: `x.qs` is 32 bytes; the loads read 0..16 and 16..32.
+    let q = unsafe { [vld1q_s8(x.qs.as_ptr()), vld1q_s8(x.qs.as_ptr().add(16))] };
+    Unpacked {
+        q,
+        d: f16_to_f32(x.d.to_bits()),
+    }
+}
+
+macro_rules! tile_fn {
+    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr, $unpack:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn $name(
+            n: usize,
+            w: &[u8],
+            w_stride: usize,
+            nr: usize,
+            a: &[u8],
+            a_stride: usize,
+            nt: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            check_tile_args($wt, GgmlType::Q8_0, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
+            assert!(
+                w_stride % std::mem::align_of::<$w>() == 0
+                    && a_stride % std::mem::align_of::<BlockQ8_0>() == 0,
+                "tile strides must keep blocks aligned"
+            );
+            #[target_feature(enable = "neon,dotprod")]
+            #[allow(clippy::too_many_arguments)]
+            fn imp(
+                n: usize,
+                w: &[u8],
+                w_stride: usize,
+                nr: usize,
+                a: &[u8],
+                a_stride: usize,
+                nt: usize,
+                out: &mut [f32],
+                out_stride: usize,
+            ) {
+                tile::<$w>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |x: &$w| $unpack(x));
+            }
+            // SAFETY: reachable only through the kernel table, which `install` fills with the
+            // tiles only after detecting dotprod.
+            unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+        }
+    };
+}
+
+tile_fn!(/// Q4_0 x Q8_0 tile (`sdot`).
+    gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, unpack_q4_0);
+tile_fn!(/// Q8_0 x Q8_0 tile (`sdot`).
+    gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, unpack_q8_0);
