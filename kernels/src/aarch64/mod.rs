@@ -10,7 +10,7 @@
 //!
 //! Files by format: `q4_0.rs` ... `q2_k.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
 //! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers), `tile.rs` (prefill tiles of
-//! Q4_0/Q8_0 with `sdot`, installed only with dotprod).
+//! Q4_0/Q8_0/Q4_K with `sdot`, installed only with dotprod).
 
 use crate::blocks::{cast_blocks, Block};
 use crate::dispatch::{Backend, GemmTileFn, KernelTable, QuantizeRowFn, VecDotFn};
@@ -179,14 +179,17 @@ pub fn install(table: &mut KernelTable) {
         if let Some(q) = from_float_kernel(ty) {
             entry.from_float = Some(q);
         }
-        if dotprod && entry.vec_dot_type == GgmlType::Q8_0 {
-            let t: Option<GemmTileFn> = match ty {
-                GgmlType::Q4_0 => Some(tile::gemm_tile_q4_0),
-                GgmlType::Q8_0 => Some(tile::gemm_tile_q8_0),
+        if dotprod {
+            let t: Option<(GgmlType, GemmTileFn)> = match ty {
+                GgmlType::Q4_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q4_0)),
+                GgmlType::Q8_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q8_0)),
+                GgmlType::Q4_K => Some((GgmlType::Q8_K, tile::gemm_tile_q4_k)),
                 _ => None,
             };
-            if t.is_some() {
-                entry.gemm_tile = t;
+            if let Some((partner, f)) = t {
+                if entry.vec_dot_type == partner {
+                    entry.gemm_tile = Some(f);
+                }
             }
         }
     }

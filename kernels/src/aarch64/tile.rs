@@ -15,8 +15,9 @@
 use core::arch::aarch64::*;
 use std::arch::asm;
 
+use super::q4_k::scales_mins_k4;
 use super::simd::f16_to_f32;
-use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ8_0, QK};
+use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ8_0, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
 
@@ -78,7 +79,7 @@ struct Unpacked {
 /// out[t * out_stride + r] for the rows present.
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-fn group<W: Block, const NT: usize>(
+fn group<const NT: usize, W: Block>(
     rows: [Option<&[W]>; 4],
     acts: [&[BlockQ8_0]; NT],
     nb: usize,
@@ -130,56 +131,48 @@ fn group<W: Block, const NT: usize>(
     }
 }
 
-/// The whole tile: row groups of 4, token groups of 8/4/2/1.
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
-#[allow(clippy::too_many_arguments)]
-fn tile<W: Block>(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    unpack: impl Fn(&W) -> Unpacked + Copy,
-) {
-    let nb = n / QK;
-    let wrb = nb * std::mem::size_of::<W>();
-    let arb = nb * std::mem::size_of::<BlockQ8_0>();
-    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
-    let act = |t: usize| -> &[BlockQ8_0] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
-    let mut r0 = 0;
-    while r0 < nr {
-        let rows: [Option<&[W]>; 4] = [0, 1, 2, 3].map(|i| (r0 + i < nr).then(|| row(r0 + i)));
-        let mut t0 = 0;
-        while t0 < nt {
-            let left = nt - t0;
-            let o = &mut out[t0 * out_stride + r0..];
-            macro_rules! go {
-                ($g:literal) => {{
-                    let mut acts = [act(t0); $g];
-                    for (i, x) in acts.iter_mut().enumerate() {
-                        *x = act(t0 + i);
-                    }
-                    group::<W, $g>(rows, acts, nb, unpack, o, out_stride);
-                    t0 += $g;
-                }};
+/// The whole tile: row groups of 4, token groups of 8/4/2/1, each through
+/// `$group::<NT, _>(rows, acts, nb, [extra,] out, out_stride)` (rows of `$w`, activations of `$a`, `$elems`
+/// elements per block).
+macro_rules! drive {
+    ($w:ty, $a:ty, $elems:expr, $n:ident, $wb:ident, $w_stride:ident, $nr:ident, $ab:ident,
+     $a_stride:ident, $nt:ident, $out:ident, $out_stride:ident, $group:ident $(, $extra:expr)?) => {{
+        let nb = $n / $elems;
+        let wrb = nb * std::mem::size_of::<$w>();
+        let arb = nb * std::mem::size_of::<$a>();
+        let row = |r: usize| -> &[$w] { cast_blocks(&$wb[r * $w_stride..r * $w_stride + wrb]) };
+        let act = |t: usize| -> &[$a] { cast_blocks(&$ab[t * $a_stride..t * $a_stride + arb]) };
+        let mut r0 = 0;
+        while r0 < $nr {
+            let rows: [Option<&[$w]>; 4] =
+                [0, 1, 2, 3].map(|i| (r0 + i < $nr).then(|| row(r0 + i)));
+            let mut t0 = 0;
+            while t0 < $nt {
+                let left = $nt - t0;
+                let o = &mut $out[t0 * $out_stride + r0..];
+                macro_rules! go {
+                    ($g:literal) => {{
+                        let mut acts = [act(t0); $g];
+                        for (i, x) in acts.iter_mut().enumerate() {
+                            *x = act(t0 + i);
+                        }
+                        $group::<$g, _>(rows, acts, nb, $($extra,)? o, $out_stride);
+                        t0 += $g;
+                    }};
+                }
+                if left >= MAX_NT {
+                    go!(8)
+                } else if left >= 4 {
+                    go!(4)
+                } else if left >= 2 {
+                    go!(2)
+                } else {
+                    go!(1)
+                }
             }
-            if left >= MAX_NT {
-                go!(8)
-            } else if left >= 4 {
-                go!(4)
-            } else if left >= 2 {
-                go!(2)
-            } else {
-                go!(1)
-            }
+            r0 += 4;
         }
-        r0 += 4;
-    }
+    }};
 }
 
 /// Q4_0 levels `q - 8`: low nibbles are elements 0..16, high nibbles 16..32.
@@ -244,7 +237,8 @@ macro_rules! tile_fn {
                 out: &mut [f32],
                 out_stride: usize,
             ) {
-                tile::<$w>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |x: &$w| $unpack(x));
+                let unpack = |x: &$w| $unpack(x);
+                drive!($w, BlockQ8_0, QK, n, w, w_stride, nr, a, a_stride, nt, out, out_stride, group, unpack);
             }
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting dotprod.
@@ -257,3 +251,176 @@ tile_fn!(/// Q4_0 x Q8_0 tile (`sdot`).
     gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, unpack_q4_0);
 tile_fn!(/// Q8_0 x Q8_0 tile (`sdot`).
     gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, unpack_q8_0);
+
+/// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels.
+trait K4Block: Block {
+    /// (scales, mins) as bytes 0..8 of two little-endian words, d, dmin.
+    fn scales(&self) -> (u64, u64, f32, f32);
+    /// The 128 level bytes: sub-block 2c in the low nibbles of bytes 32c..32c+32, 2c+1 in the high.
+    fn qs(&self) -> &[u8; 128];
+}
+
+impl K4Block for BlockQ4_K {
+    #[inline(always)]
+    fn scales(&self) -> (u64, u64, f32, f32) {
+        let (sc, mn) = scales_mins_k4(&self.scales);
+        (sc, mn, self.d.to_f32(), self.dmin.to_f32())
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+}
+
+/// Lane r = byte `i` of `b[r]`, as i32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn lanes(b: &[[u8; 8]; 4], i: usize) -> int32x4_t {
+    let v = [
+        b[0][i] as i32,
+        b[1][i] as i32,
+        b[2][i] as i32,
+        b[3][i] as i32,
+    ];
+    // SAFETY: `v` is 4 readable i32.
+    unsafe { vld1q_s32(v.as_ptr()) }
+}
+
+/// 4 rows x NT tokens of Q4_K . Q8_K over all super-blocks: per 32-element sub-block the same
+/// transposed `sdot` scheme (levels 0..15 are valid signed bytes), the exact sub-block sums times
+/// the rows' scales (`mla` by lane), the mins times the token's 32-element sums from its `bsums`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn group_k4<const NT: usize, W: K4Block>(
+    rows: [Option<&[W]>; 4],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let m4 = vdupq_n_u8(0x0F);
+    let mut acc = [vdupq_n_f32(0.0); NT];
+    for k in 0..nb {
+        let (mut scb, mut mnb) = ([[0u8; 8]; 4], [[0u8; 8]; 4]);
+        let (mut d, mut dmin) = ([0.0f32; 4], [0.0f32; 4]);
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(b) = row {
+                let (sc, mn, dr, dm) = b[k].scales();
+                (scb[r], mnb[r], d[r], dmin[r]) = (sc.to_le_bytes(), mn.to_le_bytes(), dr, dm);
+            }
+        }
+        let mut isum = [vdupq_n_s32(0); NT];
+        for sb in 0..8 {
+            let c = sb / 2;
+            let (mut v0, mut v1) = ([vdupq_n_s8(0); 4], [vdupq_n_s8(0); 4]);
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(b) = row {
+                    let qs = b[k].qs();
+                    // SAFETY: `qs` is 128 bytes; the loads read 32c..32c+32, c < 4.
+                    let (q0, q1) = unsafe {
+                        (
+                            vld1q_u8(qs.as_ptr().add(32 * c)),
+                            vld1q_u8(qs.as_ptr().add(32 * c + 16)),
+                        )
+                    };
+                    let (l0, l1) = if sb % 2 == 0 {
+                        (vandq_u8(q0, m4), vandq_u8(q1, m4))
+                    } else {
+                        (vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1))
+                    };
+                    (v0[r], v1[r]) = (vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1));
+                }
+            }
+            let (lo, hi) = (transpose4(v0), transpose4(v1));
+            let sc = lanes(&scb, sb);
+            for t in 0..NT {
+                let q = &acts[t][k].qs[32 * sb..32 * sb + 32];
+                // SAFETY: `q` is 32 bytes; the loads read 0..16 and 16..32.
+                let (a0, a1) = unsafe { (vld1q_s8(q.as_ptr()), vld1q_s8(q.as_ptr().add(16))) };
+                let z = vdupq_n_s32(0);
+                let s0 = sdot_lane::<0>(z, lo[0], a0);
+                let s1 = sdot_lane::<0>(z, hi[0], a1);
+                let s0 = sdot_lane::<1>(s0, lo[1], a0);
+                let s1 = sdot_lane::<1>(s1, hi[1], a1);
+                let s0 = sdot_lane::<2>(s0, lo[2], a0);
+                let s1 = sdot_lane::<2>(s1, hi[2], a1);
+                let s0 = sdot_lane::<3>(s0, lo[3], a0);
+                let s1 = sdot_lane::<3>(s1, hi[3], a1);
+                isum[t] = vmlaq_s32(isum[t], vaddq_s32(s0, s1), sc);
+            }
+        }
+        // SAFETY: d and dmin are 4 readable f32.
+        let (dv, dmv) = unsafe { (vld1q_f32(d.as_ptr()), vld1q_f32(dmin.as_ptr())) };
+        for t in 0..NT {
+            let y = &acts[t][k];
+            let mut msum = vdupq_n_s32(0);
+            for g in 0..8 {
+                let b32 = y.bsums[2 * g] as i32 + y.bsums[2 * g + 1] as i32;
+                msum = vmlaq_n_s32(msum, lanes(&mnb, g), b32);
+            }
+            acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), vmulq_n_f32(dv, y.d));
+            acc[t] = vfmsq_f32(acc[t], vcvtq_f32_s32(msum), vmulq_n_f32(dmv, y.d));
+        }
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, a) in acc.iter().enumerate() {
+        let mut v = [0.0f32; 4];
+        // SAFETY: `v` is 4 writable floats.
+        unsafe { vst1q_f32(v.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&v[..present]);
+    }
+}
+
+/// Q4_K x Q8_K tile (`sdot`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_tile_q4_k(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    check_tile_args(
+        GgmlType::Q4_K,
+        GgmlType::Q8_K,
+        n,
+        w,
+        w_stride,
+        nr,
+        a,
+        a_stride,
+        nt,
+        out,
+        out_stride,
+    );
+    assert!(
+        w_stride % std::mem::align_of::<BlockQ4_K>() == 0
+            && a_stride % std::mem::align_of::<BlockQ8_K>() == 0,
+        "tile strides must keep blocks aligned"
+    );
+    #[target_feature(enable = "neon,dotprod")]
+    #[allow(clippy::too_many_arguments)]
+    fn imp(
+        n: usize,
+        w: &[u8],
+        w_stride: usize,
+        nr: usize,
+        a: &[u8],
+        a_stride: usize,
+        nt: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        drive!(
+            BlockQ4_K, BlockQ8_K, QK_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride,
+            group_k4
+        );
+    }
+    // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
+    // after detecting dotprod.
+    unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+}
