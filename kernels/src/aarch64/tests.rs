@@ -554,11 +554,11 @@ fn multi_dot_f16_matches_scalar() {
 /// tile so stray writes show.
 #[test]
 fn sdot_tiles_match_scalar() {
-    let installed =
-        [T::Q4_0, T::Q8_0, T::Q4_K].map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
+    let installed = [T::Q4_0, T::Q8_0, T::Q4_K, T::Q6_K]
+        .map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
     assert_eq!(
         installed,
-        [has_dotprod(); 3],
+        [has_dotprod(); 4],
         "tiles installed exactly when dotprod is present"
     );
     if !has_dotprod() {
@@ -616,10 +616,16 @@ fn sdot_tiles_match_scalar() {
     }
 }
 
-/// The Q4_K `sdot` tile against the scalar `vec_dot`: 6 rows x 11 tokens x 2 super-blocks,
-/// weights and activations quantized from random floats by the scalar quantizers.
+/// The Q4_K and Q6_K `sdot` tiles against the scalar `vec_dot`: 6 rows x 11 tokens x 2
+/// super-blocks, weights and activations quantized from random floats by the scalar quantizers.
 #[test]
-fn sdot_tile_q4_k_matches_scalar() {
+fn sdot_tile_k_matches_scalar() {
+    for ty in [T::Q4_K, T::Q6_K] {
+        sdot_tile_k_case(ty);
+    }
+}
+
+fn sdot_tile_k_case(ty: T) {
     if !has_dotprod() {
         eprintln!("skipped: no dotprod");
         return;
@@ -627,13 +633,13 @@ fn sdot_tile_q4_k_matches_scalar() {
     let mut rng = Rng(5);
     let (nr, nt, n) = (6usize, 11usize, 512usize);
     let st = scalar_kernels();
-    let wrb = T::Q4_K.row_bytes(n as u64).unwrap() as usize;
+    let wrb = ty.row_bytes(n as u64).unwrap() as usize;
     let arb = T::Q8_K.row_bytes(n as u64).unwrap() as usize;
     let xw: Vec<f32> = (0..nr * n).map(|_| rng.unit()).collect();
     let xa: Vec<f32> = (0..nt * n).map(|_| rng.unit() * 3.0).collect();
     let mut w = vec![0u8; nr * wrb];
     let mut a = vec![0u8; nt * arb];
-    let qw = st.get(T::Q4_K).unwrap().quantize_row_ref.unwrap();
+    let qw = st.get(ty).unwrap().quantize_row_ref.unwrap();
     let qa = st.get(T::Q8_K).unwrap().from_float.unwrap();
     for (x, o) in xw.chunks_exact(n).zip(w.chunks_exact_mut(wrb)) {
         qw(x, o);
@@ -643,9 +649,9 @@ fn sdot_tile_q4_k_matches_scalar() {
     }
     let stride = nr + 1;
     let mut out = vec![f32::NAN; nt * stride];
-    let tile = kernels().get(T::Q4_K).unwrap().gemm_tile.unwrap();
+    let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
     tile(n, &w, wrb, nr, &a, arb, nt, &mut out, stride);
-    let dot = st.get(T::Q4_K).unwrap().vec_dot.unwrap();
+    let dot = st.get(ty).unwrap().vec_dot.unwrap();
     for t in 0..nt {
         assert!(out[t * stride + nr].is_nan(), "stray write, token {t}");
         for r in 0..nr {
@@ -653,7 +659,7 @@ fn sdot_tile_q4_k_matches_scalar() {
             let got = out[t * stride + r];
             assert!(
                 (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                "Q4_K row {r} token {t}: {got} vs scalar {want}"
+                "{ty} row {r} token {t}: {got} vs scalar {want}"
             );
         }
     }

@@ -17,7 +17,9 @@ use std::arch::asm;
 
 use super::q4_k::scales_mins_k4;
 use super::simd::f16_to_f32;
-use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ8_0, BlockQ8_K, QK, QK_K};
+use crate::blocks::{
+    cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_K, QK, QK_K,
+};
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
 
@@ -418,6 +420,185 @@ pub(super) fn gemm_tile_q4_k(
         drive!(
             BlockQ4_K, BlockQ8_K, QK_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride,
             group_k4
+        );
+    }
+    // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
+    // after detecting dotprod.
+    unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+}
+
+/// Signed levels `q - 32` of the 32-element chunk `c` (0..8) of a Q6_K block, as two halves
+/// (elements 0..16 and 16..32: sub-blocks 2c and 2c + 1).
+#[inline]
+#[target_feature(enable = "neon")]
+fn q6_levels(b: &BlockQ6_K, c: usize) -> [int8x16_t; 2] {
+    let (n, k) = (c / 4, c % 4);
+    let off = 64 * n + 32 * (k % 2);
+    // Bits 2k, 2k + 1 of qh moved to bits 4, 5.
+    let hi = |h: uint8x16_t| match k {
+        0 => vshlq_n_u8::<4>(vandq_u8(h, vdupq_n_u8(0x03))),
+        1 => vshlq_n_u8::<2>(vandq_u8(h, vdupq_n_u8(0x0C))),
+        2 => vandq_u8(h, vdupq_n_u8(0x30)),
+        _ => vshrq_n_u8::<2>(vandq_u8(h, vdupq_n_u8(0xC0))),
+    };
+    let lo = |l: uint8x16_t| {
+        if k < 2 {
+            vandq_u8(l, vdupq_n_u8(0x0F))
+        } else {
+            vshrq_n_u8::<4>(l)
+        }
+    };
+    [0, 16].map(|h| {
+        // SAFETY: ql[off + h..off + h + 16] and qh[32n + h..32n + h + 16] are in bounds (off + h
+        // + 16 <= 128, 32n + h + 16 <= 64).
+        let (l, q) = unsafe {
+            (
+                vld1q_u8(b.ql.as_ptr().add(off + h)),
+                vld1q_u8(b.qh.as_ptr().add(32 * n + h)),
+            )
+        };
+        vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo(l), hi(q))), vdupq_n_s8(32))
+    })
+}
+
+/// Lane r = scale `i` of `b[r]` (signed), as i32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn lanes_i8(b: &[[i8; 16]; 4], i: usize) -> int32x4_t {
+    let v = [
+        b[0][i] as i32,
+        b[1][i] as i32,
+        b[2][i] as i32,
+        b[3][i] as i32,
+    ];
+    // SAFETY: `v` is 4 readable i32.
+    unsafe { vld1q_s32(v.as_ptr()) }
+}
+
+/// 4 rows x NT tokens of Q6_K . Q8_K over all super-blocks: the signed levels `q - 32` need no
+/// offset term with `sdot`; each 16-element sub-block's exact sum times its row's scale by lane.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn group_q6<const NT: usize, W: Q6Block>(
+    rows: [Option<&[W]>; 4],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let mut acc = [vdupq_n_f32(0.0); NT];
+    for k in 0..nb {
+        let mut scb = [[0i8; 16]; 4];
+        let mut d = [0.0f32; 4];
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(b) = row {
+                (scb[r], d[r]) = (b[k].q6().scales, b[k].q6().d.to_f32());
+            }
+        }
+        let mut isum = [vdupq_n_s32(0); NT];
+        for c in 0..8 {
+            let (mut v0, mut v1) = ([vdupq_n_s8(0); 4], [vdupq_n_s8(0); 4]);
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(b) = row {
+                    [v0[r], v1[r]] = q6_levels(b[k].q6(), c);
+                }
+            }
+            let (lo, hi) = (transpose4(v0), transpose4(v1));
+            let (s_lo, s_hi) = (lanes_i8(&scb, 2 * c), lanes_i8(&scb, 2 * c + 1));
+            for t in 0..NT {
+                let q = &acts[t][k].qs[32 * c..32 * c + 32];
+                // SAFETY: `q` is 32 bytes; the loads read 0..16 and 16..32.
+                let (a0, a1) = unsafe { (vld1q_s8(q.as_ptr()), vld1q_s8(q.as_ptr().add(16))) };
+                let z = vdupq_n_s32(0);
+                let s0 = sdot_lane::<0>(z, lo[0], a0);
+                let s1 = sdot_lane::<0>(z, hi[0], a1);
+                let s0 = sdot_lane::<1>(s0, lo[1], a0);
+                let s1 = sdot_lane::<1>(s1, hi[1], a1);
+                let s0 = sdot_lane::<2>(s0, lo[2], a0);
+                let s1 = sdot_lane::<2>(s1, hi[2], a1);
+                let s0 = sdot_lane::<3>(s0, lo[3], a0);
+                let s1 = sdot_lane::<3>(s1, hi[3], a1);
+                isum[t] = vmlaq_s32(vmlaq_s32(isum[t], s0, s_lo), s1, s_hi);
+            }
+        }
+        // SAFETY: d is 4 readable f32.
+        let dv = unsafe { vld1q_f32(d.as_ptr()) };
+        for t in 0..NT {
+            acc[t] = vfmaq_f32(
+                acc[t],
+                vcvtq_f32_s32(isum[t]),
+                vmulq_n_f32(dv, acts[t][k].d),
+            );
+        }
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, a) in acc.iter().enumerate() {
+        let mut v = [0.0f32; 4];
+        // SAFETY: `v` is 4 writable floats.
+        unsafe { vst1q_f32(v.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&v[..present]);
+    }
+}
+
+/// The Q6_K block (a trait only so that `group_q6` has the `<NT, W>` shape `drive!` calls).
+trait Q6Block: Block {
+    fn q6(&self) -> &BlockQ6_K;
+}
+
+impl Q6Block for BlockQ6_K {
+    #[inline(always)]
+    fn q6(&self) -> &BlockQ6_K {
+        self
+    }
+}
+
+/// Q6_K x Q8_K tile (`sdot`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemm_tile_q6_k(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    check_tile_args(
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        n,
+        w,
+        w_stride,
+        nr,
+        a,
+        a_stride,
+        nt,
+        out,
+        out_stride,
+    );
+    assert!(
+        w_stride % std::mem::align_of::<BlockQ6_K>() == 0
+            && a_stride % std::mem::align_of::<BlockQ8_K>() == 0,
+        "tile strides must keep blocks aligned"
+    );
+    #[target_feature(enable = "neon,dotprod")]
+    #[allow(clippy::too_many_arguments)]
+    fn imp(
+        n: usize,
+        w: &[u8],
+        w_stride: usize,
+        nr: usize,
+        a: &[u8],
+        a_stride: usize,
+        nt: usize,
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        drive!(
+            BlockQ6_K, BlockQ8_K, QK_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride,
+            group_q6
         );
     }
     // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
