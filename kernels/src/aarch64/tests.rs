@@ -548,10 +548,54 @@ fn multi_dot_f16_matches_scalar() {
     }
 }
 
-/// The `sdot` prefill tiles (installed only with dotprod) against the scalar `vec_dot` of every
-/// (row, token) pair: 9 rows (two groups of 4 and a partial one) x 13 tokens (groups of 8, 4, 1),
-/// 3 blocks, weight and activation bytes including -128 and 127, an output stride wider than the
-/// tile so stray writes show.
+/// `len` bytes of blocks of `block` bytes: random bytes (an eighth each -128 and 127) after an
+/// f16 scale in 0.001..0.101 (the Q4_0 and Q8_0 layout).
+fn random_blocks(rng: &mut Rng, len: usize, block: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    for blk in v.chunks_exact_mut(block) {
+        for b in blk.iter_mut() {
+            *b = match rng.next_u64() % 8 {
+                0 => 0x80,
+                1 => 0x7F,
+                _ => rng.next_u64() as u8,
+            };
+        }
+        let d = f16::from_f32(rng.unit().abs() * 0.1 + 1e-3);
+        blk[..2].copy_from_slice(&d.to_le_bytes());
+    }
+    v
+}
+
+/// Runs `ty`'s installed tile on `nr` rows `w` x `nt` tokens `a` (n elements each) with an output
+/// stride wider than the tile, and checks every (row, token) against the scalar `vec_dot` and that
+/// nothing was written past the rows.
+fn check_tile(ty: T, n: usize, w: &[u8], nr: usize, a: &[u8], nt: usize) {
+    let (wrb, arb) = (w.len() / nr, a.len() / nt);
+    let stride = nr + 2;
+    let mut out = vec![f32::NAN; nt * stride];
+    let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
+    tile(n, w, wrb, nr, a, arb, nt, &mut out, stride);
+    let dot = scalar_kernels().get(ty).unwrap().vec_dot.unwrap();
+    for t in 0..nt {
+        let pad = &out[t * stride + nr..(t + 1) * stride];
+        assert!(
+            pad.iter().all(|v| v.is_nan()),
+            "{ty}: stray write, token {t}"
+        );
+        for r in 0..nr {
+            let want = dot(n, &w[r * wrb..(r + 1) * wrb], &a[t * arb..(t + 1) * arb]);
+            let got = out[t * stride + r];
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "{ty} row {r} token {t}: {got} vs scalar {want}"
+            );
+        }
+    }
+}
+
+/// The `sdot` prefill tiles (installed only with dotprod) of Q4_0 and Q8_0: 9 rows (two groups of
+/// 4 and a partial one) x 13 tokens (groups of 8, 4, 1), 3 blocks, weight and activation bytes
+/// including -128 and 127.
 #[test]
 fn sdot_tiles_match_scalar() {
     let installed = [T::Q4_0, T::Q8_0, T::Q4_K, T::Q6_K]
@@ -566,66 +610,23 @@ fn sdot_tiles_match_scalar() {
         return;
     }
     let mut rng = Rng(11);
-    let (nr, nt, nb) = (9usize, 13usize, 3usize);
-    let n = nb * 32;
+    let (nr, nt, n) = (9usize, 13usize, 96usize);
     for ty in [T::Q4_0, T::Q8_0] {
-        let wrb = ty.row_bytes(n as u64).unwrap() as usize;
-        let mut w = vec![0u8; nr * wrb];
-        for blk in w.chunks_exact_mut(ty.block_bytes()) {
-            for b in blk.iter_mut() {
-                *b = match rng.next_u64() % 8 {
-                    0 => 0x80,
-                    1 => 0x7F,
-                    _ => rng.next_u64() as u8,
-                };
-            }
-            let d = f16::from_f32(rng.unit().abs() * 0.1 + 1e-3);
-            blk[..2].copy_from_slice(&d.to_le_bytes());
-        }
+        let w = random_blocks(
+            &mut rng,
+            nr * ty.row_bytes(n as u64).unwrap() as usize,
+            ty.block_bytes(),
+        );
         let arb = T::Q8_0.row_bytes(n as u64).unwrap() as usize;
-        let mut a = vec![0u8; nt * arb];
-        for blk in a.chunks_exact_mut(T::Q8_0.block_bytes()) {
-            for b in blk.iter_mut() {
-                *b = match rng.next_u64() % 8 {
-                    0 => 0x80,
-                    1 => 0x7F,
-                    _ => rng.next_u64() as u8,
-                };
-            }
-            let d = f16::from_f32(rng.unit().abs() * 0.1 + 1e-3);
-            blk[..2].copy_from_slice(&d.to_le_bytes());
-        }
-        let stride = nr + 2;
-        let mut out = vec![f32::NAN; nt * stride];
-        let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
-        tile(n, &w, wrb, nr, &a, arb, nt, &mut out, stride);
-        let dot = scalar_kernels().get(ty).unwrap().vec_dot.unwrap();
-        for t in 0..nt {
-            assert!(out[t * stride + nr..(t + 1) * stride]
-                .iter()
-                .all(|v| v.is_nan()));
-            for r in 0..nr {
-                let want = dot(n, &w[r * wrb..(r + 1) * wrb], &a[t * arb..(t + 1) * arb]);
-                let got = out[t * stride + r];
-                assert!(
-                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                    "{ty} row {r} token {t}: {got} vs scalar {want}"
-                );
-            }
-        }
+        let a = random_blocks(&mut rng, nt * arb, T::Q8_0.block_bytes());
+        check_tile(ty, n, &w, nr, &a, nt);
     }
 }
 
-/// The Q4_K and Q6_K `sdot` tiles against the scalar `vec_dot`: 6 rows x 11 tokens x 2
-/// super-blocks, weights and activations quantized from random floats by the scalar quantizers.
+/// The Q4_K and Q6_K `sdot` tiles: 6 rows x 11 tokens x 2 super-blocks, weights and activations
+/// quantized from random floats by the scalar quantizers.
 #[test]
 fn sdot_tile_k_matches_scalar() {
-    for ty in [T::Q4_K, T::Q6_K] {
-        sdot_tile_k_case(ty);
-    }
-}
-
-fn sdot_tile_k_case(ty: T) {
     if !has_dotprod() {
         eprintln!("skipped: no dotprod");
         return;
@@ -633,34 +634,20 @@ fn sdot_tile_k_case(ty: T) {
     let mut rng = Rng(5);
     let (nr, nt, n) = (6usize, 11usize, 512usize);
     let st = scalar_kernels();
-    let wrb = ty.row_bytes(n as u64).unwrap() as usize;
-    let arb = T::Q8_K.row_bytes(n as u64).unwrap() as usize;
-    let xw: Vec<f32> = (0..nr * n).map(|_| rng.unit()).collect();
-    let xa: Vec<f32> = (0..nt * n).map(|_| rng.unit() * 3.0).collect();
-    let mut w = vec![0u8; nr * wrb];
-    let mut a = vec![0u8; nt * arb];
-    let qw = st.get(ty).unwrap().quantize_row_ref.unwrap();
-    let qa = st.get(T::Q8_K).unwrap().from_float.unwrap();
-    for (x, o) in xw.chunks_exact(n).zip(w.chunks_exact_mut(wrb)) {
-        qw(x, o);
-    }
-    for (x, o) in xa.chunks_exact(n).zip(a.chunks_exact_mut(arb)) {
-        qa(x, o);
-    }
-    let stride = nr + 1;
-    let mut out = vec![f32::NAN; nt * stride];
-    let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
-    tile(n, &w, wrb, nr, &a, arb, nt, &mut out, stride);
-    let dot = st.get(ty).unwrap().vec_dot.unwrap();
-    for t in 0..nt {
-        assert!(out[t * stride + nr].is_nan(), "stray write, token {t}");
-        for r in 0..nr {
-            let want = dot(n, &w[r * wrb..(r + 1) * wrb], &a[t * arb..(t + 1) * arb]);
-            let got = out[t * stride + r];
-            assert!(
-                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
-                "{ty} row {r} token {t}: {got} vs scalar {want}"
-            );
-        }
+    for ty in [T::Q4_K, T::Q6_K] {
+        let quantized = |ty: T, rows: usize, scale: f32, rng: &mut Rng| {
+            let rb = ty.row_bytes(n as u64).unwrap() as usize;
+            let e = st.get(ty).unwrap();
+            let q = e.quantize_row_ref.or(e.from_float).unwrap();
+            let x: Vec<f32> = (0..rows * n).map(|_| rng.unit() * scale).collect();
+            let mut v = vec![0u8; rows * rb];
+            for (x, o) in x.chunks_exact(n).zip(v.chunks_exact_mut(rb)) {
+                q(x, o);
+            }
+            v
+        };
+        let w = quantized(ty, nr, 1.0, &mut rng);
+        let a = quantized(T::Q8_K, nt, 3.0, &mut rng);
+        check_tile(ty, n, &w, nr, &a, nt);
     }
 }

@@ -1,5 +1,6 @@
-//! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0 and Q8_0 weights x Q8_0 activations, installed
-//! only when the CPU has dotprod (a Raspberry Pi 5's Cortex-A76 and later).
+//! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0 and Q8_0 weights x Q8_0 activations and Q4_K
+//! and Q6_K x Q8_K, installed only when the CPU has dotprod (a Raspberry Pi 5's Cortex-A76 and
+//! later).
 //!
 //! For a group of 4 weight rows and one block of 32 elements, each row's block is unpacked once to
 //! 32 signed bytes and the 4x8 grid of 4-byte groups is transposed, so that lane r of `w[j]` holds
@@ -7,7 +8,8 @@
 //! token's bytes 4j..4j+4 (the by-element form, `a.4b[i]`, reads them from the activation
 //! register: no broadcast) give the 4 rows' exact block sums in the 4 lanes: the weights are
 //! unpacked once for all the tokens instead of once per (row, token) as in the `vec_dot` loop.
-//! `sdot` multiplies signed by signed bytes, so neither side needs an offset.
+//! `sdot` multiplies signed by signed bytes, so neither side needs an offset. The k-quants do the
+//! same per 32-element sub-block and weight its exact sums by the rows' scales in i32 lanes.
 //!
 //! Each output element accumulates its blocks in order in its own lane of its own token
 //! accumulator, so its value does not depend on how rows and tokens are grouped into tiles.
@@ -47,6 +49,29 @@ fn sdot_lane<const I: usize>(mut acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> 
     acc
 }
 
+/// The 4 rows' sums over one 32-element block against one token's bytes `a0` (0..16) and `a1`
+/// (16..32): `lo[j]` / `hi[j]` lane r = row r's bytes 4j..4j+4 of each half. Returns the two halves'
+/// sums (two independent `sdot` chains).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn block_sums(
+    lo: &[int8x16_t; 4],
+    hi: &[int8x16_t; 4],
+    a0: int8x16_t,
+    a1: int8x16_t,
+) -> (int32x4_t, int32x4_t) {
+    let z = vdupq_n_s32(0);
+    let s0 = sdot_lane::<0>(z, lo[0], a0);
+    let s1 = sdot_lane::<0>(z, hi[0], a1);
+    let s0 = sdot_lane::<1>(s0, lo[1], a0);
+    let s1 = sdot_lane::<1>(s1, hi[1], a1);
+    let s0 = sdot_lane::<2>(s0, lo[2], a0);
+    let s1 = sdot_lane::<2>(s1, hi[2], a1);
+    let s0 = sdot_lane::<3>(s0, lo[3], a0);
+    let s1 = sdot_lane::<3>(s1, hi[3], a1);
+    (s0, s1)
+}
+
 /// Transposes 4 rows of 4 dwords: lane r of out[j] = dword j of v[r].
 #[inline]
 #[target_feature(enable = "neon")]
@@ -68,6 +93,18 @@ fn transpose4(v: [int8x16_t; 4]) -> [int8x16_t; 4] {
         vreinterpretq_s8_u64(vtrn2q_u64(t0, t2)),
         vreinterpretq_s8_u64(vtrn2q_u64(t1, t3)),
     ]
+}
+
+/// out[t * out_stride + r] = lane r of acc[t] for the `present` rows.
+#[inline]
+#[target_feature(enable = "neon")]
+fn store_rows(acc: &[float32x4_t], present: usize, out: &mut [f32], out_stride: usize) {
+    for (t, a) in acc.iter().enumerate() {
+        let mut v = [0.0f32; 4];
+        // SAFETY: `v` is 4 writable floats.
+        unsafe { vst1q_f32(v.as_mut_ptr(), *a) };
+        out[t * out_stride..t * out_stride + present].copy_from_slice(&v[..present]);
+    }
 }
 
 /// A weight block unpacked to 32 signed levels (elements 0..16, 16..32) and its scale.
@@ -109,33 +146,23 @@ fn group<const NT: usize, W: Block>(
             let y = &acts[t][k];
             // SAFETY: `y.qs` is 32 bytes; the loads read 0..16 and 16..32.
             let (a0, a1) = unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) };
-            let z = vdupq_n_s32(0);
-            // Two chains: bytes 0..16 and 16..32.
-            let s0 = sdot_lane::<0>(z, lo[0], a0);
-            let s1 = sdot_lane::<0>(z, hi[0], a1);
-            let s0 = sdot_lane::<1>(s0, lo[1], a0);
-            let s1 = sdot_lane::<1>(s1, hi[1], a1);
-            let s0 = sdot_lane::<2>(s0, lo[2], a0);
-            let s1 = sdot_lane::<2>(s1, hi[2], a1);
-            let s0 = sdot_lane::<3>(s0, lo[3], a0);
-            let s1 = sdot_lane::<3>(s1, hi[3], a1);
+            let (s0, s1) = block_sums(&lo, &hi, a0, a1);
             let s = vaddq_s32(s0, s1);
             let scale = vmulq_n_f32(d, f16_to_f32(y.d.to_bits()));
             acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(s), scale);
         }
     }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
-    for (t, a) in acc.iter().enumerate() {
-        let mut lanes = [0.0f32; 4];
-        // SAFETY: `lanes` is 4 writable floats.
-        unsafe { vst1q_f32(lanes.as_mut_ptr(), *a) };
-        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
-    }
+    store_rows(
+        &acc,
+        rows.iter().take_while(|r| r.is_some()).count(),
+        out,
+        out_stride,
+    );
 }
 
 /// The whole tile: row groups of 4, token groups of 8/4/2/1, each through
-/// `$group::<NT, _>(rows, acts, nb, [extra,] out, out_stride)` (rows of `$w`, activations of `$a`, `$elems`
-/// elements per block).
+/// `$group::<NT, _>(rows, acts, nb, [extra,] out, out_stride)` (rows of `$w`, activations of
+/// `$a`, `$elems` elements per block).
 macro_rules! drive {
     ($w:ty, $a:ty, $elems:expr, $n:ident, $wb:ident, $w_stride:ident, $nr:ident, $ab:ident,
      $a_stride:ident, $nt:ident, $out:ident, $out_stride:ident, $group:ident $(, $extra:expr)?) => {{
@@ -206,7 +233,7 @@ fn unpack_q8_0(x: &BlockQ8_0) -> Unpacked {
 }
 
 macro_rules! tile_fn {
-    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr, $unpack:ident) => {
+    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr, $a:ty, $at:expr, $elems:expr, $group:ident $(, $unpack:ident)?) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         pub(super) fn $name(
@@ -220,10 +247,10 @@ macro_rules! tile_fn {
             out: &mut [f32],
             out_stride: usize,
         ) {
-            check_tile_args($wt, GgmlType::Q8_0, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
+            check_tile_args($wt, $at, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
             assert!(
                 w_stride % std::mem::align_of::<$w>() == 0
-                    && a_stride % std::mem::align_of::<BlockQ8_0>() == 0,
+                    && a_stride % std::mem::align_of::<$a>() == 0,
                 "tile strides must keep blocks aligned"
             );
             #[target_feature(enable = "neon,dotprod")]
@@ -239,8 +266,8 @@ macro_rules! tile_fn {
                 out: &mut [f32],
                 out_stride: usize,
             ) {
-                let unpack = |x: &$w| $unpack(x);
-                drive!($w, BlockQ8_0, QK, n, w, w_stride, nr, a, a_stride, nt, out, out_stride, group, unpack);
+                $(let $unpack = |x: &$w| $unpack(x);)?
+                drive!($w, $a, $elems, n, w, w_stride, nr, a, a_stride, nt, out, out_stride, $group $(, $unpack)?);
             }
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting dotprod.
@@ -250,9 +277,9 @@ macro_rules! tile_fn {
 }
 
 tile_fn!(/// Q4_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, unpack_q4_0);
+    gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q4_0);
 tile_fn!(/// Q8_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, unpack_q8_0);
+    gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q8_0);
 
 /// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels.
 trait K4Block: Block {
@@ -274,15 +301,15 @@ impl K4Block for BlockQ4_K {
     }
 }
 
-/// Lane r = byte `i` of `b[r]`, as i32.
+/// Lane r = element `i` of `b[r]` (a row's scales or mins), as i32.
 #[inline]
 #[target_feature(enable = "neon")]
-fn lanes(b: &[[u8; 8]; 4], i: usize) -> int32x4_t {
-    let v = [
-        b[0][i] as i32,
-        b[1][i] as i32,
-        b[2][i] as i32,
-        b[3][i] as i32,
+fn lanes<T: Copy + Into<i32>, const N: usize>(b: &[[T; N]; 4], i: usize) -> int32x4_t {
+    let v: [i32; 4] = [
+        b[0][i].into(),
+        b[1][i].into(),
+        b[2][i].into(),
+        b[3][i].into(),
     ];
     // SAFETY: `v` is 4 readable i32.
     unsafe { vld1q_s32(v.as_ptr()) }
@@ -339,15 +366,7 @@ fn group_k4<const NT: usize, W: K4Block>(
                 let q = &acts[t][k].qs[32 * sb..32 * sb + 32];
                 // SAFETY: `q` is 32 bytes; the loads read 0..16 and 16..32.
                 let (a0, a1) = unsafe { (vld1q_s8(q.as_ptr()), vld1q_s8(q.as_ptr().add(16))) };
-                let z = vdupq_n_s32(0);
-                let s0 = sdot_lane::<0>(z, lo[0], a0);
-                let s1 = sdot_lane::<0>(z, hi[0], a1);
-                let s0 = sdot_lane::<1>(s0, lo[1], a0);
-                let s1 = sdot_lane::<1>(s1, hi[1], a1);
-                let s0 = sdot_lane::<2>(s0, lo[2], a0);
-                let s1 = sdot_lane::<2>(s1, hi[2], a1);
-                let s0 = sdot_lane::<3>(s0, lo[3], a0);
-                let s1 = sdot_lane::<3>(s1, hi[3], a1);
+                let (s0, s1) = block_sums(&lo, &hi, a0, a1);
                 isum[t] = vmlaq_s32(isum[t], vaddq_s32(s0, s1), sc);
             }
         }
@@ -364,67 +383,12 @@ fn group_k4<const NT: usize, W: K4Block>(
             acc[t] = vfmsq_f32(acc[t], vcvtq_f32_s32(msum), vmulq_n_f32(dmv, y.d));
         }
     }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
-    for (t, a) in acc.iter().enumerate() {
-        let mut v = [0.0f32; 4];
-        // SAFETY: `v` is 4 writable floats.
-        unsafe { vst1q_f32(v.as_mut_ptr(), *a) };
-        out[t * out_stride..t * out_stride + present].copy_from_slice(&v[..present]);
-    }
-}
-
-/// Q4_K x Q8_K tile (`sdot`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_tile_q4_k(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    check_tile_args(
-        GgmlType::Q4_K,
-        GgmlType::Q8_K,
-        n,
-        w,
-        w_stride,
-        nr,
-        a,
-        a_stride,
-        nt,
+    store_rows(
+        &acc,
+        rows.iter().take_while(|r| r.is_some()).count(),
         out,
         out_stride,
     );
-    assert!(
-        w_stride % std::mem::align_of::<BlockQ4_K>() == 0
-            && a_stride % std::mem::align_of::<BlockQ8_K>() == 0,
-        "tile strides must keep blocks aligned"
-    );
-    #[target_feature(enable = "neon,dotprod")]
-    #[allow(clippy::too_many_arguments)]
-    fn imp(
-        n: usize,
-        w: &[u8],
-        w_stride: usize,
-        nr: usize,
-        a: &[u8],
-        a_stride: usize,
-        nt: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        drive!(
-            BlockQ4_K, BlockQ8_K, QK_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride,
-            group_k4
-        );
-    }
-    // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
-    // after detecting dotprod.
-    unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
 }
 
 /// Signed levels `q - 32` of the 32-element chunk `c` (0..8) of a Q6_K block, as two halves
@@ -461,20 +425,6 @@ fn q6_levels(b: &BlockQ6_K, c: usize) -> [int8x16_t; 2] {
     })
 }
 
-/// Lane r = scale `i` of `b[r]` (signed), as i32.
-#[inline]
-#[target_feature(enable = "neon")]
-fn lanes_i8(b: &[[i8; 16]; 4], i: usize) -> int32x4_t {
-    let v = [
-        b[0][i] as i32,
-        b[1][i] as i32,
-        b[2][i] as i32,
-        b[3][i] as i32,
-    ];
-    // SAFETY: `v` is 4 readable i32.
-    unsafe { vld1q_s32(v.as_ptr()) }
-}
-
 /// 4 rows x NT tokens of Q6_K . Q8_K over all super-blocks: the signed levels `q - 32` need no
 /// offset term with `sdot`; each 16-element sub-block's exact sum times its row's scale by lane.
 #[inline]
@@ -504,20 +454,12 @@ fn group_q6<const NT: usize, W: Q6Block>(
                 }
             }
             let (lo, hi) = (transpose4(v0), transpose4(v1));
-            let (s_lo, s_hi) = (lanes_i8(&scb, 2 * c), lanes_i8(&scb, 2 * c + 1));
+            let (s_lo, s_hi) = (lanes(&scb, 2 * c), lanes(&scb, 2 * c + 1));
             for t in 0..NT {
                 let q = &acts[t][k].qs[32 * c..32 * c + 32];
                 // SAFETY: `q` is 32 bytes; the loads read 0..16 and 16..32.
                 let (a0, a1) = unsafe { (vld1q_s8(q.as_ptr()), vld1q_s8(q.as_ptr().add(16))) };
-                let z = vdupq_n_s32(0);
-                let s0 = sdot_lane::<0>(z, lo[0], a0);
-                let s1 = sdot_lane::<0>(z, hi[0], a1);
-                let s0 = sdot_lane::<1>(s0, lo[1], a0);
-                let s1 = sdot_lane::<1>(s1, hi[1], a1);
-                let s0 = sdot_lane::<2>(s0, lo[2], a0);
-                let s1 = sdot_lane::<2>(s1, hi[2], a1);
-                let s0 = sdot_lane::<3>(s0, lo[3], a0);
-                let s1 = sdot_lane::<3>(s1, hi[3], a1);
+                let (s0, s1) = block_sums(&lo, &hi, a0, a1);
                 isum[t] = vmlaq_s32(vmlaq_s32(isum[t], s0, s_lo), s1, s_hi);
             }
         }
@@ -531,13 +473,12 @@ fn group_q6<const NT: usize, W: Q6Block>(
             );
         }
     }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
-    for (t, a) in acc.iter().enumerate() {
-        let mut v = [0.0f32; 4];
-        // SAFETY: `v` is 4 writable floats.
-        unsafe { vst1q_f32(v.as_mut_ptr(), *a) };
-        out[t * out_stride..t * out_stride + present].copy_from_slice(&v[..present]);
-    }
+    store_rows(
+        &acc,
+        rows.iter().take_while(|r| r.is_some()).count(),
+        out,
+        out_stride,
+    );
 }
 
 /// The Q6_K block (a trait only so that `group_q6` has the `<NT, W>` shape `drive!` calls).
@@ -552,56 +493,7 @@ impl Q6Block for BlockQ6_K {
     }
 }
 
-/// Q6_K x Q8_K tile (`sdot`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_tile_q6_k(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    check_tile_args(
-        GgmlType::Q6_K,
-        GgmlType::Q8_K,
-        n,
-        w,
-        w_stride,
-        nr,
-        a,
-        a_stride,
-        nt,
-        out,
-        out_stride,
-    );
-    assert!(
-        w_stride % std::mem::align_of::<BlockQ6_K>() == 0
-            && a_stride % std::mem::align_of::<BlockQ8_K>() == 0,
-        "tile strides must keep blocks aligned"
-    );
-    #[target_feature(enable = "neon,dotprod")]
-    #[allow(clippy::too_many_arguments)]
-    fn imp(
-        n: usize,
-        w: &[u8],
-        w_stride: usize,
-        nr: usize,
-        a: &[u8],
-        a_stride: usize,
-        nt: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        drive!(
-            BlockQ6_K, BlockQ8_K, QK_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride,
-            group_q6
-        );
-    }
-    // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
-    // after detecting dotprod.
-    unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
-}
+tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
+    gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
+tile_fn!(/// Q6_K x Q8_K tile (`sdot`).
+    gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
