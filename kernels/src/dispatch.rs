@@ -213,6 +213,27 @@ macro_rules! by_group_size {
 }
 pub(crate) use by_group_size;
 
+/// Evaluates `$body` once with the const `$nt` bound to the largest of the group sizes `$g` (listed
+/// largest first, the last 1) that is at most `$left` (> 0), and returns that size: the prefill
+/// tiles take their tokens in the largest group that fits.
+#[allow(unused_macros)] // used by the tile kernels of the ISA modules (none on some targets)
+macro_rules! token_group {
+    ($left:expr, $nt:ident => $body:expr; $($g:literal),+) => {{
+        let left: usize = $left;
+        let mut taken = 0usize;
+        $(
+            if taken == 0 && left >= $g {
+                const $nt: usize = $g;
+                $body;
+                taken = $g;
+            }
+        )+
+        taken
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use token_group;
+
 /// A decode mat-vec over several rows: for r in 0..nr, `out[r] = dot(w[r * w_stride ..][..row
 /// bytes], a)`, with `n` elements per row, `w` in the weight type and `a` one row in its
 /// `vec_dot_type`. Each `out[r]` must not depend on `nr` or on the other rows (bit for bit), so that

@@ -25,9 +25,6 @@ use crate::blocks::{
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
 
-/// Largest token group.
-const MAX_NT: usize = 8;
-
 /// `acc + w . a.4b[I]`: lane r gains the products of `w`'s bytes 4r..4r+4 with `a`'s bytes
 /// 4I..4I+4. `vdotq_laneq_s32` is unstable, so this is inline assembly.
 #[inline]
@@ -160,7 +157,7 @@ fn group<const NT: usize, W: Block>(
     );
 }
 
-/// The whole tile: row groups of 4, token groups of 8/4/2/1, each through
+/// The whole tile: row groups of 4, token groups of 8/4/2/1 (`token_group!`), each through
 /// `$group::<NT, _>(rows, acts, nb, [extra,] out, out_stride)` (rows of `$w`, activations of
 /// `$a`, `$elems` elements per block).
 macro_rules! drive {
@@ -177,27 +174,14 @@ macro_rules! drive {
                 [0, 1, 2, 3].map(|i| (r0 + i < $nr).then(|| row(r0 + i)));
             let mut t0 = 0;
             while t0 < $nt {
-                let left = $nt - t0;
                 let o = &mut $out[t0 * $out_stride + r0..];
-                macro_rules! go {
-                    ($g:literal) => {{
-                        let mut acts = [act(t0); $g];
-                        for (i, x) in acts.iter_mut().enumerate() {
-                            *x = act(t0 + i);
-                        }
-                        $group::<$g, _>(rows, acts, nb, $($extra,)? o, $out_stride);
-                        t0 += $g;
-                    }};
-                }
-                if left >= MAX_NT {
-                    go!(8)
-                } else if left >= 4 {
-                    go!(4)
-                } else if left >= 2 {
-                    go!(2)
-                } else {
-                    go!(1)
-                }
+                t0 += crate::dispatch::token_group!($nt - t0, NT => {
+                    let mut acts = [act(t0); NT];
+                    for (i, x) in acts.iter_mut().enumerate() {
+                        *x = act(t0 + i);
+                    }
+                    $group::<NT, _>(rows, acts, nb, $($extra,)? o, $out_stride)
+                }; 8, 4, 2, 1);
             }
             r0 += 4;
         }

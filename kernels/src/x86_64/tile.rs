@@ -245,62 +245,15 @@ fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
         let rows = &rows[..8 * ng];
         let mut t0 = 0;
         while t0 < nt {
-            let left = nt - t0;
             let o = &mut out[t0 * out_stride + r0..];
-            if left >= 32 {
-                group::<W, A, 32, HAS_MIN>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    unpack,
-                    o,
-                    out_stride,
-                );
-                t0 += 32;
-            } else if left >= 16 {
-                group::<W, A, 16, HAS_MIN>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    unpack,
-                    o,
-                    out_stride,
-                );
-                t0 += 16;
-            } else if left >= 8 {
-                group::<W, A, 8, HAS_MIN>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    unpack,
-                    o,
-                    out_stride,
-                );
-                t0 += 8;
-            } else if left >= 4 {
-                group::<W, A, 4, HAS_MIN>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    unpack,
-                    o,
-                    out_stride,
-                );
-                t0 += 4;
-            } else if left >= 2 {
-                group::<W, A, 2, HAS_MIN>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    unpack,
-                    o,
-                    out_stride,
-                );
-                t0 += 2;
-            } else {
-                group::<W, A, 1, HAS_MIN>(rows, [act(t0)], nb, unpack, o, out_stride);
-                t0 += 1;
-            }
+            t0 += crate::dispatch::token_group!(nt - t0, NT => group::<W, A, NT, HAS_MIN>(
+                rows,
+                std::array::from_fn(|i| act(t0 + i)),
+                nb,
+                unpack,
+                o,
+                out_stride,
+            ); 32, 16, 8, 4, 2, 1);
         }
         r0 += 8 * ng;
     }
@@ -584,57 +537,14 @@ fn tile_k<W: KBlock>(
         let rows: [Option<&[W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
         let mut t0 = 0;
         while t0 < nt {
-            let left = nt - t0;
             let o = &mut out[t0 * out_stride + r0..];
-            if left >= 32 {
-                group_k::<W, 32>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    o,
-                    out_stride,
-                );
-                t0 += 32;
-            } else if left >= 16 {
-                group_k::<W, 16>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    o,
-                    out_stride,
-                );
-                t0 += 16;
-            } else if left >= 8 {
-                group_k::<W, 8>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    o,
-                    out_stride,
-                );
-                t0 += 8;
-            } else if left >= 4 {
-                group_k::<W, 4>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    o,
-                    out_stride,
-                );
-                t0 += 4;
-            } else if left >= 2 {
-                group_k::<W, 2>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    o,
-                    out_stride,
-                );
-                t0 += 2;
-            } else {
-                group_k::<W, 1>(rows, [act(t0)], nb, o, out_stride);
-                t0 += 1;
-            }
+            t0 += crate::dispatch::token_group!(nt - t0, NT => group_k::<W, NT>(
+                rows,
+                std::array::from_fn(|i| act(t0 + i)),
+                nb,
+                o,
+                out_stride,
+            ); 32, 16, 8, 4, 2, 1);
         }
         r0 += 8;
     }
@@ -826,57 +736,14 @@ pub(super) fn gemm_tile_q6_k(
                 std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
             let mut t0 = 0;
             while t0 < nt {
-                let left = nt - t0;
                 let o = &mut out[t0 * out_stride + r0..];
-                if left >= 32 {
-                    group_q6::<32>(
+                t0 += crate::dispatch::token_group!(nt - t0, NT => group_q6::<NT>(
                         rows,
                         std::array::from_fn(|i| act(t0 + i)),
                         nb,
                         o,
                         out_stride,
-                    );
-                    t0 += 32;
-                } else if left >= 16 {
-                    group_q6::<16>(
-                        rows,
-                        std::array::from_fn(|i| act(t0 + i)),
-                        nb,
-                        o,
-                        out_stride,
-                    );
-                    t0 += 16;
-                } else if left >= 8 {
-                    group_q6::<8>(
-                        rows,
-                        std::array::from_fn(|i| act(t0 + i)),
-                        nb,
-                        o,
-                        out_stride,
-                    );
-                    t0 += 8;
-                } else if left >= 4 {
-                    group_q6::<4>(
-                        rows,
-                        std::array::from_fn(|i| act(t0 + i)),
-                        nb,
-                        o,
-                        out_stride,
-                    );
-                    t0 += 4;
-                } else if left >= 2 {
-                    group_q6::<2>(
-                        rows,
-                        std::array::from_fn(|i| act(t0 + i)),
-                        nb,
-                        o,
-                        out_stride,
-                    );
-                    t0 += 2;
-                } else {
-                    group_q6::<1>(rows, [act(t0)], nb, o, out_stride);
-                    t0 += 1;
-                }
+                    ); 32, 16, 8, 4, 2, 1);
             }
             r0 += 8;
         }
