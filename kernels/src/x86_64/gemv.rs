@@ -63,33 +63,12 @@ fn levels_q8_0(x: &BlockQ8_0) -> __m256i {
     _mm256_xor_si256(load32i(&x.qs), _mm256_set1_epi8(-128))
 }
 
-/// A weight block type this module handles.
-trait GemvBlock: Block {
-    /// The offset that makes the levels unsigned, as `vpdpbusd` reads it (0x80 = 128).
-    const OFFSET: i8;
-    fn d(&self) -> half::f16;
-}
-
-impl GemvBlock for BlockQ8_0 {
-    const OFFSET: i8 = -128;
-    #[inline(always)]
-    fn d(&self) -> half::f16 {
-        self.d
-    }
-}
-
-/// One row: sum over blocks of `d_w * d_a * (seed + levels . a)`, two blocks per step into two
-/// accumulators. (Making the row's block scales in a first pass, to take them off the vector
+/// One Q8_0 row: sum over blocks of `d_w * d_a * (seed + levels . a)`, two blocks per step into
+/// two accumulators. (Making the row's block scales in a first pass, to take them off the vector
 /// pipes, measured slower: 1.11 vs 0.92 ns per Q4_0 block, cache-resident.)
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn row_dot<W: GemvBlock>(
-    w: &[W],
-    a: &[BlockQ8_0],
-    seed: &[[i32; 8]],
-    da: &[f32],
-    levels: impl Fn(&W) -> __m256i + Copy,
-) -> f32 {
+fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32]) -> f32 {
     let nb = w.len();
     assert!(a.len() == nb && seed.len() == nb && da.len() == nb);
     let t = f16_table();
@@ -97,10 +76,10 @@ fn row_dot<W: GemvBlock>(
     let block = |b: usize, acc: __m256| -> __m256 {
         // SAFETY: `seed[b]` is 32 readable bytes; unaligned load.
         let s0 = unsafe { _mm256_loadu_si256(seed[b].as_ptr() as *const __m256i) };
-        let s = _mm256_dpbusd_epi32(s0, levels(&w[b]), load32i(&a[b].qs));
+        let s = _mm256_dpbusd_epi32(s0, levels_q8_0(&w[b]), load32i(&a[b].qs));
         _mm256_fmadd_ps(
             _mm256_cvtepi32_ps(s),
-            _mm256_set1_ps(lut(t, w[b].d()) * da[b]),
+            _mm256_set1_ps(lut(t, w[b].d) * da[b]),
             acc,
         )
     };
@@ -117,24 +96,17 @@ fn row_dot<W: GemvBlock>(
     super::hsum_ps(_mm256_add_ps(acc[0], acc[1]))
 }
 
-/// `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes each (Q8_0).
+/// Q8_0 rows (`GemvFn` body): `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes; the
+/// levels are `w + 128`, so each block's seed is `-128 * sum(a)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn run<W: GemvBlock>(
-    w: &[u8],
-    wrb: usize,
-    nr: usize,
-    a: &[BlockQ8_0],
-    out: &mut [f32],
-    levels: impl Fn(&W) -> __m256i + Copy,
-) {
+fn run_q8_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
     let mut seed = [[0i32; 8]; MAX_BLOCKS];
     let mut da = [0f32; MAX_BLOCKS];
-    seeds(a, W::OFFSET, &mut seed[..nb], &mut da[..nb]);
+    seeds(a, -128, &mut seed[..nb], &mut da[..nb]);
     for (r, o) in out[..nr].iter_mut().enumerate() {
-        let row = cast_blocks::<W>(&w[r * wrb..(r + 1) * wrb]);
-        *o = row_dot(row, a, &seed[..nb], &da[..nb], levels);
+        let row = cast_blocks::<BlockQ8_0>(&w[r * wrb..(r + 1) * wrb]);
+        *o = row_dot_q8_0(row, a, &seed[..nb], &da[..nb]);
     }
 }
 
@@ -440,11 +412,6 @@ fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
         a.len()
     );
     assert!(out.len() >= nr, "gemv: {} outputs for {nr} rows", out.len());
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn run_q8_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
-    run::<BlockQ8_0>(w, wrb, nr, a, out, |x| levels_q8_0(x))
 }
 
 /// Q4_0 weights x Q8_0 activations (`GemvFn`).
