@@ -394,6 +394,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         let f = stream.finish()?.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
+        drop_cached_pages(&f);
         Ok(())
     })();
     if let Err(e) = result {
@@ -410,4 +411,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
         size as f64 / 1e6
     );
     Ok(())
+}
+
+/// Drops the page cache's copy of a written (and synced) file, so that its first load reads it
+/// back in 2 MiB pages (the loader asks for them) rather than keeping the 4 KiB pages the writes
+/// left: a synthetic model exists to be benchmarked, and decode streams the weights from those
+/// pages (TinyLlama Q4_0 decoded at 30 t/s from 4 KiB pages, 40 t/s from 2 MiB pages here).
+fn drop_cached_pages(f: &std::fs::File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on an open descriptor we own; only a hint, errors are ignored.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = f;
 }
