@@ -137,10 +137,26 @@ pub fn huge_pages(path: &std::path::Path) -> Option<(u64, u64)> {
     found.then_some((rss, pmd))
 }
 
-/// Read bandwidth in bytes/s with `threads` threads summing a 1 GiB buffer (best of 3).
+/// Read bandwidth in bytes/s with `threads` threads summing a 1 GiB buffer (best of 3). The buffer
+/// asks for 2 MiB pages, like the model map: 4 KiB pages read ~12% slower here (one thread, 27 vs
+/// 30 GB/s), and the baseline should not flatter a model whose cache is in 2 MiB pages.
 pub fn read_bandwidth(threads: usize) -> f64 {
     const N: usize = 1 << 27; // u64s = 1 GiB
-    let buf: Vec<u64> = (0..N as u64).collect();
+    const HUGE: usize = 2 << 20;
+    let mut store: Vec<u64> = Vec::with_capacity(N + HUGE / 8);
+    let skip = store.as_ptr().align_offset(HUGE).min(HUGE / 8);
+    #[cfg(target_os = "linux")]
+    // SAFETY: the range lies inside `store`'s allocation (capacity N + 2 MiB / 8, skip <= 2 MiB / 8);
+    // MADV_HUGEPAGE is only a hint and changes no contents.
+    unsafe {
+        libc::madvise(
+            store.as_mut_ptr().add(skip).cast(),
+            N * 8,
+            libc::MADV_HUGEPAGE,
+        );
+    }
+    store.extend(0..(N + skip) as u64);
+    let buf = &store[skip..];
     let pool = ThreadPool::new(threads);
     let mut best = 0.0f64;
     let sink = std::sync::atomic::AtomicU64::new(0);
