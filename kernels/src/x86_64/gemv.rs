@@ -1,6 +1,6 @@
 //! Decode mat-vecs (`GemvFn`: several weight rows x one token) with AVX-512 VNNI, for Q4_0 (four
 //! blocks per 512-bit step) and Q8_0 (one block per 256-bit step) weights x Q8_0 activations, and
-//! Q4_K x Q8_K (`maddubs` + `vpdpwssd` on 512-bit registers, see `row_dot_q4_k`). Each lays the
+//! Q4_K and Q6_K x Q8_K (`maddubs` + `vpdpwssd` on 512-bit registers, see `row_dot_q4_k`). Each lays the
 //! activation row out once per call in the order its weight levels come out of the loads.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
@@ -27,7 +27,7 @@ use std::mem::MaybeUninit;
 use super::k_quants::unpack_scales_mins;
 use super::quants::prefetch;
 use super::{f16_table, load16, load32i, lut};
-use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ8_0, BlockQ8_K};
+use crate::blocks::{cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_K};
 
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
@@ -404,6 +404,96 @@ fn run_q4_k(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f32]) {
     }
 }
 
+/// One Q6_K row x Q8_K on 512-bit registers. A Q6_K half (128 elements) is 64 `ql` bytes, whose
+/// low nibbles are elements 0..64 and high nibbles 64..128, and 32 `qh` bytes holding bits 4-5 of
+/// all four groups of 32: so the activation bytes need no reordering (`qs[128n..128n + 64]` and
+/// `qs[128n + 64..128n + 128]` as they are). Per half, the `qh` bytes are broadcast to both
+/// 256-bit halves and moved to bits 4-5 by one variable 16-bit shift per register (left 4 and 2
+/// for groups 0 and 1, right 0 and 2 for groups 2 and 3), masked, and merged with the nibbles by
+/// one `vpternlogd`. The levels (0..63) times the activations by `maddubs` (|pair| <= 2 * 63 *
+/// 128, fits i16), then `vpdpwssd` with the 16-element group scales spread by `vpermw`: the
+/// super-block's sum is exact in i32 lanes; the offset `-32 * sum_g scale_g * bsum_g` comes off
+/// before the one conversion and FMA per super-block.
+/// Scale words for the four registers of a Q6_K super-block: word i of register j is scale
+/// 4j + i / 8.
+const Q6_K_SCALE_IDX: [[i16; 32]; 4] = {
+    let mut t = [[0i16; 32]; 4];
+    let mut j = 0;
+    while j < 4 {
+        let mut i = 0;
+        while i < 32 {
+            t[j][i] = (4 * j + i / 8) as i16;
+            i += 1;
+        }
+        j += 1;
+    }
+    t
+};
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
+    assert!(w.len() == a.len());
+    let t = f16_table();
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let halves = |x: i16, y: i16| {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi16(x)),
+            _mm256_set1_epi16(y),
+        )
+    };
+    let (shl, shr) = (halves(4, 2), halves(0, 2));
+    // SAFETY: each row of Q6_K_SCALE_IDX is 32 i16 = 64 readable bytes; unaligned loads.
+    let idx = Q6_K_SCALE_IDX.map(|r| unsafe { _mm512_loadu_si512(r.as_ptr() as *const __m512i) });
+    let mut acc = _mm512_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        // SAFETY: `scales` is 16 bytes, `bsums` 16 i16 = 32 bytes; unaligned loads.
+        let (sc, bs) = unsafe {
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i)),
+                _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
+            )
+        };
+        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bs));
+        let mut sum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
+        let scz = _mm512_castsi256_si512(sc);
+        for n in 0..2 {
+            // SAFETY: `ql[64n..64n + 64]`, `qh[32n..32n + 32]` and `qs[128n..128n + 128]` are in
+            // bounds (n < 2); unaligned loads.
+            let (ql, qh, alo, ahi) = unsafe {
+                let a = y.qs.as_ptr().add(128 * n) as *const __m512i;
+                (
+                    _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i),
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        x.qh.as_ptr().add(32 * n) as *const __m256i
+                    )),
+                    _mm512_loadu_si512(a),
+                    _mm512_loadu_si512(a.add(1)),
+                )
+            };
+            // (a & b) | c with a = nibbles, b = 0x0F, c = the two high bits at 4-5.
+            let lo = _mm512_ternarylogic_epi32::<0xEA>(
+                ql,
+                m4,
+                _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30),
+            );
+            let hi = _mm512_ternarylogic_epi32::<0xEA>(
+                _mm512_srli_epi16::<4>(ql),
+                m4,
+                _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
+            );
+            let s0 = _mm512_permutexvar_epi16(idx[2 * n], scz);
+            let s1 = _mm512_permutexvar_epi16(idx[2 * n + 1], scz);
+            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lo, alo), s0);
+            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(hi, ahi), s1);
+        }
+        let d = _mm512_set1_ps(lut(t, x.d) * y.d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
+    }
+    _mm512_reduce_add_ps(acc)
+}
+
 /// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
 /// Q8_0 elements, `out` at least `nr` long.
 fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
@@ -449,6 +539,17 @@ pub(super) fn gemv_q8_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
     }
     // SAFETY: as above.
     unsafe { run_q8_0(w, wrb, nr, cast_blocks(a), out) }
+}
+
+/// Q6_K weights x Q8_K activations (`GemvFn`).
+pub(super) fn gemv_q6_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+    check::<BlockQ6_K, BlockQ8_K>(n, w, wrb, nr, a, out);
+    let a = cast_blocks::<BlockQ8_K>(a);
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        // SAFETY: reachable only through the kernel table, filled with this kernel only after
+        // detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; lengths checked above.
+        *o = unsafe { row_dot_q6_k(cast_blocks(&w[r * wrb..(r + 1) * wrb]), a) };
+    }
 }
 
 /// Q4_K weights x Q8_K activations (`GemvFn`).
