@@ -76,27 +76,31 @@ fn levels_q8_0(x: &BlockQ8_0) -> __m256i {
 fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32]) -> f32 {
     let nb = w.len();
     assert!(a.len() == nb && seed.len() == nb && da.len() == nb);
-    let t = f16_table();
     let mut acc = [_mm256_setzero_ps(); 2];
-    let block = |b: usize, acc: __m256| -> __m256 {
+    let block = |b: usize, d: __m256, acc: __m256| -> __m256 {
         // SAFETY: `seed[b]` is 32 readable bytes; unaligned load.
         let s0 = unsafe { _mm256_loadu_si256(seed[b].as_ptr() as *const __m256i) };
         let s = _mm256_dpbusd_epi32(s0, levels_q8_0(&w[b]), load32i(&a[b].qs));
-        _mm256_fmadd_ps(
-            _mm256_cvtepi32_ps(s),
-            _mm256_set1_ps(lut(t, w[b].d) * da[b]),
-            acc,
-        )
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
     };
     let mut b = 0;
     while b + 1 < nb {
         prefetch(w[b..].as_ptr());
-        acc[0] = block(b, acc[0]);
-        acc[1] = block(b + 1, acc[1]);
+        // Both blocks' d_w * d_a by F16C: a lookup per block in the 256 KiB f16 table missed L1
+        // about as often as the weights did (1.03 -> 0.93 ns per block cache-resident).
+        let bits = w[b].d.to_bits() as i32 | (w[b + 1].d.to_bits() as i32) << 16;
+        // SAFETY: `da[b..b + 2]` is 8 readable bytes; unaligned load.
+        let da2 = unsafe { _mm_castpd_ps(_mm_load_sd(da.as_ptr().add(b) as *const f64)) };
+        let d2 = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), da2));
+        let d0 = _mm256_permutevar8x32_ps(d2, _mm256_setzero_si256());
+        let d1 = _mm256_permutevar8x32_ps(d2, _mm256_set1_epi32(1));
+        acc[0] = block(b, d0, acc[0]);
+        acc[1] = block(b + 1, d1, acc[1]);
         b += 2;
     }
     if b < nb {
-        acc[0] = block(b, acc[0]);
+        let d = lut(f16_table(), w[b].d) * da[b];
+        acc[0] = block(b, _mm256_set1_ps(d), acc[0]);
     }
     super::hsum_ps(_mm256_add_ps(acc[0], acc[1]))
 }
@@ -434,7 +438,6 @@ const Q6_K_SCALE_IDX: [[i16; 32]; 4] = {
 #[inline]
 fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     assert!(w.len() == a.len());
-    let t = f16_table();
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
     let halves = |x: i16, y: i16| {
@@ -488,7 +491,7 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
             sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lo, alo), s0);
             sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(hi, ahi), s1);
         }
-        let d = _mm512_set1_ps(lut(t, x.d) * y.d);
+        let d = _mm512_set1_ps(super::h2f(x.d) * y.d);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
     }
     _mm512_reduce_add_ps(acc)
