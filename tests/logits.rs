@@ -154,6 +154,21 @@ fn qwen_q4_k_m_matches_llamacpp() {
     );
 }
 
+/// One token per forward call: the decode path (the gemv kernels, one activation row) against
+/// llama.cpp's logits, with the same tolerances as a prefill.
+#[test]
+fn smollm2_decode_path_matches_llamacpp() {
+    check_model(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "SmolLM2-135M-Instruct.Q4_1.jsonl",
+        ContextParams {
+            n_batch: 1,
+            ..Default::default()
+        },
+        usize::MAX,
+    );
+}
+
 /// Small prefill batches (several forward calls per prompt) give the same answer as one batch.
 #[test]
 fn smollm2_batched_prefill_matches() {

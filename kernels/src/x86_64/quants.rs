@@ -141,7 +141,7 @@ fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+pub(super) fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let t = f16_table();
     accumulate::<_, _, true>(w, a, |x, y| {
         let s = dot_unsigned(nibbles(&x.qs), load32i(&y.qs));
