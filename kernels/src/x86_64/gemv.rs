@@ -121,6 +121,35 @@ fn run_q8_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
     }
 }
 
+/// The first and second halves of four activation blocks' 32 bytes, as `[a0[0..16], a1[0..16],
+/// a2[0..16], a3[0..16]]` and `[a0[16..32], ..]`: the order a quad of 4-bit blocks' low and high
+/// nibbles come out of `quad_levels`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn quad_halves(qs: [&[i8; 32]; 4]) -> (__m512i, __m512i) {
+    let z01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load32i(qs[0])), load32i(qs[1]));
+    let z23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load32i(qs[2])), load32i(qs[3]));
+    (
+        _mm512_permutex2var_epi64(z01, _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0), z23),
+        _mm512_permutex2var_epi64(z01, _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2), z23),
+    )
+}
+
+/// Four 4-bit blocks' 16 quant bytes in the four 128-bit lanes, split into the low nibbles and
+/// the high nibbles (a 16-bit shift right by 4 and the same mask): levels 0..15.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn quad_levels(qs: [&[u8; 16]; 4]) -> (__m512i, __m512i) {
+    let mask = _mm512_set1_epi8(0x0F);
+    let v01 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load16(qs[0])), load16(qs[1]));
+    let v23 = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(load16(qs[2])), load16(qs[3]));
+    let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v01), v23);
+    (
+        _mm512_and_si512(v, mask),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask),
+    )
+}
+
 /// Q4_0 on 512-bit registers, four blocks per step: the activation quad (4q .. 4q + 3) laid out as
 /// the four blocks' first halves (`lo`, 128-bit lane j = `a_4q+j[0..16]`, matching the low nibbles
 /// of block 4q + j's 16 quant bytes) and second halves (`hi`, matching the high nibbles), and the
@@ -144,20 +173,9 @@ fn quads_q4_0<'p>(
     let t = f16_table();
     let nq = a.len() / 4;
     let (quads, da) = (&mut quads[..nq], &mut da[..nq]);
-    let ilo = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
-    let ihi = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
     let eight = _mm512_set1_epi8(8);
     for ((ab, o), d) in a.chunks_exact(4).zip(quads.iter_mut()).zip(da.iter_mut()) {
-        let z01 = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(load32i(&ab[0].qs)),
-            load32i(&ab[1].qs),
-        );
-        let z23 = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(load32i(&ab[2].qs)),
-            load32i(&ab[3].qs),
-        );
-        let lo = _mm512_permutex2var_epi64(z01, ilo, z23);
-        let hi = _mm512_permutex2var_epi64(z01, ihi, z23);
+        let (lo, hi) = quad_halves(std::array::from_fn(|j| &ab[j].qs));
         let sum = _mm512_dpbusd_epi32(
             _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, lo),
             eight,
@@ -202,21 +220,10 @@ fn row_dot_q4_0(
 ) -> f32 {
     let nq = quads.len();
     assert!(da.len() == nq && w.len() == 4 * nq + tail.len());
-    let mask = _mm512_set1_epi8(0x0F);
     let sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let quad = |q: usize, acc: __m512| -> __m512 {
         let wq = &w[4 * q..4 * q + 4];
-        let v01 = _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(load16(&wq[0].qs)),
-            load16(&wq[1].qs),
-        );
-        let v23 = _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(load16(&wq[2].qs)),
-            load16(&wq[3].qs),
-        );
-        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v01), v23);
-        let lo = _mm512_and_si512(v, mask);
-        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
+        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
         let qd = &quads[q];
         // SAFETY: the three fields of `qd` are 64 bytes at 64-byte aligned addresses.
         let (seed, alo, ahi) = unsafe {
@@ -295,29 +302,14 @@ struct QuadQ4_1 {
 fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'p [QuadQ4_1] {
     let t = f16_table();
     let quads = &mut quads[..a.len() / 4];
-    let ilo = _mm512_set_epi64(13, 12, 9, 8, 5, 4, 1, 0);
-    let ihi = _mm512_set_epi64(15, 14, 11, 10, 7, 6, 3, 2);
     for (ab, o) in a.chunks_exact(4).zip(quads.iter_mut()) {
-        let z01 = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(load32i(&ab[0].qs)),
-            load32i(&ab[1].qs),
-        );
-        let z23 = _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(load32i(&ab[2].qs)),
-            load32i(&ab[3].qs),
-        );
+        let (lo, hi) = quad_halves(std::array::from_fn(|j| &ab[j].qs));
         let p = o.as_mut_ptr();
         // SAFETY: `p` points to a writable, 64-byte aligned `QuadQ4_1`; `lo` and `hi` are 64 bytes
         // at offsets 0 and 64, `ds` is written right after; all before the slice is read below.
         unsafe {
-            _mm512_store_si512(
-                std::ptr::addr_of_mut!((*p).lo) as *mut __m512i,
-                _mm512_permutex2var_epi64(z01, ilo, z23),
-            );
-            _mm512_store_si512(
-                std::ptr::addr_of_mut!((*p).hi) as *mut __m512i,
-                _mm512_permutex2var_epi64(z01, ihi, z23),
-            );
+            _mm512_store_si512(std::ptr::addr_of_mut!((*p).lo) as *mut __m512i, lo);
+            _mm512_store_si512(std::ptr::addr_of_mut!((*p).hi) as *mut __m512i, hi);
             std::ptr::addr_of_mut!((*p).ds).write(std::array::from_fn(|i| {
                 lut(t, if i % 2 == 0 { ab[i / 2].d } else { ab[i / 2].s })
             }));
@@ -328,7 +320,7 @@ fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'
 }
 
 /// One Q4_1 row against the quads, the last `w.len() % 4` blocks by the one-row AVX2 kernel. Per
-/// quad: levels as in `row_dot_q4_0`, two chained `vpdpbusd` from zero; the four blocks' `d_w` and
+/// quad: levels from `quad_levels`, two chained `vpdpbusd` from zero; the four blocks' `d_w` and
 /// `m_w` (adjacent f16 pairs) converted by one `vcvtph2ps` and multiplied by `[d_a, s_a]`: the
 /// `d` products spread to the sum's lanes by `vpermps`, the `m * s_a` products summed as they are
 /// (their lanes are picked out at the end).
@@ -337,23 +329,12 @@ fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'
 fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
     let nq = quads.len();
     assert!(w.len() == a.len() && w.len() / 4 == nq);
-    let mask = _mm512_set1_epi8(0x0F);
     let sidx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm256_setzero_ps();
     for (q, qd) in quads.iter().enumerate() {
         let wq = &w[4 * q..4 * q + 4];
-        let v01 = _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(load16(&wq[0].qs)),
-            load16(&wq[1].qs),
-        );
-        let v23 = _mm256_inserti128_si256::<1>(
-            _mm256_castsi128_si256(load16(&wq[2].qs)),
-            load16(&wq[3].qs),
-        );
-        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v01), v23);
-        let lo = _mm512_and_si512(v, mask);
-        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask);
+        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
         // SAFETY: the fields of `qd` are 64, 64 and 32 bytes at 64-byte aligned addresses.
         let (alo, ahi, ds) = unsafe {
             (
