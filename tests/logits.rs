@@ -169,6 +169,20 @@ fn smollm2_decode_path_matches_llamacpp() {
     );
 }
 
+/// The same for Qwen2.5's Q4_K_M file (Q4_K, Q5_0, Q6_K and Q8_0 tensors).
+#[test]
+fn qwen_decode_path_matches_llamacpp() {
+    check_model(
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.jsonl",
+        ContextParams {
+            n_batch: 1,
+            ..Default::default()
+        },
+        usize::MAX,
+    );
+}
+
 /// Small prefill batches (several forward calls per prompt) give the same answer as one batch.
 #[test]
 fn smollm2_batched_prefill_matches() {
