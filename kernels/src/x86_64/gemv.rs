@@ -616,44 +616,76 @@ fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
     assert!(out.len() >= nr, "gemv: {} outputs for {nr} rows", out.len());
 }
 
-/// Q4_0 weights x Q8_0 activations (`GemvFn`).
-pub(super) fn gemv_q4_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    check::<BlockQ4_0, BlockQ8_0>(n, w, wrb, nr, a, out);
-    if n / 32 > MAX_BLOCKS {
+/// The frame of the `GemvFn` entry points: checks the lengths, then runs `run` on rows of at most
+/// `max_n` elements (its stack buffers' size) and the one-row kernel `fallback` on longer ones.
+#[allow(clippy::too_many_arguments)]
+fn gemv_with<W: Block, A: Block>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    nr: usize,
+    a: &[u8],
+    out: &mut [f32],
+    max_n: usize,
+    fallback: fn(usize, &[u8], &[u8]) -> f32,
+    run: unsafe fn(&[u8], usize, usize, &[A], &mut [f32]),
+) {
+    check::<W, A>(n, w, wrb, nr, a, out);
+    if n > max_n {
         for (r, o) in out[..nr].iter_mut().enumerate() {
-            *o = super::quants::vec_dot_q4_0_q8_0(n, &w[r * wrb..(r + 1) * wrb], a);
+            *o = fallback(n, &w[r * wrb..(r + 1) * wrb], a);
         }
         return;
     }
-    // SAFETY: reachable only through the kernel table, which `install` fills with this kernel only
-    // after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; lengths checked above.
-    unsafe { run_q4_0(w, wrb, nr, cast_blocks(a), out) }
+    // SAFETY: the entry points below are reachable only through the kernel table, which `install`
+    // fills with them only after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI, the features
+    // each `run` is compiled for; lengths checked above.
+    unsafe { run(w, wrb, nr, cast_blocks(a), out) }
+}
+
+/// Q4_0 weights x Q8_0 activations (`GemvFn`).
+pub(super) fn gemv_q4_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+    gemv_with::<BlockQ4_0, BlockQ8_0>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_BLOCKS * 32,
+        super::quants::vec_dot_q4_0_q8_0,
+        run_q4_0,
+    );
 }
 
 /// Q4_1 weights x Q8_1 activations (`GemvFn`).
 pub(super) fn gemv_q4_1_q8_1(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    check::<BlockQ4_1, BlockQ8_1>(n, w, wrb, nr, a, out);
-    if n / 32 > MAX_BLOCKS {
-        for (r, o) in out[..nr].iter_mut().enumerate() {
-            *o = super::quants::vec_dot_q4_1_q8_1(n, &w[r * wrb..(r + 1) * wrb], a);
-        }
-        return;
-    }
-    // SAFETY: as for Q4_0.
-    unsafe { run_q4_1(w, wrb, nr, cast_blocks(a), out) }
+    gemv_with::<BlockQ4_1, BlockQ8_1>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_BLOCKS * 32,
+        super::quants::vec_dot_q4_1_q8_1,
+        run_q4_1,
+    );
 }
 
 /// Q8_0 weights x Q8_0 activations (`GemvFn`).
 pub(super) fn gemv_q8_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    check::<BlockQ8_0, BlockQ8_0>(n, w, wrb, nr, a, out);
-    if n / 32 > MAX_BLOCKS {
-        for (r, o) in out[..nr].iter_mut().enumerate() {
-            *o = super::quants::vec_dot_q8_0_q8_0_vnni(n, &w[r * wrb..(r + 1) * wrb], a);
-        }
-        return;
-    }
-    // SAFETY: as above.
-    unsafe { run_q8_0(w, wrb, nr, cast_blocks(a), out) }
+    gemv_with::<BlockQ8_0, BlockQ8_0>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_BLOCKS * 32,
+        super::quants::vec_dot_q8_0_q8_0_vnni,
+        run_q8_0,
+    );
 }
 
 /// Q6_K weights x Q8_K activations (`GemvFn`).
@@ -669,15 +701,17 @@ pub(super) fn gemv_q6_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
 
 /// Q4_K weights x Q8_K activations (`GemvFn`).
 pub(super) fn gemv_q4_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    check::<BlockQ4_K, BlockQ8_K>(n, w, wrb, nr, a, out);
-    if n / 256 > MAX_SUPER {
-        for (r, o) in out[..nr].iter_mut().enumerate() {
-            *o = super::k_quants::vec_dot_q4_k_q8_k(n, &w[r * wrb..(r + 1) * wrb], a);
-        }
-        return;
-    }
-    // SAFETY: as above.
-    unsafe { run_q4_k(w, wrb, nr, cast_blocks(a), out) }
+    gemv_with::<BlockQ4_K, BlockQ8_K>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_SUPER * 256,
+        super::k_quants::vec_dot_q4_k_q8_k,
+        run_q4_k,
+    );
 }
 
 #[cfg(test)]
