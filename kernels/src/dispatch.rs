@@ -89,6 +89,8 @@ pub const TABLE_LEN: usize = 31;
 #[derive(Clone, Debug)]
 pub struct KernelTable {
     pub entries: [Option<TypeKernels>; TABLE_LEN],
+    /// `a = silu(a) * b` (the SwiGLU feed-forward's gate), element-wise.
+    pub swiglu: SwigluFn,
     /// The best backend in use (for reporting).
     pub backend: Backend,
 }
@@ -102,6 +104,9 @@ impl KernelTable {
         self.entries[ty.id() as usize].as_mut()
     }
 }
+
+/// `a[i] = a[i] / (1 + e^-a[i]) * b[i]`; panics when the lengths differ.
+pub type SwigluFn = fn(a: &mut [f32], b: &[f32]);
 
 /// Several f32 vectors dotted with several rows of the entry's (float) type, each row read and
 /// converted once for all vectors: for g in 0..n_x and i in 0..n_rows,
@@ -359,6 +364,7 @@ pub fn build_scalar_table() -> KernelTable {
 
     let mut table = KernelTable {
         entries: [None; TABLE_LEN],
+        swiglu: scalar::ops::swiglu,
         backend: Backend::Scalar,
     };
     let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);

@@ -6,6 +6,7 @@
 //!   compiled; the fallback and the test oracle.
 //! - `x86_64` / `aarch64`: hand-written SIMD (AVX2/AVX-512, NEON/dotprod), chosen at run time.
 //! - `dispatch`: the kernel table filled once after feature detection.
+//! - `vecmath`: element-wise math over 8-lane arrays that the ISA modules compile as vectors.
 //!
 //! This crate depends on nothing of the runtime.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -16,6 +17,7 @@ pub mod matmul;
 pub mod pool;
 pub mod scalar;
 pub mod types;
+mod vecmath;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

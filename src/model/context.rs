@@ -366,7 +366,7 @@ impl Context {
             self.matmul(&model, &layer.w_up, Src::Xb, n, Dst::Hb2);
             // hb = silu(hb) * hb2
             self.invalidate_acts();
-            swiglu(&mut self.hb[..n * c.n_ff], &self.hb2[..n * c.n_ff]);
+            (self.table.swiglu)(&mut self.hb[..n * c.n_ff], &self.hb2[..n * c.n_ff]);
             // xb = hb Wdownᵀ [n, d]; x += xb
             self.matmul(&model, &layer.w_down, Src::Hb, n, Dst::Xb);
             add(&mut self.x[..n * d], &self.xb[..n * d]);
@@ -711,13 +711,6 @@ fn softmax(s: &mut [f32]) {
 #[inline]
 fn round_f16(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
-}
-
-/// a = silu(a) * b.
-fn swiglu(a: &mut [f32], b: &[f32]) {
-    for (x, &y) in a.iter_mut().zip(b) {
-        *x = *x / (1.0 + (-*x).exp()) * y;
-    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -151,6 +151,7 @@ pub(crate) fn from_float_kernel(ty: GgmlType) -> Option<QuantizeRowFn> {
 /// products; the activation quantizers. An entry is replaced only when its activation type is the
 /// one the NEON kernel expects, so a table that pairs differently keeps its scalar kernel.
 pub fn install(table: &mut KernelTable) {
+    table.swiglu = swiglu;
     let dotprod = has_dotprod();
     let int_backend = if dotprod {
         Backend::NeonDotprod
@@ -195,4 +196,10 @@ pub fn install(table: &mut KernelTable) {
         }
     }
     table.backend = int_backend;
+}
+
+/// `a = silu(a) * b`: [`crate::vecmath::swiglu_lanes`], which NEON (always present on aarch64)
+/// runs as two 128-bit vectors per step.
+fn swiglu(a: &mut [f32], b: &[f32]) {
+    crate::vecmath::swiglu_lanes(a, b)
 }

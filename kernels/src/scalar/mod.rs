@@ -14,6 +14,7 @@
 
 pub mod float;
 pub mod k_quants;
+pub mod ops;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q4_0;

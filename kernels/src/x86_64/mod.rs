@@ -82,6 +82,7 @@ pub fn install(table: &mut KernelTable) {
             e.from_float = Some(f);
         }
     }
+    table.swiglu = float::swiglu;
     table.backend = Backend::Avx2;
 
     if !has_avx512vnni() {
