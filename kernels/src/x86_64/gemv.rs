@@ -521,22 +521,25 @@ fn run_q4_k(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f32]) {
 /// `qs[128n + 64..128n + 128]` as they are). Per half, the `qh` bytes are broadcast to both
 /// 256-bit halves and moved to bits 4-5 by one variable 16-bit shift per register (left 4 and 2
 /// for groups 0 and 1, right 0 and 2 for groups 2 and 3), masked, and merged with the nibbles by
-/// one `vpternlogd`. The levels (0..63) times the activations by `maddubs` (|pair| <= 2 * 63 *
-/// 128, fits i16), then `vpdpwssd` with the 16-element group scales spread by `vpermw`: the
-/// super-block's sum is exact in i32 lanes; the offset `-32 * sum_g scale_g * bsum_g` comes off
-/// before the one conversion and FMA per super-block.
-/// Scale words for the four registers of a Q6_K super-block: word i of register j is scale
-/// 4j + i / 8.
-const Q6_K_SCALE_IDX: [[i16; 32]; 4] = {
-    let mut t = [[0i16; 32]; 4];
-    let mut j = 0;
-    while j < 4 {
+/// one `vpternlogd`. The levels (0..63) times the activations by `vpdpbusd` (4 products per i32
+/// lane, |sum| <= 4 * 63 * 128 = 32256), `packssdw` of the two registers of a half (exact: each
+/// 128-bit lane then holds the partial sums of one 16-element group of each), and one `vpdpwssd`
+/// with the group scales spread by `vpermw`: 6 multiplying instructions per super-block (it was 8
+/// with `maddubs` + `vpdpwssd` per register), the sum exact in i32 lanes; the offset
+/// `-32 * sum_g scale_g * bsum_g` comes off before the one conversion and FMA per super-block.
+/// Scale words for `packs(lo, hi)` of half n: in 128-bit lane j, words 0..4 are group 8n + j (of
+/// the low nibbles) and words 4..8 group 8n + 4 + j (the high nibbles).
+const Q6_K_SCALE_IDX: [[i16; 32]; 2] = {
+    let mut t = [[0i16; 32]; 2];
+    let mut n = 0;
+    while n < 2 {
         let mut i = 0;
         while i < 32 {
-            t[j][i] = (4 * j + i / 8) as i16;
+            let (lane, word) = (i / 8, i % 8);
+            t[n][i] = (8 * n + lane + if word >= 4 { 4 } else { 0 }) as i16;
             i += 1;
         }
-        j += 1;
+        n += 1;
     }
     t
 };
@@ -593,10 +596,13 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
                 m4,
                 _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
             );
-            let s0 = _mm512_permutexvar_epi16(idx[2 * n], scz);
-            let s1 = _mm512_permutexvar_epi16(idx[2 * n + 1], scz);
-            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(lo, alo), s0);
-            sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(hi, ahi), s1);
+            let z = _mm512_setzero_si512();
+            let (dlo, dhi) = (
+                _mm512_dpbusd_epi32(z, lo, alo),
+                _mm512_dpbusd_epi32(z, hi, ahi),
+            );
+            let s = _mm512_permutexvar_epi16(idx[n], scz);
+            sum = _mm512_dpwssd_epi32(sum, _mm512_packs_epi32(dlo, dhi), s);
         }
         let d = _mm512_set1_ps(super::h2f(x.d) * y.d);
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
