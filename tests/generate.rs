@@ -1,6 +1,8 @@
 //! Greedy generation reproduces llama.cpp's 32 tokens (`tests/data/generate/`, from
-//! shared/golden/generate) for SmolLM2 and Qwen, up to the first step whose top-2 margin in
-//! llama.cpp's own logits is within our logit tolerance (a near-tie may legitimately go either way).
+//! shared/golden/generate) for SmolLM2 and Qwen at every step, except at near-ties: steps whose
+//! top-2 margin in llama.cpp's own logits is within our logit tolerance may legitimately go either
+//! way. Each step continues from llama.cpp's token (teacher forcing), so a near-tie does not end
+//! the comparison of the steps after it.
 
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ fn check(model_file: &str, golden: &str, threads: usize) -> Option<()> {
     )
     .unwrap();
     let text = std::fs::read_to_string(common::data(&format!("generate/{golden}"))).unwrap();
-    let mut compared = 0;
+    let (mut compared, mut steps, mut ties) = (0, 0, 0);
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let prompt = v["prompt"].as_str().unwrap();
@@ -52,23 +54,38 @@ fn check(model_file: &str, golden: &str, threads: usize) -> Option<()> {
             let got = (0..l.len())
                 .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
                 .unwrap() as u32;
+            steps += 1;
             if margin < TIE_MARGIN && got != want {
-                eprintln!("{model_file} {prompt:?}: near-tie at step {k} (margin {margin}), stopping the comparison there");
-                break;
+                eprintln!("{model_file} {prompt:?}: near-tie at step {k} (margin {margin}): we pick {got}, llama.cpp {want}; continuing from llama.cpp's token");
+                ties += 1;
+            } else {
+                assert_eq!(
+                    got, want,
+                    "{model_file} {prompt:?} step {k}: got {got}, llama.cpp {want} (margin {margin})"
+                );
+                compared += 1;
             }
-            assert_eq!(
-                got, want,
-                "{model_file} {prompt:?} step {k}: got {got}, llama.cpp {want} (margin {margin})"
-            );
-            compared += 1;
-            ctx.eval(&[got], Logits::Last).unwrap();
+            // Teacher forcing: always continue from llama.cpp's token, so every later step is
+            // still compared against its logits after a near-tie went the other way.
+            ctx.eval(&[want], Logits::Last).unwrap();
         }
     }
-    eprintln!("{model_file}: {compared} greedy tokens identical to llama.cpp ({threads} threads)");
-    // 4 prompts x 32 steps, cut at the first near-tie (SmolLM2's "Once upon a time" has a 4e-5 one
-    // at step 12; with the scalar kernels Qwen meets margins of 0.02-0.06 at steps 2-9). A sanity
-    // floor: at least 8 identical tokens per prompt on average.
-    assert!(compared >= 32, "too few steps compared: {compared}");
+    eprintln!(
+        "{model_file}: {compared} of {steps} greedy tokens identical to llama.cpp, {ties} near-ties went the other way ({threads} threads)"
+    );
+    // 4 prompts x 32 steps. A near-tie (llama.cpp's own top-2 margin under TIE_MARGIN) may go
+    // either way with a different summation order (SmolLM2's "Once upon a time" has a 4e-5 one
+    // at step 12; Qwen's prompts have margins of 0.01-0.06 at steps 2, 3, 9 and 14); every other
+    // step must pick llama.cpp's token. Near-ties are rare: at most one step in 16 may be one
+    // that went the other way.
+    assert!(
+        steps >= 128,
+        "the golden file has {steps} steps, expected 4 x 32"
+    );
+    assert!(
+        ties * 16 <= steps,
+        "{ties} of {steps} steps were near-ties that went the other way"
+    );
     Some(())
 }
 
