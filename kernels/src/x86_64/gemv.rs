@@ -27,7 +27,8 @@ use std::mem::MaybeUninit;
 use super::quants::prefetch;
 use super::{f16_table, load16, load32i, lut};
 use crate::blocks::{
-    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0,
+    BlockQ8_1, BlockQ8_K,
 };
 
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
@@ -161,23 +162,25 @@ struct QuadQ4_0 {
     seed: [i32; 16],
 }
 
-/// Makes the quads of `a` (`a.len() / 4` of them) and each quad's four `d_a`.
+/// Makes the quads of `a` (`a.len() / 4` of them, seeded for levels offset by `off`: 8 for Q4_0,
+/// 16 for Q5_0) and each quad's four `d_a`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn quads_q4_0<'p>(
     a: &[BlockQ8_0],
+    off: i8,
     quads: &'p mut [MaybeUninit<QuadQ4_0>],
     da: &'p mut [MaybeUninit<[f32; 4]>],
 ) -> (&'p [QuadQ4_0], &'p [[f32; 4]]) {
     let t = f16_table();
     let nq = a.len() / 4;
     let (quads, da) = (&mut quads[..nq], &mut da[..nq]);
-    let eight = _mm512_set1_epi8(8);
+    let offv = _mm512_set1_epi8(off);
     for ((ab, o), d) in a.chunks_exact(4).zip(quads.iter_mut()).zip(da.iter_mut()) {
         let (lo, hi) = quad_halves(std::array::from_fn(|j| &ab[j].qs));
         let sum = _mm512_dpbusd_epi32(
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, lo),
-            eight,
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), offv, lo),
+            offv,
             hi,
         );
         let seed = _mm512_sub_epi32(_mm512_setzero_si512(), sum);
@@ -200,6 +203,41 @@ fn quads_q4_0<'p>(
     }
 }
 
+/// One quad of four 32-element blocks whose levels (`lo`, `hi`: 0..15 for Q4_0, 0..31 for Q5_0)
+/// match the layout of the activation quad `qd`: two chained `vpdpbusd` from its seed, then the
+/// four scales `d_w * d_a` made in an xmm and spread to the blocks' lanes by one `vpermps`; returns
+/// `acc` plus the four blocks' dot products (in the lanes).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn quad_step(
+    lo: __m512i,
+    hi: __m512i,
+    qd: &QuadQ4_0,
+    d: [half::f16; 4],
+    da: &[f32; 4],
+    acc: __m512,
+) -> __m512 {
+    // SAFETY: the three fields of `qd` are 64 bytes at 64-byte aligned addresses.
+    let (seed, alo, ahi) = unsafe {
+        (
+            _mm512_load_si512(qd.seed.as_ptr() as *const __m512i),
+            _mm512_load_si512(qd.lo.as_ptr() as *const __m512i),
+            _mm512_load_si512(qd.hi.as_ptr() as *const __m512i),
+        )
+    };
+    let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed, lo, alo), hi, ahi);
+    let bits = d[0].to_bits() as i64
+        | (d[1].to_bits() as i64) << 16
+        | (d[2].to_bits() as i64) << 32
+        | (d[3].to_bits() as i64) << 48;
+    // SAFETY: `da` is 16 readable bytes; unaligned load.
+    let da4 = unsafe { _mm_loadu_ps(da.as_ptr()) };
+    let d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4);
+    let sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    let scale = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(d4));
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc)
+}
+
 /// One Q4_0 row against the quads, plus up to 3 last blocks (`tail`: each with its ymm seed and
 /// `d_a`). Per quad of weight blocks: their 16 quant bytes go to the four 128-bit lanes; the low
 /// nibbles (one AND) and the high nibbles (a 16-bit shift right by 4 and the same AND) are the
@@ -219,29 +257,17 @@ fn row_dot_q4_0(
 ) -> f32 {
     let nq = quads.len();
     assert!(da.len() == nq && w.len() == 4 * nq + tail.len());
-    let sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let quad = |q: usize, acc: __m512| -> __m512 {
         let wq = &w[4 * q..4 * q + 4];
         let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
-        let qd = &quads[q];
-        // SAFETY: the three fields of `qd` are 64 bytes at 64-byte aligned addresses.
-        let (seed, alo, ahi) = unsafe {
-            (
-                _mm512_load_si512(qd.seed.as_ptr() as *const __m512i),
-                _mm512_load_si512(qd.lo.as_ptr() as *const __m512i),
-                _mm512_load_si512(qd.hi.as_ptr() as *const __m512i),
-            )
-        };
-        let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed, lo, alo), hi, ahi);
-        let bits = wq[0].d.to_bits() as i64
-            | (wq[1].d.to_bits() as i64) << 16
-            | (wq[2].d.to_bits() as i64) << 32
-            | (wq[3].d.to_bits() as i64) << 48;
-        // SAFETY: `da[q]` is 16 readable bytes; unaligned load.
-        let da4 = unsafe { _mm_loadu_ps(da[q].as_ptr()) };
-        let d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4);
-        let scale = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(d4));
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc)
+        quad_step(
+            lo,
+            hi,
+            &quads[q],
+            std::array::from_fn(|j| wq[j].d),
+            &da[q],
+            acc,
+        )
     };
     let mut acc = [_mm512_setzero_ps(); 2];
     let mut q = 0;
@@ -271,7 +297,7 @@ fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
     let mut qbuf = [MaybeUninit::<QuadQ4_0>::uninit(); MAX_BLOCKS / 4];
     let mut dbuf = [MaybeUninit::<[f32; 4]>::uninit(); MAX_BLOCKS / 4];
-    let (quads, da) = quads_q4_0(a, &mut qbuf, &mut dbuf);
+    let (quads, da) = quads_q4_0(a, 8, &mut qbuf, &mut dbuf);
     let nt = nb % 4;
     let mut tail = [(a[0], [0i32; 8], 0f32); 3];
     for (j, y) in a[nb - nt..].iter().enumerate() {
@@ -282,6 +308,46 @@ fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
     for (r, o) in out[..nr].iter_mut().enumerate() {
         let row = cast_blocks::<BlockQ4_0>(&w[r * wrb..(r + 1) * wrb]);
         *o = row_dot_q4_0(row, quads, da, &tail[..nt]);
+    }
+}
+
+/// One Q5_0 row against the quads (seeded with -16 x the activation sums), the last `w.len() % 4`
+/// blocks by the one-row AVX2 kernel. As `row_dot_q4_0`, plus the fifth bits: the four blocks'
+/// `qh` words give two 64-bit masks (bits 0..16 of each for the low nibbles' bytes, 16..32 for the
+/// high), and one masked byte add of 16 per register puts them in (levels 0..31).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn row_dot_q5_0(w: &[BlockQ5_0], quads: &[QuadQ4_0], da: &[[f32; 4]], a: &[BlockQ8_0]) -> f32 {
+    let nq = quads.len();
+    assert!(w.len() == a.len() && w.len() / 4 == nq && da.len() == nq);
+    let sixteen = _mm512_set1_epi8(16);
+    let mut acc = _mm512_setzero_ps();
+    for (q, qd) in quads.iter().enumerate() {
+        let wq = &w[4 * q..4 * q + 4];
+        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
+        let h: [u64; 4] = std::array::from_fn(|j| u32::from_le_bytes(wq[j].qh) as u64);
+        let mlo = (h[0] & 0xFFFF) | (h[1] & 0xFFFF) << 16 | (h[2] & 0xFFFF) << 32 | h[3] << 48;
+        let mhi = h[0] >> 16 | (h[1] >> 16) << 16 | (h[2] >> 16) << 32 | (h[3] >> 16) << 48;
+        let lo = _mm512_mask_add_epi8(lo, mlo, lo, sixteen);
+        let hi = _mm512_mask_add_epi8(hi, mhi, hi, sixteen);
+        acc = quad_step(lo, hi, qd, std::array::from_fn(|j| wq[j].d), &da[q], acc);
+    }
+    let tail = if w.len() > 4 * nq {
+        super::quants::dot_q5_0(&w[4 * nq..], &a[4 * nq..])
+    } else {
+        0.0
+    };
+    _mm512_reduce_add_ps(acc) + tail
+}
+
+/// Q5_0 rows (`GemvFn` body), four blocks per 512-bit step.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q5_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+    let mut qbuf = [MaybeUninit::<QuadQ4_0>::uninit(); MAX_BLOCKS / 4];
+    let mut dbuf = [MaybeUninit::<[f32; 4]>::uninit(); MAX_BLOCKS / 4];
+    let (quads, da) = quads_q4_0(a, 16, &mut qbuf, &mut dbuf);
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        *o = row_dot_q5_0(cast_blocks(&w[r * wrb..(r + 1) * wrb]), quads, da, a);
     }
 }
 
@@ -669,6 +735,21 @@ pub(super) fn gemv_q4_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
         MAX_BLOCKS * 32,
         super::quants::vec_dot_q4_0_q8_0,
         run_q4_0,
+    );
+}
+
+/// Q5_0 weights x Q8_0 activations (`GemvFn`).
+pub(super) fn gemv_q5_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+    gemv_with::<BlockQ5_0, BlockQ8_0>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_BLOCKS * 32,
+        super::quants::vec_dot_q5_0_q8_0,
+        run_q5_0,
     );
 }
 

@@ -13,7 +13,7 @@
 //! - `k_quants`: vec_dot of Q2_K..Q6_K . Q8_K (AVX2).
 //! - `float`: F32/F16/BF16 rows . f32 (AVX2+FMA, F16C).
 //! - `act`: activation quantizers Q8_0/Q8_1/Q8_K, byte-identical with the scalar ones.
-//! - `gemv`: decode mat-vecs of Q4_0/Q4_1/Q8_0/Q4_K/Q6_K (AVX-512 VNNI), the activation side made once per call.
+//! - `gemv`: decode mat-vecs of Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K (AVX-512 VNNI), the activation side made once per call.
 //! - `tile`: prefill tiles (several rows x several tokens) with AVX-512 VNNI `vpdpbusd`.
 
 use std::arch::x86_64::*;
@@ -114,6 +114,7 @@ pub fn install(table: &mut KernelTable) {
     for (ty, g) in [
         (GgmlType::Q4_0, gemv::gemv_q4_0_q8_0 as GemvFn),
         (GgmlType::Q4_1, gemv::gemv_q4_1_q8_1),
+        (GgmlType::Q5_0, gemv::gemv_q5_0_q8_0),
         (GgmlType::Q8_0, gemv::gemv_q8_0_q8_0),
         (GgmlType::Q4_K, gemv::gemv_q4_k_q8_k),
         (GgmlType::Q6_K, gemv::gemv_q6_k_q8_k),

@@ -128,7 +128,7 @@ fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+pub(super) fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let off = _mm256_set1_epi8(16);
     let t = f16_table();
     accumulate::<_, _, false>(w, a, |x, y| {
