@@ -235,18 +235,10 @@ fn entry(table: &KernelTable, ty: GgmlType) -> &TypeKernels {
         .unwrap_or_else(|| panic!("no kernels for weight type {ty}"))
 }
 
-/// [`matmul_q`] with an explicit kernel table.
-pub fn matmul_q_with(
-    table: &KernelTable,
-    pool: &ThreadPool,
-    w: &MatRef,
-    acts: &ActBuf,
-    y: &mut [f32],
-) {
+/// Checks one weight matrix against the activations and the output, and returns its kernels.
+fn checked<'t>(table: &'t KernelTable, w: &MatRef, acts: &ActBuf, y: &[f32]) -> &'t TypeKernels {
     let k = entry(table, w.ty);
-    let vec_dot = k
-        .vec_dot
-        .unwrap_or_else(|| panic!("no vec_dot for weight type {}", w.ty));
+    assert!(k.vec_dot.is_some(), "no vec_dot for weight type {}", w.ty);
     assert!(
         acts.ty() == k.vec_dot_type,
         "activations are {} but {} weights dot with {}",
@@ -260,63 +252,104 @@ pub fn matmul_q_with(
         acts.n_cols(),
         w.n_cols
     );
-    let n = w.n_cols;
-    let n_rows = w.n_rows;
-    let n_tok = acts.n_tok();
-    let wrb = w.row_bytes();
+    let (n_rows, wrb) = (w.n_rows, w.row_bytes());
     assert!(
         w.data.len() == n_rows * wrb,
         "weight data is {} bytes, expected {n_rows} rows x {wrb} bytes",
         w.data.len()
     );
     assert!(
-        y.len() == n_tok * n_rows,
-        "output length {} is not n_tok {n_tok} x n_rows {n_rows}",
-        y.len()
+        y.len() == acts.n_tok() * n_rows,
+        "output length {} is not n_tok {} x n_rows {n_rows}",
+        y.len(),
+        acts.n_tok()
     );
+    k
+}
+
+/// Most weight matrices one [`matmul_q_many_with`] call takes (Q, K and V).
+pub const MAX_FUSED: usize = 4;
+
+/// Several matrices that share one quantized input, `y_j = x · W_jᵀ` for each `(W_j, y_j)` of
+/// `jobs` (at most [`MAX_FUSED`]): Q, K and V, or gate and up. A decode step (`n_tok == 1`) runs
+/// them as one parallel call over their rows in sequence, so the threads meet once instead of
+/// once per matrix and the short K and V mat-vecs do not each start and drain both threads'
+/// streams; each row is still computed by its own matrix's kernel, so results are the same bit for
+/// bit as one [`matmul_q_with`] per matrix. Prefill runs them one after another.
+pub fn matmul_q_many_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    jobs: &mut [(MatRef, &mut [f32])],
+    acts: &ActBuf,
+) {
+    assert!(
+        jobs.len() <= MAX_FUSED,
+        "{} matrices in one call, at most {MAX_FUSED}",
+        jobs.len()
+    );
+    if acts.n_tok() != 1 {
+        for (w, y) in jobs.iter_mut() {
+            matmul_q_with(table, pool, w, acts, y);
+        }
+        return;
+    }
+    let mut parts = [None; MAX_FUSED];
+    let (mut rows, mut bytes) = (0, 0);
+    for (p, (w, y)) in parts.iter_mut().zip(jobs.iter_mut()) {
+        let k = checked(table, w, acts, y);
+        let wrb = w.row_bytes();
+        *p = Some(Part {
+            k,
+            w: w.data,
+            wrb,
+            n_cols: w.n_cols,
+            rows: w.n_rows,
+            first_row: rows,
+            first_byte: bytes,
+            out: OutPtr(y.as_mut_ptr()),
+        });
+        rows += w.n_rows;
+        bytes += w.data.len();
+    }
+    decode(pool, &parts[..jobs.len()], rows, bytes, acts.bytes());
+}
+
+/// [`matmul_q`] with an explicit kernel table.
+pub fn matmul_q_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &MatRef,
+    acts: &ActBuf,
+    y: &mut [f32],
+) {
+    let k = checked(table, w, acts, y);
+    let vec_dot = k.vec_dot.expect("checked");
+    let n = w.n_cols;
+    let n_rows = w.n_rows;
+    let n_tok = acts.n_tok();
+    let wrb = w.row_bytes();
     if n_tok == 0 || n_rows == 0 {
         return;
     }
     let arb = acts.row_bytes();
     let a = acts.bytes();
     let out = OutPtr(y.as_mut_ptr());
-    let next = AtomicUsize::new(0);
 
     if n_tok == 1 {
-        let nt = pool.n_threads();
-        let min_rows = DECODE_MIN_CHUNK_BYTES.div_ceil(wrb.max(1)).max(1);
-        // `next` is the first unclaimed row.
-        let claim = || {
-            let mut cur = next.load(Ordering::Relaxed);
-            loop {
-                if cur >= n_rows {
-                    return None;
-                }
-                let end = (cur + ((n_rows - cur) / nt).max(min_rows)).min(n_rows);
-                match next.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => return Some((cur, end)),
-                    Err(c) => cur = c,
-                }
-            }
+        let part = Part {
+            k,
+            w: w.data,
+            wrb,
+            n_cols: n,
+            rows: n_rows,
+            first_row: 0,
+            first_byte: 0,
+            out,
         };
-        pool.run(&|_, _| {
-            while let Some((r0, r1)) = claim() {
-                if let Some(g) = k.gemv {
-                    // SAFETY: rows r0..r1 < n_rows = y.len() were claimed by this thread only, so
-                    // this slice of y is written by no one else while `run` is active.
-                    let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), r1 - r0) };
-                    g(n, &w.data[r0 * wrb..r1 * wrb], wrb, r1 - r0, a, o);
-                    continue;
-                }
-                for r in r0..r1 {
-                    let v = vec_dot(n, &w.data[r * wrb..(r + 1) * wrb], a);
-                    // SAFETY: r < n_rows = y.len(); row r was claimed by this thread only.
-                    unsafe { out.write(r, v) };
-                }
-            }
-        });
+        decode(pool, &[Some(part)], n_rows, w.data.len(), a);
         return;
     }
+    let next = AtomicUsize::new(0);
 
     // Prefill: chunks of PREFILL_ROWS rows x all tokens, in tiles of TILE_TOKENS tokens.
     let n_chunks = n_rows.div_ceil(PREFILL_ROWS);
@@ -358,6 +391,78 @@ pub fn matmul_q_with(
                     }
                 }
                 t0 += nt;
+            }
+        }
+    });
+}
+
+/// One matrix of a decode call: its kernels, weight rows, output, and where its rows and bytes
+/// start in the call's sequence of matrices.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    k: &'a TypeKernels,
+    w: &'a [u8],
+    wrb: usize,
+    n_cols: usize,
+    rows: usize,
+    first_row: usize,
+    first_byte: usize,
+    out: OutPtr,
+}
+
+/// The decode mat-vecs of `parts` (checked, all against the one activation row `a`), rows handed
+/// out "guided" over the whole sequence: each claim takes 1/n_threads of the bytes still
+/// unclaimed (at least `DECODE_MIN_CHUNK_BYTES`), cut at the end of its matrix.
+fn decode(
+    pool: &ThreadPool,
+    parts: &[Option<Part>],
+    total_rows: usize,
+    total_bytes: usize,
+    a: &[u8],
+) {
+    let nt = pool.n_threads();
+    // `next` is the first unclaimed row of the sequence.
+    let next = AtomicUsize::new(0);
+    let claim = || {
+        let mut cur = next.load(Ordering::Relaxed);
+        loop {
+            if cur >= total_rows {
+                return None;
+            }
+            let p = parts
+                .iter()
+                .flatten()
+                .find(|p| cur < p.first_row + p.rows)
+                .expect("cur < total_rows lies in some part");
+            let r0 = cur - p.first_row;
+            let left = total_bytes - (p.first_byte + r0 * p.wrb);
+            let take = (left / nt)
+                .max(DECODE_MIN_CHUNK_BYTES)
+                .div_ceil(p.wrb.max(1));
+            let r1 = (r0 + take.max(1)).min(p.rows);
+            let end = p.first_row + r1;
+            match next.compare_exchange_weak(cur, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Some((p, r0, r1)),
+                Err(c) => cur = c,
+            }
+        }
+    };
+    pool.run(&|_, _| {
+        while let Some((p, r0, r1)) = claim() {
+            let (n, wrb) = (p.n_cols, p.wrb);
+            if let Some(g) = p.k.gemv {
+                // SAFETY: rows r0..r1 < p.rows = this part's output length were claimed by this
+                // thread only, so this slice of it is written by no one else while `run` is active.
+                let o = unsafe { std::slice::from_raw_parts_mut(p.out.0.add(r0), r1 - r0) };
+                g(n, &p.w[r0 * wrb..r1 * wrb], wrb, r1 - r0, a, o);
+                continue;
+            }
+            let vec_dot = p.k.vec_dot.expect("checked");
+            for r in r0..r1 {
+                let v = vec_dot(n, &p.w[r * wrb..(r + 1) * wrb], a);
+                // SAFETY: r < p.rows = the part's output length; row r was claimed by this
+                // thread only.
+                unsafe { p.out.write(r, v) };
             }
         }
     });
@@ -514,6 +619,71 @@ mod tests {
             ] {
                 for &(n_rows, n_tok) in &[(1, 1), (37, 1), (300, 1), (37, 5), (40, 19)] {
                     check_type(table, ty, n_rows, 256, n_tok);
+                }
+            }
+        }
+    }
+
+    /// Fused decode mat-vecs give each matrix exactly what its own call gives, for 1-3 threads:
+    /// Q4_K, Q6_K and Q4_K matrices of different heights (Q, K, V of a Q4_K_M file, whose V may
+    /// be Q6_K), one of them with no rows, and a single big one (claims that cross matrices).
+    #[test]
+    fn fused_decode_matches_separate_calls() {
+        let n_cols = 512;
+        let shapes = [
+            (GgmlType::Q4_K, 300),
+            (GgmlType::Q6_K, 37),
+            (GgmlType::Q4_K, 0),
+            (GgmlType::Q4_K, 64),
+        ];
+        let data: Vec<Vec<u8>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(ty, rows))| {
+                let wf = lcg_values(rows * n_cols, 11 + i as u64);
+                quantize_matrix(scalar_kernels(), ty, &wf, rows, n_cols)
+            })
+            .collect();
+        let mats: Vec<MatRef> = shapes
+            .iter()
+            .zip(&data)
+            .map(|(&(ty, n_rows), d)| MatRef {
+                ty,
+                data: d,
+                n_rows,
+                n_cols,
+            })
+            .collect();
+        let x = lcg_values(n_cols, 3);
+        for table in [scalar_kernels(), kernels()] {
+            let mut acts = ActBuf::with_capacity(n_cols, 1);
+            acts.quantize_with(table, GgmlType::Q8_K, &x, 1, n_cols);
+            for threads in 1..=3 {
+                let pool = ThreadPool::new(threads);
+                let want: Vec<Vec<f32>> = mats
+                    .iter()
+                    .map(|w| {
+                        let mut y = vec![f32::NAN; w.n_rows];
+                        matmul_q_with(table, &ThreadPool::new(1), w, &acts, &mut y);
+                        y
+                    })
+                    .collect();
+                let mut got: Vec<Vec<f32>> =
+                    mats.iter().map(|w| vec![f32::NAN; w.n_rows]).collect();
+                {
+                    let mut jobs: Vec<(MatRef, &mut [f32])> = mats
+                        .iter()
+                        .copied()
+                        .zip(got.iter_mut().map(|y| y.as_mut_slice()))
+                        .collect();
+                    matmul_q_many_with(table, &pool, &mut jobs, &acts);
+                }
+                for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let same = g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "matrix {j} ({threads} threads): fused {g:?} vs alone {w:?}"
+                    );
                 }
             }
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ferrolm_kernels::dispatch::{kernels, KernelTable};
-use ferrolm_kernels::matmul::{matmul_q_with, ActBuf};
+use ferrolm_kernels::matmul::{matmul_q_many_with, matmul_q_with, ActBuf, MatRef};
 use ferrolm_kernels::pool::ThreadPool;
 use ferrolm_kernels::GgmlType;
 
@@ -315,9 +315,13 @@ impl Context {
             );
             // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]; one quantization of xb serves all three
             // when their dot partners agree.
-            self.matmul(&model, &layer.wq, Src::Xb, n, Dst::Q);
-            self.matmul(&model, &layer.wk, Src::Xb, n, Dst::K);
-            self.matmul(&model, &layer.wv, Src::Xb, n, Dst::V);
+            self.matmul_fused(
+                &model,
+                [&layer.wq, &layer.wk, &layer.wv],
+                Src::Xb,
+                n,
+                [Dst::Q, Dst::K, Dst::V],
+            );
             if let (Some(bq), Some(bk), Some(bv)) = (&layer.bq, &layer.bk, &layer.bv) {
                 add_bias(&mut self.q[..n * q_dim], model.vector(bq));
                 add_bias(&mut self.k[..n * kv_dim], model.vector(bk));
@@ -362,8 +366,13 @@ impl Context {
                 c.rms_eps,
             );
             // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
-            self.matmul(&model, &layer.w_gate, Src::Xb, n, Dst::Hb);
-            self.matmul(&model, &layer.w_up, Src::Xb, n, Dst::Hb2);
+            self.matmul_fused(
+                &model,
+                [&layer.w_gate, &layer.w_up],
+                Src::Xb,
+                n,
+                [Dst::Hb, Dst::Hb2],
+            );
             // hb = silu(hb) * hb2
             self.invalidate_acts();
             (self.table.swiglu)(&mut self.hb[..n * c.n_ff], &self.hb2[..n * c.n_ff]);
@@ -406,34 +415,73 @@ impl Context {
 
     /// dst[..n] = src[..n] · Wᵀ, quantizing src to W's dot partner first.
     fn matmul(&mut self, model: &Model, m: &Mat, src: Src, n: usize, dst: Dst) {
-        let w = model.mat(m);
-        let partner = self.table.get(w.ty).expect("checked at load").vec_dot_type;
+        self.matmul_fused(model, [m], src, n, [dst]);
+    }
+
+    /// dst_j[..n] = src[..n] · W_jᵀ for matrices that share their input (Q, K, V; gate, up):
+    /// one quantization of src, and for a decode step one parallel call over all their rows
+    /// ([`matmul_q_many_with`]) when they share a dot partner; else one call per matrix.
+    fn matmul_fused<const N: usize>(
+        &mut self,
+        model: &Model,
+        ms: [&Mat; N],
+        src: Src,
+        n: usize,
+        dsts: [Dst; N],
+    ) {
+        let ws = ms.map(|m| model.mat(m));
+        let partner = |w: &MatRef| self.table.get(w.ty).expect("checked at load").vec_dot_type;
+        let p0 = partner(&ws[0]);
+        if N > 1
+            && ws
+                .iter()
+                .any(|w| partner(w) != p0 || w.n_cols != ws[0].n_cols)
+        {
+            for (m, d) in ms.into_iter().zip(dsts) {
+                self.matmul_fused(model, [m], src, n, [d]);
+            }
+            return;
+        }
+        let n_cols = ws[0].n_cols;
         let x: &[f32] = match src {
-            Src::Xb => &self.xb[..n * w.n_cols],
-            Src::Att => &self.att[..n * w.n_cols],
-            Src::Hb => &self.hb[..n * w.n_cols],
+            Src::Xb => &self.xb[..n * n_cols],
+            Src::Att => &self.att[..n * n_cols],
+            Src::Hb => &self.hb[..n * n_cols],
         };
         // Re-quantize unless the buffer already holds this input in this format (Q/K/V and gate/up
         // share their input).
-        if self.acts_src != Some((src, partner)) {
-            self.acts.quantize_with(self.table, partner, x, n, w.n_cols);
-            self.acts_src = Some((src, partner));
+        if self.acts_src != Some((src, p0)) {
+            self.acts.quantize_with(self.table, p0, x, n, n_cols);
+            self.acts_src = Some((src, p0));
         }
-        let y: &mut [f32] = match dst {
-            Dst::Q => &mut self.q[..n * w.n_rows],
-            Dst::K => &mut self.k[..n * w.n_rows],
-            Dst::V => &mut self.v[..n * w.n_rows],
-            Dst::Xb => &mut self.xb[..n * w.n_rows],
-            Dst::Hb => &mut self.hb[..n * w.n_rows],
-            Dst::Hb2 => &mut self.hb2[..n * w.n_rows],
-        };
-        matmul_q_with(self.table, &self.pool, &w, &self.acts, y);
+        let Context {
+            table,
+            pool,
+            acts,
+            q,
+            k,
+            v,
+            xb,
+            hb,
+            hb2,
+            ..
+        } = self;
+        let mut slots = [Some(q), Some(k), Some(v), Some(xb), Some(hb), Some(hb2)];
+        let mut jobs: [(MatRef, &mut [f32]); N] = std::array::from_fn(|i| {
+            let buf = slots[dsts[i] as usize]
+                .take()
+                .expect("each output buffer at most once");
+            (ws[i], &mut buf[..n * ws[i].n_rows])
+        });
+        matmul_q_many_with(table, pool, &mut jobs, acts);
         // Writing a buffer invalidates a quantization of it.
-        if matches!(
-            (dst, self.acts_src),
-            (Dst::Xb, Some((Src::Xb, _))) | (Dst::Hb, Some((Src::Hb, _)))
-        ) {
-            self.acts_src = None;
+        for d in dsts {
+            if matches!(
+                (d, self.acts_src),
+                (Dst::Xb, Some((Src::Xb, _))) | (Dst::Hb, Some((Src::Hb, _)))
+            ) {
+                self.acts_src = None;
+            }
         }
     }
 
@@ -649,14 +697,15 @@ enum Src {
     Hb,
 }
 
+/// Output buffers; the discriminant indexes `matmul_fused`'s table of them.
 #[derive(Clone, Copy)]
 enum Dst {
-    Q,
-    K,
-    V,
-    Xb,
-    Hb,
-    Hb2,
+    Q = 0,
+    K = 1,
+    V = 2,
+    Xb = 3,
+    Hb = 4,
+    Hb2 = 5,
 }
 
 /// out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w, per row of `d`, as ggml's rms_norm (sum in f64).
