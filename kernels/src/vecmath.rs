@@ -16,8 +16,8 @@ pub(crate) const LANES: usize = 8;
 pub(crate) fn exp_lanes(x: [f32; LANES]) -> [f32; LANES] {
     const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_751_953_125; // ln 2 rounded to 16 significant bits
-    const LN2_LO: f32 = 1.428_606_765_330_187e-6; // ln 2 - LN2_HI
+    const LN2_HI: f32 = 0.693_145_75; // ln 2 to 16 significant bits (0x3F31_7200, exact)
+    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI, rounded to f32
     const C: [f32; 8] = [
         1.0,
         1.0,

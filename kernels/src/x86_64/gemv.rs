@@ -637,9 +637,9 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
         let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bs));
         let mut sum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
         let scz = _mm512_castsi256_si512(sc);
-        for n in 0..2 {
+        for (n, sidx) in idx.iter().enumerate() {
             // SAFETY: `ql[64n..64n + 64]`, `qh[32n..32n + 32]` and `qs[128n..128n + 128]` are in
-            // bounds (n < 2); unaligned loads.
+            // bounds (n < 2: `idx` has two entries); unaligned loads.
             let (ql, qh, alo, ahi) = unsafe {
                 let a = y.qs.as_ptr().add(128 * n) as *const __m512i;
                 (
@@ -667,7 +667,7 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
                 _mm512_dpbusd_epi32(z, lo, alo),
                 _mm512_dpbusd_epi32(z, hi, ahi),
             );
-            let s = _mm512_permutexvar_epi16(idx[n], scz);
+            let s = _mm512_permutexvar_epi16(*sidx, scz);
             sum = _mm512_dpwssd_epi32(sum, _mm512_packs_epi32(dlo, dhi), s);
         }
         let d = _mm512_set1_ps(super::h2f(x.d) * y.d);
