@@ -10,7 +10,7 @@
 //!
 //! Files by format: `q4_0.rs` ... `q2_k.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
 //! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers), `tile.rs` (prefill tiles of
-//! Q4_0/Q8_0/Q4_K/Q6_K with `sdot`, installed only with dotprod).
+//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K with `sdot`, installed only with dotprod).
 
 use crate::blocks::{cast_blocks, Block};
 use crate::dispatch::{Backend, GemmTileFn, KernelTable, QuantizeRowFn, VecDotFn};
@@ -183,6 +183,9 @@ pub fn install(table: &mut KernelTable) {
         if dotprod {
             let t: Option<(GgmlType, GemmTileFn)> = match ty {
                 GgmlType::Q4_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q4_0)),
+                GgmlType::Q4_1 => Some((GgmlType::Q8_1, tile::gemm_tile_q4_1)),
+                GgmlType::Q5_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q5_0)),
+                GgmlType::Q5_1 => Some((GgmlType::Q8_1, tile::gemm_tile_q5_1)),
                 GgmlType::Q8_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q8_0)),
                 GgmlType::Q4_K => Some((GgmlType::Q8_K, tile::gemm_tile_q4_k)),
                 GgmlType::Q6_K => Some((GgmlType::Q8_K, tile::gemm_tile_q6_k)),

@@ -21,6 +21,21 @@ pub(crate) fn fifth_bits(qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
     (vtstq_u8(lo, bit), vtstq_u8(hi, bit))
 }
 
+/// Levels 0..31 of a Q5 block (elements 0..16, 16..32): the nibbles of `qs` plus the fifth
+/// bits of `qh` at bit 4.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> [uint8x16_t; 2] {
+    // SAFETY: `qs` is 16 bytes.
+    let qx = unsafe { vld1q_u8(qs.as_ptr()) };
+    let (h0, h1) = fifth_bits(qh);
+    let b4 = vdupq_n_u8(0x10);
+    [
+        vorrq_u8(vandq_u8(qx, vdupq_n_u8(0x0F)), vandq_u8(h0, b4)),
+        vorrq_u8(vshrq_n_u8::<4>(qx), vandq_u8(h1, b4)),
+    ]
+}
+
 /// Integer products of one block: lanes sum to `sum_j (q_j - 16) * a_j` (|sum| <= 32 * 16 * 128).
 ///
 /// # Safety
@@ -28,19 +43,10 @@ pub(crate) fn fifth_bits(qh: [u8; 4]) -> (uint8x16_t, uint8x16_t) {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn block_isum<const SDOT: bool>(x: &BlockQ5_0, y: &BlockQ8_0) -> int32x4_t {
-    // SAFETY: `x.qs` is 16 bytes and `y.qs` 32 bytes; each load reads 16 bytes inside them.
-    let (qx, y0, y1) = unsafe {
-        (
-            vld1q_u8(x.qs.as_ptr()),
-            vld1q_s8(y.qs.as_ptr()),
-            vld1q_s8(y.qs.as_ptr().add(16)),
-        )
-    };
-    let (h0, h1) = fifth_bits(x.qh);
-    let b4 = vdupq_n_u8(0x10);
+    // SAFETY: `y.qs` is 32 bytes; each load reads 16 bytes inside it.
+    let (y0, y1) = unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) };
+    let [lo, hi] = q5_levels(&x.qs, x.qh);
     let sixteen = vdupq_n_s8(16);
-    let lo = vorrq_u8(vandq_u8(qx, vdupq_n_u8(0x0F)), vandq_u8(h0, b4));
-    let hi = vorrq_u8(vshrq_n_u8::<4>(qx), vandq_u8(h1, b4));
     let lo = vsubq_s8(vreinterpretq_s8_u8(lo), sixteen);
     let hi = vsubq_s8(vreinterpretq_s8_u8(hi), sixteen);
     // SAFETY: the caller guarantees dotprod when SDOT; |q - 16| <= 16 fits the narrow bound.

@@ -3,7 +3,7 @@
 
 use core::arch::aarch64::*;
 
-use super::q5_0::fifth_bits;
+use super::q5_0::q5_levels;
 use super::simd::{dot32, f16_to_f32, f16x4_to_f32, u16x4};
 use crate::blocks::{BlockQ5_1, BlockQ8_1};
 
@@ -14,18 +14,9 @@ use crate::blocks::{BlockQ5_1, BlockQ8_1};
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn block_isum<const SDOT: bool>(x: &BlockQ5_1, y: &BlockQ8_1) -> int32x4_t {
-    // SAFETY: `x.qs` is 16 bytes and `y.qs` 32 bytes; each load reads 16 bytes inside them.
-    let (qx, y0, y1) = unsafe {
-        (
-            vld1q_u8(x.qs.as_ptr()),
-            vld1q_s8(y.qs.as_ptr()),
-            vld1q_s8(y.qs.as_ptr().add(16)),
-        )
-    };
-    let (h0, h1) = fifth_bits(x.qh);
-    let b4 = vdupq_n_u8(0x10);
-    let lo = vorrq_u8(vandq_u8(qx, vdupq_n_u8(0x0F)), vandq_u8(h0, b4));
-    let hi = vorrq_u8(vshrq_n_u8::<4>(qx), vandq_u8(h1, b4));
+    // SAFETY: `y.qs` is 32 bytes; each load reads 16 bytes inside it.
+    let (y0, y1) = unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) };
+    let [lo, hi] = q5_levels(&x.qs, x.qh);
     // SAFETY: the caller guarantees dotprod when SDOT; 0 <= q <= 31 fits the narrow bound.
     unsafe {
         dot32::<SDOT>(

@@ -598,11 +598,19 @@ fn check_tile(ty: T, n: usize, w: &[u8], nr: usize, a: &[u8], nt: usize) {
 /// including -128 and 127.
 #[test]
 fn sdot_tiles_match_scalar() {
-    let installed = [T::Q4_0, T::Q8_0, T::Q4_K, T::Q6_K]
-        .map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
+    let installed = [
+        T::Q4_0,
+        T::Q4_1,
+        T::Q5_0,
+        T::Q5_1,
+        T::Q8_0,
+        T::Q4_K,
+        T::Q6_K,
+    ]
+    .map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
     assert_eq!(
         installed,
-        [has_dotprod(); 4],
+        [has_dotprod(); 7],
         "tiles installed exactly when dotprod is present"
     );
     if !has_dotprod() {
@@ -633,21 +641,49 @@ fn sdot_tile_k_matches_scalar() {
     }
     let mut rng = Rng(5);
     let (nr, nt, n) = (6usize, 11usize, 512usize);
-    let st = scalar_kernels();
     for ty in [T::Q4_K, T::Q6_K] {
-        let quantized = |ty: T, rows: usize, scale: f32, rng: &mut Rng| {
+        let w = quantized(ty, n, nr, 1.0, &mut rng);
+        let a = quantized(T::Q8_K, n, nt, 3.0, &mut rng);
+        check_tile(ty, n, &w, nr, &a, nt);
+    }
+}
+
+/// `rows` rows of `n` random floats (times `scale`) quantized to `ty` by the scalar quantizer.
+fn quantized(ty: T, n: usize, rows: usize, scale: f32, rng: &mut Rng) -> Vec<u8> {
+    let rb = ty.row_bytes(n as u64).unwrap() as usize;
+    let e = scalar_kernels().get(ty).unwrap();
+    let q = e.quantize_row_ref.or(e.from_float).unwrap();
+    let x: Vec<f32> = (0..rows * n).map(|_| rng.unit() * scale).collect();
+    let mut v = vec![0u8; rows * rb];
+    for (x, o) in x.chunks_exact(n).zip(v.chunks_exact_mut(rb)) {
+        q(x, o);
+    }
+    v
+}
+
+/// The Q4_1, Q5_0 and Q5_1 `sdot` tiles (Q8_1 activations carry the sums the mins meet): 9 rows
+/// x 13 tokens x 3 blocks, quantized from random floats (an offset, so the mins matter).
+#[test]
+fn sdot_tile_q4_1_q5_matches_scalar() {
+    if !has_dotprod() {
+        eprintln!("skipped: no dotprod");
+        return;
+    }
+    let mut rng = Rng(17);
+    let (nr, nt, n) = (9usize, 13usize, 96usize);
+    for ty in [T::Q4_1, T::Q5_0, T::Q5_1] {
+        let partner = scalar_kernels().get(ty).unwrap().vec_dot_type;
+        let mut w = quantized(ty, n, nr, 1.0, &mut rng);
+        if ty != T::Q5_0 {
+            // Shift the rows' values: quantize x + 0.7 so that every block has a non-zero min.
+            let x: Vec<f32> = (0..nr * n).map(|_| rng.unit() + 0.7).collect();
             let rb = ty.row_bytes(n as u64).unwrap() as usize;
-            let e = st.get(ty).unwrap();
-            let q = e.quantize_row_ref.or(e.from_float).unwrap();
-            let x: Vec<f32> = (0..rows * n).map(|_| rng.unit() * scale).collect();
-            let mut v = vec![0u8; rows * rb];
-            for (x, o) in x.chunks_exact(n).zip(v.chunks_exact_mut(rb)) {
+            let q = scalar_kernels().get(ty).unwrap().quantize_row_ref.unwrap();
+            for (x, o) in x.chunks_exact(n).zip(w.chunks_exact_mut(rb)) {
                 q(x, o);
             }
-            v
-        };
-        let w = quantized(ty, nr, 1.0, &mut rng);
-        let a = quantized(T::Q8_K, nt, 3.0, &mut rng);
+        }
+        let a = quantized(partner, n, nt, 3.0, &mut rng);
         check_tile(ty, n, &w, nr, &a, nt);
     }
 }

@@ -1,6 +1,6 @@
-//! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0 and Q8_0 weights x Q8_0 activations and Q4_K
-//! and Q6_K x Q8_K, installed only when the CPU has dotprod (a Raspberry Pi 5's Cortex-A76 and
-//! later).
+//! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0, Q5_0 and Q8_0 weights x Q8_0 activations,
+//! Q4_1 and Q5_1 x Q8_1, and Q4_K and Q6_K x Q8_K, installed only when the CPU has dotprod (a
+//! Raspberry Pi 5's Cortex-A76 and later).
 //!
 //! For a group of 4 weight rows and one block of 32 elements, each row's block is unpacked once to
 //! 32 signed bytes and the 4x8 grid of 4-byte groups is transposed, so that lane r of `w[j]` holds
@@ -18,9 +18,11 @@ use core::arch::aarch64::*;
 use std::arch::asm;
 
 use super::q4_k::scales_mins_k4;
+use super::q5_0::q5_levels;
 use super::simd::f16_to_f32;
 use crate::blocks::{
-    cast_blocks, Block, BlockQ4_0, BlockQ4_K, BlockQ6_K, BlockQ8_0, BlockQ8_K, QK, QK_K,
+    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ6_K,
+    BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -104,20 +106,62 @@ fn store_rows(acc: &[float32x4_t], present: usize, out: &mut [f32], out_stride: 
     }
 }
 
-/// A weight block unpacked to 32 signed levels (elements 0..16, 16..32) and its scale.
+/// A weight block unpacked to 32 signed levels (elements 0..16, 16..32), its scale and its min
+/// (0 for the formats without one).
 #[derive(Clone, Copy)]
 struct Unpacked {
     q: [int8x16_t; 2],
     d: f32,
+    m: f32,
+}
+
+/// A 32-element activation block: Q8_0, or Q8_1, whose `s = d * sum(q)` meets the weights' min.
+trait Act32: Block {
+    fn qs(&self) -> &[i8; 32];
+    /// `d` as f16 bits.
+    fn d(&self) -> u16;
+    /// `s` of Q8_1 as f16 bits; `None` for Q8_0 (whose weights have no min).
+    fn s(&self) -> Option<u16>;
+}
+
+impl Act32 for BlockQ8_0 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    #[inline(always)]
+    fn s(&self) -> Option<u16> {
+        None
+    }
+}
+
+impl Act32 for BlockQ8_1 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    #[inline(always)]
+    fn s(&self) -> Option<u16> {
+        Some(self.s.to_bits())
+    }
 }
 
 /// 4 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
-/// out[t * out_stride + r] for the rows present.
+/// out[t * out_stride + r] for the rows present. Per block and token, as ggml's `vec_dot`:
+/// `d_w * d_a * isum`, plus `m_w * s_a` for the formats with a min (Q4_1, Q5_1 x Q8_1).
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
 fn group<const NT: usize, W: Block>(
     rows: [Option<&[W]>; 4],
-    acts: [&[BlockQ8_0]; NT],
+    acts: [&[impl Act32]; NT],
     nb: usize,
     unpack: impl Fn(&W) -> Unpacked,
     out: &mut [f32],
@@ -126,6 +170,7 @@ fn group<const NT: usize, W: Block>(
     let zero = Unpacked {
         q: [vdupq_n_s8(0); 2],
         d: 0.0,
+        m: 0.0,
     };
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nb {
@@ -137,16 +182,25 @@ fn group<const NT: usize, W: Block>(
         }
         let lo = transpose4([u[0].q[0], u[1].q[0], u[2].q[0], u[3].q[0]]);
         let hi = transpose4([u[0].q[1], u[1].q[1], u[2].q[1], u[3].q[1]]);
-        // SAFETY: the array is 4 readable f32.
-        let d = unsafe { vld1q_f32([u[0].d, u[1].d, u[2].d, u[3].d].as_ptr()) };
+        // SAFETY: the arrays are 4 readable f32.
+        let (d, m) = unsafe {
+            (
+                vld1q_f32([u[0].d, u[1].d, u[2].d, u[3].d].as_ptr()),
+                vld1q_f32([u[0].m, u[1].m, u[2].m, u[3].m].as_ptr()),
+            )
+        };
         for t in 0..NT {
             let y = &acts[t][k];
-            // SAFETY: `y.qs` is 32 bytes; the loads read 0..16 and 16..32.
-            let (a0, a1) = unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) };
+            let q = y.qs();
+            // SAFETY: `q` is 32 bytes; the loads read 0..16 and 16..32.
+            let (a0, a1) = unsafe { (vld1q_s8(q.as_ptr()), vld1q_s8(q.as_ptr().add(16))) };
             let (s0, s1) = block_sums(&lo, &hi, a0, a1);
             let s = vaddq_s32(s0, s1);
-            let scale = vmulq_n_f32(d, f16_to_f32(y.d.to_bits()));
+            let scale = vmulq_n_f32(d, f16_to_f32(y.d()));
             acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(s), scale);
+            if let Some(sa) = y.s() {
+                acc[t] = vfmaq_n_f32(acc[t], m, f16_to_f32(sa));
+            }
         }
     }
     store_rows(
@@ -201,6 +255,7 @@ fn unpack_q4_0(x: &BlockQ4_0) -> Unpacked {
             vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(qx)), eight),
         ],
         d: f16_to_f32(x.d.to_bits()),
+        m: 0.0,
     }
 }
 
@@ -213,6 +268,46 @@ fn unpack_q8_0(x: &BlockQ8_0) -> Unpacked {
     Unpacked {
         q,
         d: f16_to_f32(x.d.to_bits()),
+        m: 0.0,
+    }
+}
+
+/// Q4_1 levels 0..15 as they are (low nibbles elements 0..16, high 16..32), with the min.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_q4_1(x: &BlockQ4_1) -> Unpacked {
+    // SAFETY: `x.qs` is 16 bytes.
+    let qx = unsafe { vld1q_u8(x.qs.as_ptr()) };
+    Unpacked {
+        q: [
+            vreinterpretq_s8_u8(vandq_u8(qx, vdupq_n_u8(0x0F))),
+            vreinterpretq_s8_u8(vshrq_n_u8::<4>(qx)),
+        ],
+        d: f16_to_f32(x.d.to_bits()),
+        m: f16_to_f32(x.m.to_bits()),
+    }
+}
+
+/// Q5_0 levels `q - 16`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_q5_0(x: &BlockQ5_0) -> Unpacked {
+    let sixteen = vdupq_n_s8(16);
+    Unpacked {
+        q: q5_levels(&x.qs, x.qh).map(|l| vsubq_s8(vreinterpretq_s8_u8(l), sixteen)),
+        d: f16_to_f32(x.d.to_bits()),
+        m: 0.0,
+    }
+}
+
+/// Q5_1 levels 0..31 as they are, with the min.
+#[inline]
+#[target_feature(enable = "neon")]
+fn unpack_q5_1(x: &BlockQ5_1) -> Unpacked {
+    Unpacked {
+        q: q5_levels(&x.qs, x.qh).map(|l| vreinterpretq_s8_u8(l)),
+        d: f16_to_f32(x.d.to_bits()),
+        m: f16_to_f32(x.m.to_bits()),
     }
 }
 
@@ -264,6 +359,12 @@ tile_fn!(/// Q4_0 x Q8_0 tile (`sdot`).
     gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q4_0);
 tile_fn!(/// Q8_0 x Q8_0 tile (`sdot`).
     gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q8_0);
+tile_fn!(/// Q4_1 x Q8_1 tile (`sdot`).
+    gemm_tile_q4_1, BlockQ4_1, GgmlType::Q4_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_q4_1);
+tile_fn!(/// Q5_0 x Q8_0 tile (`sdot`).
+    gemm_tile_q5_0, BlockQ5_0, GgmlType::Q5_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q5_0);
+tile_fn!(/// Q5_1 x Q8_1 tile (`sdot`).
+    gemm_tile_q5_1, BlockQ5_1, GgmlType::Q5_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_q5_1);
 
 /// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels.
 trait K4Block: Block {
