@@ -6,7 +6,8 @@
 #   2. make sure gguf-py (pip: gguf==0.19.0) is importable, for tests/gguf_py.rs;
 #   3. check the checked-in C header is current (when the FFI's check script exists);
 #   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
-#      generation and logits tests again with FERROLM_KERNELS=scalar;
+#      generation and logits tests again with FERROLM_KERNELS=scalar, and the kernel properties and
+#      the decoder tests with FERROLM_KERNELS=avx2 (no AVX-512 kernels);
 #   5. a short run of the gguf_reader fuzz target as a standalone driver (keeps fuzz/ building);
 #   6. under qemu for aarch64 (scripts/test-aarch64.sh): the kernels' whole suite and the decoder's
 #      qemu_smoke tests on SmolLM2 (it says "skipped" and exits 0 when the cross toolchain is absent:
@@ -75,6 +76,12 @@ check "x86-64 tests" cargo test --workspace --no-fail-fast
 step "x86-64, scalar kernels forced: FERROLM_KERNELS=scalar cargo test --test generate --test logits qemu_smoke|greedy|thread|decode"
 check "scalar-kernel decoder tests" env FERROLM_KERNELS=scalar cargo test --test generate --test logits -- \
   qemu_smoke greedy thread decode
+
+# The AVX2 kernels alone (what a laptop without AVX-512 runs; a no-op difference on a CPU without
+# AVX-512): the kernel properties against the scalar oracle, and the decoder against llama.cpp.
+step "x86-64, AVX2 kernels only: FERROLM_KERNELS=avx2 cargo test -p ferrolm-kernels --test props, then --test generate --test logits"
+check "AVX2-kernel property tests" env FERROLM_KERNELS=avx2 cargo test -p ferrolm-kernels --test props
+check "AVX2-kernel decoder tests" env FERROLM_KERNELS=avx2 cargo test --test generate --test logits
 
 fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
 if [ "$fuzz_secs" != 0 ]; then

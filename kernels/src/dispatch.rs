@@ -1,7 +1,8 @@
 //! The kernel table: one entry per ggml type, filled once at start-up after CPU feature detection.
 //!
 //! `kernels()` returns the process-wide table. `FERROLM_KERNELS=scalar` forces the scalar reference
-//! kernels everywhere (any other value, or unset, means "best available").
+//! kernels everywhere; `FERROLM_KERNELS=avx2` stops an x86-64 CPU at its AVX2 kernels (what a
+//! laptop without AVX-512 runs); any other value, or unset, means "best available".
 //!
 //! Contract for the ISA modules: `x86_64::install(&mut KernelTable)` and
 //! `aarch64::install(&mut KernelTable)` run after the scalar table is built and overwrite the
@@ -535,6 +536,12 @@ pub fn scalar_kernels() -> &'static KernelTable {
 /// True when `FERROLM_KERNELS=scalar` (any case) asks for the reference kernels everywhere.
 pub fn scalar_forced() -> bool {
     std::env::var_os("FERROLM_KERNELS").is_some_and(|v| v.eq_ignore_ascii_case("scalar"))
+}
+
+/// True when `FERROLM_KERNELS=avx2` (any case) asks for the AVX2 kernels only, none of the
+/// AVX-512 ones, on an x86-64 CPU that has both.
+pub fn avx512_disabled() -> bool {
+    std::env::var_os("FERROLM_KERNELS").is_some_and(|v| v.eq_ignore_ascii_case("avx2"))
 }
 
 /// The process-wide table: the scalar table with the entries this CPU accelerates overwritten by

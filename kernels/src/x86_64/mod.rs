@@ -83,9 +83,24 @@ pub fn install(table: &mut KernelTable) {
         }
     }
     table.swiglu = float::swiglu;
+    // Prefill tiles on AVX2 alone (replaced by the VNNI ones below where the CPU has them); none
+    // for Q8_0, whose byte products would saturate `maddubs`.
+    for (ty, g) in [
+        (GgmlType::Q4_0, tile::avx2::gemm_tile_q4_0 as GemmTileFn),
+        (GgmlType::Q5_0, tile::avx2::gemm_tile_q5_0),
+        (GgmlType::Q4_1, tile::avx2::gemm_tile_q4_1),
+        (GgmlType::Q5_1, tile::avx2::gemm_tile_q5_1),
+        (GgmlType::Q4_K, tile::avx2::gemm_tile_q4_k),
+        (GgmlType::Q5_K, tile::avx2::gemm_tile_q5_k),
+        (GgmlType::Q6_K, tile::avx2::gemm_tile_q6_k),
+    ] {
+        if let Some(e) = table.get_mut(ty) {
+            e.gemm_tile = Some(g);
+        }
+    }
     table.backend = Backend::Avx2;
 
-    if !has_avx512vnni() {
+    if !has_avx512vnni() || crate::dispatch::avx512_disabled() {
         return;
     }
     // Decode with VNNI: Q8_0 . Q8_0 gains (L1-resident 2048-element row: 1.05 vs 1.15 ns/block;
@@ -98,14 +113,14 @@ pub fn install(table: &mut KernelTable) {
         Backend::Avx512,
     );
     for (ty, g) in [
-        (GgmlType::Q4_0, tile::gemm_tile_q4_0 as GemmTileFn),
-        (GgmlType::Q5_0, tile::gemm_tile_q5_0),
-        (GgmlType::Q8_0, tile::gemm_tile_q8_0),
-        (GgmlType::Q4_1, tile::gemm_tile_q4_1),
-        (GgmlType::Q5_1, tile::gemm_tile_q5_1),
-        (GgmlType::Q4_K, tile::gemm_tile_q4_k),
-        (GgmlType::Q5_K, tile::gemm_tile_q5_k),
-        (GgmlType::Q6_K, tile::gemm_tile_q6_k),
+        (GgmlType::Q4_0, tile::vnni::gemm_tile_q4_0 as GemmTileFn),
+        (GgmlType::Q5_0, tile::vnni::gemm_tile_q5_0),
+        (GgmlType::Q8_0, tile::vnni::gemm_tile_q8_0),
+        (GgmlType::Q4_1, tile::vnni::gemm_tile_q4_1),
+        (GgmlType::Q5_1, tile::vnni::gemm_tile_q5_1),
+        (GgmlType::Q4_K, tile::vnni::gemm_tile_q4_k),
+        (GgmlType::Q5_K, tile::vnni::gemm_tile_q5_k),
+        (GgmlType::Q6_K, tile::vnni::gemm_tile_q6_k),
     ] {
         if let Some(e) = table.get_mut(ty) {
             e.gemm_tile = Some(g);

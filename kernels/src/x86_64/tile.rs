@@ -81,7 +81,7 @@ const MAX_NT: usize = 32;
 const MAX_GROUPS: usize = 8;
 
 /// Transposes 8 rows of 8 dwords: lane r of out[j] = dword j of v[r].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
     let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
@@ -110,153 +110,6 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
         _mm256_permute2x128_si256::<0x31>(u2, u6),
         _mm256_permute2x128_si256::<0x31>(u3, u7),
     ]
-}
-
-/// 8 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
-/// out[t * out_stride + r] for the rows present.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
-    rows: &[Option<&[W]>],
-    acts: [&[A]; NT],
-    nb: usize,
-    unpack: impl Fn(&W) -> Unpacked,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    let x80 = _mm256_set1_epi8(-128);
-    let ng = rows.len() / 8;
-    assert!(rows.len() % 8 == 0 && ng <= MAX_GROUPS);
-    // Accumulators per row group, kept here between chunks of KC blocks: the activations of a
-    // chunk are offset once for all the row groups.
-    let mut accs = [[_mm256_setzero_ps(); NT]; MAX_GROUPS];
-    let zero = Unpacked {
-        q: _mm256_setzero_si256(),
-        d: 0.0,
-        m: 0.0,
-    };
-    // The activations of KC blocks x NT tokens, offset to unsigned (a ^ 0x80) once here, so the
-    // inner loop is a broadcast load and a vpdpbusd: xq[kk * NT + t] = token t, block k0 + kk.
-    let mut xq = [[0u32; 8]; KC * MAX_NT];
-    let mut da = [0.0f32; KC * MAX_NT];
-    let mut sa = [0.0f32; KC * MAX_NT];
-    let mut k0 = 0;
-    while k0 < nb {
-        let kn = KC.min(nb - k0);
-        for kk in 0..kn {
-            for t in 0..NT {
-                let b = &acts[t][k0 + kk];
-                let v = _mm256_xor_si256(load32i(b.qs()), x80);
-                // SAFETY: xq[i] is 8 u32 = 32 writable bytes; unaligned store.
-                unsafe { _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v) };
-                da[kk * NT + t] = h2f(b.d());
-                if HAS_MIN {
-                    sa[kk * NT + t] = h2f(b.s());
-                }
-            }
-        }
-        for (g, acc) in accs[..ng].iter_mut().enumerate() {
-            let rows = &rows[8 * g..8 * g + 8];
-            for kk in 0..kn {
-                let k = k0 + kk;
-                // Plain loops rather than array::from_fn: a closure called from a function without
-                // the target features is not inlined.
-                let mut u = [zero; 8];
-                let mut q = [_mm256_setzero_si256(); 8];
-                for r in 0..8 {
-                    if let Some(b) = rows[r] {
-                        u[r] = unpack(&b[k]);
-                        q[r] = u[r].q;
-                    }
-                }
-                let w = transpose8(q);
-                // 128 * sum of each row's 32 levels, in two chains.
-                let mut c = [_mm256_setzero_si256(); 2];
-                for (j, wj) in w.iter().enumerate() {
-                    c[j & 1] = _mm256_dpbusd_epi32(c[j & 1], x80, *wj);
-                }
-                let corr = _mm256_add_epi32(c[0], c[1]);
-                let d = _mm256_setr_ps(
-                    u[0].d, u[1].d, u[2].d, u[3].d, u[4].d, u[5].d, u[6].d, u[7].d,
-                );
-                let m = _mm256_setr_ps(
-                    u[0].m, u[1].m, u[2].m, u[3].m, u[4].m, u[5].m, u[6].m, u[7].m,
-                );
-                // Token sums, t outer: two vpdpbusd chains per token (the tokens' chains are
-                // independent), so only the accumulators stay live across tokens.
-                let xb = &xq[kk * NT..kk * NT + NT];
-                for t in 0..NT {
-                    let mut s = [_mm256_setzero_si256(); 2];
-                    for (j, wj) in w.iter().enumerate() {
-                        s[j & 1] =
-                            _mm256_dpbusd_epi32(s[j & 1], _mm256_set1_epi32(xb[t][j] as i32), *wj);
-                    }
-                    let s = _mm256_add_epi32(s[0], s[1]);
-                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
-                    acc[t] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)),
-                        scale,
-                        acc[t],
-                    );
-                    if HAS_MIN {
-                        acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa[kk * NT + t]), acc[t]);
-                    }
-                }
-            }
-        }
-        k0 += kn;
-    }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
-    for (t, o) in out.chunks_mut(out_stride).take(NT).enumerate() {
-        let mut lanes = [0.0f32; 8 * MAX_GROUPS];
-        for (g, acc) in accs[..ng].iter().enumerate() {
-            // SAFETY: `lanes[8g..8g + 8]` is 8 writable floats; unaligned store.
-            unsafe { _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]) };
-        }
-        o[..present].copy_from_slice(&lanes[..present]);
-    }
-}
-
-/// The whole tile: row groups of 8, token groups of 8/4/2/1.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    unpack: impl Fn(&W) -> Unpacked + Copy,
-) {
-    let nb = n / QK;
-    let wrb = nb * std::mem::size_of::<W>();
-    let arb = nb * std::mem::size_of::<A>();
-    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
-    let act = |t: usize| -> &[A] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
-    let mut r0 = 0;
-    while r0 < nr {
-        let ng = (nr - r0).div_ceil(8).min(MAX_GROUPS);
-        let rows: [Option<&[W]>; 8 * MAX_GROUPS] =
-            std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
-        let rows = &rows[..8 * ng];
-        let mut t0 = 0;
-        while t0 < nt {
-            let o = &mut out[t0 * out_stride + r0..];
-            t0 += crate::dispatch::token_group!(nt - t0, NT => group::<W, A, NT, HAS_MIN>(
-                rows,
-                std::array::from_fn(|i| act(t0 + i)),
-                nb,
-                unpack,
-                o,
-                out_stride,
-            ); 32, 16, 8, 4, 2, 1);
-        }
-        r0 += 8 * ng;
-    }
 }
 
 /// 32 nibbles -> 32 bytes in element order (low nibbles = elements 0..16).
@@ -292,10 +145,10 @@ fn fifth_bits(bits: u32) -> __m256i {
 }
 
 macro_rules! tile_fn {
-    ($(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, |$x:ident| $unpack:expr) => {
+    ($features:literal, $(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, |$x:ident| $unpack:expr) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        pub(super) fn $name(
+        pub(crate) fn $name(
             n: usize,
             w: &[u8],
             w_stride: usize,
@@ -311,7 +164,7 @@ macro_rules! tile_fn {
                 w_stride % std::mem::align_of::<$w>() == 0 && a_stride % std::mem::align_of::<$a>() == 0,
                 "tile strides must keep blocks aligned"
             );
-            #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+            #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
             fn imp(
                 n: usize,
@@ -327,35 +180,11 @@ macro_rules! tile_fn {
                 tile::<$w, $a, $has_min>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |$x: &$w| $unpack);
             }
             // SAFETY: reachable only through the kernel table, which `install` fills with the
-            // tiles only after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+            // tiles only after detecting the features `imp` is compiled for.
             unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
         }
     };
 }
-
-tile_fn!(/// Q4_0 x Q8_0 tile.
-    gemm_tile_q4_0, BlockQ4_0, BlockQ8_0, GgmlType::Q4_0, GgmlType::Q8_0, false,
-    |x| Unpacked { q: _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), d: h2f(x.d), m: 0.0 });
-tile_fn!(/// Q5_0 x Q8_0 tile.
-gemm_tile_q5_0, BlockQ5_0, BlockQ8_0, GgmlType::Q5_0, GgmlType::Q8_0, false,
-|x| Unpacked {
-    q: _mm256_sub_epi8(_mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))), _mm256_set1_epi8(16)),
-    d: h2f(x.d),
-    m: 0.0,
-});
-tile_fn!(/// Q8_0 x Q8_0 tile.
-    gemm_tile_q8_0, BlockQ8_0, BlockQ8_0, GgmlType::Q8_0, GgmlType::Q8_0, false,
-    |x| Unpacked { q: load32i(&x.qs), d: h2f(x.d), m: 0.0 });
-tile_fn!(/// Q4_1 x Q8_1 tile.
-    gemm_tile_q4_1, BlockQ4_1, BlockQ8_1, GgmlType::Q4_1, GgmlType::Q8_1, true,
-    |x| Unpacked { q: nibbles(&x.qs), d: h2f(x.d), m: h2f(x.m) });
-tile_fn!(/// Q5_1 x Q8_1 tile.
-gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true,
-|x| Unpacked {
-    q: _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))),
-    d: h2f(x.d),
-    m: h2f(x.m),
-});
 
 /// A Q4_K/Q5_K-style super-block of one row: its scales and a way to unpack sub-block `s`.
 trait KBlock: Block {
@@ -422,8 +251,234 @@ fn k4_levels(qs: &[u8; 128], s: usize) -> __m256i {
     _mm256_and_si256(bits, _mm256_set1_epi8(0x0F))
 }
 
+macro_rules! tile_k_fn {
+    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name(
+            n: usize,
+            w: &[u8],
+            w_stride: usize,
+            nr: usize,
+            a: &[u8],
+            a_stride: usize,
+            nt: usize,
+            out: &mut [f32],
+            out_stride: usize,
+        ) {
+            check_tile_args($wt, GgmlType::Q8_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
+            assert!(w_stride % 2 == 0 && a_stride % 4 == 0, "tile strides must keep blocks aligned");
+            // SAFETY: reachable only through the kernel table, which `install` fills with the
+            // tiles only after detecting the features `tile_k` is compiled for.
+            unsafe { tile_k::<$w>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+        }
+    };
+}
+
+/// Unsigned levels q (0..63, the stored value before its offset of 32) of the 32-element chunk
+/// `c` (0..8) of a Q6_K block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
+    let (n, k) = (c / 4, c % 4);
+    let ql = load32(
+        b.ql[64 * n + 32 * (k % 2)..64 * n + 32 * (k % 2) + 32]
+            .try_into()
+            .expect("32 bytes"),
+    );
+    let qh = load32(b.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+    let m4 = _mm256_set1_epi8(0x0F);
+    let lo = if k < 2 {
+        _mm256_and_si256(ql, m4)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4)
+    };
+    // Bits 2k, 2k + 1 of qh moved to bits 4, 5.
+    let hi = match k {
+        0 => _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
+        1 => _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
+        2 => _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+        _ => _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8))),
+    };
+    _mm256_or_si256(lo, hi)
+}
+
+/// The tiles' bodies, compiled once per instruction set by `isa_tiles!($features)` inside a
+/// module that defines `dpbusd` and `dpwssd` for it (`vnni`: the AVX-512 VNNI instructions on
+/// 256-bit registers; `avx2`: `maddubs`/`madd` sequences, exact only while every byte pair sum
+/// fits i16, which holds for every format but Q8_0, so the AVX2 set has no Q8_0 tile).
+macro_rules! isa_tiles {
+    ($features:literal) => {
+/// 8 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
+/// out[t * out_stride + r] for the rows present.
+#[target_feature(enable = $features)]
+#[inline]
+fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
+    rows: &[Option<&[W]>],
+    acts: [&[A]; NT],
+    nb: usize,
+    unpack: impl Fn(&W) -> Unpacked,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let x80 = _mm256_set1_epi8(-128);
+    let ng = rows.len() / 8;
+    assert!(rows.len() % 8 == 0 && ng <= MAX_GROUPS);
+    // Accumulators per row group, kept here between chunks of KC blocks: the activations of a
+    // chunk are offset once for all the row groups.
+    let mut accs = [[_mm256_setzero_ps(); NT]; MAX_GROUPS];
+    let zero = Unpacked {
+        q: _mm256_setzero_si256(),
+        d: 0.0,
+        m: 0.0,
+    };
+    // The activations of KC blocks x NT tokens, offset to unsigned (a ^ 0x80) once here, so the
+    // inner loop is a broadcast load and a vpdpbusd: xq[kk * NT + t] = token t, block k0 + kk.
+    let mut xq = [[0u32; 8]; KC * MAX_NT];
+    let mut da = [0.0f32; KC * MAX_NT];
+    let mut sa = [0.0f32; KC * MAX_NT];
+    let mut k0 = 0;
+    while k0 < nb {
+        let kn = KC.min(nb - k0);
+        for kk in 0..kn {
+            for t in 0..NT {
+                let b = &acts[t][k0 + kk];
+                let v = _mm256_xor_si256(load32i(b.qs()), x80);
+                // SAFETY: xq[i] is 8 u32 = 32 writable bytes; unaligned store.
+                unsafe { _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v) };
+                da[kk * NT + t] = h2f(b.d());
+                if HAS_MIN {
+                    sa[kk * NT + t] = h2f(b.s());
+                }
+            }
+        }
+        for (g, acc) in accs[..ng].iter_mut().enumerate() {
+            let rows = &rows[8 * g..8 * g + 8];
+            for kk in 0..kn {
+                let k = k0 + kk;
+                // Plain loops rather than array::from_fn: a closure called from a function without
+                // the target features is not inlined.
+                let mut u = [zero; 8];
+                let mut q = [_mm256_setzero_si256(); 8];
+                for r in 0..8 {
+                    if let Some(b) = rows[r] {
+                        u[r] = unpack(&b[k]);
+                        q[r] = u[r].q;
+                    }
+                }
+                let w = transpose8(q);
+                // 128 * sum of each row's 32 levels, in two chains.
+                let mut c = [_mm256_setzero_si256(); 2];
+                for (j, wj) in w.iter().enumerate() {
+                    c[j & 1] = dpbusd(c[j & 1], x80, *wj);
+                }
+                let corr = _mm256_add_epi32(c[0], c[1]);
+                let d = _mm256_setr_ps(
+                    u[0].d, u[1].d, u[2].d, u[3].d, u[4].d, u[5].d, u[6].d, u[7].d,
+                );
+                let m = _mm256_setr_ps(
+                    u[0].m, u[1].m, u[2].m, u[3].m, u[4].m, u[5].m, u[6].m, u[7].m,
+                );
+                // Token sums, t outer: two vpdpbusd chains per token (the tokens' chains are
+                // independent), so only the accumulators stay live across tokens.
+                let xb = &xq[kk * NT..kk * NT + NT];
+                for t in 0..NT {
+                    let mut s = [_mm256_setzero_si256(); 2];
+                    for (j, wj) in w.iter().enumerate() {
+                        s[j & 1] =
+                            dpbusd(s[j & 1], _mm256_set1_epi32(xb[t][j] as i32), *wj);
+                    }
+                    let s = _mm256_add_epi32(s[0], s[1]);
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
+                    acc[t] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(_mm256_sub_epi32(s, corr)),
+                        scale,
+                        acc[t],
+                    );
+                    if HAS_MIN {
+                        acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa[kk * NT + t]), acc[t]);
+                    }
+                }
+            }
+        }
+        k0 += kn;
+    }
+    let present = rows.iter().take_while(|r| r.is_some()).count();
+    for (t, o) in out.chunks_mut(out_stride).take(NT).enumerate() {
+        let mut lanes = [0.0f32; 8 * MAX_GROUPS];
+        for (g, acc) in accs[..ng].iter().enumerate() {
+            // SAFETY: `lanes[8g..8g + 8]` is 8 writable floats; unaligned store.
+            unsafe { _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]) };
+        }
+        o[..present].copy_from_slice(&lanes[..present]);
+    }
+}
+
+/// The whole tile: row groups of 8, token groups of 8/4/2/1.
+#[target_feature(enable = $features)]
+#[allow(clippy::too_many_arguments)]
+fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
+    n: usize,
+    w: &[u8],
+    w_stride: usize,
+    nr: usize,
+    a: &[u8],
+    a_stride: usize,
+    nt: usize,
+    out: &mut [f32],
+    out_stride: usize,
+    unpack: impl Fn(&W) -> Unpacked + Copy,
+) {
+    let nb = n / QK;
+    let wrb = nb * std::mem::size_of::<W>();
+    let arb = nb * std::mem::size_of::<A>();
+    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
+    let act = |t: usize| -> &[A] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let ng = (nr - r0).div_ceil(8).min(MAX_GROUPS);
+        let rows: [Option<&[W]>; 8 * MAX_GROUPS] =
+            std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+        let rows = &rows[..8 * ng];
+        let mut t0 = 0;
+        while t0 < nt {
+            let o = &mut out[t0 * out_stride + r0..];
+            t0 += crate::dispatch::token_group!(nt - t0, NT => group::<W, A, NT, HAS_MIN>(
+                rows,
+                std::array::from_fn(|i| act(t0 + i)),
+                nb,
+                unpack,
+                o,
+                out_stride,
+            ); 32, 16, 8, 4, 2, 1);
+        }
+        r0 += 8 * ng;
+    }
+}
+
+tile_fn!($features, /// Q4_0 x Q8_0 tile.
+    gemm_tile_q4_0, BlockQ4_0, BlockQ8_0, GgmlType::Q4_0, GgmlType::Q8_0, false,
+    |x| Unpacked { q: _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), d: h2f(x.d), m: 0.0 });
+tile_fn!($features, /// Q5_0 x Q8_0 tile.
+gemm_tile_q5_0, BlockQ5_0, BlockQ8_0, GgmlType::Q5_0, GgmlType::Q8_0, false,
+|x| Unpacked {
+    q: _mm256_sub_epi8(_mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))), _mm256_set1_epi8(16)),
+    d: h2f(x.d),
+    m: 0.0,
+});
+tile_fn!($features, /// Q4_1 x Q8_1 tile.
+    gemm_tile_q4_1, BlockQ4_1, BlockQ8_1, GgmlType::Q4_1, GgmlType::Q8_1, true,
+    |x| Unpacked { q: nibbles(&x.qs), d: h2f(x.d), m: h2f(x.m) });
+tile_fn!($features, /// Q5_1 x Q8_1 tile.
+gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true,
+|x| Unpacked {
+    q: _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))),
+    d: h2f(x.d),
+    m: h2f(x.m),
+});
+
 /// 8 rows x NT tokens of Q4_K/Q5_K . Q8_K over all super-blocks.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = $features)]
 #[inline]
 fn group_k<W: KBlock, const NT: usize>(
     rows: [Option<&[W]>; 8],
@@ -486,7 +541,7 @@ fn group_k<W: KBlock, const NT: usize>(
                 for (j, wj) in w.iter().enumerate() {
                     // Bytes 4j..4j+4 of chunk s of token t, broadcast to every row lane.
                     let a4 = act4(&ab[t].qs, 32 * s + 4 * j);
-                    p[j & 1] = _mm256_dpbusd_epi32(p[j & 1], *wj, _mm256_set1_epi32(a4));
+                    p[j & 1] = dpbusd(p[j & 1], *wj, _mm256_set1_epi32(a4));
                 }
                 let p = _mm256_add_epi32(p[0], p[1]);
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p, scv));
@@ -497,7 +552,7 @@ fn group_k<W: KBlock, const NT: usize>(
         for t in 0..NT {
             let mut msum = _mm256_setzero_si256();
             for (i, m) in mn[..4].iter().enumerate() {
-                msum = _mm256_dpwssd_epi32(msum, *m, _mm256_set1_epi32(bp[t][i]));
+                msum = dpwssd(msum, *m, _mm256_set1_epi32(bp[t][i]));
             }
             let da = _mm256_set1_ps(ab[t].d);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
@@ -514,7 +569,7 @@ fn group_k<W: KBlock, const NT: usize>(
 }
 
 /// The whole k-quant tile: row groups of 8, token groups of 8/4/2/1.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = $features)]
 #[allow(clippy::too_many_arguments)]
 fn tile_k<W: KBlock>(
     n: usize,
@@ -550,65 +605,13 @@ fn tile_k<W: KBlock>(
     }
 }
 
-macro_rules! tile_k_fn {
-    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        pub(super) fn $name(
-            n: usize,
-            w: &[u8],
-            w_stride: usize,
-            nr: usize,
-            a: &[u8],
-            a_stride: usize,
-            nt: usize,
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            check_tile_args($wt, GgmlType::Q8_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
-            assert!(w_stride % 2 == 0 && a_stride % 4 == 0, "tile strides must keep blocks aligned");
-            // SAFETY: reachable only through the kernel table, which `install` fills with the
-            // tiles only after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-            unsafe { tile_k::<$w>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
-        }
-    };
-}
-
 tile_k_fn!(/// Q4_K x Q8_K tile.
     gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K);
 tile_k_fn!(/// Q5_K x Q8_K tile.
     gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K);
 
-/// Unsigned levels q (0..63, the stored value before its offset of 32) of the 32-element chunk
-/// `c` (0..8) of a Q6_K block.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
-    let (n, k) = (c / 4, c % 4);
-    let ql = load32(
-        b.ql[64 * n + 32 * (k % 2)..64 * n + 32 * (k % 2) + 32]
-            .try_into()
-            .expect("32 bytes"),
-    );
-    let qh = load32(b.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
-    let m4 = _mm256_set1_epi8(0x0F);
-    let lo = if k < 2 {
-        _mm256_and_si256(ql, m4)
-    } else {
-        _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4)
-    };
-    // Bits 2k, 2k + 1 of qh moved to bits 4, 5.
-    let hi = match k {
-        0 => _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
-        1 => _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
-        2 => _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
-        _ => _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8))),
-    };
-    _mm256_or_si256(lo, hi)
-}
-
 /// 8 rows x NT tokens of Q6_K . Q8_K over all super-blocks.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = $features)]
 #[inline]
 fn group_q6<const NT: usize>(
     rows: [Option<&[BlockQ6_K]>; 8],
@@ -658,8 +661,8 @@ fn group_q6<const NT: usize>(
                         act4(&ab[t].qs, 32 * c + 4 * j),
                         act4(&ab[t].qs, 32 * c + 16 + 4 * j),
                     );
-                    p_lo = _mm256_dpbusd_epi32(p_lo, w[j], _mm256_set1_epi32(lo));
-                    p_hi = _mm256_dpbusd_epi32(p_hi, w[j + 4], _mm256_set1_epi32(hi));
+                    p_lo = dpbusd(p_lo, w[j], _mm256_set1_epi32(lo));
+                    p_hi = dpbusd(p_hi, w[j + 4], _mm256_set1_epi32(hi));
                 }
                 let lo = _mm256_mullo_epi32(p_lo, s_lo);
                 let hi = _mm256_mullo_epi32(p_hi, s_hi);
@@ -684,7 +687,7 @@ fn group_q6<const NT: usize>(
 
 /// Q6_K x Q8_K tile.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn gemm_tile_q6_k(
+pub(crate) fn gemm_tile_q6_k(
     n: usize,
     w: &[u8],
     w_stride: usize,
@@ -712,7 +715,7 @@ pub(super) fn gemm_tile_q6_k(
         w_stride % 2 == 0 && a_stride % 4 == 0,
         "tile strides must keep blocks aligned"
     );
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[target_feature(enable = $features)]
     #[allow(clippy::too_many_arguments)]
     fn imp(
         n: usize,
@@ -749,8 +752,62 @@ pub(super) fn gemm_tile_q6_k(
         }
     }
     // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
-    // after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
+    // after detecting the features `imp` is compiled for.
     unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+}
+
+    };
+}
+
+/// Tiles with AVX-512 VNNI `vpdpbusd`/`vpdpwssd` on 256-bit registers.
+pub(super) mod vnni {
+    use super::*;
+
+    /// `acc + sum of 4 u8 x i8 products` per i32 lane (exact).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+
+    /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
+    }
+
+    isa_tiles!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
+    tile_fn!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", /// Q8_0 x Q8_0 tile.
+        gemm_tile_q8_0, BlockQ8_0, BlockQ8_0, GgmlType::Q8_0, GgmlType::Q8_0, false,
+        |x| Unpacked { q: load32i(&x.qs), d: h2f(x.d), m: 0.0 });
+}
+
+/// The same tiles on AVX2 alone (a laptop without AVX-512): `vpdpbusd` becomes `maddubs` (u8 x
+/// i8 byte pairs summed in i16 lanes, saturating) + `madd` with ones + add. Exact when every pair
+/// sum fits i16: the unsigned operand is at most 255 (offset activations) or 63 (k-quant levels)
+/// and the signed one at most 16 (Q4_0, Q5_0 levels, Q4_1/Q5_1's 0..31) or 128 (activations
+/// against levels <= 63): 2 * 255 * 31 = 15810 and 2 * 63 * 128 = 16128 < 32767. Q8_0 weights
+/// (up to 127 against 255) would saturate, so Q8_0 keeps its `vec_dot` here.
+pub(super) mod avx2 {
+    use super::*;
+
+    /// `acc + sum of 4 u8 x i8 products` per i32 lane, exact while each byte pair's sum fits i16.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        let pairs = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact but for -32768 * -32768 twice).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+
+    isa_tiles!("avx2,fma,f16c");
 }
 
 #[cfg(test)]
@@ -759,10 +816,22 @@ mod tests {
     use super::*;
     use crate::dispatch::scalar_kernels;
 
-    fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
-        if !super::super::has_avx512vnni() {
-            return;
+    /// Checks the VNNI tile and the AVX2 one (when it exists) that this CPU can run.
+    fn check_both(
+        ty: GgmlType,
+        act: GgmlType,
+        vnni: crate::dispatch::GemmTileFn,
+        avx2: Option<crate::dispatch::GemmTileFn>,
+    ) {
+        if super::super::has_avx512vnni() {
+            check(ty, act, vnni);
         }
+        if let Some(f) = avx2.filter(|_| super::super::has_avx2()) {
+            check(ty, act, f);
+        }
+    }
+
+    fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
         let mut rng = Lcg(31);
         let sk = scalar_kernels();
         let k = sk.get(ty).unwrap();
@@ -847,41 +916,76 @@ mod tests {
 
     #[test]
     fn q4_0_tile_matches_scalar() {
-        check(GgmlType::Q4_0, GgmlType::Q8_0, gemm_tile_q4_0);
+        check_both(
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            vnni::gemm_tile_q4_0,
+            Some(avx2::gemm_tile_q4_0),
+        );
     }
 
     #[test]
     fn q5_0_tile_matches_scalar() {
-        check(GgmlType::Q5_0, GgmlType::Q8_0, gemm_tile_q5_0);
+        check_both(
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            vnni::gemm_tile_q5_0,
+            Some(avx2::gemm_tile_q5_0),
+        );
     }
 
     #[test]
     fn q8_0_tile_matches_scalar() {
-        check(GgmlType::Q8_0, GgmlType::Q8_0, gemm_tile_q8_0);
+        check_both(GgmlType::Q8_0, GgmlType::Q8_0, vnni::gemm_tile_q8_0, None);
     }
 
     #[test]
     fn q4_1_tile_matches_scalar() {
-        check(GgmlType::Q4_1, GgmlType::Q8_1, gemm_tile_q4_1);
+        check_both(
+            GgmlType::Q4_1,
+            GgmlType::Q8_1,
+            vnni::gemm_tile_q4_1,
+            Some(avx2::gemm_tile_q4_1),
+        );
     }
 
     #[test]
     fn q4_k_tile_matches_scalar() {
-        check(GgmlType::Q4_K, GgmlType::Q8_K, gemm_tile_q4_k);
+        check_both(
+            GgmlType::Q4_K,
+            GgmlType::Q8_K,
+            vnni::gemm_tile_q4_k,
+            Some(avx2::gemm_tile_q4_k),
+        );
     }
 
     #[test]
     fn q5_k_tile_matches_scalar() {
-        check(GgmlType::Q5_K, GgmlType::Q8_K, gemm_tile_q5_k);
+        check_both(
+            GgmlType::Q5_K,
+            GgmlType::Q8_K,
+            vnni::gemm_tile_q5_k,
+            Some(avx2::gemm_tile_q5_k),
+        );
     }
 
     #[test]
     fn q6_k_tile_matches_scalar() {
-        check(GgmlType::Q6_K, GgmlType::Q8_K, gemm_tile_q6_k);
+        check_both(
+            GgmlType::Q6_K,
+            GgmlType::Q8_K,
+            vnni::gemm_tile_q6_k,
+            Some(avx2::gemm_tile_q6_k),
+        );
     }
 
     #[test]
     fn q5_1_tile_matches_scalar() {
-        check(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile_q5_1);
+        check_both(
+            GgmlType::Q5_1,
+            GgmlType::Q8_1,
+            vnni::gemm_tile_q5_1,
+            Some(avx2::gemm_tile_q5_1),
+        );
     }
 }
