@@ -384,9 +384,13 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
                 let xb = &xq[kk * NT..kk * NT + NT];
                 for t in 0..NT {
                     let mut s = [_mm256_setzero_si256(); 2];
-                    for (j, wj) in w.iter().enumerate() {
-                        s[j & 1] =
-                            dpbusd(s[j & 1], _mm256_set1_epi32(xb[t][j] as i32), *wj);
+                    for j in (0..8).step_by(2) {
+                        let (a0, a1) = (xb[t][j] as i32, xb[t][j + 1] as i32);
+                        s[(j / 2) & 1] = dpbusd2(
+                            s[(j / 2) & 1],
+                            [_mm256_set1_epi32(a0), _mm256_set1_epi32(a1)],
+                            [w[j], w[j + 1]],
+                        );
                     }
                     let s = _mm256_add_epi32(s[0], s[1]);
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
@@ -538,10 +542,10 @@ fn group_k<W: KBlock, const NT: usize>(
             // only `isum` is live across tokens: 16 tokens fit the registers.
             for t in 0..NT {
                 let mut p = [_mm256_setzero_si256(); 2];
-                for (j, wj) in w.iter().enumerate() {
-                    // Bytes 4j..4j+4 of chunk s of token t, broadcast to every row lane.
-                    let a4 = act4(&ab[t].qs, 32 * s + 4 * j);
-                    p[j & 1] = dpbusd(p[j & 1], *wj, _mm256_set1_epi32(a4));
+                for j in (0..8).step_by(2) {
+                    // Bytes 4j..4j+8 of chunk s of token t, broadcast to every row lane.
+                    let a = [j, j + 1].map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * s + 4 * i)));
+                    p[(j / 2) & 1] = dpbusd2(p[(j / 2) & 1], [w[j], w[j + 1]], a);
                 }
                 let p = _mm256_add_epi32(p[0], p[1]);
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p, scv));
@@ -656,13 +660,12 @@ fn group_q6<const NT: usize>(
             for t in 0..NT {
                 let mut p_lo = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c] as i32);
                 let mut p_hi = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c + 1] as i32);
-                for j in 0..4 {
-                    let (lo, hi) = (
-                        act4(&ab[t].qs, 32 * c + 4 * j),
-                        act4(&ab[t].qs, 32 * c + 16 + 4 * j),
-                    );
-                    p_lo = dpbusd(p_lo, w[j], _mm256_set1_epi32(lo));
-                    p_hi = dpbusd(p_hi, w[j + 4], _mm256_set1_epi32(hi));
+                for j in [0, 2] {
+                    let lo = [j, j + 1].map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 4 * i)));
+                    let hi = [j, j + 1]
+                        .map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 16 + 4 * i)));
+                    p_lo = dpbusd2(p_lo, [w[j], w[j + 1]], lo);
+                    p_hi = dpbusd2(p_hi, [w[j + 4], w[j + 5]], hi);
                 }
                 let lo = _mm256_mullo_epi32(p_lo, s_lo);
                 let hi = _mm256_mullo_epi32(p_hi, s_hi);
@@ -770,6 +773,13 @@ pub(super) mod vnni {
         _mm256_dpbusd_epi32(acc, u, s)
     }
 
+    /// `dpbusd` of two operand pairs in one chain.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    fn dpbusd2(acc: __m256i, u: [__m256i; 2], s: [__m256i; 2]) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, u[0], s[0]), u[1], s[1])
+    }
+
     /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
@@ -797,6 +807,20 @@ pub(super) mod avx2 {
     #[inline]
     fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         let pairs = _mm256_maddubs_epi16(u, s);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    /// `dpbusd` of two operand pairs with one `madd`: the two `maddubs` results are added in i16
+    /// lanes first, exact while the four products of each pair of i16 lanes sum below 2^15 in
+    /// magnitude: 4 * 255 * 31 = 31620 (32-element formats), 4 * 63 * 128 = 32256 (Q6_K levels),
+    /// 4 * 31 * 128 (Q4_K/Q5_K), 4 * 128 * 31 (the offset correction).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn dpbusd2(acc: __m256i, u: [__m256i; 2], s: [__m256i; 2]) -> __m256i {
+        let pairs = _mm256_add_epi16(
+            _mm256_maddubs_epi16(u[0], s[0]),
+            _mm256_maddubs_epi16(u[1], s[1]),
+        );
         _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
