@@ -676,6 +676,103 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     _mm512_reduce_add_ps(acc)
 }
 
+/// Q4_0 on AVX2 alone (no AVX-512): per activation block, made once per call, `d_a` and the seed
+/// `-8 * sum(a)`; per weight row, four blocks per step: the nibbles (levels 0..15) against the
+/// activation bytes by `maddubs` (|pair| <= 2 * 15 * 128) and `madd`, the four blocks' 8-lane sums
+/// reduced to one lane each by three `phaddd`, the seeds added (exact integer block sums), then one
+/// conversion and one FMA with the four scales `d_w * d_a` (F16C on the four `d_w` at once) per
+/// four blocks; the last `nb % 4` blocks by the one-row AVX2 kernel.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn row_dot_q4_0_avx2(w: &[BlockQ4_0], a: &[BlockQ8_0], da: &[f32], seed: &[i32]) -> f32 {
+    let nq = w.len() / 4;
+    assert!(a.len() == w.len() && da.len() >= 4 * nq && seed.len() >= 4 * nq);
+    let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let mut acc = _mm_setzero_ps();
+    for q in 0..nq {
+        let (wq, aq) = (&w[4 * q..4 * q + 4], &a[4 * q..4 * q + 4]);
+        let p: [__m256i; 4] = std::array::from_fn(|j| {
+            let raw = load16(&wq[j].qs);
+            let lv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), m4);
+            _mm256_madd_epi16(_mm256_maddubs_epi16(lv, load32i(&aq[j].qs)), ones)
+        });
+        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+        // SAFETY: seed[4q..4q + 4] and da[4q..4q + 4] are in bounds (asserted); unaligned loads.
+        let (s4, da4) = unsafe {
+            (
+                _mm_loadu_si128(seed.as_ptr().add(4 * q) as *const __m128i),
+                _mm_loadu_ps(da.as_ptr().add(4 * q)),
+            )
+        };
+        let s4 = _mm_add_epi32(
+            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h)),
+            s4,
+        );
+        let bits = wq[0].d.to_bits() as i64
+            | (wq[1].d.to_bits() as i64) << 16
+            | (wq[2].d.to_bits() as i64) << 32
+            | (wq[3].d.to_bits() as i64) << 48;
+        let d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4);
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(s4), d4, acc);
+    }
+    let tail = if w.len() > 4 * nq {
+        super::quants::dot_q4_0(&w[4 * nq..], &a[4 * nq..])
+    } else {
+        0.0
+    };
+    let acc = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
+    _mm_cvtss_f32(_mm_add_ss(acc, _mm_movehdup_ps(acc))) + tail
+}
+
+/// Q4_0 rows on AVX2 (`GemvFn` body).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q4_0_avx2(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+    let nb = a.len();
+    let (mut da, mut seed) = ([0.0f32; MAX_BLOCKS], [0i32; MAX_BLOCKS]);
+    let ones = _mm256_set1_epi8(1);
+    for ((y, d), s) in a.iter().zip(da.iter_mut()).zip(seed.iter_mut()) {
+        *d = super::h2f(y.d);
+        // -8 * the block's activation sum (|sum| <= 32 * 128).
+        let sum = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(ones, load32i(&y.qs)),
+            _mm256_set1_epi16(1),
+        );
+        let sum = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256::<1>(sum),
+        );
+        let sum = _mm_add_epi32(sum, _mm_unpackhi_epi64(sum, sum));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01>(sum));
+        *s = -8 * _mm_cvtsi128_si32(sum);
+    }
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        let row = cast_blocks::<BlockQ4_0>(&w[r * wrb..(r + 1) * wrb]);
+        *o = row_dot_q4_0_avx2(row, a, &da[..nb], &seed[..nb]);
+    }
+}
+
+/// Q4_0 weights x Q8_0 activations on AVX2 alone (`GemvFn`).
+pub(super) fn gemv_q4_0_q8_0_avx2(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    nr: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
+    gemv_with::<BlockQ4_0, BlockQ8_0>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_BLOCKS * 32,
+        super::quants::vec_dot_q4_0_q8_0,
+        run_q4_0_avx2,
+    );
+}
+
 /// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
 /// Q8_0 elements, `out` at least `nr` long.
 fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
@@ -718,8 +815,8 @@ fn gemv_with<W: Block, A: Block>(
         return;
     }
     // SAFETY: the entry points below are reachable only through the kernel table, which `install`
-    // fills with them only after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI, the features
-    // each `run` is compiled for; lengths checked above.
+    // fills with them only after detecting the features each `run` is compiled for (AVX2, FMA and
+    // F16C, and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.
     unsafe { run(w, wrb, nr, cast_blocks(a), out) }
 }
 
@@ -820,16 +917,23 @@ mod tests {
     /// scalar `vec_dot`, including the extreme bytes -128 and 127 in weights and activations.
     #[test]
     fn gemv_matches_scalar_vec_dot() {
-        if !crate::x86_64::has_avx512vnni() {
-            eprintln!("skipped: no AVX-512 VNNI");
-            return;
-        }
         let mut rng = Lcg(7);
         let st = scalar_kernels();
-        for (ty, f) in [
-            (GgmlType::Q4_0, gemv_q4_0_q8_0 as crate::dispatch::GemvFn),
-            (GgmlType::Q8_0, gemv_q8_0_q8_0),
+        let vnni = crate::x86_64::has_avx512vnni();
+        let avx2 = crate::x86_64::has_avx2();
+        for (ty, f, ok) in [
+            (
+                GgmlType::Q4_0,
+                gemv_q4_0_q8_0 as crate::dispatch::GemvFn,
+                vnni,
+            ),
+            (GgmlType::Q8_0, gemv_q8_0_q8_0, vnni),
+            (GgmlType::Q4_0, gemv_q4_0_q8_0_avx2, avx2),
         ] {
+            if !ok {
+                eprintln!("skipped {ty}: the CPU lacks its features");
+                continue;
+            }
             for nb in [1usize, 2, 3, 6, 7, 8, 17, MAX_BLOCKS + 3] {
                 let n = nb * 32;
                 for nr in [1usize, 3, 4, 5, 9] {

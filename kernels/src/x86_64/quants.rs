@@ -115,7 +115,7 @@ fn accumulate<W, A, const EXTRA: bool>(
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+pub(super) fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let off = _mm256_set1_epi8(8);
     let t = f16_table();
     accumulate::<_, _, false>(w, a, |x, y| {
