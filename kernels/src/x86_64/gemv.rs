@@ -676,78 +676,118 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     _mm512_reduce_add_ps(acc)
 }
 
-/// Q4_0 on AVX2 alone (no AVX-512): per activation block, made once per call, `d_a` and the seed
-/// `-8 * sum(a)`; per weight row, four blocks per step: the nibbles (levels 0..15) against the
-/// activation bytes by `maddubs` (|pair| <= 2 * 15 * 128) and `madd`, the four blocks' 8-lane sums
-/// reduced to one lane each by three `phaddd`, the seeds added (exact integer block sums), then one
-/// conversion and one FMA with the four scales `d_w * d_a` (F16C on the four `d_w` at once) per
-/// four blocks; the last `nb % 4` blocks by the one-row AVX2 kernel.
+/// Q4_0 on AVX2 alone (no AVX-512), two blocks per 256-bit register: per pair of activation
+/// blocks (A, B), made once per call, the bytes in the order the weights' nibbles come out of
+/// `[A.qs | B.qs]` (`lo` = A's elements 0..16 then B's, `hi` = their 16..32) and the seeds
+/// `-8 * sum(a)` in lanes 0 and 4 (the first lane of each block's four).
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct PairQ4_0 {
+    lo: [i8; 32],
+    hi: [i8; 32],
+    seed: [i32; 8],
+}
+
+/// One Q4_0 row on AVX2 against the pairs: per pair of weight blocks, one AND and one shift+AND
+/// give the levels (0..15) of both, two `maddubs` against the pair's activations added in i16
+/// (|lane| <= 4 * 15 * 128), one `madd` and the seeds: lanes 0..4 sum to block A's exact integer
+/// dot, 4..8 to B's. Per four blocks one F16C conversion of the four `d_w`, spread to the lanes by
+/// two `vpermps`, and two conversions and FMAs. The last `nb % 4` blocks by the one-row kernel.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn row_dot_q4_0_avx2(w: &[BlockQ4_0], a: &[BlockQ8_0], da: &[f32], seed: &[i32]) -> f32 {
+fn row_dot_q4_0_avx2(w: &[BlockQ4_0], a: &[BlockQ8_0], pairs: &[PairQ4_0], da: &[f32]) -> f32 {
     let nq = w.len() / 4;
-    assert!(a.len() == w.len() && da.len() >= 4 * nq && seed.len() >= 4 * nq);
+    assert!(a.len() == w.len() && pairs.len() >= 2 * nq && da.len() >= 4 * nq);
     let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
-    let mut acc = _mm_setzero_ps();
-    for q in 0..nq {
-        let (wq, aq) = (&w[4 * q..4 * q + 4], &a[4 * q..4 * q + 4]);
-        let p: [__m256i; 4] = std::array::from_fn(|j| {
-            let raw = load16(&wq[j].qs);
-            let lv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), m4);
-            _mm256_madd_epi16(_mm256_maddubs_epi16(lv, load32i(&aq[j].qs)), ones)
-        });
-        let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-        // SAFETY: seed[4q..4q + 4] and da[4q..4q + 4] are in bounds (asserted); unaligned loads.
-        let (s4, da4) = unsafe {
+    let (spread_lo, spread_hi) = (
+        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+        _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
+    );
+    let pair = |x: &[BlockQ4_0], p: &PairQ4_0| -> __m256i {
+        let raw = _mm256_set_m128i(load16(&x[1].qs), load16(&x[0].qs));
+        let lo = _mm256_and_si256(raw, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), m4);
+        // SAFETY: the three fields of `p` are 32 bytes at 32-byte aligned addresses.
+        let (alo, ahi, seed) = unsafe {
             (
-                _mm_loadu_si128(seed.as_ptr().add(4 * q) as *const __m128i),
-                _mm_loadu_ps(da.as_ptr().add(4 * q)),
+                _mm256_load_si256(p.lo.as_ptr() as *const __m256i),
+                _mm256_load_si256(p.hi.as_ptr() as *const __m256i),
+                _mm256_load_si256(p.seed.as_ptr() as *const __m256i),
             )
         };
-        let s4 = _mm_add_epi32(
-            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h)),
-            s4,
+        let s = _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi));
+        _mm256_add_epi32(_mm256_madd_epi16(s, ones), seed)
+    };
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for q in 0..nq {
+        let wq = &w[4 * q..4 * q + 4];
+        prefetch(wq.as_ptr());
+        prefetch((wq.as_ptr() as *const u8).wrapping_add(64));
+        let (s01, s23) = (
+            pair(&wq[..2], &pairs[2 * q]),
+            pair(&wq[2..], &pairs[2 * q + 1]),
         );
         let bits = wq[0].d.to_bits() as i64
             | (wq[1].d.to_bits() as i64) << 16
             | (wq[2].d.to_bits() as i64) << 32
             | (wq[3].d.to_bits() as i64) << 48;
-        let d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4);
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(s4), d4, acc);
+        // SAFETY: da[4q..4q + 4] is in bounds (asserted); unaligned load.
+        let da4 = unsafe { _mm_loadu_ps(da.as_ptr().add(4 * q)) };
+        let d4 = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4));
+        let (d01, d23) = (
+            _mm256_permutevar8x32_ps(d4, spread_lo),
+            _mm256_permutevar8x32_ps(d4, spread_hi),
+        );
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s01), d01, acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s23), d23, acc[1]);
     }
     let tail = if w.len() > 4 * nq {
         super::quants::dot_q4_0(&w[4 * nq..], &a[4 * nq..])
     } else {
         0.0
     };
-    let acc = _mm_add_ps(acc, _mm_movehl_ps(acc, acc));
-    _mm_cvtss_f32(_mm_add_ss(acc, _mm_movehdup_ps(acc))) + tail
+    super::hsum_ps(_mm256_add_ps(acc[0], acc[1])) + tail
 }
 
 /// Q4_0 rows on AVX2 (`GemvFn` body).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn run_q4_0_avx2(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
-    let (mut da, mut seed) = ([0.0f32; MAX_BLOCKS], [0i32; MAX_BLOCKS]);
-    let ones = _mm256_set1_epi8(1);
-    for ((y, d), s) in a.iter().zip(da.iter_mut()).zip(seed.iter_mut()) {
+    let np = nb / 4 * 2;
+    let mut pbuf = [MaybeUninit::<PairQ4_0>::uninit(); MAX_BLOCKS / 2];
+    let mut da = [0.0f32; MAX_BLOCKS];
+    for (d, y) in da.iter_mut().zip(a) {
         *d = super::h2f(y.d);
-        // -8 * the block's activation sum (|sum| <= 32 * 128).
-        let sum = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(ones, load32i(&y.qs)),
-            _mm256_set1_epi16(1),
-        );
-        let sum = _mm_add_epi32(
-            _mm256_castsi256_si128(sum),
-            _mm256_extracti128_si256::<1>(sum),
-        );
-        let sum = _mm_add_epi32(sum, _mm_unpackhi_epi64(sum, sum));
-        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01>(sum));
-        *s = -8 * _mm_cvtsi128_si32(sum);
     }
+    let ones = _mm256_set1_epi8(1);
+    for (ab, o) in a.chunks_exact(2).zip(pbuf[..np].iter_mut()) {
+        let mut seed = [0i32; 8];
+        for (j, y) in ab.iter().enumerate() {
+            // -8 * the block's activation sum (|sum| <= 32 * 128).
+            let sum = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(ones, load32i(&y.qs)),
+                _mm256_set1_epi16(1),
+            );
+            let sum = _mm_add_epi32(
+                _mm256_castsi256_si128(sum),
+                _mm256_extracti128_si256::<1>(sum),
+            );
+            let sum = _mm_add_epi32(sum, _mm_unpackhi_epi64(sum, sum));
+            let sum = _mm_add_epi32(sum, _mm_shuffle_epi32::<0b01>(sum));
+            seed[4 * j] = -8 * _mm_cvtsi128_si32(sum);
+        }
+        let (mut lo, mut hi) = ([0i8; 32], [0i8; 32]);
+        for (j, y) in ab.iter().enumerate() {
+            lo[16 * j..16 * j + 16].copy_from_slice(&y.qs[..16]);
+            hi[16 * j..16 * j + 16].copy_from_slice(&y.qs[16..]);
+        }
+        o.write(PairQ4_0 { lo, hi, seed });
+    }
+    // SAFETY: the first `np` elements were written above; `MaybeUninit<T>` has `T`'s layout.
+    let pairs = unsafe { &*(&pbuf[..np] as *const [MaybeUninit<PairQ4_0>] as *const [PairQ4_0]) };
     for (r, o) in out[..nr].iter_mut().enumerate() {
         let row = cast_blocks::<BlockQ4_0>(&w[r * wrb..(r + 1) * wrb]);
-        *o = row_dot_q4_0_avx2(row, a, &da[..nb], &seed[..nb]);
+        *o = row_dot_q4_0_avx2(row, a, pairs, &da[..nb]);
     }
 }
 
