@@ -456,7 +456,7 @@ struct SuperQ4K {
 /// Super-blocks (at most 64: rows of up to 16384 elements) a call's stack buffer holds.
 const MAX_SUPER: usize = MAX_BLOCKS / 8;
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn supers_q4_k<'p>(a: &[BlockQ8_K], out: &'p mut [MaybeUninit<SuperQ4K>]) -> &'p [SuperQ4K] {
     let out = &mut out[..a.len()];
@@ -491,6 +491,28 @@ const fn q4_k_scale_ctl(first: u8) -> [u8; 64] {
 }
 const Q4_K_SCALE_CTL: [[u8; 64]; 2] = [q4_k_scale_ctl(0), q4_k_scale_ctl(4)];
 
+/// A Q4_K super-block's 6-bit scales and mins unpacked in one xmm (two `pshufd`, a variable
+/// shift, and/or): bytes `[scales 0..8, mins 0..8]`; and `[d * d_a, dmin * d_a]` (F16C).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
+    // SAFETY: `scales` starts 4 bytes into the 144-byte block: 16 readable bytes.
+    let raw = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
+    let p = _mm_shuffle_epi32::<0b10_01_10_00>(raw); // [u0, u2, u1, u2]
+    let q = _mm_shuffle_epi32::<0b01_01_00_00>(raw); // [u0, u0, u1, u1]
+    let r = _mm_and_si128(
+        _mm_srlv_epi32(p, _mm_set_epi32(4, 0, 0, 0)),
+        _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f),
+    );
+    let t = _mm_and_si128(
+        _mm_srli_epi32::<2>(q),
+        _mm_set_epi32(0x30303030, 0, 0x30303030, 0),
+    );
+    let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
+    let dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(d_a));
+    (_mm_or_si128(r, t), dd)
+}
+
 /// One Q4_K row: per super-block, four `vpdpbusd` (levels 0..15 x activations, 4 products per
 /// i32 lane: |sum| <= 4 * 15 * 128 = 7680) give the register pairs (sub-blocks 0|2, 1|3) and
 /// (4|6, 5|7); `packssdw` of each pair is exact (|x| < 2^15) and puts two sub-blocks' partial
@@ -516,22 +538,7 @@ fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
         prefetch(x as *const BlockQ4_K);
         prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(64));
         prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(128));
-        // SAFETY: `scales` starts 4 bytes into the 144-byte block: 16 readable bytes.
-        let raw = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
-        let p = _mm_shuffle_epi32::<0b10_01_10_00>(raw); // [u0, u2, u1, u2]
-        let q = _mm_shuffle_epi32::<0b01_01_00_00>(raw); // [u0, u0, u1, u1]
-        let r = _mm_and_si128(
-            _mm_srlv_epi32(p, _mm_set_epi32(4, 0, 0, 0)),
-            _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f),
-        );
-        let t = _mm_and_si128(
-            _mm_srli_epi32::<2>(q),
-            _mm_set_epi32(0x30303030, 0, 0x30303030, 0),
-        );
-        let um = _mm_or_si128(r, t); // [scales 0..4, scales 4..8, mins 0..4, mins 4..8]
-                                     // [d * d_a, dmin * d_a]
-        let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
-        let dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(s.d));
+        let (um, dd) = q4_k_header(x, s.d);
         // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
         let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
         let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(um, um));
@@ -674,6 +681,90 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
     }
     _mm512_reduce_add_ps(acc)
+}
+
+/// One Q4_K row on AVX2 alone against the super-blocks of `supers_q4_k`: per 32-byte chunk c of
+/// `qs`, the low nibbles (sub-block 2c) and the high ones (2c + 1) against their activations by
+/// `maddubs` (|pair| <= 2 * 15 * 128), each times its sub-block scale by `madd` with the scale
+/// broadcast to i16 words (`pshufb`): exact i32 lanes; the mins term from the precomputed
+/// sub-block sums; one conversion and FMA per super-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
+    assert!(w.len() == sup.len());
+    let m4 = _mm256_set1_epi8(0x0F);
+    // Word k of every 128-bit lane <- scale byte k, zero-extended.
+    let spread: [__m256i; 8] =
+        std::array::from_fn(|k| _mm256_set1_epi16((0x8000u16 | k as u16) as i16));
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (x, s) in w.iter().zip(sup) {
+        prefetch(x as *const BlockQ4_K);
+        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(64));
+        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(128));
+        let (um, dd) = q4_k_header(x, s.d);
+        // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
+        let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
+        let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(um, um));
+        let mins = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+        acc_m = _mm_fmadd_ps(mins, _mm_permute_ps::<0b01_01_01_01>(dd), acc_m);
+        let sc = _mm256_broadcastsi128_si256(um);
+        let mut sum = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (h, k) = (c / 2, c % 2);
+            // Sub-block 2c's activations are at act[128h + 32k..], 2c + 1's at act[128h + 64 + 32k..].
+            // SAFETY: `qs[32c..32c + 32]` and the two 32-byte activation runs are in bounds;
+            // unaligned loads.
+            let (q, al, ah) = unsafe {
+                (
+                    _mm256_loadu_si256(x.qs.as_ptr().add(32 * c) as *const __m256i),
+                    _mm256_loadu_si256(s.act.as_ptr().add(128 * h + 32 * k) as *const __m256i),
+                    _mm256_loadu_si256(s.act.as_ptr().add(128 * h + 64 + 32 * k) as *const __m256i),
+                )
+            };
+            let pl = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), al);
+            let ph = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), ah);
+            let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(sc, spread[2 * c]));
+            let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(sc, spread[2 * c + 1]));
+            sum = _mm256_add_epi32(sum, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_broadcastss_ps(dd), acc);
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    super::hsum_ps(acc) - _mm_cvtss_f32(m)
+}
+
+/// Q4_K rows on AVX2 (`GemvFn` body).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q4_k_avx2(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f32]) {
+    let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
+    let sup = supers_q4_k(a, &mut buf);
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        *o = row_dot_q4_k_avx2(cast_blocks(&w[r * wrb..(r + 1) * wrb]), sup);
+    }
+}
+
+/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
+pub(super) fn gemv_q4_k_q8_k_avx2(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    nr: usize,
+    a: &[u8],
+    out: &mut [f32],
+) {
+    gemv_with::<BlockQ4_K, BlockQ8_K>(
+        n,
+        w,
+        wrb,
+        nr,
+        a,
+        out,
+        MAX_SUPER * 256,
+        super::k_quants::vec_dot_q4_k_q8_k,
+        run_q4_k_avx2,
+    );
 }
 
 /// Q4_0 on AVX2 alone (no AVX-512), two blocks per 256-bit register: per pair of activation

@@ -84,8 +84,13 @@ pub fn install(table: &mut KernelTable) {
     }
     table.swiglu = float::swiglu;
     // Decode mat-vecs on AVX2 alone (replaced by the AVX-512 ones below where the CPU has them).
-    if let Some(e) = table.get_mut(GgmlType::Q4_0) {
-        e.gemv = Some(gemv::gemv_q4_0_q8_0_avx2);
+    for (ty, g) in [
+        (GgmlType::Q4_0, gemv::gemv_q4_0_q8_0_avx2 as GemvFn),
+        (GgmlType::Q4_K, gemv::gemv_q4_k_q8_k_avx2),
+    ] {
+        if let Some(e) = table.get_mut(ty) {
+            e.gemv = Some(g);
+        }
     }
     // Prefill tiles on AVX2 alone (replaced by the VNNI ones below where the CPU has them); none
     // for Q8_0, whose byte products would saturate `maddubs`.
