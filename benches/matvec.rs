@@ -142,7 +142,9 @@ fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
     let selected = kernels().get(ty).expect("kernels for every format");
     let mut tables: Vec<(&str, &KernelTable)> = vec![("scalar", scalar_kernels())];
     if selected.vec_dot.map(|f| f as usize) != scalar_dot {
-        tables.push((selected.backend.name(), kernels()));
+        // Labelled with the table's backend: the mat-vec may run the entry's gemv (AVX-512 on a
+        // CPU with VNNI) while its vec_dot, which `backend` names, is an AVX2 one.
+        tables.push((kernels().backend.name(), kernels()));
     }
     for &(n_rows, n_cols) in &[(2048usize, 2048usize), (5632, 2048)] {
         let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
