@@ -31,6 +31,17 @@ use crate::blocks::{
     BlockQ8_1, BlockQ8_K,
 };
 
+/// Defines a `GemvFn` entry point: [`gemv_with`] for `$W` rows x `$A` activations, rows of at
+/// most `$max_n` elements through `$run`, longer ones through the one-row `$fallback`.
+macro_rules! gemv_entry {
+    ($(#[$m:meta])* $name:ident, $W:ty, $A:ty, $max_n:expr, $fallback:path, $run:ident) => {
+        $(#[$m])*
+        pub(super) fn $name(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+            gemv_with::<$W, $A>(n, w, wrb, nr, a, out, $max_n, $fallback, $run);
+        }
+    };
+}
+
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
 const MAX_BLOCKS: usize = 512;
@@ -745,27 +756,8 @@ fn run_q4_k_avx2(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f3
     }
 }
 
-/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
-pub(super) fn gemv_q4_k_q8_k_avx2(
-    n: usize,
-    w: &[u8],
-    wrb: usize,
-    nr: usize,
-    a: &[u8],
-    out: &mut [f32],
-) {
-    gemv_with::<BlockQ4_K, BlockQ8_K>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_SUPER * 256,
-        super::k_quants::vec_dot_q4_k_q8_k,
-        run_q4_k_avx2,
-    );
-}
+gemv_entry!(/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
+    gemv_q4_k_q8_k_avx2, BlockQ4_K, BlockQ8_K, MAX_SUPER * 256, super::k_quants::vec_dot_q4_k_q8_k, run_q4_k_avx2);
 
 /// Q4_0 on AVX2 alone (no AVX-512), two blocks per 256-bit register: per pair of activation
 /// blocks (A, B), made once per call, the bytes in the order the weights' nibbles come out of
@@ -882,27 +874,8 @@ fn run_q4_0_avx2(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f3
     }
 }
 
-/// Q4_0 weights x Q8_0 activations on AVX2 alone (`GemvFn`).
-pub(super) fn gemv_q4_0_q8_0_avx2(
-    n: usize,
-    w: &[u8],
-    wrb: usize,
-    nr: usize,
-    a: &[u8],
-    out: &mut [f32],
-) {
-    gemv_with::<BlockQ4_0, BlockQ8_0>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_BLOCKS * 32,
-        super::quants::vec_dot_q4_0_q8_0,
-        run_q4_0_avx2,
-    );
-}
+gemv_entry!(/// Q4_0 weights x Q8_0 activations on AVX2 alone (`GemvFn`).
+    gemv_q4_0_q8_0_avx2, BlockQ4_0, BlockQ8_0, MAX_BLOCKS * 32, super::quants::vec_dot_q4_0_q8_0, run_q4_0_avx2);
 
 /// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
 /// Q8_0 elements, `out` at least `nr` long.
@@ -951,65 +924,17 @@ fn gemv_with<W: Block, A: Block>(
     unsafe { run(w, wrb, nr, cast_blocks(a), out) }
 }
 
-/// Q4_0 weights x Q8_0 activations (`GemvFn`).
-pub(super) fn gemv_q4_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    gemv_with::<BlockQ4_0, BlockQ8_0>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_BLOCKS * 32,
-        super::quants::vec_dot_q4_0_q8_0,
-        run_q4_0,
-    );
-}
+gemv_entry!(/// Q4_0 weights x Q8_0 activations (`GemvFn`).
+    gemv_q4_0_q8_0, BlockQ4_0, BlockQ8_0, MAX_BLOCKS * 32, super::quants::vec_dot_q4_0_q8_0, run_q4_0);
 
-/// Q5_0 weights x Q8_0 activations (`GemvFn`).
-pub(super) fn gemv_q5_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    gemv_with::<BlockQ5_0, BlockQ8_0>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_BLOCKS * 32,
-        super::quants::vec_dot_q5_0_q8_0,
-        run_q5_0,
-    );
-}
+gemv_entry!(/// Q5_0 weights x Q8_0 activations (`GemvFn`).
+    gemv_q5_0_q8_0, BlockQ5_0, BlockQ8_0, MAX_BLOCKS * 32, super::quants::vec_dot_q5_0_q8_0, run_q5_0);
 
-/// Q4_1 weights x Q8_1 activations (`GemvFn`).
-pub(super) fn gemv_q4_1_q8_1(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    gemv_with::<BlockQ4_1, BlockQ8_1>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_BLOCKS * 32,
-        super::quants::vec_dot_q4_1_q8_1,
-        run_q4_1,
-    );
-}
+gemv_entry!(/// Q4_1 weights x Q8_1 activations (`GemvFn`).
+    gemv_q4_1_q8_1, BlockQ4_1, BlockQ8_1, MAX_BLOCKS * 32, super::quants::vec_dot_q4_1_q8_1, run_q4_1);
 
-/// Q8_0 weights x Q8_0 activations (`GemvFn`).
-pub(super) fn gemv_q8_0_q8_0(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    gemv_with::<BlockQ8_0, BlockQ8_0>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_BLOCKS * 32,
-        super::quants::vec_dot_q8_0_q8_0_vnni,
-        run_q8_0,
-    );
-}
+gemv_entry!(/// Q8_0 weights x Q8_0 activations (`GemvFn`).
+    gemv_q8_0_q8_0, BlockQ8_0, BlockQ8_0, MAX_BLOCKS * 32, super::quants::vec_dot_q8_0_q8_0_vnni, run_q8_0);
 
 /// Q6_K weights x Q8_K activations (`GemvFn`).
 pub(super) fn gemv_q6_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
@@ -1022,20 +947,8 @@ pub(super) fn gemv_q6_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8]
     }
 }
 
-/// Q4_K weights x Q8_K activations (`GemvFn`).
-pub(super) fn gemv_q4_k_q8_k(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-    gemv_with::<BlockQ4_K, BlockQ8_K>(
-        n,
-        w,
-        wrb,
-        nr,
-        a,
-        out,
-        MAX_SUPER * 256,
-        super::k_quants::vec_dot_q4_k_q8_k,
-        run_q4_k,
-    );
-}
+gemv_entry!(/// Q4_K weights x Q8_K activations (`GemvFn`).
+    gemv_q4_k_q8_k, BlockQ4_K, BlockQ8_K, MAX_SUPER * 256, super::k_quants::vec_dot_q4_k_q8_k, run_q4_k);
 
 #[cfg(test)]
 mod tests {
