@@ -15,7 +15,7 @@ use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, Block
 /// 32 nibbles -> 32 bytes: low nibbles (elements 0..16) in the low lane, high nibbles (16..32) high.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     // Both halves loaded by one broadcast load (no shuffle uop), the high half shifted by 4.
     let raw = _mm256_broadcastsi128_si256(load16(qs));
     _mm256_and_si256(
@@ -27,7 +27,7 @@ fn nibbles(qs: &[u8; 16]) -> __m256i {
 /// Bit j of `bits` -> byte j = 0x10 when set, 0 otherwise (the fifth bit of Q5 weights).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn fifth_bits(bits: u32) -> __m256i {
+pub(super) fn fifth_bits(bits: u32) -> __m256i {
     let v = _mm256_set1_epi32(bits as i32);
     // Byte k takes byte k / 8 of `bits` ...
     let shuf = _mm256_set_epi64x(

@@ -20,7 +20,8 @@
 
 use std::arch::x86_64::*;
 
-use super::{h2f, load16, load32, load32i};
+use super::quants::{fifth_bits, nibbles};
+use super::{h2f, load32, load32i};
 use crate::blocks::{
     cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K,
     BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
@@ -110,38 +111,6 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
         _mm256_permute2x128_si256::<0x31>(u2, u6),
         _mm256_permute2x128_si256::<0x31>(u3, u7),
     ]
-}
-
-/// 32 nibbles -> 32 bytes in element order (low nibbles = elements 0..16).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
-    let raw = load16(qs);
-    _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw),
-        _mm256_set1_epi8(0x0F),
-    )
-}
-
-/// Bit j of `bits` -> byte j = 0x10 when set.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn fifth_bits(bits: u32) -> __m256i {
-    let v = _mm256_set1_epi32(bits as i32);
-    let shuf = _mm256_set_epi64x(
-        0x0303030303030303,
-        0x0202020202020202,
-        0x0101010101010101,
-        0,
-    );
-    let bytes = _mm256_or_si256(
-        _mm256_shuffle_epi8(v, shuf),
-        _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
-    );
-    _mm256_and_si256(
-        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1)),
-        _mm256_set1_epi8(0x10),
-    )
 }
 
 macro_rules! tile_fn {
