@@ -86,6 +86,9 @@ pub fn install(table: &mut KernelTable) {
     // Decode mat-vecs on AVX2 alone (replaced by the AVX-512 ones below where the CPU has them).
     for (ty, g) in [
         (GgmlType::Q4_0, gemv::gemv_q4_0_q8_0_avx2 as GemvFn),
+        (GgmlType::Q4_1, gemv::gemv_q4_1_q8_1_avx2),
+        (GgmlType::Q5_0, gemv::gemv_q5_0_q8_0_avx2),
+        (GgmlType::Q5_1, gemv::gemv_q5_1_q8_1_avx2),
         (GgmlType::Q4_K, gemv::gemv_q4_k_q8_k_avx2),
     ] {
         if let Some(e) = table.get_mut(ty) {
