@@ -764,7 +764,8 @@ gemv_entry!(/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
 trait NibbleBlock: Block {
     /// The activation block type they dot with (Q8_0 or Q8_1).
     type Act: Block;
-    /// The levels' offset: the seed is `-OFFSET * sum(a)`.
+    /// The levels' offset: the seed is `-OFFSET * sum(a)`. Zero exactly for the formats with a
+    /// min (Q4_1, Q5_1), which is how `row_dot_pairs` knows to add the min term.
     const OFFSET: i32;
     fn qs(&self) -> &[u8; 16];
     fn d(&self) -> half::f16;
