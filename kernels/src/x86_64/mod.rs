@@ -95,10 +95,10 @@ pub fn install(table: &mut KernelTable) {
             e.gemv = Some(g);
         }
     }
-    // Prefill tiles on AVX2 alone (replaced by the VNNI ones below where the CPU has them); none
-    // for Q8_0, whose byte products would saturate `maddubs`.
+    // Prefill tiles on AVX2 alone (replaced by the VNNI ones below where the CPU has them).
     for (ty, g) in [
         (GgmlType::Q4_0, tile::avx2::gemm_tile_q4_0 as GemmTileFn),
+        (GgmlType::Q8_0, tile::avx2::gemm_tile_q8_0),
         (GgmlType::Q5_0, tile::avx2::gemm_tile_q5_0),
         (GgmlType::Q4_1, tile::avx2::gemm_tile_q4_1),
         (GgmlType::Q5_1, tile::avx2::gemm_tile_q5_1),

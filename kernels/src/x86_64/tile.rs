@@ -114,7 +114,7 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 }
 
 macro_rules! tile_fn {
-    ($features:literal, $(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, |$x:ident| $unpack:expr) => {
+    ($features:literal, $(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, $wide:expr, |$x:ident| $unpack:expr) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
         pub(crate) fn $name(
@@ -146,7 +146,7 @@ macro_rules! tile_fn {
                 out: &mut [f32],
                 out_stride: usize,
             ) {
-                tile::<$w, $a, $has_min>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |$x: &$w| $unpack);
+                tile::<$w, $a, $has_min, $wide>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |$x: &$w| $unpack);
             }
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting the features `imp` is compiled for.
@@ -273,16 +273,17 @@ fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
 }
 
 /// The tiles' bodies, compiled once per instruction set by `isa_tiles!($features)` inside a
-/// module that defines `dpbusd` and `dpwssd` for it (`vnni`: the AVX-512 VNNI instructions on
-/// 256-bit registers; `avx2`: `maddubs`/`madd` sequences, exact only while every byte pair sum
-/// fits i16, which holds for every format but Q8_0, so the AVX2 set has no Q8_0 tile).
+/// module that defines `dpbusd`, `dpbusd2`, `dpbusd_wide` and `dpwssd` for it (`vnni`: the
+/// AVX-512 VNNI instructions on 256-bit registers; `avx2`: `maddubs`/`madd` sequences, exact while
+/// the i16 sums they form stay below 2^15, which holds for every format's levels; Q8_0's full
+/// bytes go through `dpbusd_wide`, which splits them in two nibbles).
 macro_rules! isa_tiles {
     ($features:literal) => {
 /// 8 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
 /// out[t * out_stride + r] for the rows present.
 #[target_feature(enable = $features)]
 #[inline]
-fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
+fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool, const WIDE: bool>(
     rows: &[Option<&[W]>],
     acts: [&[A]; NT],
     nb: usize,
@@ -355,11 +356,12 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
                     let mut s = [_mm256_setzero_si256(); 2];
                     for j in (0..8).step_by(2) {
                         let (a0, a1) = (xb[t][j] as i32, xb[t][j + 1] as i32);
-                        s[(j / 2) & 1] = dpbusd2(
-                            s[(j / 2) & 1],
-                            [_mm256_set1_epi32(a0), _mm256_set1_epi32(a1)],
-                            [w[j], w[j + 1]],
-                        );
+                        let u = [_mm256_set1_epi32(a0), _mm256_set1_epi32(a1)];
+                        s[(j / 2) & 1] = if WIDE {
+                            dpbusd_wide(dpbusd_wide(s[(j / 2) & 1], u[0], w[j]), u[1], w[j + 1])
+                        } else {
+                            dpbusd2(s[(j / 2) & 1], u, [w[j], w[j + 1]])
+                        };
                     }
                     let s = _mm256_add_epi32(s[0], s[1]);
                     let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
@@ -390,7 +392,7 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool>(
 /// The whole tile: row groups of 8, token groups of 8/4/2/1.
 #[target_feature(enable = $features)]
 #[allow(clippy::too_many_arguments)]
-fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
+fn tile<W: Block, A: ActBlock, const HAS_MIN: bool, const WIDE: bool>(
     n: usize,
     w: &[u8],
     w_stride: usize,
@@ -416,7 +418,7 @@ fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
         let mut t0 = 0;
         while t0 < nt {
             let o = &mut out[t0 * out_stride + r0..];
-            t0 += crate::dispatch::token_group!(nt - t0, NT => group::<W, A, NT, HAS_MIN>(
+            t0 += crate::dispatch::token_group!(nt - t0, NT => group::<W, A, NT, HAS_MIN, WIDE>(
                 rows,
                 std::array::from_fn(|i| act(t0 + i)),
                 nb,
@@ -430,20 +432,23 @@ fn tile<W: Block, A: ActBlock, const HAS_MIN: bool>(
 }
 
 tile_fn!($features, /// Q4_0 x Q8_0 tile.
-    gemm_tile_q4_0, BlockQ4_0, BlockQ8_0, GgmlType::Q4_0, GgmlType::Q8_0, false,
+    gemm_tile_q4_0, BlockQ4_0, BlockQ8_0, GgmlType::Q4_0, GgmlType::Q8_0, false, false,
     |x| Unpacked { q: _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), d: h2f(x.d), m: 0.0 });
 tile_fn!($features, /// Q5_0 x Q8_0 tile.
-gemm_tile_q5_0, BlockQ5_0, BlockQ8_0, GgmlType::Q5_0, GgmlType::Q8_0, false,
+gemm_tile_q5_0, BlockQ5_0, BlockQ8_0, GgmlType::Q5_0, GgmlType::Q8_0, false, false,
 |x| Unpacked {
     q: _mm256_sub_epi8(_mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))), _mm256_set1_epi8(16)),
     d: h2f(x.d),
     m: 0.0,
 });
+tile_fn!($features, /// Q8_0 x Q8_0 tile (with AVX2 alone each weight byte split in two nibbles, see `dpbusd_wide`).
+    gemm_tile_q8_0, BlockQ8_0, BlockQ8_0, GgmlType::Q8_0, GgmlType::Q8_0, false, true,
+    |x| Unpacked { q: load32i(&x.qs), d: h2f(x.d), m: 0.0 });
 tile_fn!($features, /// Q4_1 x Q8_1 tile.
-    gemm_tile_q4_1, BlockQ4_1, BlockQ8_1, GgmlType::Q4_1, GgmlType::Q8_1, true,
+    gemm_tile_q4_1, BlockQ4_1, BlockQ8_1, GgmlType::Q4_1, GgmlType::Q8_1, true, false,
     |x| Unpacked { q: nibbles(&x.qs), d: h2f(x.d), m: h2f(x.m) });
 tile_fn!($features, /// Q5_1 x Q8_1 tile.
-gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true,
+gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true, false,
 |x| Unpacked {
     q: _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))),
     d: h2f(x.d),
@@ -749,6 +754,13 @@ pub(super) mod vnni {
         _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, u[0], s[0]), u[1], s[1])
     }
 
+    /// `dpbusd` for signed bytes of any value (Q8_0 weights): the instruction is exact for all.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, u, s)
+    }
+
     /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
@@ -757,17 +769,15 @@ pub(super) mod vnni {
     }
 
     isa_tiles!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
-    tile_fn!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", /// Q8_0 x Q8_0 tile.
-        gemm_tile_q8_0, BlockQ8_0, BlockQ8_0, GgmlType::Q8_0, GgmlType::Q8_0, false,
-        |x| Unpacked { q: load32i(&x.qs), d: h2f(x.d), m: 0.0 });
 }
 
 /// The same tiles on AVX2 alone (a laptop without AVX-512): `vpdpbusd` becomes `maddubs` (u8 x
 /// i8 byte pairs summed in i16 lanes, saturating) + `madd` with ones + add. Exact when every pair
 /// sum fits i16: the unsigned operand is at most 255 (offset activations) or 63 (k-quant levels)
-/// and the signed one at most 16 (Q4_0, Q5_0 levels, Q4_1/Q5_1's 0..31) or 128 (activations
-/// against levels <= 63): 2 * 255 * 31 = 15810 and 2 * 63 * 128 = 16128 < 32767. Q8_0 weights
-/// (up to 127 against 255) would saturate, so Q8_0 keeps its `vec_dot` here.
+/// and the signed one at most 31 in magnitude (Q4_0, Q5_0, Q4_1, Q5_1 levels) or 128
+/// (activations against levels <= 63): 2 * 255 * 31 = 15810 and 2 * 63 * 128 = 16128 < 32767.
+/// Q8_0 weights (up to 128 against 255) would saturate, so their tile splits each byte in two
+/// nibbles (`dpbusd_wide`: twice the multiplies, still exact).
 pub(super) mod avx2 {
     use super::*;
 
@@ -791,6 +801,24 @@ pub(super) mod avx2 {
             _mm256_maddubs_epi16(u[1], s[1]),
         );
         _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+    }
+
+    /// `dpbusd` for signed bytes `s` of any value (Q8_0 weights, where `maddubs(u, s)` would
+    /// saturate): `s = 16 * (s >> 4) + (s & 15)`, the high part -8..7 and the low part 0..15 each
+    /// through `maddubs` (|pair| <= 2 * 255 * 15) and `madd` (by 16 and by 1): exact.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        let lo = _mm256_and_si256(s, _mm256_set1_epi8(0x0F));
+        // Arithmetic shift of bytes by 4: shift the 16-bit words, then sign-extend the nibble.
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(s), _mm256_set1_epi8(0x0F));
+        let hi = _mm256_sub_epi8(
+            _mm256_xor_si256(hi, _mm256_set1_epi8(8)),
+            _mm256_set1_epi8(8),
+        );
+        let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(16));
+        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1));
+        _mm256_add_epi32(acc, _mm256_add_epi32(p_hi, p_lo))
     }
 
     /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact but for -32768 * -32768 twice).
@@ -929,7 +957,12 @@ mod tests {
 
     #[test]
     fn q8_0_tile_matches_scalar() {
-        check_both(GgmlType::Q8_0, GgmlType::Q8_0, vnni::gemm_tile_q8_0, None);
+        check_both(
+            GgmlType::Q8_0,
+            GgmlType::Q8_0,
+            vnni::gemm_tile_q8_0,
+            Some(avx2::gemm_tile_q8_0),
+        );
     }
 
     #[test]
