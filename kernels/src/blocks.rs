@@ -155,6 +155,45 @@ pub unsafe trait Block: Copy + 'static {
     const ELEMS: usize;
 }
 
+/// A 32-element activation block as the kernels read it: its 32 signed bytes, its scale, and for
+/// Q8_1 its `s = d * sum(qs)` (which meets the weights' min in Q4_1/Q5_1 dot products).
+pub trait ActBlock32: Block {
+    fn qs(&self) -> &[i8; QK];
+    fn d(&self) -> f16;
+    /// `s` of Q8_1; `None` for Q8_0.
+    fn s(&self) -> Option<f16>;
+}
+
+impl ActBlock32 for BlockQ8_0 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; QK] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> Option<f16> {
+        None
+    }
+}
+
+impl ActBlock32 for BlockQ8_1 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; QK] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> Option<f16> {
+        Some(self.s)
+    }
+}
+
 // SAFETY: each type below is repr(C), made of f16/f32/integer fields and arrays, and its size
 // assert above equals the sum of its field sizes, so it has no padding.
 unsafe impl Block for BlockQ4_0 {

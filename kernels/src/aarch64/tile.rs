@@ -21,8 +21,8 @@ use super::q4_k::scales_mins_k4;
 use super::q5_0::q5_levels;
 use super::simd::f16_to_f32;
 use crate::blocks::{
-    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ6_K,
-    BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
+    BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -115,45 +115,6 @@ struct Unpacked {
     m: f32,
 }
 
-/// A 32-element activation block: Q8_0, or Q8_1, whose `s = d * sum(q)` meets the weights' min.
-trait Act32: Block {
-    fn qs(&self) -> &[i8; 32];
-    /// `d` as f16 bits.
-    fn d(&self) -> u16;
-    /// `s` of Q8_1 as f16 bits; `None` for Q8_0 (whose weights have no min).
-    fn s(&self) -> Option<u16>;
-}
-
-impl Act32 for BlockQ8_0 {
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-    #[inline(always)]
-    fn d(&self) -> u16 {
-        self.d.to_bits()
-    }
-    #[inline(always)]
-    fn s(&self) -> Option<u16> {
-        None
-    }
-}
-
-impl Act32 for BlockQ8_1 {
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-    #[inline(always)]
-    fn d(&self) -> u16 {
-        self.d.to_bits()
-    }
-    #[inline(always)]
-    fn s(&self) -> Option<u16> {
-        Some(self.s.to_bits())
-    }
-}
-
 /// 4 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
 /// out[t * out_stride + r] for the rows present. Per block and token, as ggml's `vec_dot`:
 /// `d_w * d_a * isum`, plus `m_w * s_a` for the formats with a min (Q4_1, Q5_1 x Q8_1).
@@ -161,7 +122,7 @@ impl Act32 for BlockQ8_1 {
 #[target_feature(enable = "neon,dotprod")]
 fn group<const NT: usize, W: Block>(
     rows: [Option<&[W]>; 4],
-    acts: [&[impl Act32]; NT],
+    acts: [&[impl ActBlock32]; NT],
     nb: usize,
     unpack: impl Fn(&W) -> Unpacked,
     out: &mut [f32],
@@ -196,10 +157,10 @@ fn group<const NT: usize, W: Block>(
             let (a0, a1) = unsafe { (vld1q_s8(q.as_ptr()), vld1q_s8(q.as_ptr().add(16))) };
             let (s0, s1) = block_sums(&lo, &hi, a0, a1);
             let s = vaddq_s32(s0, s1);
-            let scale = vmulq_n_f32(d, f16_to_f32(y.d()));
+            let scale = vmulq_n_f32(d, f16_to_f32(y.d().to_bits()));
             acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(s), scale);
             if let Some(sa) = y.s() {
-                acc[t] = vfmaq_n_f32(acc[t], m, f16_to_f32(sa));
+                acc[t] = vfmaq_n_f32(acc[t], m, f16_to_f32(sa.to_bits()));
             }
         }
     }

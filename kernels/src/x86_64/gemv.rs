@@ -27,8 +27,8 @@ use std::mem::MaybeUninit;
 use super::quants::{fifth_bits, prefetch};
 use super::{f16_table, load16, load32i, lut};
 use crate::blocks::{
-    as_bytes, cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ6_K,
-    BlockQ8_0, BlockQ8_1, BlockQ8_K,
+    as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
+    BlockQ5_1, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 
 /// Defines a `GemvFn` entry point: [`gemv_with`] for `$W` rows x `$A` activations, rows of at
@@ -763,7 +763,7 @@ gemv_entry!(/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
 /// the AVX2 pair gemv: Q4_0 and Q5_0 (levels offset by 8 / 16, no min) and Q4_1 and Q5_1 (a min).
 trait NibbleBlock: Block {
     /// The activation block type they dot with (Q8_0 or Q8_1).
-    type Act: Block;
+    type Act: ActBlock32;
     /// The levels' offset: the seed is `-OFFSET * sum(a)`. Zero exactly for the formats with a
     /// min (Q4_1, Q5_1), which is how `row_dot_pairs` knows to add the min term.
     const OFFSET: i32;
@@ -773,12 +773,10 @@ trait NibbleBlock: Block {
     fn m(&self) -> half::f16;
     /// The fifth bits (bit j of element j), or `None` for the 4-bit formats.
     fn qh(&self) -> Option<u32>;
-    /// The activation block's `d` and `s = d * sum(a)` (0 for Q8_0).
-    fn act(a: &Self::Act) -> (&[i8; 32], half::f16, half::f16);
 }
 
 macro_rules! nibble_block {
-    ($W:ty, $A:ty, $off:expr, |$x:ident| $m:expr, |$y:ident| $qh:expr, |$a:ident| $s:expr) => {
+    ($W:ty, $A:ty, $off:expr, |$x:ident| $m:expr, |$y:ident| $qh:expr) => {
         impl NibbleBlock for $W {
             type Act = $A;
             const OFFSET: i32 = $off;
@@ -800,38 +798,17 @@ macro_rules! nibble_block {
                 let $y = self;
                 $qh
             }
-            #[inline(always)]
-            fn act($a: &$A) -> (&[i8; 32], half::f16, half::f16) {
-                (&$a.qs, $a.d, $s)
-            }
         }
     };
 }
-nibble_block!(
-    BlockQ4_0,
-    BlockQ8_0,
-    8,
-    |_x| half::f16::ZERO,
-    |_y| None,
-    |a| half::f16::ZERO
-);
-nibble_block!(BlockQ4_1, BlockQ8_1, 0, |x| x.m, |_y| None, |a| a.s);
-nibble_block!(
-    BlockQ5_0,
-    BlockQ8_0,
-    16,
-    |_x| half::f16::ZERO,
-    |y| Some(u32::from_le_bytes(y.qh)),
-    |a| half::f16::ZERO
-);
-nibble_block!(
-    BlockQ5_1,
-    BlockQ8_1,
-    0,
-    |x| x.m,
-    |y| Some(u32::from_le_bytes(y.qh)),
-    |a| a.s
-);
+nibble_block!(BlockQ4_0, BlockQ8_0, 8, |_x| half::f16::ZERO, |_y| None);
+nibble_block!(BlockQ4_1, BlockQ8_1, 0, |x| x.m, |_y| None);
+nibble_block!(BlockQ5_0, BlockQ8_0, 16, |_x| half::f16::ZERO, |y| Some(
+    u32::from_le_bytes(y.qh)
+));
+nibble_block!(BlockQ5_1, BlockQ8_1, 0, |x| x.m, |y| Some(
+    u32::from_le_bytes(y.qh)
+));
 
 /// The activation side of the AVX2 pair gemv, two blocks (A, B) per pair, made once per call:
 /// the bytes in the order the weights' levels come out of `[A.qs | B.qs]` (`lo` = A's elements
@@ -949,15 +926,17 @@ fn run_pairs<W: NibbleBlock>(
     let mut pbuf = [MaybeUninit::<PairAct>::uninit(); MAX_BLOCKS / 2];
     let (mut da, mut sa) = ([0.0f32; MAX_BLOCKS], [0.0f32; MAX_BLOCKS]);
     for ((d, s), y) in da.iter_mut().zip(sa.iter_mut()).zip(a) {
-        let (_, yd, ys) = W::act(y);
-        (*d, *s) = (super::h2f(yd), super::h2f(ys));
+        (*d, *s) = (
+            super::h2f(y.d()),
+            super::h2f(y.s().unwrap_or(half::f16::ZERO)),
+        );
     }
     let ones = _mm256_set1_epi8(1);
     for (ab, o) in a.chunks_exact(2).zip(pbuf[..np].iter_mut()) {
         let mut seed = [0i32; 8];
         let (mut lo, mut hi) = ([0i8; 32], [0i8; 32]);
         for (j, y) in ab.iter().enumerate() {
-            let qs = W::act(y).0;
+            let qs = y.qs();
             lo[16 * j..16 * j + 16].copy_from_slice(&qs[..16]);
             hi[16 * j..16 * j + 16].copy_from_slice(&qs[16..]);
             if W::OFFSET != 0 {

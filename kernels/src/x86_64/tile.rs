@@ -23,8 +23,8 @@ use std::arch::x86_64::*;
 use super::quants::{fifth_bits, nibbles};
 use super::{h2f, load32, load32i};
 use crate::blocks::{
-    cast_blocks, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K,
-    BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
+    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -35,43 +35,6 @@ struct Unpacked {
     q: __m256i,
     d: f32,
     m: f32,
-}
-
-/// The activation block of one token: 32 signed bytes, scale, and Q8_1's `s` (0 for Q8_0).
-trait ActBlock: Block {
-    fn qs(&self) -> &[i8; 32];
-    fn d(&self) -> half::f16;
-    fn s(&self) -> half::f16;
-}
-
-impl ActBlock for BlockQ8_0 {
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-    #[inline(always)]
-    fn d(&self) -> half::f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn s(&self) -> half::f16 {
-        half::f16::ZERO
-    }
-}
-
-impl ActBlock for BlockQ8_1 {
-    #[inline(always)]
-    fn qs(&self) -> &[i8; 32] {
-        &self.qs
-    }
-    #[inline(always)]
-    fn d(&self) -> half::f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn s(&self) -> half::f16 {
-        self.s
-    }
 }
 
 /// Blocks per chunk of pre-offset activations in `group`.
@@ -283,7 +246,7 @@ macro_rules! isa_tiles {
 /// out[t * out_stride + r] for the rows present.
 #[target_feature(enable = $features)]
 #[inline]
-fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool, const WIDE: bool>(
+fn group<W: Block, A: ActBlock32, const NT: usize, const HAS_MIN: bool, const WIDE: bool>(
     rows: &[Option<&[W]>],
     acts: [&[A]; NT],
     nb: usize,
@@ -318,7 +281,7 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool, const WIDE
                 unsafe { _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v) };
                 da[kk * NT + t] = h2f(b.d());
                 if HAS_MIN {
-                    sa[kk * NT + t] = h2f(b.s());
+                    sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
                 }
             }
         }
@@ -392,7 +355,7 @@ fn group<W: Block, A: ActBlock, const NT: usize, const HAS_MIN: bool, const WIDE
 /// The whole tile: row groups of 8, token groups of 8/4/2/1.
 #[target_feature(enable = $features)]
 #[allow(clippy::too_many_arguments)]
-fn tile<W: Block, A: ActBlock, const HAS_MIN: bool, const WIDE: bool>(
+fn tile<W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE: bool>(
     n: usize,
     w: &[u8],
     w_stride: usize,
