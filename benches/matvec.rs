@@ -9,7 +9,9 @@
 //! Then prefill (512 tokens x W) for Q4_0, Q8_0 and Q4_K, in multiply-adds per second.
 //!
 //! Run: `cargo bench --bench matvec` (filter with e.g. `-- q4_0`); `FERROLM_BENCH_QUICK=1` limits
-//! the formats to Q4_0, Q8_0 and Q4_K; `FERROLM_BENCH_PREFILL=1` runs only the prefill groups.
+//! the formats to Q4_0, Q8_0 and Q4_K; `FERROLM_BENCH_PREFILL=1` runs only the prefill groups;
+//! `FERROLM_BENCH_WORKING_SET=MiB` changes the bytes of weights cycled through (e.g. `1`: one copy
+//! of the matrix, cache-resident after the first pass, which shows a kernel's compute speed).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -149,7 +151,11 @@ fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
     for &(n_rows, n_cols) in &[(2048usize, 2048usize), (5632, 2048)] {
         let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
         let one = n_rows * rb;
-        let copies = WORKING_SET.div_ceil(one).max(2);
+        let working_set = std::env::var("FERROLM_BENCH_WORKING_SET")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(WORKING_SET, |mib| mib << 20);
+        let copies = working_set.div_ceil(one).max(1);
         let data = weights(ty, n_rows, n_cols, copies);
         let data = data.as_slice();
         let x = lcg(n_cols, 3);

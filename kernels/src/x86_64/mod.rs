@@ -53,6 +53,7 @@ pub fn install(table: &mut KernelTable) {
         return;
     }
     f16_table();
+    quants::set_prefetch_plan();
     for (ty, dot) in [
         (GgmlType::Q4_0, quants::vec_dot_q4_0_q8_0 as VecDotFn),
         (GgmlType::Q4_1, quants::vec_dot_q4_1_q8_1),
