@@ -25,7 +25,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::quants::{fifth_bits, gemv_q4_0_prefetches, prefetch};
+use super::quants::{fifth_bits, gemv_streams_prefetch, prefetch};
 use super::{f16_table, load16, load32i, lut};
 use crate::blocks::{
     as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
@@ -283,7 +283,7 @@ fn row_dot_q4_0(
     };
     let mut acc = [_mm512_setzero_ps(); 2];
     let mut q = 0;
-    let pf = gemv_q4_0_prefetches();
+    let pf = gemv_streams_prefetch();
     while q + 1 < nq {
         if pf {
             // The two quads' 144 bytes: three lines.
@@ -342,8 +342,15 @@ fn row_dot_q5_0(w: &[BlockQ5_0], quads: &[QuadQ4_0], da: &[[f32; 4]], a: &[Block
     assert!(w.len() == a.len() && w.len() / 4 == nq && da.len() == nq);
     let sixteen = _mm512_set1_epi8(16);
     let mut acc = _mm512_setzero_ps();
+    let pf = gemv_streams_prefetch();
     for (q, qd) in quads.iter().enumerate() {
         let wq = &w[4 * q..4 * q + 4];
+        if pf {
+            // The quad's 88 bytes: two lines.
+            let p = wq.as_ptr() as *const u8;
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
         let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
         let h: [u64; 4] = std::array::from_fn(|j| u32::from_le_bytes(wq[j].qh) as u64);
         let mlo = (h[0] & 0xFFFF) | (h[1] & 0xFFFF) << 16 | (h[2] & 0xFFFF) << 32 | h[3] << 48;
@@ -417,8 +424,15 @@ fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
     let sidx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm256_setzero_ps();
+    let pf = gemv_streams_prefetch();
     for (q, qd) in quads.iter().enumerate() {
         let wq = &w[4 * q..4 * q + 4];
+        if pf {
+            // The quad's 80 bytes: two lines.
+            let p = wq.as_ptr() as *const u8;
+            prefetch(p);
+            prefetch(p.wrapping_add(64));
+        }
         let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
         // SAFETY: the fields of `qd` are 64, 64 and 32 bytes at 64-byte aligned addresses.
         let (alo, ahi, ds) = unsafe {
@@ -653,7 +667,15 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     // SAFETY: each row of Q6_K_SCALE_IDX is 32 i16 = 64 readable bytes; unaligned loads.
     let idx = Q6_K_SCALE_IDX.map(|r| unsafe { _mm512_loadu_si512(r.as_ptr() as *const __m512i) });
     let mut acc = _mm512_setzero_ps();
+    let pf = gemv_streams_prefetch();
     for (x, y) in w.iter().zip(a) {
+        if pf {
+            // The super-block's 210 bytes: four lines.
+            let p = x as *const BlockQ6_K as *const u8;
+            for k in 0..4 {
+                prefetch(p.wrapping_add(64 * k));
+            }
+        }
         // SAFETY: `scales` is 16 bytes, `bsums` 16 i16 = 32 bytes; unaligned loads.
         let (sc, bs) = unsafe {
             (

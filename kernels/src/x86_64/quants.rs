@@ -68,15 +68,17 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
 /// - An Intel Xeon (Sapphire Rapids class, AVX-512 VNNI, 18 GiB/s single-thread read): the Q4_0 gemv
 ///   needs one: 11.5 GiB/s without, 15.0-15.3 at 1, 1.5 or 2 KiB ahead (three `prefetcht0` per two
 ///   quads; `prefetcht1` 13.5, `prefetchnta` 6.1); the Q4_K gemv 16.6-17.1 GiB/s at 2 KiB vs 15.2-16.1
-///   at 4 KiB; Q8_0 the same within noise (14.5-16.0).
+///   at 4 KiB; Q8_0 the same within noise (14.5-16.0); the Q4_1, Q5_0 and Q6_K gemvs 10.2-11.4, 6.4-6.6
+///   and 11.1-11.8 GiB/s without, 14.1-16.7, 13.9-15.3 and 15.3-16.0 with one 2 KiB ahead.
 static PREFETCH_AHEAD: AtomicUsize = AtomicUsize::new(4096);
 
-/// Whether the Q4_0 gemv (AVX-512) prefetches; see [`PREFETCH_AHEAD`].
-static GEMV_Q4_0_PREFETCH: AtomicBool = AtomicBool::new(false);
+/// Whether the AVX-512 gemvs that stream without a software prefetch on Zen 4 (Q4_0, Q4_1, Q5_0,
+/// Q6_K) issue one; see [`PREFETCH_AHEAD`].
+static GEMV_STREAMS_PREFETCH: AtomicBool = AtomicBool::new(false);
 
-/// Chooses the prefetch distance for this CPU: 2 KiB and a prefetching Q4_0 gemv on Intel, 4 KiB and
-/// none in the Q4_0 gemv elsewhere (tuned on Zen 4). `FERROLM_PREFETCH=BYTES` overrides both: that
-/// distance for every kernel, the Q4_0 gemv included; `0` turns software prefetch off.
+/// Chooses the prefetch distance for this CPU: 2 KiB and prefetching Q4_0, Q4_1, Q5_0 and Q6_K
+/// gemvs on Intel, 4 KiB and none in those elsewhere (tuned on Zen 4). `FERROLM_PREFETCH=BYTES`
+/// overrides both: that distance for every kernel, those included; `0` turns software prefetch off.
 pub(super) fn set_prefetch_plan() {
     let intel = {
         // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
@@ -87,19 +89,19 @@ pub(super) fn set_prefetch_plan() {
     let over = std::env::var("FERROLM_PREFETCH")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok());
-    let (ahead, q4_0) = match over {
+    let (ahead, streams) = match over {
         Some(n) => (n, n != 0),
         None if intel => (2048, true),
         None => (4096, false),
     };
     PREFETCH_AHEAD.store(ahead, Ordering::Relaxed);
-    GEMV_Q4_0_PREFETCH.store(q4_0, Ordering::Relaxed);
+    GEMV_STREAMS_PREFETCH.store(streams, Ordering::Relaxed);
 }
 
-/// Whether the Q4_0 gemv issues prefetches (read once per row).
+/// Whether the Q4_0, Q4_1, Q5_0 and Q6_K gemvs issue prefetches (read once per row).
 #[inline(always)]
-pub(super) fn gemv_q4_0_prefetches() -> bool {
-    GEMV_Q4_0_PREFETCH.load(Ordering::Relaxed)
+pub(super) fn gemv_streams_prefetch() -> bool {
+    GEMV_STREAMS_PREFETCH.load(Ordering::Relaxed)
 }
 
 /// Prefetches the weight bytes `PREFETCH_AHEAD` past `p` (possibly past the row: a prefetch is a
