@@ -99,7 +99,10 @@ fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32])
     };
     let mut b = 0;
     while b + 1 < nb {
+        // The two blocks' 68 bytes: two lines (one prefetch per step left every 16th line to
+        // the hardware prefetcher).
         prefetch(w[b..].as_ptr());
+        prefetch((w[b..].as_ptr() as *const u8).wrapping_add(64));
         // Both blocks' d_w * d_a by F16C: a lookup per block in the 256 KiB f16 table missed L1
         // about as often as the weights did (1.03 -> 0.93 ns per block cache-resident).
         let bits = w[b].d.to_bits() as i32 | (w[b + 1].d.to_bits() as i32) << 16;
