@@ -7,9 +7,11 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
+use super::quants::{gemv_streams_prefetch, prefetch_lines};
 use super::{hsum_ps, row_blocks};
 
-/// Generic body: `load(i)` yields the 8 weights starting at element i as f32.
+/// Generic body: `load(i)` yields the 8 weights starting at element i as f32; `pf(i)` prefetches
+/// ahead of the 32 weights from element i.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn dot_with(
@@ -17,6 +19,7 @@ fn dot_with(
     a: &[f32],
     load: impl Fn(usize) -> __m256,
     tail: impl Fn(usize) -> f32,
+    pf: impl Fn(usize),
 ) -> f32 {
     assert!(a.len() >= n);
     let la = |i: usize| {
@@ -26,6 +29,7 @@ fn dot_with(
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     while i + 32 <= n {
+        pf(i);
         for (k, acc) in acc.iter_mut().enumerate() {
             *acc = _mm256_fmadd_ps(load(i + 8 * k), la(i + 8 * k), *acc);
         }
@@ -48,6 +52,7 @@ fn dot_with(
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    let pf = gemv_streams_prefetch();
     let n = w.len();
     dot_with(
         n,
@@ -58,11 +63,17 @@ fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
             unsafe { _mm256_loadu_ps(w.as_ptr().add(i)) }
         },
         |i| w[i],
+        |i| {
+            if pf {
+                prefetch_lines::<2, _>(w.as_ptr().wrapping_add(i))
+            }
+        },
     )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
+    let pf = gemv_streams_prefetch();
     let n = w.len();
     dot_with(
         n,
@@ -73,11 +84,17 @@ fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
             _mm256_cvtph_ps(unsafe { _mm_loadu_si128(w.as_ptr().add(i) as *const __m128i) })
         },
         |i| w[i].to_f32(),
+        |i| {
+            if pf {
+                prefetch_lines::<1, _>(w.as_ptr().wrapping_add(i))
+            }
+        },
     )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
+    let pf = gemv_streams_prefetch();
     let n = w.len();
     dot_with(
         n,
@@ -89,6 +106,11 @@ fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
         },
         |i| w[i].to_f32(),
+        |i| {
+            if pf {
+                prefetch_lines::<1, _>(w.as_ptr().wrapping_add(i))
+            }
+        },
     )
 }
 

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::quants::prefetch;
+use super::quants::prefetch_lines;
 use super::{h2f, hsum_ps, load32, load32i, row_blocks};
 use crate::blocks::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 
@@ -93,8 +93,7 @@ fn dot_q4_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     let zero = _mm256_setzero_si256();
     for (x, y) in w.iter().zip(a) {
-        prefetch(x as *const _);
-        prefetch((x as *const _ as *const u8).wrapping_add(64));
+        prefetch_lines::<2, _>(x);
         dot_k4_like(
             h2f(x.d),
             h2f(x.dmin),
@@ -117,8 +116,7 @@ fn dot_q5_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
     let mut acc_m = _mm_setzero_ps();
     let b5 = _mm256_set1_epi8(0x10);
     for (x, y) in w.iter().zip(a) {
-        prefetch(x as *const _);
-        prefetch((x as *const _ as *const u8).wrapping_add(64));
+        prefetch_lines::<2, _>(x);
         let hb = load32(&x.qh);
         // Element 64j + l takes bit 2j of qh[l], element 64j + 32 + l bit 2j + 1.
         let high = |j: usize| {
@@ -153,8 +151,7 @@ fn dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     let m48 = _mm256_set1_epi8(0x30);
     let m192 = _mm256_set1_epi8(0xC0u8 as i8);
     for (x, y) in w.iter().zip(a) {
-        prefetch(x as *const _);
-        prefetch((x as *const _ as *const u8).wrapping_add(64));
+        prefetch_lines::<4, _>(x);
         // SAFETY: scales is 16 bytes; unaligned load.
         let sc8 = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
         // Offset term: 32 * sum_g scale_g * bsum_g.
@@ -221,7 +218,7 @@ fn dot_q2_k(w: &[BlockQ2_K], a: &[BlockQ8_K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0F);
     for (x, y) in w.iter().zip(a) {
-        prefetch(x as *const _);
+        prefetch_lines::<1, _>(x);
         // SAFETY: scales is 16 bytes, bsums 16 i16 = 32 bytes; unaligned loads.
         let (sc8, bs) = unsafe {
             (
@@ -275,7 +272,7 @@ fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let four = _mm256_set1_epi8(4);
     for (x, y) in w.iter().zip(a) {
-        prefetch(x as *const _);
+        prefetch_lines::<1, _>(x);
         // Signed 6-bit scales (sc - 32) as bytes.
         let u = q3_scales(&x.scales);
         let sc8 = _mm_sub_epi8(
