@@ -25,7 +25,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::quants::{fifth_bits, gemv_streams_prefetch, prefetch};
+use super::quants::{fifth_bits, gemv_streams_prefetch, prefetch_lines, prefetch_lines_q8_0};
 use super::{f16_table, load16, load32i, lut};
 use crate::blocks::{
     as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
@@ -101,8 +101,7 @@ fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32])
     while b + 1 < nb {
         // The two blocks' 68 bytes: two lines (one prefetch per step left every 16th line to
         // the hardware prefetcher).
-        prefetch(w[b..].as_ptr());
-        prefetch((w[b..].as_ptr() as *const u8).wrapping_add(64));
+        prefetch_lines_q8_0::<2, _>(w[b..].as_ptr());
         // Both blocks' d_w * d_a by F16C: a lookup per block in the 256 KiB f16 table missed L1
         // about as often as the weights did (1.03 -> 0.93 ns per block cache-resident).
         let bits = w[b].d.to_bits() as i32 | (w[b + 1].d.to_bits() as i32) << 16;
@@ -290,10 +289,7 @@ fn row_dot_q4_0(
     while q + 1 < nq {
         if pf {
             // The two quads' 144 bytes: three lines.
-            let p = w[4 * q..].as_ptr() as *const u8;
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
-            prefetch(p.wrapping_add(128));
+            prefetch_lines::<3, _>(w[4 * q..].as_ptr());
         }
         acc[0] = quad(q, acc[0]);
         acc[1] = quad(q + 1, acc[1]);
@@ -350,9 +346,7 @@ fn row_dot_q5_0(w: &[BlockQ5_0], quads: &[QuadQ4_0], da: &[[f32; 4]], a: &[Block
         let wq = &w[4 * q..4 * q + 4];
         if pf {
             // The quad's 88 bytes: two lines.
-            let p = wq.as_ptr() as *const u8;
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
+            prefetch_lines::<2, _>(wq.as_ptr());
         }
         let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
         let h: [u64; 4] = std::array::from_fn(|j| u32::from_le_bytes(wq[j].qh) as u64);
@@ -432,9 +426,7 @@ fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
         let wq = &w[4 * q..4 * q + 4];
         if pf {
             // The quad's 80 bytes: two lines.
-            let p = wq.as_ptr() as *const u8;
-            prefetch(p);
-            prefetch(p.wrapping_add(64));
+            prefetch_lines::<2, _>(wq.as_ptr());
         }
         let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
         // SAFETY: the fields of `qd` are 64, 64 and 32 bytes at 64-byte aligned addresses.
@@ -572,9 +564,7 @@ fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (x, s) in w.iter().zip(sup) {
-        prefetch(x as *const BlockQ4_K);
-        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(64));
-        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(128));
+        prefetch_lines::<3, _>(x);
         let (um, dd) = q4_k_header(x, s.d);
         // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
         let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
@@ -674,10 +664,7 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         if pf {
             // The super-block's 210 bytes: four lines.
-            let p = x as *const BlockQ6_K as *const u8;
-            for k in 0..4 {
-                prefetch(p.wrapping_add(64 * k));
-            }
+            prefetch_lines::<4, _>(x);
         }
         // SAFETY: `scales` is 16 bytes, `bsums` 16 i16 = 32 bytes; unaligned loads.
         let (sc, bs) = unsafe {
@@ -744,9 +731,7 @@ fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm_setzero_ps();
     for (x, s) in w.iter().zip(sup) {
-        prefetch(x as *const BlockQ4_K);
-        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(64));
-        prefetch((x as *const BlockQ4_K as *const u8).wrapping_add(128));
+        prefetch_lines::<3, _>(x);
         let (um, dd) = q4_k_header(x, s.d);
         // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
         let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
@@ -911,8 +896,7 @@ fn row_dot_pairs<W: NibbleBlock>(
     let mut acc_m = _mm_setzero_ps();
     for q in 0..nq {
         let wq = &w[4 * q..4 * q + 4];
-        prefetch(wq.as_ptr());
-        prefetch((wq.as_ptr() as *const u8).wrapping_add(64));
+        prefetch_lines::<2, _>(wq.as_ptr());
         let (s01, s23) = (
             pair(&wq[..2], &pairs[2 * q]),
             pair(&wq[2..], &pairs[2 * q + 1]),

@@ -68,17 +68,21 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
 /// - An Intel Xeon (Sapphire Rapids class, AVX-512 VNNI, 18 GiB/s single-thread read): the Q4_0 gemv
 ///   needs one: 11.5 GiB/s without, 15.0-15.3 at 1, 1.5 or 2 KiB ahead (three `prefetcht0` per two
 ///   quads; `prefetcht1` 13.5, `prefetchnta` 6.1); the Q4_K gemv 16.6-17.1 GiB/s at 2 KiB vs 15.2-16.1
-///   at 4 KiB; Q8_0 the same within noise (14.5-16.0); the Q4_1, Q5_0 and Q6_K gemvs 10.2-11.4, 6.4-6.6
+///   at 4 KiB; the Q8_0 gemv (twice the bytes per multiply) 15.4-16.2 GiB/s at 4 KiB vs 14.3-15.6 at
+///   2 KiB (3 alternating pairs; its own distance, [`PREFETCH_AHEAD_Q8_0`]); the Q4_1, Q5_0 and Q6_K gemvs 10.2-11.4, 6.4-6.6
 ///   and 11.1-11.8 GiB/s without, 14.1-16.7, 13.9-15.3 and 15.3-16.0 with one 2 KiB ahead.
 static PREFETCH_AHEAD: AtomicUsize = AtomicUsize::new(4096);
+
+/// The AVX-512 Q8_0 gemv's distance: 4096 on both CPUs measured (see [`PREFETCH_AHEAD`]).
+static PREFETCH_AHEAD_Q8_0: AtomicUsize = AtomicUsize::new(4096);
 
 /// Whether the AVX-512 gemvs that stream without a software prefetch on Zen 4 (Q4_0, Q4_1, Q5_0,
 /// Q6_K) and the F32/F16/BF16 dot products issue one; see [`PREFETCH_AHEAD`] (the float ones on
 /// Intel: 11.8 -> 15.9-16.6 GiB/s at 2048x2048; not measured on Zen 4).
 static GEMV_STREAMS_PREFETCH: AtomicBool = AtomicBool::new(false);
 
-/// Chooses the prefetch distance for this CPU: 2 KiB and prefetching Q4_0, Q4_1, Q5_0 and Q6_K
-/// gemvs on Intel, 4 KiB and none in those elsewhere (tuned on Zen 4). `FERROLM_PREFETCH=BYTES`
+/// Chooses the prefetch distance for this CPU: 2 KiB (the Q8_0 gemv 4 KiB) and prefetching Q4_0,
+/// Q4_1, Q5_0 and Q6_K gemvs on Intel, 4 KiB and none in those elsewhere (tuned on Zen 4). `FERROLM_PREFETCH=BYTES`
 /// overrides both: that distance for every kernel, those included; `0` turns software prefetch off.
 pub(super) fn set_prefetch_plan() {
     let intel = {
@@ -96,6 +100,7 @@ pub(super) fn set_prefetch_plan() {
         None => (4096, false),
     };
     PREFETCH_AHEAD.store(ahead, Ordering::Relaxed);
+    PREFETCH_AHEAD_Q8_0.store(over.unwrap_or(4096), Ordering::Relaxed);
     GEMV_STREAMS_PREFETCH.store(streams, Ordering::Relaxed);
 }
 
@@ -111,13 +116,16 @@ pub(super) fn gemv_streams_prefetch() -> bool {
 /// none. (The distance is one L1-resident load per prefetch: the same speed as a constant.)
 #[inline(always)]
 pub(super) fn prefetch<T>(p: *const T) {
-    let d = PREFETCH_AHEAD.load(Ordering::Relaxed);
+    prefetch_at(p as *const u8, PREFETCH_AHEAD.load(Ordering::Relaxed));
+}
+
+#[inline(always)]
+fn prefetch_at(p: *const u8, d: usize) {
     if d == 0 {
         return;
     }
-    let ahead = (p as *const i8).wrapping_add(d);
     // SAFETY: prefetch has no memory-safety requirements on its address.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead) };
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(d) as *const i8) };
 }
 
 /// [`prefetch`] of the `LINES` 64-byte lines from `p` on: a step that consumes more than one line
@@ -125,9 +133,18 @@ pub(super) fn prefetch<T>(p: *const T) {
 /// which on an Intel Xeon streams at ~64% of the read rate alone).
 #[inline(always)]
 pub(super) fn prefetch_lines<const LINES: usize, T>(p: *const T) {
-    let p = p as *const u8;
+    let d = PREFETCH_AHEAD.load(Ordering::Relaxed);
     for k in 0..LINES {
-        prefetch(p.wrapping_add(64 * k));
+        prefetch_at((p as *const u8).wrapping_add(64 * k), d);
+    }
+}
+
+/// [`prefetch_lines`] at the Q8_0 gemv's distance, [`PREFETCH_AHEAD_Q8_0`].
+#[inline(always)]
+pub(super) fn prefetch_lines_q8_0<const LINES: usize, T>(p: *const T) {
+    let d = PREFETCH_AHEAD_Q8_0.load(Ordering::Relaxed);
+    for k in 0..LINES {
+        prefetch_at((p as *const u8).wrapping_add(64 * k), d);
     }
 }
 
