@@ -1,5 +1,7 @@
 //! Mat-vec throughput per weight format and backend, in weight bytes per second, next to a plain
-//! memory-read baseline measured in the same run (so each figure reads as a fraction of bandwidth).
+//! memory-read baseline measured in the same run (so each figure reads as a fraction of bandwidth):
+//! at the start and end (`memread_start`, `memread_end`) and as `read/t1`, `read/t2` at the head of
+//! each mat-vec group, just before its kernels.
 //!
 //! Shapes: 2048x2048 and 5632x2048 (TinyLlama's attention and FFN). Each iteration uses the next of
 //! several copies of the matrix, together larger than the last-level cache, so the weights stream
@@ -100,42 +102,46 @@ fn weights(ty: GgmlType, n_rows: usize, n_cols: usize, copies: usize) -> Huge<u8
     out
 }
 
-fn bench_baseline(c: &mut Criterion, pools: &[ThreadPool], group: &str) {
+/// Sums `buf` across the pool's threads (each its share): the plain read the mat-vecs are
+/// compared with.
+fn read_sum(pool: &ThreadPool, buf: &[u64]) -> u64 {
+    let parts: [std::sync::atomic::AtomicU64; 2] = Default::default();
+    pool.run(&|i, n| {
+        let lo = buf.len() * i / n;
+        let hi = buf.len() * (i + 1) / n;
+        // Four independent lanes so the sum is not latency bound.
+        let mut acc = [0u64; 4];
+        for c in buf[lo..hi].chunks_exact(4) {
+            for k in 0..4 {
+                acc[k] = acc[k].wrapping_add(c[k]);
+            }
+        }
+        let s = acc.iter().fold(0u64, |a, &v| a.wrapping_add(v));
+        parts[i.min(1)].fetch_add(s, std::sync::atomic::Ordering::Relaxed);
+    });
+    parts[0].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn bench_baseline(c: &mut Criterion, pools: &[ThreadPool], group: &str, buf: &[u64]) {
     let mut g = c.benchmark_group(group);
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    let buf = Huge::new(BASELINE_BYTES / 8, |i| i as u64);
-    let buf = buf.as_slice();
-    g.throughput(Throughput::Bytes(BASELINE_BYTES as u64));
+    g.throughput(Throughput::Bytes(std::mem::size_of_val(buf) as u64));
     for pool in pools {
         g.bench_function(
             BenchmarkId::new("sum_256MiB", format!("t{}", pool.n_threads())),
-            |b| {
-                b.iter(|| {
-                    let parts: [std::sync::atomic::AtomicU64; 2] = Default::default();
-                    pool.run(&|i, n| {
-                        let lo = buf.len() * i / n;
-                        let hi = buf.len() * (i + 1) / n;
-                        // Four independent lanes so the sum is not latency bound.
-                        let mut acc = [0u64; 4];
-                        for c in buf[lo..hi].chunks_exact(4) {
-                            for k in 0..4 {
-                                acc[k] = acc[k].wrapping_add(c[k]);
-                            }
-                        }
-                        let s = acc.iter().fold(0u64, |a, &v| a.wrapping_add(v));
-                        parts[i.min(1)].fetch_add(s, std::sync::atomic::Ordering::Relaxed);
-                    });
-                    black_box(parts[0].load(std::sync::atomic::Ordering::Relaxed))
-                })
-            },
+            |b| b.iter(|| black_box(read_sum(pool, buf))),
         );
     }
     g.finish();
 }
 
-fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
+/// Each shape's group starts with `read/t1` and `read/t2`, the plain read of the baseline buffer
+/// `base` measured right before that group's mat-vecs: this VM's memory speed drifts within a run
+/// (the single-thread read moved 16.2-18.4 GiB/s in one hour), so each mat-vec's share of the read
+/// rate is best taken against the read of its own group.
+fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType, base: &[u64]) {
     // The scalar table, and the selected one when it has a different kernel for this format.
     let scalar_dot = scalar_kernels()
         .get(ty)
@@ -169,6 +175,13 @@ fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1));
+        g.throughput(Throughput::Bytes(std::mem::size_of_val(base) as u64));
+        for pool in pools {
+            g.bench_function(
+                BenchmarkId::new("read", format!("t{}", pool.n_threads())),
+                |b| b.iter(|| black_box(read_sum(pool, base))),
+            );
+        }
         g.throughput(Throughput::Bytes(one as u64));
         for &(name, table) in &tables {
             let vdt = table.get(ty).unwrap().vec_dot_type;
@@ -257,7 +270,9 @@ fn benches(c: &mut Criterion) {
         return;
     }
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
-    bench_baseline(c, &pools, "memread_start");
+    let base = Huge::new(BASELINE_BYTES / 8, |i| i as u64);
+    let base = base.as_slice();
+    bench_baseline(c, &pools, "memread_start", base);
     let quick = std::env::var_os("FERROLM_BENCH_QUICK").is_some();
     let formats: &[GgmlType] = if quick {
         &[GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K]
@@ -279,9 +294,9 @@ fn benches(c: &mut Criterion) {
         ]
     };
     for &ty in formats {
-        bench_format(c, &pools, ty);
+        bench_format(c, &pools, ty, base);
     }
-    bench_baseline(c, &pools, "memread_end");
+    bench_baseline(c, &pools, "memread_end", base);
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K] {
         bench_prefill(c, &pools, ty);
     }
