@@ -63,14 +63,15 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
 /// table is filled (4096 until then). Whether and how far a software prefetch helps depends on the
 /// kernel and the CPU (weights streamed from memory on 2 MiB pages):
 /// - Zen 4: the Q4_K gemv 5.2 ns per super-block at 4 KiB ahead, 5.5 at 2 KiB, 6.0 at 1 KiB or
-///   without, 5.3 at 8 KiB; the Q8_0 gemv 1.17 ns per block at 4 KiB vs 1.22-1.29 at 2 KiB; the Q4_0
-///   gemv 0.72 vs 0.94 ns per block *without* it (it reaches the plain read rate alone).
-/// - An Intel Xeon (Sapphire Rapids class, AVX-512 VNNI, 18 GiB/s single-thread read): the Q4_0 gemv
-///   needs one: 11.5 GiB/s without, 15.0-15.3 at 1, 1.5 or 2 KiB ahead (three `prefetcht0` per two
-///   quads; `prefetcht1` 13.5, `prefetchnta` 6.1); the Q4_K gemv 16.6-17.1 GiB/s at 2 KiB vs 15.2-16.1
-///   at 4 KiB; the Q8_0 gemv (twice the bytes per multiply) 15.4-16.2 GiB/s at 4 KiB vs 14.3-15.6 at
-///   2 KiB (3 alternating pairs; its own distance, [`PREFETCH_AHEAD_Q8_0`]); the Q4_1, Q5_0 and Q6_K gemvs 10.2-11.4, 6.4-6.6
-///   and 11.1-11.8 GiB/s without, 14.1-16.7, 13.9-15.3 and 15.3-16.0 with one 2 KiB ahead.
+///   without, 5.3 at 8 KiB; the Q8_0 gemv 1.17 ns per block at 4 KiB vs 1.22-1.29 at 2 KiB; the
+///   Q4_0 gemv 0.72 vs 0.94 ns per block *without* it (it reaches the plain read rate alone).
+/// - An Intel Xeon (Sapphire Rapids class, AVX-512 VNNI, 18 GiB/s single-thread read): the Q4_0
+///   gemv needs one: 11.5 GiB/s without, 15.0-15.3 at 1, 1.5 or 2 KiB ahead (three `prefetcht0`
+///   per two quads; `prefetcht1` 13.5, `prefetchnta` 6.1); the Q4_K gemv 16.6-17.1 GiB/s at 2 KiB
+///   vs 15.2-16.1 at 4 KiB; the Q8_0 gemv (twice the bytes per multiply) 15.4-16.2 GiB/s at 4 KiB
+///   vs 14.3-15.6 at 2 KiB (3 alternating pairs; its own distance, [`PREFETCH_AHEAD_Q8_0`]); the
+///   Q4_1, Q5_0 and Q6_K gemvs 10.2-11.4, 6.4-6.6 and 11.1-11.8 GiB/s without, 14.1-16.7,
+///   13.9-15.3 and 15.3-16.0 with one 2 KiB ahead.
 static PREFETCH_AHEAD: AtomicUsize = AtomicUsize::new(4096);
 
 /// The AVX-512 Q8_0 gemv's distance: 4096 on both CPUs measured (see [`PREFETCH_AHEAD`]).
@@ -82,8 +83,9 @@ static PREFETCH_AHEAD_Q8_0: AtomicUsize = AtomicUsize::new(4096);
 static GEMV_STREAMS_PREFETCH: AtomicBool = AtomicBool::new(false);
 
 /// Chooses the prefetch distance for this CPU: 2 KiB (the Q8_0 gemv 4 KiB) and prefetching Q4_0,
-/// Q4_1, Q5_0 and Q6_K gemvs on Intel, 4 KiB and none in those elsewhere (tuned on Zen 4). `FERROLM_PREFETCH=BYTES`
-/// overrides both: that distance for every kernel, those included; `0` turns software prefetch off.
+/// Q4_1, Q5_0 and Q6_K gemvs on Intel, 4 KiB and none in those elsewhere (tuned on Zen 4).
+/// `FERROLM_PREFETCH=BYTES` overrides both: that distance for every kernel, those included; `0`
+/// turns software prefetch off.
 pub(super) fn set_prefetch_plan() {
     let intel = {
         // SAFETY: CPUID leaf 0 exists on every x86-64 CPU.
@@ -111,40 +113,31 @@ pub(super) fn gemv_streams_prefetch() -> bool {
     GEMV_STREAMS_PREFETCH.load(Ordering::Relaxed)
 }
 
-/// Prefetches the weight bytes `PREFETCH_AHEAD` past `p` (possibly past the row: a prefetch is a
-/// hint and never faults; the address is computed with wrapping arithmetic). Distance 0 issues
-/// none. (The distance is one L1-resident load per prefetch: the same speed as a constant.)
-#[inline(always)]
-pub(super) fn prefetch<T>(p: *const T) {
-    prefetch_at(p as *const u8, PREFETCH_AHEAD.load(Ordering::Relaxed));
-}
-
-#[inline(always)]
-fn prefetch_at(p: *const u8, d: usize) {
-    if d == 0 {
-        return;
-    }
-    // SAFETY: prefetch has no memory-safety requirements on its address.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(d) as *const i8) };
-}
-
-/// [`prefetch`] of the `LINES` 64-byte lines from `p` on: a step that consumes more than one line
-/// of weights prefetches each of them (one per step leaves the rest to the hardware prefetcher,
-/// which on an Intel Xeon streams at ~64% of the read rate alone).
+/// Prefetches the `LINES` 64-byte lines from `p` on, each `PREFETCH_AHEAD` bytes ahead: a step that
+/// consumes more than one line of weights prefetches each of them (one per step leaves the rest to
+/// the hardware prefetcher, which on an Intel Xeon streams at ~64% of the read rate alone). The
+/// addresses may lie past the row: a prefetch is a hint and never faults, and they are computed
+/// with wrapping arithmetic. Distance 0 issues none. (The distance is one L1-resident load per
+/// call: the same speed as a constant.)
 #[inline(always)]
 pub(super) fn prefetch_lines<const LINES: usize, T>(p: *const T) {
-    let d = PREFETCH_AHEAD.load(Ordering::Relaxed);
-    for k in 0..LINES {
-        prefetch_at((p as *const u8).wrapping_add(64 * k), d);
-    }
+    lines_at::<LINES>(p as *const u8, PREFETCH_AHEAD.load(Ordering::Relaxed));
 }
 
 /// [`prefetch_lines`] at the Q8_0 gemv's distance, [`PREFETCH_AHEAD_Q8_0`].
 #[inline(always)]
 pub(super) fn prefetch_lines_q8_0<const LINES: usize, T>(p: *const T) {
-    let d = PREFETCH_AHEAD_Q8_0.load(Ordering::Relaxed);
+    lines_at::<LINES>(p as *const u8, PREFETCH_AHEAD_Q8_0.load(Ordering::Relaxed));
+}
+
+#[inline(always)]
+fn lines_at<const LINES: usize>(p: *const u8, d: usize) {
+    if d == 0 {
+        return;
+    }
     for k in 0..LINES {
-        prefetch_at((p as *const u8).wrapping_add(64 * k), d);
+        // SAFETY: prefetch has no memory-safety requirements on its address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(d + 64 * k) as *const i8) };
     }
 }
 
@@ -163,7 +156,7 @@ fn accumulate<W, A, const EXTRA: bool>(
     let mut wp = w.chunks_exact(2);
     let mut ap = a.chunks_exact(2);
     for (x, y) in (&mut wp).zip(&mut ap) {
-        prefetch(x.as_ptr());
+        prefetch_lines::<1, _>(x.as_ptr());
         let (d0, s0, x0) = f(&x[0], &y[0]);
         let (d1, s1, x1) = f(&x[1], &y[1]);
         acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(s0), acc0);
