@@ -3,10 +3,12 @@
 
 pub mod chat;
 pub mod ffi;
+pub mod ftype;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod model;
+pub mod output;
 pub mod sampler;
 pub mod tokenizer;
 

@@ -5,7 +5,9 @@
 use std::io::BufWriter;
 use std::path::PathBuf;
 
+use ferrolm::ftype::{FileType, TypeChooser};
 use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+use ferrolm::output::AtomicOutput;
 use ferrolm::kernels::GgmlType;
 use half::f16;
 
@@ -104,48 +106,20 @@ pub struct Args {
     pub vocab_from: Option<PathBuf>,
 }
 
-/// llama.cpp's `use_more_bits`: the layers that get more bits for attn_v / ffn_down in `_M` mixes.
-fn use_more_bits(i: u64, n: u64) -> bool {
-    i < n / 8 || i >= 7 * n / 8 || (i >= n / 8 && (i - n / 8) % 3 == 2)
-}
-
-/// Per-tensor type for a base type or mix, as llama-quantize chooses for these shapes (all widths
-/// are multiples of 256, so no fallbacks).
-fn tensor_type(
-    mix: &str,
-    base: GgmlType,
-    name: &str,
-    layer: Option<u64>,
-    n_layer: u64,
-) -> GgmlType {
-    let m = mix.to_ascii_uppercase();
-    let is_output = name == "output.weight";
-    if is_output {
-        return match base {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 => base,
-            _ => GgmlType::Q6_K,
-        };
+/// The per-tensor types: a file type name (`Q4_K_M`, `Q4_0`, ...) takes llama-quantize's rules, a
+/// plain weight type that is not a file type (`Q4_K`, `Q2_K`, ...) llama-quantize `--pure`'s. Both
+/// come from [`ferrolm::ftype`], the converter's own copy, fallbacks included.
+fn type_chooser(ty: &str, names: &[&str], n_layer: u64) -> Result<TypeChooser, CliError> {
+    if let Ok(ft) = FileType::parse(ty) {
+        return Ok(TypeChooser::new(ft, names.iter().copied(), n_layer as usize));
     }
-    if m.ends_with("_M") {
-        let more = |i: Option<u64>| i.is_some_and(|i| use_more_bits(i, n_layer));
-        if (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight")) && more(layer) {
-            return GgmlType::Q6_K;
-        }
-    }
-    base
-}
-
-fn base_type(mix: &str) -> Result<GgmlType, CliError> {
-    let m = mix.to_ascii_uppercase();
-    let t = match m.as_str() {
-        "Q4_K_M" | "Q4_K_S" => GgmlType::Q4_K,
-        "Q5_K_M" | "Q5_K_S" => GgmlType::Q5_K,
-        other => GgmlType::from_name(other).ok_or_else(|| format!("unknown type '{mix}'"))?,
-    };
+    let t = GgmlType::from_name(&ty.to_ascii_uppercase()).ok_or_else(|| {
+        format!("unknown type '{ty}' (a file type such as Q4_K_M, or a weight type such as Q4_K)")
+    })?;
     if matches!(t, GgmlType::Q8_1 | GgmlType::Q8_K) {
         return Err(format!("{t} is an activation format, not a weight type").into());
     }
-    Ok(t)
+    Ok(TypeChooser::pure(t))
 }
 
 /// SplitMix64.
@@ -233,14 +207,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 names.join(", ")
             )
         })?;
-    let base = base_type(&args.ty)?;
-    if args.output.exists() && !args.force {
-        return Err(format!(
-            "{} exists (pass --force to overwrite)",
-            args.output.display()
-        )
-        .into());
-    }
+    // Fails early on an existing output without --force, or one that is not a regular file.
+    let mut out = AtomicOutput::create(&args.output, args.vocab_from.as_deref(), args.force)?;
     let s = shape;
     let a = s.arch;
     let hd = s.n_embd / s.n_head;
@@ -339,69 +307,56 @@ pub fn run(args: Args) -> Result<(), CliError> {
         specs.push((n("ffn_up.weight"), vec![s.n_embd, s.n_ff], Some(i)));
         specs.push((n("ffn_down.weight"), vec![s.n_ff, s.n_embd], Some(i)));
     }
-    let mut types = Vec::with_capacity(specs.len());
-    for (name, dims, layer) in &specs {
-        let ty = if dims.len() == 1 {
-            GgmlType::F32
-        } else if name == "token_embd.weight" && s.tied {
-            // Tied embeddings double as the output: llama-quantize gives them the output's type.
-            tensor_type(&args.ty, base, "output.weight", None, s.n_layer)
-        } else {
-            tensor_type(&args.ty, base, name, *layer, s.n_layer)
-        };
+    // llama-quantize's order, so that its attn_v / ffn_down counters count as they do there.
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by(|&i, &j| ferrolm::ftype::quantize_order(&specs[i].0, &specs[j].0));
+    let names: Vec<&str> = specs.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut chooser = type_chooser(&args.ty, &names, s.n_layer)?;
+    let mut types = vec![GgmlType::F32; specs.len()];
+    for &i in &order {
+        let (name, dims, _) = &specs[i];
+        if let Some(c) = chooser.choose(name, dims)? {
+            types[i] = c.ty;
+        }
+    }
+    for ((name, dims, _), ty) in specs.iter().zip(&types) {
         w.add_tensor(TensorSpec {
             name: name.clone(),
-            ty,
+            ty: *ty,
             dims: dims.clone(),
         })?;
-        types.push(ty);
     }
-    // Write to a temporary file beside the target, then rename: no half-written output.
-    let dir = args
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.partial",
-        args.output
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("synth")
-    ));
-    let result = (|| -> Result<(), CliError> {
-        let f = std::fs::File::create(&tmp)
-            .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-        let mut stream = w.begin(BufWriter::with_capacity(1 << 20, f))?;
-        let mut rng = Rng(args.seed);
-        for ((name, dims, _), ty) in specs.iter().zip(&types) {
-            let spec = TensorSpec {
-                name: name.clone(),
-                ty: *ty,
-                dims: dims.clone(),
-            };
-            let n = spec.n_bytes().ok_or("tensor size overflows")? as usize;
-            let bytes = if dims.len() == 1 {
-                // Norm weights near 1, biases near 0.
-                let v: f32 = if name.contains("norm") { 1.0 } else { 0.0 };
-                (0..dims[0])
-                    .flat_map(|_| (v + 0.01 * rng.unit()).to_le_bytes())
-                    .collect()
-            } else {
-                random_bytes(*ty, n, &mut rng, 0.05)
-            };
-            stream.write_tensor(&bytes)?;
+    // Written to a temporary file beside the target and renamed at the end; Ctrl-C or SIGTERM
+    // stops between tensors and removes it.
+    let cancel = ferrolm::output::cancel_on_signals();
+    let file = out.file().try_clone()?;
+    let mut stream = w.begin(BufWriter::with_capacity(1 << 20, file))?;
+    let mut rng = Rng(args.seed);
+    for ((name, dims, _), ty) in specs.iter().zip(&types) {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("interrupted; no output was written".into());
         }
-        let f = stream.finish()?.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        drop_cached_pages(&f);
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        let spec = TensorSpec {
+            name: name.clone(),
+            ty: *ty,
+            dims: dims.clone(),
+        };
+        let n = spec.n_bytes().ok_or("tensor size overflows")? as usize;
+        let bytes = if dims.len() == 1 {
+            // Norm weights near 1, biases near 0.
+            let v: f32 = if name.contains("norm") { 1.0 } else { 0.0 };
+            (0..dims[0])
+                .flat_map(|_| (v + 0.01 * rng.unit()).to_le_bytes())
+                .collect()
+        } else {
+            random_bytes(*ty, n, &mut rng, 0.05)
+        };
+        stream.write_tensor(&bytes)?;
     }
-    std::fs::rename(&tmp, &args.output)?;
+    stream.finish()?.into_inner().map_err(|e| e.into_error())?;
+    out.file().sync_all()?;
+    drop_cached_pages(out.file());
+    out.commit()?;
     let size = std::fs::metadata(&args.output)?.len();
     eprintln!(
         "wrote {} ({} {}, {:.1} MB)",

@@ -77,16 +77,8 @@ pub enum QuantizeError {
     },
     #[error("tensor '{tensor}' has type {ty}, which cannot be dequantized")]
     UnsupportedSourceType { tensor: String, ty: GgmlType },
-    #[error("{0} already exists (use --force to overwrite)")]
-    OutputExists(PathBuf),
-    #[error("the output {0} is the input file")]
-    OutputIsInput(PathBuf),
-    #[error("cannot write the output in {dir}: {source}")]
-    Unwritable {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Output(#[from] ferrolm::output::OutputError),
     #[error("interrupted; no output was written")]
     Cancelled,
     #[error("{path}: {source}")]
@@ -103,6 +95,26 @@ pub enum QuantizeError {
     },
     #[error("kernel: {0}")]
     Kernel(String),
+}
+
+impl From<ferrolm::ftype::FtypeError> for QuantizeError {
+    fn from(e: ferrolm::ftype::FtypeError) -> Self {
+        use ferrolm::ftype::FtypeError as F;
+        match e {
+            F::UnknownType(s) => QuantizeError::UnknownType(s),
+            F::IncompatibleShape {
+                tensor,
+                ne0,
+                ty,
+                block,
+            } => QuantizeError::IncompatibleShape {
+                tensor,
+                ne0,
+                ty,
+                block,
+            },
+        }
+    }
 }
 
 impl QuantizeError {

@@ -16,10 +16,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod error;
-pub mod ftype;
+pub use ferrolm::ftype;
 pub mod hf;
 pub mod naming;
-pub mod output;
 pub mod source;
 pub mod vocab;
 
@@ -618,7 +617,7 @@ impl Job {
         cancel: &AtomicBool,
     ) -> Result<(), QuantizeError> {
         const CHUNK_BYTES: usize = 16 << 20;
-        let mut tmp = output::TempOutput::create(out, &self.plan.input, force)?;
+        let mut tmp = ferrolm::output::AtomicOutput::create(out, Some(&self.plan.input), force)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -709,7 +708,8 @@ impl Job {
         if cancel.load(Ordering::Relaxed) {
             return Err(QuantizeError::Cancelled);
         }
-        tmp.commit()
+        tmp.commit()?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use ferrolm::output::OutputError;
 use ferrolm_quantize::{prepare, quantize_file, FileType, QuantizeError};
 
 mod common;
@@ -165,7 +166,7 @@ fn unwritable_destination() {
     // The parent of the output is a file; then a directory that does not exist.
     for out in [g.join("out.gguf"), d.join("no/such/dir/out.gguf")] {
         let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
-        assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
+        assert!(matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })), "{e}");
         fails_with(
             bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
             "cannot write the output",
@@ -173,7 +174,7 @@ fn unwritable_destination() {
     }
     // The output is a directory.
     let e = quantize_file(&g, &d, FileType::Q8_0, true).expect_err("must fail");
-    assert!(matches!(e, QuantizeError::Unwritable { .. }), "{e}");
+    assert!(matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })), "{e}");
     assert_eq!(listing(&d), ["in.gguf"]);
 }
 
@@ -185,14 +186,14 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
     let out = d.join("out.gguf");
     std::fs::write(&out, b"keep me").unwrap();
     let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
-    assert!(matches!(e, QuantizeError::OutputExists(_)), "{e}");
+    assert!(matches!(e, QuantizeError::Output(OutputError::OutputExists(_))), "{e}");
     fails_with(
         bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
         "--force",
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     let e = quantize_file(&g, &g, FileType::Q8_0, true).expect_err("must fail");
-    assert!(matches!(e, QuantizeError::OutputIsInput(_)), "{e}");
+    assert!(matches!(e, QuantizeError::Output(OutputError::OutputIsInput(_))), "{e}");
     // With --force it is replaced by a complete file.
     let st = bin()
         .arg(&g)

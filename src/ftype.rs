@@ -1,4 +1,5 @@
-//! Output file types and the per-tensor type choice, as llama.cpp makes it.
+//! Output file types and the per-tensor type choice, as llama.cpp makes it. One copy of the rules,
+//! used by the converter (`quantize`) and by `ferrolm synth`.
 //!
 //! Two rule sets exist upstream and both are reproduced here:
 //! - `convert_hf_to_gguf.py --outtype {f32,f16,bf16,q8_0}` ([`convert_type`]): 1-D tensors and
@@ -11,7 +12,19 @@
 
 use ferrolm_kernels::GgmlType;
 
-use crate::error::QuantizeError;
+/// A type name or a shape the rules cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FtypeError {
+    #[error("unknown output type {0:?} (one of: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K)")]
+    UnknownType(String),
+    #[error("tensor '{tensor}': row length {ne0} is not a multiple of the {ty} block size {block} and no fallback type fits")]
+    IncompatibleShape {
+        tensor: String,
+        ne0: u64,
+        ty: GgmlType,
+        block: usize,
+    },
+}
 
 /// An output type as `quantize IN OUT TYPE` takes it (llama.cpp's `llama_ftype`).
 #[allow(non_camel_case_types)]
@@ -62,12 +75,12 @@ impl FileType {
     }
 
     /// Parse a type name, case-insensitively.
-    pub fn parse(s: &str) -> Result<FileType, QuantizeError> {
+    pub fn parse(s: &str) -> Result<FileType, FtypeError> {
         FileType::ALL
             .iter()
             .copied()
             .find(|t| t.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| QuantizeError::UnknownType(s.to_string()))
+            .ok_or_else(|| FtypeError::UnknownType(s.to_string()))
     }
 
     /// `general.file_type` (`LLAMA_FTYPE_*`).
@@ -113,7 +126,7 @@ impl FileType {
         )
     }
 
-    fn is_quantized(self) -> bool {
+    pub fn is_quantized(self) -> bool {
         self.default_type().is_quantized()
     }
 }
@@ -178,6 +191,8 @@ pub struct Choice {
 #[derive(Debug)]
 pub struct TypeChooser {
     ftype: FileType,
+    /// llama-quantize `--pure`: every quantized tensor takes this type (fallbacks still apply).
+    pure: Option<GgmlType>,
     has_output: bool,
     n_attention_wv: usize,
     i_attention_wv: usize,
@@ -211,6 +226,7 @@ impl TypeChooser {
         }
         TypeChooser {
             ftype,
+            pure: None,
             has_output,
             n_attention_wv,
             i_attention_wv: 0,
@@ -219,10 +235,27 @@ impl TypeChooser {
         }
     }
 
+    /// llama-quantize `--pure` with `ty` (any weight type, e.g. Q2_K or Q4_K alone): every tensor
+    /// that is quantized at all takes `ty`, or its fallback when the row length does not fit.
+    pub fn pure(ty: GgmlType) -> TypeChooser {
+        TypeChooser {
+            ftype: FileType::F32,
+            pure: Some(ty),
+            has_output: false,
+            n_attention_wv: 0,
+            i_attention_wv: 0,
+            n_ffn_down: 0,
+            i_ffn_down: 0,
+        }
+    }
+
     /// The type for `name`; `None` when the tensor is not quantized (it keeps its type).
-    pub fn choose(&mut self, name: &str, dims: &[u64]) -> Result<Option<Choice>, QuantizeError> {
+    pub fn choose(&mut self, name: &str, dims: &[u64]) -> Result<Option<Choice>, FtypeError> {
         if !allows_quantization(name, dims) {
             return Ok(None);
+        }
+        if let Some(ty) = self.pure {
+            return fit(name, dims[0], ty);
         }
         let default = self.ftype.default_type();
         if !self.ftype.is_quantized() {
@@ -260,35 +293,41 @@ impl TypeChooser {
             self.i_ffn_down += 1;
         }
 
-        if ne0.is_multiple_of(ty.block_elems() as u64) {
-            return Ok(Some(Choice {
-                ty,
-                fallback: false,
-            }));
-        }
-        let fb = match ty {
-            GgmlType::Q4_K => GgmlType::Q5_0,
-            GgmlType::Q5_K => GgmlType::Q5_1,
-            GgmlType::Q6_K => GgmlType::Q8_0,
-            _ => {
-                return Err(QuantizeError::IncompatibleShape {
-                    tensor: name.to_string(),
-                    ne0,
-                    ty,
-                    block: ty.block_elems(),
-                })
-            }
-        };
-        let fb = if !ne0.is_multiple_of(fb.block_elems() as u64) {
-            GgmlType::F16
-        } else {
-            fb
-        };
-        Ok(Some(Choice {
-            ty: fb,
-            fallback: true,
-        }))
+        fit(name, ne0, ty)
     }
+}
+
+/// `ty` when rows of `ne0` elements are whole blocks of it, else llama-quantize's fallback
+/// (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16).
+fn fit(name: &str, ne0: u64, ty: GgmlType) -> Result<Option<Choice>, FtypeError> {
+    if ne0.is_multiple_of(ty.block_elems() as u64) {
+        return Ok(Some(Choice {
+            ty,
+            fallback: false,
+        }));
+    }
+    let fb = match ty {
+        GgmlType::Q4_K => GgmlType::Q5_0,
+        GgmlType::Q5_K => GgmlType::Q5_1,
+        GgmlType::Q6_K => GgmlType::Q8_0,
+        _ => {
+            return Err(FtypeError::IncompatibleShape {
+                tensor: name.to_string(),
+                ne0,
+                ty,
+                block: ty.block_elems(),
+            })
+        }
+    };
+    let fb = if !ne0.is_multiple_of(fb.block_elems() as u64) {
+        GgmlType::F16
+    } else {
+        fb
+    };
+    Ok(Some(Choice {
+        ty: fb,
+        fallback: true,
+    }))
 }
 
 /// The block number of `blk.N.*`, or -1.
@@ -376,7 +415,7 @@ mod tests {
         assert_eq!(FileType::parse("q4_k_m").unwrap(), FileType::Q4_K_M);
         assert!(matches!(
             FileType::parse("Q3_K"),
-            Err(QuantizeError::UnknownType(_))
+            Err(FtypeError::UnknownType(_))
         ));
     }
 }
