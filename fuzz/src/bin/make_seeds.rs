@@ -3,7 +3,8 @@
 //! - `every_type.gguf`: every metadata value type, nested arrays, five tensor types (as tests/gguf.rs).
 //! - `v2_empty.gguf`: a GGUF v2 header with no keys and no tensors.
 //! - `vocab_gpt2_mini.gguf`: the llama.cpp GPT-2 vocab file's metadata, arrays cut to 48 elements
-//!   (from `$FERROLM_SHARED/golden/...`, default /work/shared, when present).
+//!   (from `tests/data/tokenize/llamacpp/ggml-vocab-gpt-2.gguf`: llama.cpp reference data, copied
+//!   into tests/data).
 //! - `smollm2_mini.gguf`: SmolLM2's metadata with arrays cut to 48 elements, and one small tensor of
 //!   each of its types holding the head of the real tensor's bytes (from models/, when present).
 //!
@@ -120,8 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     write("every_type.gguf", every_type()?)?;
     write("v2_empty.gguf", v2_empty())?;
-    let shared = std::env::var_os("FERROLM_SHARED").map(PathBuf::from).unwrap_or_else(|| "/work/shared".into());
-    let vocab = shared.join("golden/tokenize/llamacpp/ggml-vocab-gpt-2.gguf");
+    let vocab = root.join("tests/data/tokenize/llamacpp/ggml-vocab-gpt-2.gguf");
     if vocab.exists() {
         write("vocab_gpt2_mini.gguf", miniature(&vocab, false)?)?;
     } else {

@@ -75,7 +75,7 @@ pub fn hf_fixtures() -> Option<PathBuf> {
             {
                 Ok(s) if s.success() => true,
                 Ok(s) => {
-                    eprintln!("SKIP: scripts/make-hf-fixtures.sh failed ({s}); needs python3 with pip and ../shared");
+                    eprintln!("SKIP: scripts/make-hf-fixtures.sh failed ({s}); needs python3 with pip (PyPI)");
                     false
                 }
                 Err(e) => {
