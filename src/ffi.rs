@@ -140,6 +140,9 @@ pub struct ferrolm_context {
     sampler: Sampler,
     /// `ctx.logits()` holds the logits of the last token in the cache.
     has_logits: bool,
+    /// The last token `ferrolm_generate` sampled and returned but did not evaluate; the next
+    /// generate or eval call evaluates it first, so the cache holds exactly the text returned.
+    pending: Option<u32>,
     /// A panic happened inside a call on this context: its state may be inconsistent.
     poisoned: bool,
     /// Message of the last failed call on this context.
@@ -396,6 +399,7 @@ impl From<ModelError> for Error {
             ModelError::ContextFull { .. } => FERROLM_CONTEXT_FULL,
             ModelError::BadToken { .. } => FERROLM_INVALID_TOKEN,
             ModelError::BadParams(_) => FERROLM_INVALID_ARGUMENT,
+            ModelError::EmptyPrompt => FERROLM_NO_LOGITS,
         };
         Error {
             status,
@@ -682,31 +686,7 @@ fn kv_type_from(v: i32) -> Res<KvType> {
 }
 
 fn sampler_params_from(p: &ferrolm_sampler_params) -> Res<SamplerParams> {
-    let bad = |what: &str, v: f32, want: &str| {
-        err(
-            FERROLM_INVALID_ARGUMENT,
-            format!("sampler {what} is {v}; expected {want}"),
-        )
-    };
-    if !(p.temp.is_finite() && p.temp >= 0.0) {
-        return bad("temp", p.temp, "a finite number >= 0");
-    }
-    if !(0.0..=1.0).contains(&p.top_p) {
-        return bad("top_p", p.top_p, "a number in [0, 1]");
-    }
-    if !(0.0..=1.0).contains(&p.min_p) {
-        return bad("min_p", p.min_p, "a number in [0, 1]");
-    }
-    if !(p.repeat_penalty.is_finite() && p.repeat_penalty > 0.0) {
-        return bad("repeat_penalty", p.repeat_penalty, "a finite number > 0");
-    }
-    if !p.frequency_penalty.is_finite() {
-        return bad("frequency_penalty", p.frequency_penalty, "a finite number");
-    }
-    if !p.presence_penalty.is_finite() {
-        return bad("presence_penalty", p.presence_penalty, "a finite number");
-    }
-    if !(0..=1 << 20).contains(&p.repeat_last_n) {
+    if p.repeat_last_n < 0 {
         return err(
             FERROLM_INVALID_ARGUMENT,
             format!(
@@ -715,7 +695,7 @@ fn sampler_params_from(p: &ferrolm_sampler_params) -> Res<SamplerParams> {
             ),
         );
     }
-    Ok(SamplerParams {
+    let params = SamplerParams {
         temp: p.temp,
         top_k: p.top_k,
         top_p: p.top_p,
@@ -725,7 +705,11 @@ fn sampler_params_from(p: &ferrolm_sampler_params) -> Res<SamplerParams> {
         freq_penalty: p.frequency_penalty,
         presence_penalty: p.presence_penalty,
         seed: p.seed,
-    })
+    };
+    match params.validate() {
+        Ok(()) => Ok(params),
+        Err(m) => err(FERROLM_INVALID_ARGUMENT, format!("sampler {m}")),
+    }
 }
 
 fn stop_reason(s: StopReason) -> ferrolm_stop_reason {
@@ -908,7 +892,10 @@ pub unsafe extern "C" fn ferrolm_model_load(
                 path: path.display().to_string(),
                 source,
             };
-            let bytes = std::fs::read(&path).map_err(io)?;
+            let mut bytes = Vec::new();
+            crate::gguf::open_regular(&path)
+                .and_then(|f| std::io::Read::read_to_end(&mut &f, &mut bytes))
+                .map_err(io)?;
             Model::from_gguf(Gguf::from_bytes(&bytes)?)?
         };
         let tok = Tokenizer::from_gguf(model.gguf())?;
@@ -1168,6 +1155,7 @@ pub unsafe extern "C" fn ferrolm_context_new(
             tok: Arc::clone(&m.tok),
             sampler: Sampler::new(sp, n_vocab),
             has_logits: false,
+            pending: None,
             poisoned: false,
             error: None,
             text: Vec::with_capacity(256),
@@ -1249,6 +1237,7 @@ pub unsafe extern "C" fn ferrolm_context_reset(ctx: *mut ferrolm_context) -> fer
         c.ctx.reset();
         c.sampler.reset();
         c.has_logits = false;
+        c.pending = None;
         Ok(())
     })
 }
@@ -1265,6 +1254,7 @@ pub unsafe extern "C" fn ferrolm_context_truncate(
         if n_keep < c.ctx.n_past() {
             c.ctx.truncate(n_keep);
             c.has_logits = false;
+            c.pending = None;
         }
         Ok(())
     })
@@ -1288,6 +1278,7 @@ pub unsafe extern "C" fn ferrolm_eval(
         }
         let mut ids = std::mem::take(&mut c.ids);
         let r = check_tokens(toks, c.ctx.model().config().n_vocab, &mut ids)
+            .and_then(|()| flush_pending(c, ids.len()))
             .and_then(|()| c.ctx.eval(&ids, Logits::Last).map_err(Error::from));
         c.ids = ids;
         r?;
@@ -1398,6 +1389,19 @@ pub unsafe extern "C" fn ferrolm_sampler_accept(
 }
 
 /// Generation shared by the two entry points; the prompt ids are in `c.ids`.
+/// Evaluate the token the last generate call returned but did not evaluate, if the context has
+/// room for it and `then` more tokens (otherwise leave it for the caller's context-full error).
+fn flush_pending(c: &mut ferrolm_context, then: usize) -> Res<()> {
+    if let Some(t) = c.pending {
+        if c.ctx.n_past() + 1 + then <= c.ctx.n_ctx() {
+            c.pending = None;
+            c.ctx.eval(&[t], Logits::Last)?;
+            c.has_logits = true;
+        }
+    }
+    Ok(())
+}
+
 fn run_generate(
     c: &mut ferrolm_context,
     callback: ferrolm_token_callback,
@@ -1430,6 +1434,7 @@ fn run_generate(
     for (i, &s) in stop_ptrs.iter().enumerate() {
         stops.push(c_str(s, &format!("stop[{i}]"))?.to_string());
     }
+    flush_pending(c, c.ids.len())?;
     if c.ids.is_empty() && !c.has_logits {
         return err(
             FERROLM_NO_LOGITS,
@@ -1490,6 +1495,7 @@ fn run_generate(
     if !c.ids.is_empty() {
         c.has_logits = true;
     }
+    c.pending = stats.pending;
     if !out_stats.is_null() {
         let s = ferrolm_generate_stats {
             struct_size: size_of::<ferrolm_generate_stats>(),
@@ -1512,8 +1518,10 @@ fn run_generate(
 /// NULL. With the same prompt, seed and sampler parameters on a fresh context, the text is the
 /// one `ferrolm run -p PROMPT -n N --seed SEED` prints.
 ///
-/// The last token sampled is not evaluated (as in llama.cpp's examples): `n_past` grows by the
-/// prompt and all generated tokens but the last. An empty prompt continues from the last logits.
+/// The last token sampled is not evaluated at once (as in llama.cpp's examples): `n_past` grows
+/// by the prompt and all generated tokens but the last, and the next `ferrolm_generate()` or
+/// `ferrolm_eval()` on the context evaluates that token first, so that two calls (a prompt, then
+/// an empty prompt to continue) give the same text as one call for all the tokens.
 /// Errors: `FERROLM_INVALID_UTF8`, `FERROLM_CONTEXT_FULL` (the prompt does not fit; a context
 /// that fills during generation ends it with `FERROLM_STOP_CONTEXT_FULL` instead),
 /// `FERROLM_NO_LOGITS` (empty prompt on an empty context).

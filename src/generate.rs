@@ -22,6 +22,19 @@ pub enum StopReason {
     ContextFull,
 }
 
+impl std::fmt::Display for StopReason {
+    /// The words `ferrolm run` prints, and OpenAI's `finish_reason` where one applies.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::EndOfGeneration => "end of generation",
+            StopReason::MaxTokens => "token limit (-n)",
+            StopReason::StopString => "stop text",
+            StopReason::Callback => "interrupted",
+            StopReason::ContextFull => "context full",
+        })
+    }
+}
+
 /// Counts and timings of one generation.
 #[derive(Clone, Copy, Debug)]
 pub struct GenStats {
@@ -30,6 +43,10 @@ pub struct GenStats {
     pub prompt_time: Duration,
     pub gen_time: Duration,
     pub stop: StopReason,
+    /// The last token sampled, when generation ended without feeding it back (end of generation,
+    /// a stop string, `n_predict` reached, the callback): it is part of the output but not in the
+    /// context. A caller that continues the same sequence evaluates it first.
+    pub pending: Option<u32>,
 }
 
 impl GenStats {
@@ -66,6 +83,9 @@ pub fn generate(
     opts: &GenOptions,
     mut on_token: impl FnMut(u32, &str) -> bool,
 ) -> Result<GenStats, ModelError> {
+    if prompt.is_empty() && ctx.n_past() == 0 {
+        return Err(ModelError::EmptyPrompt);
+    }
     let t0 = Instant::now();
     for &id in prompt {
         sampler.accept(id);
@@ -77,6 +97,7 @@ pub fn generate(
     let t1 = Instant::now();
     let mut dec = StreamDecoder::new();
     let mut n_gen = 0;
+    let mut pending = None;
     let use_stops = !stops.stops().is_empty();
     let stop = loop {
         if opts.n_predict.is_some_and(|n| n_gen >= n) {
@@ -88,6 +109,7 @@ pub fn generate(
         let id = sampler.sample(ctx.logits());
         sampler.accept(id);
         n_gen += 1;
+        pending = Some(id);
         if tok.is_eog(id) && !opts.ignore_eog {
             break StopReason::EndOfGeneration;
         }
@@ -111,6 +133,7 @@ pub fn generate(
             break StopReason::ContextFull;
         }
         ctx.eval(&[id], Logits::Last)?;
+        pending = None;
     };
     // Release text held back (an incomplete character, a partial stop string).
     if stop != StopReason::StopString && stop != StopReason::Callback {
@@ -134,5 +157,6 @@ pub fn generate(
         prompt_time,
         gen_time: t1.elapsed(),
         stop,
+        pending,
     })
 }

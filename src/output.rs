@@ -241,12 +241,21 @@ mod tests {
         // SAFETY: mkfifo reads a NUL-terminated path we own.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = AtomicOutput::create(&fifo, None, true).err().unwrap();
-        assert!(matches!(e, OutputError::NotRegular { kind: "a FIFO", .. }), "{e}");
+        assert!(
+            matches!(e, OutputError::NotRegular { kind: "a FIFO", .. }),
+            "{e}"
+        );
         let link = d.join("null-link");
         std::os::unix::fs::symlink("/dev/null", &link).unwrap();
         let e = AtomicOutput::create(&link, None, true).err().unwrap();
         assert!(
-            matches!(e, OutputError::NotRegular { kind: "a character device", .. }),
+            matches!(
+                e,
+                OutputError::NotRegular {
+                    kind: "a character device",
+                    ..
+                }
+            ),
             "{e}"
         );
         let e = AtomicOutput::create(Path::new("/dev/null"), None, true)

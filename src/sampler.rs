@@ -43,6 +43,39 @@ pub struct SamplerParams {
     pub seed: u64,
 }
 
+impl SamplerParams {
+    /// The one check of sampler settings, used by the CLI and the C ABI alike: `Err` names the
+    /// setting, its value and what is expected (`repeat_penalty is 0; expected a finite number > 0`).
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: &str, v: f32, want: &str| Err(format!("{what} is {v}; expected {want}"));
+        if !(self.temp.is_finite() && self.temp >= 0.0) {
+            return bad("temp", self.temp, "a finite number >= 0");
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            return bad("top_p", self.top_p, "a number in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min_p", self.min_p, "a number in [0, 1]");
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat_penalty", self.repeat_penalty, "a finite number > 0");
+        }
+        if !self.freq_penalty.is_finite() {
+            return bad("frequency_penalty", self.freq_penalty, "a finite number");
+        }
+        if !self.presence_penalty.is_finite() {
+            return bad("presence_penalty", self.presence_penalty, "a finite number");
+        }
+        if self.repeat_last_n > MAX_PENALTY_WINDOW {
+            return Err(format!(
+                "repeat_last_n is {}; expected 0..={MAX_PENALTY_WINDOW}",
+                self.repeat_last_n
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplerParams {
     fn default() -> Self {
         SamplerParams {

@@ -239,7 +239,8 @@ fn run_sanitized(exe: &Path, args: &[&str]) -> Output {
     o
 }
 
-/// `ferrolm run`'s stdout for these arguments.
+/// `ferrolm run`'s generated text for these arguments (its stdout without the one newline
+/// `run` ends it with).
 fn ferrolm_run(args: &[&str]) -> String {
     let m = model().expect("model");
     let o = Command::new(env!("CARGO_BIN_EXE_ferrolm"))
@@ -254,7 +255,10 @@ fn ferrolm_run(args: &[&str]) -> String {
         "ferrolm run {args:?}: {}",
         text(&o.stderr)
     );
-    text(&o.stdout)
+    let out = text(&o.stdout);
+    out.strip_suffix('\n')
+        .expect("ferrolm run ends its output with a newline")
+        .to_string()
 }
 
 /// The line of generate.c's statistics (tokens/s), for the test log.

@@ -88,10 +88,11 @@ fn run_greedy_prints_exactly_llamacpps_text() {
         "run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "-t", "2",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // detokenize prints the text and a newline; run prints the text and ends it with one newline.
     assert_eq!(
         stdout(&o),
-        want.trim_end_matches('\n'),
-        "run's stdout must be exactly the generated text"
+        want,
+        "run's stdout must be exactly the generated text and one newline"
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -102,10 +103,7 @@ fn run_greedy_prints_exactly_llamacpps_text() {
     let o = ferrolm(&[
         "run", "-m", m, "-p", prompt, "-n", "8", "--temp", "0", "--echo",
     ]);
-    assert_eq!(
-        stdout(&o),
-        format!("{prompt}{}", want.trim_end_matches('\n'))
-    );
+    assert_eq!(stdout(&o), format!("{prompt}{want}"));
     let a = ferrolm(&[
         "run", "-m", m, "-p", "Hello", "-n", "12", "--seed", "5", "--temp", "1.0",
     ]);

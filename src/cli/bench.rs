@@ -196,7 +196,7 @@ fn tokens(n: usize, n_vocab: usize, seed: u64) -> Vec<u32> {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let path = args.model.clone().unwrap_or_else(super::default_model);
+    let path = super::model_or_default(&args.model)?;
     let t0 = Instant::now();
     let model = Arc::new(Model::load(&path)?);
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;

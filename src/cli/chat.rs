@@ -57,12 +57,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let path = args.common.model_path();
+    let path = args.common.model_path()?;
     let model = Arc::new(Model::load(&path)?);
     let tok = Tokenizer::from_gguf(model.gguf())?;
     let template = load_template(&args, &model)?;
     let mut ctx = Context::new(Arc::clone(&model), args.common.context_params(0))?;
-    let mut sampler = Sampler::new(args.sampling.params(), model.config().n_vocab);
+    let mut sampler = Sampler::new(args.sampling.params()?, model.config().n_vocab);
     let mut stops = StopMatcher::new(Vec::<String>::new());
     let opts = GenOptions {
         n_predict: usize::try_from(args.n_predict).ok(),

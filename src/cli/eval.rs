@@ -24,7 +24,7 @@ pub struct Args {
     /// A prompt to tokenize (special tokens in it are recognized; no BOS unless the model adds one).
     #[arg(short = 'p', long)]
     pub prompt: Option<String>,
-    /// How many (id, logit) pairs to print per position.
+    /// How many (id, logit) pairs to print per position (0: the argmax alone).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
     /// Print JSON: {"positions":[{"argmax":id,"top":[[id,logit],...]},...]}.
@@ -50,7 +50,7 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let path: PathBuf = args.common.model_path();
+    let path: PathBuf = args.common.model_path()?;
     let model = Arc::new(Model::load(&path)?);
     let ids = match &args.prompt {
         Some(p) => super::tokenize_prompt(&model, p, true)?,
@@ -70,7 +70,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
             .chunks_exact(nv)
             .map(|row| {
                 let top = top_k(row, args.top.max(1));
-                serde_json::json!({"argmax": top[0].0, "top": top.iter().map(|&(i, l)| serde_json::json!([i, l])).collect::<Vec<_>>()})
+                let pairs = &top[..args.top.min(top.len())];
+                serde_json::json!({"argmax": top[0].0, "top": pairs.iter().map(|&(i, l)| serde_json::json!([i, l])).collect::<Vec<_>>()})
             })
             .collect();
         writeln!(
@@ -80,8 +81,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )?;
     } else {
         for (p, row) in all.chunks_exact(nv).enumerate() {
+            // The argmax always; --top 0 prints no (id, logit) pairs.
             let top = top_k(row, args.top.max(1));
-            let pairs: Vec<String> = top.iter().map(|(i, l)| format!("{i}:{l:.4}")).collect();
+            let pairs: Vec<String> = top[..args.top.min(top.len())]
+                .iter()
+                .map(|(i, l)| format!("{i}:{l:.4}"))
+                .collect();
             writeln!(
                 out,
                 "{p:4} tok {:6} -> argmax {:6}  {}",

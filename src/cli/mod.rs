@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chat;
+pub mod compat;
 mod eval;
 mod inspect;
 mod perplexity;
@@ -66,18 +67,33 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// The default model path: `$FERROLM_MODEL`, else the fetched SmolLM2 under `models/` of the
-/// repository or the current directory.
-pub fn default_model() -> std::path::PathBuf {
+/// The default model, found at run time: `$FERROLM_MODEL`, else
+/// `models/SmolLM2-135M-Instruct.Q4_1.gguf` under the current directory or under a folder above
+/// the `ferrolm` executable (a checkout's `target/release/ferrolm` finds the checkout's models/).
+pub fn default_model() -> Result<std::path::PathBuf, CliError> {
     if let Some(p) = std::env::var_os("FERROLM_MODEL") {
-        return p.into();
+        return Ok(p.into());
     }
-    let name = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    if repo.exists() {
-        repo
-    } else {
-        name.into()
+    const NAME: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    let mut places = vec![std::path::PathBuf::from(NAME)];
+    if let Ok(exe) = std::env::current_exe() {
+        places.extend(exe.ancestors().skip(1).take(4).map(|d| d.join(NAME)));
+    }
+    places.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!(
+            "no model given (-m FILE) and the default model {NAME} was not found in the current \
+             directory or above the ferrolm executable: fetch it with `scripts/fetch-models.sh \
+             smollm2` in a ferrolm checkout, set FERROLM_MODEL, or pass -m FILE"
+        )
+        .into()
+    })
+}
+
+/// `-m`'s path, else the default model.
+pub fn model_or_default(m: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf, CliError> {
+    match m {
+        Some(p) => Ok(p.clone()),
+        None => default_model(),
     }
 }
 
@@ -107,8 +123,8 @@ fn parse_kv_type(s: &str) -> Result<ferrolm::kv_cache::KvType, String> {
 }
 
 impl CommonModelArgs {
-    pub fn model_path(&self) -> std::path::PathBuf {
-        self.model.clone().unwrap_or_else(default_model)
+    pub fn model_path(&self) -> Result<std::path::PathBuf, CliError> {
+        model_or_default(&self.model)
     }
 
     /// Context parameters; with no -c, at least `min_ctx` positions.

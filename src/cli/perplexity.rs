@@ -27,8 +27,8 @@ pub struct Args {
     /// Threads (default: one per CPU).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: usize,
-    /// Score at most this many chunks (default: all).
-    #[arg(long)]
+    /// Score at most this many chunks (default, or -1: all).
+    #[arg(long, value_parser = chunks, allow_negative_numbers = true)]
     pub chunks: Option<usize>,
     #[arg(long = "cache-type", default_value = "f16", value_parser = super::parse_kv_type)]
     pub cache_type: ferrolm::kv_cache::KvType,
@@ -96,12 +96,21 @@ pub fn perplexity(
     })
 }
 
+/// `--chunks N`: at least 1; -1 (llama-perplexity's "all") is the default.
+fn chunks(s: &str) -> Result<usize, String> {
+    match s.parse::<i64>() {
+        Ok(-1) => Ok(usize::MAX),
+        Ok(n) if n >= 1 => Ok(n as usize),
+        Ok(_) => Err("scores nothing: pass 1 or more chunks, or -1 for all".into()),
+        Err(_) => Err(format!("'{s}' is not a number of chunks")),
+    }
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
-    let path = args.model.clone().unwrap_or_else(super::default_model);
+    let path = super::model_or_default(&args.model)?;
     let model = Arc::new(Model::load(&path)?);
     let tok = Tokenizer::from_gguf(model.gguf())?;
-    let bytes = std::fs::read(&args.file)
-        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let bytes = super::run::read_regular(&args.file)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "{} is not valid UTF-8 (byte {})",

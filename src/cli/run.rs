@@ -15,19 +15,19 @@ use super::{CliError, CommonModelArgs};
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.8, value_parser = finite_nonneg)]
+    #[arg(long, default_value_t = 0.8)]
     pub temp: f32,
     /// Top-k (0 = off).
     #[arg(long = "top-k", default_value_t = 40)]
     pub top_k: i32,
     /// Top-p (1.0 = off).
-    #[arg(long = "top-p", default_value_t = 0.95, value_parser = unit)]
+    #[arg(long = "top-p", default_value_t = 0.95)]
     pub top_p: f32,
     /// Min-p (0.0 = off).
-    #[arg(long = "min-p", default_value_t = 0.05, value_parser = unit)]
+    #[arg(long = "min-p", default_value_t = 0.05)]
     pub min_p: f32,
     /// Repetition penalty (1.0 = off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.0, value_parser = finite_nonneg)]
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
     pub repeat_penalty: f32,
     /// Tokens the penalties look back over.
     #[arg(long = "repeat-last-n", default_value_t = 64)]
@@ -43,23 +43,10 @@ pub struct SamplingArgs {
     pub seed: Option<u64>,
 }
 
-fn finite_nonneg(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a non-negative number")),
-    }
-}
-
-fn unit(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("'{s}' is not a number between 0 and 1")),
-    }
-}
-
 impl SamplingArgs {
-    pub fn params(&self) -> SamplerParams {
-        SamplerParams {
+    /// The sampler settings, checked by the same [`SamplerParams::validate`] the C ABI uses.
+    pub fn params(&self) -> Result<SamplerParams, CliError> {
+        let p = SamplerParams {
             temp: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
@@ -69,7 +56,10 @@ impl SamplingArgs {
             freq_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
             seed: self.seed.unwrap_or(SEED_FROM_TIME),
-        }
+        };
+        p.validate()
+            .map_err(|m| format!("invalid sampling setting: {m}"))?;
+        Ok(p)
     }
 }
 
@@ -111,46 +101,78 @@ pub struct Args {
     pub special: bool,
 }
 
+/// The prompt of `-p TEXT` or `-f FILE` (`-f -`: standard input). As llama.cpp does, one
+/// trailing newline of a file is dropped (editors end files with one).
 pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<String, CliError> {
     match (prompt, file) {
         (Some(p), _) => Ok(p.clone()),
         (None, Some(f)) => {
-            let bytes =
-                std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-            String::from_utf8(bytes).map_err(|e| {
+            let (name, bytes) = if f.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
+                    .map_err(|e| format!("cannot read the prompt from standard input: {e}"))?;
+                ("standard input".to_string(), b)
+            } else {
+                let b = read_regular(f)?;
+                (f.display().to_string(), b)
+            };
+            let mut text = String::from_utf8(bytes).map_err(|e| {
                 format!(
-                    "{} is not valid UTF-8 (byte {})",
-                    f.display(),
+                    "{name} is not valid UTF-8 (byte {})",
                     e.utf8_error().valid_up_to()
                 )
-                .into()
-            })
+            })?;
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            Ok(text)
         }
         (None, None) => Err("no prompt: pass -p TEXT or -f FILE".into()),
     }
 }
 
+/// Read a file that must be a regular file (a FIFO or a device would block or never end).
+pub fn read_regular(f: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    let file =
+        ferrolm::gguf::open_regular(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut b)
+        .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+    Ok(b)
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
     let t_load = Instant::now();
-    let path = args.common.model_path();
+    let path = args.common.model_path()?;
     let model = Arc::new(Model::load(&path)?);
     let tok = Tokenizer::from_gguf(model.gguf())?;
     let prompt = read_prompt(&args.prompt, &args.file)?;
     let ids = tok.encode(&prompt, true, !args.no_parse_special);
+    if ids.is_empty() {
+        return Err(
+            "the prompt is empty and this model adds no BOS token: nothing to generate from".into(),
+        );
+    }
+    let params = args.sampling.params()?;
     let mut ctx = Context::new(
         Arc::clone(&model),
         args.common.context_params(ids.len() + 1),
     )?;
     if ids.len() >= ctx.n_ctx() {
         return Err(format!(
-            "the prompt is {} tokens, but the context holds {} (raise -c)",
+            "the prompt is {} token{}, which leaves no room to generate in a context of {} positions (raise -c to at least {})",
             ids.len(),
-            ctx.n_ctx()
+            if ids.len() == 1 { "" } else { "s" },
+            ctx.n_ctx(),
+            ids.len() + 1
         )
         .into());
     }
     let load_time = t_load.elapsed();
-    let mut sampler = Sampler::new(args.sampling.params(), model.config().n_vocab);
+    let mut sampler = Sampler::new(params, model.config().n_vocab);
     let mut stops = StopMatcher::new(args.stop.iter().cloned());
     let opts = GenOptions {
         n_predict: usize::try_from(args.n_predict).ok(),
@@ -187,10 +209,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(e) = io_err {
         return Err(e.into());
     }
+    // The text ends with a newline on stdout, as a shell expects of a command's output.
+    out.write_all(b"\n")?;
+    out.flush()?;
     drop(out);
-    eprintln!();
     eprintln!(
-        "load: {:.1} ms | prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | stop: {:?} | seed {} | {} threads",
+        "load: {:.1} ms | prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | stop: {} | seed {} | {} threads",
         load_time.as_secs_f64() * 1e3,
         stats.n_prompt,
         stats.prompt_tps(),

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use ferrolm::ftype::{FileType, TypeChooser};
 use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
-use ferrolm::output::AtomicOutput;
 use ferrolm::kernels::GgmlType;
+use ferrolm::output::AtomicOutput;
 use half::f16;
 
 use super::CliError;
@@ -111,7 +111,11 @@ pub struct Args {
 /// come from [`ferrolm::ftype`], the converter's own copy, fallbacks included.
 fn type_chooser(ty: &str, names: &[&str], n_layer: u64) -> Result<TypeChooser, CliError> {
     if let Ok(ft) = FileType::parse(ty) {
-        return Ok(TypeChooser::new(ft, names.iter().copied(), n_layer as usize));
+        return Ok(TypeChooser::new(
+            ft,
+            names.iter().copied(),
+            n_layer as usize,
+        ));
     }
     let t = GgmlType::from_name(&ty.to_ascii_uppercase()).ok_or_else(|| {
         format!("unknown type '{ty}' (a file type such as Q4_K_M, or a weight type such as Q4_K)")

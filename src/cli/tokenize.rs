@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ferrolm::gguf::Gguf;
 use ferrolm::tokenizer::Tokenizer;
 
-use super::{default_model, CliError};
+use super::CliError;
 
 #[derive(clap::Args, Debug)]
 pub struct TokenizeArgs {
@@ -52,7 +52,7 @@ pub struct DetokenizeArgs {
 }
 
 fn tokenizer(model: &Option<PathBuf>) -> Result<Tokenizer, CliError> {
-    let path = model.clone().unwrap_or_else(default_model);
+    let path = super::model_or_default(model)?;
     let g = Gguf::open(&path)?;
     Ok(Tokenizer::from_gguf(&g)?)
 }

@@ -256,11 +256,8 @@ impl Gguf {
             path: path.display().to_string(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = super::open_regular(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        if meta.is_dir() {
-            return Err(io(std::io::Error::other("is a directory")));
-        }
         if meta.len() == 0 {
             return Err(GgufError::Truncated {
                 what: "header",

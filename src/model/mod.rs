@@ -49,6 +49,8 @@ pub enum ModelError {
     },
     #[error("token id {id} is out of range (vocabulary size {n_vocab})")]
     BadToken { id: u32, n_vocab: usize },
+    #[error("the prompt is empty and the model adds no BOS token: nothing to generate from")]
+    EmptyPrompt,
     #[error("invalid context parameters: {0}")]
     BadParams(String),
 }

@@ -79,6 +79,10 @@ pub enum QuantizeError {
     UnsupportedSourceType { tensor: String, ty: GgmlType },
     #[error(transparent)]
     Output(#[from] ferrolm::output::OutputError),
+    #[error("the input's tensors are already quantized ({types}): requantizing loses quality; pass --allow-requantize to do it anyway")]
+    Requantize { types: String },
+    #[error("the output would not load: {0}; nothing was written")]
+    InvalidOutput(String),
     #[error("interrupted; no output was written")]
     Cancelled,
     #[error("{path}: {source}")]

@@ -708,9 +708,29 @@ impl Job {
         if cancel.load(Ordering::Relaxed) {
             return Err(QuantizeError::Cancelled);
         }
+        validate_output(tmp.tmp_path())?;
         tmp.commit()?;
         Ok(())
     }
+}
+
+/// Load the written file as `ferrolm` will before it takes the output's name: a file ferrolm would
+/// refuse (no `token_embd`, a head count of 0, a negative `rms_norm_eps`, a vocabulary that does
+/// not match the embedding) is an error and nothing is written. Architectures ferrolm does not run
+/// are checked by the GGUF reader alone.
+fn validate_output(path: &Path) -> Result<(), QuantizeError> {
+    let bad = |e: &dyn std::fmt::Display| QuantizeError::InvalidOutput(e.to_string());
+    let g = Gguf::open(path).map_err(|e| bad(&e))?;
+    let supported = g
+        .architecture()
+        .is_ok_and(|a| ferrolm::model::Arch::from_name(a).is_ok());
+    if g.get("tokenizer.ggml.tokens").is_some() {
+        ferrolm::tokenizer::Tokenizer::from_gguf(&g).map_err(|e| bad(&e))?;
+    }
+    if supported {
+        ferrolm::model::Model::from_gguf(g).map_err(|e| bad(&e))?;
+    }
+    Ok(())
 }
 
 /// Bytes of one output row of a planned tensor.

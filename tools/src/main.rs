@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use ferrolm_quantize::{prepare, FileType, InputKind, Plan, QuantizeError};
@@ -30,34 +29,26 @@ struct Args {
     /// Overwrite an existing output file.
     #[arg(long, short = 'f')]
     force: bool,
-    /// Threads for quantization (default: all).
-    #[arg(long, short = 't', default_value_t = 0)]
+    /// Threads for quantization (default: all; at most 512, as ferrolm).
+    #[arg(long, short = 't', default_value_t = 0, value_parser = threads)]
     threads: usize,
     /// Thread count as llama-quantize's optional last argument (same as --threads).
-    #[arg(value_name = "NTHREADS")]
+    #[arg(value_name = "NTHREADS", value_parser = threads)]
     nthreads: Option<usize>,
-    /// Accepted for llama-quantize compatibility: quantized inputs are always requantized.
-    #[arg(long, hide = true)]
+    /// Requantize a GGUF whose tensors are already quantized (Q4_1 -> Q8_0 loses what the first
+    /// quantization dropped; llama-quantize asks for the same flag).
+    #[arg(long)]
     allow_requantize: bool,
 }
 
-#[cfg(not(unix))]
-fn install_signal_handlers() {}
+/// Most threads: the limit `ferrolm` sets for a context.
+const MAX_THREADS: usize = 512;
 
-static CANCEL: AtomicBool = AtomicBool::new(false);
-
-#[cfg(unix)]
-extern "C" fn on_signal(_: libc::c_int) {
-    CANCEL.store(true, Ordering::SeqCst);
-}
-
-#[cfg(unix)]
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
+fn threads(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(n) => Err(format!("{n} threads is over the limit of {MAX_THREADS}")),
+        Err(_) => Err(format!("'{s}' is not a thread count (0 = all CPUs)")),
     }
 }
 
@@ -116,8 +107,24 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
         print_plan(job.plan());
         return Ok(());
     }
-    install_signal_handlers();
     let plan = job.plan();
+    if plan.kind == InputKind::Gguf && !args.allow_requantize {
+        let mut q: Vec<&str> = plan
+            .tensors
+            .iter()
+            .filter(|t| t.src.is_quantized() && t.src != t.dst)
+            .map(|t| t.src.name())
+            .collect();
+        q.sort_unstable();
+        q.dedup();
+        if !q.is_empty() {
+            return Err(QuantizeError::Requantize {
+                types: q.join(", "),
+            });
+        }
+    }
+    let cancel = ferrolm::output::cancel_on_signals();
+    let t0 = std::time::Instant::now();
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(plan.out_tensor_bytes());
         b.set_style(
@@ -141,12 +148,24 @@ fn run(args: &Args) -> Result<(), QuantizeError> {
                 b.set_message(format!("{}/{} {}", p.done.min(p.total), p.total, p.name));
             }
         },
-        &CANCEL,
+        cancel,
     );
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    res
+    res?;
+    // One line on success, terminal or not (scripts and logs want to see what was written).
+    eprintln!(
+        "quantize: wrote {} ({}, {} tensors, {:.1} MiB -> {:.1} MiB, {} fell back) in {:.1} s",
+        args.output.display(),
+        plan.ftype,
+        plan.tensors.len(),
+        mib(plan.src_bytes()),
+        mib(plan.out_tensor_bytes()),
+        plan.n_fallback(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {

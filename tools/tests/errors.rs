@@ -142,7 +142,7 @@ fn tensor_shape_disagrees_with_config() {
 #[test]
 fn unknown_output_type() {
     let e = FileType::parse("Q3_K_S").expect_err("must fail");
-    assert!(matches!(e, QuantizeError::UnknownType(_)));
+    assert!(matches!(e, ferrolm::ftype::FtypeError::UnknownType(_)));
     let d = common::scratch("err-type");
     let g = d.join("in.gguf");
     tiny::gguf(&g);
@@ -166,7 +166,10 @@ fn unwritable_destination() {
     // The parent of the output is a file; then a directory that does not exist.
     for out in [g.join("out.gguf"), d.join("no/such/dir/out.gguf")] {
         let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
-        assert!(matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })), "{e}");
+        assert!(
+            matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })),
+            "{e}"
+        );
         fails_with(
             bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
             "cannot write the output",
@@ -174,7 +177,10 @@ fn unwritable_destination() {
     }
     // The output is a directory.
     let e = quantize_file(&g, &d, FileType::Q8_0, true).expect_err("must fail");
-    assert!(matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })), "{e}");
+    assert!(
+        matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })),
+        "{e}"
+    );
     assert_eq!(listing(&d), ["in.gguf"]);
 }
 
@@ -186,14 +192,20 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
     let out = d.join("out.gguf");
     std::fs::write(&out, b"keep me").unwrap();
     let e = quantize_file(&g, &out, FileType::Q8_0, false).expect_err("must fail");
-    assert!(matches!(e, QuantizeError::Output(OutputError::OutputExists(_))), "{e}");
+    assert!(
+        matches!(e, QuantizeError::Output(OutputError::OutputExists(_))),
+        "{e}"
+    );
     fails_with(
         bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
         "--force",
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     let e = quantize_file(&g, &g, FileType::Q8_0, true).expect_err("must fail");
-    assert!(matches!(e, QuantizeError::Output(OutputError::OutputIsInput(_))), "{e}");
+    assert!(
+        matches!(e, QuantizeError::Output(OutputError::OutputIsInput(_))),
+        "{e}"
+    );
     // With --force it is replaced by a complete file.
     let st = bin()
         .arg(&g)
