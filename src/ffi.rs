@@ -1813,4 +1813,79 @@ mod tests {
             ferrolm_model_free(model);
         }
     }
+
+    unsafe extern "C" fn collect(
+        ud: *mut c_void,
+        _t: ferrolm_token,
+        text: *const c_char,
+        n: usize,
+    ) -> bool {
+        // SAFETY: `ud` is the String passed below; `text` holds `n` bytes for the call.
+        unsafe {
+            let out = &mut *(ud as *mut String);
+            let b = std::slice::from_raw_parts(text as *const u8, n);
+            out.push_str(std::str::from_utf8(b).unwrap());
+        }
+        true
+    }
+
+    /// Issue 15, item 12: generate 4 tokens, then continue with an empty prompt for 4 more: the
+    /// same text as one 8-token call (before, the last token of the first call was never
+    /// evaluated and the continuation sampled it again).
+    #[test]
+    fn continuing_with_an_empty_prompt_equals_one_call() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.exists() {
+            eprintln!("skipped: {} is missing", path.display());
+            return;
+        }
+        let path = CString::new(path.to_str().unwrap()).unwrap();
+        let prompt = CString::new("The three primary colors are").unwrap();
+        let empty = CString::new("").unwrap();
+        let mut cp = ferrolm_context_default_params();
+        cp.n_ctx = 64;
+        cp.n_threads = 1;
+        let mut sp = ferrolm_sampler_default_params();
+        sp.temp = 0.0;
+        // SAFETY: valid arguments; every handle is freed once at the end; the callback's
+        // user_data is a live String.
+        unsafe {
+            let mut model = std::ptr::null_mut();
+            assert_eq!(
+                ferrolm_model_load(path.as_ptr(), std::ptr::null(), &mut model),
+                FERROLM_OK
+            );
+            let run = |parts: &[(&CStr, i32)]| {
+                let mut ctx = std::ptr::null_mut();
+                assert_eq!(ferrolm_context_new(model, &cp, &mut ctx), FERROLM_OK);
+                assert_eq!(ferrolm_sampler_set(ctx, &sp), FERROLM_OK);
+                let mut text = String::new();
+                for &(p, n) in parts {
+                    let mut gp = ferrolm_generate_default_params();
+                    gp.n_predict = n;
+                    let st = ferrolm_generate(
+                        ctx,
+                        p.as_ptr(),
+                        &gp,
+                        Some(collect),
+                        &mut text as *mut String as *mut c_void,
+                        std::ptr::null_mut(),
+                    );
+                    assert_eq!(st, FERROLM_OK);
+                }
+                let n_past = (*ctx).ctx.n_past();
+                ferrolm_context_free(ctx);
+                (text, n_past)
+            };
+            let (one, n_one) = run(&[(&prompt, 8)]);
+            let (two, n_two) = run(&[(&prompt, 4), (&empty, 4)]);
+            let (three, _) = run(&[(&prompt, 3), (&empty, 2), (&empty, 3)]);
+            assert_eq!(two, one);
+            assert_eq!(three, one);
+            // Both contexts hold the prompt and all generated tokens but the last.
+            assert_eq!(n_two, n_one);
+            ferrolm_model_free(model);
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ferrolm::gguf::{Gguf, Value};
-use serde_json::{json, Map};
+use serde_json::json;
 
 use super::CliError;
 
@@ -119,37 +119,54 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let n_vocab = g.get_array("tokenizer.ggml.tokens").map(|a| a.len()).ok();
 
     if args.json {
-        let mut meta = Map::new();
-        for (k, v) in g.metadata() {
-            meta.insert(
-                k.to_string(),
-                json!({"type": v.value_type().name(), "value": value_json(&v, args.max_array)}),
-            );
-        }
-        let tensors: Vec<_> = g
-            .tensor_infos()
-            .iter()
-            .map(|t| {
-                json!({"name": g.tensor_name(t), "type": t.ty.name(), "shape": t.shape(),
-                       "offset": t.offset, "n_bytes": t.n_bytes})
-            })
-            .collect();
-        let out = json!({
-            "file": args.file.display().to_string(),
-            "gguf_version": g.version(),
-            "alignment": g.alignment(),
-            "architecture": arch,
-            "block_count": blocks,
-            "n_vocab": n_vocab,
-            "file_type": file_type.map(|f| json!({"id": f, "name": file_type_name(f)})),
-            "n_params": n_params,
-            "tensor_bytes": n_bytes,
-            "bits_per_weight": bpw,
-            "tensor_types": type_counts,
-            "metadata": meta,
-            "tensors": tensors,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        // Streamed: one metadata entry or tensor at a time goes to stdout, so memory stays at the
+        // parsed index of the file (a file of 2 M metadata entries needed 85x its size as one
+        // serde_json::Value).
+        use serde::ser::{SerializeMap, Serializer};
+        let stdout = std::io::stdout();
+        let mut ser = serde_json::Serializer::pretty(std::io::BufWriter::new(stdout.lock()));
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("file", &args.file.display().to_string())?;
+        m.serialize_entry("gguf_version", &g.version())?;
+        m.serialize_entry("alignment", &g.alignment())?;
+        m.serialize_entry("architecture", &arch)?;
+        m.serialize_entry("block_count", &blocks)?;
+        m.serialize_entry("n_vocab", &n_vocab)?;
+        m.serialize_entry(
+            "file_type",
+            &file_type.map(|f| json!({"id": f, "name": file_type_name(f)})),
+        )?;
+        m.serialize_entry("n_params", &n_params)?;
+        m.serialize_entry("tensor_bytes", &n_bytes)?;
+        m.serialize_entry("bits_per_weight", &bpw)?;
+        m.serialize_entry("tensor_types", &type_counts)?;
+        m.serialize_entry(
+            "metadata",
+            &Lazy(|s: &mut dyn FnMut(serde_json::Value, serde_json::Value) -> bool| {
+                for (k, v) in g.metadata() {
+                    let val = json!({"type": v.value_type().name(), "value": value_json(&v, args.max_array)});
+                    if !s(json!(k), val) {
+                        return;
+                    }
+                }
+            }, true),
+        )?;
+        m.serialize_entry(
+            "tensors",
+            &Lazy(|s: &mut dyn FnMut(serde_json::Value, serde_json::Value) -> bool| {
+                for t in g.tensor_infos() {
+                    let val = json!({"name": g.tensor_name(t), "type": t.ty.name(), "shape": t.shape(),
+                           "offset": t.offset, "n_bytes": t.n_bytes});
+                    if !s(serde_json::Value::Null, val) {
+                        return;
+                    }
+                }
+            }, false),
+        )?;
+        m.end()?;
+        let mut w = ser.into_inner();
+        std::io::Write::write_all(&mut w, b"\n")?;
+        std::io::Write::flush(&mut w)?;
         return Ok(());
     }
 
@@ -204,4 +221,45 @@ pub fn run(args: Args) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// A JSON object (`map`) or array whose entries a closure produces one at a time, so that a file
+/// with millions of metadata entries is written without holding them all.
+struct Lazy<F>(F, bool);
+
+impl<F> serde::Serialize for Lazy<F>
+where
+    F: Fn(&mut dyn FnMut(serde_json::Value, serde_json::Value) -> bool),
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap, SerializeSeq};
+        let mut err = None;
+        if self.1 {
+            let mut m = s.serialize_map(None)?;
+            (self.0)(&mut |k, v| match m.serialize_entry(&k, &v) {
+                Ok(()) => true,
+                Err(e) => {
+                    err = Some(e.to_string());
+                    false
+                }
+            });
+            if let Some(e) = err {
+                return Err(S::Error::custom(e));
+            }
+            m.end()
+        } else {
+            let mut q = s.serialize_seq(None)?;
+            (self.0)(&mut |_, v| match q.serialize_element(&v) {
+                Ok(()) => true,
+                Err(e) => {
+                    err = Some(e.to_string());
+                    false
+                }
+            });
+            if let Some(e) = err {
+                return Err(S::Error::custom(e));
+            }
+            q.end()
+        }
+    }
 }

@@ -109,10 +109,66 @@ impl Config {
                 n_embd / n_head
             }
         };
-        let n_vocab = match g.tensor("token_embd.weight") {
+        // Consistency of the metadata with the tensors and itself, as llama.cpp's loader checks it
+        // (it refuses or warns where ferrolm used to load silently).
+        for t in g.tensors() {
+            let layer = t
+                .name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next());
+            if let Some(i) = layer.and_then(|i| i.parse::<usize>().ok()) {
+                if i >= n_layer {
+                    return Err(ModelError::BadMetadata(format!(
+                        "{a}.block_count is {n_layer}, but the file has tensor '{}' of layer {i}",
+                        t.name
+                    )));
+                }
+            }
+        }
+        if let Some(v) = g.get(&key("rope.dimension_count")) {
+            let n_rot = v.as_i128().unwrap_or(-1);
+            if n_rot != head_dim as i128 {
+                return Err(ModelError::Unsupported(format!(
+                    "{a}.rope.dimension_count = {n_rot}: {a} rotates the whole head of {head_dim} dimensions (partial rotary is not supported for {a})"
+                )));
+            }
+        }
+        let n_vocab_rows = match g.tensor("token_embd.weight") {
             Some(t) => t.dims[1] as usize,
             None => return Err(ModelError::MissingTensor("token_embd.weight".into())),
         };
+        if let Ok(toks) = g.get_array("tokenizer.ggml.tokens") {
+            if toks.len() != n_vocab_rows {
+                return Err(ModelError::BadMetadata(format!(
+                    "tokenizer.ggml.tokens has {} tokens, but token_embd.weight has {n_vocab_rows} rows",
+                    toks.len()
+                )));
+            }
+            for k in [
+                "bos",
+                "eos",
+                "eot",
+                "eom",
+                "unknown",
+                "padding",
+                "seperator",
+                "cls",
+                "mask",
+            ] {
+                let k = format!("tokenizer.ggml.{k}_token_id");
+                if let Some(v) = g.get(&k) {
+                    let id = v.as_i128().unwrap_or(-1);
+                    // -1 is what some converters write for "none".
+                    if id != -1 && !(0..toks.len() as i128).contains(&id) {
+                        return Err(ModelError::BadMetadata(format!(
+                            "{k} = {id} is out of range (vocabulary of {} tokens)",
+                            toks.len()
+                        )));
+                    }
+                }
+            }
+        }
+        let n_vocab = n_vocab_rows;
         let cfg = Config {
             arch,
             n_embd,

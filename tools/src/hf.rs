@@ -126,6 +126,22 @@ impl HfConfig {
                 .unwrap_or(false),
             raw,
         };
+        if let Some(e) = cfg.rms_eps {
+            if !(e > 0.0 && e < 1.0) {
+                return Err(QuantizeError::bad_config(
+                    &path,
+                    format!("\"rms_norm_eps\" is {e}, expected a number between 0 and 1"),
+                ));
+            }
+        }
+        if let Some(t) = cfg.rope_theta {
+            if !(t > 0.0 && t.is_finite()) {
+                return Err(QuantizeError::bad_config(
+                    &path,
+                    format!("\"rope_theta\" is {t}, expected a positive number"),
+                ));
+            }
+        }
         if cfg.head_dim.is_none() && n_embd % n_head != 0 {
             return Err(QuantizeError::bad_config(
                 &path,
@@ -390,6 +406,29 @@ impl Checkpoint {
                     }
                 }
             }
+        }
+        // Every count of config.json is checked against the tensors before anything is sized by
+        // it: a hostile num_hidden_layers (2^40) must not make 9 x 2^40 names.
+        let n_present = tensors
+            .iter()
+            .filter_map(|t| {
+                t.name
+                    .strip_prefix("blk.")?
+                    .split('.')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |m| m + 1);
+        if config.n_layer != n_present {
+            return Err(QuantizeError::bad_config(
+                dir.join("config.json"),
+                format!(
+                    "\"num_hidden_layers\" is {}, but the checkpoint holds tensors for {n_present} layers",
+                    config.n_layer
+                ),
+            ));
         }
         let has = |n: &str| tensors.iter().any(|t| t.name == n);
         let mut required = vec![

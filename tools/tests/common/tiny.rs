@@ -145,11 +145,13 @@ pub fn checkpoint(dir: &Path, arch: &str, d: Dims, biases: bool, tied: bool) {
     write_safetensors(&dir.join("model.safetensors"), &tensors(d, biases, tied));
 }
 
-/// A small llama GGUF (no tokenizer), for requantization and output-path tests.
+/// A small GGUF (no tokenizer, three llama-named tensors), for requantization and output-path
+/// tests. Not a whole model, so its architecture is one ferrolm does not run: quantize then checks
+/// its output with the GGUF reader alone, not by loading it as a model.
 pub fn gguf(path: &Path) {
     let mut w = GgufWriter::new();
-    w.set("general.architecture", OwnedValue::Str("llama".into()));
-    w.set("llama.block_count", OwnedValue::U32(1));
+    w.set("general.architecture", OwnedValue::Str("tinytest".into()));
+    w.set("tinytest.block_count", OwnedValue::U32(1));
     w.set("general.file_type", OwnedValue::U32(0));
     let specs = [
         ("token_embd.weight", vec![64u64, 32]),

@@ -1,0 +1,406 @@
+//! Issue 15: every defect found by trying `ferrolm` as a new user and as an attacker, one test
+//! each (the numbers are the issue's). Each fails without its fix.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+mod common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrolm");
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn ferrolm(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run ferrolm")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Failed with a non-zero status, no panic, and an `error:` line that contains `needle`.
+fn fails_with(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure; stderr: {err}");
+    assert!(
+        o.status.code().is_some(),
+        "killed by a signal; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error") && l.contains(needle)),
+        "no error line containing {needle:?}: {err}"
+    );
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolm-hardening-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+fn model() -> Option<String> {
+    common::model(SMOLLM2).map(|p| p.to_str().unwrap().to_string())
+}
+
+// 1. An empty prompt is an error unless the model adds BOS (SmolLM2 does not).
+#[test]
+fn item01_empty_prompt_is_an_error() {
+    let Some(m) = model() else { return };
+    let o = ferrolm(&["run", "-m", &m, "-p", "", "-n", "4"]);
+    fails_with(&o, "prompt is empty");
+    assert!(
+        o.stdout.is_empty(),
+        "no text may be printed: {}",
+        stdout(&o)
+    );
+}
+
+// 5 and 6. synth: the converter's type rules (576- and 896-wide rows fall back instead of
+// failing) and its safe output (no fixed .partial name, nothing left behind, FIFO refused).
+#[test]
+fn item05_06_synth_type_rules_and_safe_output() {
+    let d = scratch("synth");
+    let out = d.join("smol.gguf");
+    let o = ferrolm(&[
+        "synth",
+        "--shape",
+        "smollm2-135m",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let g = ferrolm::gguf::Gguf::open(&out).unwrap();
+    // token_embd doubles as the output: Q6_K does not fit 576, so Q8_0 as llama-quantize.
+    assert_eq!(
+        g.tensor("token_embd.weight").unwrap().ty,
+        ferrolm::kernels::GgmlType::Q8_0
+    );
+    assert_eq!(
+        g.tensor("blk.0.attn_q.weight").unwrap().ty,
+        ferrolm::kernels::GgmlType::Q4_0
+    );
+    // A symlink planted at the old fixed temporary name is not followed.
+    let victim = d.join("victim");
+    std::fs::write(&victim, b"keep").unwrap();
+    std::os::unix::fs::symlink(&victim, d.join(".smol.gguf.partial")).unwrap();
+    let o = ferrolm(&[
+        "synth",
+        "--shape",
+        "smollm2-135m",
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    let fifo = d.join("fifo.gguf");
+    mkfifo(&fifo);
+    let o = ferrolm(&[
+        "synth",
+        "--shape",
+        "smollm2-135m",
+        "-o",
+        fifo.to_str().unwrap(),
+        "--force",
+    ]);
+    fails_with(&o, "not a regular file");
+    let mut names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [".smol.gguf.partial", "fifo.gguf", "smol.gguf", "victim"]
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// 7. The CLI refuses the sampler values the C ABI refuses (one validation).
+#[test]
+fn item07_sampler_values_validated_as_in_the_c_abi() {
+    let Some(m) = model() else { return };
+    for (flag, v, key) in [
+        ("--repeat-penalty", "0", "repeat_penalty"),
+        ("--frequency-penalty", "nan", "frequency_penalty"),
+        ("--presence-penalty", "inf", "presence_penalty"),
+        ("--temp", "-1", "temp"),
+        ("--top-p", "1.5", "top_p"),
+    ] {
+        let o = ferrolm(&["run", "-m", &m, "-p", "hi", "-n", "1", flag, v]);
+        fails_with(&o, key);
+    }
+}
+
+// 9. A FIFO or a device as the model: refused at once, never a hang or an endless read.
+#[test]
+fn item09_non_regular_model_files() {
+    let d = scratch("fifo-model");
+    let fifo = d.join("model.gguf");
+    mkfifo(&fifo);
+    for file in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let mut child = Command::new(BIN)
+            .args(["run", "-m", file, "-p", "hi"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if t0.elapsed().as_secs() > 20 {
+                let _ = child.kill();
+                panic!("ferrolm run -m {file} hangs");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        fails_with(&o, "not a regular file");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// 10. Messages that say what is wrong.
+#[test]
+fn item10_messages_name_the_problem() {
+    let Some(m) = model() else { return };
+    let o = ferrolm(&["perplexity", "-m", &m, "-f", "README.md", "--chunks", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("pass 1 or more chunks"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ferrolm(&["eval", "-m", &m, "-p", "hi there", "--top", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for line in stdout(&o).lines() {
+        assert!(
+            line.trim_end().ends_with(|c: char| c.is_ascii_digit()),
+            "{line}"
+        );
+        assert!(!line.contains(':'), "--top 0 prints no pairs: {line}");
+    }
+    let o = ferrolm(&["run", "-m", &m, "-p", "hi", "-c", "1"]);
+    fails_with(&o, "raise -c to at least 2");
+}
+
+// 14. A value that starts with '-' (llama.cpp takes any value after -p).
+#[test]
+fn item14_values_may_start_with_a_dash() {
+    let Some(m) = model() else { return };
+    let o = ferrolm(&["tokenize", "-m", &m, "-p", "-- be ashamed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lib = {
+        let g = ferrolm::gguf::Gguf::open(&m).unwrap();
+        let t = ferrolm::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+        t.encode("-- be ashamed", true, false)
+    };
+    let ids: Vec<u32> = stdout(&o)
+        .split_whitespace()
+        .map(|s| {
+            s.trim_matches(|c| c == '[' || c == ']' || c == ',')
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, lib);
+}
+
+// 17. -f FILE drops one trailing newline; -f - reads standard input.
+#[test]
+fn item17_prompt_files_and_stdin() {
+    let Some(m) = model() else { return };
+    let d = scratch("prompt-file");
+    let f = d.join("p.txt");
+    std::fs::write(&f, "The capital of France is\n").unwrap();
+    let args = |file: &str| -> Vec<String> {
+        [
+            "run", "-m", &m, "-f", file, "-n", "4", "--temp", "0", "-t", "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let from_file = Command::new(BIN)
+        .args(args(f.to_str().unwrap()))
+        .output()
+        .unwrap();
+    let from_p = ferrolm(&[
+        "run",
+        "-m",
+        &m,
+        "-p",
+        "The capital of France is",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+        "-t",
+        "1",
+    ]);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    assert_eq!(stdout(&from_file), stdout(&from_p));
+    let mut child = Command::new(BIN)
+        .args(args("-"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"The capital of France is\n")
+        .unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+    assert_eq!(stdout(&from_stdin), stdout(&from_p));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// 18. llama.cpp flags: recognised, with a note or an error that says what ferrolm does.
+#[test]
+fn item18_llama_cpp_flags() {
+    let Some(m) = model() else { return };
+    let o = ferrolm(&[
+        "run", "-m", &m, "-p", "hi", "-n", "2", "-ngl", "99", "-fa", "on", "--mlock", "-t", "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("-ngl 99 ignored"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("-fa on ignored"), "{}", stderr(&o));
+    let o = ferrolm(&["run", "-m", &m, "-cnv"]);
+    fails_with(&o, "ferrolm chat");
+    let o = ferrolm(&["run", "-hf", "bartowski/some-model"]);
+    fails_with(&o, "-m FILE");
+    assert!(!stdout(&o).contains("Usage"), "no help text on stdout");
+}
+
+// 19. Generated text ends with a newline; the stop reason is in words.
+#[test]
+fn item19_final_newline_and_stop_reason_words() {
+    let Some(m) = model() else { return };
+    let o = ferrolm(&[
+        "run", "-m", &m, "-p", "hi", "-n", "3", "--temp", "0", "-t", "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).ends_with('\n'), "{:?}", stdout(&o));
+    assert!(stderr(&o).contains("stop: token limit"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("MaxTokens"), "{}", stderr(&o));
+}
+
+// 20. The default model is looked up at run time; when it is missing the error says how to get it.
+#[test]
+fn item20_missing_default_model_gives_a_hint() {
+    let d = scratch("no-default");
+    // A copy of the binary outside the checkout, run from an empty folder: no models/ anywhere.
+    let bin = d.join("ferrolm");
+    std::fs::copy(BIN, &bin).unwrap();
+    let o = Command::new(&bin)
+        .args(["run", "-p", "hi"])
+        .current_dir(&d)
+        .env_remove("FERROLM_MODEL")
+        .output()
+        .unwrap();
+    fails_with(&o, "scripts/fetch-models.sh");
+    assert!(stderr(&o).contains("-m FILE"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+// 11. Inconsistent models are refused with a message that names the key.
+#[test]
+fn item11_inconsistent_metadata_is_refused() {
+    use ferrolm::gguf::{Gguf, GgufWriter, OwnedValue, TensorSpec};
+    let Some(m) = model() else { return };
+    let src = Gguf::open(&m).unwrap();
+    let d = scratch("inconsistent");
+    // Rewrite the real model with one metadata value changed (or added).
+    let write = |name: &str, key: &str, val: OwnedValue| -> PathBuf {
+        let mut w = GgufWriter::new();
+        for (k, v) in src.metadata() {
+            w.set(k, v.to_owned_value());
+        }
+        w.set(key, val);
+        let mut data = Vec::new();
+        for t in src.tensors() {
+            w.add_tensor(TensorSpec {
+                name: t.name.to_string(),
+                ty: t.ty,
+                dims: t.dims[..t.n_dims as usize].to_vec(),
+            })
+            .unwrap();
+            data.push(t.data);
+        }
+        let p = d.join(name);
+        let f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+        w.write_all(f, &data).unwrap();
+        p
+    };
+    let cases = [
+        (
+            "blocks.gguf",
+            "llama.block_count",
+            OwnedValue::U32(1),
+            "llama.block_count is 1",
+        ),
+        (
+            "rot0.gguf",
+            "llama.rope.dimension_count",
+            OwnedValue::U32(0),
+            "rope.dimension_count = 0",
+        ),
+        (
+            "rot63.gguf",
+            "llama.rope.dimension_count",
+            OwnedValue::U32(63),
+            "rope.dimension_count = 63",
+        ),
+        (
+            "rotmax.gguf",
+            "llama.rope.dimension_count",
+            OwnedValue::U32(u32::MAX),
+            "rope.dimension_count = 4294967295",
+        ),
+        (
+            "vocab.gguf",
+            "tokenizer.ggml.tokens",
+            OwnedValue::Array(
+                ferrolm::gguf::ValueType::String,
+                vec![
+                    OwnedValue::Str("a".into()),
+                    OwnedValue::Str("b".into()),
+                    OwnedValue::Str("c".into()),
+                ],
+            ),
+            "has 3 tokens, but token_embd.weight has 49152 rows",
+        ),
+        (
+            "bos.gguf",
+            "tokenizer.ggml.bos_token_id",
+            OwnedValue::U32(49152),
+            "bos_token_id = 49152 is out of range",
+        ),
+    ];
+    for (file, key, val, needle) in cases {
+        let p = write(file, key, val);
+        let o = ferrolm(&["run", "-m", p.to_str().unwrap(), "-p", "hi", "-n", "1"]);
+        fails_with(&o, needle);
+        std::fs::remove_file(&p).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -1,0 +1,277 @@
+//! Issue 15's converter items, one test each (the numbers are the issue's); each fails without
+//! its fix.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+use ferrolm::kernels::GgmlType;
+
+mod common;
+use common::tiny;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quantize"))
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Failed cleanly (a status, not a signal; no panic) with one line containing `needle`.
+fn fails_with(o: &Output, needle: &str) {
+    let e = err(o);
+    assert!(!o.status.success(), "expected failure; stderr: {e}");
+    assert!(o.status.code().is_some(), "killed by a signal: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn set_config(ck: &Path, key: &str, v: serde_json::Value) {
+    let p = ck.join("config.json");
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    c[key] = v;
+    std::fs::write(&p, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Peak resident memory of this process's waited-for children, in KiB.
+fn children_maxrss_kib() -> i64 {
+    // SAFETY: getrusage writes the struct it is given.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru.ru_maxrss
+    }
+}
+
+// 2. Thread counts are capped as ferrolm caps them (the positional 100000 spawned 5,700
+// threads that ignored SIGTERM).
+#[test]
+fn item02_thread_count_is_capped() {
+    let d = common::scratch("hard-threads");
+    let g = d.join("in.gguf");
+    tiny::gguf(&g);
+    let out = d.join("out.gguf");
+    let o = bin()
+        .arg(&g)
+        .arg(&out)
+        .arg("Q8_0")
+        .args(["-t", "2000"])
+        .output()
+        .unwrap();
+    fails_with(&o, "over the limit of 512");
+    let o = bin()
+        .arg(&g)
+        .arg(&out)
+        .arg("Q8_0")
+        .arg("100000")
+        .output()
+        .unwrap();
+    fails_with(&o, "over the limit of 512");
+    assert_eq!(listing(&d), ["in.gguf"]);
+}
+
+// 3. A hostile count in config.json is checked against the tensors before anything is sized by
+// it (num_hidden_layers = 2^40 allocated until the process aborted).
+#[test]
+fn item03_hostile_config_counts() {
+    let d = common::scratch("hard-counts");
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    set_config(
+        &ck,
+        "num_hidden_layers",
+        serde_json::json!(1099511627776u64),
+    );
+    let out = d.join("out.gguf");
+    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    fails_with(&o, "num_hidden_layers");
+    assert!(
+        children_maxrss_kib() < 512 * 1024,
+        "peak memory {} KiB",
+        children_maxrss_kib()
+    );
+    set_config(&ck, "num_hidden_layers", serde_json::json!(3));
+    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    fails_with(&o, "holds tensors for 2 layers");
+    assert_eq!(listing(&d), ["ck"]);
+}
+
+// 4. --force never replaces a FIFO or a device (nor one behind a symlink).
+#[test]
+fn item04_force_refuses_non_regular_outputs() {
+    let d = common::scratch("hard-fifo");
+    let g = d.join("in.gguf");
+    tiny::gguf(&g);
+    let fifo = d.join("fifo");
+    mkfifo(&fifo);
+    let link = d.join("link.gguf");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    for target in [&fifo, &link] {
+        let o = bin()
+            .arg(&g)
+            .arg(target)
+            .arg("Q8_0")
+            .arg("--force")
+            .output()
+            .unwrap();
+        fails_with(&o, "not a regular file");
+    }
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(listing(&d), ["fifo", "in.gguf", "link.gguf"]);
+}
+
+/// A whole one-layer llama GGUF in F32 (no tokenizer): every tensor the decoder needs, with
+/// `meta` set last (it may override).
+fn llama_gguf(path: &Path, meta: &[(&str, OwnedValue)], skip: &str) {
+    let mut w = GgufWriter::new();
+    let u = OwnedValue::U32;
+    w.set("general.architecture", OwnedValue::Str("llama".into()));
+    w.set("llama.block_count", u(1));
+    w.set("llama.embedding_length", u(64));
+    w.set("llama.feed_forward_length", u(128));
+    w.set("llama.context_length", u(128));
+    w.set("llama.attention.head_count", u(4));
+    w.set("llama.attention.head_count_kv", u(2));
+    w.set(
+        "llama.attention.layer_norm_rms_epsilon",
+        OwnedValue::F32(1e-5),
+    );
+    for (k, v) in meta {
+        w.set(k, v.clone());
+    }
+    let specs: [(&str, Vec<u64>); 11] = [
+        ("token_embd.weight", vec![64, 32]),
+        ("output_norm.weight", vec![64]),
+        ("blk.0.attn_norm.weight", vec![64]),
+        ("blk.0.attn_q.weight", vec![64, 64]),
+        ("blk.0.attn_k.weight", vec![64, 32]),
+        ("blk.0.attn_v.weight", vec![64, 32]),
+        ("blk.0.attn_output.weight", vec![64, 64]),
+        ("blk.0.ffn_norm.weight", vec![64]),
+        ("blk.0.ffn_gate.weight", vec![64, 128]),
+        ("blk.0.ffn_up.weight", vec![64, 128]),
+        ("blk.0.ffn_down.weight", vec![128, 64]),
+    ];
+    let mut data = Vec::new();
+    for (i, (name, dims)) in specs.iter().enumerate() {
+        if *name == skip {
+            continue;
+        }
+        w.add_tensor(TensorSpec {
+            name: name.to_string(),
+            ty: GgmlType::F32,
+            dims: dims.clone(),
+        })
+        .unwrap();
+        let n: u64 = dims.iter().product();
+        data.push(
+            tiny::values(n as usize, i as u64)
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    std::fs::write(path, w.write_all(Vec::new(), &refs).unwrap()).unwrap();
+}
+
+// 11. quantize validates the model before writing the output: files ferrolm would refuse are
+// not written (missing token_embd, head count 0, rms_norm_eps -1).
+#[test]
+fn item11_quantize_writes_only_models_ferrolm_loads() {
+    let d = common::scratch("hard-valid");
+    let g = d.join("good.gguf");
+    llama_gguf(&g, &[], "");
+    let out = d.join("out.gguf");
+    let o = bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    ferrolm::model::Model::load(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    let bad: Vec<(&str, PathBuf, &str)> = vec![
+        ("no-embd.gguf", d.join("no-embd.gguf"), "token_embd.weight"),
+        ("heads0.gguf", d.join("heads0.gguf"), "head_count"),
+        ("eps.gguf", d.join("eps.gguf"), "layer_norm_rms_epsilon"),
+    ];
+    llama_gguf(&bad[0].1, &[], "token_embd.weight");
+    llama_gguf(
+        &bad[1].1,
+        &[("llama.attention.head_count", OwnedValue::U32(0))],
+        "",
+    );
+    llama_gguf(
+        &bad[2].1,
+        &[(
+            "llama.attention.layer_norm_rms_epsilon",
+            OwnedValue::F32(-1.0),
+        )],
+        "",
+    );
+    for (_, input, needle) in &bad {
+        let o = bin().arg(input).arg(&out).arg("Q8_0").output().unwrap();
+        fails_with(&o, "would not load");
+        fails_with(&o, needle);
+        assert!(!out.exists());
+    }
+    // The same from a checkpoint: caught in config.json, before anything is written.
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    set_config(&ck, "rms_norm_eps", serde_json::json!(-1));
+    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    fails_with(&o, "rms_norm_eps");
+    set_config(&ck, "rms_norm_eps", serde_json::json!(1e-6));
+    set_config(&ck, "num_attention_heads", serde_json::json!(0));
+    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    fails_with(&o, "num_attention_heads");
+    let mut names = listing(&d);
+    names.retain(|n| n != "ck");
+    assert_eq!(
+        names,
+        ["eps.gguf", "good.gguf", "heads0.gguf", "no-embd.gguf"]
+    );
+}
+
+// 21. One line on success whatever stderr is; requantizing needs --allow-requantize.
+#[test]
+fn item21_success_line_and_requantize_flag() {
+    let d = common::scratch("hard-requant");
+    let g = d.join("in.gguf");
+    llama_gguf(&g, &[], "");
+    let q8 = d.join("q8.gguf");
+    let o = bin().arg(&g).arg(&q8).arg("Q8_0").output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        err(&o).starts_with("quantize: wrote ") && err(&o).contains("Q8_0"),
+        "{}",
+        err(&o)
+    );
+    let q4 = d.join("q4.gguf");
+    let o = bin().arg(&q8).arg(&q4).arg("Q4_0").output().unwrap();
+    fails_with(&o, "--allow-requantize");
+    assert!(!q4.exists());
+    let o = bin()
+        .arg(&q8)
+        .arg(&q4)
+        .arg("Q4_0")
+        .arg("--allow-requantize")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(listing(&d), ["in.gguf", "q4.gguf", "q8.gguf"]);
+}
