@@ -10,7 +10,7 @@
 # Uses Debian's toolchain (rustc-web/cargo-web, installed by scripts/install-aarch64.sh) with its own
 # target directory (target/aarch64), so it never fights the x86 build over artifacts. The linker and
 # the qemu runner come from .cargo/config.toml. Exits non-zero if a run fails, naming the CPU.
-# If the toolchain is not installed, says so and exits 0.
+# If the toolchain is not installed, says so and exits 77 ("skipped", as automake's test drivers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,7 @@ command -v qemu-aarch64 >/dev/null || missing+=("qemu-aarch64 (qemu-user)")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test-aarch64: skipped, the aarch64 toolchain is not installed (run scripts/install-aarch64.sh):"
   printf '  missing %s\n' "${missing[@]}"
-  exit 0
+  exit 77
 fi
 
 pkgs=()
