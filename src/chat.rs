@@ -40,9 +40,76 @@ pub const CHATML_TEMPLATE: &str = r"{%- for message in messages -%}
 {{- '<|im_start|>assistant\n' -}}
 {%- endif -%}";
 
-/// Most template instructions one render may execute: bounds the work a crafted template can
-/// cause (real templates need a few hundred per message).
-const FUEL: u64 = 50_000_000;
+/// The templates `--chat-template NAME` knows, written as llama.cpp's built-in templates of the
+/// same names render (`llm_chat_apply_template`): chatml, llama3, gemma, phi3, mistral.
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    ("chatml", CHATML_TEMPLATE),
+    (
+        "llama3",
+        r"{{- bos_token -}}
+{%- for message in messages -%}
+{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\n\n' + message.content | trim + '<|eot_id|>' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+{%- endif -%}",
+    ),
+    (
+        "gemma",
+        r"{{- bos_token -}}
+{%- set ns = namespace(system='') -%}
+{%- for message in messages -%}
+{%- if message.role == 'system' -%}
+{%- set ns.system = message.content | trim + '\n\n' -%}
+{%- else -%}
+{%- set role = 'model' if message.role == 'assistant' else message.role -%}
+{{- '<start_of_turn>' + role + '\n' + ns.system + message.content | trim + '<end_of_turn>\n' -}}
+{%- set ns.system = '' -%}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<start_of_turn>model\n' -}}
+{%- endif -%}",
+    ),
+    (
+        "phi3",
+        r"{%- for message in messages -%}
+{{- '<|' + message.role + '|>\n' + message.content + '<|end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{- '<|assistant|>\n' -}}
+{%- endif -%}",
+    ),
+    (
+        "mistral",
+        r"{{- bos_token -}}
+{%- set ns = namespace(system='') -%}
+{%- for message in messages -%}
+{%- if message.role == 'system' -%}
+{%- set ns.system = message.content + '\n\n' -%}
+{%- elif message.role == 'user' -%}
+{{- '[INST] ' + ns.system + message.content + ' [/INST]' -}}
+{%- set ns.system = '' -%}
+{%- else -%}
+{{- ' ' + message.content + eos_token -}}
+{%- endif -%}
+{%- endfor -%}",
+    ),
+];
+
+/// The Jinja source of the built-in template `name` (case-insensitive), if there is one.
+pub fn builtin_template(name: &str) -> Option<&'static str> {
+    BUILTIN_TEMPLATES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, src)| *src)
+}
+
+/// The work one render may do, in minijinja's fuel: one per instruction, one per 64 bytes of
+/// strings and output created. It bounds both the time and the memory a crafted template can
+/// take (a string doubled in a loop stops at about 128 MiB); real templates need a few hundred
+/// instructions and a few copies of the conversation per render, far below it.
+const FUEL: u64 = 2_000_000;
 
 /// Prefix of the error detail `raise_exception` produces, to tell it from other failures.
 const RAISED: &str = "\u{0}raise_exception\u{0}";

@@ -345,8 +345,10 @@ impl PtyChat {
         PtyChat { master, child, out }
     }
 
+    /// The screen as plain text: terminal control sequences (the line editor's bracketed-paste
+    /// and cursor moves) removed, line ends as `\n`.
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+        plain(&String::from_utf8_lossy(&self.out.lock().unwrap()))
     }
 
     /// Wait until the screen holds `n` prompts (`> `); return everything shown so far.
@@ -396,6 +398,58 @@ impl PtyChat {
     }
 }
 
+/// The text a terminal shows for `s`, line by line: carriage returns, cursor moves (`ESC [ n C`,
+/// `ESC [ n D`) and erase-to-end-of-line (`ESC [ K`) applied as the line editor means them when it
+/// redraws a line after each key; other control sequences dropped.
+fn plain(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut line: Vec<char> = Vec::new();
+    let mut col = 0usize;
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\x1b' if it.peek() == Some(&'[') => {
+                it.next();
+                let mut params = String::new();
+                let mut fin = ' ';
+                for c in it.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        fin = c;
+                        break;
+                    }
+                    params.push(c);
+                }
+                let n = params.parse::<usize>().unwrap_or(1);
+                match fin {
+                    'C' => col += n,
+                    'D' => col = col.saturating_sub(n),
+                    'K' if params.is_empty() || params == "0" => line.truncate(col),
+                    _ => {}
+                }
+            }
+            '\r' => col = 0,
+            '\n' => {
+                out.extend(line.drain(..));
+                out.push('\n');
+                col = 0;
+            }
+            c => {
+                if line.len() < col {
+                    line.resize(col, ' ');
+                }
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    out.extend(line);
+    out
+}
+
 /// The part of the screen after the `k`-th prompt and before the next one.
 fn after_prompt(screen: &str, k: usize) -> &str {
     screen.split("> ").nth(k).unwrap_or("")
@@ -425,14 +479,14 @@ fn pty_two_turns_then_ctrl_d() {
     let screen = chat.wait_prompts(2);
     let first = after_prompt(&screen, 1);
     assert!(
-        first.contains("What is the capital of France?\r\nThe capital of France is Paris.\r\n"),
+        first.contains("What is the capital of France?\nThe capital of France is Paris.\n"),
         "first answer:\n{screen}"
     );
     chat.send("What is the capital of Germany?\n");
     let screen = chat.wait_prompts(3);
     let second = after_prompt(&screen, 2);
     assert!(
-        second.contains("What is the capital of Germany?\r\nThe capital of Germany is Berlin.\r\n"),
+        second.contains("What is the capital of Germany?\nThe capital of Germany is Berlin.\n"),
         "second answer:\n{screen}"
     );
     chat.send("\x04");
@@ -464,7 +518,7 @@ fn pty_ctrl_c_stops_the_reply_then_quits() {
     let q = "Write a very long story about a dragon who bakes bread.";
     chat.send(&format!("{q}\n"));
     // Some of the reply is on the screen: interrupt it.
-    let echo = format!("{q}\r\n");
+    let echo = format!("{q}\n");
     chat.wait_until("the start of the reply", |t| {
         t.split(&echo).nth(1).is_some_and(|r| r.len() >= 30)
     });
@@ -477,7 +531,7 @@ fn pty_ctrl_c_stops_the_reply_then_quits() {
     // The conversation goes on.
     chat.send("What is the capital of Germany?\n");
     let screen = chat.wait_prompts(3);
-    let answer = after_prompt(&screen, 2).trim_start_matches("What is the capital of Germany?\r\n");
+    let answer = after_prompt(&screen, 2).trim_start_matches("What is the capital of Germany?\n");
     assert!(answer.trim().len() > 3, "no second answer:\n{screen}");
     chat.send("\x03");
     let st = chat.wait_exit();
@@ -672,4 +726,219 @@ fn bad_template_flag_is_an_error() {
     assert!(!st.success());
     assert!(out.is_empty());
     assert!(err.contains("the chat template does not compile"), "{err}");
+}
+
+/// `ferrolm chat -m M -p "question"` prints only the reply, as `ollama run M "question"` does
+/// (the same reply as the first turn of an interactive chat), and exits 0.
+#[test]
+fn one_shot_prints_only_the_reply() {
+    let Some(model) = model_for_bin(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["chat", "-m", m, "--temp", "0", "-n", "48", "-t", "2"])
+        .args(["--chat-template", "chatml", "-p", QUESTION])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{se}");
+    assert_eq!(so, "The capital of France is Paris.\n", "stderr: {se}");
+}
+
+/// The built-in template names are the built-in templates (`chatml` gives exactly llama.cpp's
+/// ChatML reply); a name that is neither built in nor Jinja is one error line.
+#[test]
+fn builtin_template_names() {
+    for (name, src) in ferrolm::chat::BUILTIN_TEMPLATES {
+        let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
+        let text = t.render(&[Message::user(QUESTION)], true).unwrap();
+        assert!(text.contains(QUESTION), "{name}: {text}");
+    }
+    assert_eq!(
+        ferrolm::chat::builtin_template("chatml"),
+        Some(CHATML_TEMPLATE)
+    );
+    let Some(model) = model_for_bin(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let (st, out, err) = piped(
+        &[
+            "-m",
+            m,
+            "--temp",
+            "0",
+            "-n",
+            "48",
+            "-t",
+            "2",
+            "--chat-template",
+            "chatml",
+        ],
+        "What is the capital of France?\n",
+    );
+    assert!(st.success(), "{err}");
+    assert_eq!(out, "The capital of France is Paris.\n", "{err}");
+    let (st, out, err) = piped(&["-m", m, "--chat-template", "chatmlx"], "hi\n");
+    assert!(!st.success() && out.is_empty());
+    assert!(
+        err.contains("\"chatmlx\" is neither a built-in template (chatml, llama3, gemma, phi3, mistral) nor Jinja text"),
+        "{err}"
+    );
+}
+
+/// Commands are not messages: `/save`, `/clear`, `/load` and `/bye` act, the model never sees
+/// them, and nothing after `/bye` is read. A `"""` block is one message.
+#[test]
+fn piped_commands_and_multiline() {
+    let Some(model) = model_for_bin(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrolm-chat-cmd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("conv.json");
+    let s = saved.to_str().unwrap();
+    let input = format!(
+        "\"\"\"\nWhat is the capital\nof France?\n\"\"\"\n/save {s}\n/clear\n/load {s}\nWhat is the capital of Germany?\n/frobnicate\n/bye\nWhat is the capital of Italy?\n"
+    );
+    let (st, out, err) = piped(
+        &[
+            "-m",
+            m,
+            "--temp",
+            "0",
+            "-n",
+            "48",
+            "-t",
+            "2",
+            "--chat-template",
+            "chatml",
+            "--verbose",
+        ],
+        &input,
+    );
+    assert!(st.success(), "{st}: {err}");
+    let turns = turn_counts(&err);
+    assert_eq!(turns.len(), 2, "stdout: {out:?}\nstderr: {err}");
+    assert!(out.contains("Paris") && out.contains("Berlin"), "{out:?}");
+    assert!(!out.contains("Rome"), "{out:?}");
+    assert!(err.contains("[saved 2 messages to "), "{err}");
+    assert!(err.contains("[the conversation is cleared]"), "{err}");
+    assert!(err.contains("[loaded 2 messages from "), "{err}");
+    assert!(err.contains("[unknown command /frobnicate"), "{err}");
+    // The multi-line message is one user message with its line break.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let msgs = json["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "user");
+    assert_eq!(msgs[0]["content"], "What is the capital\nof France?");
+    assert_eq!(msgs[1]["role"], "assistant");
+    // After /clear and /load the cache was empty: the second turn evaluated all of its prompt.
+    assert_eq!(turns[1].1, 0, "{err}");
+    // /save onto a FIFO is refused (and does not block).
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (st, _, err) = piped(
+        &["-m", m, "-n", "4", "-t", "2"],
+        &format!("hi\n/save {}\n/load {}\n", fifo.display(), fifo.display()),
+    );
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("[cannot save to ") && err.contains("not a regular file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[cannot load ") && err.contains("not a regular file"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--chat-template-file` on a FIFO or a device is an error naming it, not a hang or an endless
+/// read.
+#[test]
+fn template_file_must_be_regular() {
+    let Some(model) = model_for_bin(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrolm-chat-tf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for f in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let (st, out, err) = piped(&["-m", m, "--chat-template-file", f], "hi\n");
+        assert!(!st.success() && out.is_empty(), "{f}: {err}");
+        assert!(err.contains("is not a regular file"), "{f}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A template that doubles a string in a loop stops at the render budget with an error, inside
+/// 600 MB of address space (without the byte budget it allocates until it aborts).
+#[test]
+fn template_memory_is_bounded() {
+    let Some(model) = model_for_bin(SMOL) else {
+        return;
+    };
+    let bomb = r#"{% set ns = namespace(s="x" * 100000) %}{% for i in range(30) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}"#;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 600000; exec "$0" chat -m "$1" -t 1 -n 2 --chat-template "$2""#)
+        .args([BIN, model.to_str().unwrap(), bomb])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the chat template failed to render"), "{err}");
+}
+
+/// Line editing at a terminal: the left arrow moves the cursor (it does not reach the model as
+/// `^[[D`), so a typo fixed in the middle of the line gives the fixed question's answer.
+#[test]
+fn pty_arrow_keys_edit_the_line() {
+    let Some(model) = model_for_bin(SMOL) else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let mut chat = PtyChat::spawn(&[
+        "-m",
+        m,
+        "--temp",
+        "0",
+        "-n",
+        "48",
+        "-t",
+        "2",
+        "--system",
+        "You are a helpful AI assistant.",
+    ]);
+    chat.wait_prompts(1);
+    chat.send("What is the capital of Franc?\x1b[De\n");
+    let screen = chat.wait_prompts(2);
+    assert!(
+        after_prompt(&screen, 1).contains("The capital of France is Paris."),
+        "{screen}"
+    );
+    assert!(!screen.contains("^[[D"), "{screen}");
+    chat.send("/bye\n");
+    let st = chat.wait_exit();
+    assert!(st.success(), "/bye: {st}; screen:\n{}", chat.text());
 }

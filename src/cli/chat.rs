@@ -1,8 +1,13 @@
-//! `ferrolm chat`: an interactive chat rendered with the model's own chat template.
+//! `ferrolm chat`: an interactive chat rendered with the model's own chat template (or a built-in
+//! one by name: chatml, llama3, gemma, phi3, mistral; or Jinja text).
 //!
-//! Each line read from stdin is a user turn (a line ending in `\` continues on the next line);
-//! the reply streams to stdout, one newline after it. On a terminal a `> ` prompt goes to stderr,
-//! so stdout holds only the replies.
+//! `ferrolm chat -m M -p "question"` answers one question and prints only the reply, as
+//! `ollama run M "question"` does. Otherwise each user turn is read from stdin and the reply
+//! streams to stdout, one newline after it. On a terminal the line is edited with rustyline
+//! (arrow keys, history; a paste of several lines is one message), a `> ` prompt is shown, and
+//! `"""` opens and closes a multi-line message. From a pipe each line is a turn. Either way a
+//! line ending in `\` continues on the next, and `/bye`, `/clear`, `/save FILE`, `/load FILE`,
+//! `/help` are commands, not messages.
 //!
 //! The KV cache is kept between turns: every turn renders the whole conversation with
 //! `add_generation_prompt`, tokenizes it, keeps the positions whose ids match the ones already
@@ -45,7 +50,8 @@ pub struct Args {
     pub n_predict: i64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Use this Jinja chat template instead of the model's.
+    /// Use this chat template instead of the model's: a built-in name (chatml, llama3, gemma,
+    /// phi3, mistral) or Jinja text.
     #[arg(long = "chat-template", conflicts_with = "chat_template_file")]
     pub chat_template: Option<String>,
     /// Read the Jinja chat template from a file instead of the model's.
@@ -54,6 +60,12 @@ pub struct Args {
     /// Per turn, print on stderr the tokens reused from the KV cache and evaluated, and speeds.
     #[arg(short = 'v', long)]
     pub verbose: bool,
+    /// Ask one question, print only the reply and exit (as `ollama run MODEL "question"`).
+    #[arg(short = 'p', long, conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// The one question from a file (`-` for standard input).
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -70,20 +82,69 @@ pub fn run(args: Args) -> Result<(), CliError> {
         special: false,
     };
 
+    let system: Vec<Message> = args.system.iter().map(Message::system).collect();
+    if args.prompt.is_some() || args.file.is_some() {
+        let question = super::run::read_prompt(&args.prompt, &args.file)?;
+        let mut messages = system;
+        messages.push(Message::user(question));
+        let ids = encode_chat(&tok, &template.render(&messages, true)?);
+        if ids.len() >= ctx.n_ctx() {
+            return Err(format!(
+                "the conversation is {} tokens, which leaves no room for a reply in a context of {} positions (raise -c)",
+                ids.len(),
+                ctx.n_ctx()
+            )
+            .into());
+        }
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        let mut io_err = None;
+        generate(
+            &mut ctx,
+            &tok,
+            &mut sampler,
+            &mut stops,
+            &ids,
+            &opts,
+            |_, text| match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    io_err = Some(e);
+                    false
+                }
+            },
+        )?;
+        if let Some(e) = io_err {
+            return Err(e.into());
+        }
+        writeln!(out)?;
+        return Ok(());
+    }
+
     let interactive = is_tty(0);
+    // The editor first: it installs a SIGINT handler of its own for its lifetime, which ours
+    // must replace (the terminal is in raw mode while it reads, so Ctrl-C at the prompt reaches
+    // it as a key, not a signal).
+    let editor = if interactive && is_tty(1) {
+        Some(rustyline::DefaultEditor::new().map_err(|e| format!("line editor: {e}"))?)
+    } else {
+        None
+    };
     let wake = Interrupt::install()?;
-    let mut input = LineReader::new(0, wake.read_fd());
+    let mut input = match editor {
+        Some(ed) => Source::Editor(Box::new(ed)),
+        None => Source::Lines(LineReader::new(0, wake.read_fd())),
+    };
 
     if interactive {
         eprintln!(
-            "ferrolm chat: {} ({} positions{}). Ctrl-C stops a reply; Ctrl-C at the prompt or Ctrl-D quits; end a line with \\ to continue it.",
+            "ferrolm chat: {} ({} positions{}). Ctrl-C stops a reply; Ctrl-C at the prompt, Ctrl-D or /bye quits; \"\"\" opens a multi-line message; /help lists commands.",
             path.display(),
             ctx.n_ctx(),
             if template.is_fallback() { ", no chat template in the file: ChatML" } else { "" }
         );
     }
 
-    let system: Vec<Message> = args.system.iter().map(Message::system).collect();
     let mut messages = system.clone();
     // The token ids held by the context, position by position.
     let mut cached: Vec<u32> = Vec::new();
@@ -91,9 +152,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
     loop {
         wake.clear();
-        if interactive {
-            eprint!("> ");
-        }
         let text = match read_turn(&mut input, interactive)? {
             Turn::Text(t) => t,
             Turn::Quit => {
@@ -105,6 +163,44 @@ pub fn run(args: Args) -> Result<(), CliError> {
         };
         if text.trim().is_empty() {
             continue;
+        }
+        match command(&text) {
+            None => {}
+            Some(Cmd::Bye) => return Ok(()),
+            Some(Cmd::Help) => {
+                eprintln!("/bye  quit\n/clear  forget the conversation (the system prompt stays)\n/save FILE  write the conversation as JSON\n/load FILE  continue a saved conversation\n\"\"\"  open and close a multi-line message (a line ending in \\ continues too)");
+                continue;
+            }
+            Some(Cmd::Clear) => {
+                messages = system.clone();
+                ctx.reset();
+                cached.clear();
+                eprintln!("[the conversation is cleared]");
+                continue;
+            }
+            Some(Cmd::Save(f)) => {
+                match save(&f, &messages) {
+                    Ok(()) => eprintln!("[saved {} messages to {f}]", messages.len()),
+                    Err(e) => eprintln!("[cannot save to {f}: {e}]"),
+                }
+                continue;
+            }
+            Some(Cmd::Load(f)) => {
+                match load(&f) {
+                    Ok(m) => {
+                        eprintln!("[loaded {} messages from {f}]", m.len());
+                        messages = m;
+                        ctx.reset();
+                        cached.clear();
+                    }
+                    Err(e) => eprintln!("[cannot load {f}: {e}]"),
+                }
+                continue;
+            }
+            Some(Cmd::Unknown(c)) => {
+                eprintln!("[unknown command {c}: /help lists the commands]");
+                continue;
+            }
         }
         messages.push(Message::user(text));
 
@@ -208,12 +304,89 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
 }
 
+enum Cmd {
+    Bye,
+    Help,
+    Clear,
+    Save(String),
+    Load(String),
+    Unknown(String),
+}
+
+/// A line that is a command (`/bye`, `/clear`, ...), or `None` for a message.
+fn command(text: &str) -> Option<Cmd> {
+    let t = text.trim();
+    let rest = t.strip_prefix('/')?;
+    let (name, arg) = match rest.split_once(char::is_whitespace) {
+        Some((n, a)) => (n, a.trim()),
+        None => (rest, ""),
+    };
+    if name.is_empty() || name.contains('/') {
+        return None; // "/" alone or a path such as /usr/bin: a message
+    }
+    Some(match (name, arg) {
+        ("bye" | "exit" | "quit", _) => Cmd::Bye,
+        ("help" | "?", _) => Cmd::Help,
+        ("clear", _) => Cmd::Clear,
+        ("save", f) if !f.is_empty() => Cmd::Save(f.to_string()),
+        ("load", f) if !f.is_empty() => Cmd::Load(f.to_string()),
+        _ => Cmd::Unknown(format!("/{name}")),
+    })
+}
+
+/// The conversation as JSON: `{"messages": [{"role": ..., "content": ...}, ...]}`.
+fn save(path: &str, messages: &[Message]) -> Result<(), CliError> {
+    let json = serde_json::json!({ "messages": messages });
+    let mut bytes = serde_json::to_vec_pretty(&json)?;
+    bytes.push(b'\n');
+    // Through a temporary file: an existing save is replaced only by a complete one, and a
+    // device or FIFO is never written.
+    let mut out = ferrolm::output::AtomicOutput::create(std::path::Path::new(path), None, true)?;
+    out.file().write_all(&bytes)?;
+    out.commit()?;
+    Ok(())
+}
+
+fn load(path: &str) -> Result<Vec<Message>, CliError> {
+    let bytes = super::run::read_regular(std::path::Path::new(path))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let list = v
+        .get("messages")
+        .and_then(|m| m.as_array())
+        .ok_or("not a saved conversation: no \"messages\" list")?;
+    list.iter()
+        .map(|m| {
+            let role = m.get("role").and_then(|r| r.as_str());
+            let content = m.get("content").and_then(|r| r.as_str());
+            match (role, content) {
+                (Some(r), Some(c)) => Ok(Message::new(r, c)),
+                _ => Err("a message without a \"role\" and \"content\" string".into()),
+            }
+        })
+        .collect()
+}
+
 fn load_template(args: &Args, model: &Model) -> Result<ChatTemplate, CliError> {
     let own = ChatTemplate::from_gguf(model.gguf())?;
     let source = match (&args.chat_template, &args.chat_template_file) {
-        (Some(s), _) => s.clone(),
+        (Some(s), _) => match ferrolm::chat::builtin_template(s) {
+            Some(src) => src.to_string(),
+            None if s.contains("{{") || s.contains("{%") => s.clone(),
+            None => {
+                let names: Vec<&str> = ferrolm::chat::BUILTIN_TEMPLATES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect();
+                return Err(format!(
+                    "--chat-template {s:?} is neither a built-in template ({}) nor Jinja text",
+                    names.join(", ")
+                )
+                .into());
+            }
+        },
         (None, Some(f)) => {
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+            let bytes = super::run::read_regular(f)?;
+            String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", f.display()))?
         }
         (None, None) => return Ok(own),
     };
@@ -242,24 +415,95 @@ enum Turn {
     Quit,
 }
 
-/// One user turn: a line, joined with the next while it ends in a backslash.
-fn read_turn(input: &mut LineReader, interactive: bool) -> Result<Turn, CliError> {
+/// Where turns come from: the line editor on a terminal, plain lines from a pipe.
+enum Source {
+    Editor(Box<rustyline::DefaultEditor>),
+    Lines(LineReader),
+}
+
+impl Source {
+    fn line(&mut self, prompt: &str) -> Result<Input, CliError> {
+        match self {
+            Source::Lines(r) => Ok(r.next_line()?),
+            Source::Editor(ed) => match ed.readline(prompt) {
+                Ok(l) => {
+                    if !l.trim().is_empty() {
+                        let _ = ed.add_history_entry(l.as_str());
+                    }
+                    Ok(Input::Line(l))
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => Ok(Input::Interrupted),
+                Err(rustyline::error::ReadlineError::Eof) => Ok(Input::Eof),
+                Err(e) => Err(format!("reading the terminal: {e}").into()),
+            },
+        }
+    }
+}
+
+/// One user turn: a line (with the editor, a paste of several lines), joined with the next while
+/// it ends in a backslash, or a `"""` block.
+fn read_turn(input: &mut Source, interactive: bool) -> Result<Turn, CliError> {
+    let show = |p: &'static str| -> &'static str {
+        if interactive {
+            p
+        } else {
+            ""
+        }
+    };
+    let plain_prompt = |p: &str| {
+        if interactive {
+            eprint!("{p}");
+        }
+    };
+    let editor = matches!(input, Source::Editor(_));
     let mut text = String::new();
+    let mut block = false;
+    let mut first = true;
     loop {
-        match input.next_line()? {
-            Input::Line(line) => match line.strip_suffix('\\') {
-                Some(head) => {
-                    text.push_str(head);
+        let prompt = if first { show("> ") } else { show(". ") };
+        if !editor {
+            plain_prompt(prompt);
+        }
+        first = false;
+        match input.line(prompt)? {
+            Input::Line(line) => {
+                if block {
+                    if let Some(head) = line.trim_end().strip_suffix("\"\"\"") {
+                        // `"""` on a line of its own closes the block without a line break.
+                        if head.is_empty() && text.ends_with('\n') {
+                            text.pop();
+                        }
+                        text.push_str(head);
+                        return Ok(Turn::Text(text));
+                    }
+                    text.push_str(&line);
                     text.push('\n');
-                    if interactive {
-                        eprint!(". ");
+                    continue;
+                }
+                if text.is_empty() {
+                    if let Some(rest) = line.trim_start().strip_prefix("\"\"\"") {
+                        if let Some(one) = rest.strip_suffix("\"\"\"") {
+                            return Ok(Turn::Text(one.to_string()));
+                        }
+                        block = true;
+                        if !rest.is_empty() {
+                            text.push_str(rest);
+                            text.push('\n');
+                        }
+                        continue;
                     }
                 }
-                None => {
-                    text.push_str(&line);
-                    return Ok(Turn::Text(text));
+                match line.strip_suffix('\\') {
+                    Some(head) => {
+                        text.push_str(head);
+                        text.push('\n');
+                    }
+                    None => {
+                        text.push_str(&line);
+                        return Ok(Turn::Text(text));
+                    }
                 }
-            },
+            }
             Input::Eof if !text.is_empty() => return Ok(Turn::Text(text)),
             Input::Eof | Input::Interrupted => return Ok(Turn::Quit),
         }
