@@ -27,6 +27,8 @@ pub enum OutputError {
         #[source]
         source: std::io::Error,
     },
+    #[error("interrupted; no output was written")]
+    Cancelled,
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -143,7 +145,8 @@ impl AtomicOutput {
         &self.tmp
     }
 
-    /// Flush to disk and rename over the target.
+    /// Flush to disk and rename over the target, unless a signal caught by
+    /// [`cancel_on_signals`] came first (then [`OutputError::Cancelled`] and no output).
     pub fn commit(mut self) -> Result<(), OutputError> {
         let f = self.file.take().expect("commit once");
         f.sync_all().map_err(|source| OutputError::Io {
@@ -151,6 +154,11 @@ impl AtomicOutput {
             source,
         })?;
         drop(f);
+        // A SIGINT/SIGTERM taken by `cancel_on_signals` during the sync: the output is not
+        // wanted any more.
+        if CANCEL.load(Ordering::SeqCst) {
+            return Err(OutputError::Cancelled);
+        }
         // The target may have become a device or FIFO since `create`: check once more.
         if let Ok(m) = std::fs::metadata(&self.target) {
             if !m.is_file() {
@@ -228,6 +236,17 @@ mod tests {
         let mut o = AtomicOutput::create(&t, None, true).unwrap();
         std::io::Write::write_all(o.file(), b"new").unwrap();
         o.commit().unwrap();
+        assert_eq!(std::fs::read(&t).unwrap(), b"new");
+        // A signal taken by cancel_on_signals before the rename: no output, the old one kept.
+        // (In this test, not one of its own: the flag is process-wide.)
+        let mut o = AtomicOutput::create(&t, None, true).unwrap();
+        std::io::Write::write_all(o.file(), b"newer").unwrap();
+        let tmp = o.tmp_path().to_path_buf();
+        CANCEL.store(true, Ordering::SeqCst);
+        let r = o.commit();
+        CANCEL.store(false, Ordering::SeqCst);
+        assert!(matches!(r, Err(OutputError::Cancelled)), "{r:?}");
+        assert!(!tmp.exists());
         assert_eq!(std::fs::read(&t).unwrap(), b"new");
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -46,9 +46,25 @@ pub struct HfConfig {
     pub raw: Json,
 }
 
+/// The bytes of an input file, which must be a regular file: a FIFO or device named in a
+/// checkpoint is an error that says so, not a hang or an endless read.
+pub(crate) fn read_input(path: &Path) -> Result<Vec<u8>, QuantizeError> {
+    use std::io::Read;
+    let f = open_input(path)?;
+    let mut b = Vec::new();
+    (&f).read_to_end(&mut b)
+        .map_err(|e| QuantizeError::io(path, e))?;
+    Ok(b)
+}
+
+/// Open an input file for reading if it is a regular file ([`ferrolm::gguf::open_regular`]).
+pub(crate) fn open_input(path: &Path) -> Result<File, QuantizeError> {
+    ferrolm::gguf::open_regular(path).map_err(|e| QuantizeError::io(path, e))
+}
+
 pub(crate) fn read_json(path: &Path) -> Result<Json, QuantizeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| QuantizeError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+    let bytes = read_input(path)?;
+    serde_json::from_slice(&bytes).map_err(|source| QuantizeError::Json {
         path: path.to_path_buf(),
         source,
     })
@@ -57,7 +73,7 @@ pub(crate) fn read_json(path: &Path) -> Result<Json, QuantizeError> {
 impl HfConfig {
     pub fn load(dir: &Path) -> Result<HfConfig, QuantizeError> {
         let path = dir.join("config.json");
-        if !path.is_file() {
+        if !path.exists() {
             return Err(QuantizeError::MissingConfig {
                 dir: dir.to_path_buf(),
             });
@@ -182,7 +198,7 @@ pub struct Checkpoint {
 }
 
 fn map_file(path: &Path) -> Result<Mmap, QuantizeError> {
-    let f = File::open(path).map_err(|e| QuantizeError::io(path, e))?;
+    let f = open_input(path)?;
     // SAFETY: the file is opened read-only and mapped read-only; the converter documents that the
     // input must not be modified while it runs (as every mmap-based loader, llama.cpp included).
     unsafe { Mmap::map(&f) }.map_err(|e| QuantizeError::io(path, e))
@@ -260,7 +276,7 @@ impl Checkpoint {
         let single = dir.join("model.safetensors");
         // (file name, tensors the index says it holds)
         let mut files: Vec<(String, Vec<String>)> = Vec::new();
-        if index_path.is_file() {
+        if index_path.exists() {
             let index = read_json(&index_path)?;
             let wm = index
                 .get("weight_map")
@@ -284,7 +300,7 @@ impl Checkpoint {
                 }
             }
             files.sort();
-        } else if single.is_file() {
+        } else if single.exists() {
             files.push(("model.safetensors".to_string(), Vec::new()));
         } else {
             return Err(QuantizeError::NoWeights {

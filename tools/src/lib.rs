@@ -120,25 +120,21 @@ impl std::fmt::Debug for Job {
 
 /// Open `input` (a checkpoint directory or a GGUF file) and plan its conversion to `ftype`.
 pub fn prepare(input: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
-    if input.is_dir() {
-        prepare_checkpoint(input, ftype)
-    } else if input.is_file() {
-        let mut magic = [0u8; 4];
-        let mut f = std::fs::File::open(input).map_err(|e| QuantizeError::io(input, e))?;
-        use std::io::Read;
-        let n = f
-            .read(&mut magic)
-            .map_err(|e| QuantizeError::io(input, e))?;
-        if n == 4 && &magic == b"GGUF" {
-            prepare_gguf(input, ftype)
-        } else {
-            Err(QuantizeError::UnknownInput(input.to_path_buf()))
-        }
+    // A FIFO, a device or a socket is named as such, not "no such file" (and never read).
+    if std::fs::metadata(input).is_ok_and(|m| m.is_dir()) {
+        return prepare_checkpoint(input, ftype);
+    }
+    let f = hf::open_input(input)?;
+    let mut magic = [0u8; 4];
+    use std::io::Read;
+    let n = (&f)
+        .read(&mut magic)
+        .map_err(|e| QuantizeError::io(input, e))?;
+    drop(f);
+    if n == 4 && &magic == b"GGUF" {
+        prepare_gguf(input, ftype)
     } else {
-        Err(QuantizeError::io(
-            input,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-        ))
+        Err(QuantizeError::UnknownInput(input.to_path_buf()))
     }
 }
 
@@ -491,7 +487,7 @@ fn prepare_gguf(path: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
         entries.push(entry(t, ty, fb)?);
     }
     drop(g);
-    let f = std::fs::File::open(path).map_err(|e| QuantizeError::io(path, e))?;
+    let f = hf::open_input(path)?;
     // SAFETY: read-only mapping of a file opened read-only; the input must not change while the
     // job runs (as for every mmap-based loader).
     let map = unsafe { Mmap::map(&f) }.map_err(|e| QuantizeError::io(path, e))?;
@@ -709,7 +705,14 @@ impl Job {
             return Err(QuantizeError::Cancelled);
         }
         validate_output(tmp.tmp_path())?;
-        tmp.commit()?;
+        // Validation reads the whole file: a signal may have come meanwhile.
+        if cancel.load(Ordering::Relaxed) {
+            return Err(QuantizeError::Cancelled);
+        }
+        tmp.commit().map_err(|e| match e {
+            ferrolm::output::OutputError::Cancelled => QuantizeError::Cancelled,
+            e => e.into(),
+        })?;
         Ok(())
     }
 }

@@ -119,11 +119,11 @@ fn i32_array(v: &[i32]) -> OwnedValue {
 /// `vocab_size`: config.json's `vocab_size` (or the embedding's rows); `arch`: "llama" or "qwen2".
 pub fn tokenizer_metadata(dir: &Path, vocab_size: u64, arch: &str) -> Result<Kv, QuantizeError> {
     let spm = dir.join("tokenizer.model");
-    let mut kv = if spm.is_file() {
+    let mut kv = if spm.exists() {
         sentencepiece(dir, &spm, vocab_size)?
     } else {
         let tj = dir.join("tokenizer.json");
-        if !tj.is_file() {
+        if !tj.exists() {
             return Err(QuantizeError::Tokenizer(format!(
                 "{}: neither tokenizer.model nor tokenizer.json",
                 dir.display()
@@ -133,7 +133,7 @@ pub fn tokenizer_metadata(dir: &Path, vocab_size: u64, arch: &str) -> Result<Kv,
     };
     if arch == "llama" {
         let tc = dir.join("tokenizer_config.json");
-        if tc.is_file() {
+        if tc.exists() {
             if let Some(v) = read_json(&tc)?
                 .get("add_prefix_space")
                 .and_then(|v| v.as_bool())
@@ -337,7 +337,7 @@ impl SpecialVocab {
             chat_template: None,
         };
         let tc_path = dir.join("tokenizer_config.json");
-        let tc = if tc_path.is_file() {
+        let tc = if tc_path.exists() {
             Some(read_json(&tc_path)?)
         } else {
             None
@@ -397,7 +397,7 @@ impl SpecialVocab {
             }
         }
         let cfg_path = dir.join("config.json");
-        if cfg_path.is_file() {
+        if cfg_path.exists() {
             let cfg = read_json(&cfg_path)?;
             for (typ, _) in SPECIAL_TYPES {
                 if let Some(id) = cfg.get(format!("{typ}_token_id")).and_then(|v| v.as_u64()) {
@@ -614,7 +614,7 @@ impl<'a> Pb<'a> {
 }
 
 fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, QuantizeError> {
-    let bytes = std::fs::read(path).map_err(|e| QuantizeError::io(path, e))?;
+    let bytes = crate::hf::read_input(path)?;
     let bad = || {
         tok_err(
             path,
@@ -659,7 +659,7 @@ fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, Quantiz
         };
     }
     let added_path = dir.join("added_tokens.json");
-    if added_path.is_file() {
+    if added_path.exists() {
         if let Some(obj) = read_json(&added_path)?.as_object() {
             for (tok, id) in obj {
                 if let Some(id) = id.as_u64().filter(|&i| i < n as u64) {
@@ -672,7 +672,7 @@ fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, Quantiz
     }
     let tc_path = dir.join("tokenizer_config.json");
     let mut added = Vec::new();
-    if tc_path.is_file() {
+    if tc_path.exists() {
         let tc = read_json(&tc_path)?;
         if let Some(dec) = tc.get("added_tokens_decoder").and_then(|d| d.as_object()) {
             for (id, data) in dec {
@@ -706,7 +706,7 @@ fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, Quantiz
         }
     }
     let tj_path = dir.join("tokenizer.json");
-    let tj = if tj_path.is_file() {
+    let tj = if tj_path.exists() {
         read_json(&tj_path)?
     } else {
         Json::Null

@@ -275,3 +275,39 @@ fn item21_success_line_and_requantize_flag() {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(listing(&d), ["in.gguf", "q4.gguf", "q8.gguf"]);
 }
+
+// 9 (for the converter; found by the re-run sweep). Inputs that are not regular files — the
+// input itself, config.json, a shard listed in model.safetensors.index.json — are named as such
+// at once: a FIFO shard blocked the converter forever, /dev/zero was "no such file".
+#[test]
+fn item09_non_regular_inputs() {
+    let d = common::scratch("hard-inputs");
+    let out = d.join("out.gguf");
+    let fifo = d.join("fifo");
+    mkfifo(&fifo);
+    for input in [fifo.as_path(), Path::new("/dev/zero")] {
+        let o = bin().arg(input).arg(&out).arg("Q8_0").output().unwrap();
+        fails_with(&o, "is not a regular file");
+    }
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    // A shard that is a FIFO, named by the index.
+    let index =
+        serde_json::json!({"weight_map": {"model.embed_tokens.weight": "shard.safetensors"}});
+    std::fs::write(
+        ck.join("model.safetensors.index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    mkfifo(&ck.join("shard.safetensors"));
+    let t0 = std::time::Instant::now();
+    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    fails_with(&o, "shard.safetensors: is not a regular file");
+    assert!(t0.elapsed().as_secs() < 60, "took {:?}", t0.elapsed());
+    // config.json a FIFO: not "no config.json".
+    std::fs::remove_file(ck.join("config.json")).unwrap();
+    mkfifo(&ck.join("config.json"));
+    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    fails_with(&o, "config.json: is not a regular file");
+    assert!(!out.exists());
+}
