@@ -106,13 +106,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             &mut stops,
             &ids,
             &opts,
-            |_, text| match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
-                }
-            },
+            super::run::stream_to(&mut out, &mut io_err),
         )?;
         if let Some(e) = io_err {
             return Err(e.into());

@@ -135,6 +135,26 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
 }
 
 /// Read a file that must be a regular file (a FIFO or a device would block or never end).
+/// A `generate` callback that writes each piece of text to `out` as it comes: on a write error
+/// it keeps the error in `err` and stops the generation.
+pub fn stream_to<'a>(
+    out: &'a mut impl Write,
+    err: &'a mut Option<std::io::Error>,
+) -> impl FnMut(u32, &str) -> bool + 'a {
+    move |_, text| {
+        if text.is_empty() {
+            return true;
+        }
+        match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                *err = Some(e);
+                false
+            }
+        }
+    }
+}
+
 pub fn read_regular(f: &std::path::Path) -> Result<Vec<u8>, CliError> {
     let file =
         ferrolm::gguf::open_regular(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
@@ -193,18 +213,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         &mut stops,
         &ids,
         &opts,
-        |_, text| {
-            if text.is_empty() {
-                return true;
-            }
-            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
-                }
-            }
-        },
+        stream_to(&mut out, &mut io_err),
     )?;
     if let Some(e) = io_err {
         return Err(e.into());
