@@ -683,8 +683,10 @@ enum ferrolm_status ferrolm_sampler_accept(struct ferrolm_context *ctx,
  * NULL. With the same prompt, seed and sampler parameters on a fresh context, the text is the
  * one `ferrolm run -p PROMPT -n N --seed SEED` prints.
  *
- * The last token sampled is not evaluated (as in llama.cpp's examples): `n_past` grows by the
- * prompt and all generated tokens but the last. An empty prompt continues from the last logits.
+ * The last token sampled is not evaluated at once (as in llama.cpp's examples): `n_past` grows
+ * by the prompt and all generated tokens but the last, and the next `ferrolm_generate()` or
+ * `ferrolm_eval()` on the context evaluates that token first, so that two calls (a prompt, then
+ * an empty prompt to continue) give the same text as one call for all the tokens.
  * Errors: `FERROLM_INVALID_UTF8`, `FERROLM_CONTEXT_FULL` (the prompt does not fit; a context
  * that fills during generation ends it with `FERROLM_STOP_CONTEXT_FULL` instead),
  * `FERROLM_NO_LOGITS` (empty prompt on an empty context).

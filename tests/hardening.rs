@@ -325,30 +325,13 @@ fn item20_missing_default_model_gives_a_hint() {
 // 11. Inconsistent models are refused with a message that names the key.
 #[test]
 fn item11_inconsistent_metadata_is_refused() {
-    use ferrolm::gguf::{Gguf, GgufWriter, OwnedValue, TensorSpec};
+    use ferrolm::gguf::{Gguf, OwnedValue};
     let Some(m) = model() else { return };
     let src = Gguf::open(&m).unwrap();
     let d = scratch("inconsistent");
-    // Rewrite the real model with one metadata value changed (or added).
     let write = |name: &str, key: &str, val: OwnedValue| -> PathBuf {
-        let mut w = GgufWriter::new();
-        for (k, v) in src.metadata() {
-            w.set(k, v.to_owned_value());
-        }
-        w.set(key, val);
-        let mut data = Vec::new();
-        for t in src.tensors() {
-            w.add_tensor(TensorSpec {
-                name: t.name.to_string(),
-                ty: t.ty,
-                dims: t.dims[..t.n_dims as usize].to_vec(),
-            })
-            .unwrap();
-            data.push(t.data);
-        }
         let p = d.join(name);
-        let f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
-        w.write_all(f, &data).unwrap();
+        rewrite(&src, &p, vec![(key, val)]);
         p
     };
     let cases = [
@@ -402,6 +385,69 @@ fn item11_inconsistent_metadata_is_refused() {
         fails_with(&o, needle);
         std::fs::remove_file(&p).unwrap();
     }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Rewrite the model `src` to `p` with the metadata values in `set` changed (or added).
+fn rewrite(src: &ferrolm::gguf::Gguf, p: &Path, set: Vec<(&str, ferrolm::gguf::OwnedValue)>) {
+    use ferrolm::gguf::{GgufWriter, TensorSpec};
+    let mut w = GgufWriter::new();
+    for (k, v) in src.metadata() {
+        w.set(k, v.to_owned_value());
+    }
+    for (k, v) in set {
+        w.set(k, v);
+    }
+    let mut data = Vec::new();
+    for t in src.tensors() {
+        w.add_tensor(TensorSpec {
+            name: t.name.to_string(),
+            ty: t.ty,
+            dims: t.dims[..t.n_dims as usize].to_vec(),
+        })
+        .unwrap();
+        data.push(t.data);
+    }
+    let f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
+    w.write_all(f, &data).unwrap();
+}
+
+// 11 (sweep). general.alignment = 1 is legal GGUF, but packs tensors at odd offsets: the error
+// names the offset, the alignment the kernels need and the key, not just "not aligned".
+#[test]
+fn item11_alignment_one_names_the_key() {
+    use ferrolm::gguf::{Gguf, OwnedValue};
+    let Some(m) = model() else { return };
+    let src = Gguf::open(&m).unwrap();
+    let d = scratch("align1");
+    let p = d.join("align1.gguf");
+    // A padding key of 0..4 bytes puts the first tensor at an odd file offset for one of them.
+    let mut odd = None;
+    for pad in 0..4 {
+        rewrite(
+            &src,
+            &p,
+            vec![
+                ("general.alignment", OwnedValue::U32(1)),
+                ("test.pad", OwnedValue::Str("x".repeat(pad))),
+            ],
+        );
+        let g = Gguf::open(&p).unwrap();
+        assert_eq!(g.alignment(), 1);
+        let t = g.tensors().next().unwrap();
+        let off = t.data.as_ptr() as usize - g.bytes().as_ptr() as usize;
+        if off % 2 == 1 {
+            odd = Some(off);
+            break;
+        }
+    }
+    odd.expect("some padding gives an odd offset");
+    let o = ferrolm(&["run", "-m", p.to_str().unwrap(), "-p", "hi", "-n", "1"]);
+    fails_with(&o, "starts at file offset");
+    fails_with(
+        &o,
+        "bytes its kernels need; the file's general.alignment is 1",
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

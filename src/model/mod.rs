@@ -39,8 +39,17 @@ pub enum ModelError {
         ty: GgmlType,
         what: &'static str,
     },
-    #[error("tensor '{name}' data is not aligned for {ty}")]
-    Misaligned { name: String, ty: GgmlType },
+    #[error(
+        "tensor '{name}' ({ty}) starts at file offset {offset}, not a multiple of the {need} bytes \
+         its kernels need; the file's general.alignment is {file_alignment} (llama.cpp writes 32)"
+    )]
+    Misaligned {
+        name: String,
+        ty: GgmlType,
+        offset: usize,
+        need: usize,
+        file_alignment: u64,
+    },
     #[error("{n_tokens} tokens do not fit in the context: {n_past} already used of {n_ctx}")]
     ContextFull {
         n_tokens: usize,
@@ -139,10 +148,14 @@ impl Model {
                     what: "multiply",
                 });
             }
-            if (t.data.as_ptr() as usize) % ferrolm_kernels::dispatch::block_align(t.ty) != 0 {
+            let need = ferrolm_kernels::dispatch::block_align(t.ty);
+            if (t.data.as_ptr() as usize) % need != 0 {
                 return Err(ModelError::Misaligned {
                     name: name.to_string(),
                     ty: t.ty,
+                    offset: t.data.as_ptr() as usize - base,
+                    need,
+                    file_alignment: gguf.alignment(),
                 });
             }
             Ok(Mat {
@@ -175,6 +188,9 @@ impl Model {
                 return Err(ModelError::Misaligned {
                     name: name.to_string(),
                     ty: t.ty,
+                    offset: t.data.as_ptr() as usize - base,
+                    need: 4,
+                    file_alignment: gguf.alignment(),
                 });
             }
             Ok(Vector {
