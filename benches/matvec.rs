@@ -30,8 +30,8 @@ const WORKING_SET: usize = 192 << 20;
 const BASELINE_BYTES: usize = 256 << 20;
 
 /// `len` values `f(i)` on 2 MiB pages where the kernel gives them (MADV_HUGEPAGE on Linux): the
-/// weights and the baseline buffer alike, as a model map whose page cache is in 2 MiB folios (4 KiB
-/// pages read ~12% slower with one thread and up to 2x slower with two on the Zen 4 test VM).
+/// weights and the baseline buffer alike, as a model map whose page cache is in 2 MiB folios (with
+/// 4 KiB pages the ratio would measure page walks).
 struct Huge<T> {
     store: Vec<T>,
     off: usize,
@@ -138,9 +138,8 @@ fn bench_baseline(c: &mut Criterion, pools: &[ThreadPool], group: &str, buf: &[u
 }
 
 /// Each shape's group starts with `read/t1` and `read/t2`, the plain read of the baseline buffer
-/// `base` measured right before that group's mat-vecs: this VM's memory speed drifts within a run
-/// (the single-thread read moved 16.2-18.4 GiB/s in one hour), so each mat-vec's share of the read
-/// rate is best taken against the read of its own group.
+/// `base` measured right before that group's mat-vecs: a shared VM's memory speed drifts within a
+/// run, so each mat-vec's share of the read rate is best taken against the read of its own group.
 fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType, base: &[u64]) {
     // The scalar table, and the selected one when it has a different kernel for this format.
     let scalar_dot = scalar_kernels()

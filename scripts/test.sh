@@ -2,15 +2,15 @@
 # The whole test suite, as a fresh machine runs it (README's test command; CI runs it via .ci/run):
 #
 #   1. fetch the real models and the Brown corpus into models/ (sha256-verified, cached),
-#      and build the Hugging Face test checkpoints from them (when the script for it exists);
+#      and build the Hugging Face test checkpoints from them;
 #   2. make sure gguf-py (pip: gguf==0.19.0) is importable, for tests/gguf_py.rs;
-#   3. check the checked-in C header is current (when the FFI's check script exists);
+#   3. check the checked-in C header is current (scripts/check-header.sh);
 #   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
 #      generation and logits tests again with FERROLM_KERNELS=scalar, and the kernel properties and
 #      the decoder tests with FERROLM_KERNELS=avx2 (no AVX-512 kernels);
 #   5. a short run of the gguf_reader fuzz target as a standalone driver (keeps fuzz/ building);
 #   6. under qemu for aarch64 (scripts/test-aarch64.sh): the kernels' whole suite and the decoder's
-#      qemu_smoke tests on SmolLM2 (it says "skipped" and exits 0 when the cross toolchain is absent:
+#      qemu_smoke tests on SmolLM2 (it says "skipped" and exits 77, reported as SKIPPED, when the cross toolchain is absent:
 #      scripts/install-aarch64.sh installs it).
 #
 # Setup (steps 1-2) stops at the first failure. The checks (steps 3-6) all run even when one fails,
@@ -48,10 +48,8 @@ check() {
 
 step "models: scripts/fetch-models.sh all"
 scripts/fetch-models.sh all
-if [ -f scripts/make-hf-fixtures.sh ]; then
-  step "Hugging Face test checkpoints: scripts/make-hf-fixtures.sh"
-  bash scripts/make-hf-fixtures.sh
-fi
+step "Hugging Face test checkpoints: scripts/make-hf-fixtures.sh"
+bash scripts/make-hf-fixtures.sh
 
 step "gguf-py 0.19.0 (for tests/gguf_py.rs)"
 gguf_py_ok() {
@@ -66,12 +64,10 @@ else
   gguf_py_ok || { echo "error: gguf==0.19.0 is still not importable by python3 after pip install" >&2; exit 1; }
 fi
 
-# Hook for the C ABI: once include/ferrolm.h and its generator exist, scripts/check-header.sh
-# regenerates the header and fails if the checked-in one differs. Skipped until that script lands.
-if [ -f scripts/check-header.sh ]; then
-  step "C header is current: scripts/check-header.sh"
-  check "C header" bash scripts/check-header.sh
-fi
+# The C ABI: scripts/check-header.sh regenerates include/ferrolm.h and fails if the checked-in one
+# differs.
+step "C header is current: scripts/check-header.sh"
+check "C header" bash scripts/check-header.sh
 
 step "x86-64: cargo test --workspace"
 check "x86-64 tests" cargo test --workspace --no-fail-fast

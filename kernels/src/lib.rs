@@ -6,6 +6,9 @@
 //!   compiled; the fallback and the test oracle.
 //! - `x86_64` / `aarch64`: hand-written SIMD (AVX2/AVX-512, NEON/dotprod), chosen at run time.
 //! - `dispatch`: the kernel table filled once after feature detection.
+//! - `matmul`: mat-vec and batched mat-mul over the kernel table (activations quantized once;
+//!   decode through `gemv`, prefill through `gemm_tile`; bit-identical for any thread count).
+//! - `pool`: the allocation-free thread pool `matmul` runs on.
 //! - `vecmath`: element-wise math over 8-lane arrays that the ISA modules compile as vectors.
 //!
 //! This crate depends on nothing of the runtime.

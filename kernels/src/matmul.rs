@@ -3,13 +3,13 @@
 //! The decoder calls [`matmul`] (or [`ActBuf::quantize`] once and [`matmul_q`] several times, to share
 //! one quantized input between Q, K and V, or gate and up).
 //!
-//! Work is split into chunks of consecutive weight rows whose boundaries depend only on the row size,
-//! never on the thread count, and each output element is computed by the same kernel call pattern
-//! whatever thread picks its chunk, so the output is bit-identical for any number of threads.
+//! Prefill chunks are fixed runs of `PREFILL_ROWS` rows. Decode claims depend on the thread count
+//! and on timing, but a row's result never depends on which rows share a call (the `GemvFn`
+//! contract), so the output is bit-identical for any number of threads.
 //! Threads take chunks from a shared atomic counter (kept on the caller's stack: no allocation).
 //!
-//! - `n_tok == 1` (decode): about 4 long chunks of rows per thread, each through the type's `gemv`
-//!   (several rows x one token) or one `vec_dot` per row when it has none.
+//! - `n_tok == 1` (decode): runs of rows claimed "guided" (see `DECODE_MIN_CHUNK_BYTES`), each
+//!   through the type's `gemv` (several rows x one token) or one `vec_dot` per row when it has none.
 //! - `n_tok > 1` (prefill): for each chunk of `PREFILL_ROWS` rows, tiles of up to `TILE_TOKENS`
 //!   tokens go through the type's `gemm_tile` (which unpacks each weight block once per tile and reuses
 //!   it across the tokens), or a `vec_dot` loop when the type has none.
@@ -27,11 +27,8 @@ pub const PREFILL_ROWS: usize = 64;
 pub const TILE_TOKENS: usize = 32;
 /// Decode hands out runs of consecutive rows "guided", as OpenMP calls it: each claim takes
 /// 1/n_threads of the rows still unclaimed, never fewer than `DECODE_MIN_CHUNK_BYTES` of weights.
-/// So each thread first streams one long run (the hardware prefetcher follows long runs: 16 KiB
-/// chunks handed out alternately decoded TinyLlama Q4_0 on 2 threads at 28.5 t/s, 4 equal chunks
-/// per thread at 41.7), and the runs shrink towards the end, so both threads finish together
-/// (4 equal chunks per thread left the main thread waiting 2% of a 2-thread decode for the last
-/// one; guided measured 1-2% faster over 6 alternating pairs, Q4_0 tg128).
+/// So each thread first streams one long run (the hardware prefetcher follows long runs), and the
+/// runs shrink towards the end, so the threads finish together (docs/perf.md).
 const DECODE_MIN_CHUNK_BYTES: usize = 32 * 1024;
 
 /// A weight matrix view: `n_rows` rows of `n_cols` elements of `ty`, row-major (GGUF 2-D tensor,

@@ -138,8 +138,8 @@ pub fn huge_pages(path: &std::path::Path) -> Option<(u64, u64)> {
 }
 
 /// Read bandwidth in bytes/s with `threads` threads summing a 1 GiB buffer (best of 3). The buffer
-/// asks for 2 MiB pages, like the model map: 4 KiB pages read ~12% slower here (one thread, 27 vs
-/// 30 GB/s), and the baseline should not flatter a model whose cache is in 2 MiB pages.
+/// asks for 2 MiB pages, like the model map (4 KiB pages read slower), so that the baseline does
+/// not flatter a model whose cache is in 2 MiB pages.
 pub fn read_bandwidth(threads: usize) -> f64 {
     const N: usize = 1 << 27; // u64s = 1 GiB
     const HUGE: usize = 2 << 20;

@@ -120,8 +120,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
     if args.json {
         // Streamed: one metadata entry or tensor at a time goes to stdout, so memory stays at the
-        // parsed index of the file (a file of 2 M metadata entries needed 85x its size as one
-        // serde_json::Value).
+        // parsed index of the file (one serde_json::Value costs many times the file).
         use serde::ser::{SerializeMap, Serializer};
         let stdout = std::io::stdout();
         let mut ser = serde_json::Serializer::pretty(std::io::BufWriter::new(stdout.lock()));

@@ -374,8 +374,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// Drops the page cache's copy of a written (and synced) file, so that its first load reads it
 /// back in 2 MiB pages (the loader asks for them) rather than keeping the 4 KiB pages the writes
-/// left: a synthetic model exists to be benchmarked, and decode streams the weights from those
-/// pages (TinyLlama Q4_0 decoded at 30 t/s from 4 KiB pages, 40 t/s from 2 MiB pages here).
+/// left: a synthetic model exists to be benchmarked, and decode is much slower from 4 KiB pages.
 fn drop_cached_pages(f: &std::fs::File) {
     #[cfg(target_os = "linux")]
     {

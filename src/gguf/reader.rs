@@ -273,9 +273,8 @@ impl Gguf {
         // Ask for 2 MiB pages. When the file is not yet cached, page faults then read it ahead in
         // 2 MiB folios (Linux, ext4/xfs), which the kernel maps with one page-table entry each
         // (needs transparent huge pages in "madvise" or "always" mode). Decode streams every
-        // weight once per token: on this project's Zen 4 test machine TinyLlama Q4_0 decoded at
-        // 40 t/s from such a cache vs 30 t/s from one in 4 KiB pages, and touching the 1.1 GB Q8_0
-        // map took 42 ms instead of ~80. Only a hint: an error (no THP, other OS) changes nothing.
+        // weight once per token, much faster from 2 MiB folios (docs/perf.md). Only a hint: an
+        // error (no THP, other OS) changes nothing.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
         Self::with_backing(Backing::Mmap(map))

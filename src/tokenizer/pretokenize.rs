@@ -6,8 +6,8 @@
 //! `std::regex` on a "collapsed" text in which every non-ASCII code point is replaced by a byte
 //! standing for its class. We split by hand for every pattern we support, following those exact
 //! semantics (leftmost match, alternatives in order, greedy with backtracking), instead of pulling
-//! in a regex engine: the patterns are small, and this is several times faster than a
-//! backtracking regex crate with lookaround.
+//! in a regex engine: the patterns are few and small, and no general backtracking engine runs
+//! per word.
 //!
 //! All splitters work on code points and emit byte ranges of the input.
 

@@ -1,4 +1,5 @@
-//! AVX2+FMA dot products of float weight rows (F32, F16 via F16C, BF16) with f32 activations.
+//! AVX2+FMA dot products of float weight rows (F32, F16 via F16C, BF16) with f32 activations;
+//! also `multi_dot_f16` (attention over an F16 cache) and `swiglu`.
 //!
 //! Four independent 8-lane FMA accumulators (32 elements per step), then the tail in scalar f32.
 //! The scalar reference sums in f64, so results agree to within f32 accumulation error.

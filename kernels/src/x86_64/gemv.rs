@@ -1,7 +1,10 @@
-//! Decode mat-vecs (`GemvFn`: several weight rows x one token) with AVX-512 VNNI, for Q4_0 (four
-//! blocks per 512-bit step) and Q8_0 (one block per 256-bit step) weights x Q8_0 activations, and
-//! Q4_K and Q6_K x Q8_K (`maddubs` + `vpdpwssd` on 512-bit registers, see `row_dot_q4_k`). Each lays the
-//! activation row out once per call in the order its weight levels come out of the loads.
+//! Decode mat-vecs (`GemvFn`: several weight rows x one token), each laying the activation row out
+//! once per call in the order its weight levels come out of the loads:
+//! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step; Q8_0 x Q8_0
+//!   two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`, `packssdw`
+//!   and one `vpdpwssd` per register pair (see `row_dot_q4_k`).
+//! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`row_dot_pairs`), and Q4_K x
+//!   Q8_K (`row_dot_q4_k_avx2`).
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
@@ -9,15 +12,13 @@
 //! `vec_dot` kernels spend a second `vpdpbusd` (or `maddubs`) per block and row on it. Here it is
 //! computed once per call for every activation block, then seeds the accumulator of that block's
 //! `vpdpbusd` in every row: per row and block, one `vpdpbusd`, one conversion and one FMA remain on
-//! the multiply pipes. Rows are still processed one after another, so the weights stream from
-//! memory in order (interleaving several rows was measured slower: several short streams defeat
-//! the hardware prefetcher).
+//! the multiply pipes. Rows are processed one after another, so the weights stream from memory in
+//! order (interleaved rows make several short streams, which defeat the hardware prefetcher).
 //!
-//! The Q4_0 kernel's software prefetch depends on the CPU (`quants::set_prefetch_plan`): on Zen 4
-//! it streams the weights at the plain read rate without one (0.72 ns per block from memory,
-//! 25 GB/s, vs 0.94 with `prefetcht0` 2 KiB ahead once per 72 bytes: prefetches take fill buffers
-//! the hardware prefetcher's stream would use); on an Intel Xeon it reaches 64% of the read rate
-//! without one and 82% with three per two quads 2 KiB ahead.
+//! The Q4_0, Q4_1, Q5_0 and Q6_K kernels' software prefetch is chosen per CPU vendor
+//! (`quants::set_prefetch_plan`): none on AMD (prefetches take fill buffers the hardware
+//! prefetcher's stream would use), 2 KiB ahead on Intel (the hardware prefetcher alone falls short).
+//! Measurements: docs/perf.md.
 //!
 //! Each row's arithmetic is the same whatever rows share a call, so results do not depend on how a
 //! matrix is split across threads.
@@ -83,8 +84,8 @@ fn levels_q8_0(x: &BlockQ8_0) -> __m256i {
 }
 
 /// One Q8_0 row: sum over blocks of `d_w * d_a * (seed + levels . a)`, two blocks per step into
-/// two accumulators. (Making the row's block scales in a first pass, to take them off the vector
-/// pipes, measured slower: 1.11 vs 0.92 ns per Q4_0 block, cache-resident.)
+/// two accumulators. (The block scales are made inline: a separate first pass, to take them off
+/// the vector pipes, was slower.)
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32]) -> f32 {
@@ -102,8 +103,8 @@ fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32])
         // The two blocks' 68 bytes: two lines (one prefetch per step left every 16th line to
         // the hardware prefetcher).
         prefetch_lines_q8_0::<2, _>(w[b..].as_ptr());
-        // Both blocks' d_w * d_a by F16C: a lookup per block in the 256 KiB f16 table missed L1
-        // about as often as the weights did (1.03 -> 0.93 ns per block cache-resident).
+        // Both blocks' d_w * d_a by F16C: a lookup in the 256 KiB f16 table misses L1 about as
+        // often as the weights do.
         let bits = w[b].d.to_bits() as i32 | (w[b + 1].d.to_bits() as i32) << 16;
         // SAFETY: `da[b..b + 2]` is 8 readable bytes; unaligned load.
         let da2 = unsafe { _mm_castpd_ps(_mm_load_sd(da.as_ptr().add(b) as *const f64)) };
@@ -258,9 +259,8 @@ fn quad_step(
 /// levels of `lo` and `hi`, and two chained `vpdpbusd` from the seed sum the four blocks exactly, 4
 /// lanes each. The four scales `d_w * d_a` are made in an xmm and spread to those lanes by one
 /// `vpermps`: one conversion and one FMA per four blocks, where two blocks per step (the high
-/// nibbles in the upper lanes of the same register) took one per two. Cache-resident 0.60 vs 0.81
-/// ns per block. (A GFNI affine transform for the high nibbles saves 3% in cache, nothing from
-/// memory; not worth a second feature test.)
+/// nibbles in the upper lanes of the same register) took one per two. (A GFNI affine transform
+/// for the high nibbles gains nothing from memory: not worth a second feature test.)
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 fn row_dot_q4_0(

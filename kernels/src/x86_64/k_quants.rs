@@ -1,8 +1,8 @@
-//! AVX2 dot products of the k-quants with Q8_K activations: Q4_K, Q5_K, Q6_K.
+//! AVX2 dot products of the k-quants with Q8_K activations: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
 //!
-//! Per super-block of 256 the integer sum is exact: unsigned weight levels (0..16, 0..32, 0..64)
-//! times signed activations with `maddubs` (|pair| <= 63 * 128 * 2 < 2^15), times the 6- or 8-bit
-//! sub-block scales with `madd`, summed in i32. The min / offset terms use the activations'
+//! Per super-block of 256 the integer sum is exact: unsigned weight levels (0..4, 0..8, 0..16,
+//! 0..32, 0..64) times signed activations with `maddubs` (|pair| <= 63 * 128 * 2 < 2^15), times
+//! the 4-, 6- or 8-bit sub-block scales with `madd`, summed in i32. The min / offset terms use the activations'
 //! precomputed `bsums`. Only the final f32 scaling and accumulation order differ from the scalar
 //! reference.
 

@@ -9,12 +9,16 @@
 //! Integer products are summed exactly in integers per block (maddubs/madd with unsigned weights,
 //! so no i16 saturation and no sign-trick corner case for -128), then scaled in f32.
 //!
-//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI).
+//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI), and
+//!   the software-prefetch plan (`set_prefetch_plan`, `prefetch_lines`).
 //! - `k_quants`: vec_dot of Q2_K..Q6_K . Q8_K (AVX2).
-//! - `float`: F32/F16/BF16 rows . f32 (AVX2+FMA, F16C).
+//! - `float`: F32/F16/BF16 rows . f32, the F16 multi-vector dot (attention over an F16 cache) and
+//!   SwiGLU (AVX2+FMA, F16C).
 //! - `act`: activation quantizers Q8_0/Q8_1/Q8_K, byte-identical with the scalar ones.
-//! - `gemv`: decode mat-vecs of Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K (AVX-512 VNNI), the activation side made once per call.
-//! - `tile`: prefill tiles (several rows x several tokens) with AVX-512 VNNI `vpdpbusd`.
+//! - `gemv`: decode mat-vecs, the activation side made once per call: AVX-512 VNNI for
+//!   Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K; AVX2 for Q4_0/Q4_1/Q5_0/Q5_1/Q4_K.
+//! - `tile`: prefill tiles (groups of 8 rows x up to 32 tokens) of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/
+//!   Q5_K/Q6_K, with AVX-512 VNNI `vpdpbusd` (`tile::vnni`) or AVX2 `maddubs` + `madd` (`tile::avx2`).
 
 use std::arch::x86_64::*;
 
@@ -116,9 +120,8 @@ pub fn install(table: &mut KernelTable) {
     if !has_avx512vnni() || crate::dispatch::avx512_disabled() {
         return;
     }
-    // Decode with VNNI: Q8_0 . Q8_0 gains (L1-resident 2048-element row: 1.05 vs 1.15 ns/block;
-    // streaming from memory 21 vs 20 GB/s per CPU-second); Q4_0 does not (1.17 vs 1.17 ns/block),
-    // so quants::vec_dot_q4_0_q8_0_vnni stays tested but unused.
+    // The VNNI one-row dot only for Q8_0, which it makes faster than the AVX2 one; for Q4_0 it
+    // does not, so quants::vec_dot_q4_0_q8_0_vnni stays tested but unused (docs/perf.md).
     set_dot(
         table,
         GgmlType::Q8_0,

@@ -1,4 +1,5 @@
-//! AVX2 dot products of the 32-element formats: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1.
+//! Dot products of the 32-element formats: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1 (AVX2;
+//! Q4_0 and Q8_0 also with AVX-512 VNNI), and the x86-64 software-prefetch plan.
 //!
 //! Weights are unpacked to unsigned bytes q (0..16 or 0..32) and multiplied with the signed
 //! activations by `maddubs` (|pair sum| <= 31 * 128 * 2, no i16 saturation); the offset of Q4_0/Q5_0
@@ -60,26 +61,16 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
 }
 
 /// Bytes ahead of the current weight block to prefetch, set once by [`set_prefetch_plan`] when the
-/// table is filled (4096 until then). Whether and how far a software prefetch helps depends on the
-/// kernel and the CPU (weights streamed from memory on 2 MiB pages):
-/// - Zen 4: the Q4_K gemv 5.2 ns per super-block at 4 KiB ahead, 5.5 at 2 KiB, 6.0 at 1 KiB or
-///   without, 5.3 at 8 KiB; the Q8_0 gemv 1.17 ns per block at 4 KiB vs 1.22-1.29 at 2 KiB; the
-///   Q4_0 gemv 0.72 vs 0.94 ns per block *without* it (it reaches the plain read rate alone).
-/// - An Intel Xeon (Sapphire Rapids class, AVX-512 VNNI, 18 GiB/s single-thread read): the Q4_0
-///   gemv needs one: 11.5 GiB/s without, 15.0-15.3 at 1, 1.5 or 2 KiB ahead (three `prefetcht0`
-///   per two quads; `prefetcht1` 13.5, `prefetchnta` 6.1); the Q4_K gemv 16.6-17.1 GiB/s at 2 KiB
-///   vs 15.2-16.1 at 4 KiB; the Q8_0 gemv (twice the bytes per multiply) 15.4-16.2 GiB/s at 4 KiB
-///   vs 14.3-15.6 at 2 KiB (3 alternating pairs; its own distance, [`PREFETCH_AHEAD_Q8_0`]); the
-///   Q4_1, Q5_0 and Q6_K gemvs 10.2-11.4, 6.4-6.6 and 11.1-11.8 GiB/s without, 14.1-16.7,
-///   13.9-15.3 and 15.3-16.0 with one 2 KiB ahead.
+/// table is filled (4096 until then). The best distance depends on the kernel and the CPU vendor,
+/// so it is chosen per vendor (measurements: docs/perf.md, "x86-64 software prefetch").
 static PREFETCH_AHEAD: AtomicUsize = AtomicUsize::new(4096);
 
-/// The AVX-512 Q8_0 gemv's distance: 4096 on both CPUs measured (see [`PREFETCH_AHEAD`]).
+/// The AVX-512 Q8_0 gemv's own distance: 4 KiB on every vendor (it streams twice the bytes per
+/// multiply of the others).
 static PREFETCH_AHEAD_Q8_0: AtomicUsize = AtomicUsize::new(4096);
 
-/// Whether the AVX-512 gemvs that stream without a software prefetch on Zen 4 (Q4_0, Q4_1, Q5_0,
-/// Q6_K) and the F32/F16/BF16 dot products issue one; see [`PREFETCH_AHEAD`] (the float ones on
-/// Intel: 11.8 -> 15.9-16.6 GiB/s at 2048x2048; not measured on Zen 4).
+/// Whether the Q4_0/Q4_1/Q5_0/Q6_K AVX-512 gemvs and the F32/F16/BF16 dot products prefetch: yes on
+/// Intel (its hardware prefetcher alone falls short there), no elsewhere (tuned on Zen 4).
 static GEMV_STREAMS_PREFETCH: AtomicBool = AtomicBool::new(false);
 
 /// Chooses the prefetch distance for this CPU: 2 KiB (the Q8_0 gemv 4 KiB) and prefetching Q4_0,
@@ -115,10 +106,9 @@ pub(super) fn gemv_streams_prefetch() -> bool {
 
 /// Prefetches the `LINES` 64-byte lines from `p` on, each `PREFETCH_AHEAD` bytes ahead: a step that
 /// consumes more than one line of weights prefetches each of them (one per step leaves the rest to
-/// the hardware prefetcher, which on an Intel Xeon streams at ~64% of the read rate alone). The
-/// addresses may lie past the row: a prefetch is a hint and never faults, and they are computed
-/// with wrapping arithmetic. Distance 0 issues none. (The distance is one L1-resident load per
-/// call: the same speed as a constant.)
+/// the hardware prefetcher, too slow alone on Intel). The addresses may lie past the row: a
+/// prefetch is a hint and never faults, and they are computed with wrapping arithmetic. Distance 0
+/// issues none. (The distance is loaded once per call: no slower than a constant.)
 #[inline(always)]
 pub(super) fn prefetch_lines<const LINES: usize, T>(p: *const T) {
     lines_at::<LINES>(p as *const u8, PREFETCH_AHEAD.load(Ordering::Relaxed));
@@ -281,7 +271,7 @@ fn dot_q8_0_vnni(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
 }
 
 /// Q4_0 weights . Q8_0 activations (AVX-512 VNNI on 256-bit registers). Not installed: no faster
-/// than the AVX2 kernel on Zen 4 (see `install`).
+/// than the AVX2 kernel (docs/perf.md); kept, and tested, for CPUs where that may change.
 #[allow(dead_code)]
 pub(super) fn vec_dot_q4_0_q8_0_vnni(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ4_0, BlockQ8_0>(n, w, a);

@@ -1,4 +1,5 @@
-//! Prefill tiles (`GemmTileFn`) with AVX-512 VNNI `vpdpbusd` on 256-bit registers, for the
+//! Prefill tiles (`GemmTileFn`), compiled twice: with AVX-512 VNNI `vpdpbusd` on 256-bit registers
+//! (`vnni`) and with AVX2 `maddubs` + `madd` (`avx2`), for the
 //! 32-element formats Q4_0, Q5_0, Q8_0 (x Q8_0) and Q4_1, Q5_1 (x Q8_1), and for the k-quants
 //! Q4_K, Q5_K, Q6_K (x Q8_K: per 32-element sub-block the same scheme, the exact sub-block sums
 //! then multiplied by the per-row sub-block scales with `vpmulld`, mins from the `bsums`).
@@ -13,7 +14,7 @@
 //! (`a ^ 0x80` = a + 128, once per token and block, before the inner loop) and the per-row
 //! `128 * sum(w)` is subtracted, computed once per block and row group: every block sum is exact.
 //! The offset activations of a chunk of blocks are made once for up to `MAX_GROUPS` row groups
-//! (a tile of 64 rows), not once per group of 8: that preparation had cost a fifth of a prefill.
+//! (a tile of 64 rows), not once per group of 8, which made it a large share of a prefill.
 //! Each output element accumulates its blocks in order in its own lane of its own token
 //! accumulator, so its value does not depend on how rows and tokens are grouped into tiles (hence
 //! not on the thread count either).
