@@ -385,6 +385,21 @@ fn item11_inconsistent_metadata_is_refused() {
         fails_with(&o, needle);
         std::fs::remove_file(&p).unwrap();
     }
+    // A linear RoPE scaling factor that is not positive (it was silently ignored).
+    let p = d.join("ropelinear.gguf");
+    rewrite(
+        &src,
+        &p,
+        vec![
+            ("llama.rope.scaling.type", OwnedValue::Str("linear".into())),
+            ("llama.rope.scaling.factor", OwnedValue::F32(-1.0)),
+        ],
+    );
+    let o = ferrolm(&["run", "-m", p.to_str().unwrap(), "-p", "hi", "-n", "1"]);
+    fails_with(
+        &o,
+        "llama.rope.scaling.factor = -1: a linear scaling factor must be a positive",
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 

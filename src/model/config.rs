@@ -85,9 +85,13 @@ impl Config {
                 "none" => {}
                 "linear" => {
                     let f = g.get_f32(&key("rope.scaling.factor"))?;
-                    if f > 0.0 {
-                        rope_freq_scale = 1.0 / f;
+                    if !(f.is_finite() && f > 0.0) {
+                        return Err(ModelError::Unsupported(format!(
+                            "{a}.rope.scaling.factor = {f}: a linear scaling factor must be a \
+                             positive number"
+                        )));
                     }
+                    rope_freq_scale = 1.0 / f;
                 }
                 // Llama-3 style scaling is carried by the `rope_freqs.weight` tensor.
                 "llama3" => {}

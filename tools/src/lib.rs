@@ -165,6 +165,39 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
     let cfg = &ck.config;
     let arch = cfg.arch.name();
     let cfg_path = dir.join("config.json");
+    let scaling = match cfg.raw.get("rope_scaling") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(s) if s.is_object() => Some(s),
+        Some(s) => {
+            return Err(QuantizeError::bad_config(
+                &cfg_path,
+                format!("rope_scaling must be an object or null, not {s}"),
+            ))
+        }
+    };
+    let scaling_kind = scaling
+        .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
+    // A scaling factor, where one is given, stretches positions: it must be finite and positive.
+    let factor = match scaling.and_then(|s| s.get("factor")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(f) => match f.as_f64() {
+            Some(v) if v.is_finite() && v > 0.0 && (v as f32).is_finite() => Some(v),
+            _ => {
+                return Err(QuantizeError::bad_config(
+                    &cfg_path,
+                    format!("rope_scaling factor {f} is not a positive number"),
+                ))
+            }
+        },
+    };
+    if matches!(scaling_kind, "linear" | "yarn") && factor.is_none() {
+        return Err(QuantizeError::bad_config(
+            &cfg_path,
+            format!("rope_scaling type {scaling_kind:?} has no factor"),
+        ));
+    }
     let tokenizer = vocab::tokenizer_metadata(dir, ck.vocab_size(), arch)?;
 
     // general.*
@@ -229,14 +262,6 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
         FileType::F16
     };
     meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
-    let scaling = cfg.raw.get("rope_scaling").filter(|s| s.is_object());
-    let scaling_kind = scaling
-        .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
-        .and_then(|t| t.as_str())
-        .unwrap_or("");
-    let factor = scaling
-        .and_then(|s| s.get("factor"))
-        .and_then(|f| f.as_f64());
     match cfg.arch {
         hf::Arch::Llama => {
             meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));

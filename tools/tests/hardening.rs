@@ -112,6 +112,49 @@ fn item03_hostile_config_counts() {
     assert_eq!(listing(&d), ["ck"]);
 }
 
+// 11 (sweep). rope_scaling that is not an object, or whose factor is not a positive number, is
+// refused with a message naming it (a negative factor was converted, then silently ignored).
+#[test]
+fn item11_rope_scaling_is_checked() {
+    let d = common::scratch("hard-rope");
+    let ck = d.join("ck");
+    tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
+    let out = d.join("out.gguf");
+    for (v, needle) in [
+        (
+            serde_json::json!("s"),
+            "rope_scaling must be an object or null",
+        ),
+        (
+            serde_json::json!({"type": "linear", "factor": -1}),
+            "rope_scaling factor -1 is not a positive number",
+        ),
+        (
+            serde_json::json!({"type": "linear", "factor": 0.0}),
+            "is not a positive number",
+        ),
+        (
+            serde_json::json!({"type": "linear"}),
+            "rope_scaling type \"linear\" has no factor",
+        ),
+    ] {
+        set_config(&ck, "rope_scaling", v);
+        let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+        fails_with(&o, needle);
+        assert_eq!(listing(&d), ["ck"]);
+    }
+    // Null and a valid linear factor pass the config checks: this tokenizer-less checkpoint then
+    // fails on the tokenizer, which is read after them.
+    for v in [
+        serde_json::Value::Null,
+        serde_json::json!({"type": "linear", "factor": 2.0}),
+    ] {
+        set_config(&ck, "rope_scaling", v);
+        let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+        fails_with(&o, "neither tokenizer.model nor tokenizer.json");
+    }
+}
+
 // 4. --force never replaces a FIFO or a device (nor one behind a symlink).
 #[test]
 fn item04_force_refuses_non_regular_outputs() {
