@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Generate the C header from src/ffi.rs with cbindgen:
+# Generate the C header from the C ABI crate (capi/src/) with cbindgen:
 #
-#   scripts/gen-header.sh            writes include/ferrolm.h
+#   scripts/gen-header.sh            writes capi/include/ferrolm.h
 #   scripts/gen-header.sh OUT.h      writes OUT.h (scripts/check-header.sh uses this)
 #
 # cbindgen is a build tool only (normal cargo builds do not run it). When it is missing, the
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CBINDGEN_VERSION=0.29.2
-out="${1:-include/ferrolm.h}"
+out="${1:-capi/include/ferrolm.h}"
 
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
@@ -30,5 +30,5 @@ if [ "$have" != "$CBINDGEN_VERSION" ]; then
   [ -x "$cbindgen_bin" ] || cbindgen_bin="$(command -v cbindgen)"
 fi
 
-# One source file, no `cargo metadata`: fast, and independent of the rest of the crate.
-"$cbindgen_bin" --quiet --config cbindgen.toml --lang c --output "$out" src/ffi.rs
+# The crate's own files (cbindgen follows its `mod` declarations), no `cargo metadata`: fast.
+"$cbindgen_bin" --quiet --config capi/cbindgen.toml --lang c --output "$out" capi/src/lib.rs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Write a pkg-config file for the C API from ferrolm.pc.in:
+# Write a pkg-config file for the C API from capi/ferrolm.pc.in:
 #
 #   scripts/gen-pc.sh [--prefix DIR] [--libdir DIR] [--includedir DIR] [-o FILE]
 #
@@ -27,7 +27,7 @@ version="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)"
 
 esc() { printf '%s' "$1" | sed 's/[\\&|]/\\&/g'; }
 text="$(sed -e "s|@PREFIX@|$(esc "$prefix")|" -e "s|@LIBDIR@|$(esc "$libdir")|" \
-  -e "s|@INCLUDEDIR@|$(esc "$includedir")|" -e "s|@VERSION@|$(esc "$version")|" "$root/ferrolm.pc.in")"
+  -e "s|@INCLUDEDIR@|$(esc "$includedir")|" -e "s|@VERSION@|$(esc "$version")|" "$root/capi/ferrolm.pc.in")"
 if [ -n "$out" ]; then
   printf '%s\n' "$text" > "$out"
 else

@@ -64,7 +64,7 @@ else
   gguf_py_ok || { echo "error: gguf==0.19.0 is still not importable by python3 after pip install" >&2; exit 1; }
 fi
 
-# The C ABI: scripts/check-header.sh regenerates include/ferrolm.h and fails if the checked-in one
+# The C ABI: scripts/check-header.sh regenerates capi/include/ferrolm.h and fails if the checked-in one
 # differs.
 step "C header is current: scripts/check-header.sh"
 check "C header" bash scripts/check-header.sh
@@ -74,15 +74,15 @@ check "x86-64 tests" cargo test --workspace --no-fail-fast
 
 # The decoder with the scalar reference kernels forced: greedy generation equal to llama.cpp's on
 # both real models, identical logits for 1/2/3 threads, decode = prefill exactly, the qemu smoke tests.
-step "x86-64, scalar kernels forced: FERROLM_KERNELS=scalar cargo test --test generate --test logits qemu_smoke|greedy|thread|decode"
-check "scalar-kernel decoder tests" env FERROLM_KERNELS=scalar cargo test --test generate --test logits -- \
+step "x86-64, scalar kernels forced: FERROLM_KERNELS=scalar cargo test -p ferrolm --test generate --test logits qemu_smoke|greedy|thread|decode"
+check "scalar-kernel decoder tests" env FERROLM_KERNELS=scalar cargo test -p ferrolm --test generate --test logits -- \
   qemu_smoke greedy thread decode
 
 # The AVX2 kernels alone (what a laptop without AVX-512 runs; a no-op difference on a CPU without
 # AVX-512): the kernel properties against the scalar oracle, and the decoder against llama.cpp.
 step "x86-64, AVX2 kernels only: FERROLM_KERNELS=avx2 cargo test -p ferrolm-kernels --test props, then --test generate --test logits"
 check "AVX2-kernel property tests" env FERROLM_KERNELS=avx2 cargo test -p ferrolm-kernels --test props
-check "AVX2-kernel decoder tests" env FERROLM_KERNELS=avx2 cargo test --test generate --test logits
+check "AVX2-kernel decoder tests" env FERROLM_KERNELS=avx2 cargo test -p ferrolm --test generate --test logits
 
 fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
 if [ "$fuzz_secs" != 0 ]; then

@@ -58,6 +58,30 @@ pub struct KvCache {
     buf: Vec<u64>,
 }
 
+/// Why a KV cache cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error(
+        "a {ty} KV cache needs the head dimension ({head_dim}) to be a multiple of its block size \
+         ({block})"
+    )]
+    HeadDim {
+        ty: &'static str,
+        head_dim: usize,
+        block: usize,
+    },
+    #[error(
+        "a KV cache of {n_layer} layers x {n_ctx} positions x {n_head_kv} heads x {head_dim} \
+         dimensions is too large to address"
+    )]
+    TooLarge {
+        n_layer: usize,
+        n_ctx: usize,
+        n_head_kv: usize,
+        head_dim: usize,
+    },
+}
+
 impl KvCache {
     /// Bytes a cache of this shape takes.
     pub fn bytes_needed(
@@ -82,14 +106,28 @@ impl KvCache {
         n_ctx: usize,
         n_head_kv: usize,
         head_dim: usize,
-    ) -> Option<KvCache> {
-        let total = Self::bytes_needed(ty, n_layer, n_ctx, n_head_kv, head_dim)?;
-        let row_bytes = ty.ggml().row_bytes(head_dim as u64)? as usize;
-        if row_bytes % 2 != 0 {
-            return None;
-        }
+    ) -> Result<KvCache, KvError> {
+        let block = ty.ggml().block_elems();
+        let row_bytes = match ty.ggml().row_bytes(head_dim as u64) {
+            Some(r) if r % 2 == 0 => r as usize,
+            _ => {
+                return Err(KvError::HeadDim {
+                    ty: ty.name(),
+                    head_dim,
+                    block,
+                })
+            }
+        };
+        let total = Self::bytes_needed(ty, n_layer, n_ctx, n_head_kv, head_dim).ok_or(
+            KvError::TooLarge {
+                n_layer,
+                n_ctx,
+                n_head_kv,
+                head_dim,
+            },
+        )?;
         let buf = vec![0u64; total.div_ceil(8)];
-        Some(KvCache {
+        Ok(KvCache {
             ty,
             n_layer,
             n_ctx,

@@ -2,8 +2,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod chat;
-pub mod ffi;
-pub mod ftype;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;

@@ -86,19 +86,20 @@ impl Config {
                 "linear" => {
                     let f = g.get_f32(&key("rope.scaling.factor"))?;
                     if !(f.is_finite() && f > 0.0) {
-                        return Err(ModelError::Unsupported(format!(
-                            "{a}.rope.scaling.factor = {f}: a linear scaling factor must be a \
-                             positive number"
-                        )));
+                        return Err(ModelError::RopeScalingFactor {
+                            key: key("rope.scaling.factor"),
+                            factor: f,
+                        });
                     }
                     rope_freq_scale = 1.0 / f;
                 }
                 // Llama-3 style scaling is carried by the `rope_freqs.weight` tensor.
                 "llama3" => {}
                 other => {
-                    return Err(ModelError::Unsupported(format!(
-                        "{a}.rope.scaling.type = '{other}' (supported: none, linear, llama3)"
-                    )))
+                    return Err(ModelError::RopeScalingType {
+                        key: key("rope.scaling.type"),
+                        found: other.to_string(),
+                    })
                 }
             }
         }
@@ -106,9 +107,11 @@ impl Config {
             Some(_) => u("attention.key_length")?,
             None => {
                 if n_head == 0 || n_embd % n_head != 0 {
-                    return Err(ModelError::BadMetadata(format!(
-                        "{a}.embedding_length = {n_embd} is not divisible by {a}.attention.head_count = {n_head}"
-                    )));
+                    return Err(ModelError::HeadsDoNotDivide {
+                        arch: a,
+                        n_embd,
+                        n_head,
+                    });
                 }
                 n_embd / n_head
             }
@@ -122,19 +125,23 @@ impl Config {
                 .and_then(|r| r.split('.').next());
             if let Some(i) = layer.and_then(|i| i.parse::<usize>().ok()) {
                 if i >= n_layer {
-                    return Err(ModelError::BadMetadata(format!(
-                        "{a}.block_count is {n_layer}, but the file has tensor '{}' of layer {i}",
-                        t.name
-                    )));
+                    return Err(ModelError::LayerOutOfRange {
+                        arch: a,
+                        n_layer,
+                        tensor: t.name.to_string(),
+                        layer: i,
+                    });
                 }
             }
         }
         if let Some(v) = g.get(&key("rope.dimension_count")) {
             let n_rot = v.as_i128().unwrap_or(-1);
             if n_rot != head_dim as i128 {
-                return Err(ModelError::Unsupported(format!(
-                    "{a}.rope.dimension_count = {n_rot}: {a} rotates the whole head of {head_dim} dimensions (partial rotary is not supported for {a})"
-                )));
+                return Err(ModelError::PartialRotary {
+                    arch: a,
+                    n_rot,
+                    head_dim,
+                });
             }
         }
         let n_vocab_rows = match g.tensor("token_embd.weight") {
@@ -143,10 +150,10 @@ impl Config {
         };
         if let Ok(toks) = g.get_array("tokenizer.ggml.tokens") {
             if toks.len() != n_vocab_rows {
-                return Err(ModelError::BadMetadata(format!(
-                    "tokenizer.ggml.tokens has {} tokens, but token_embd.weight has {n_vocab_rows} rows",
-                    toks.len()
-                )));
+                return Err(ModelError::VocabMismatch {
+                    n_tokens: toks.len(),
+                    n_rows: n_vocab_rows,
+                });
             }
             for k in [
                 "bos",
@@ -164,10 +171,11 @@ impl Config {
                     let id = v.as_i128().unwrap_or(-1);
                     // -1 is what some converters write for "none".
                     if id != -1 && !(0..toks.len() as i128).contains(&id) {
-                        return Err(ModelError::BadMetadata(format!(
-                            "{k} = {id} is out of range (vocabulary of {} tokens)",
-                            toks.len()
-                        )));
+                        return Err(ModelError::SpecialTokenOutOfRange {
+                            key: k,
+                            id,
+                            n_vocab: toks.len(),
+                        });
                     }
                 }
             }
@@ -192,46 +200,51 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ModelError> {
-        let a = self.arch.name();
-        let bad = |m: String| Err(ModelError::BadMetadata(m));
+        let arch = self.arch.name();
         if self.n_embd == 0
             || self.n_layer == 0
             || self.n_head == 0
             || self.n_ff == 0
             || self.n_vocab == 0
         {
-            return bad(format!("{a}: embedding_length, block_count, attention.head_count, feed_forward_length and the vocabulary must be non-zero"));
+            return Err(ModelError::ZeroSize { arch });
         }
         if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
-            return bad(format!(
-                "{a}.attention.head_count = {} is not a multiple of {a}.attention.head_count_kv = {}",
-                self.n_head, self.n_head_kv
-            ));
+            return Err(ModelError::KvHeads {
+                arch,
+                n_head: self.n_head,
+                n_head_kv: self.n_head_kv,
+            });
         }
         if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 1024 {
-            return bad(format!(
-                "{a}: head dimension {} must be even and at most 1024",
-                self.head_dim
-            ));
+            return Err(ModelError::HeadDim {
+                arch,
+                head_dim: self.head_dim,
+            });
         }
         if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) {
-            return bad(format!(
-                "{a}.attention.layer_norm_rms_epsilon = {} is out of range",
-                self.rms_eps
-            ));
+            return Err(ModelError::OutOfRange {
+                arch,
+                key: "attention.layer_norm_rms_epsilon",
+                value: self.rms_eps,
+            });
         }
         if !(self.rope_base > 0.0 && self.rope_base.is_finite()) {
-            return bad(format!(
-                "{a}.rope.freq_base = {} is out of range",
-                self.rope_base
-            ));
+            return Err(ModelError::OutOfRange {
+                arch,
+                key: "rope.freq_base",
+                value: self.rope_base,
+            });
         }
         if self.n_layer > 4096 || self.n_embd > 1 << 16 || self.n_ff > 1 << 18 || self.n_head > 1024
         {
-            return bad(format!(
-                "{a}: implausible model size (n_embd {}, n_layer {}, n_ff {}, n_head {})",
-                self.n_embd, self.n_layer, self.n_ff, self.n_head
-            ));
+            return Err(ModelError::Implausible {
+                arch,
+                n_embd: self.n_embd,
+                n_layer: self.n_layer,
+                n_ff: self.n_ff,
+                n_head: self.n_head,
+            });
         }
         Ok(())
     }

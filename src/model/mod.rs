@@ -21,10 +21,80 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error("unsupported architecture '{arch}' (supported: {})", SUPPORTED_ARCHS)]
     UnsupportedArch { arch: String },
-    #[error("unsupported model: {0}")]
-    Unsupported(String),
-    #[error("bad model metadata: {0}")]
-    BadMetadata(String),
+    #[error("{key} = '{found}' (supported: none, linear, llama3)")]
+    RopeScalingType { key: String, found: String },
+    #[error("{key} = {factor}: a linear scaling factor must be a positive number")]
+    RopeScalingFactor { key: String, factor: f32 },
+    #[error(
+        "{arch}.rope.dimension_count = {n_rot}: {arch} rotates the whole head of {head_dim} \
+         dimensions (partial rotary is not supported for {arch})"
+    )]
+    PartialRotary {
+        arch: &'static str,
+        n_rot: i128,
+        head_dim: usize,
+    },
+    #[error(
+        "{arch}.embedding_length = {n_embd} is not divisible by {arch}.attention.head_count = \
+         {n_head}"
+    )]
+    HeadsDoNotDivide {
+        arch: &'static str,
+        n_embd: usize,
+        n_head: usize,
+    },
+    #[error(
+        "{arch}.block_count is {n_layer}, but the file has tensor '{tensor}' of layer {layer}"
+    )]
+    LayerOutOfRange {
+        arch: &'static str,
+        n_layer: usize,
+        tensor: String,
+        layer: usize,
+    },
+    #[error(
+        "tokenizer.ggml.tokens has {n_tokens} tokens, but token_embd.weight has {n_rows} rows"
+    )]
+    VocabMismatch { n_tokens: usize, n_rows: usize },
+    #[error("{key} = {id} is out of range (vocabulary of {n_vocab} tokens)")]
+    SpecialTokenOutOfRange {
+        key: String,
+        id: i128,
+        n_vocab: usize,
+    },
+    #[error(
+        "{arch}: embedding_length, block_count, attention.head_count, feed_forward_length and the \
+         vocabulary must be non-zero"
+    )]
+    ZeroSize { arch: &'static str },
+    #[error(
+        "{arch}.attention.head_count = {n_head} is not a multiple of \
+         {arch}.attention.head_count_kv = {n_head_kv}"
+    )]
+    KvHeads {
+        arch: &'static str,
+        n_head: usize,
+        n_head_kv: usize,
+    },
+    #[error("{arch}: head dimension {head_dim} must be even and at most 1024")]
+    HeadDim { arch: &'static str, head_dim: usize },
+    #[error("{arch}.{key} = {value} is out of range")]
+    OutOfRange {
+        arch: &'static str,
+        key: &'static str,
+        value: f32,
+    },
+    #[error(
+        "{arch}: implausible model size (n_embd {n_embd}, n_layer {n_layer}, n_ff {n_ff}, n_head \
+         {n_head})"
+    )]
+    Implausible {
+        arch: &'static str,
+        n_embd: usize,
+        n_layer: usize,
+        n_ff: usize,
+        n_head: usize,
+    },
     #[error("tensor '{0}' is missing")]
     MissingTensor(String),
     #[error("tensor '{name}' has shape {found:?}, expected {expected:?}")]
@@ -60,8 +130,12 @@ pub enum ModelError {
     BadToken { id: u32, n_vocab: usize },
     #[error("the prompt is empty and the model adds no BOS token: nothing to generate from")]
     EmptyPrompt,
-    #[error("invalid context parameters: {0}")]
-    BadParams(String),
+    #[error("invalid context parameters: context length {n_ctx} is over the limit of {max}")]
+    ContextTooLong { n_ctx: usize, max: usize },
+    #[error("invalid context parameters: {n_threads} threads is over the limit of {max}")]
+    TooManyThreads { n_threads: usize, max: usize },
+    #[error(transparent)]
+    KvCache(#[from] crate::kv_cache::KvError),
 }
 
 /// Where a weight matrix lives in the file: no lifetimes, so a `Model` can own its `Gguf`.

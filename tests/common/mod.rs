@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 
-/// Repository root.
+/// Repository root: the workspace's directory (the tests of `cli/` and `capi/` share this file).
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    dir.ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(dir)
+        .to_path_buf()
 }
 
 /// Path to a model in `models/` (or `$FERROLM_MODELS`), or `None` with a skip message when absent.

@@ -101,9 +101,9 @@ pub enum QuantizeError {
     Kernel(String),
 }
 
-impl From<ferrolm::ftype::FtypeError> for QuantizeError {
-    fn from(e: ferrolm::ftype::FtypeError) -> Self {
-        use ferrolm::ftype::FtypeError as F;
+impl From<crate::ftype::FtypeError> for QuantizeError {
+    fn from(e: crate::ftype::FtypeError) -> Self {
+        use crate::ftype::FtypeError as F;
         match e {
             F::UnknownType(s) => QuantizeError::UnknownType(s),
             F::IncompatibleShape {

@@ -15,8 +15,9 @@
 //! every tensor dequantized to f32 by ggml's dequantizer, then quantized; all metadata kept.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cli;
 pub mod error;
-pub use ferrolm::ftype;
+pub mod ftype;
 pub mod hf;
 pub mod naming;
 pub mod source;

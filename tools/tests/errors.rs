@@ -142,7 +142,10 @@ fn tensor_shape_disagrees_with_config() {
 #[test]
 fn unknown_output_type() {
     let e = FileType::parse("Q3_K_S").expect_err("must fail");
-    assert!(matches!(e, ferrolm::ftype::FtypeError::UnknownType(_)));
+    assert!(matches!(
+        e,
+        ferrolm_quantize::ftype::FtypeError::UnknownType(_)
+    ));
     let d = common::scratch("err-type");
     let g = d.join("in.gguf");
     tiny::gguf(&g);

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrolm");
@@ -179,7 +180,16 @@ fn item09_non_regular_model_files() {
 #[test]
 fn item10_messages_name_the_problem() {
     let Some(m) = model() else { return };
-    let o = ferrolm(&["perplexity", "-m", &m, "-f", "README.md", "--chunks", "0"]);
+    let readme = common::root().join("README.md");
+    let o = ferrolm(&[
+        "perplexity",
+        "-m",
+        &m,
+        "-f",
+        readme.to_str().unwrap(),
+        "--chunks",
+        "0",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("pass 1 or more chunks"),
@@ -505,16 +515,17 @@ fn item08_inspect_json_memory_is_bounded() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
-// 15 and 22. One `cargo build --release` builds every binary the README names (quantize is a
+// 15 and 22. One `cargo build --release` builds every binary the README names (every crate is a
 // default member of the workspace), and release binaries carry no debug info (a profile with
 // symbols is there for profiling).
 #[test]
 fn item15_22_one_build_small_binaries() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = common::root();
     let manifest: toml_lite::Doc = toml_lite::Doc::read(&root.join("Cargo.toml"));
     let members = manifest.list("workspace", "default-members");
-    assert!(members.iter().any(|m| m == "tools"), "{members:?}");
-    assert!(members.iter().any(|m| m == "."), "{members:?}");
+    for m in [".", "tools", "cli", "capi"] {
+        assert!(members.iter().any(|x| x == m), "{m} not in {members:?}");
+    }
     assert_eq!(manifest.get("profile.release", "debug"), None);
     assert_eq!(
         manifest.get("profile.release", "strip").as_deref(),
@@ -534,12 +545,17 @@ fn item15_22_one_build_small_binaries() {
             "{BIN} carries debug info: {names:?}"
         );
     }
-    // And `ferrolm quantize` finds the converter next to itself.
-    let q = Path::new(BIN).with_file_name("quantize");
-    if !cfg!(debug_assertions) || q.exists() {
-        let o = ferrolm(&["quantize", "--help"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
+    // And `ferrolm quantize` is linked in: it runs from a directory that holds nothing else.
+    let d = scratch("lone-ferrolm");
+    let lone = d.join("ferrolm");
+    std::fs::copy(BIN, &lone).unwrap();
+    let o = Command::new(&lone)
+        .args(["quantize", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Q4_K_M"), "{}", stdout(&o));
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// The section names of a 64-bit little-endian ELF file.

@@ -1,6 +1,6 @@
 //! The `ferrolm` command line.
 
-mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
@@ -13,8 +13,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cmd = cli::compat::allow_hyphen_values(cli::Cli::command());
-    let argv = match cli::compat::translate(&cmd, std::env::args_os().collect()) {
+    let cmd = commands::compat::allow_hyphen_values(commands::Cli::command());
+    let argv = match commands::compat::translate(&cmd, std::env::args_os().collect()) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -23,12 +23,12 @@ fn main() -> ExitCode {
     };
     let args = match cmd
         .try_get_matches_from(argv)
-        .and_then(|m| cli::Cli::from_arg_matches(&m))
+        .and_then(|m| commands::Cli::from_arg_matches(&m))
     {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    match cli::dispatch(args) {
+    match commands::dispatch(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line that names the problem (the error chain joined), a non-zero status.
@@ -43,7 +43,11 @@ fn main() -> ExitCode {
                 src = src.and_then(|e| e.source());
             }
             eprintln!("error: {msg}");
-            ExitCode::from(1)
+            // An interrupted conversion exits as the `quantize` binary does (128 + SIGINT).
+            match e.downcast_ref::<ferrolm_quantize::QuantizeError>() {
+                Some(ferrolm_quantize::QuantizeError::Cancelled) => ExitCode::from(130),
+                _ => ExitCode::from(1),
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 // generate.cpp: ferrolm's C API from C++, with RAII handles. Greedy generation into a
 // std::string, a lambda as the callback (through user_data), tokens/s on stderr.
 //
-//   c++ -std=c++17 -Wall -Wextra -O2 examples/c/generate.cpp $(pkg-config --cflags --libs ferrolm)
+//   c++ -std=c++17 -Wall -Wextra -O2 capi/examples/c/generate.cpp $(pkg-config --cflags --libs ferrolm)
 //   ./a.out [MODEL] [PROMPT] [N]
 #include <cstdio>
 #include <cstdlib>

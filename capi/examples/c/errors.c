@@ -2,7 +2,7 @@
  * errors.c: every error path of ferrolm's C API, from C. Each check prints "ok" or "FAIL"; the
  * last line is "N passed, N failed" and the exit status is non-zero on any failure.
  *
- *   cc -Wall -Wextra -Werror -pthread examples/c/errors.c -Iinclude -Ltarget/release -lferrolm
+ *   cc -Wall -Wextra -Werror -pthread capi/examples/c/errors.c -Icapi/include -Ltarget/release -lferrolm
  *   ./errors MODEL.gguf
  *
  * Built with -fsanitize=address,undefined in tests/capi.rs: no path may leak or crash.

@@ -48,7 +48,7 @@ pub enum Command {
     Synth(synth::Args),
     /// Chat interactively with the model's own chat template.
     Chat(chat::Args),
-    /// Convert a Hugging Face checkpoint or a GGUF file to GGUF in another type (runs `quantize`).
+    /// Convert a Hugging Face checkpoint or a GGUF file to GGUF in another type.
     Quantize(quantize::Args),
 }
 

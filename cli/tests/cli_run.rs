@@ -4,6 +4,7 @@
 
 use std::process::{Command, Output};
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 fn ferrolm(args: &[&str]) -> Output {
@@ -31,7 +32,7 @@ fn release_ferrolm() -> &'static std::path::Path {
                 "--bin",
                 "ferrolm",
                 "-p",
-                "ferrolm",
+                "ferrolm-cli",
                 "--target-dir",
             ])
             .arg(target_dir)

@@ -2,7 +2,7 @@
 """Smoke test of ferrolm's C API from Python through ctypes: load the shared library, check the
 version and an error path, then generate with a per-token callback.
 
-    python3 examples/python/ferrolm_smoke.py --lib target/release/libferrolm.so \
+    python3 capi/examples/python/ferrolm_smoke.py --lib target/release/libferrolm.so \
         --model models/SmolLM2-135M-Instruct.Q4_1.gguf [--prompt TEXT] [-n N] [--seed S]
 
 The generated text, and only it, goes to stdout (the text `ferrolm run` prints for the same

@@ -9,6 +9,7 @@ use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec, ValueType};
 use ferrolm::kernels::GgmlType;
 use serde_json::Value as Json;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 /// The ferrolm binary as a command. Under qemu-user (scripts/test-aarch64.sh runs the aarch64 test

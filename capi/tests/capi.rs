@@ -5,8 +5,8 @@
 //! the staticlib; the pkg-config file gives working flags; a Python ctypes script loads the
 //! shared library and generates the same text.
 //!
-//! The libraries come from `cargo build --release --lib` run by the first test that needs them
-//! (`cargo test` itself builds only the rlib). Each part says "skipped" and passes when gcc,
+//! The libraries and the `ferrolm` binary come from `cargo build --release -p ferrolm-capi -p
+//! ferrolm-cli` run by the first test that needs them (`cargo test` builds neither for this crate). Each part says "skipped" and passes when gcc,
 //! g++, python3 or the model is missing, or when the tools are for another architecture than the
 //! library (the aarch64 run under qemu).
 
@@ -21,7 +21,16 @@ const SANITIZE: &[&str] = &[
     "-g",
 ];
 
+/// The workspace root (models, scripts).
 fn repo() -> PathBuf {
+    crate_dir()
+        .parent()
+        .expect("capi/ has a parent")
+        .to_path_buf()
+}
+
+/// This crate's directory (the header, the examples).
+fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -30,42 +39,42 @@ fn model() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// The directory of a release build of the library (libferrolm.so and libferrolm.a), built here
-/// once per test run: `cargo test` builds only the rlib, and the C programs need the cdylib and
-/// staticlib. The release profile keeps the sanitized runs fast. Same target directory as this
+/// The directory of a release build of the library (libferrolm.so and libferrolm.a) and of the
+/// `ferrolm` binary, built here once per test run. The release profile keeps the sanitized runs fast. Same target directory as this
 /// test's build (`target/`), so it is incremental.
 fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_ferrolm"))
+        // CARGO_TARGET_TMPDIR is TARGET/tmp.
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
-            .expect("binary directory");
-        let target_dir = bin_dir.parent().expect("target directory");
+            .expect("target directory");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let o = Command::new(&cargo)
             .args([
                 "build",
                 "--quiet",
                 "--release",
-                "--lib",
                 "-p",
-                "ferrolm",
+                "ferrolm-capi",
+                "-p",
+                "ferrolm-cli",
                 "--target-dir",
             ])
             .arg(target_dir)
             .current_dir(repo())
             .output()
-            .expect("run cargo build --release --lib");
+            .expect("run cargo build --release -p ferrolm-capi -p ferrolm-cli");
         assert!(
             o.status.success(),
-            "cargo build --release --lib failed:\n{}",
+            "cargo build --release -p ferrolm-capi -p ferrolm-cli failed:\n{}",
             text(&o.stderr)
         );
         let dir = target_dir.join("release");
         for lib in ["libferrolm.so", "libferrolm.a"] {
             assert!(
                 dir.join(lib).exists(),
-                "no {lib} in {} (the [lib] crate-type must list cdylib and staticlib)",
+                "no {lib} in {} (capi's [lib] crate-type must list cdylib and staticlib)",
                 dir.display()
             );
         }
@@ -134,12 +143,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Compile `src` (relative to the repo) into `out` with `-Wall -Wextra -Werror` and `extra`.
+/// Compile `src` (relative to `capi/`) into `out` with `-Wall -Wextra -Werror` and `extra`.
 fn compile(compiler: &str, std: &str, src: &str, out: &Path, extra: &[&str]) {
     let mut cmd = Command::new(compiler);
     cmd.arg(std)
         .args(["-Wall", "-Wextra", "-Werror", "-O1"])
-        .arg(repo().join(src))
+        .arg(crate_dir().join(src))
         .arg("-o")
         .arg(out)
         .args(extra);
@@ -158,7 +167,7 @@ fn compile(compiler: &str, std: &str, src: &str, out: &Path, extra: &[&str]) {
 /// file (scripts/gen-pc.sh) when pkg-config is installed, else by hand.
 fn link_flags(dir: &Path) -> Vec<String> {
     let lib = lib_dir();
-    let include = repo().join("include");
+    let include = crate_dir().join("include");
     if have("pkg-config") {
         let o = Command::new("bash")
             .arg(repo().join("scripts/gen-pc.sh"))
@@ -243,7 +252,7 @@ fn run_sanitized(exe: &Path, args: &[&str]) -> Output {
 /// `run` ends it with).
 fn ferrolm_run(args: &[&str]) -> String {
     let m = model().expect("model");
-    let o = Command::new(env!("CARGO_BIN_EXE_ferrolm"))
+    let o = Command::new(lib_dir().join("ferrolm"))
         .arg("run")
         .arg("-m")
         .arg(&m)
@@ -272,10 +281,10 @@ fn stats_line(stderr: &[u8]) -> String {
 
 #[test]
 fn header_compiles_as_strict_c_and_cpp() {
-    let header = repo().join("include/ferrolm.h");
+    let header = crate_dir().join("include/ferrolm.h");
     assert!(
         header.exists(),
-        "include/ferrolm.h is missing (scripts/gen-header.sh)"
+        "capi/include/ferrolm.h is missing (scripts/gen-header.sh)"
     );
     for (tool, std, lang) in [("gcc", "-std=c99", "c"), ("g++", "-std=c++11", "c++")] {
         if !have(tool) {
@@ -396,10 +405,10 @@ fn c_generate_links_the_staticlib() {
     let lib = lib_dir().join("libferrolm.a");
     assert!(
         lib.exists(),
-        "no {} (the [lib] crate-type must include staticlib)",
+        "no {} (capi's [lib] crate-type must include staticlib)",
         lib.display()
     );
-    let include = format!("-I{}", repo().join("include").display());
+    let include = format!("-I{}", crate_dir().join("include").display());
     let lib = lib.to_str().unwrap().to_string();
     // The system libraries the Rust standard library needs (ferrolm.pc's Libs.private).
     let extra = [
@@ -442,7 +451,7 @@ fn python_ctypes_smoke() {
     let lib = lib_dir().join("libferrolm.so");
     let m = model().unwrap();
     let o = Command::new("python3")
-        .arg(repo().join("examples/python/ferrolm_smoke.py"))
+        .arg(crate_dir().join("examples/python/ferrolm_smoke.py"))
         .arg("--lib")
         .arg(&lib)
         .arg("--model")

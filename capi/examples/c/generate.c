@@ -2,7 +2,7 @@
  * generate.c: load a GGUF model through ferrolm's C API, generate text with a per-token callback
  * and print tokens/s.
  *
- *   cc -Wall -Wextra -O2 examples/c/generate.c $(pkg-config --cflags --libs ferrolm) -o generate
+ *   cc -Wall -Wextra -O2 capi/examples/c/generate.c $(pkg-config --cflags --libs ferrolm) -o generate
  *   ./generate [-m MODEL] [-p PROMPT] [-n N] [-s SEED] [-t THREADS] [--temp T] [--stop-after K]
  *
  * The generated text, and only it, goes to stdout: for the same prompt, -n and seed it is the

@@ -5,10 +5,10 @@
 use std::io::BufWriter;
 use std::path::PathBuf;
 
-use ferrolm::ftype::{FileType, TypeChooser};
 use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
 use ferrolm::kernels::GgmlType;
 use ferrolm::output::AtomicOutput;
+use ferrolm_quantize::ftype::{FileType, TypeChooser};
 use half::f16;
 
 use super::CliError;
@@ -313,7 +313,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     // llama-quantize's order, so that its attn_v / ffn_down counters count as they do there.
     let mut order: Vec<usize> = (0..specs.len()).collect();
-    order.sort_by(|&i, &j| ferrolm::ftype::quantize_order(&specs[i].0, &specs[j].0));
+    order.sort_by(|&i, &j| ferrolm_quantize::ftype::quantize_order(&specs[i].0, &specs[j].0));
     let names: Vec<&str> = specs.iter().map(|(n, _, _)| n.as_str()).collect();
     let mut chooser = type_chooser(&args.ty, &names, s.n_layer)?;
     let mut types = vec![GgmlType::F32; specs.len()];
