@@ -13,6 +13,9 @@ use ferrolm_kernels::dispatch::{
 };
 use ferrolm_kernels::GgmlType;
 
+mod support;
+use support::Aligned;
+
 const ROWS: usize = 14;
 const N_PER_ROW: usize = 4096;
 
@@ -37,48 +40,6 @@ fn read_f32(name: &str) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-/// A zeroed byte buffer aligned for every block type (blocks need alignment 2 or 4).
-struct Aligned {
-    words: Vec<u64>,
-    len: usize,
-}
-
-impl Aligned {
-    fn zeroed(len: usize) -> Aligned {
-        Aligned {
-            words: vec![0u64; len.div_ceil(8)],
-            len,
-        }
-    }
-
-    fn from_bytes(b: &[u8]) -> Aligned {
-        let mut a = Aligned::zeroed(b.len());
-        a.bytes_mut().copy_from_slice(b);
-        a
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &bytemuck_u64(&self.words)[..self.len]
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        &mut bytemuck_u64_mut(&mut self.words)[..len]
-    }
-}
-
-fn bytemuck_u64(w: &[u64]) -> &[u8] {
-    // SAFETY: u64 has no padding and every byte of it is initialized; u8 has alignment 1; the
-    // length is the exact byte size of the slice, and the result borrows `w`.
-    unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, std::mem::size_of_val(w)) }
-}
-
-fn bytemuck_u64_mut(w: &mut [u64]) -> &mut [u8] {
-    // SAFETY: as above; any byte pattern written is a valid u64, and the exclusive borrow of `w`
-    // becomes the exclusive borrow of the bytes.
-    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, std::mem::size_of_val(w)) }
 }
 
 /// Compares quantized bytes; on mismatch names the first differing rows/blocks/bytes.
