@@ -58,6 +58,13 @@ pub struct KvCache {
     buf: Vec<u64>,
 }
 
+/// Which half of a layer's cache: the keys or the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kv {
+    K = 0,
+    V = 1,
+}
+
 /// Why a KV cache cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
@@ -176,11 +183,11 @@ impl KvCache {
         }
     }
 
-    /// Byte offset of (layer, kv = 0 for K / 1 for V, head, pos).
+    /// Byte offset of (layer, keys or values, head, pos).
     #[inline]
-    fn offset(&self, layer: usize, kv: usize, head: usize, pos: usize) -> usize {
-        debug_assert!(layer < self.n_layer && kv < 2 && head < self.n_head_kv && pos <= self.n_ctx);
-        (((layer * 2 + kv) * self.n_head_kv + head) * self.n_ctx + pos) * self.row_bytes
+    fn offset(&self, layer: usize, kv: Kv, head: usize, pos: usize) -> usize {
+        debug_assert!(layer < self.n_layer && head < self.n_head_kv && pos <= self.n_ctx);
+        (((layer * 2 + kv as usize) * self.n_head_kv + head) * self.n_ctx + pos) * self.row_bytes
     }
 
     /// True when values are stored transposed (`[head_dim, n_ctx]` per head): F16 and F32 caches.
@@ -218,17 +225,17 @@ impl KvCache {
         );
         let es = self.elem_bytes();
         let stride = self.n_ctx * es;
-        let o = self.offset(layer, 1, head, 0);
+        let o = self.offset(layer, Kv::V, head, 0);
         (
             &self.bytes()[o..o + (self.head_dim - 1) * stride + n * es],
             stride,
         )
     }
 
-    /// Rows `0..n` of one head's keys (kv = 0) or, for a Q8_0 cache, values (kv = 1):
-    /// `[n, head_dim]` in the cache type.
+    /// Rows `0..n` of one head's keys or, for a Q8_0 cache, values: `[n, head_dim]` in the cache
+    /// type.
     #[inline]
-    pub fn rows(&self, layer: usize, kv: usize, head: usize, n: usize) -> &[u8] {
+    pub fn rows(&self, layer: usize, kv: Kv, head: usize, n: usize) -> &[u8] {
         assert!(
             n <= self.n_ctx,
             "{n} positions exceed the cache's {}",
@@ -238,12 +245,12 @@ impl KvCache {
         &self.bytes()[o..o + n * self.row_bytes]
     }
 
-    /// Store one head's key (kv = 0) or value (kv = 1) at `pos`, converting from f32.
+    /// Store one head's key or value at `pos`, converting from f32.
     pub fn store(
         &mut self,
         table: &KernelTable,
         layer: usize,
-        kv: usize,
+        kv: Kv,
         head: usize,
         pos: usize,
         x: &[f32],
@@ -252,9 +259,9 @@ impl KvCache {
             pos < self.n_ctx && x.len() == self.head_dim,
             "cache write out of range"
         );
-        if kv == 1 && self.v_transposed() {
+        if kv == Kv::V && self.v_transposed() {
             let es = self.elem_bytes();
-            let base = self.offset(layer, 1, head, 0);
+            let base = self.offset(layer, Kv::V, head, 0);
             let n_ctx = self.n_ctx;
             let f16 = self.ty == KvType::F16;
             let bytes = self.bytes_mut();

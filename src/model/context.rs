@@ -11,7 +11,7 @@ use ferrolm_kernels::pool::ThreadPool;
 use ferrolm_kernels::GgmlType;
 
 use super::{Mat, Model, ModelError};
-use crate::kv_cache::{KvCache, KvType};
+use crate::kv_cache::{Kv, KvCache, KvType};
 
 mod attention;
 use attention::AttnScratch;
@@ -256,11 +256,7 @@ impl Context {
 
         // Token embeddings: x[t] = token_embd[tokens[t]]  (one row dequantized per token).
         let emb = model.mat(&model.tok_embd);
-        let deq = self
-            .table
-            .get(emb.ty)
-            .and_then(|k| k.dequantize_row)
-            .expect("checked at load");
+        let deq = model.tok_embd.dequantize;
         let rb = emb.row_bytes();
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &emb.data[tok as usize * rb..(tok as usize + 1) * rb];
@@ -311,9 +307,9 @@ impl Context {
                 for h in 0..c.n_head_kv {
                     let s = t * kv_dim + h * hd;
                     self.kv
-                        .store(self.table, li, 0, h, pos0 + t, &self.k[s..s + hd]);
+                        .store(self.table, li, Kv::K, h, pos0 + t, &self.k[s..s + hd]);
                     self.kv
-                        .store(self.table, li, 1, h, pos0 + t, &self.v[s..s + hd]);
+                        .store(self.table, li, Kv::V, h, pos0 + t, &self.v[s..s + hd]);
                 }
             }
             // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
@@ -365,7 +361,7 @@ impl Context {
             c.rms_eps,
         );
         let w = model.mat(&model.output);
-        let partner = self.table.get(w.ty).expect("checked at load").vec_dot_type;
+        let partner = model.output.partner;
         self.invalidate_acts();
         self.acts
             .quantize_with(self.table, partner, &self.xb[..count * d], count, d);
@@ -398,12 +394,11 @@ impl Context {
         dsts: [Dst; N],
     ) {
         let ws = ms.map(|m| model.mat(m));
-        let partner = |w: &MatRef| self.table.get(w.ty).expect("checked at load").vec_dot_type;
-        let p0 = partner(&ws[0]);
+        let p0 = ms[0].partner;
         if N > 1
-            && ws
+            && ms
                 .iter()
-                .any(|w| partner(w) != p0 || w.n_cols != ws[0].n_cols)
+                .any(|m| m.partner != p0 || m.n_cols != ms[0].n_cols)
         {
             for (m, d) in ms.into_iter().zip(dsts) {
                 self.matmul_fused(model, [m], src, n, [d]);

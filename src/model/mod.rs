@@ -142,6 +142,10 @@ pub enum ModelError {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Mat {
     ty: GgmlType,
+    /// The activation format its dot product pairs with (looked up once, at load).
+    pub(crate) partner: GgmlType,
+    /// Its row dequantizer (the token embedding's lookup).
+    pub(crate) dequantize: ferrolm_kernels::dispatch::DequantizeRowFn,
     start: usize,
     len: usize,
     n_rows: usize,
@@ -203,6 +207,11 @@ impl Model {
         let base = gguf.bytes().as_ptr() as usize;
         let table = kernels();
 
+        let unsupported = |name: &str, ty: GgmlType| ModelError::UnsupportedType {
+            name: name.to_string(),
+            ty,
+            what: "multiply",
+        };
         let mat = |name: &str, n_cols: usize, n_rows: usize| -> Result<Mat, ModelError> {
             let t = gguf
                 .tensor(name)
@@ -214,14 +223,13 @@ impl Model {
                     found: t.shape().to_vec(),
                 });
             }
-            let k = table.get(t.ty);
-            if k.and_then(|k| k.vec_dot).is_none() || k.and_then(|k| k.dequantize_row).is_none() {
-                return Err(ModelError::UnsupportedType {
-                    name: name.to_string(),
-                    ty: t.ty,
-                    what: "multiply",
-                });
-            }
+            let (partner, dequantize) = match table.get(t.ty) {
+                Some(k) if k.vec_dot.is_some() => match k.dequantize_row {
+                    Some(d) => (k.vec_dot_type, d),
+                    None => return Err(unsupported(name, t.ty)),
+                },
+                _ => return Err(unsupported(name, t.ty)),
+            };
             let need = ferrolm_kernels::dispatch::block_align(t.ty);
             if (t.data.as_ptr() as usize) % need != 0 {
                 return Err(ModelError::Misaligned {
@@ -234,6 +242,8 @@ impl Model {
             }
             Ok(Mat {
                 ty: t.ty,
+                partner,
+                dequantize,
                 start: t.data.as_ptr() as usize - base,
                 len: t.data.len(),
                 n_rows,

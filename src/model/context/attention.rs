@@ -96,7 +96,7 @@ impl Context {
                     qf.copy_from_slice(qs);
                     round_f16_slice(qf);
                     // scores[g][j] = q_g . k_j * scale
-                    let keys = kv.rows(layer, 0, kvh, n_kv);
+                    let keys = kv.rows(layer, Kv::K, kvh, n_kv);
                     md(hd, keys, rb, n_kv, qf, hd, group, s_all, n_ctx);
                     for g in 0..group {
                         let s = &mut s_all[g * n_ctx..g * n_ctx + n_kv];
@@ -165,7 +165,7 @@ impl Context {
                     &qbytes[..len]
                 };
                 // scores[j] = q·k_j * scale
-                let keys = kv.rows(layer, 0, kvh, n_kv);
+                let keys = kv.rows(layer, Kv::K, kvh, n_kv);
                 let s = &mut s_all[..n_kv];
                 for (j, sj) in s.iter_mut().enumerate() {
                     *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb) * scale;
@@ -190,7 +190,7 @@ impl Context {
                     }
                 } else {
                     o.fill(0.0);
-                    let vals = kv.rows(layer, 1, kvh, n_kv);
+                    let vals = kv.rows(layer, Kv::V, kvh, n_kv);
                     for (j, &p) in s.iter().enumerate() {
                         deq(&vals[j * rb..(j + 1) * rb], vrow);
                         for (a, &b) in o.iter_mut().zip(vrow.iter()) {
