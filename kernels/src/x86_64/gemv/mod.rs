@@ -1,0 +1,198 @@
+//! Decode mat-vecs (`GemvFn`: several weight rows x one token), each laying the activation row out
+//! once per call in the order its weight levels come out of the loads:
+//! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step; Q8_0 x Q8_0
+//!   two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`, `packssdw`
+//!   and one `vpdpwssd` per register pair (see `row_dot_q4_k`).
+//! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`row_dot_pairs`), and Q4_K x
+//!   Q8_K (`row_dot_q4_k_avx2`).
+//!
+//! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
+//! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
+//! (`-8 * sum(a)` or `-128 * sum(a)` per block, per lane) must come off each block's sum. The one-row
+//! `vec_dot` kernels spend a second `vpdpbusd` (or `maddubs`) per block and row on it. Here it is
+//! computed once per call for every activation block, then seeds the accumulator of that block's
+//! `vpdpbusd` in every row: per row and block, one `vpdpbusd`, one conversion and one FMA remain on
+//! the multiply pipes. Rows are processed one after another, so the weights stream from memory in
+//! order (interleaved rows make several short streams, which defeat the hardware prefetcher).
+//!
+//! The Q4_0, Q4_1, Q5_0 and Q6_K kernels' software prefetch is chosen per CPU vendor
+//! (`quants::set_prefetch_plan`): none on AMD (prefetches take fill buffers the hardware
+//! prefetcher's stream would use), 2 KiB ahead on Intel (the hardware prefetcher alone falls short).
+//! Measurements: docs/perf.md.
+//!
+//! Each row's arithmetic is the same whatever rows share a call, so results do not depend on how a
+//! matrix is split across threads.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+use super::quants::{fifth_bits, gemv_streams_prefetch, prefetch_lines, prefetch_lines_q8_0};
+use super::{f16_table, load16, load32i, lut};
+use crate::blocks::{
+    as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
+    BlockQ5_1, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+};
+
+/// Defines a `GemvFn` entry point: [`gemv_with`] for `$W` rows x `$A` activations, rows of at
+/// most `$max_n` elements through `$run`, longer ones through the one-row `$fallback`.
+macro_rules! gemv_entry {
+    ($(#[$m:meta])* $name:ident, $W:ty, $A:ty, $max_n:expr, $fallback:path, $run:ident) => {
+        $(#[$m])*
+        pub(in crate::x86_64) fn $name(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
+            gemv_with::<$W, $A>(n, w, wrb, nr, a, out, $max_n, $fallback, $run);
+        }
+    };
+}
+
+/// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
+/// seeds); longer rows fall back to the one-row kernels.
+const MAX_BLOCKS: usize = 512;
+
+/// Per activation block: the seed, lane i = `-off * (a[4i] + .. + a[4i + 3])` (kept per lane, so
+/// that every lane of a row's block sum is that lane's exact partial sum, as in the one-row
+/// kernels: the float rounding stays relative to the actual terms), and `d_a` as f32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
+    let t = f16_table();
+    let offv = _mm256_set1_epi8(off);
+    for ((y, s), d) in a.iter().zip(seed.iter_mut()).zip(da.iter_mut()) {
+        let v = _mm256_dpbusd_epi32(_mm256_setzero_si256(), offv, load32i(&y.qs));
+        let neg = _mm256_sub_epi32(_mm256_setzero_si256(), v);
+        // SAFETY: `s` is 8 writable i32 (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, neg) };
+        *d = lut(t, y.d);
+    }
+}
+
+/// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
+/// Q8_0 elements, `out` at least `nr` long.
+fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
+    assert!(
+        n % W::ELEMS == 0 && wrb == n / W::ELEMS * std::mem::size_of::<W>(),
+        "gemv: row of {wrb} bytes for {n} elements"
+    );
+    assert!(
+        crate::dispatch::strided_fits(nr, wrb, wrb, w.len()),
+        "gemv: {nr} rows of {wrb} bytes, weights are {} bytes",
+        w.len()
+    );
+    assert!(
+        n % A::ELEMS == 0 && a.len() == n / A::ELEMS * std::mem::size_of::<A>(),
+        "gemv: activation row of {} bytes for {n} elements",
+        a.len()
+    );
+    assert!(out.len() >= nr, "gemv: {} outputs for {nr} rows", out.len());
+}
+
+/// The frame of the `GemvFn` entry points: checks the lengths, then runs `run` on rows of at most
+/// `max_n` elements (its stack buffers' size) and the one-row kernel `fallback` on longer ones.
+#[allow(clippy::too_many_arguments)]
+fn gemv_with<W: Block, A: Block>(
+    n: usize,
+    w: &[u8],
+    wrb: usize,
+    nr: usize,
+    a: &[u8],
+    out: &mut [f32],
+    max_n: usize,
+    fallback: fn(usize, &[u8], &[u8]) -> f32,
+    run: unsafe fn(&[u8], usize, usize, &[A], &mut [f32]),
+) {
+    check::<W, A>(n, w, wrb, nr, a, out);
+    if n > max_n {
+        for (r, o) in out[..nr].iter_mut().enumerate() {
+            *o = fallback(n, &w[r * wrb..(r + 1) * wrb], a);
+        }
+        return;
+    }
+    // SAFETY: the entry points below are reachable only through the kernel table, which `install`
+    // fills with them only after detecting the features each `run` is compiled for (AVX2, FMA and
+    // F16C, and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.
+    unsafe { run(w, wrb, nr, cast_blocks(a), out) }
+}
+
+mod k_quants;
+mod pairs;
+mod q4_0;
+mod q4_1;
+mod q8_0;
+
+pub(super) use self::{k_quants::*, pairs::*, q4_0::*, q4_1::*, q8_0::*};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::scalar_kernels;
+    use crate::types::GgmlType;
+    use crate::x86_64::test_util::Lcg;
+
+    /// Every row of random matrices (odd and even block counts, every group remainder) against the
+    /// scalar `vec_dot`, including the extreme bytes -128 and 127 in weights and activations.
+    #[test]
+    fn gemv_matches_scalar_vec_dot() {
+        let mut rng = Lcg(7);
+        let st = scalar_kernels();
+        let vnni = crate::x86_64::has_avx512vnni();
+        let avx2 = crate::x86_64::has_avx2();
+        for (ty, f, ok) in [
+            (
+                GgmlType::Q4_0,
+                gemv_q4_0_q8_0 as crate::dispatch::GemvFn,
+                vnni,
+            ),
+            (GgmlType::Q8_0, gemv_q8_0_q8_0, vnni),
+            (GgmlType::Q4_0, gemv_q4_0_q8_0_avx2, avx2),
+        ] {
+            if !ok {
+                eprintln!("skipped {ty}: the CPU lacks its features");
+                continue;
+            }
+            for nb in [1usize, 2, 3, 6, 7, 8, 17, MAX_BLOCKS + 3] {
+                let n = nb * 32;
+                for nr in [1usize, 3, 4, 5, 9] {
+                    let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+                    let mut w = vec![0u8; nr * wrb];
+                    for blk in w.chunks_exact_mut(ty.block_bytes()) {
+                        for b in blk.iter_mut() {
+                            *b = (rng.next_u64() >> 24) as u8;
+                        }
+                        let d = half::f16::from_f32(rng.f32().abs() * 0.1 + 1e-3);
+                        blk[..2].copy_from_slice(&d.to_le_bytes());
+                    }
+                    let x: Vec<f32> = (0..n)
+                        .map(|i| match i % 11 {
+                            0 => 50.0,
+                            1 => -50.0,
+                            _ => rng.f32(),
+                        })
+                        .collect();
+                    let mut a = vec![0u8; GgmlType::Q8_0.row_bytes(n as u64).unwrap() as usize];
+                    (st.get(GgmlType::Q8_0).unwrap().from_float.unwrap())(&x, &mut a);
+                    let mut out = vec![f32::NAN; nr];
+                    f(n, &w, wrb, nr, &a, &mut out);
+                    let dot = st.get(ty).unwrap().vec_dot.unwrap();
+                    let mut ad = vec![0.0f32; n];
+                    (st.get(GgmlType::Q8_0).unwrap().dequantize_row.unwrap())(&a, &mut ad);
+                    for r in 0..nr {
+                        let wr = &w[r * wrb..(r + 1) * wrb];
+                        let want = dot(n, wr, &a);
+                        let got = out[r];
+                        // Rounding is relative to the sum of |terms| (cancellation aside).
+                        let mut wd = vec![0.0f32; n];
+                        (st.get(ty).unwrap().dequantize_row.unwrap())(wr, &mut wd);
+                        let mag: f32 = wd.iter().zip(&ad).map(|(x, y)| (x * y).abs()).sum();
+                        assert!(
+                            (got - want).abs() <= 1e-5 * mag + 1e-6,
+                            "{ty} nb {nb} nr {nr} row {r}: {got} vs scalar {want}"
+                        );
+                        // The same row alone gives the same bits (grouping-independent).
+                        let mut one = [0.0f32];
+                        f(n, &w[r * wrb..(r + 1) * wrb], wrb, 1, &a, &mut one);
+                        assert_eq!(one[0].to_bits(), got.to_bits(), "{ty} row {r} alone");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Q4_1 x Q8_1 decode mat-vec (AVX-512 VNNI): four blocks per 512-bit step.
+
+use super::*;
+
+/// Q4_1 x Q8_1, four blocks per 512-bit step like Q4_0: the activation quad's first and second
+/// halves (`lo`, `hi`) and its `[d_a, s_a]` pairs (`s_a` = `d_a * sum(a)`, so `m_w * s_a` is each
+/// block's offset term). The levels are the nibbles 0..15 as they are, so no seed is needed.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(super) struct QuadQ4_1 {
+    lo: [i8; 64],
+    hi: [i8; 64],
+    ds: [f32; 8],
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn quads_q4_1<'p>(
+    a: &[BlockQ8_1],
+    quads: &'p mut [MaybeUninit<QuadQ4_1>],
+) -> &'p [QuadQ4_1] {
+    let t = f16_table();
+    let quads = &mut quads[..a.len() / 4];
+    for (ab, o) in a.chunks_exact(4).zip(quads.iter_mut()) {
+        let (lo, hi) = quad_halves(std::array::from_fn(|j| &ab[j].qs));
+        let p = o.as_mut_ptr();
+        // SAFETY: `p` points to a writable, 64-byte aligned `QuadQ4_1`; `lo` and `hi` are 64 bytes
+        // at offsets 0 and 64, `ds` is written right after; all before the slice is read below.
+        unsafe {
+            _mm512_store_si512(std::ptr::addr_of_mut!((*p).lo) as *mut __m512i, lo);
+            _mm512_store_si512(std::ptr::addr_of_mut!((*p).hi) as *mut __m512i, hi);
+            std::ptr::addr_of_mut!((*p).ds).write(std::array::from_fn(|i| {
+                lut(t, if i % 2 == 0 { ab[i / 2].d } else { ab[i / 2].s })
+            }));
+        }
+    }
+    // SAFETY: every element of `quads` was written above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &*(quads as *const [MaybeUninit<QuadQ4_1>] as *const [QuadQ4_1]) }
+}
+
+/// One Q4_1 row against the quads, the last `w.len() % 4` blocks by the one-row AVX2 kernel. Per
+/// quad: levels from `quad_levels`, two chained `vpdpbusd` from zero; the four blocks' `d_w` and
+/// `m_w` (adjacent f16 pairs) converted by one `vcvtph2ps` and multiplied by `[d_a, s_a]`: the
+/// `d` products spread to the sum's lanes by `vpermps`, the `m * s_a` products summed as they are
+/// (their lanes are picked out at the end).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let nq = quads.len();
+    assert!(w.len() == a.len() && w.len() / 4 == nq);
+    let sidx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
+    let mut acc = _mm512_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    let pf = gemv_streams_prefetch();
+    for (q, qd) in quads.iter().enumerate() {
+        let wq = &w[4 * q..4 * q + 4];
+        if pf {
+            // The quad's 80 bytes: two lines.
+            prefetch_lines::<2, _>(wq.as_ptr());
+        }
+        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
+        // SAFETY: the fields of `qd` are 64, 64 and 32 bytes at 64-byte aligned addresses.
+        let (alo, ahi, ds) = unsafe {
+            (
+                _mm512_load_si512(qd.lo.as_ptr() as *const __m512i),
+                _mm512_load_si512(qd.hi.as_ptr() as *const __m512i),
+                _mm256_load_ps(qd.ds.as_ptr()),
+            )
+        };
+        let z = _mm512_setzero_si512();
+        let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, alo), hi, ahi);
+        let dm = |j: usize| wq[j].d.to_bits() as i32 | (wq[j].m.to_bits() as i32) << 16;
+        let f = _mm256_mul_ps(
+            _mm256_cvtph_ps(_mm_set_epi32(dm(3), dm(2), dm(1), dm(0))),
+            ds,
+        );
+        acc_m = _mm256_add_ps(acc_m, f);
+        let scale = _mm512_permutexvar_ps(sidx, _mm512_castps256_ps512(f));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
+    }
+    // The odd lanes of acc_m hold the m * s_a sums.
+    let odd = _mm256_permutevar8x32_ps(acc_m, _mm256_set_epi32(7, 5, 3, 1, 7, 5, 3, 1));
+    let x = _mm256_castps256_ps128(odd);
+    let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    let m = _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+    let tail = if w.len() > 4 * nq {
+        crate::x86_64::quants::dot_q4_1(&w[4 * nq..], &a[4 * nq..])
+    } else {
+        0.0
+    };
+    _mm512_reduce_add_ps(acc) + m + tail
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn run_q4_1(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_1], out: &mut [f32]) {
+    let mut buf = [MaybeUninit::<QuadQ4_1>::uninit(); MAX_BLOCKS / 4];
+    let quads = quads_q4_1(a, &mut buf);
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        *o = row_dot_q4_1(cast_blocks(&w[r * wrb..(r + 1) * wrb]), quads, a);
+    }
+}
+
+gemv_entry!(/// Q4_1 weights x Q8_1 activations (`GemvFn`).
+    gemv_q4_1_q8_1, BlockQ4_1, BlockQ8_1, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q4_1_q8_1, run_q4_1);

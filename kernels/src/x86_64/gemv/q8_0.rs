@@ -1,0 +1,66 @@
+//! Q8_0 x Q8_0 decode mat-vec (AVX-512 VNNI): two blocks per step on 256-bit registers.
+
+use super::*;
+
+/// The unsigned levels `w + 128` of a Q8_0 block.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn levels_q8_0(x: &BlockQ8_0) -> __m256i {
+    _mm256_xor_si256(load32i(&x.qs), _mm256_set1_epi8(-128))
+}
+
+/// One Q8_0 row: sum over blocks of `d_w * d_a * (seed + levels . a)`, two blocks per step into
+/// two accumulators. (The block scales are made inline: a separate first pass, to take them off
+/// the vector pipes, was slower.)
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32]) -> f32 {
+    let nb = w.len();
+    assert!(a.len() == nb && seed.len() == nb && da.len() == nb);
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let block = |b: usize, d: __m256, acc: __m256| -> __m256 {
+        // SAFETY: `seed[b]` is 32 readable bytes; unaligned load.
+        let s0 = unsafe { _mm256_loadu_si256(seed[b].as_ptr() as *const __m256i) };
+        let s = _mm256_dpbusd_epi32(s0, levels_q8_0(&w[b]), load32i(&a[b].qs));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
+    };
+    let mut b = 0;
+    while b + 1 < nb {
+        // The two blocks' 68 bytes: two lines (one prefetch per step left every 16th line to
+        // the hardware prefetcher).
+        prefetch_lines_q8_0::<2, _>(w[b..].as_ptr());
+        // Both blocks' d_w * d_a by F16C: a lookup in the 256 KiB f16 table misses L1 about as
+        // often as the weights do.
+        let bits = w[b].d.to_bits() as i32 | (w[b + 1].d.to_bits() as i32) << 16;
+        // SAFETY: `da[b..b + 2]` is 8 readable bytes; unaligned load.
+        let da2 = unsafe { _mm_castpd_ps(_mm_load_sd(da.as_ptr().add(b) as *const f64)) };
+        let d2 = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), da2));
+        let d0 = _mm256_permutevar8x32_ps(d2, _mm256_setzero_si256());
+        let d1 = _mm256_permutevar8x32_ps(d2, _mm256_set1_epi32(1));
+        acc[0] = block(b, d0, acc[0]);
+        acc[1] = block(b + 1, d1, acc[1]);
+        b += 2;
+    }
+    if b < nb {
+        let d = lut(f16_table(), w[b].d) * da[b];
+        acc[0] = block(b, _mm256_set1_ps(d), acc[0]);
+    }
+    crate::x86_64::hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+/// Q8_0 rows (`GemvFn` body): `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes; the
+/// levels are `w + 128`, so each block's seed is `-128 * sum(a)`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn run_q8_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+    let nb = a.len();
+    let mut seed = [[0i32; 8]; MAX_BLOCKS];
+    let mut da = [0f32; MAX_BLOCKS];
+    seeds(a, -128, &mut seed[..nb], &mut da[..nb]);
+    for (r, o) in out[..nr].iter_mut().enumerate() {
+        let row = cast_blocks::<BlockQ8_0>(&w[r * wrb..(r + 1) * wrb]);
+        *o = row_dot_q8_0(row, a, &seed[..nb], &da[..nb]);
+    }
+}
+
+gemv_entry!(/// Q8_0 weights x Q8_0 activations (`GemvFn`).
+    gemv_q8_0_q8_0, BlockQ8_0, BlockQ8_0, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q8_0_q8_0_vnni, run_q8_0);

@@ -1,0 +1,183 @@
+//! Every tile against the scalar `vec_dot` per (row, token), on both ISAs where the CPU has them.
+
+use super::super::test_util::{close, Lcg};
+use super::*;
+use crate::dispatch::scalar_kernels;
+
+/// Checks the VNNI tile and the AVX2 one (when it exists) that this CPU can run.
+fn check_both(
+    ty: GgmlType,
+    act: GgmlType,
+    vnni: crate::dispatch::GemmTileFn,
+    avx2: Option<crate::dispatch::GemmTileFn>,
+) {
+    if super::super::has_avx512vnni() {
+        check(ty, act, vnni);
+    }
+    if let Some(f) = avx2.filter(|_| super::super::has_avx2()) {
+        check(ty, act, f);
+    }
+}
+
+fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
+    let mut rng = Lcg(31);
+    let sk = scalar_kernels();
+    let k = sk.get(ty).unwrap();
+    let (q, ff, dot) = (
+        k.quantize_row_ref.unwrap(),
+        sk.get(act).unwrap().from_float.unwrap(),
+        k.vec_dot.unwrap(),
+    );
+    for &(n, nr, nt) in &[
+        (32usize, 1usize, 1usize),
+        (64, 8, 8),
+        (96, 13, 11),
+        (256, 16, 16),
+        (128, 3, 5),
+        (512, 9, 10),
+        (768, 16, 16),
+    ] {
+        if n % ty.block_elems() != 0 {
+            continue;
+        }
+        let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+        let arb = act.row_bytes(n as u64).unwrap() as usize;
+        let w_stride = wrb + 2 * std::mem::align_of::<u32>(); // a stride larger than the row
+        let mut w = vec![0u8; nr * w_stride];
+        for r in 0..nr {
+            q(&rng.f32s(n, 1.0), &mut w[r * w_stride..r * w_stride + wrb]);
+        }
+        let mut a = vec![0u8; nt * arb];
+        for t in 0..nt {
+            let mut x = rng.f32s(n, 2.0);
+            if t == 0 {
+                x.iter_mut().for_each(|v| *v = -v.abs()); // -127 activations
+            }
+            ff(&x, &mut a[t * arb..(t + 1) * arb]);
+        }
+        let out_stride = nr + 3;
+        let mut out = vec![f32::NAN; nt * out_stride];
+        tile_fn(n, &w, w_stride, nr, &a, arb, nt, &mut out, out_stride);
+        for t in 0..nt {
+            for r in 0..nr {
+                let want = dot(
+                    n,
+                    &w[r * w_stride..r * w_stride + wrb],
+                    &a[t * arb..(t + 1) * arb],
+                );
+                let got = out[t * out_stride + r];
+                assert!(
+                    close(got, want, 1e-4 * n as f32),
+                    "{ty} n={n} r={r} t={t}: tile {got} scalar {want}"
+                );
+            }
+            for r in nr..out_stride {
+                assert!(
+                    out[t * out_stride + r].is_nan(),
+                    "{ty}: tile wrote outside its rows"
+                );
+            }
+        }
+        // The same element computed in a smaller tile is bit-identical.
+        if nr > 1 && nt > 1 {
+            let mut one = [0.0f32; 1];
+            let (r, t) = (nr - 1, nt - 1);
+            tile_fn(
+                n,
+                &w[r * w_stride..],
+                w_stride,
+                1,
+                &a[t * arb..],
+                arb,
+                1,
+                &mut one,
+                1,
+            );
+            assert_eq!(
+                one[0].to_bits(),
+                out[t * out_stride + r].to_bits(),
+                "{ty}: tile result depends on grouping"
+            );
+        }
+    }
+}
+
+#[test]
+fn q4_0_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        vnni::gemm_tile_q4_0,
+        Some(avx2::gemm_tile_q4_0),
+    );
+}
+
+#[test]
+fn q5_0_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        vnni::gemm_tile_q5_0,
+        Some(avx2::gemm_tile_q5_0),
+    );
+}
+
+#[test]
+fn q8_0_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q8_0,
+        GgmlType::Q8_0,
+        vnni::gemm_tile_q8_0,
+        Some(avx2::gemm_tile_q8_0),
+    );
+}
+
+#[test]
+fn q4_1_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q4_1,
+        GgmlType::Q8_1,
+        vnni::gemm_tile_q4_1,
+        Some(avx2::gemm_tile_q4_1),
+    );
+}
+
+#[test]
+fn q4_k_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q4_K,
+        GgmlType::Q8_K,
+        vnni::gemm_tile_q4_k,
+        Some(avx2::gemm_tile_q4_k),
+    );
+}
+
+#[test]
+fn q5_k_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q5_K,
+        GgmlType::Q8_K,
+        vnni::gemm_tile_q5_k,
+        Some(avx2::gemm_tile_q5_k),
+    );
+}
+
+#[test]
+fn q6_k_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        vnni::gemm_tile_q6_k,
+        Some(avx2::gemm_tile_q6_k),
+    );
+}
+
+#[test]
+fn q5_1_tile_matches_scalar() {
+    check_both(
+        GgmlType::Q5_1,
+        GgmlType::Q8_1,
+        vnni::gemm_tile_q5_1,
+        Some(avx2::gemm_tile_q5_1),
+    );
+}
