@@ -52,6 +52,7 @@ macro_rules! vec_dot_entry_points {
 pub(crate) use vec_dot_entry_points;
 
 mod float;
+mod pair;
 mod q2_k;
 mod q3_k;
 mod q4_0;

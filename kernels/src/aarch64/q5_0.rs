@@ -3,7 +3,8 @@
 
 use core::arch::aarch64::*;
 
-use super::simd::{dot32, f16_to_f32, scale_pair};
+use super::pair::{self, Block32};
+use super::simd::dot32;
 use crate::blocks::{BlockQ5_0, BlockQ8_0};
 
 /// The fifth bits of a Q5 block as byte masks: lane j of the first vector is 0xFF when bit j of
@@ -53,41 +54,32 @@ unsafe fn block_isum<const SDOT: bool>(x: &BlockQ5_0, y: &BlockQ8_0) -> int32x4_
     unsafe { dot32::<SDOT>(vdupq_n_s32(0), lo, y0, hi, y1) }
 }
 
-/// `sum_b d_w[b] * d_a[b] * isum[b]`.
+impl Block32 for BlockQ5_0 {
+    type Act = BlockQ8_0;
+    #[inline]
+    unsafe fn isum<const SDOT: bool>(&self, y: &BlockQ8_0) -> int32x4_t {
+        // SAFETY: forwarded from the caller.
+        unsafe { block_isum::<SDOT>(self, y) }
+    }
+    #[inline]
+    fn d(&self) -> u16 {
+        self.d.to_bits()
+    }
+    #[inline]
+    fn act_d(y: &BlockQ8_0) -> u16 {
+        y.d.to_bits()
+    }
+}
+
+/// `sum_b d_w[b] * d_a[b] * isum[b]`, by the shared two-block driver.
 ///
 /// # Safety
 /// `w.len() == a.len()`; with `SDOT = true` the CPU must have dotprod.
 #[inline]
 #[target_feature(enable = "neon")]
-pub(crate) unsafe fn vec_dot<const SDOT: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut sum0 = vdupq_n_f32(0.0);
-    let mut sum1 = vdupq_n_f32(0.0);
-    let (w2, a2) = (w.chunks_exact(2), a.chunks_exact(2));
-    let (wr, ar) = (w2.remainder(), a2.remainder());
-    for (x, y) in w2.zip(a2) {
-        // SAFETY: forwarded from the caller.
-        let (p0, p1) = unsafe {
-            (
-                block_isum::<SDOT>(&x[0], &y[0]),
-                block_isum::<SDOT>(&x[1], &y[1]),
-            )
-        };
-        let d = scale_pair(
-            x[0].d.to_bits(),
-            x[1].d.to_bits(),
-            y[0].d.to_bits(),
-            y[1].d.to_bits(),
-        );
-        sum0 = vmlaq_lane_f32::<0>(sum0, vcvtq_f32_s32(p0), d);
-        sum1 = vmlaq_lane_f32::<1>(sum1, vcvtq_f32_s32(p1), d);
-    }
-    for (x, y) in wr.iter().zip(ar) {
-        // SAFETY: forwarded from the caller.
-        let p = unsafe { block_isum::<SDOT>(x, y) };
-        let d = f16_to_f32(x.d.to_bits()) * f16_to_f32(y.d.to_bits());
-        sum0 = vmlaq_n_f32(sum0, vcvtq_f32_s32(p), d);
-    }
-    vaddvq_f32(vaddq_f32(sum0, sum1))
+unsafe fn vec_dot<const SDOT: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { pair::vec_dot::<_, SDOT>(w, a) }
 }
 
 super::vec_dot_entry_points!(

@@ -1,0 +1,96 @@
+//! The two-block driver of the 32-element formats (Q4_0, Q5_0, Q8_0 x Q8_0; Q4_1, Q5_1 x Q8_1).
+//! Each format's file gives its block's exact integer dot ([`Block32::isum`]) and its scale bits;
+//! the driver sums two blocks per step into two float accumulators, as ggml's NEON paths do.
+
+use core::arch::aarch64::*;
+
+use super::simd::{f16_to_f32, f16x4_to_f32, scale_pair, u16x4};
+
+/// A 32-element weight block and the activation block its integer dot pairs with.
+pub(super) trait Block32 {
+    type Act;
+    /// Integer products of one block: the lanes sum to the block's exact integer dot.
+    ///
+    /// # Safety
+    /// With `SDOT = true` the CPU must have dotprod.
+    unsafe fn isum<const SDOT: bool>(&self, y: &Self::Act) -> int32x4_t;
+    /// The weight block's scale (f16 bits).
+    fn d(&self) -> u16;
+    /// The activation block's scale (f16 bits).
+    fn act_d(y: &Self::Act) -> u16;
+}
+
+/// A block with a min term `m_w * s_a` (Q4_1, Q5_1 with Q8_1's `s = d_a * sum(a)`).
+pub(super) trait Block32Min: Block32 {
+    /// The weight block's min (f16 bits).
+    fn m(&self) -> u16;
+    /// The activation block's `s` (f16 bits).
+    fn act_s(y: &Self::Act) -> u16;
+}
+
+/// `sum_b d_w[b] * d_a[b] * isum[b]`.
+///
+/// # Safety
+/// `w.len() == a.len()`; with `SDOT = true` the CPU must have dotprod.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dot<W: Block32, const SDOT: bool>(w: &[W], a: &[W::Act]) -> f32 {
+    let mut sum0 = vdupq_n_f32(0.0);
+    let mut sum1 = vdupq_n_f32(0.0);
+    let (w2, a2) = (w.chunks_exact(2), a.chunks_exact(2));
+    let (wr, ar) = (w2.remainder(), a2.remainder());
+    for (x, y) in w2.zip(a2) {
+        // SAFETY: forwarded from the caller.
+        let (p0, p1) = unsafe { (x[0].isum::<SDOT>(&y[0]), x[1].isum::<SDOT>(&y[1])) };
+        let d = scale_pair(x[0].d(), x[1].d(), W::act_d(&y[0]), W::act_d(&y[1]));
+        sum0 = vmlaq_lane_f32::<0>(sum0, vcvtq_f32_s32(p0), d);
+        sum1 = vmlaq_lane_f32::<1>(sum1, vcvtq_f32_s32(p1), d);
+    }
+    for (x, y) in wr.iter().zip(ar) {
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { x.isum::<SDOT>(y) };
+        let d = f16_to_f32(x.d()) * f16_to_f32(W::act_d(y));
+        sum0 = vmlaq_n_f32(sum0, vcvtq_f32_s32(p), d);
+    }
+    vaddvq_f32(vaddq_f32(sum0, sum1))
+}
+
+/// `sum_b (d_w[b] * d_a[b] * isum[b] + m_w[b] * s_a[b])`.
+///
+/// # Safety
+/// `w.len() == a.len()`; with `SDOT = true` the CPU must have dotprod.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dot_min<W: Block32Min, const SDOT: bool>(w: &[W], a: &[W::Act]) -> f32 {
+    let mut sum0 = vdupq_n_f32(0.0);
+    let mut sum1 = vdupq_n_f32(0.0);
+    let mut summs = vdup_n_f32(0.0);
+    let mut summ_tail = 0.0f32;
+    let (w2, a2) = (w.chunks_exact(2), a.chunks_exact(2));
+    let (wr, ar) = (w2.remainder(), a2.remainder());
+    for (x, y) in w2.zip(a2) {
+        // SAFETY: forwarded from the caller.
+        let (p0, p1) = unsafe { (x[0].isum::<SDOT>(&y[0]), x[1].isum::<SDOT>(&y[1])) };
+        // [d_w0, d_w1, m_w0, m_w1] * [d_a0, d_a1, s_a0, s_a1]
+        let ws = f16x4_to_f32(u16x4(x[0].d(), x[1].d(), x[0].m(), x[1].m()));
+        let as_ = f16x4_to_f32(u16x4(
+            W::act_d(&y[0]),
+            W::act_d(&y[1]),
+            W::act_s(&y[0]),
+            W::act_s(&y[1]),
+        ));
+        let prod = vmulq_f32(ws, as_);
+        let d = vget_low_f32(prod);
+        summs = vadd_f32(summs, vget_high_f32(prod));
+        sum0 = vmlaq_lane_f32::<0>(sum0, vcvtq_f32_s32(p0), d);
+        sum1 = vmlaq_lane_f32::<1>(sum1, vcvtq_f32_s32(p1), d);
+    }
+    for (x, y) in wr.iter().zip(ar) {
+        // SAFETY: forwarded from the caller.
+        let p = unsafe { x.isum::<SDOT>(y) };
+        let d = f16_to_f32(x.d()) * f16_to_f32(W::act_d(y));
+        summ_tail += f16_to_f32(x.m()) * f16_to_f32(W::act_s(y));
+        sum0 = vmlaq_n_f32(sum0, vcvtq_f32_s32(p), d);
+    }
+    vaddvq_f32(vaddq_f32(sum0, sum1)) + vaddv_f32(summs) + summ_tail
+}
