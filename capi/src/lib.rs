@@ -23,21 +23,22 @@
 #![allow(clippy::missing_safety_doc)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-// The modules in the order the header presents them (cbindgen follows `mod` declarations in
-// order; the blank lines keep rustfmt from sorting them).
+// The modules in the order the header presents them: cbindgen follows `mod` declarations in
+// order, and the comment line between each keeps rustfmt from sorting them.
 
+// the ABI's constants, status codes, handles and structs
 mod types;
 // errors, the last-error slot, panic guards
 mod error;
 // checking what C passes in
 mod args;
-// entry points by subject
+// entry points: version, status strings, default parameters
 mod version;
-// (model: loading, metadata, tokenizer)
+// entry points: loading a model, its metadata, the tokenizer
 mod model;
-// (context: state, evaluation, logits, sampler)
+// entry points: contexts, evaluation, logits, the sampler
 mod context;
-// (generation)
+// entry points: generation
 mod generate;
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ use attention::AttnScratch;
 pub const DEFAULT_MAX_CTX: usize = 4096;
 /// Default prefill batch (llama.cpp's n_ubatch).
 pub const DEFAULT_BATCH: usize = 512;
+/// Most worker threads a context may have.
+pub const MAX_THREADS: usize = 512;
+/// Longest context a context may be created with.
+pub const MAX_CTX: usize = 1 << 20;
 
 /// How a context is created.
 #[derive(Clone, Debug)]
@@ -107,10 +111,10 @@ impl Context {
         } else {
             params.n_ctx
         };
-        if n_ctx > 1 << 20 {
+        if n_ctx > MAX_CTX {
             return Err(ModelError::ContextTooLong {
                 n_ctx,
-                max: 1 << 20,
+                max: MAX_CTX,
             });
         }
         let n_batch = params.n_batch.clamp(1, n_ctx);
@@ -121,10 +125,10 @@ impl Context {
         } else {
             params.n_threads
         };
-        if n_threads > 512 {
+        if n_threads > MAX_THREADS {
             return Err(ModelError::TooManyThreads {
                 n_threads,
-                max: 512,
+                max: MAX_THREADS,
             });
         }
         let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)?;

@@ -4,7 +4,7 @@ mod config;
 mod context;
 
 pub use config::{Arch, Config, SUPPORTED_ARCHS};
-pub use context::{Context, ContextParams, Logits};
+pub use context::{Context, ContextParams, Logits, MAX_CTX, MAX_THREADS};
 
 use std::path::Path;
 
@@ -207,11 +207,6 @@ impl Model {
         let base = gguf.bytes().as_ptr() as usize;
         let table = kernels();
 
-        let unsupported = |name: &str, ty: GgmlType| ModelError::UnsupportedType {
-            name: name.to_string(),
-            ty,
-            what: "multiply",
-        };
         let mat = |name: &str, n_cols: usize, n_rows: usize| -> Result<Mat, ModelError> {
             let t = gguf
                 .tensor(name)
@@ -223,12 +218,15 @@ impl Model {
                     found: t.shape().to_vec(),
                 });
             }
-            let (partner, dequantize) = match table.get(t.ty) {
-                Some(k) if k.vec_dot.is_some() => match k.dequantize_row {
-                    Some(d) => (k.vec_dot_type, d),
-                    None => return Err(unsupported(name, t.ty)),
-                },
-                _ => return Err(unsupported(name, t.ty)),
+            let kernels = table.get(t.ty).filter(|k| k.vec_dot.is_some());
+            let Some((partner, dequantize)) =
+                kernels.and_then(|k| Some((k.vec_dot_type, k.dequantize_row?)))
+            else {
+                return Err(ModelError::UnsupportedType {
+                    name: name.to_string(),
+                    ty: t.ty,
+                    what: "multiply",
+                });
             };
             let need = ferrolm_kernels::dispatch::block_align(t.ty);
             if (t.data.as_ptr() as usize) % need != 0 {

@@ -43,7 +43,7 @@ pub struct Args {
 }
 
 /// Most threads: the limit `ferrolm` sets for a context.
-pub const MAX_THREADS: usize = 512;
+const MAX_THREADS: usize = ferrolm::model::MAX_THREADS;
 
 fn threads(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {

@@ -5,10 +5,11 @@
 use core::arch::aarch64::*;
 
 use super::simd::{f16_to_f32, f16x4_to_f32, scale_pair, u16x4};
+use crate::blocks::{ActBlock32, BlockQ8_1};
 
 /// A 32-element weight block and the activation block its integer dot pairs with.
 pub(super) trait Block32 {
-    type Act;
+    type Act: ActBlock32;
     /// Integer products of one block: the lanes sum to the block's exact integer dot.
     ///
     /// # Safety
@@ -16,16 +17,18 @@ pub(super) trait Block32 {
     unsafe fn isum<const SDOT: bool>(&self, y: &Self::Act) -> int32x4_t;
     /// The weight block's scale (f16 bits).
     fn d(&self) -> u16;
-    /// The activation block's scale (f16 bits).
-    fn act_d(y: &Self::Act) -> u16;
+}
+
+/// An activation block's scale `d` (f16 bits).
+#[inline(always)]
+fn act_d<A: ActBlock32>(y: &A) -> u16 {
+    y.d().to_bits()
 }
 
 /// A block with a min term `m_w * s_a` (Q4_1, Q5_1 with Q8_1's `s = d_a * sum(a)`).
-pub(super) trait Block32Min: Block32 {
+pub(super) trait Block32Min: Block32<Act = BlockQ8_1> {
     /// The weight block's min (f16 bits).
     fn m(&self) -> u16;
-    /// The activation block's `s` (f16 bits).
-    fn act_s(y: &Self::Act) -> u16;
 }
 
 /// `sum_b d_w[b] * d_a[b] * isum[b]`.
@@ -42,14 +45,14 @@ pub(super) unsafe fn vec_dot<W: Block32, const SDOT: bool>(w: &[W], a: &[W::Act]
     for (x, y) in w2.zip(a2) {
         // SAFETY: forwarded from the caller.
         let (p0, p1) = unsafe { (x[0].isum::<SDOT>(&y[0]), x[1].isum::<SDOT>(&y[1])) };
-        let d = scale_pair(x[0].d(), x[1].d(), W::act_d(&y[0]), W::act_d(&y[1]));
+        let d = scale_pair(x[0].d(), x[1].d(), act_d(&y[0]), act_d(&y[1]));
         sum0 = vmlaq_lane_f32::<0>(sum0, vcvtq_f32_s32(p0), d);
         sum1 = vmlaq_lane_f32::<1>(sum1, vcvtq_f32_s32(p1), d);
     }
     for (x, y) in wr.iter().zip(ar) {
         // SAFETY: forwarded from the caller.
         let p = unsafe { x.isum::<SDOT>(y) };
-        let d = f16_to_f32(x.d()) * f16_to_f32(W::act_d(y));
+        let d = f16_to_f32(x.d()) * f16_to_f32(act_d(y));
         sum0 = vmlaq_n_f32(sum0, vcvtq_f32_s32(p), d);
     }
     vaddvq_f32(vaddq_f32(sum0, sum1))
@@ -74,10 +77,10 @@ pub(super) unsafe fn vec_dot_min<W: Block32Min, const SDOT: bool>(w: &[W], a: &[
         // [d_w0, d_w1, m_w0, m_w1] * [d_a0, d_a1, s_a0, s_a1]
         let ws = f16x4_to_f32(u16x4(x[0].d(), x[1].d(), x[0].m(), x[1].m()));
         let as_ = f16x4_to_f32(u16x4(
-            W::act_d(&y[0]),
-            W::act_d(&y[1]),
-            W::act_s(&y[0]),
-            W::act_s(&y[1]),
+            act_d(&y[0]),
+            act_d(&y[1]),
+            y[0].s.to_bits(),
+            y[1].s.to_bits(),
         ));
         let prod = vmulq_f32(ws, as_);
         let d = vget_low_f32(prod);
@@ -88,8 +91,8 @@ pub(super) unsafe fn vec_dot_min<W: Block32Min, const SDOT: bool>(w: &[W], a: &[
     for (x, y) in wr.iter().zip(ar) {
         // SAFETY: forwarded from the caller.
         let p = unsafe { x.isum::<SDOT>(y) };
-        let d = f16_to_f32(x.d()) * f16_to_f32(W::act_d(y));
-        summ_tail += f16_to_f32(x.m()) * f16_to_f32(W::act_s(y));
+        let d = f16_to_f32(x.d()) * f16_to_f32(act_d(y));
+        summ_tail += f16_to_f32(x.m()) * f16_to_f32(y.s.to_bits());
         sum0 = vmlaq_n_f32(sum0, vcvtq_f32_s32(p), d);
     }
     vaddvq_f32(vaddq_f32(sum0, sum1)) + vaddv_f32(summs) + summ_tail

@@ -65,10 +65,6 @@ impl Block32 for BlockQ5_0 {
     fn d(&self) -> u16 {
         self.d.to_bits()
     }
-    #[inline]
-    fn act_d(y: &BlockQ8_0) -> u16 {
-        y.d.to_bits()
-    }
 }
 
 /// `sum_b d_w[b] * d_a[b] * isum[b]`, by the shared two-block driver.

@@ -41,20 +41,12 @@ impl Block32 for BlockQ5_1 {
     fn d(&self) -> u16 {
         self.d.to_bits()
     }
-    #[inline]
-    fn act_d(y: &BlockQ8_1) -> u16 {
-        y.d.to_bits()
-    }
 }
 
 impl Block32Min for BlockQ5_1 {
     #[inline]
     fn m(&self) -> u16 {
         self.m.to_bits()
-    }
-    #[inline]
-    fn act_s(y: &BlockQ8_1) -> u16 {
-        y.s.to_bits()
     }
 }
 
