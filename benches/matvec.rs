@@ -22,6 +22,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ferrolm::kernels::dispatch::{kernels, scalar_kernels};
 use ferrolm::kernels::matmul::{matmul_q_with, ActBuf, MatRef};
 use ferrolm::kernels::pool::ThreadPool;
+use ferrolm::kernels::testing::{lcg_values, WEIGHT_TYPES};
 use ferrolm::kernels::{GgmlType, KernelTable};
 
 /// Bytes of weights cycled through per benchmark (well above any L3 here).
@@ -67,18 +68,6 @@ impl<T> Huge<T> {
     }
 }
 
-fn lcg(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// `copies` copies of an [n_rows, n_cols] matrix of `ty`, made by quantizing 64 random rows with the
 /// reference quantizer and tiling them.
 fn weights(ty: GgmlType, n_rows: usize, n_cols: usize, copies: usize) -> Huge<u8> {
@@ -88,7 +77,7 @@ fn weights(ty: GgmlType, n_rows: usize, n_cols: usize, copies: usize) -> Huge<u8
         .and_then(|k| k.quantize_row_ref)
         .expect("reference quantizer");
     let base_rows = 64.min(n_rows);
-    let xf = lcg(base_rows * n_cols, ty.id() as u64 + 1);
+    let xf = lcg_values(base_rows * n_cols, ty.id() as u64 + 1);
     let mut base = vec![0u8; base_rows * rb];
     for (x, o) in xf.chunks_exact(n_cols).zip(base.chunks_exact_mut(rb)) {
         q(x, o);
@@ -163,7 +152,7 @@ fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType, base: &[u
         let copies = working_set.div_ceil(one).max(1);
         let data = weights(ty, n_rows, n_cols, copies);
         let data = data.as_slice();
-        let x = lcg(n_cols, 3);
+        let x = lcg_values(n_cols, 3);
         let mut y = vec![0.0f32; n_rows];
         let mut g = c.benchmark_group(format!(
             "matvec_{}_{}x{}",
@@ -217,7 +206,7 @@ fn bench_prefill(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
     for &(n_rows, n_cols) in &[(2048usize, 2048usize), (5632, 2048)] {
         let data = weights(ty, n_rows, n_cols, 1);
         let data = data.as_slice();
-        let x = lcg(N_TOK * n_cols, 4);
+        let x = lcg_values(N_TOK * n_cols, 4);
         let mut y = vec![0.0f32; N_TOK * n_rows];
         let mut g = c.benchmark_group(format!(
             "prefill{}_{}_{}x{}",
@@ -276,21 +265,7 @@ fn benches(c: &mut Criterion) {
     let formats: &[GgmlType] = if quick {
         &[GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K]
     } else {
-        &[
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::Q2_K,
-            GgmlType::Q3_K,
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::F32,
-        ]
+        &WEIGHT_TYPES
     };
     for &ty in formats {
         bench_format(c, &pools, ty, base);

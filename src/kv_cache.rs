@@ -7,6 +7,7 @@
 //! cache keeps values as rows (blocks run along head_dim), `[n_head_kv, n_ctx, head_dim]`.
 
 use ferrolm_kernels::dispatch::KernelTable;
+use ferrolm_kernels::views::Rows;
 use ferrolm_kernels::GgmlType;
 
 /// Element type of the cache.
@@ -210,26 +211,20 @@ impl KvCache {
     #[inline]
     pub fn v_column(&self, layer: usize, head: usize, d: usize, n: usize) -> &[u8] {
         assert!(d < self.head_dim, "bad transposed-V read");
-        let (cols, stride) = self.v_columns(layer, head, n);
-        &cols[d * stride..d * stride + n * self.elem_bytes()]
+        self.v_columns(layer, head, n).row(d)
     }
 
-    /// Transposed values of one head, positions `0..n` of every dimension at once: the bytes from
-    /// dimension 0's first position to the last dimension's position `n - 1`, and the byte stride
-    /// from one dimension to the next (dimension d's values are `n` elements at `d * stride`).
+    /// Transposed values of one head, positions `0..n` of every dimension at once: row d of the
+    /// view is dimension d's `n` values (`head_dim` rows of `n * elem_bytes` bytes).
     #[inline]
-    pub fn v_columns(&self, layer: usize, head: usize, n: usize) -> (&[u8], usize) {
+    pub fn v_columns(&self, layer: usize, head: usize, n: usize) -> Rows<'_, u8> {
         assert!(
             self.v_transposed() && n <= self.n_ctx && self.head_dim > 0,
             "bad transposed-V read"
         );
         let es = self.elem_bytes();
-        let stride = self.n_ctx * es;
         let o = self.offset(layer, Kv::V, head, 0);
-        (
-            &self.bytes()[o..o + (self.head_dim - 1) * stride + n * es],
-            stride,
-        )
+        Rows::new(&self.bytes()[o..], self.head_dim, n * es, self.n_ctx * es)
     }
 
     /// Rows `0..n` of one head's keys or, for a Q8_0 cache, values: `[n, head_dim]` in the cache

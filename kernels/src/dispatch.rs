@@ -25,6 +25,7 @@ use crate::blocks::{
 };
 use crate::scalar;
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
 /// Dot product of one weight row with one activation row.
 /// `n` = elements in the row; `w` = the row's bytes in the weight type; `a` = the row's bytes in the
@@ -110,94 +111,47 @@ impl KernelTable {
 pub type SwigluFn = fn(a: &mut [f32], b: &[f32]);
 
 /// Several f32 vectors dotted with several rows of the entry's (float) type, each row read and
-/// converted once for all vectors: for g in 0..n_x and i in 0..n_rows,
-/// `out[g * out_stride + i] = sum over k < len of x[g * x_stride + k] * row_i[k]`, where row i is
-/// `len` elements at byte `i * row_stride` of `rows`. Attention uses it for the query heads that share
-/// a KV head (scores against the keys, then the values against the scores).
-pub type MultiDotFn = fn(
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_x: usize,
-    out: &mut [f32],
-    out_stride: usize,
-);
+/// converted once for all vectors: `out.row(g)[i] = rows.row(i) . x.row(g)` for every vector g
+/// and row i, where a row of `rows` holds `x.row_len()` elements. Attention uses it for the query
+/// heads that share a KV head (scores against the keys, then the values against the scores).
+pub type MultiDotFn = fn(rows: Rows<u8>, x: Rows<f32>, out: RowsMut<f32>);
 
-/// True when `count` items of `len` units, the first at 0 and each `stride` after the previous,
-/// end within `total` units (checked arithmetic: an overflowing extent does not fit). Zero items
-/// always fit. The extent check of every strided kernel argument (tiles, gemv, multi_dot).
-pub fn strided_fits(count: usize, stride: usize, len: usize, total: usize) -> bool {
-    count == 0
-        || (count - 1)
-            .checked_mul(stride)
-            .and_then(|o| o.checked_add(len))
-            .is_some_and(|end| end <= total)
-}
-
-/// Checks a [`MultiDotFn`] call for rows of `elem_bytes`-byte elements; panics naming the problem.
-#[allow(clippy::too_many_arguments)]
-pub fn check_multi_dot_args(
-    elem_bytes: usize,
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_x: usize,
-    out: &[f32],
-    out_stride: usize,
-) {
-    let row_bytes = len * elem_bytes;
+/// Checks that a [`MultiDotFn`]'s views agree, for rows of `elem_bytes`-byte elements; panics
+/// naming the problem (the views themselves were checked when built).
+pub fn check_multi_dot_args(elem_bytes: usize, rows: &Rows<u8>, x: &Rows<f32>, out: &RowsMut<f32>) {
     assert!(
-        n_rows == 0 || (row_stride >= row_bytes && strided_fits(n_rows, row_stride, row_bytes, rows.len())),
-        "multi_dot: {n_rows} rows of {row_bytes} bytes at stride {row_stride} need more than {} bytes",
-        rows.len()
+        rows.row_len() == elem_bytes * x.row_len(),
+        "multi_dot: rows of {} bytes against vectors of {} elements",
+        rows.row_len(),
+        x.row_len()
     );
     assert!(
-        n_x == 0 || (x_stride >= len && strided_fits(n_x, x_stride, len, x.len())),
-        "multi_dot: {n_x} vectors of {len} at stride {x_stride} need more than {} floats",
-        x.len()
-    );
-    assert!(
-        n_x == 0
-            || n_rows == 0
-            || (out_stride >= n_rows && strided_fits(n_x, out_stride, n_rows, out.len())),
-        "multi_dot: {n_x} x {n_rows} outputs at stride {out_stride} need more than {}",
-        out.len()
+        out.n() == x.n() && out.row_len() == rows.n(),
+        "multi_dot: {} x {} outputs for {} vectors x {} rows",
+        out.n(),
+        out.row_len(),
+        x.n(),
+        rows.n()
     );
 }
 
 /// Vectors per group in the SIMD `MultiDotFn` kernels (their accumulators stay in registers).
 pub(crate) const MULTI_DOT_GROUP: usize = 8;
 
-/// The frame every SIMD `MultiDotFn` shares: checks the arguments (rows of `elem_bytes`-byte
-/// elements), then calls `group(ng, x, out)` for the vectors in groups of `ng <= MULTI_DOT_GROUP`,
-/// with `x` and `out` starting at the group's first vector.
-#[allow(clippy::too_many_arguments)]
+/// The frame every SIMD `MultiDotFn` shares: checks the views (rows of `elem_bytes`-byte
+/// elements), then calls `group(x, out)` for the vectors in groups of at most `MULTI_DOT_GROUP`.
 pub(crate) fn multi_dot_groups(
     elem_bytes: usize,
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_x: usize,
-    out: &mut [f32],
-    out_stride: usize,
-    mut group: impl FnMut(usize, &[f32], &mut [f32]),
+    rows: Rows<u8>,
+    x: Rows<f32>,
+    mut out: RowsMut<f32>,
+    mut group: impl FnMut(Rows<f32>, RowsMut<f32>),
 ) {
-    check_multi_dot_args(
-        elem_bytes, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
-    );
+    check_multi_dot_args(elem_bytes, &rows, &x, &out);
     let mut g0 = 0;
-    while g0 < n_x {
-        let ng = (n_x - g0).min(MULTI_DOT_GROUP);
-        group(ng, &x[g0 * x_stride..], &mut out[g0 * out_stride..]);
+    while g0 < x.n() {
+        let ng = (x.n() - g0).min(MULTI_DOT_GROUP);
+        group(x.rows(g0, ng), out.rows_mut(g0, ng));
         g0 += ng;
     }
 }
@@ -240,27 +194,16 @@ macro_rules! token_group {
 #[allow(unused_imports)]
 pub(crate) use token_group;
 
-/// A decode mat-vec over several rows: for r in 0..nr, `out[r] = dot(w[r * w_stride ..][..row
-/// bytes], a)`, with `n` elements per row, `w` in the weight type and `a` one row in its
-/// `vec_dot_type`. Each `out[r]` must not depend on `nr` or on the other rows (bit for bit), so that
-/// results do not depend on how rows are split across threads.
-pub type GemvFn = fn(n: usize, w: &[u8], w_stride: usize, nr: usize, a: &[u8], out: &mut [f32]);
+/// A decode mat-vec over several rows: `out[r] = dot(w.row(r), a)` for every row r of `w`, with
+/// `n` elements per row, `w` in the weight type and `a` one row in its `vec_dot_type`. Each
+/// `out[r]` must not depend on the other rows (bit for bit), so that results do not depend on how
+/// rows are split across threads.
+pub type GemvFn = fn(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]);
 
-/// A tile of a batched mat-mul (prefill): for r in 0..nr and t in 0..nt,
-/// `out[t * out_stride + r] = dot(w[r * w_stride ..][..row bytes], a[t * a_stride ..][..row bytes])`,
-/// with `n` elements per row, `w` in the weight type and `a` in its `vec_dot_type`. Lets a kernel unpack
-/// each weight block once and reuse it across several tokens.
-pub type GemmTileFn = fn(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-);
+/// A tile of a batched mat-mul (prefill): `out.row(t)[r] = dot(w.row(r), a.row(t))` for every
+/// weight row r and token t, with `n` elements per row, `w` in the weight type and `a` in its
+/// `vec_dot_type`. Lets a kernel unpack each weight block once and reuse it across several tokens.
+pub type GemmTileFn = fn(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>);
 
 /// Errors of the safe entry points ([`quantize_row`], [`from_float`], [`dequantize_row`],
 /// [`vec_dot`]): the facts needed to see which buffer is wrong and by how much.
@@ -333,7 +276,6 @@ macro_rules! dot_fn {
 }
 
 /// One scalar entry: `quantize_row_ref` doubles as `from_float` unless the format has its own.
-#[allow(clippy::too_many_arguments)]
 fn entry(
     ty: GgmlType,
     vec_dot_type: GgmlType,

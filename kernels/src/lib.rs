@@ -9,6 +9,7 @@
 //! - `matmul`: mat-vec and batched mat-mul over the kernel table (activations quantized once;
 //!   decode through `gemv`, prefill through `gemm_tile`; bit-identical for any thread count).
 //! - `pool`: the allocation-free thread pool `matmul` runs on.
+//! - `views`: strided row views (`Rows`, `RowsMut`), checked once, that the multi-row kernels take.
 //! - `vecmath`: element-wise math over 8-lane arrays that the ISA modules compile as vectors.
 //!
 //! This crate depends on nothing of the runtime.
@@ -19,8 +20,11 @@ pub mod dispatch;
 pub mod matmul;
 pub mod pool;
 pub mod scalar;
+#[doc(hidden)]
+pub mod testing;
 pub mod types;
 mod vecmath;
+pub mod views;
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

@@ -17,9 +17,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blocks::cast_blocks_mut;
-use crate::dispatch::{kernels, strided_fits, KernelTable, TypeKernels};
+use crate::dispatch::{block_align, kernels, KernelTable, TypeKernels};
 use crate::pool::ThreadPool;
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
 /// Weight rows per prefill chunk (a multiple of every tile kernel's row group).
 pub const PREFILL_ROWS: usize = 64;
@@ -367,7 +368,12 @@ pub fn matmul_q_with(
                 let nt = TILE_TOKENS.min(n_tok - t0);
                 let at = &a[t0 * arb..(t0 + nt) * arb];
                 match tile {
-                    Some(g) => g(n, wc, wrb, nr, at, arb, nt, &mut tmp, PREFILL_ROWS),
+                    Some(g) => g(
+                        n,
+                        Rows::new(wc, nr, wrb, wrb),
+                        Rows::new(at, nt, arb, arb),
+                        RowsMut::new(&mut tmp, nt, nr, PREFILL_ROWS),
+                    ),
                     None => {
                         for t in 0..nt {
                             for r in 0..nr {
@@ -451,7 +457,12 @@ fn decode(
                 // SAFETY: rows r0..r1 < p.rows = this part's output length were claimed by this
                 // thread only, so this slice of it is written by no one else while `run` is active.
                 let o = unsafe { std::slice::from_raw_parts_mut(p.out.0.add(r0), r1 - r0) };
-                g(n, &p.w[r0 * wrb..r1 * wrb], wrb, r1 - r0, a, o);
+                g(
+                    n,
+                    Rows::new(&p.w[r0 * wrb..r1 * wrb], r1 - r0, wrb, wrb),
+                    a,
+                    o,
+                );
                 continue;
             }
             let vec_dot = p.k.vec_dot.expect("checked");
@@ -465,46 +476,36 @@ fn decode(
     });
 }
 
-/// Shared checks for `GemmTileFn` implementations: the slices hold the tile.
-#[allow(clippy::too_many_arguments)]
+/// Shared checks for `GemmTileFn` implementations: the views hold rows of `n` elements of the
+/// weight type `ty` and of its activation type `act_ty`, block-aligned, and one output per
+/// (row, token).
 #[allow(dead_code)] // used by the tile kernels of the ISA modules (none on some targets)
 pub(crate) fn check_tile_args(
     ty: GgmlType,
     act_ty: GgmlType,
     n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &[f32],
-    out_stride: usize,
+    w: &Rows<u8>,
+    a: &Rows<u8>,
+    out: &RowsMut<f32>,
 ) {
-    let wrb = row_bytes(ty, n);
-    let arb = row_bytes(act_ty, n);
+    let (wrb, arb) = (row_bytes(ty, n), row_bytes(act_ty, n));
     assert!(
-        w_stride >= wrb && a_stride >= arb,
-        "tile strides {w_stride}/{a_stride} below row bytes {wrb}/{arb}"
+        w.row_len() == wrb && a.row_len() == arb,
+        "tile rows of {}/{} bytes for {wrb}/{arb}",
+        w.row_len(),
+        a.row_len()
     );
     assert!(
-        strided_fits(nr, w_stride, wrb, w.len()),
-        "tile weights: {} bytes for {nr} rows",
-        w.len()
+        w.stride() % block_align(ty) == 0 && a.stride() % block_align(act_ty) == 0,
+        "tile strides must keep blocks aligned"
     );
     assert!(
-        strided_fits(nt, a_stride, arb, a.len()),
-        "tile activations: {} bytes for {nt} tokens",
-        a.len()
-    );
-    assert!(
-        out_stride >= nr,
-        "tile out_stride {out_stride} below {nr} rows"
-    );
-    assert!(
-        strided_fits(nt, out_stride, nr, out.len()),
-        "tile output: {} floats for {nt}x{nr}",
-        out.len()
+        out.n() == a.n() && out.row_len() == w.n(),
+        "tile output: {}x{} for {} tokens x {} rows",
+        out.n(),
+        out.row_len(),
+        a.n(),
+        w.n()
     );
 }
 
@@ -512,21 +513,7 @@ pub(crate) fn check_tile_args(
 mod tests {
     use super::*;
     use crate::dispatch::scalar_kernels;
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn lcg_values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::lcg_values;
 
     /// Quantizes w_f32: [n_rows, n_cols] into `ty` with the table's reference quantizer.
     fn quantize_matrix(

@@ -14,7 +14,7 @@ use ferrolm_kernels::dispatch::{
 use ferrolm_kernels::GgmlType;
 
 mod support;
-use support::Aligned;
+use support::{split_scale_min, Aligned, WEIGHT_TYPES};
 
 const ROWS: usize = 14;
 const N_PER_ROW: usize = 4096;
@@ -320,18 +320,7 @@ fn safe_entry_points() {
 #[test]
 fn vec_dot_matches_dequantized_dot() {
     let x = source();
-    let weight_types = [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-    ];
+    let weight_types = WEIGHT_TYPES.into_iter().filter(|t| t.is_quantized());
     for ty in weight_types {
         let t = scalar_kernels().get(ty).unwrap();
         let vt = t.vec_dot_type;
@@ -357,7 +346,8 @@ fn vec_dot_matches_dequantized_dot() {
 
             // Magnitudes of the scale and min parts of each weight: dequantize with the min
             // (resp. the scale) zeroed.
-            let (scale_part, min_part) = split_scale_min(ty, wrow);
+            let (scale_part, min_part) =
+                split_scale_min(ty, wrow, wrow.len() / ty.block_bytes() * ty.block_elems());
             let nb = N_PER_ROW / ty.block_elems();
             let (exact, s) = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
                 // The min term is defined with the activation block's stored sum s (f16 of
@@ -395,34 +385,6 @@ fn vec_dot_matches_dequantized_dot() {
             );
         }
     }
-}
-
-/// Dequantizes `row` twice: with the min field zeroed (the scale part) and with the scale field
-/// zeroed (the min part, up to sign). Formats without a min give an all-zero min part.
-fn split_scale_min(ty: GgmlType, row: &[u8]) -> (Vec<f32>, Vec<f32>) {
-    // (byte offset of d, byte offset of the min field) inside a block, for formats with a min.
-    let fields = match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => Some((0, 2)),
-        GgmlType::Q2_K => Some((80, 82)),
-        _ => None,
-    };
-    let n = row.len() / ty.block_bytes() * ty.block_elems();
-    let mut scale_part = vec![0.0f32; n];
-    let mut min_part = vec![0.0f32; n];
-    match fields {
-        None => dequantize_row(ty, row, &mut scale_part).unwrap(),
-        Some((d_off, m_off)) => {
-            let bb = ty.block_bytes();
-            for (off, out) in [(m_off, &mut scale_part), (d_off, &mut min_part)] {
-                let mut b = Aligned::from_bytes(row);
-                for blk in b.bytes_mut().chunks_exact_mut(bb) {
-                    blk[off..off + 2].fill(0);
-                }
-                dequantize_row(ty, b.bytes(), out).unwrap();
-            }
-        }
-    }
-    (scale_part, min_part)
 }
 
 /// The float formats through the table on the golden source rows: F16 and BF16 round to nearest

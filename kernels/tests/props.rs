@@ -15,6 +15,7 @@
 //! - the scalar table is complete, and `FERROLM_KERNELS=scalar` forces it.
 
 use ferrolm_kernels::dispatch::{kernels, scalar_kernels, KernelTable};
+use ferrolm_kernels::views::{Rows, RowsMut};
 use ferrolm_kernels::GgmlType;
 use proptest::prelude::*;
 
@@ -26,33 +27,6 @@ const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 // ---------------------------------------------------------------------------------------------
 // The vec_dot bound
-
-/// Dequantizes `row` of `ty` twice, with the min field (resp. the scale field) zeroed, giving the
-/// scale part and the min part of every weight. Formats without a min give an all-zero min part.
-fn split_scale_min(ty: GgmlType, row: &[u8], n: usize) -> (Vec<f32>, Vec<f32>) {
-    let fields = match ty {
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => Some((0, 2)),
-        GgmlType::Q2_K => Some((80, 82)),
-        _ => None,
-    };
-    let deq = scalar_kernels().get(ty).unwrap().dequantize_row.unwrap();
-    let mut scale_part = vec![0.0f32; n];
-    let mut min_part = vec![0.0f32; n];
-    match fields {
-        None => deq(row, &mut scale_part),
-        Some((d_off, m_off)) => {
-            let bb = ty.block_bytes();
-            for (off, out) in [(m_off, &mut scale_part), (d_off, &mut min_part)] {
-                let mut b = Aligned::from_bytes(row);
-                for blk in b.bytes_mut().chunks_exact_mut(bb) {
-                    blk[off..off + 2].fill(0);
-                }
-                deq(b.bytes(), out);
-            }
-        }
-    }
-    (scale_part, min_part)
-}
 
 /// How far `kernels()` may be from `scalar_kernels()` for one dot product.
 ///
@@ -462,7 +436,12 @@ proptest! {
             let a = activation_row(vt, n * nt, Fill::Random, &scales, seed);
             let out_stride = nr + 3;
             let mut out = vec![f32::NAN; nt * out_stride];
-            tile(n, w.bytes(), wrb, nr, a.bytes(), arb, nt, &mut out, out_stride);
+            tile(
+                n,
+                Rows::new(w.bytes(), nr, wrb, wrb),
+                Rows::new(a.bytes(), nt, arb, arb),
+                RowsMut::new(&mut out, nt, nr, out_stride),
+            );
             for t in 0..nt {
                 let pad = &out[t * out_stride + nr..(t + 1) * out_stride];
                 prop_assert!(
@@ -504,7 +483,7 @@ proptest! {
             let w = weight_row(ty, nb * nr, wfill, &scales, seed);
             let a = activation_row(vt, n, Fill::Random, &scales, seed);
             let mut out = vec![f32::NAN; nr + 2];
-            gemv(n, w.bytes(), wrb, nr, a.bytes(), &mut out);
+            gemv(n, Rows::new(w.bytes(), nr, wrb, wrb), a.bytes(), &mut out);
             prop_assert!(out[nr..].iter().all(|v| v.is_nan()), "{}: gemv wrote past row {}", ty, nr);
             for r in 0..nr {
                 let wr = &w.bytes()[r * wrb..(r + 1) * wrb];
@@ -517,8 +496,57 @@ proptest! {
                     ty, fast.backend.name(), n, r, got, want, (got - want).abs(), bound
                 );
                 let mut one = [f32::NAN];
-                gemv(n, wr, wrb, 1, a.bytes(), &mut one);
+                gemv(n, Rows::one(wr), a.bytes(), &mut one);
                 prop_assert_eq!(one[0].to_bits(), out[r].to_bits(), "{} row {} alone", ty, r);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The installed F16 `multi_dot` (attention over an F16 cache) against the scalar reference:
+    /// odd lengths (tails), padded strides, 1..12 vectors (several groups); each dot within the
+    /// f32 accumulation bound of its magnitudes.
+    #[test]
+    fn multi_dot_matches_reference(
+        len in 0usize..110,
+        n_rows in 1usize..10,
+        n_x in 1usize..12,
+        seed in any::<u64>(),
+    ) {
+        let Some(md) = kernels().get(GgmlType::F16).unwrap().multi_dot else {
+            return Ok(());
+        };
+        let mut rng = Rng(seed);
+        let row_stride = 2 * len + 6;
+        let halves: Vec<half::f16> = (0..n_rows * row_stride / 2)
+            .map(|_| half::f16::from_f32((rng.unit() * 4.0 - 2.0) as f32))
+            .collect();
+        let rows: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+        let x_stride = len + 3;
+        let x: Vec<f32> = (0..n_x * x_stride).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect();
+        let out_stride = n_rows + 1;
+        let mut want = vec![f32::NAN; n_x * out_stride];
+        let mut got = vec![f32::NAN; n_x * out_stride];
+        let rv = Rows::new(&rows, n_rows, 2 * len, row_stride);
+        let xv = Rows::new(&x, n_x, len, x_stride);
+        ferrolm_kernels::scalar::float::multi_dot_f16_ref(
+            rv, xv, RowsMut::new(&mut want, n_x, n_rows, out_stride),
+        );
+        md(rv, xv, RowsMut::new(&mut got, n_x, n_rows, out_stride));
+        for g in 0..n_x {
+            prop_assert!(got[g * out_stride + n_rows].is_nan(), "multi_dot wrote past vector {}", g);
+            for i in 0..n_rows {
+                let mag: f32 = (0..len)
+                    .map(|k| (halves[i * row_stride / 2 + k].to_f32() * x[g * x_stride + k]).abs())
+                    .sum();
+                let (a, b) = (got[g * out_stride + i], want[g * out_stride + i]);
+                prop_assert!(
+                    (a - b).abs() <= 1e-6 * (len as f32 + 8.0) * mag + 1e-6,
+                    "len {} row {} vector {}: {} vs {}", len, i, g, a, b
+                );
             }
         }
     }

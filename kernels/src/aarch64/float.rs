@@ -6,6 +6,7 @@ use core::arch::aarch64::*;
 use half::{bf16, f16};
 
 use super::simd::{f16_to_f32, f16x4_to_f32, f16x8_high_to_f32};
+use crate::views::{Rows, RowsMut};
 
 /// Sums four accumulators.
 #[inline]
@@ -117,29 +118,21 @@ fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
 /// into the `NG` pairs of accumulators, then each (vector, row) sum is reduced.
 #[target_feature(enable = "neon")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
-fn multi_rows_f16<const NG: usize>(
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    for i in 0..n_rows {
-        let row = &rows[i * row_stride..i * row_stride + 2 * len];
+fn multi_rows_f16<const NG: usize>(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>) {
+    let len = x.row_len();
+    let xs: [&[f32]; NG] = x.first();
+    for i in 0..rows.n() {
+        let row = rows.row(i);
         let mut acc = [[vdupq_n_f32(0.0); 2]; NG];
         let mut k = 0;
         while k + 8 <= len {
             // SAFETY: 2 * (k + 8) <= 2 * len = row.len(); `vld1q_u8` has no alignment requirement.
             let h = vreinterpretq_u16_u8(unsafe { vld1q_u8(row.as_ptr().add(2 * k)) });
             let (r0, r1) = (f16x4_to_f32(vget_low_u16(h)), f16x8_high_to_f32(h));
-            for (g, a) in acc.iter_mut().enumerate() {
-                let xs = &x[g * x_stride + k..g * x_stride + k + 8];
-                // SAFETY: `xs` is 8 readable floats.
-                let (x0, x1) = unsafe { (vld1q_f32(xs.as_ptr()), vld1q_f32(xs.as_ptr().add(4))) };
+            for (a, xg) in acc.iter_mut().zip(&xs) {
+                let xk = &xg[k..k + 8];
+                // SAFETY: `xk` is 8 readable floats.
+                let (x0, x1) = unsafe { (vld1q_f32(xk.as_ptr()), vld1q_f32(xk.as_ptr().add(4))) };
                 a[0] = vfmaq_f32(a[0], r0, x0);
                 a[1] = vfmaq_f32(a[1], r1, x1);
             }
@@ -148,52 +141,24 @@ fn multi_rows_f16<const NG: usize>(
         let mut tail = [0.0f32; NG];
         while k < len {
             let r = f16_to_f32(u16::from_le_bytes([row[2 * k], row[2 * k + 1]]));
-            for (g, t) in tail.iter_mut().enumerate() {
-                *t += r * x[g * x_stride + k];
+            for (t, xg) in tail.iter_mut().zip(&xs) {
+                *t += r * xg[k];
             }
             k += 1;
         }
         for g in 0..NG {
-            out[g * out_stride + i] = vaddvq_f32(vaddq_f32(acc[g][0], acc[g][1])) + tail[g];
+            out.row_mut(g)[i] = vaddvq_f32(vaddq_f32(acc[g][0], acc[g][1])) + tail[g];
         }
     }
 }
 
 /// F16 rows . several f32 vectors (`MultiDotFn`), in groups of up to `MULTI_DOT_GROUP` vectors.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn multi_dot_f16(
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_x: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    crate::dispatch::multi_dot_groups(
-        2,
-        len,
-        rows,
-        row_stride,
-        n_rows,
-        x,
-        x_stride,
-        n_x,
-        out,
-        out_stride,
-        |ng, x, out| {
-            // SAFETY: NEON is part of the aarch64 baseline; the slices were checked by
-            // `multi_dot_groups`, and every access inside is bounds-checked.
-            unsafe {
-                crate::dispatch::by_group_size!(
-                    ng,
-                    multi_rows_f16(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                )
-            }
-        },
-    );
+pub(crate) fn multi_dot_f16(rows: Rows<u8>, x: Rows<f32>, out: RowsMut<f32>) {
+    crate::dispatch::multi_dot_groups(2, rows, x, out, |x, out| {
+        // SAFETY: NEON is part of the aarch64 baseline; the views were checked by
+        // `multi_dot_groups`, and every access inside is bounds-checked.
+        unsafe { crate::dispatch::by_group_size!(x.n(), multi_rows_f16(rows, x, out)) }
+    });
 }
 
 /// `VecDotFn` for F32 · F32. Panics unless both rows hold exactly `n` floats (4-byte aligned).

@@ -3,8 +3,7 @@
 
 use core::arch::aarch64::*;
 
-use super::pair::{self, Block32};
-use super::simd::dot32;
+use super::pair::{pair_entry_points, Block32};
 use crate::blocks::{BlockQ5_0, BlockQ8_0};
 
 /// The fifth bits of a Q5 block as byte masks: lane j of the first vector is 0xFF when bit j of
@@ -37,48 +36,25 @@ pub(crate) fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> [uint8x16_t; 2] {
     ]
 }
 
-/// Integer products of one block: lanes sum to `sum_j (q_j - 16) * a_j` (|sum| <= 32 * 16 * 128).
-///
-/// # Safety
-/// With `SDOT = true` the CPU must have dotprod.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn block_isum<const SDOT: bool>(x: &BlockQ5_0, y: &BlockQ8_0) -> int32x4_t {
-    // SAFETY: `y.qs` is 32 bytes; each load reads 16 bytes inside it.
-    let (y0, y1) = unsafe { (vld1q_s8(y.qs.as_ptr()), vld1q_s8(y.qs.as_ptr().add(16))) };
-    let [lo, hi] = q5_levels(&x.qs, x.qh);
-    let sixteen = vdupq_n_s8(16);
-    let lo = vsubq_s8(vreinterpretq_s8_u8(lo), sixteen);
-    let hi = vsubq_s8(vreinterpretq_s8_u8(hi), sixteen);
-    // SAFETY: the caller guarantees dotprod when SDOT; |q - 16| <= 16 fits the narrow bound.
-    unsafe { dot32::<SDOT>(vdupq_n_s32(0), lo, y0, hi, y1) }
-}
-
 impl Block32 for BlockQ5_0 {
     type Act = BlockQ8_0;
-    #[inline]
-    unsafe fn isum<const SDOT: bool>(&self, y: &BlockQ8_0) -> int32x4_t {
-        // SAFETY: forwarded from the caller.
-        unsafe { block_isum::<SDOT>(self, y) }
+    /// `q - 16` (|level| <= 16).
+    #[inline(always)]
+    fn levels(&self) -> [int8x16_t; 2] {
+        // SAFETY: NEON is part of the aarch64 baseline (this module is compiled for aarch64
+        // only); no memory is touched.
+        unsafe {
+            let sixteen = vdupq_n_s8(16);
+            q5_levels(&self.qs, self.qh).map(|l| vsubq_s8(vreinterpretq_s8_u8(l), sixteen))
+        }
     }
-    #[inline]
+    #[inline(always)]
     fn d(&self) -> u16 {
         self.d.to_bits()
     }
 }
 
-/// `sum_b d_w[b] * d_a[b] * isum[b]`, by the shared two-block driver.
-///
-/// # Safety
-/// `w.len() == a.len()`; with `SDOT = true` the CPU must have dotprod.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn vec_dot<const SDOT: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    // SAFETY: forwarded from the caller.
-    unsafe { pair::vec_dot::<_, SDOT>(w, a) }
-}
-
-super::vec_dot_entry_points!(
+pair_entry_points!(
     vec_dot_q5_0_q8_0_neon,
     vec_dot_q5_0_q8_0_sdot,
     BlockQ5_0,

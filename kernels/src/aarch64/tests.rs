@@ -7,6 +7,7 @@ use half::f16;
 use super::*;
 use crate::dispatch::{kernels, scalar_kernels, Backend};
 use crate::types::GgmlType as T;
+use crate::views::{Rows, RowsMut};
 
 const INT_TYPES: [T; 10] = [
     T::Q4_0,
@@ -500,54 +501,6 @@ fn vec_dot_rejects_mismatched_lengths() {
     vec_dot_q4_0_q8_0_neon(64, w.bytes(), a.bytes());
 }
 
-/// The NEON F16 multi_dot against the scalar reference: odd lengths (tails), strides, 1..11 vectors.
-#[test]
-fn multi_dot_f16_matches_scalar() {
-    let mut rng = Rng(0x5151);
-    for (len, n_rows, n_x) in [
-        (64usize, 5usize, 3usize),
-        (7, 3, 1),
-        (100, 9, 8),
-        (33, 2, 11),
-        (0, 3, 2),
-    ] {
-        let row_stride = 2 * len + 6;
-        let mut rows = vec![0u8; n_rows * row_stride];
-        let mut mags = vec![0.0f32; n_rows * len];
-        for i in 0..n_rows {
-            for k in 0..len {
-                let v = half::f16::from_f32(rng.unit() * 2.0);
-                rows[i * row_stride + 2 * k..i * row_stride + 2 * k + 2]
-                    .copy_from_slice(&v.to_le_bytes());
-                mags[i * len + k] = v.to_f32();
-            }
-        }
-        let x_stride = len + 3;
-        let x: Vec<f32> = (0..n_x * x_stride).map(|_| rng.unit()).collect();
-        let out_stride = n_rows + 1;
-        let mut want = vec![0.0f32; n_x * out_stride];
-        let mut got = vec![0.0f32; n_x * out_stride];
-        crate::scalar::float::multi_dot_f16_ref(
-            len, &rows, row_stride, n_rows, &x, x_stride, n_x, &mut want, out_stride,
-        );
-        super::multi_dot_f16(
-            len, &rows, row_stride, n_rows, &x, x_stride, n_x, &mut got, out_stride,
-        );
-        for g in 0..n_x {
-            for i in 0..n_rows {
-                let mag: f32 = (0..len)
-                    .map(|k| (mags[i * len + k] * x[g * x_stride + k]).abs())
-                    .sum();
-                let (a, b) = (got[g * out_stride + i], want[g * out_stride + i]);
-                assert!(
-                    (a - b).abs() <= 1e-6 * (len as f32 + 8.0) * mag + 1e-6,
-                    "len {len} row {i} vector {g}: {a} vs {b}"
-                );
-            }
-        }
-    }
-}
-
 /// `len` bytes of blocks of `block` bytes: random bytes (an eighth each -128 and 127) after an
 /// f16 scale in 0.001..0.101 (the Q4_0 and Q8_0 layout).
 fn random_blocks(rng: &mut Rng, len: usize, block: usize) -> Vec<u8> {
@@ -574,7 +527,12 @@ fn check_tile(ty: T, n: usize, w: &[u8], nr: usize, a: &[u8], nt: usize) {
     let stride = nr + 2;
     let mut out = vec![f32::NAN; nt * stride];
     let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
-    tile(n, w, wrb, nr, a, arb, nt, &mut out, stride);
+    tile(
+        n,
+        Rows::new(w, nr, wrb, wrb),
+        Rows::new(a, nt, arb, arb),
+        RowsMut::new(&mut out, nt, nr, stride),
+    );
     let dot = scalar_kernels().get(ty).unwrap().vec_dot.unwrap();
     for t in 0..nt {
         let pad = &out[t * stride + nr..(t + 1) * stride];

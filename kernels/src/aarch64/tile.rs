@@ -17,8 +17,8 @@
 use core::arch::aarch64::*;
 use std::arch::asm;
 
+use super::pair::{Block32, Block32Min};
 use super::q4_k::scales_mins_k4;
-use super::q5_0::q5_levels;
 use super::simd::f16_to_f32;
 use crate::blocks::{
     cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
@@ -26,6 +26,7 @@ use crate::blocks::{
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
 /// `acc + w . a.4b[I]`: lane r gains the products of `w`'s bytes 4r..4r+4 with `a`'s bytes
 /// 4I..4I+4. `vdotq_laneq_s32` is unstable, so this is inline assembly.
@@ -94,15 +95,16 @@ fn transpose4(v: [int8x16_t; 4]) -> [int8x16_t; 4] {
     ]
 }
 
-/// out[t * out_stride + r] = lane r of acc[t] for the `present` rows.
+/// `out.row(t)` = lanes of acc[t] for the rows present (`out.row_len()` of them).
 #[inline]
 #[target_feature(enable = "neon")]
-fn store_rows(acc: &[float32x4_t], present: usize, out: &mut [f32], out_stride: usize) {
+fn store_rows(acc: &[float32x4_t], mut out: RowsMut<f32>) {
+    let present = out.row_len();
     for (t, a) in acc.iter().enumerate() {
         let mut v = [0.0f32; 4];
         // SAFETY: `v` is 4 writable floats.
         unsafe { vst1q_f32(v.as_mut_ptr(), *a) };
-        out[t * out_stride..t * out_stride + present].copy_from_slice(&v[..present]);
+        out.row_mut(t).copy_from_slice(&v[..present]);
     }
 }
 
@@ -116,7 +118,7 @@ struct Unpacked {
 }
 
 /// 4 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
-/// out[t * out_stride + r] for the rows present. Per block and token, as ggml's `vec_dot`:
+/// `out.row(t)[r]` for the rows present. Per block and token, as ggml's `vec_dot`:
 /// `d_w * d_a * isum`, plus `m_w * s_a` for the formats with a min (Q4_1, Q5_1 x Q8_1).
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
@@ -125,8 +127,7 @@ fn group<const NT: usize, W: Block>(
     acts: [&[impl ActBlock32]; NT],
     nb: usize,
     unpack: impl Fn(&W) -> Unpacked,
-    out: &mut [f32],
-    out_stride: usize,
+    out: RowsMut<f32>,
 ) {
     let zero = Unpacked {
         q: [vdupq_n_s8(0); 2],
@@ -164,38 +165,32 @@ fn group<const NT: usize, W: Block>(
             }
         }
     }
-    store_rows(
-        &acc,
-        rows.iter().take_while(|r| r.is_some()).count(),
-        out,
-        out_stride,
-    );
+    store_rows(&acc, out);
 }
 
 /// The whole tile: row groups of 4, token groups of 8/4/2/1 (`token_group!`), each through
-/// `$group::<NT, _>(rows, acts, nb, [extra,] out, out_stride)` (rows of `$w`, activations of
-/// `$a`, `$elems` elements per block).
+/// `$group::<NT, _>(rows, acts, nb, [extra,] out)` (rows of `$w`, activations of `$a`, `$elems`
+/// elements per block).
 macro_rules! drive {
-    ($w:ty, $a:ty, $elems:expr, $n:ident, $wb:ident, $w_stride:ident, $nr:ident, $ab:ident,
-     $a_stride:ident, $nt:ident, $out:ident, $out_stride:ident, $group:ident $(, $extra:expr)?) => {{
+    ($w:ty, $a:ty, $elems:expr, $n:ident, $wr:ident, $ar:ident, $out:ident, $group:ident $(, $extra:expr)?) => {{
         let nb = $n / $elems;
-        let wrb = nb * std::mem::size_of::<$w>();
-        let arb = nb * std::mem::size_of::<$a>();
-        let row = |r: usize| -> &[$w] { cast_blocks(&$wb[r * $w_stride..r * $w_stride + wrb]) };
-        let act = |t: usize| -> &[$a] { cast_blocks(&$ab[t * $a_stride..t * $a_stride + arb]) };
+        let (nr, nt) = ($wr.n(), $ar.n());
+        let row = |r: usize| -> &[$w] { cast_blocks($wr.row(r)) };
+        let act = |t: usize| -> &[$a] { cast_blocks($ar.row(t)) };
+        let mut out = $out;
         let mut r0 = 0;
-        while r0 < $nr {
+        while r0 < nr {
             let rows: [Option<&[$w]>; 4] =
-                [0, 1, 2, 3].map(|i| (r0 + i < $nr).then(|| row(r0 + i)));
+                [0, 1, 2, 3].map(|i| (r0 + i < nr).then(|| row(r0 + i)));
+            let present = (nr - r0).min(4);
             let mut t0 = 0;
-            while t0 < $nt {
-                let o = &mut $out[t0 * $out_stride + r0..];
-                t0 += crate::dispatch::token_group!($nt - t0, NT => {
+            while t0 < nt {
+                t0 += crate::dispatch::token_group!(nt - t0, NT => {
                     let mut acts = [act(t0); NT];
                     for (i, x) in acts.iter_mut().enumerate() {
                         *x = act(t0 + i);
                     }
-                    $group::<NT, _>(rows, acts, nb, $($extra,)? o, $out_stride)
+                    $group::<NT, _>(rows, acts, nb, $($extra,)? out.window(t0, NT, r0, present))
                 }; 8, 4, 2, 1);
             }
             r0 += 4;
@@ -203,129 +198,55 @@ macro_rules! drive {
     }};
 }
 
-/// Q4_0 levels `q - 8`: low nibbles are elements 0..16, high nibbles 16..32.
+/// A 32-element block's levels and scale ([`Block32`]), no min.
 #[inline]
 #[target_feature(enable = "neon")]
-fn unpack_q4_0(x: &BlockQ4_0) -> Unpacked {
-    // SAFETY: `x.qs` is 16 bytes.
-    let qx = unsafe { vld1q_u8(x.qs.as_ptr()) };
-    let eight = vdupq_n_s8(8);
+fn unpack<W: Block32>(x: &W) -> Unpacked {
     Unpacked {
-        q: [
-            vsubq_s8(vreinterpretq_s8_u8(vandq_u8(qx, vdupq_n_u8(0x0F))), eight),
-            vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(qx)), eight),
-        ],
-        d: f16_to_f32(x.d.to_bits()),
+        q: x.levels(),
+        d: f16_to_f32(x.d()),
         m: 0.0,
     }
 }
 
-/// Q8_0 levels as stored.
+/// A 32-element block's levels, scale and min ([`Block32Min`]).
 #[inline]
 #[target_feature(enable = "neon")]
-fn unpack_q8_0(x: &BlockQ8_0) -> Unpacked {
-    // SAFETY: `x.qs` is 32 bytes; the loads read 0..16 and 16..32.
-    let q = unsafe { [vld1q_s8(x.qs.as_ptr()), vld1q_s8(x.qs.as_ptr().add(16))] };
+fn unpack_min<W: Block32Min>(x: &W) -> Unpacked {
     Unpacked {
-        q,
-        d: f16_to_f32(x.d.to_bits()),
-        m: 0.0,
-    }
-}
-
-/// Q4_1 levels 0..15 as they are (low nibbles elements 0..16, high 16..32), with the min.
-#[inline]
-#[target_feature(enable = "neon")]
-fn unpack_q4_1(x: &BlockQ4_1) -> Unpacked {
-    // SAFETY: `x.qs` is 16 bytes.
-    let qx = unsafe { vld1q_u8(x.qs.as_ptr()) };
-    Unpacked {
-        q: [
-            vreinterpretq_s8_u8(vandq_u8(qx, vdupq_n_u8(0x0F))),
-            vreinterpretq_s8_u8(vshrq_n_u8::<4>(qx)),
-        ],
-        d: f16_to_f32(x.d.to_bits()),
-        m: f16_to_f32(x.m.to_bits()),
-    }
-}
-
-/// Q5_0 levels `q - 16`.
-#[inline]
-#[target_feature(enable = "neon")]
-fn unpack_q5_0(x: &BlockQ5_0) -> Unpacked {
-    let sixteen = vdupq_n_s8(16);
-    Unpacked {
-        q: q5_levels(&x.qs, x.qh).map(|l| vsubq_s8(vreinterpretq_s8_u8(l), sixteen)),
-        d: f16_to_f32(x.d.to_bits()),
-        m: 0.0,
-    }
-}
-
-/// Q5_1 levels 0..31 as they are, with the min.
-#[inline]
-#[target_feature(enable = "neon")]
-fn unpack_q5_1(x: &BlockQ5_1) -> Unpacked {
-    Unpacked {
-        q: q5_levels(&x.qs, x.qh).map(|l| vreinterpretq_s8_u8(l)),
-        d: f16_to_f32(x.d.to_bits()),
-        m: f16_to_f32(x.m.to_bits()),
+        q: x.levels(),
+        d: f16_to_f32(x.d()),
+        m: f16_to_f32(x.m()),
     }
 }
 
 macro_rules! tile_fn {
     ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr, $a:ty, $at:expr, $elems:expr, $group:ident $(, $unpack:ident)?) => {
         $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        pub(super) fn $name(
-            n: usize,
-            w: &[u8],
-            w_stride: usize,
-            nr: usize,
-            a: &[u8],
-            a_stride: usize,
-            nt: usize,
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            check_tile_args($wt, $at, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
-            assert!(
-                w_stride % std::mem::align_of::<$w>() == 0
-                    && a_stride % std::mem::align_of::<$a>() == 0,
-                "tile strides must keep blocks aligned"
-            );
+        pub(super) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+            check_tile_args($wt, $at, n, &w, &a, &out);
             #[target_feature(enable = "neon,dotprod")]
-            #[allow(clippy::too_many_arguments)]
-            fn imp(
-                n: usize,
-                w: &[u8],
-                w_stride: usize,
-                nr: usize,
-                a: &[u8],
-                a_stride: usize,
-                nt: usize,
-                out: &mut [f32],
-                out_stride: usize,
-            ) {
+            fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
                 $(let $unpack = |x: &$w| $unpack(x);)?
-                drive!($w, $a, $elems, n, w, w_stride, nr, a, a_stride, nt, out, out_stride, $group $(, $unpack)?);
+                drive!($w, $a, $elems, n, w, a, out, $group $(, $unpack)?);
             }
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting dotprod.
-            unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+            unsafe { imp(n, w, a, out) }
         }
     };
 }
 
 tile_fn!(/// Q4_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q4_0);
+    gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
 tile_fn!(/// Q8_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q8_0);
+    gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
 tile_fn!(/// Q4_1 x Q8_1 tile (`sdot`).
-    gemm_tile_q4_1, BlockQ4_1, GgmlType::Q4_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_q4_1);
+    gemm_tile_q4_1, BlockQ4_1, GgmlType::Q4_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
 tile_fn!(/// Q5_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q5_0, BlockQ5_0, GgmlType::Q5_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack_q5_0);
+    gemm_tile_q5_0, BlockQ5_0, GgmlType::Q5_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
 tile_fn!(/// Q5_1 x Q8_1 tile (`sdot`).
-    gemm_tile_q5_1, BlockQ5_1, GgmlType::Q5_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_q5_1);
+    gemm_tile_q5_1, BlockQ5_1, GgmlType::Q5_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
 
 /// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels.
 trait K4Block: Block {
@@ -370,8 +291,7 @@ fn group_k4<const NT: usize, W: K4Block>(
     rows: [Option<&[W]>; 4],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
-    out: &mut [f32],
-    out_stride: usize,
+    out: RowsMut<f32>,
 ) {
     let m4 = vdupq_n_u8(0x0F);
     let mut acc = [vdupq_n_f32(0.0); NT];
@@ -429,12 +349,7 @@ fn group_k4<const NT: usize, W: K4Block>(
             acc[t] = vfmsq_f32(acc[t], vcvtq_f32_s32(msum), vmulq_n_f32(dmv, y.d));
         }
     }
-    store_rows(
-        &acc,
-        rows.iter().take_while(|r| r.is_some()).count(),
-        out,
-        out_stride,
-    );
+    store_rows(&acc, out);
 }
 
 /// Signed levels `q - 32` of the 32-element chunk `c` (0..8) of a Q6_K block, as two halves
@@ -479,8 +394,7 @@ fn group_q6<const NT: usize, W: Q6Block>(
     rows: [Option<&[W]>; 4],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
-    out: &mut [f32],
-    out_stride: usize,
+    out: RowsMut<f32>,
 ) {
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nb {
@@ -519,12 +433,7 @@ fn group_q6<const NT: usize, W: Q6Block>(
             );
         }
     }
-    store_rows(
-        &acc,
-        rows.iter().take_while(|r| r.is_some()).count(),
-        out,
-        out_stride,
-    );
+    store_rows(&acc, out);
 }
 
 /// The Q6_K block (a trait only so that `group_q6` has the `<NT, W>` shape `drive!` calls).

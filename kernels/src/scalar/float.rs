@@ -155,6 +155,30 @@ pub fn vec_dot_bf16_f32(w: &[bf16], a: &[f32]) -> f32 {
     sum as f32
 }
 
+/// Reference for the F16 [`crate::dispatch::MultiDotFn`]: each dot summed in f64 like
+/// [`vec_dot_f16_f32`]. Not in the scalar table (the per-row `vec_dot` loop is the fallback); the
+/// oracle of the SIMD versions' tests.
+pub fn multi_dot_f16_ref(
+    rows: crate::views::Rows<u8>,
+    x: crate::views::Rows<f32>,
+    mut out: crate::views::RowsMut<f32>,
+) {
+    crate::dispatch::check_multi_dot_args(2, &rows, &x, &out);
+    for g in 0..x.n() {
+        let xv = x.row(g);
+        let o = out.row_mut(g);
+        for (i, oi) in o.iter_mut().enumerate() {
+            let s: f64 = rows
+                .row(i)
+                .chunks_exact(2)
+                .zip(xv)
+                .map(|(h, &v)| f16_to_f32(u16::from_le_bytes([h[0], h[1]])) as f64 * v as f64)
+                .sum();
+            *oi = s as f32;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,37 +238,5 @@ mod tests {
         assert_eq!(f32_to_bf16(f32::from_bits(0x0000_8001)), 0x0001);
         assert_eq!(f32_to_bf16(f32::MAX), 0x7F80);
         assert_eq!(bf16_to_f32(0x3F80), 1.0);
-    }
-}
-
-/// Reference for the F16 [`crate::dispatch::MultiDotFn`]: each dot summed in f64 like
-/// [`vec_dot_f16_f32`]. Not in the scalar table (the per-row `vec_dot` loop is the fallback); the
-/// oracle of the SIMD versions' tests.
-#[allow(clippy::too_many_arguments)]
-pub fn multi_dot_f16_ref(
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_x: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    crate::dispatch::check_multi_dot_args(
-        2, len, rows, row_stride, n_rows, x, x_stride, n_x, out, out_stride,
-    );
-    for g in 0..n_x {
-        let xv = &x[g * x_stride..g * x_stride + len];
-        for i in 0..n_rows {
-            let r = &rows[i * row_stride..i * row_stride + 2 * len];
-            let s: f64 = r
-                .chunks_exact(2)
-                .zip(xv)
-                .map(|(h, &v)| f16_to_f32(u16::from_le_bytes([h[0], h[1]])) as f64 * v as f64)
-                .sum();
-            out[g * out_stride + i] = s as f32;
-        }
     }
 }

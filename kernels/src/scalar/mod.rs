@@ -30,6 +30,46 @@ pub mod q8_k;
 
 pub use float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
+/// A quantizer's walk: each block of `y` with the `elems` values of `x` it stands for. Panics
+/// (naming `what`) unless `x` holds exactly `elems` values per block.
+#[track_caller]
+pub(crate) fn quant_blocks<'a, B>(
+    what: &str,
+    x: &'a [f32],
+    y: &'a mut [B],
+    elems: usize,
+) -> impl Iterator<Item = (&'a [f32], &'a mut B)> {
+    assert_eq!(x.len(), y.len() * elems, "{what}: length mismatch");
+    x.chunks_exact(elems).zip(y.iter_mut())
+}
+
+/// A dequantizer's walk: each block of `x` with the `elems` values of `y` it fills. Panics
+/// (naming `what`) unless `y` holds exactly `elems` values per block.
+#[track_caller]
+pub(crate) fn dequant_blocks<'a, B>(
+    what: &str,
+    x: &'a [B],
+    y: &'a mut [f32],
+    elems: usize,
+) -> impl Iterator<Item = (&'a B, &'a mut [f32])> {
+    assert_eq!(y.len(), x.len() * elems, "{what}: length mismatch");
+    x.iter().zip(y.chunks_exact_mut(elems))
+}
+
+/// The value of largest magnitude (the first of equal magnitudes; 0 for none): the legacy
+/// formats' scale is it divided by minus the level offset, so that value maps to level 0.
+#[inline(always)]
+pub(crate) fn signed_absmax(xb: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in xb {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// ggml's `nearest_int`: round to nearest, ties to even, by the magic-number trick
 /// (`x + 1.5 * 2^23` puts the rounded integer in the low mantissa bits).
 ///

@@ -3,7 +3,7 @@
 //! pair `s` of `qs[32h + l]`. Pairs with Q8_K.
 
 use super::k_quants::make_qkx2_quants;
-use super::{f2h, h2f, nearest_int};
+use super::{dequant_blocks, f2h, h2f, nearest_int};
 use crate::blocks::{BlockQ2_K, BlockQ8_K, QK_K};
 
 /// ggml's `quantize_row_q2_K_ref`. x: [256 * y.len()].
@@ -99,12 +99,7 @@ fn levels(b: &BlockQ2_K) -> [u8; QK_K] {
 
 /// ggml's `dequantize_row_q2_K`: `y = (d * sc) * q - dmin * m`. y: [256 * x.len()].
 pub fn dequantize_row_q2_k(x: &[BlockQ2_K], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK_K,
-        "dequantize_row_q2_k: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q2_k", x, y, QK_K) {
         let d = h2f(xb.d);
         let min = h2f(xb.dmin);
         let a = levels(xb);

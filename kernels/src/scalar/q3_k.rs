@@ -5,7 +5,7 @@
 //! 2 bits of group g in bits `2 * (g / 4)` of byte `8 + g % 4`. Pairs with Q8_K.
 
 use super::k_quants::make_q3_quants;
-use super::{f2h, h2f, nearest_int};
+use super::{dequant_blocks, f2h, h2f, nearest_int};
 use crate::blocks::{BlockQ3_K, BlockQ8_K, QK_K};
 
 /// The 16 group scales of a Q3_K block, unpacked to 0..64 (subtract 32 for the signed scale).
@@ -118,12 +118,7 @@ fn levels(b: &BlockQ3_K) -> [i8; QK_K] {
 
 /// ggml's `dequantize_row_q3_K`: `y = (d * (sc - 32)) * (q - 4)`. y: [256 * x.len()].
 pub fn dequantize_row_q3_k(x: &[BlockQ3_K], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK_K,
-        "dequantize_row_q3_k: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q3_k", x, y, QK_K) {
         let d_all = h2f(xb.d);
         let sc = unpack_scales(&xb.scales);
         let a = levels(xb);

@@ -1,6 +1,6 @@
 //! Q4_0: 32 weights per block, `x = d * (q - 8)`, q in 0..16; pairs with Q8_0 activations.
 
-use super::{f2h, h2f};
+use super::{dequant_blocks, f2h, h2f, quant_blocks, signed_absmax};
 use crate::blocks::{BlockQ4_0, BlockQ8_0, QK};
 
 /// ggml's `quantize_row_q4_0_ref`. x: [32 * y.len()].
@@ -8,20 +8,8 @@ use crate::blocks::{BlockQ4_0, BlockQ8_0, QK};
 /// d = max / -8 with `max` the signed value of largest magnitude, so that value maps to q = 0;
 /// `q = min(15, trunc(x / d + 8.5))` (a tie rounds up).
 pub fn quantize_row_q4_0_ref(x: &[f32], y: &mut [BlockQ4_0]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK,
-        "quantize_row_q4_0_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in xb {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+    for (xb, yb) in quant_blocks("quantize_row_q4_0_ref", x, y, QK) {
+        let max = signed_absmax(xb);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = f2h(d);
@@ -38,12 +26,7 @@ pub fn quantize_row_q4_0_ref(x: &[f32], y: &mut [BlockQ4_0]) {
 
 /// ggml's `dequantize_row_q4_0`. y: [32 * x.len()].
 pub fn dequantize_row_q4_0(x: &[BlockQ4_0], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK,
-        "dequantize_row_q4_0: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q4_0", x, y, QK) {
         let d = h2f(xb.d);
         for j in 0..QK / 2 {
             let x0 = (xb.qs[j] & 0x0F) as i32 - 8;

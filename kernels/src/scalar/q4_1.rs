@@ -1,18 +1,13 @@
 //! Q4_1: 32 weights per block, `x = d * q + m`, q in 0..16; pairs with Q8_1 activations.
 
-use super::{f2h, h2f};
+use super::{dequant_blocks, f2h, h2f, quant_blocks};
 use crate::blocks::{BlockQ4_1, BlockQ8_1, QK};
 
 /// ggml's `quantize_row_q4_1_ref`. x: [32 * y.len()].
 ///
 /// m = min, d = (max - min) / 15, `q = min(15, trunc((x - min) / d + 0.5))`.
 pub fn quantize_row_q4_1_ref(x: &[f32], y: &mut [BlockQ4_1]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK,
-        "quantize_row_q4_1_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q4_1_ref", x, y, QK) {
         let mut min = f32::MAX;
         let mut max = -f32::MAX;
         for &v in xb {
@@ -39,12 +34,7 @@ pub fn quantize_row_q4_1_ref(x: &[f32], y: &mut [BlockQ4_1]) {
 
 /// ggml's `dequantize_row_q4_1`. y: [32 * x.len()].
 pub fn dequantize_row_q4_1(x: &[BlockQ4_1], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK,
-        "dequantize_row_q4_1: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q4_1", x, y, QK) {
         let d = h2f(xb.d);
         let m = h2f(xb.m);
         for j in 0..QK / 2 {

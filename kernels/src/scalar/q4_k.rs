@@ -2,7 +2,7 @@
 //! 6-bit `sc`/`m` packed in `scales` (see [`super::get_scale_min_k4`]); pairs with Q8_K.
 
 use super::k_quants::make_qkx2_quants;
-use super::{f2h, get_scale_min_k4, h2f, nearest_int};
+use super::{dequant_blocks, f2h, get_scale_min_k4, h2f, nearest_int, quant_blocks};
 use crate::blocks::{BlockQ4_K, BlockQ8_K, QK_K};
 
 /// Packs 6-bit scales and mins of the 8 groups as Q4_K/Q5_K store them.
@@ -108,12 +108,7 @@ pub(crate) fn requantize_k4(
 
 /// ggml's `quantize_row_q4_K_ref`. x: [256 * y.len()].
 pub fn quantize_row_q4_k_ref(x: &[f32], y: &mut [BlockQ4_K]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK_K,
-        "quantize_row_q4_k_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q4_k_ref", x, y, QK_K) {
         let (mut l, scales, d, dmin) = search_k4(xb, 15, -1.0, 0.1, 20);
         yb.scales = scales;
         yb.d = f2h(d);
@@ -130,12 +125,7 @@ pub fn quantize_row_q4_k_ref(x: &[f32], y: &mut [BlockQ4_K]) {
 
 /// ggml's `dequantize_row_q4_K`. y: [256 * x.len()].
 pub fn dequantize_row_q4_k(x: &[BlockQ4_K], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK_K,
-        "dequantize_row_q4_k: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q4_k", x, y, QK_K) {
         let d = h2f(xb.d);
         let min = h2f(xb.dmin);
         for (k, (q, out)) in xb

@@ -1,27 +1,15 @@
 //! Q5_0: 32 weights per block, `x = d * (q - 16)`, q in 0..32 (fifth bit of element j = bit j of
 //! `qh` as a little-endian u32); pairs with Q8_0 activations.
 
-use super::{f2h, h2f};
+use super::{dequant_blocks, f2h, h2f, quant_blocks, signed_absmax};
 use crate::blocks::{BlockQ5_0, BlockQ8_0, QK};
 
 /// ggml's `quantize_row_q5_0_ref`. x: [32 * y.len()].
 ///
 /// d = max / -16 (max = the signed value of largest magnitude), `q = min(31, trunc(x / d + 16.5))`.
 pub fn quantize_row_q5_0_ref(x: &[f32], y: &mut [BlockQ5_0]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK,
-        "quantize_row_q5_0_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in xb {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+    for (xb, yb) in quant_blocks("quantize_row_q5_0_ref", x, y, QK) {
+        let max = signed_absmax(xb);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = f2h(d);
@@ -41,12 +29,7 @@ pub fn quantize_row_q5_0_ref(x: &[f32], y: &mut [BlockQ5_0]) {
 
 /// ggml's `dequantize_row_q5_0`. y: [32 * x.len()].
 pub fn dequantize_row_q5_0(x: &[BlockQ5_0], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK,
-        "dequantize_row_q5_0: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q5_0", x, y, QK) {
         let d = h2f(xb.d);
         let qh = u32::from_le_bytes(xb.qh);
         for j in 0..QK / 2 {

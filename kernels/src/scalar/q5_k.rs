@@ -2,17 +2,12 @@
 //! element `64k + i` in bit `2k` of `qh[i]` and of `64k + 32 + i` in bit `2k + 1`; pairs with Q8_K.
 
 use super::q4_k::{aux32_dot, min_sum, requantize_k4, search_k4, unpack_scales_mins};
-use super::{f2h, get_scale_min_k4, h2f};
+use super::{dequant_blocks, f2h, get_scale_min_k4, h2f, quant_blocks};
 use crate::blocks::{BlockQ5_K, BlockQ8_K, QK_K};
 
 /// ggml's `quantize_row_q5_K_ref`. x: [256 * y.len()].
 pub fn quantize_row_q5_k_ref(x: &[f32], y: &mut [BlockQ5_K]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK_K,
-        "quantize_row_q5_k_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q5_k_ref", x, y, QK_K) {
         let (mut l, scales, d, dmin) = search_k4(xb, 31, -0.5, 0.1, 15);
         yb.scales = scales;
         yb.d = f2h(d);
@@ -43,12 +38,7 @@ pub fn quantize_row_q5_k_ref(x: &[f32], y: &mut [BlockQ5_K]) {
 
 /// ggml's `dequantize_row_q5_K`. y: [256 * x.len()].
 pub fn dequantize_row_q5_k(x: &[BlockQ5_K], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK_K,
-        "dequantize_row_q5_k: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q5_k", x, y, QK_K) {
         let d = h2f(xb.d);
         let min = h2f(xb.dmin);
         let (mut u1, mut u2) = (1u8, 2u8);

@@ -7,7 +7,7 @@
 
 use super::k_quants::{make_qx_quants, GROUP_MAX_EPS};
 use super::q4_k::aux32_dot;
-use super::{f2h, h2f, nearest_int};
+use super::{dequant_blocks, f2h, h2f, nearest_int};
 use crate::blocks::{BlockQ6_K, BlockQ8_K, QK_K};
 
 /// ggml's `quantize_row_q6_K_ref`. x: [256 * y.len()].
@@ -99,12 +99,7 @@ pub(crate) fn levels(b: &BlockQ6_K) -> [i8; QK_K] {
 
 /// ggml's `dequantize_row_q6_K`: `y = (d * sc) * q`. y: [256 * x.len()].
 pub fn dequantize_row_q6_k(x: &[BlockQ6_K], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK_K,
-        "dequantize_row_q6_k: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q6_k", x, y, QK_K) {
         let d = h2f(xb.d);
         let a = levels(xb);
         for (i, (o, &q)) in yb.iter_mut().zip(&a).enumerate() {

@@ -1,6 +1,6 @@
 //! Q8_0: 32 weights per block, `x = d * q`; the activation partner of Q4_0, Q5_0 and Q8_0.
 
-use super::{f2h, h2f, round_half_away_i8, round_ties_even_i8};
+use super::{dequant_blocks, f2h, h2f, quant_blocks, round_half_away_i8, round_ties_even_i8};
 use crate::blocks::{BlockQ8_0, QK};
 
 /// Largest |x| of a block, with C's `MAX(a, b) = a > b ? a : b` semantics.
@@ -18,12 +18,7 @@ pub(crate) fn block_amax(xb: &[f32]) -> f32 {
 ///
 /// d = amax / 127, `q = roundf(x * (1 / d))`: a tie rounds away from zero.
 pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [BlockQ8_0]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK,
-        "quantize_row_q8_0_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q8_0_ref", x, y, QK) {
         let amax = block_amax(xb);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -55,8 +50,7 @@ pub fn act_multiplier(amax: f32) -> f32 {
 /// llama.cpp's AVX2 path (`_mm256_round_ps`) does on the golden rows; the ferrolm SIMD versions
 /// must give the same bytes.
 pub fn from_float_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
-    assert_eq!(x.len(), y.len() * QK, "from_float_q8_0: length mismatch");
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("from_float_q8_0", x, y, QK) {
         let amax = block_amax(xb);
         let d = amax / 127.0;
         let id = act_multiplier(amax);
@@ -69,12 +63,7 @@ pub fn from_float_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 
 /// ggml's `dequantize_row_q8_0`. y: [32 * x.len()].
 pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK,
-        "dequantize_row_q8_0: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q8_0", x, y, QK) {
         let d = h2f(xb.d);
         for (o, &q) in yb.iter_mut().zip(&xb.qs) {
             *o = q as f32 * d;

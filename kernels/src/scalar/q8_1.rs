@@ -2,19 +2,14 @@
 //! activation partner of Q4_1 and Q5_1, whose min term needs the block sum.
 
 use super::q8_0::{act_multiplier, block_amax};
-use super::{f2h, h2f, round_half_away_i8, round_ties_even_i8};
+use super::{dequant_blocks, f2h, h2f, quant_blocks, round_half_away_i8, round_ties_even_i8};
 use crate::blocks::{BlockQ8_1, QK};
 
 /// ggml's `quantize_row_q8_1_ref`. x: [32 * y.len()].
 ///
 /// d = amax / 127, `q = roundf(x * (1 / d))` (a tie rounds away from zero), `s = f16(sum(q) * d)`.
 pub fn quantize_row_q8_1_ref(x: &[f32], y: &mut [BlockQ8_1]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK,
-        "quantize_row_q8_1_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q8_1_ref", x, y, QK) {
         let amax = block_amax(xb);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -33,8 +28,7 @@ pub fn quantize_row_q8_1_ref(x: &[f32], y: &mut [BlockQ8_1]) {
 /// As [`super::q8_0::from_float_q8_0`]: `id = 127 / amax` (0 when not finite, see
 /// [`super::q8_0::act_multiplier`]), ties to even; `s = f16(d * sum(q))`.
 pub fn from_float_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
-    assert_eq!(x.len(), y.len() * QK, "from_float_q8_1: length mismatch");
-    for (xb, yb) in x.chunks_exact(QK).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("from_float_q8_1", x, y, QK) {
         let amax = block_amax(xb);
         let d = amax / 127.0;
         let id = act_multiplier(amax);
@@ -51,12 +45,7 @@ pub fn from_float_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
 /// `x = f16(d) * q` (ggml has no `to_float` for Q8_1; this is the value its dot products use).
 /// y: [32 * x.len()].
 pub fn dequantize_row_q8_1(x: &[BlockQ8_1], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK,
-        "dequantize_row_q8_1: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q8_1", x, y, QK) {
         let d = h2f(xb.d);
         for (o, &q) in yb.iter_mut().zip(&xb.qs) {
             *o = q as f32 * d;

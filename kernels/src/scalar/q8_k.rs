@@ -2,6 +2,7 @@
 //! (the k-quant dot products use them for the min terms). The activation partner of the k-quants.
 
 use super::nearest_int;
+use super::{dequant_blocks, quant_blocks};
 use crate::blocks::{BlockQ8_K, QK_K};
 
 /// ggml's `quantize_row_q8_K_ref` (also the CPU backend's `from_float` for Q8_K on x86 and the
@@ -11,12 +12,7 @@ use crate::blocks::{BlockQ8_K, QK_K};
 /// nearest_int(iscale * x))` (ties to even), `d = 1 / iscale`. An all-zero block gets d = 0 and zero
 /// quants and sums.
 pub fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8_K]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK_K,
-        "quantize_row_q8_k_ref: length mismatch"
-    );
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q8_k_ref", x, y, QK_K) {
         let mut max = 0.0f32;
         let mut amax = 0.0f32;
         for &v in xb {
@@ -45,12 +41,7 @@ pub fn quantize_row_q8_k_ref(x: &[f32], y: &mut [BlockQ8_K]) {
 
 /// ggml's `dequantize_row_q8_K`. y: [256 * x.len()].
 pub fn dequantize_row_q8_k(x: &[BlockQ8_K], y: &mut [f32]) {
-    assert_eq!(
-        y.len(),
-        x.len() * QK_K,
-        "dequantize_row_q8_k: length mismatch"
-    );
-    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK_K)) {
+    for (xb, yb) in dequant_blocks("dequantize_row_q8_k", x, y, QK_K) {
         for (o, &q) in yb.iter_mut().zip(&xb.qs) {
             *o = xb.d * q as f32;
         }

@@ -10,6 +10,7 @@ use half::{bf16, f16};
 
 use super::quants::{gemv_streams_prefetch, prefetch_lines};
 use super::{hsum_ps, row_blocks};
+use crate::views::{Rows, RowsMut};
 
 /// Generic body: `load(i)` yields the 8 weights starting at element i as f32; `pf(i)` prefetches
 /// ahead of the 32 weights from element i.
@@ -140,19 +141,11 @@ pub(super) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// the `NG` accumulators, then each (vector, row) sum is reduced.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-#[allow(clippy::too_many_arguments)]
-fn multi_rows_f16<const NG: usize>(
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    for i in 0..n_rows {
-        let row = &rows[i * row_stride..i * row_stride + 2 * len];
+fn multi_rows_f16<const NG: usize>(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>) {
+    let len = x.row_len();
+    let xs: [&[f32]; NG] = x.first();
+    for i in 0..rows.n() {
+        let row = rows.row(i);
         let mut acc = [_mm256_setzero_ps(); NG];
         let mut k = 0;
         while k + 8 <= len {
@@ -160,63 +153,46 @@ fn multi_rows_f16<const NG: usize>(
             let rv = _mm256_cvtph_ps(unsafe {
                 _mm_loadu_si128(row.as_ptr().add(2 * k) as *const __m128i)
             });
-            for (g, a) in acc.iter_mut().enumerate() {
-                let xs = &x[g * x_stride + k..g * x_stride + k + 8];
-                // SAFETY: `xs` is 8 readable floats; unaligned load.
-                *a = _mm256_fmadd_ps(rv, unsafe { _mm256_loadu_ps(xs.as_ptr()) }, *a);
+            for (a, xg) in acc.iter_mut().zip(&xs) {
+                let xk = &xg[k..k + 8];
+                // SAFETY: `xk` is 8 readable floats; unaligned load.
+                *a = _mm256_fmadd_ps(rv, unsafe { _mm256_loadu_ps(xk.as_ptr()) }, *a);
             }
             k += 8;
         }
         let mut tail = [0.0f32; NG];
         while k < len {
             let r = f16::from_le_bytes([row[2 * k], row[2 * k + 1]]).to_f32();
-            for (g, t) in tail.iter_mut().enumerate() {
-                *t += r * x[g * x_stride + k];
+            for (t, xg) in tail.iter_mut().zip(&xs) {
+                *t += r * xg[k];
             }
             k += 1;
         }
         for g in 0..NG {
-            out[g * out_stride + i] = hsum_ps(acc[g]) + tail[g];
+            out.row_mut(g)[i] = hsum_ps(acc[g]) + tail[g];
         }
     }
 }
 
 /// F16 rows . several f32 vectors (`MultiDotFn`), in groups of up to `MULTI_DOT_GROUP` vectors.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn multi_dot_f16(
-    len: usize,
-    rows: &[u8],
-    row_stride: usize,
-    n_rows: usize,
-    x: &[f32],
-    x_stride: usize,
-    n_x: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    crate::dispatch::multi_dot_groups(
-        2,
-        len,
-        rows,
-        row_stride,
-        n_rows,
-        x,
-        x_stride,
-        n_x,
-        out,
-        out_stride,
-        |ng, x, out| {
-            // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and
-            // F16C; the slices were checked by `multi_dot_groups`, and every access inside is
-            // bounds-checked.
-            unsafe {
-                crate::dispatch::by_group_size!(
-                    ng,
-                    multi_rows_f16(len, rows, row_stride, n_rows, x, x_stride, out, out_stride)
-                )
-            }
-        },
-    );
+pub(super) fn multi_dot_f16(rows: Rows<u8>, x: Rows<f32>, out: RowsMut<f32>) {
+    crate::dispatch::multi_dot_groups(2, rows, x, out, |x, out| {
+        // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and
+        // F16C; the views were checked by `multi_dot_groups`, and every access inside is
+        // bounds-checked.
+        unsafe { crate::dispatch::by_group_size!(x.n(), multi_rows_f16(rows, x, out)) }
+    });
+}
+
+/// `a = silu(a) * b` on AVX2+FMA: [`crate::vecmath::swiglu_lanes`] compiled as 256-bit vectors
+/// (a polynomial e^x instead of libm's, within 2 ulp of it).
+pub(super) fn swiglu(a: &mut [f32], b: &[f32]) {
+    #[target_feature(enable = "avx2,fma")]
+    fn inner(a: &mut [f32], b: &[f32]) {
+        crate::vecmath::swiglu_lanes(a, b)
+    }
+    // SAFETY: installed in the table only after AVX2 and FMA were detected.
+    unsafe { inner(a, b) }
 }
 
 #[cfg(test)]
@@ -251,70 +227,4 @@ mod tests {
             assert!(close(got, want, tol), "bf16 n={n}: {got} vs {want}");
         }
     }
-
-    #[test]
-    fn multi_dot_f16_matches_scalar() {
-        if !super::super::has_avx2() {
-            return;
-        }
-        let mut rng = Lcg(11);
-        for (len, n_rows, n_x) in [
-            (64usize, 5usize, 3usize),
-            (7, 3, 1),
-            (100, 9, 8),
-            (33, 2, 11),
-            (0, 3, 2),
-        ] {
-            let row_stride = 2 * len + 6;
-            let rows: Vec<u8> = (0..n_rows)
-                .flat_map(|_| {
-                    let mut r: Vec<u8> = rng
-                        .f32s(len, 2.0)
-                        .iter()
-                        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                        .collect();
-                    r.extend_from_slice(&[0xFF; 6]);
-                    r
-                })
-                .collect();
-            let x_stride = len + 3;
-            let x = rng.f32s(n_x * x_stride, 1.0);
-            let out_stride = n_rows + 1;
-            let mut want = vec![0.0f32; n_x * out_stride];
-            let mut got = vec![0.0f32; n_x * out_stride];
-            scalar::float::multi_dot_f16_ref(
-                len, &rows, row_stride, n_rows, &x, x_stride, n_x, &mut want, out_stride,
-            );
-            multi_dot_f16(
-                len, &rows, row_stride, n_rows, &x, x_stride, n_x, &mut got, out_stride,
-            );
-            for g in 0..n_x {
-                for i in 0..n_rows {
-                    let mag: f32 = (0..len)
-                        .map(|k| {
-                            let h = &rows[i * row_stride + 2 * k..];
-                            (half::f16::from_le_bytes([h[0], h[1]]).to_f32() * x[g * x_stride + k])
-                                .abs()
-                        })
-                        .sum();
-                    let (a, b) = (got[g * out_stride + i], want[g * out_stride + i]);
-                    assert!(
-                        close(a, b, 1e-6 * (len as f32 + 8.0) * mag + 1e-6),
-                        "len {len} row {i} vector {g}: {a} vs {b}"
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// `a = silu(a) * b` on AVX2+FMA: [`crate::vecmath::swiglu_lanes`] compiled as 256-bit vectors
-/// (a polynomial e^x instead of libm's, within 2 ulp of it).
-pub(super) fn swiglu(a: &mut [f32], b: &[f32]) {
-    #[target_feature(enable = "avx2,fma")]
-    fn inner(a: &mut [f32], b: &[f32]) {
-        crate::vecmath::swiglu_lanes(a, b)
-    }
-    // SAFETY: installed in the table only after AVX2 and FMA were detected.
-    unsafe { inner(a, b) }
 }

@@ -2,25 +2,11 @@
 //! random blocks of every format (proptest strategies).
 #![allow(dead_code)]
 
+use ferrolm_kernels::dispatch::scalar_kernels;
 use ferrolm_kernels::GgmlType;
 use proptest::prelude::*;
 
-/// Every weight format with a dot product.
-pub const WEIGHT_TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+pub use ferrolm_kernels::testing::WEIGHT_TYPES;
 
 // ---------------------------------------------------------------------------------------------
 // Aligned buffers
@@ -320,4 +306,31 @@ pub fn activation_row(vt: GgmlType, n: usize, fill: Fill, scales: &[Scale], seed
         other => panic!("no activation generator for {other}"),
     }
     buf
+}
+
+/// Dequantizes `row` of `ty` twice, with the min field (resp. the scale field) zeroed, giving the
+/// scale part and the min part of every weight. Formats without a min give an all-zero min part.
+pub fn split_scale_min(ty: GgmlType, row: &[u8], n: usize) -> (Vec<f32>, Vec<f32>) {
+    let fields = match ty {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => Some((0, 2)),
+        GgmlType::Q2_K => Some((80, 82)),
+        _ => None,
+    };
+    let deq = scalar_kernels().get(ty).unwrap().dequantize_row.unwrap();
+    let mut scale_part = vec![0.0f32; n];
+    let mut min_part = vec![0.0f32; n];
+    match fields {
+        None => deq(row, &mut scale_part),
+        Some((d_off, m_off)) => {
+            let bb = ty.block_bytes();
+            for (off, out) in [(m_off, &mut scale_part), (d_off, &mut min_part)] {
+                let mut b = Aligned::from_bytes(row);
+                for blk in b.bytes_mut().chunks_exact_mut(bb) {
+                    blk[off..off + 2].fill(0);
+                }
+                deq(b.bytes(), out);
+            }
+        }
+    }
+    (scale_part, min_part)
 }

@@ -2,6 +2,7 @@
 //! threads, and its scratch buffers.
 
 use super::*;
+use ferrolm_kernels::views::{Rows, RowsMut};
 
 /// Per-thread attention scratch.
 pub(super) struct AttnScratch {
@@ -97,7 +98,11 @@ impl Context {
                     round_f16_slice(qf);
                     // scores[g][j] = q_g . k_j * scale
                     let keys = kv.rows(layer, Kv::K, kvh, n_kv);
-                    md(hd, keys, rb, n_kv, qf, hd, group, s_all, n_ctx);
+                    md(
+                        Rows::new(keys, n_kv, rb, rb),
+                        Rows::new(qf, group, hd, hd),
+                        RowsMut::new(s_all, group, n_kv, n_ctx),
+                    );
                     for g in 0..group {
                         let s = &mut s_all[g * n_ctx..g * n_ctx + n_kv];
                         for v in s.iter_mut() {
@@ -117,8 +122,11 @@ impl Context {
                     };
                     // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
                     // group's weights.
-                    let (vt, v_stride) = kv.v_columns(layer, kvh, n_kv);
-                    md(n_kv, vt, v_stride, hd, s_all, n_ctx, group, o, hd);
+                    md(
+                        kv.v_columns(layer, kvh, n_kv),
+                        Rows::new(s_all, group, n_kv, n_ctx),
+                        RowsMut::new(o, group, hd, hd),
+                    );
                     task += nt;
                 }
             });

@@ -143,11 +143,11 @@ pub(super) fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q4_k(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f32]) {
+pub(super) fn run_q4_k(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
     let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
     let sup = supers_q4_k(a, &mut buf);
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        *o = row_dot_q4_k(cast_blocks(&w[r * wrb..(r + 1) * wrb]), sup);
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = row_dot_q4_k(cast_blocks(w.row(r)), sup);
     }
 }
 
@@ -303,11 +303,11 @@ pub(super) fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
 
 /// Q4_K rows on AVX2 (`GemvFn` body).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn run_q4_k_avx2(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_K], out: &mut [f32]) {
+pub(super) fn run_q4_k_avx2(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
     let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
     let sup = supers_q4_k(a, &mut buf);
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        *o = row_dot_q4_k_avx2(cast_blocks(&w[r * wrb..(r + 1) * wrb]), sup);
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = row_dot_q4_k_avx2(cast_blocks(w.row(r)), sup);
     }
 }
 
@@ -318,19 +318,12 @@ gemv_entry!(/// Q4_K weights x Q8_K activations (`GemvFn`).
     gemv_q4_k_q8_k, BlockQ4_K, BlockQ8_K, MAX_SUPER * 256, crate::x86_64::k_quants::vec_dot_q4_k_q8_k, run_q4_k);
 
 /// Q6_K weights x Q8_K activations (`GemvFn`).
-pub(in crate::x86_64) fn gemv_q6_k_q8_k(
-    n: usize,
-    w: &[u8],
-    wrb: usize,
-    nr: usize,
-    a: &[u8],
-    out: &mut [f32],
-) {
-    check::<BlockQ6_K, BlockQ8_K>(n, w, wrb, nr, a, out);
+pub(in crate::x86_64) fn gemv_q6_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    let out = check::<BlockQ6_K, BlockQ8_K>(n, &w, a, out);
     let a = cast_blocks::<BlockQ8_K>(a);
-    for (r, o) in out[..nr].iter_mut().enumerate() {
+    for (r, o) in out.iter_mut().enumerate() {
         // SAFETY: reachable only through the kernel table, filled with this kernel only after
         // detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; lengths checked above.
-        *o = unsafe { row_dot_q6_k(cast_blocks(&w[r * wrb..(r + 1) * wrb]), a) };
+        *o = unsafe { row_dot_q6_k(cast_blocks(w.row(r)), a) };
     }
 }

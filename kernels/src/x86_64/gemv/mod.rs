@@ -32,14 +32,15 @@ use crate::blocks::{
     as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
     BlockQ5_1, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
+use crate::views::Rows;
 
 /// Defines a `GemvFn` entry point: [`gemv_with`] for `$W` rows x `$A` activations, rows of at
 /// most `$max_n` elements through `$run`, longer ones through the one-row `$fallback`.
 macro_rules! gemv_entry {
     ($(#[$m:meta])* $name:ident, $W:ty, $A:ty, $max_n:expr, $fallback:path, $run:ident) => {
         $(#[$m])*
-        pub(in crate::x86_64) fn $name(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &mut [f32]) {
-            gemv_with::<$W, $A>(n, w, wrb, nr, a, out, $max_n, $fallback, $run);
+        pub(in crate::x86_64) fn $name(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+            gemv_with::<$W, $A>(n, w, a, out, $max_n, $fallback, $run);
         }
     };
 }
@@ -65,51 +66,55 @@ fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
     }
 }
 
-/// Checks a `GemvFn` call: `nr` rows of `wrb` bytes of `n` elements of `W`, `a` one row of `n`
-/// Q8_0 elements, `out` at least `nr` long.
-fn check<W: Block, A: Block>(n: usize, w: &[u8], wrb: usize, nr: usize, a: &[u8], out: &[f32]) {
+/// Checks a `GemvFn` call: rows of `n` elements of `W`, `a` one row of `n` elements of `A`,
+/// `out` at least one output per row; returns the outputs, one per row.
+fn check<'o, W: Block, A: Block>(
+    n: usize,
+    w: &Rows<u8>,
+    a: &[u8],
+    out: &'o mut [f32],
+) -> &'o mut [f32] {
     assert!(
-        n % W::ELEMS == 0 && wrb == n / W::ELEMS * std::mem::size_of::<W>(),
-        "gemv: row of {wrb} bytes for {n} elements"
-    );
-    assert!(
-        crate::dispatch::strided_fits(nr, wrb, wrb, w.len()),
-        "gemv: {nr} rows of {wrb} bytes, weights are {} bytes",
-        w.len()
+        n % W::ELEMS == 0 && w.row_len() == n / W::ELEMS * std::mem::size_of::<W>(),
+        "gemv: row of {} bytes for {n} elements",
+        w.row_len()
     );
     assert!(
         n % A::ELEMS == 0 && a.len() == n / A::ELEMS * std::mem::size_of::<A>(),
         "gemv: activation row of {} bytes for {n} elements",
         a.len()
     );
-    assert!(out.len() >= nr, "gemv: {} outputs for {nr} rows", out.len());
+    assert!(
+        out.len() >= w.n(),
+        "gemv: {} outputs for {} rows",
+        out.len(),
+        w.n()
+    );
+    &mut out[..w.n()]
 }
 
 /// The frame of the `GemvFn` entry points: checks the lengths, then runs `run` on rows of at most
 /// `max_n` elements (its stack buffers' size) and the one-row kernel `fallback` on longer ones.
-#[allow(clippy::too_many_arguments)]
 fn gemv_with<W: Block, A: Block>(
     n: usize,
-    w: &[u8],
-    wrb: usize,
-    nr: usize,
+    w: Rows<u8>,
     a: &[u8],
     out: &mut [f32],
     max_n: usize,
     fallback: fn(usize, &[u8], &[u8]) -> f32,
-    run: unsafe fn(&[u8], usize, usize, &[A], &mut [f32]),
+    run: unsafe fn(Rows<u8>, &[A], &mut [f32]),
 ) {
-    check::<W, A>(n, w, wrb, nr, a, out);
+    let out = check::<W, A>(n, &w, a, out);
     if n > max_n {
-        for (r, o) in out[..nr].iter_mut().enumerate() {
-            *o = fallback(n, &w[r * wrb..(r + 1) * wrb], a);
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = fallback(n, w.row(r), a);
         }
         return;
     }
     // SAFETY: the entry points below are reachable only through the kernel table, which `install`
     // fills with them only after detecting the features each `run` is compiled for (AVX2, FMA and
     // F16C, and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.
-    unsafe { run(w, wrb, nr, cast_blocks(a), out) }
+    unsafe { run(w, cast_blocks(a), out) }
 }
 
 mod k_quants;
@@ -170,7 +175,7 @@ mod tests {
                     let mut a = vec![0u8; GgmlType::Q8_0.row_bytes(n as u64).unwrap() as usize];
                     (st.get(GgmlType::Q8_0).unwrap().from_float.unwrap())(&x, &mut a);
                     let mut out = vec![f32::NAN; nr];
-                    f(n, &w, wrb, nr, &a, &mut out);
+                    f(n, Rows::new(&w, nr, wrb, wrb), &a, &mut out);
                     let dot = st.get(ty).unwrap().vec_dot.unwrap();
                     let mut ad = vec![0.0f32; n];
                     (st.get(GgmlType::Q8_0).unwrap().dequantize_row.unwrap())(&a, &mut ad);
@@ -188,7 +193,7 @@ mod tests {
                         );
                         // The same row alone gives the same bits (grouping-independent).
                         let mut one = [0.0f32];
-                        f(n, &w[r * wrb..(r + 1) * wrb], wrb, 1, &a, &mut one);
+                        f(n, Rows::one(wr), &a, &mut one);
                         assert_eq!(one[0].to_bits(), got.to_bits(), "{ty} row {r} alone");
                     }
                 }

@@ -157,9 +157,7 @@ pub(super) fn row_dot_pairs<W: NibbleBlock>(
 /// Rows of a nibble format on AVX2 (`GemvFn` body); `tail` is the format's one-row kernel.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn run_pairs<W: NibbleBlock>(
-    w: &[u8],
-    wrb: usize,
-    nr: usize,
+    w: Rows<u8>,
     a: &[W::Act],
     out: &mut [f32],
     tail: fn(usize, &[u8], &[u8]) -> f32,
@@ -195,8 +193,8 @@ pub(super) fn run_pairs<W: NibbleBlock>(
     }
     // SAFETY: the first `np` elements were written above; `MaybeUninit<T>` has `T`'s layout.
     let pairs = unsafe { &*(&pbuf[..np] as *const [MaybeUninit<PairAct>] as *const [PairAct]) };
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        let row = cast_blocks::<W>(&w[r * wrb..(r + 1) * wrb]);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = cast_blocks::<W>(w.row(r));
         *o = row_dot_pairs(row, a, pairs, &da[..nb], &sa[..nb], tail);
     }
 }
@@ -205,8 +203,8 @@ pub(super) fn run_pairs<W: NibbleBlock>(
 macro_rules! run_pairs_fn {
     ($name:ident, $W:ty, $tail:path) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        fn $name(w: &[u8], wrb: usize, nr: usize, a: &[<$W as NibbleBlock>::Act], out: &mut [f32]) {
-            run_pairs::<$W>(w, wrb, nr, a, out, $tail)
+        fn $name(w: Rows<u8>, a: &[<$W as NibbleBlock>::Act], out: &mut [f32]) {
+            run_pairs::<$W>(w, a, out, $tail)
         }
     };
 }

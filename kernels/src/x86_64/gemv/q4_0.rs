@@ -190,7 +190,7 @@ pub(super) fn row_dot_q4_0(
 
 /// Q4_0 rows (`GemvFn` body), four blocks per 512-bit step.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+pub(super) fn run_q4_0(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
     let mut qbuf = [MaybeUninit::<QuadQ4_0>::uninit(); MAX_BLOCKS / 4];
     let mut dbuf = [MaybeUninit::<[f32; 4]>::uninit(); MAX_BLOCKS / 4];
@@ -202,8 +202,8 @@ pub(super) fn run_q4_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &m
         seeds(std::slice::from_ref(y), 8, &mut s, &mut d);
         tail[j] = (*y, s[0], d[0]);
     }
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        let row = cast_blocks::<BlockQ4_0>(&w[r * wrb..(r + 1) * wrb]);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = cast_blocks::<BlockQ4_0>(w.row(r));
         *o = row_dot_q4_0(row, quads, da, &tail[..nt]);
     }
 }
@@ -249,12 +249,12 @@ pub(super) fn row_dot_q5_0(
 
 /// Q5_0 rows (`GemvFn` body), four blocks per 512-bit step.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q5_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+pub(super) fn run_q5_0(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
     let mut qbuf = [MaybeUninit::<QuadQ4_0>::uninit(); MAX_BLOCKS / 4];
     let mut dbuf = [MaybeUninit::<[f32; 4]>::uninit(); MAX_BLOCKS / 4];
     let (quads, da) = quads_q4_0(a, 16, &mut qbuf, &mut dbuf);
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        *o = row_dot_q5_0(cast_blocks(&w[r * wrb..(r + 1) * wrb]), quads, da, a);
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = row_dot_q5_0(cast_blocks(w.row(r)), quads, da, a);
     }
 }
 

@@ -92,11 +92,11 @@ pub(super) fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1])
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q4_1(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_1], out: &mut [f32]) {
+pub(super) fn run_q4_1(w: Rows<u8>, a: &[BlockQ8_1], out: &mut [f32]) {
     let mut buf = [MaybeUninit::<QuadQ4_1>::uninit(); MAX_BLOCKS / 4];
     let quads = quads_q4_1(a, &mut buf);
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        *o = row_dot_q4_1(cast_blocks(&w[r * wrb..(r + 1) * wrb]), quads, a);
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = row_dot_q4_1(cast_blocks(w.row(r)), quads, a);
     }
 }
 

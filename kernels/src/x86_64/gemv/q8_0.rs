@@ -51,13 +51,13 @@ pub(super) fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], 
 /// Q8_0 rows (`GemvFn` body): `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes; the
 /// levels are `w + 128`, so each block's seed is `-128 * sum(a)`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q8_0(w: &[u8], wrb: usize, nr: usize, a: &[BlockQ8_0], out: &mut [f32]) {
+pub(super) fn run_q8_0(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
     let nb = a.len();
     let mut seed = [[0i32; 8]; MAX_BLOCKS];
     let mut da = [0f32; MAX_BLOCKS];
     seeds(a, -128, &mut seed[..nb], &mut da[..nb]);
-    for (r, o) in out[..nr].iter_mut().enumerate() {
-        let row = cast_blocks::<BlockQ8_0>(&w[r * wrb..(r + 1) * wrb]);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = cast_blocks::<BlockQ8_0>(w.row(r));
         *o = row_dot_q8_0(row, a, &seed[..nb], &da[..nb]);
     }
 }

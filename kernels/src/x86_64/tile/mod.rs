@@ -29,6 +29,7 @@ use crate::blocks::{
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
 /// An unpacked weight block of one row: 32 signed levels, the scale and the min (0 when none).
 #[derive(Clone, Copy)]
@@ -80,41 +81,15 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 macro_rules! tile_fn {
     ($features:literal, $(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, $wide:expr, |$x:ident| $unpack:expr) => {
         $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name(
-            n: usize,
-            w: &[u8],
-            w_stride: usize,
-            nr: usize,
-            a: &[u8],
-            a_stride: usize,
-            nt: usize,
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            check_tile_args($wt, $at, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
-            assert!(
-                w_stride % std::mem::align_of::<$w>() == 0 && a_stride % std::mem::align_of::<$a>() == 0,
-                "tile strides must keep blocks aligned"
-            );
+        pub(crate) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+            check_tile_args($wt, $at, n, &w, &a, &out);
             #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            fn imp(
-                n: usize,
-                w: &[u8],
-                w_stride: usize,
-                nr: usize,
-                a: &[u8],
-                a_stride: usize,
-                nt: usize,
-                out: &mut [f32],
-                out_stride: usize,
-            ) {
-                tile::<$w, $a, $has_min, $wide>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride, |$x: &$w| $unpack);
+            fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+                tile::<$w, $a, $has_min, $wide>(n, w, a, out, |$x: &$w| $unpack);
             }
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting the features `imp` is compiled for.
-            unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+            unsafe { imp(n, w, a, out) }
         }
     };
 }
@@ -187,23 +162,11 @@ fn k4_levels(qs: &[u8; 128], s: usize) -> __m256i {
 macro_rules! tile_k_fn {
     ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr) => {
         $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name(
-            n: usize,
-            w: &[u8],
-            w_stride: usize,
-            nr: usize,
-            a: &[u8],
-            a_stride: usize,
-            nt: usize,
-            out: &mut [f32],
-            out_stride: usize,
-        ) {
-            check_tile_args($wt, GgmlType::Q8_K, n, w, w_stride, nr, a, a_stride, nt, out, out_stride);
-            assert!(w_stride % 2 == 0 && a_stride % 4 == 0, "tile strides must keep blocks aligned");
+        pub(crate) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+            check_tile_args($wt, GgmlType::Q8_K, n, &w, &a, &out);
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting the features `tile_k` is compiled for.
-            unsafe { tile_k::<$w>(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+            unsafe { tile_k::<$w>(n, w, a, out) }
         }
     };
 }
@@ -236,6 +199,33 @@ fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
     _mm256_or_si256(lo, hi)
 }
 
+/// The whole k-quant tile `group` (Q4_K/Q5_K through `group_k`, Q6_K through `group_q6`): row
+/// groups of 8, token groups of 32/16/8/4/2/1.
+macro_rules! k_tile_loop {
+    ($n:expr, $w:expr, $a:expr, $out:expr, $W:ty, $group:ident $(, $G:ty)?) => {{
+        let (w, a, mut out): (Rows<u8>, Rows<u8>, RowsMut<f32>) = ($w, $a, $out);
+        let nb = $n / QK_K;
+        let (nr, nt) = (w.n(), a.n());
+        let row = |r: usize| -> &[$W] { cast_blocks(w.row(r)) };
+        let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(a.row(t)) };
+        let mut r0 = 0;
+        while r0 < nr {
+            let rows: [Option<&[$W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+            let present = (nr - r0).min(8);
+            let mut t0 = 0;
+            while t0 < nt {
+                t0 += crate::dispatch::token_group!(nt - t0, NT => $group::<$($G,)? NT>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    out.window(t0, NT, r0, present),
+                ); 32, 16, 8, 4, 2, 1);
+            }
+            r0 += 8;
+        }
+    }};
+}
+
 /// The tiles' bodies, compiled once per instruction set by `isa_tiles!($features)` inside a
 /// module that defines `dpbusd`, `dpbusd2`, `dpbusd_wide` and `dpwssd` for it (`vnni`: the
 /// AVX-512 VNNI instructions on 256-bit registers; `avx2`: `maddubs`/`madd` sequences, exact while
@@ -252,8 +242,7 @@ fn group<W: Block, A: ActBlock32, const NT: usize, const HAS_MIN: bool, const WI
     acts: [&[A]; NT],
     nb: usize,
     unpack: impl Fn(&W) -> Unpacked,
-    out: &mut [f32],
-    out_stride: usize,
+    mut out: RowsMut<f32>,
 ) {
     let x80 = _mm256_set1_epi8(-128);
     let ng = rows.len() / 8;
@@ -342,53 +331,45 @@ fn group<W: Block, A: ActBlock32, const NT: usize, const HAS_MIN: bool, const WI
         }
         k0 += kn;
     }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
-    for (t, o) in out.chunks_mut(out_stride).take(NT).enumerate() {
+    let present = out.row_len();
+    for t in 0..NT {
         let mut lanes = [0.0f32; 8 * MAX_GROUPS];
         for (g, acc) in accs[..ng].iter().enumerate() {
             // SAFETY: `lanes[8g..8g + 8]` is 8 writable floats; unaligned store.
             unsafe { _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]) };
         }
-        o[..present].copy_from_slice(&lanes[..present]);
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
     }
 }
 
-/// The whole tile: row groups of 8, token groups of 8/4/2/1.
+/// The whole tile: row groups of 8, token groups of 32/16/8/4/2/1.
 #[target_feature(enable = $features)]
-#[allow(clippy::too_many_arguments)]
 fn tile<W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE: bool>(
     n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
+    w: Rows<u8>,
+    a: Rows<u8>,
+    mut out: RowsMut<f32>,
     unpack: impl Fn(&W) -> Unpacked + Copy,
 ) {
     let nb = n / QK;
-    let wrb = nb * std::mem::size_of::<W>();
-    let arb = nb * std::mem::size_of::<A>();
-    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
-    let act = |t: usize| -> &[A] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
+    let (nr, nt) = (w.n(), a.n());
+    let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
+    let act = |t: usize| -> &[A] { cast_blocks(a.row(t)) };
     let mut r0 = 0;
     while r0 < nr {
         let ng = (nr - r0).div_ceil(8).min(MAX_GROUPS);
+        let present = (nr - r0).min(8 * ng);
         let rows: [Option<&[W]>; 8 * MAX_GROUPS] =
             std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
         let rows = &rows[..8 * ng];
         let mut t0 = 0;
         while t0 < nt {
-            let o = &mut out[t0 * out_stride + r0..];
             t0 += crate::dispatch::token_group!(nt - t0, NT => group::<W, A, NT, HAS_MIN, WIDE>(
                 rows,
                 std::array::from_fn(|i| act(t0 + i)),
                 nb,
                 unpack,
-                o,
-                out_stride,
+                out.window(t0, NT, r0, present),
             ); 32, 16, 8, 4, 2, 1);
         }
         r0 += 8 * ng;
@@ -426,8 +407,7 @@ fn group_k<W: KBlock, const NT: usize>(
     rows: [Option<&[W]>; 8],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
-    out: &mut [f32],
-    out_stride: usize,
+    mut out: RowsMut<f32>,
 ) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for k in 0..nb {
@@ -501,50 +481,19 @@ fn group_k<W: KBlock, const NT: usize>(
             acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dminv, da), acc[t]);
         }
     }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
+    let present = out.row_len();
     for (t, a) in acc.iter().enumerate() {
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` is 8 writable floats; unaligned store.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
-        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
     }
 }
 
-/// The whole k-quant tile: row groups of 8, token groups of 8/4/2/1.
+/// The whole Q4_K/Q5_K tile.
 #[target_feature(enable = $features)]
-#[allow(clippy::too_many_arguments)]
-fn tile_k<W: KBlock>(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    let nb = n / QK_K;
-    let wrb = nb * std::mem::size_of::<W>();
-    let arb = nb * std::mem::size_of::<BlockQ8_K>();
-    let row = |r: usize| -> &[W] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
-    let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
-    let mut r0 = 0;
-    while r0 < nr {
-        let rows: [Option<&[W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
-        let mut t0 = 0;
-        while t0 < nt {
-            let o = &mut out[t0 * out_stride + r0..];
-            t0 += crate::dispatch::token_group!(nt - t0, NT => group_k::<W, NT>(
-                rows,
-                std::array::from_fn(|i| act(t0 + i)),
-                nb,
-                o,
-                out_stride,
-            ); 32, 16, 8, 4, 2, 1);
-        }
-        r0 += 8;
-    }
+fn tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    k_tile_loop!(n, w, a, out, W, group_k, W)
 }
 
 tile_k_fn!(/// Q4_K x Q8_K tile.
@@ -559,8 +508,7 @@ fn group_q6<const NT: usize>(
     rows: [Option<&[BlockQ6_K]>; 8],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
-    out: &mut [f32],
-    out_stride: usize,
+    mut out: RowsMut<f32>,
 ) {
     let mut acc = [_mm256_setzero_ps(); NT];
     for k in 0..nb {
@@ -617,84 +565,25 @@ fn group_q6<const NT: usize>(
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
         }
     }
-    let present = rows.iter().take_while(|r| r.is_some()).count();
+    let present = out.row_len();
     for (t, a) in acc.iter().enumerate() {
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` is 8 writable floats; unaligned store.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
-        out[t * out_stride..t * out_stride + present].copy_from_slice(&lanes[..present]);
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
     }
 }
 
 /// Q6_K x Q8_K tile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_tile_q6_k(
-    n: usize,
-    w: &[u8],
-    w_stride: usize,
-    nr: usize,
-    a: &[u8],
-    a_stride: usize,
-    nt: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    check_tile_args(
-        GgmlType::Q6_K,
-        GgmlType::Q8_K,
-        n,
-        w,
-        w_stride,
-        nr,
-        a,
-        a_stride,
-        nt,
-        out,
-        out_stride,
-    );
-    assert!(
-        w_stride % 2 == 0 && a_stride % 4 == 0,
-        "tile strides must keep blocks aligned"
-    );
+pub(crate) fn gemm_tile_q6_k(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    check_tile_args(GgmlType::Q6_K, GgmlType::Q8_K, n, &w, &a, &out);
     #[target_feature(enable = $features)]
-    #[allow(clippy::too_many_arguments)]
-    fn imp(
-        n: usize,
-        w: &[u8],
-        w_stride: usize,
-        nr: usize,
-        a: &[u8],
-        a_stride: usize,
-        nt: usize,
-        out: &mut [f32],
-        out_stride: usize,
-    ) {
-        let nb = n / QK_K;
-        let wrb = nb * std::mem::size_of::<BlockQ6_K>();
-        let arb = nb * std::mem::size_of::<BlockQ8_K>();
-        let row = |r: usize| -> &[BlockQ6_K] { cast_blocks(&w[r * w_stride..r * w_stride + wrb]) };
-        let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(&a[t * a_stride..t * a_stride + arb]) };
-        let mut r0 = 0;
-        while r0 < nr {
-            let rows: [Option<&[BlockQ6_K]>; 8] =
-                std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
-            let mut t0 = 0;
-            while t0 < nt {
-                let o = &mut out[t0 * out_stride + r0..];
-                t0 += crate::dispatch::token_group!(nt - t0, NT => group_q6::<NT>(
-                        rows,
-                        std::array::from_fn(|i| act(t0 + i)),
-                        nb,
-                        o,
-                        out_stride,
-                    ); 32, 16, 8, 4, 2, 1);
-            }
-            r0 += 8;
-        }
+    fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+        k_tile_loop!(n, w, a, out, BlockQ6_K, group_q6)
     }
     // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
     // after detecting the features `imp` is compiled for.
-    unsafe { imp(n, w, w_stride, nr, a, a_stride, nt, out, out_stride) }
+    unsafe { imp(n, w, a, out) }
 }
 
     };

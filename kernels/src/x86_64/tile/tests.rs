@@ -57,7 +57,12 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
         }
         let out_stride = nr + 3;
         let mut out = vec![f32::NAN; nt * out_stride];
-        tile_fn(n, &w, w_stride, nr, &a, arb, nt, &mut out, out_stride);
+        tile_fn(
+            n,
+            Rows::new(&w, nr, wrb, w_stride),
+            Rows::new(&a, nt, arb, arb),
+            RowsMut::new(&mut out, nt, nr, out_stride),
+        );
         for t in 0..nt {
             for r in 0..nr {
                 let want = dot(
@@ -84,14 +89,9 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
             let (r, t) = (nr - 1, nt - 1);
             tile_fn(
                 n,
-                &w[r * w_stride..],
-                w_stride,
-                1,
-                &a[t * arb..],
-                arb,
-                1,
-                &mut one,
-                1,
+                Rows::one(&w[r * w_stride..r * w_stride + wrb]),
+                Rows::one(&a[t * arb..(t + 1) * arb]),
+                RowsMut::one(&mut one),
             );
             assert_eq!(
                 one[0].to_bits(),
