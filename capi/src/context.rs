@@ -97,37 +97,43 @@ pub unsafe extern "C" fn ferrolm_context_error(ctx: *const ferrolm_context) -> *
     })
 }
 
+/// `f` of a live context (only read), or 0 for NULL or when `f` panics.
+///
+/// # Safety
+/// `ctx` is NULL or a live context no other thread is using.
+unsafe fn read_ctx(
+    ctx: *const ferrolm_context,
+    f: impl FnOnce(&ferrolm_context) -> usize,
+) -> usize {
+    if ctx.is_null() {
+        return 0;
+    }
+    // SAFETY: not NULL, so a live context (the caller's contract), only read here.
+    guard_value(0, || f(unsafe { &*ctx }))
+}
+
 /// Positions the context holds (its KV cache length); 0 for NULL.
 /// Thread safety: one thread at a time per context.
 #[no_mangle]
 pub unsafe extern "C" fn ferrolm_context_n_ctx(ctx: *const ferrolm_context) -> usize {
-    if ctx.is_null() {
-        return 0;
-    }
-    // SAFETY: a live context (caller's contract), only read here.
-    guard_value(0, || unsafe { &*ctx }.ctx.n_ctx())
+    // SAFETY: a live context or NULL (caller's contract).
+    unsafe { read_ctx(ctx, |c| c.ctx.n_ctx()) }
 }
 
 /// Positions in use (tokens evaluated since creation, reset or truncation); 0 for NULL.
 /// Thread safety: one thread at a time per context.
 #[no_mangle]
 pub unsafe extern "C" fn ferrolm_context_n_past(ctx: *const ferrolm_context) -> usize {
-    if ctx.is_null() {
-        return 0;
-    }
-    // SAFETY: a live context (caller's contract), only read here.
-    guard_value(0, || unsafe { &*ctx }.ctx.n_past())
+    // SAFETY: a live context or NULL (caller's contract).
+    unsafe { read_ctx(ctx, |c| c.ctx.n_past()) }
 }
 
 /// Worker threads of the context; 0 for NULL.
 /// Thread safety: one thread at a time per context.
 #[no_mangle]
 pub unsafe extern "C" fn ferrolm_context_n_threads(ctx: *const ferrolm_context) -> usize {
-    if ctx.is_null() {
-        return 0;
-    }
-    // SAFETY: a live context (caller's contract), only read here.
-    guard_value(0, || unsafe { &*ctx }.ctx.n_threads())
+    // SAFETY: a live context or NULL (caller's contract).
+    unsafe { read_ctx(ctx, |c| c.ctx.n_threads()) }
 }
 
 /// Forget everything: empty the KV cache, drop the logits, empty the sampler's penalty window and
@@ -138,8 +144,7 @@ pub unsafe extern "C" fn ferrolm_context_reset(ctx: *mut ferrolm_context) -> fer
     guard_ctx(ctx, |c| {
         c.ctx.reset();
         c.sampler.reset();
-        c.has_logits = false;
-        c.pending = None;
+        c.forget_logits();
         Ok(())
     })
 }
@@ -155,8 +160,7 @@ pub unsafe extern "C" fn ferrolm_context_truncate(
     guard_ctx(ctx, |c| {
         if n_keep < c.ctx.n_past() {
             c.ctx.truncate(n_keep);
-            c.has_logits = false;
-            c.pending = None;
+            c.forget_logits();
         }
         Ok(())
     })

@@ -135,6 +135,13 @@ pub(crate) fn run_generate(
     Ok(())
 }
 
+/// `*params` (NULL: the defaults), checked.
+fn generate_params(params: *const ferrolm_generate_params) -> Res<ferrolm_generate_params> {
+    let p = read_params(params, ferrolm_generate_default_params())?;
+    check_reserved(&[p.reserved], "ferrolm_generate_params")?;
+    Ok(p)
+}
+
 /// Generate from a prompt, as `ferrolm run` does: tokenize `prompt` (NUL-terminated UTF-8; BOS
 /// added when the context is empty, control tokens parsed per `params->parse_special`), append
 /// it to the context, then sample, stream and feed back one token at a time with the context's
@@ -161,8 +168,7 @@ pub unsafe extern "C" fn ferrolm_generate(
     out_stats: *mut ferrolm_generate_stats,
 ) -> ferrolm_status {
     guard_ctx(ctx, |c| {
-        let p = read_params(params, ferrolm_generate_default_params())?;
-        check_reserved(&[p.reserved], "ferrolm_generate_params")?;
+        let p = generate_params(params)?;
         let prompt = c_str(prompt, "prompt")?;
         let add_special = c.ctx.n_past() == 0;
         c.ids.clear();
@@ -186,8 +192,7 @@ pub unsafe extern "C" fn ferrolm_generate_tokens(
     out_stats: *mut ferrolm_generate_stats,
 ) -> ferrolm_status {
     guard_ctx(ctx, |c| {
-        let p = read_params(params, ferrolm_generate_default_params())?;
-        check_reserved(&[p.reserved], "ferrolm_generate_params")?;
+        let p = generate_params(params)?;
         let toks = slice(tokens, n_tokens, "tokens")?;
         let mut ids = std::mem::take(&mut c.ids);
         let r = check_tokens(toks, c.ctx.model().config().n_vocab, &mut ids);

@@ -197,15 +197,22 @@ fn null_handles_are_errors_not_crashes() {
     }
 }
 
-#[test]
-fn a_context_that_panicked_refuses_further_calls() {
+/// The fetched SmolLM2 file as a C string, or `None` (with a skip message) when it is missing.
+fn smollm2() -> Option<CString> {
     let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.exists() {
         eprintln!("skipped: {} is missing", path.display());
-        return;
+        return None;
     }
-    let path = CString::new(path.to_str().unwrap()).unwrap();
+    Some(CString::new(path.to_str().unwrap()).unwrap())
+}
+
+#[test]
+fn a_context_that_panicked_refuses_further_calls() {
+    let Some(path) = smollm2() else {
+        return;
+    };
     let mut cp = ferrolm_context_default_params();
     cp.n_ctx = 32;
     cp.n_threads = 1;
@@ -255,13 +262,9 @@ unsafe extern "C" fn collect(
 /// evaluated and the continuation sampled it again).
 #[test]
 fn continuing_with_an_empty_prompt_equals_one_call() {
-    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!("skipped: {} is missing", path.display());
+    let Some(path) = smollm2() else {
         return;
-    }
-    let path = CString::new(path.to_str().unwrap()).unwrap();
+    };
     let prompt = CString::new("The three primary colors are").unwrap();
     let empty = CString::new("").unwrap();
     let mut cp = ferrolm_context_default_params();

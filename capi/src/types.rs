@@ -127,6 +127,14 @@ pub struct ferrolm_context {
     pub(crate) ids: Vec<u32>,
 }
 
+impl ferrolm_context {
+    /// The cache changed under the logits (reset, truncation): drop them and the pending token.
+    pub(crate) fn forget_logits(&mut self) {
+        self.has_logits = false;
+        self.pending = None;
+    }
+}
+
 /// How a model is loaded. Get one from `ferrolm_model_default_params()` and change fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -21,12 +21,12 @@ const SANITIZE: &[&str] = &[
     "-g",
 ];
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 /// The workspace root (models, scripts).
 fn repo() -> PathBuf {
-    crate_dir()
-        .parent()
-        .expect("capi/ has a parent")
-        .to_path_buf()
+    common::root()
 }
 
 /// This crate's directory (the header, the examples).
@@ -49,28 +49,7 @@ fn lib_dir() -> &'static Path {
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .expect("target directory");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let o = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "ferrolm-capi",
-                "-p",
-                "ferrolm-cli",
-                "--target-dir",
-            ])
-            .arg(target_dir)
-            .current_dir(repo())
-            .output()
-            .expect("run cargo build --release -p ferrolm-capi -p ferrolm-cli");
-        assert!(
-            o.status.success(),
-            "cargo build --release -p ferrolm-capi -p ferrolm-cli failed:\n{}",
-            text(&o.stderr)
-        );
-        let dir = target_dir.join("release");
+        let dir = common::release_build(target_dir, &["-p", "ferrolm-capi", "-p", "ferrolm-cli"]);
         for lib in ["libferrolm.so", "libferrolm.a"] {
             assert!(
                 dir.join(lib).exists(),

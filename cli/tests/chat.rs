@@ -287,21 +287,7 @@ fn pty_ctrl_c_stops_the_reply_then_quits() {
 
 /// Run `ferrolm chat` with `input` piped to stdin; (status, stdout, stderr).
 fn piped(args: &[&str], input: &str) -> (ExitStatus, String, String) {
-    let mut child = Command::new(BIN)
-        .arg("chat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::output_with_stdin(Command::new(BIN).arg("chat").args(args), input.as_bytes());
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),

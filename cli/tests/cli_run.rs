@@ -23,29 +23,7 @@ fn release_ferrolm() -> &'static std::path::Path {
             .parent()
             .expect("binary directory");
         let target_dir = bin_dir.parent().expect("target directory");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let o = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--bin",
-                "ferrolm",
-                "-p",
-                "ferrolm-cli",
-                "--target-dir",
-            ])
-            .arg(target_dir)
-            .current_dir(common::root())
-            .output()
-            .expect("run cargo build --release --bin ferrolm");
-        assert!(
-            o.status.success(),
-            "cargo build --release failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        target_dir
-            .join("release")
+        common::release_build(target_dir, &["--bin", "ferrolm", "-p", "ferrolm-cli"])
             .join(format!("ferrolm{}", std::env::consts::EXE_SUFFIX))
     })
 }

@@ -1,7 +1,6 @@
 //! Issue 15: every defect found by trying `ferrolm` as a new user and as an attacker, one test
 //! each (the numbers are the issue's). Each fails without its fix.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -69,19 +68,23 @@ fn item01_empty_prompt_is_an_error() {
     );
 }
 
+/// `ferrolm synth --shape smollm2-135m -o OUT [--force]`.
+fn synth_smollm2(out: &std::path::Path, force: bool) -> Output {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["synth", "--shape", "smollm2-135m", "-o", out];
+    if force {
+        args.push("--force");
+    }
+    ferrolm(&args)
+}
+
 // 5 and 6. synth: the converter's type rules (576- and 896-wide rows fall back instead of
 // failing) and its safe output (no fixed .partial name, nothing left behind, FIFO refused).
 #[test]
 fn item05_06_synth_type_rules_and_safe_output() {
     let d = scratch("synth");
     let out = d.join("smol.gguf");
-    let o = ferrolm(&[
-        "synth",
-        "--shape",
-        "smollm2-135m",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = synth_smollm2(&out, false);
     assert!(o.status.success(), "{}", stderr(&o));
     let g = ferrolm::gguf::Gguf::open(&out).unwrap();
     // token_embd doubles as the output: Q6_K does not fit 576, so Q8_0 as llama-quantize.
@@ -97,26 +100,12 @@ fn item05_06_synth_type_rules_and_safe_output() {
     let victim = d.join("victim");
     std::fs::write(&victim, b"keep").unwrap();
     std::os::unix::fs::symlink(&victim, d.join(".smol.gguf.partial")).unwrap();
-    let o = ferrolm(&[
-        "synth",
-        "--shape",
-        "smollm2-135m",
-        "-o",
-        out.to_str().unwrap(),
-        "--force",
-    ]);
+    let o = synth_smollm2(&out, true);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
     let fifo = d.join("fifo.gguf");
     mkfifo(&fifo);
-    let o = ferrolm(&[
-        "synth",
-        "--shape",
-        "smollm2-135m",
-        "-o",
-        fifo.to_str().unwrap(),
-        "--force",
-    ]);
+    let o = synth_smollm2(&fifo, true);
     fails_with(&o, "not a regular file");
     let mut names: Vec<String> = std::fs::read_dir(&d)
         .unwrap()
@@ -265,20 +254,10 @@ fn item17_prompt_files_and_stdin() {
     ]);
     assert!(from_file.status.success(), "{}", stderr(&from_file));
     assert_eq!(stdout(&from_file), stdout(&from_p));
-    let mut child = Command::new(BIN)
-        .args(args("-"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"The capital of France is\n")
-        .unwrap();
-    let from_stdin = child.wait_with_output().unwrap();
+    let from_stdin = common::output_with_stdin(
+        Command::new(BIN).args(args("-")),
+        b"The capital of France is\n",
+    );
     assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
     assert_eq!(stdout(&from_stdin), stdout(&from_p));
     let _ = std::fs::remove_dir_all(&d);

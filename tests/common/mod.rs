@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod every_type;
+
 /// Repository root: the workspace's directory (the tests of `cli/` and `capi/` share this file).
 pub fn root() -> PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -32,4 +34,45 @@ pub fn model(name: &str) -> Option<PathBuf> {
 /// Path to a file under `tests/data/`.
 pub fn data(rel: &str) -> PathBuf {
     root().join("tests/data").join(rel)
+}
+
+/// `cargo build --quiet --release ARGS --target-dir TARGET_DIR` in the workspace, with the cargo
+/// that runs the tests; panics with cargo's stderr when the build fails. Returns
+/// `TARGET_DIR/release`.
+pub fn release_build(target_dir: &std::path::Path, args: &[&str]) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let o = std::process::Command::new(&cargo)
+        .args(["build", "--quiet", "--release"])
+        .args(args)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(root())
+        .output()
+        .expect("run cargo build --release");
+    assert!(
+        o.status.success(),
+        "cargo build --release {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    target_dir.join("release")
+}
+
+/// Runs `cmd` with `input` on its standard input (then closed); its output.
+pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("write the input");
+    child.wait_with_output().expect("wait for the command")
 }

@@ -66,15 +66,9 @@ pub enum QuantizeError {
     },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    #[error("unknown output type {0:?} (one of: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K)")]
-    UnknownType(String),
-    #[error("tensor '{tensor}': row length {ne0} is not a multiple of the {ty} block size {block} and no fallback type fits")]
-    IncompatibleShape {
-        tensor: String,
-        ne0: u64,
-        ty: GgmlType,
-        block: usize,
-    },
+    /// An unknown type name, or a shape no type (nor its fallback) serves.
+    #[error(transparent)]
+    Ftype(#[from] crate::ftype::FtypeError),
     #[error("tensor '{tensor}' has type {ty}, which cannot be dequantized")]
     UnsupportedSourceType { tensor: String, ty: GgmlType },
     #[error(transparent)]
@@ -99,26 +93,6 @@ pub enum QuantizeError {
     },
     #[error("kernel: {0}")]
     Kernel(String),
-}
-
-impl From<crate::ftype::FtypeError> for QuantizeError {
-    fn from(e: crate::ftype::FtypeError) -> Self {
-        use crate::ftype::FtypeError as F;
-        match e {
-            F::UnknownType(s) => QuantizeError::UnknownType(s),
-            F::IncompatibleShape {
-                tensor,
-                ne0,
-                ty,
-                block,
-            } => QuantizeError::IncompatibleShape {
-                tensor,
-                ne0,
-                ty,
-                block,
-            },
-        }
-    }
 }
 
 impl QuantizeError {

@@ -425,18 +425,7 @@ impl Checkpoint {
         }
         // Every count of config.json is checked against the tensors before anything is sized by
         // it: a hostile num_hidden_layers (2^40) must not make 9 x 2^40 names.
-        let n_present = tensors
-            .iter()
-            .filter_map(|t| {
-                t.name
-                    .strip_prefix("blk.")?
-                    .split('.')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |m| m + 1);
+        let n_present = crate::layers_present(tensors.iter().map(|t| t.name.as_str()));
         if config.n_layer != n_present {
             return Err(QuantizeError::bad_config(
                 dir.join("config.json"),

@@ -35,7 +35,7 @@ use rayon::prelude::*;
 
 pub use error::QuantizeError;
 pub use ftype::FileType;
-use ftype::{convert_type, quantize_order, TypeChooser};
+use ftype::{convert_type, quantize_order, FtypeError, TypeChooser};
 use source::{Elem, SrcTensor};
 
 /// `general.quantization_version` (GGML_QNT_VERSION).
@@ -414,6 +414,20 @@ fn llama3_rope_factors(cfg: &hf::HfConfig, sc: &serde_json::Value) -> Result<Vec
         .collect())
 }
 
+/// One more than the highest layer number among the `blk.N.` tensor names (0 when none).
+pub(crate) fn layers_present<'a>(names: impl Iterator<Item = &'a str>) -> u64 {
+    names
+        .filter_map(|n| {
+            n.strip_prefix("blk.")?
+                .split('.')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
 fn entry(t: &SrcTensor, dst: GgmlType, fallback: bool) -> Result<PlanEntry, QuantizeError> {
     let spec = TensorSpec {
         name: t.name.clone(),
@@ -422,7 +436,7 @@ fn entry(t: &SrcTensor, dst: GgmlType, fallback: bool) -> Result<PlanEntry, Quan
     };
     let n_bytes = spec
         .n_bytes()
-        .ok_or_else(|| QuantizeError::IncompatibleShape {
+        .ok_or_else(|| FtypeError::IncompatibleShape {
             tensor: t.name.clone(),
             ne0: t.dims[0],
             ty: dst,
@@ -490,18 +504,7 @@ fn prepare_gguf(path: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
     tensors.sort_by(|x, y| quantize_order(&x.name, &y.name));
     let n_layer = match g.get_u32(&format!("{arch}.block_count")) {
         Ok(n) => n as usize,
-        Err(_) => tensors
-            .iter()
-            .filter_map(|t| {
-                t.name
-                    .strip_prefix("blk.")?
-                    .split('.')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .max()
-            .map_or(0, |m| m + 1),
+        Err(_) => layers_present(tensors.iter().map(|t| t.name.as_str())) as usize,
     };
     let mut chooser = TypeChooser::new(ftype, tensors.iter().map(|t| t.name.as_str()), n_layer);
     let mut entries = Vec::with_capacity(tensors.len());

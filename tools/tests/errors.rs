@@ -1,43 +1,11 @@
 //! Bad inputs and unsafe outputs: each is one clear error (one line and a non-zero status from the
 //! binary) and leaves no file behind.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use ferrolm::output::OutputError;
 use ferrolm_quantize::{prepare, quantize_file, FileType, QuantizeError};
 
 mod common;
-use common::tiny;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_quantize"))
-}
-
-/// Run the binary; assert it failed with exactly one line on stderr containing `needle`.
-fn fails_with(out: Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line expected: {err:?}"
-    );
-    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
-}
-
-/// Files in `dir` (names), to check nothing was left behind.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use common::{bin, fails_with, listing, quantize, tiny};
 
 #[test]
 fn missing_config_json() {
@@ -48,10 +16,7 @@ fn missing_config_json() {
     let e = prepare(&ck, FileType::F16).expect_err("must fail");
     assert!(matches!(e, QuantizeError::MissingConfig { .. }), "{e}");
     let out = d.join("out.gguf");
-    fails_with(
-        bin().arg(&ck).arg(&out).arg("F16").output().unwrap(),
-        "config.json",
-    );
+    fails_with(&quantize(&ck, &out, "F16"), "config.json");
     assert!(!out.exists());
     assert_eq!(listing(&d), ["ck"]);
 }
@@ -67,12 +32,7 @@ fn unknown_architecture() {
         "{e}"
     );
     fails_with(
-        bin()
-            .arg(&ck)
-            .arg(d.join("o.gguf"))
-            .arg("Q8_0")
-            .output()
-            .unwrap(),
+        &quantize(&ck, d.join("o.gguf"), "Q8_0"),
         "GPTNeoXForCausalLM",
     );
     assert_eq!(listing(&d), ["ck"]);
@@ -91,12 +51,7 @@ fn truncated_safetensors() {
     let e = prepare(&ck, FileType::Q4_0).expect_err("must fail");
     assert!(matches!(e, QuantizeError::BadSafetensors { .. }), "{e}");
     fails_with(
-        bin()
-            .arg(&ck)
-            .arg(d.join("o.gguf"))
-            .arg("Q4_0")
-            .output()
-            .unwrap(),
+        &quantize(&ck, d.join("o.gguf"), "Q4_0"),
         "model.safetensors",
     );
     // A header cut in the middle too.
@@ -128,15 +83,7 @@ fn tensor_shape_disagrees_with_config() {
         }
         other => panic!("{other}"),
     }
-    fails_with(
-        bin()
-            .arg(&ck)
-            .arg(d.join("o.gguf"))
-            .arg("F16")
-            .output()
-            .unwrap(),
-        "down_proj",
-    );
+    fails_with(&quantize(&ck, d.join("o.gguf"), "F16"), "down_proj");
 }
 
 #[test]
@@ -149,15 +96,7 @@ fn unknown_output_type() {
     let d = common::scratch("err-type");
     let g = d.join("in.gguf");
     tiny::gguf(&g);
-    fails_with(
-        bin()
-            .arg(&g)
-            .arg(d.join("o.gguf"))
-            .arg("Q3_K_S")
-            .output()
-            .unwrap(),
-        "Q3_K_S",
-    );
+    fails_with(&quantize(&g, d.join("o.gguf"), "Q3_K_S"), "Q3_K_S");
     assert_eq!(listing(&d), ["in.gguf"]);
 }
 
@@ -173,10 +112,7 @@ fn unwritable_destination() {
             matches!(e, QuantizeError::Output(OutputError::Unwritable { .. })),
             "{e}"
         );
-        fails_with(
-            bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
-            "cannot write the output",
-        );
+        fails_with(&quantize(&g, &out, "Q8_0"), "cannot write the output");
     }
     // The output is a directory.
     let e = quantize_file(&g, &d, FileType::Q8_0, true).expect_err("must fail");
@@ -199,10 +135,7 @@ fn existing_output_needs_force_and_input_is_never_overwritten() {
         matches!(e, QuantizeError::Output(OutputError::OutputExists(_))),
         "{e}"
     );
-    fails_with(
-        bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap(),
-        "--force",
-    );
+    fails_with(&quantize(&g, &out, "Q8_0"), "--force");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
     let e = quantize_file(&g, &g, FileType::Q8_0, true).expect_err("must fail");
     assert!(
@@ -229,21 +162,11 @@ fn not_an_input() {
     let f = d.join("x.bin");
     std::fs::write(&f, b"hello world").unwrap();
     fails_with(
-        bin()
-            .arg(&f)
-            .arg(d.join("o.gguf"))
-            .arg("F16")
-            .output()
-            .unwrap(),
+        &quantize(&f, d.join("o.gguf"), "F16"),
         "neither a GGUF file",
     );
     fails_with(
-        bin()
-            .arg(d.join("missing"))
-            .arg(d.join("o.gguf"))
-            .arg("F16")
-            .output()
-            .unwrap(),
+        &quantize(d.join("missing"), d.join("o.gguf"), "F16"),
         "missing",
     );
     let ck = d.join("empty-ck");
@@ -254,12 +177,7 @@ fn not_an_input() {
     )
     .unwrap();
     fails_with(
-        bin()
-            .arg(&ck)
-            .arg(d.join("o.gguf"))
-            .arg("F16")
-            .output()
-            .unwrap(),
+        &quantize(&ck, d.join("o.gguf"), "F16"),
         "no model.safetensors",
     );
     assert_eq!(listing(&d), ["empty-ck", "x.bin"]);

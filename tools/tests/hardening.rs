@@ -2,39 +2,11 @@
 //! its fix.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
-use ferrolm::kernels::GgmlType;
+use ferrolm::gguf::{GgufWriter, OwnedValue};
 
 mod common;
-use common::tiny;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_quantize"))
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Failed cleanly (a status, not a signal; no panic) with one line containing `needle`.
-fn fails_with(o: &Output, needle: &str) {
-    let e = err(o);
-    assert!(!o.status.success(), "expected failure; stderr: {e}");
-    assert!(o.status.code().is_some(), "killed by a signal: {e}");
-    assert!(!e.contains("panicked"), "{e}");
-    assert!(e.contains(needle), "{e:?} should mention {needle:?}");
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
+use common::{bin, err, fails_with, listing, quantize, tiny};
 
 fn set_config(ck: &Path, key: &str, v: serde_json::Value) {
     let p = ck.join("config.json");
@@ -99,7 +71,7 @@ fn item03_hostile_config_counts() {
         serde_json::json!(1099511627776u64),
     );
     let out = d.join("out.gguf");
-    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    let o = quantize(&ck, &out, "F16");
     fails_with(&o, "num_hidden_layers");
     assert!(
         children_maxrss_kib() < 512 * 1024,
@@ -107,7 +79,7 @@ fn item03_hostile_config_counts() {
         children_maxrss_kib()
     );
     set_config(&ck, "num_hidden_layers", serde_json::json!(3));
-    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    let o = quantize(&ck, &out, "F16");
     fails_with(&o, "holds tensors for 2 layers");
     assert_eq!(listing(&d), ["ck"]);
 }
@@ -139,7 +111,7 @@ fn item11_rope_scaling_is_checked() {
         ),
     ] {
         set_config(&ck, "rope_scaling", v);
-        let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+        let o = quantize(&ck, &out, "F16");
         fails_with(&o, needle);
         assert_eq!(listing(&d), ["ck"]);
     }
@@ -150,7 +122,7 @@ fn item11_rope_scaling_is_checked() {
         serde_json::json!({"type": "linear", "factor": 2.0}),
     ] {
         set_config(&ck, "rope_scaling", v);
-        let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+        let o = quantize(&ck, &out, "F16");
         fails_with(&o, "neither tokenizer.model nor tokenizer.json");
     }
 }
@@ -212,27 +184,8 @@ fn llama_gguf(path: &Path, meta: &[(&str, OwnedValue)], skip: &str) {
         ("blk.0.ffn_up.weight", vec![64, 128]),
         ("blk.0.ffn_down.weight", vec![128, 64]),
     ];
-    let mut data = Vec::new();
-    for (i, (name, dims)) in specs.iter().enumerate() {
-        if *name == skip {
-            continue;
-        }
-        w.add_tensor(TensorSpec {
-            name: name.to_string(),
-            ty: GgmlType::F32,
-            dims: dims.clone(),
-        })
-        .unwrap();
-        let n: u64 = dims.iter().product();
-        data.push(
-            tiny::values(n as usize, i as u64)
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
-    }
-    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
-    std::fs::write(path, w.write_all(Vec::new(), &refs).unwrap()).unwrap();
+    let specs: Vec<(&str, Vec<u64>)> = specs.into_iter().filter(|(n, _)| *n != skip).collect();
+    tiny::write_f32_tensors(path, w, &specs);
 }
 
 // 11. quantize validates the model before writing the output: files ferrolm would refuse are
@@ -243,7 +196,7 @@ fn item11_quantize_writes_only_models_ferrolm_loads() {
     let g = d.join("good.gguf");
     llama_gguf(&g, &[], "");
     let out = d.join("out.gguf");
-    let o = bin().arg(&g).arg(&out).arg("Q8_0").output().unwrap();
+    let o = quantize(&g, &out, "Q8_0");
     assert!(o.status.success(), "{}", err(&o));
     ferrolm::model::Model::load(&out).unwrap();
     std::fs::remove_file(&out).unwrap();
@@ -267,7 +220,7 @@ fn item11_quantize_writes_only_models_ferrolm_loads() {
         "",
     );
     for (_, input, needle) in &bad {
-        let o = bin().arg(input).arg(&out).arg("Q8_0").output().unwrap();
+        let o = quantize(input, &out, "Q8_0");
         fails_with(&o, "would not load");
         fails_with(&o, needle);
         assert!(!out.exists());
@@ -276,11 +229,11 @@ fn item11_quantize_writes_only_models_ferrolm_loads() {
     let ck = d.join("ck");
     tiny::checkpoint(&ck, "LlamaForCausalLM", tiny::TINY, false, true);
     set_config(&ck, "rms_norm_eps", serde_json::json!(-1));
-    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    let o = quantize(&ck, &out, "F16");
     fails_with(&o, "rms_norm_eps");
     set_config(&ck, "rms_norm_eps", serde_json::json!(1e-6));
     set_config(&ck, "num_attention_heads", serde_json::json!(0));
-    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    let o = quantize(&ck, &out, "F16");
     fails_with(&o, "num_attention_heads");
     let mut names = listing(&d);
     names.retain(|n| n != "ck");
@@ -297,7 +250,7 @@ fn item21_success_line_and_requantize_flag() {
     let g = d.join("in.gguf");
     llama_gguf(&g, &[], "");
     let q8 = d.join("q8.gguf");
-    let o = bin().arg(&g).arg(&q8).arg("Q8_0").output().unwrap();
+    let o = quantize(&g, &q8, "Q8_0");
     assert!(o.status.success(), "{}", err(&o));
     assert!(
         err(&o).starts_with("quantize: wrote ") && err(&o).contains("Q8_0"),
@@ -305,7 +258,7 @@ fn item21_success_line_and_requantize_flag() {
         err(&o)
     );
     let q4 = d.join("q4.gguf");
-    let o = bin().arg(&q8).arg(&q4).arg("Q4_0").output().unwrap();
+    let o = quantize(&q8, &q4, "Q4_0");
     fails_with(&o, "--allow-requantize");
     assert!(!q4.exists());
     let o = bin()
@@ -329,7 +282,7 @@ fn item09_non_regular_inputs() {
     let fifo = d.join("fifo");
     mkfifo(&fifo);
     for input in [fifo.as_path(), Path::new("/dev/zero")] {
-        let o = bin().arg(input).arg(&out).arg("Q8_0").output().unwrap();
+        let o = quantize(input, &out, "Q8_0");
         fails_with(&o, "is not a regular file");
     }
     let ck = d.join("ck");
@@ -344,13 +297,13 @@ fn item09_non_regular_inputs() {
     .unwrap();
     mkfifo(&ck.join("shard.safetensors"));
     let t0 = std::time::Instant::now();
-    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    let o = quantize(&ck, &out, "F16");
     fails_with(&o, "shard.safetensors: is not a regular file");
     assert!(t0.elapsed().as_secs() < 60, "took {:?}", t0.elapsed());
     // config.json a FIFO: not "no config.json".
     std::fs::remove_file(ck.join("config.json")).unwrap();
     mkfifo(&ck.join("config.json"));
-    let o = bin().arg(&ck).arg(&out).arg("F16").output().unwrap();
+    let o = quantize(&ck, &out, "F16");
     fails_with(&o, "config.json: is not a regular file");
     assert!(!out.exists());
 }

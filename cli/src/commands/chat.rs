@@ -44,10 +44,6 @@ pub struct Args {
     /// read as `-s ys`, the seed).
     #[arg(long = "system", visible_alias = "sys")]
     pub system: Option<String>,
-    /// Most tokens per reply (-1 = until end of generation or a full context).
-    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i64).range(-1..))]
-    pub n_predict: i64,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Use this chat template instead of the model's: a built-in name (chatml, llama3, gemma,
@@ -77,7 +73,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut sampler = Sampler::new(args.sampling.params()?, model.config().n_vocab);
     let mut stops = StopMatcher::new(Vec::<String>::new());
     let opts = GenOptions {
-        n_predict: usize::try_from(args.n_predict).ok(),
+        n_predict: usize::try_from(args.sampling.n_predict).ok(),
         ignore_eog: false,
         special: false,
     };

@@ -232,32 +232,20 @@ where
 {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeMap, SerializeSeq};
+        // A failed entry stops the walk; its error is returned once the walk is over.
+        fn keep<E: std::fmt::Display>(r: Result<(), E>, err: &mut Option<String>) -> bool {
+            r.map_err(|e| *err = Some(e.to_string())).is_ok()
+        }
         let mut err = None;
         if self.1 {
             let mut m = s.serialize_map(None)?;
-            (self.0)(&mut |k, v| match m.serialize_entry(&k, &v) {
-                Ok(()) => true,
-                Err(e) => {
-                    err = Some(e.to_string());
-                    false
-                }
-            });
-            if let Some(e) = err {
-                return Err(S::Error::custom(e));
-            }
+            (self.0)(&mut |k, v| keep(m.serialize_entry(&k, &v), &mut err));
+            err.map_or(Ok(()), |e| Err(S::Error::custom(e)))?;
             m.end()
         } else {
             let mut q = s.serialize_seq(None)?;
-            (self.0)(&mut |_, v| match q.serialize_element(&v) {
-                Ok(()) => true,
-                Err(e) => {
-                    err = Some(e.to_string());
-                    false
-                }
-            });
-            if let Some(e) = err {
-                return Err(S::Error::custom(e));
-            }
+            (self.0)(&mut |_, v| keep(q.serialize_element(&v), &mut err));
+            err.map_or(Ok(()), |e| Err(S::Error::custom(e)))?;
             q.end()
         }
     }

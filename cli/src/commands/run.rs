@@ -14,6 +14,10 @@ use super::{CliError, CommonModelArgs};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
+    /// Tokens to generate (-1 = until end of generation or a full context); in chat, per reply.
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(-1..))]
+    pub n_predict: i64,
     /// Temperature; 0 = greedy.
     #[arg(long, default_value_t = 0.8)]
     pub temp: f32,
@@ -67,21 +71,8 @@ impl SamplingArgs {
 pub struct Args {
     #[command(flatten)]
     pub common: CommonModelArgs,
-    /// The prompt.
-    #[arg(
-        short = 'p',
-        long,
-        required_unless_present = "file",
-        conflicts_with = "file"
-    )]
-    pub prompt: Option<String>,
-    /// Read the prompt from a file.
-    #[arg(short = 'f', long)]
-    pub file: Option<PathBuf>,
-    /// Tokens to generate (-1 = until end of generation or a full context).
-    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(i64).range(-1..))]
-    pub n_predict: i64,
+    #[command(flatten)]
+    pub input: PromptArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Also print the prompt.
@@ -99,6 +90,29 @@ pub struct Args {
     /// Print control tokens in the output.
     #[arg(long)]
     pub special: bool,
+}
+
+/// `-p TEXT` or `-f FILE`, one of them required (`run`, `tokenize`).
+#[derive(clap::Args, Debug)]
+pub struct PromptArgs {
+    /// The prompt (the text).
+    #[arg(
+        short = 'p',
+        long,
+        required_unless_present = "file",
+        conflicts_with = "file"
+    )]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file (`-` for standard input).
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+}
+
+impl PromptArgs {
+    /// The text, as [`read_prompt`] reads it.
+    pub fn read(&self) -> Result<String, CliError> {
+        read_prompt(&self.prompt, &self.file)
+    }
 }
 
 /// The prompt of `-p TEXT` or `-f FILE` (`-f -`: standard input). As llama.cpp does, one
@@ -169,7 +183,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let path = args.common.model_path()?;
     let model = Arc::new(Model::load(&path)?);
     let tok = Tokenizer::from_gguf(model.gguf())?;
-    let prompt = read_prompt(&args.prompt, &args.file)?;
+    let prompt = args.input.read()?;
     let ids = tok.encode(&prompt, true, !args.no_parse_special);
     if ids.is_empty() {
         return Err(
@@ -195,7 +209,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut sampler = Sampler::new(params, model.config().n_vocab);
     let mut stops = StopMatcher::new(args.stop.iter().cloned());
     let opts = GenOptions {
-        n_predict: usize::try_from(args.n_predict).ok(),
+        n_predict: usize::try_from(args.sampling.n_predict).ok(),
         ignore_eog: args.ignore_eos,
         special: args.special,
     };

@@ -222,38 +222,22 @@ pub fn run(args: Args) -> Result<(), CliError> {
         "general.name",
         OwnedValue::Str(format!("synthetic {} {}", s.name, args.ty)),
     );
-    w.set(
-        &format!("{a}.context_length"),
-        OwnedValue::U32(s.n_ctx as u32),
-    );
-    w.set(
-        &format!("{a}.embedding_length"),
-        OwnedValue::U32(s.n_embd as u32),
-    );
-    w.set(
-        &format!("{a}.block_count"),
-        OwnedValue::U32(s.n_layer as u32),
-    );
-    w.set(
-        &format!("{a}.feed_forward_length"),
-        OwnedValue::U32(s.n_ff as u32),
-    );
-    w.set(
-        &format!("{a}.attention.head_count"),
-        OwnedValue::U32(s.n_head as u32),
-    );
-    w.set(
-        &format!("{a}.attention.head_count_kv"),
-        OwnedValue::U32(s.n_head_kv as u32),
-    );
+    let counts = [
+        ("context_length", s.n_ctx),
+        ("embedding_length", s.n_embd),
+        ("block_count", s.n_layer),
+        ("feed_forward_length", s.n_ff),
+        ("attention.head_count", s.n_head),
+        ("attention.head_count_kv", s.n_head_kv),
+        ("vocab_size", s.n_vocab),
+    ];
+    for (key, v) in counts {
+        w.set(&format!("{a}.{key}"), OwnedValue::U32(v as u32));
+    }
     w.set(&format!("{a}.rope.freq_base"), OwnedValue::F32(s.rope_base));
     w.set(
         &format!("{a}.attention.layer_norm_rms_epsilon"),
         OwnedValue::F32(1e-5),
-    );
-    w.set(
-        &format!("{a}.vocab_size"),
-        OwnedValue::U32(s.n_vocab as u32),
     );
     w.set("general.quantization_version", OwnedValue::U32(2));
     if let Some(v) = &args.vocab_from {

@@ -13,17 +13,8 @@ pub struct TokenizeArgs {
     /// The GGUF model (only its tokenizer metadata is read).
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
-    /// Text to tokenize.
-    #[arg(
-        short = 'p',
-        long,
-        required_unless_present = "file",
-        conflicts_with = "file"
-    )]
-    pub prompt: Option<String>,
-    /// Read the text from a file.
-    #[arg(short = 'f', long)]
-    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: super::run::PromptArgs,
     /// Recognize special tokens written in the text (`<|im_start|>`).
     #[arg(long = "parse-special")]
     pub parse_special: bool,
@@ -59,7 +50,7 @@ fn tokenizer(model: &Option<PathBuf>) -> Result<Tokenizer, CliError> {
 
 pub fn tokenize(args: TokenizeArgs) -> Result<(), CliError> {
     let tok = tokenizer(&args.model)?;
-    let text = super::run::read_prompt(&args.prompt, &args.file)?;
+    let text = args.input.read()?;
     let ids = tok.encode(&text, !args.no_bos, args.parse_special);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -1,6 +1,7 @@
 //! Writes the fuzz seeds in `fuzz/seeds/` (checked in; rerun only to change them):
 //!
-//! - `every_type.gguf`: every metadata value type, nested arrays, five tensor types (as tests/gguf.rs).
+//! - `every_type.gguf`: every metadata value type, nested arrays, a tensor of each format
+//!   (`tests/common/every_type.rs`, shared with the GGUF tests).
 //! - `v2_empty.gguf`: a GGUF v2 header with no keys and no tensors.
 //! - `vocab_gpt2_mini.gguf`: the llama.cpp GPT-2 vocab file's metadata, arrays cut to 48 elements
 //!   (from `tests/data/tokenize/llamacpp/ggml-vocab-gpt-2.gguf`: llama.cpp reference data, copied
@@ -12,55 +13,16 @@
 
 use std::path::{Path, PathBuf};
 
-use ferrolm::gguf::{Gguf, GgufError, GgufWriter, OwnedValue, TensorSpec, ValueType};
+use ferrolm::gguf::{Gguf, GgufError, GgufWriter, OwnedValue, TensorSpec};
 use ferrolm::kernels::GgmlType;
 
 const ARRAY_KEEP: usize = 48;
 
+#[path = "../../../tests/common/every_type.rs"]
+mod every_type_sample;
+
 fn every_type() -> Result<Vec<u8>, GgufError> {
-    let mut w = GgufWriter::new();
-    w.set("general.architecture", OwnedValue::Str("llama".into()));
-    w.set("t.u8", OwnedValue::U8(200));
-    w.set("t.i8", OwnedValue::I8(-100));
-    w.set("t.u16", OwnedValue::U16(60000));
-    w.set("t.i16", OwnedValue::I16(-30000));
-    w.set("t.u32", OwnedValue::U32(4_000_000_000));
-    w.set("t.i32", OwnedValue::I32(-2_000_000_000));
-    w.set("t.u64", OwnedValue::U64(u64::MAX - 1));
-    w.set("t.i64", OwnedValue::I64(i64::MIN + 1));
-    w.set("t.f32", OwnedValue::F32(1e-5));
-    w.set("t.f64", OwnedValue::F64(std::f64::consts::PI));
-    w.set("t.bool", OwnedValue::Bool(true));
-    w.set("t.str", OwnedValue::Str("héllo wörld ✓".into()));
-    w.set("t.arr_str", OwnedValue::str_array(["a", "", "ü", "<0x0A>"]));
-    w.set("t.arr_f32", OwnedValue::Array(ValueType::F32, vec![OwnedValue::F32(-1.5), OwnedValue::F32(2.0)]));
-    w.set("t.arr_i32", OwnedValue::Array(ValueType::I32, (0..8).map(OwnedValue::I32).collect()));
-    w.set("t.arr_empty", OwnedValue::Array(ValueType::U8, vec![]));
-    w.set(
-        "t.arr_nested",
-        OwnedValue::Array(
-            ValueType::Array,
-            vec![
-                OwnedValue::Array(ValueType::U16, vec![OwnedValue::U16(1), OwnedValue::U16(2)]),
-                OwnedValue::Array(ValueType::String, vec![OwnedValue::Str("x".into())]),
-            ],
-        ),
-    );
-    w.set("general.alignment", OwnedValue::U32(64));
-    let specs = [
-        ("f32.weight", GgmlType::F32, vec![7u64, 3]),
-        ("f16.weight", GgmlType::F16, vec![5, 2, 3]),
-        ("q8_0.weight", GgmlType::Q8_0, vec![64, 3]),
-        ("q4_k.weight", GgmlType::Q4_K, vec![256, 2]),
-        ("q6_k.weight", GgmlType::Q6_K, vec![256]),
-    ];
-    let mut data = Vec::new();
-    for (i, (name, ty, dims)) in specs.into_iter().enumerate() {
-        let spec = TensorSpec { name: name.into(), ty, dims };
-        let n = spec.n_bytes().unwrap_or(0) as usize;
-        data.push((0..n).map(|j| (j * 31 + i * 7) as u8).collect::<Vec<u8>>());
-        w.add_tensor(spec)?;
-    }
+    let (w, data) = every_type_sample::sample();
     let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
     w.write_all(Vec::new(), &refs)
 }

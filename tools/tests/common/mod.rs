@@ -4,7 +4,7 @@
 pub mod tiny;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use ferrolm::gguf::{Gguf, OwnedValue};
@@ -256,4 +256,48 @@ pub fn gguf_py_readback(path: &Path, g: &Json) -> bool {
         );
     }
     true
+}
+
+/// The `quantize` binary.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quantize"))
+}
+
+/// `quantize IN OUT TYPE`, run to completion.
+pub fn quantize(input: impl AsRef<Path>, out: impl AsRef<Path>, ty: &str) -> Output {
+    bin()
+        .arg(input.as_ref())
+        .arg(out.as_ref())
+        .arg(ty)
+        .output()
+        .expect("run quantize")
+}
+
+/// A run's stderr as text.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The run failed cleanly (an exit status, not a signal; no panic) with one line on stderr that
+/// contains `needle` (besides clap's "For more information, try '--help'." after a bad flag).
+pub fn fails_with(o: &Output, needle: &str) {
+    let e = err(o);
+    assert!(!o.status.success(), "expected failure; stderr: {e}");
+    assert!(o.status.code().is_some(), "killed by a signal: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let lines = e
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"));
+    assert_eq!(lines.count(), 1, "one line expected: {e:?}");
+    assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+}
+
+/// Files in `dir` (names, sorted), to check nothing was left behind.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }

@@ -38,17 +38,9 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
 
 /// Deterministic pseudo-random values in about [-0.1, 0.1).
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-        })
-        .collect()
+    let mut g = ferrolm_kernels::testing::Lcg(seed);
+    g.unit();
+    (0..n).map(|_| (g.unit() - 0.5) * 0.2).collect()
 }
 
 /// Shape of a tiny model.
@@ -158,6 +150,11 @@ pub fn gguf(path: &Path) {
         ("output_norm.weight", vec![64]),
         ("blk.0.attn_v.weight", vec![64, 64]),
     ];
+    write_f32_tensors(path, w, &specs);
+}
+
+/// Adds `specs` to `w` as F32 tensors of [`values`] (seeded by their index) and writes the file.
+pub fn write_f32_tensors(path: &Path, mut w: GgufWriter, specs: &[(&str, Vec<u64>)]) {
     let mut data = Vec::new();
     for (i, (name, dims)) in specs.iter().enumerate() {
         w.add_tensor(TensorSpec {
@@ -175,8 +172,7 @@ pub fn gguf(path: &Path) {
         );
     }
     let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
-    let bytes = w.write_all(Vec::new(), &refs).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, w.write_all(Vec::new(), &refs).unwrap()).unwrap();
 }
 
 /// A sentencepiece `tokenizer.model` (ModelProto) with `<unk>`, `<s>`, `</s>`, the 256 byte
