@@ -181,12 +181,7 @@ fn bench_format(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType, base: &[u
                     BenchmarkId::new(name, format!("t{}", pool.n_threads())),
                     |b| {
                         b.iter(|| {
-                            let w = MatRef {
-                                ty,
-                                data: &data[i * one..(i + 1) * one],
-                                n_rows,
-                                n_cols,
-                            };
+                            let w = MatRef::new(ty, &data[i * one..(i + 1) * one], n_rows, n_cols);
                             matmul_q_with(table, pool, &w, &acts, &mut y);
                             i = (i + 1) % copies;
                             black_box(y[0])
@@ -223,12 +218,7 @@ fn bench_prefill(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
         let vdt = table.get(ty).unwrap().vec_dot_type;
         let mut acts = ActBuf::with_capacity(n_cols, N_TOK);
         acts.quantize_with(table, vdt, &x, N_TOK, n_cols);
-        let w = MatRef {
-            ty,
-            data,
-            n_rows,
-            n_cols,
-        };
+        let w = MatRef::new(ty, data, n_rows, n_cols);
         let name = if table.get(ty).unwrap().gemm_tile.is_some() {
             "tile"
         } else {

@@ -164,14 +164,7 @@ fn decode_matches_prefill_and_cache_types_run() {
     let model = Arc::new(Model::load(&path).unwrap());
     let ids = [504u32, 3575, 282, 4649, 314];
     let nv = model.config().n_vocab;
-    let mut ctx = Context::new(
-        Arc::clone(&model),
-        ContextParams {
-            n_ctx: 32,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = Context::new(Arc::clone(&model), ContextParams::with_n_ctx(32)).unwrap();
     ctx.eval(&ids, Logits::All).unwrap();
     let all = ctx.logits_all().to_vec();
     ctx.reset();
@@ -234,14 +227,7 @@ fn prompt_longer_than_context_is_an_error() {
         return;
     };
     let model = Arc::new(Model::load(&path).unwrap());
-    let mut ctx = Context::new(
-        model,
-        ContextParams {
-            n_ctx: 8,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = Context::new(model, ContextParams::with_n_ctx(8)).unwrap();
     let e = ctx.eval(&[1; 9], Logits::Last).unwrap_err().to_string();
     assert!(e.contains("9 tokens") && e.contains("8"), "{e}");
     let e = ctx.eval(&[49152], Logits::Last).unwrap_err().to_string();
@@ -258,14 +244,7 @@ fn qemu_smoke_smollm2_greedy() {
         return;
     };
     let model = Arc::new(Model::load(&path).unwrap());
-    let mut ctx = Context::new(
-        model,
-        ContextParams {
-            n_ctx: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = Context::new(model, ContextParams::with_n_ctx(64)).unwrap();
     let text =
         std::fs::read_to_string(common::data("generate/SmolLM2-135M-Instruct.Q4_1.jsonl")).unwrap();
     let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

@@ -223,10 +223,7 @@ fn qemu_smoke_smollm2_logits() {
     check_cases(
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct.Q4_1.jsonl",
-        ContextParams {
-            n_ctx: 64,
-            ..Default::default()
-        },
+        ContextParams::with_n_ctx(64),
         usize::MAX,
         3,
     );

@@ -1,7 +1,7 @@
 //! Mat-vec and batched mat-mul over the kernel table: quantize activations once, split rows across threads.
 //!
-//! The decoder calls [`matmul`] (or [`ActBuf::quantize`] once and [`matmul_q`] several times, to share
-//! one quantized input between Q, K and V, or gate and up).
+//! The decoder quantizes an input once ([`ActBuf::quantize_with`]) and calls [`matmul_q_with`] for
+//! each matrix that reads it (Q, K and V share one, gate and up another); [`matmul_with`] does both.
 //!
 //! Prefill chunks are fixed runs of `PREFILL_ROWS` rows. Decode claims depend on the thread count
 //! and on timing, but a row's result never depends on which rows share a call (the `GemvFn`
@@ -42,7 +42,17 @@ pub struct MatRef<'a> {
     pub n_cols: usize,
 }
 
-impl MatRef<'_> {
+impl<'a> MatRef<'a> {
+    /// `n_rows` rows of `n_cols` elements of `ty` in `data`.
+    pub fn new(ty: GgmlType, data: &'a [u8], n_rows: usize, n_cols: usize) -> Self {
+        MatRef {
+            ty,
+            data,
+            n_rows,
+            n_cols,
+        }
+    }
+
     /// Bytes of one row. Panics when `n_cols` is not a whole number of blocks of `ty`.
     pub fn row_bytes(&self) -> usize {
         row_bytes(self.ty, self.n_cols)
@@ -194,25 +204,7 @@ impl OutPtr {
     }
 }
 
-/// y: [n_tok, n_rows] = x · Wᵀ, where `acts` holds x quantized to w's `vec_dot_type` (checked),
-/// using the process-wide kernel table.
-pub fn matmul_q(pool: &ThreadPool, w: &MatRef, acts: &ActBuf, y: &mut [f32]) {
-    matmul_q_with(kernels(), pool, w, acts, y);
-}
-
-/// Convenience: quantize x: [n_tok, n_cols] into `acts`, then [`matmul_q`].
-pub fn matmul(
-    pool: &ThreadPool,
-    w: &MatRef,
-    x: &[f32],
-    n_tok: usize,
-    y: &mut [f32],
-    acts: &mut ActBuf,
-) {
-    matmul_with(kernels(), pool, w, x, n_tok, y, acts);
-}
-
-/// [`matmul`] with an explicit kernel table.
+/// Quantize x: [n_tok, n_cols] into `acts` (w's `vec_dot_type`), then [`matmul_q_with`].
 pub fn matmul_with(
     table: &KernelTable,
     pool: &ThreadPool,
@@ -312,7 +304,7 @@ pub fn matmul_q_many_with(
     decode(pool, &parts[..jobs.len()], rows, bytes, acts.bytes());
 }
 
-/// [`matmul_q`] with an explicit kernel table.
+/// y: [n_tok, n_rows] = x · Wᵀ, where `acts` holds x quantized to w's `vec_dot_type` (checked).
 pub fn matmul_q_with(
     table: &KernelTable,
     pool: &ThreadPool,
@@ -556,12 +548,7 @@ mod tests {
         let wf = lcg_values(n_rows * n_cols, 7 + ty.id() as u64);
         let x = lcg_values(n_tok * n_cols, 99);
         let data = quantize_matrix(scalar_kernels(), ty, &wf, n_rows, n_cols);
-        let w = MatRef {
-            ty,
-            data: &data,
-            n_rows,
-            n_cols,
-        };
+        let w = MatRef::new(ty, &data, n_rows, n_cols);
         let want = reference(scalar_kernels(), &w, &x, n_tok);
         let mut acts = ActBuf::with_capacity(n_cols, n_tok);
         let mut first: Option<Vec<f32>> = None;
@@ -631,12 +618,7 @@ mod tests {
         let mats: Vec<MatRef> = shapes
             .iter()
             .zip(&data)
-            .map(|(&(ty, n_rows), d)| MatRef {
-                ty,
-                data: d,
-                n_rows,
-                n_cols,
-            })
+            .map(|(&(ty, n_rows), d)| MatRef::new(ty, d, n_rows, n_cols))
             .collect();
         let x = lcg_values(n_cols, 3);
         for table in [scalar_kernels(), kernels()] {
@@ -739,20 +721,15 @@ mod tests {
             let pool = ThreadPool::new(threads);
             for ty in [GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::F16] {
                 let data = quantize_matrix(scalar_kernels(), ty, &wf, n_rows, n_cols);
-                let w = MatRef {
-                    ty,
-                    data: &data,
-                    n_rows,
-                    n_cols,
-                };
+                let w = MatRef::new(ty, &data, n_rows, n_cols);
                 for n_tok in [1usize, 5] {
                     let x = lcg_values(n_tok * n_cols, 2);
                     let mut y = vec![0.0f32; n_tok * n_rows];
                     let mut acts = ActBuf::with_capacity(n_cols, 8);
-                    matmul(&pool, &w, &x, n_tok, &mut y, &mut acts); // warm-up
+                    matmul_with(kernels(), &pool, &w, &x, n_tok, &mut y, &mut acts); // warm-up
                     let before = counting::ALLOCS.with(|c| c.get());
                     for _ in 0..3 {
-                        matmul(&pool, &w, &x, n_tok, &mut y, &mut acts);
+                        matmul_with(kernels(), &pool, &w, &x, n_tok, &mut y, &mut acts);
                     }
                     let after = counting::ALLOCS.with(|c| c.get());
                     assert_eq!(
@@ -769,12 +746,7 @@ mod tests {
     #[should_panic(expected = "activations are Q8_1 but Q4_0 weights dot with Q8_0")]
     fn wrong_activation_type_is_a_clear_panic() {
         let data = vec![0u8; 18];
-        let w = MatRef {
-            ty: GgmlType::Q4_0,
-            data: &data,
-            n_rows: 1,
-            n_cols: 32,
-        };
+        let w = MatRef::new(GgmlType::Q4_0, &data, 1, 32);
         let mut acts = ActBuf::with_capacity(32, 1);
         acts.quantize_with(scalar_kernels(), GgmlType::Q8_1, &[0.0; 32], 1, 32);
         let mut y = [0.0f32; 1];

@@ -43,6 +43,14 @@ pub struct ContextParams {
 }
 
 impl ContextParams {
+    /// The defaults with `n_ctx` positions.
+    pub fn with_n_ctx(n_ctx: usize) -> Self {
+        ContextParams {
+            n_ctx,
+            ..Default::default()
+        }
+    }
+
     /// When `n_ctx` is left to its default, make sure it holds at least `n` positions (a prompt
     /// given on the command line), up to the model's own length.
     pub fn with_min_ctx(mut self, n: usize) -> Self {

@@ -343,12 +343,12 @@ impl Model {
 
     #[inline]
     pub(crate) fn mat(&self, m: &Mat) -> MatRef<'_> {
-        MatRef {
-            ty: m.ty,
-            data: &self.gguf.bytes()[m.start..m.start + m.len],
-            n_rows: m.n_rows,
-            n_cols: m.n_cols,
-        }
+        MatRef::new(
+            m.ty,
+            &self.gguf.bytes()[m.start..m.start + m.len],
+            m.n_rows,
+            m.n_cols,
+        )
     }
 
     #[inline]

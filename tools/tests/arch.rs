@@ -37,14 +37,7 @@ fn f32s(b: &[u8]) -> Vec<f32> {
 fn runs(path: &Path) {
     let model = Arc::new(Model::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
     let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
-    let mut ctx = Context::new(
-        Arc::clone(&model),
-        ContextParams {
-            n_ctx: 64,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = Context::new(Arc::clone(&model), ContextParams::with_n_ctx(64)).unwrap();
     let ids = tok.encode("Hello, world", true, true);
     ctx.eval(&ids, Logits::Last).unwrap();
     assert!(ctx.logits().iter().all(|x| x.is_finite()));
@@ -232,14 +225,7 @@ fn sentencepiece_tokenizer_model() {
     );
     drop(g);
     let model = Arc::new(Model::load(&out).unwrap());
-    let mut ctx = Context::new(
-        Arc::clone(&model),
-        ContextParams {
-            n_ctx: 32,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = Context::new(Arc::clone(&model), ContextParams::with_n_ctx(32)).unwrap();
     ctx.eval(&[1, 263, 267], Logits::Last).unwrap();
     assert!(ctx.logits().iter().all(|x| x.is_finite()));
     let _ = std::fs::remove_dir_all(&d);

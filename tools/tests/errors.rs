@@ -313,7 +313,7 @@ fn corrupted_inputs_never_panic() {
 
 #[test]
 fn thread_count_does_not_change_the_output() {
-    use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+    use ferrolm::gguf::{GgufWriter, OwnedValue};
     use ferrolm::kernels::GgmlType;
     let d = common::scratch("threads");
     let g = d.join("in.gguf");
@@ -330,24 +330,7 @@ fn thread_count_does_not_change_the_output() {
         ("blk.0.ffn_down.weight", vec![512, 256]),
         ("blk.0.ffn_up.weight", vec![256, 512]),
     ];
-    let mut data = Vec::new();
-    for (i, (name, dims)) in specs.iter().enumerate() {
-        w.add_tensor(TensorSpec {
-            name: name.to_string(),
-            ty: GgmlType::F32,
-            dims: dims.clone(),
-        })
-        .unwrap();
-        let n: u64 = dims.iter().product();
-        data.push(
-            tiny::values(n as usize, 7 + i as u64)
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
-    }
-    let refs: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
-    std::fs::write(&g, w.write_all(Vec::new(), &refs).unwrap()).unwrap();
+    tiny::write_f32_tensors(&g, w, &specs, 7);
     let mut outs = Vec::new();
     for t in ["1", "3"] {
         let out = d.join(format!("o{t}.gguf"));

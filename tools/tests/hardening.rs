@@ -185,7 +185,7 @@ fn llama_gguf(path: &Path, meta: &[(&str, OwnedValue)], skip: &str) {
         ("blk.0.ffn_down.weight", vec![128, 64]),
     ];
     let specs: Vec<(&str, Vec<u64>)> = specs.into_iter().filter(|(n, _)| *n != skip).collect();
-    tiny::write_f32_tensors(path, w, &specs);
+    tiny::write_f32_tensors(path, w, &specs, 0);
 }
 
 // 11. quantize validates the model before writing the output: files ferrolm would refuse are

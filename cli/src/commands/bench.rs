@@ -225,13 +225,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // Load → first token ready: map, validate, create a context, decode one token (warm cache).
     let t1 = Instant::now();
     let m2 = Arc::new(Model::load(&path)?);
-    let mut c2 = Context::new(
-        m2,
-        ContextParams {
-            n_ctx: 16,
-            ..Default::default()
-        },
-    )?;
+    let mut c2 = Context::new(m2, ContextParams::with_n_ctx(16))?;
     c2.eval(&[0], Logits::Last)?;
     let ready_ms = t1.elapsed().as_secs_f64() * 1e3;
     // After one token every weight page has been touched once.

@@ -94,19 +94,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         let stdout = io::stdout();
         let mut out = stdout.lock();
-        let mut io_err = None;
-        generate(
+        super::run::generate_to(
+            &mut out,
             &mut ctx,
             &tok,
             &mut sampler,
             &mut stops,
             &ids,
             &opts,
-            super::run::stream_to(&mut out, &mut io_err),
         )?;
-        if let Some(e) = io_err {
-            return Err(e.into());
-        }
         writeln!(out)?;
         return Ok(());
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferrolm::generate::{generate, GenOptions};
+use ferrolm::generate::{generate, GenOptions, GenStats};
 use ferrolm::model::{Context, Model};
 use ferrolm::sampler::{Sampler, SamplerParams, StopMatcher, SEED_FROM_TIME};
 use ferrolm::tokenizer::Tokenizer;
@@ -148,24 +148,29 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
     }
 }
 
-/// Read a file that must be a regular file (a FIFO or a device would block or never end).
-/// A `generate` callback that writes each piece of text to `out` as it comes: on a write error
-/// it keeps the error in `err` and stops the generation.
-pub fn stream_to<'a>(
-    out: &'a mut impl Write,
-    err: &'a mut Option<std::io::Error>,
-) -> impl FnMut(u32, &str) -> bool + 'a {
-    move |_, text| {
-        if text.is_empty() {
-            return true;
-        }
-        match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-            Ok(()) => true,
-            Err(e) => {
-                *err = Some(e);
-                false
-            }
-        }
+/// [`generate`] with the text streamed to `out` as it comes (flushed per piece); a write error
+/// (a closed pipe) ends the generation and is returned.
+pub fn generate_to(
+    out: &mut impl Write,
+    ctx: &mut Context,
+    tok: &Tokenizer,
+    sampler: &mut Sampler,
+    stops: &mut StopMatcher,
+    ids: &[u32],
+    opts: &GenOptions,
+) -> Result<GenStats, CliError> {
+    let mut io_err = None;
+    let stats = generate(ctx, tok, sampler, stops, ids, opts, |_, text| {
+        text.is_empty()
+            || out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| io_err = Some(e))
+                .is_ok()
+    })?;
+    match io_err {
+        Some(e) => Err(e.into()),
+        None => Ok(stats),
     }
 }
 
@@ -219,19 +224,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         out.write_all(prompt.as_bytes())?;
         out.flush()?;
     }
-    let mut io_err = None;
-    let stats = generate(
+    let stats = generate_to(
+        &mut out,
         &mut ctx,
         &tok,
         &mut sampler,
         &mut stops,
         &ids,
         &opts,
-        stream_to(&mut out, &mut io_err),
     )?;
-    if let Some(e) = io_err {
-        return Err(e.into());
-    }
     // The text ends with a newline on stdout, as a shell expects of a command's output.
     out.write_all(b"\n")?;
     out.flush()?;

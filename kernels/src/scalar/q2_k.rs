@@ -33,14 +33,9 @@ pub fn quantize_row_q2_k_ref(x: &[f32], y: &mut [BlockQ2_K]) {
             }
             let out = &mut l[16 * j..16 * j + 16];
             let (s, m) = make_qkx2_quants(xs, 3, &weights, out, &mut laux, -0.5, 0.1, 15, true);
-            scales[j] = s;
-            mins[j] = m;
-            if s > max_scale {
-                max_scale = s;
-            }
-            if m > max_min {
-                max_min = m;
-            }
+            (scales[j], mins[j]) = (s, m);
+            max_scale = max_scale.max(s);
+            max_min = max_min.max(m);
         }
         if max_scale > 0.0 {
             let iscale = Q4SCALE / max_scale;

@@ -5,7 +5,7 @@
 //! 2 bits of group g in bits `2 * (g / 4)` of byte `8 + g % 4`. Pairs with Q8_K.
 
 use super::k_quants::make_q3_quants;
-use super::{dequant_blocks, f2h, h2f, nearest_int};
+use super::{dequant_blocks, f2h, h2f, nearest_int, quant_blocks};
 use crate::blocks::{BlockQ3_K, BlockQ8_K, QK_K};
 
 /// The 16 group scales of a Q3_K block, unpacked to 0..64 (subtract 32 for the signed scale).
@@ -23,14 +23,9 @@ pub fn unpack_scales(s: &[u8; 12]) -> [u8; 16] {
 /// are quantized to 6 bits against the one of largest magnitude (`d = max / -32`), then the levels
 /// are recomputed against the final scales.
 pub fn quantize_row_q3_k_ref(x: &[f32], y: &mut [BlockQ3_K]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK_K,
-        "quantize_row_q3_k_ref: length mismatch"
-    );
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q3_k_ref", x, y, QK_K) {
         let mut max_scale = 0.0f32;
         let mut amax = 0.0f32;
         for j in 0..QK_K / 16 {

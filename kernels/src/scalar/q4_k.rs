@@ -52,14 +52,9 @@ pub(crate) fn search_k4(
         let (s, m) = make_qkx2_quants(
             xs, nmax, &weights, out, &mut laux, rmin, rdelta, nstep, false,
         );
-        scales[j] = s;
-        mins[j] = m;
-        if s > max_scale {
-            max_scale = s;
-        }
-        if m > max_min {
-            max_min = m;
-        }
+        (scales[j], mins[j]) = (s, m);
+        max_scale = max_scale.max(s);
+        max_min = max_min.max(m);
     }
     let inv_scale = if max_scale > 0.0 {
         63.0 / max_scale

@@ -7,19 +7,14 @@
 
 use super::k_quants::{make_qx_quants, GROUP_MAX_EPS};
 use super::q4_k::aux32_dot;
-use super::{dequant_blocks, f2h, h2f, nearest_int};
+use super::{dequant_blocks, f2h, h2f, nearest_int, quant_blocks};
 use crate::blocks::{BlockQ6_K, BlockQ8_K, QK_K};
 
 /// ggml's `quantize_row_q6_K_ref`. x: [256 * y.len()].
 pub fn quantize_row_q6_k_ref(x: &[f32], y: &mut [BlockQ6_K]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK_K,
-        "quantize_row_q6_k_ref: length mismatch"
-    );
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; QK_K / 16];
-    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+    for (xb, yb) in quant_blocks("quantize_row_q6_k_ref", x, y, QK_K) {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {

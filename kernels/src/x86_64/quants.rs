@@ -314,8 +314,9 @@ wrapper!(/// Q8_0 weights . Q8_0 activations.
 mod tests {
     use super::super::test_util::{close, f16_bits, Lcg};
     use super::*;
-    use crate::blocks::{as_bytes, cast_blocks};
-    use crate::scalar;
+    use crate::blocks::as_bytes;
+    use crate::dispatch::{scalar_kernels, VecDotFn};
+    use crate::types::GgmlType;
 
     /// Random blocks: random bytes everywhere, then finite moderate f16 scales at `scale_offsets`.
     fn random_blocks(rng: &mut Lcg, nb: usize, size: usize, scale_offsets: &[usize]) -> Vec<u8> {
@@ -328,15 +329,24 @@ mod tests {
         v
     }
 
-    fn check(
-        name: &str,
-        simd: fn(usize, &[u8], &[u8]) -> f32,
-        scalar_dot: &dyn Fn(&[u8], &[u8]) -> f32,
-        wsize: usize,
-        wscales: &[usize],
-        asize: usize,
-        ascales: &[usize],
-    ) {
+    /// Byte offsets of the f16 scale fields in a block of `ty` (d, and m or s where it has one).
+    fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+        match ty {
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 => &[0, 2],
+            _ => &[0],
+        }
+    }
+
+    /// `simd` (a `VecDotFn` for `ty`) against the scalar table's, on random blocks and extremes.
+    fn check(name: &str, simd: VecDotFn, ty: GgmlType) {
+        let sk = scalar_kernels().get(ty).unwrap();
+        let reference = sk.vec_dot.unwrap();
+        let (wsize, wscales) = (ty.block_bytes(), scale_offsets(ty));
+        let scalar_dot = |w: &[u8], a: &[u8]| reference(w.len() / wsize * 32, w, a);
+        let (asize, ascales) = (
+            sk.vec_dot_type.block_bytes(),
+            scale_offsets(sk.vec_dot_type),
+        );
         if !super::super::has_avx2() {
             return;
         }
@@ -392,55 +402,16 @@ mod tests {
     }
 
     #[test]
-    fn q4_0_matches_scalar() {
-        check(
-            "q4_0",
-            vec_dot_q4_0_q8_0,
-            &|w, a| scalar::q4_0::vec_dot_q4_0_q8_0(cast_blocks(w), cast_blocks(a)),
-            18,
-            &[0],
-            34,
-            &[0],
-        );
-    }
-
-    #[test]
-    fn q5_0_matches_scalar() {
-        check(
-            "q5_0",
-            vec_dot_q5_0_q8_0,
-            &|w, a| scalar::q5_0::vec_dot_q5_0_q8_0(cast_blocks(w), cast_blocks(a)),
-            22,
-            &[0],
-            34,
-            &[0],
-        );
-    }
-
-    #[test]
-    fn q4_1_matches_scalar() {
-        check(
-            "q4_1",
-            vec_dot_q4_1_q8_1,
-            &|w, a| scalar::q4_1::vec_dot_q4_1_q8_1(cast_blocks(w), cast_blocks(a)),
-            20,
-            &[0, 2],
-            36,
-            &[0, 2],
-        );
-    }
-
-    #[test]
-    fn q5_1_matches_scalar() {
-        check(
-            "q5_1",
-            vec_dot_q5_1_q8_1,
-            &|w, a| scalar::q5_1::vec_dot_q5_1_q8_1(cast_blocks(w), cast_blocks(a)),
-            24,
-            &[0, 2],
-            36,
-            &[0, 2],
-        );
+    fn legacy_formats_match_scalar() {
+        for (name, f, ty) in [
+            ("q4_0", vec_dot_q4_0_q8_0 as VecDotFn, GgmlType::Q4_0),
+            ("q5_0", vec_dot_q5_0_q8_0, GgmlType::Q5_0),
+            ("q4_1", vec_dot_q4_1_q8_1, GgmlType::Q4_1),
+            ("q5_1", vec_dot_q5_1_q8_1, GgmlType::Q5_1),
+            ("q8_0", vec_dot_q8_0_q8_0, GgmlType::Q8_0),
+        ] {
+            check(name, f, ty);
+        }
     }
 
     #[test]
@@ -448,37 +419,8 @@ mod tests {
         if !super::super::has_avx512vnni() {
             return;
         }
-        check(
-            "q4_0 vnni",
-            vec_dot_q4_0_q8_0_vnni,
-            &|w, a| scalar::q4_0::vec_dot_q4_0_q8_0(cast_blocks(w), cast_blocks(a)),
-            18,
-            &[0],
-            34,
-            &[0],
-        );
-        check(
-            "q8_0 vnni",
-            vec_dot_q8_0_q8_0_vnni,
-            &|w, a| scalar::q8_0::vec_dot_q8_0_q8_0(cast_blocks(w), cast_blocks(a)),
-            34,
-            &[0],
-            34,
-            &[0],
-        );
-    }
-
-    #[test]
-    fn q8_0_matches_scalar() {
-        check(
-            "q8_0",
-            vec_dot_q8_0_q8_0,
-            &|w, a| scalar::q8_0::vec_dot_q8_0_q8_0(cast_blocks(w), cast_blocks(a)),
-            34,
-            &[0],
-            34,
-            &[0],
-        );
+        check("q4_0 vnni", vec_dot_q4_0_q8_0_vnni, GgmlType::Q4_0);
+        check("q8_0 vnni", vec_dot_q8_0_q8_0_vnni, GgmlType::Q8_0);
     }
 
     #[test]

@@ -150,11 +150,12 @@ pub fn gguf(path: &Path) {
         ("output_norm.weight", vec![64]),
         ("blk.0.attn_v.weight", vec![64, 64]),
     ];
-    write_f32_tensors(path, w, &specs);
+    write_f32_tensors(path, w, &specs, 0);
 }
 
-/// Adds `specs` to `w` as F32 tensors of [`values`] (seeded by their index) and writes the file.
-pub fn write_f32_tensors(path: &Path, mut w: GgufWriter, specs: &[(&str, Vec<u64>)]) {
+/// Adds `specs` to `w` as F32 tensors of [`values`] (seeded by `seed0` plus their index) and
+/// writes the file.
+pub fn write_f32_tensors(path: &Path, mut w: GgufWriter, specs: &[(&str, Vec<u64>)], seed0: u64) {
     let mut data = Vec::new();
     for (i, (name, dims)) in specs.iter().enumerate() {
         w.add_tensor(TensorSpec {
@@ -165,7 +166,7 @@ pub fn write_f32_tensors(path: &Path, mut w: GgufWriter, specs: &[(&str, Vec<u64
         .unwrap();
         let n: u64 = dims.iter().product();
         data.push(
-            values(n as usize, i as u64)
+            values(n as usize, seed0 + i as u64)
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect::<Vec<u8>>(),

@@ -2,6 +2,7 @@
 //! register, one generic body over the 32-element nibble formats.
 
 use super::*;
+use crate::x86_64::quants;
 
 /// The 32-element formats with 4-bit levels in `qs` (plus a fifth bit in `qh` for Q5_*), for
 /// the AVX2 pair gemv: Q4_0 and Q5_0 (levels offset by 8 / 16, no min) and Q4_1 and Q5_1 (a min).
@@ -199,35 +200,22 @@ pub(super) fn run_pairs<W: NibbleBlock>(
     }
 }
 
-/// `GemvFn` bodies of the AVX2 pair gemv, one per format (a `fn` item each, for `gemv_with`).
-macro_rules! run_pairs_fn {
-    ($name:ident, $W:ty, $tail:path) => {
+/// `GemvFn` bodies of the AVX2 pair gemv, one per format (a `fn` item each, for `gemv_with`):
+/// `name: block type, the format's one-row kernel;`.
+macro_rules! run_pairs_fns {
+    ($($name:ident: $W:ty, $tail:path;)*) => {$(
         #[target_feature(enable = "avx2,fma,f16c")]
         fn $name(w: Rows<u8>, a: &[<$W as NibbleBlock>::Act], out: &mut [f32]) {
             run_pairs::<$W>(w, a, out, $tail)
         }
-    };
+    )*};
 }
-run_pairs_fn!(
-    run_q4_0_avx2,
-    BlockQ4_0,
-    crate::x86_64::quants::vec_dot_q4_0_q8_0
-);
-run_pairs_fn!(
-    run_q4_1_avx2,
-    BlockQ4_1,
-    crate::x86_64::quants::vec_dot_q4_1_q8_1
-);
-run_pairs_fn!(
-    run_q5_0_avx2,
-    BlockQ5_0,
-    crate::x86_64::quants::vec_dot_q5_0_q8_0
-);
-run_pairs_fn!(
-    run_q5_1_avx2,
-    BlockQ5_1,
-    crate::x86_64::quants::vec_dot_q5_1_q8_1
-);
+run_pairs_fns! {
+    run_q4_0_avx2: BlockQ4_0, quants::vec_dot_q4_0_q8_0;
+    run_q4_1_avx2: BlockQ4_1, quants::vec_dot_q4_1_q8_1;
+    run_q5_0_avx2: BlockQ5_0, quants::vec_dot_q5_0_q8_0;
+    run_q5_1_avx2: BlockQ5_1, quants::vec_dot_q5_1_q8_1;
+}
 
 gemv_entry!(/// Q4_0 weights x Q8_0 activations on AVX2 alone (`GemvFn`).
     gemv_q4_0_q8_0_avx2, BlockQ4_0, BlockQ8_0, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q4_0_q8_0, run_q4_0_avx2);
