@@ -99,6 +99,21 @@ unsafe impl Sync for Shared {}
 // SAFETY: as above; nothing in `Shared` is tied to the thread that created it.
 unsafe impl Send for Shared {}
 
+/// A pointer handed to the pool's threads by [`ThreadPool::for_each_chunk`], which gives each
+/// thread disjoint elements behind it.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: only dereferenced in `for_each_chunk`, at elements no two threads share.
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not the raw field).
+    #[inline]
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// A fixed set of worker threads that run one closure on all threads at once.
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -163,6 +178,45 @@ impl ThreadPool {
     /// Threads taking part in `run`, the caller included.
     pub fn n_threads(&self) -> usize {
         self.n_threads
+    }
+
+    /// Runs `f(i, chunk_i, scratch_t)` for every chunk `i` of `out` (`chunk` elements each; `out`
+    /// a whole number of them), chunk `i` on thread `t = i % n_threads`, each thread with its own
+    /// element of `scratch` (at least one per thread). The safe way to hand the threads disjoint
+    /// outputs and private scratch: no chunk or scratch element is seen by two threads.
+    pub fn for_each_chunk<T: Send, S: Send>(
+        &self,
+        out: &mut [T],
+        chunk: usize,
+        scratch: &mut [S],
+        f: &(dyn Fn(usize, &mut [T], &mut S) + Sync),
+    ) {
+        let nt = self.n_threads;
+        assert!(
+            chunk > 0 && out.len() % chunk == 0,
+            "for_each_chunk: {} elements are not whole chunks of {chunk}",
+            out.len()
+        );
+        assert!(
+            scratch.len() >= nt,
+            "for_each_chunk: {} scratch elements for {nt} threads",
+            scratch.len()
+        );
+        let n_chunks = out.len() / chunk;
+        let (out, scratch) = (SendPtr(out.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
+        self.run(&|t, _| {
+            // SAFETY: `run` calls this once per t in 0..nt, so scratch[t] (t < nt <= its length)
+            // is borrowed by this call alone.
+            let s = unsafe { &mut *scratch.get().add(t) };
+            let mut i = t;
+            while i < n_chunks {
+                // SAFETY: chunk i (inside `out`: i < n_chunks) is taken only by the call with
+                // t = i % nt, once; chunks do not overlap.
+                let o = unsafe { std::slice::from_raw_parts_mut(out.get().add(i * chunk), chunk) };
+                f(i, o, s);
+                i += nt;
+            }
+        });
     }
 
     /// Runs `f(i, n_threads)` for every `i` in `0..n_threads`, each on its own thread (the caller
@@ -310,6 +364,27 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every chunk is visited once, with its own index, on the thread `i % n` (its scratch).
+    #[test]
+    fn for_each_chunk_covers_every_chunk_once() {
+        for n in 1..=3 {
+            let pool = ThreadPool::new(n);
+            let mut out = vec![0usize; 7 * 4];
+            let mut scratch = vec![Vec::new(); n];
+            pool.for_each_chunk(&mut out, 4, &mut scratch, &|i, o, s: &mut Vec<usize>| {
+                o.fill(i + 1);
+                s.push(i);
+            });
+            for (i, c) in out.chunks(4).enumerate() {
+                assert!(c.iter().all(|&v| v == i + 1), "chunk {i}: {c:?}");
+            }
+            for (t, s) in scratch.iter().enumerate() {
+                let want: Vec<usize> = (t..7).step_by(n).collect();
+                assert_eq!(*s, want, "thread {t} of {n}");
+            }
+        }
+    }
 
     #[test]
     fn runs_every_index_once() {

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use ferrolm_kernels::dispatch::{kernels, KernelTable};
-use ferrolm_kernels::matmul::{matmul_q_many_with, matmul_q_with, ActBuf, MatRef};
+use ferrolm_kernels::matmul::{matmul_q_many_with, ActBuf};
 use ferrolm_kernels::pool::ThreadPool;
-use ferrolm_kernels::GgmlType;
 
 use super::{Mat, Model, ModelError};
 use crate::kv_cache::{Kv, KvCache, KvType};
@@ -82,15 +81,26 @@ pub enum Logits {
     All,
 }
 
+/// One conversation: the model, the engine that computes, the KV cache, and the run state of
+/// the forward pass.
 pub struct Context {
     model: Arc<Model>,
-    table: &'static KernelTable,
-    pool: ThreadPool,
+    engine: Engine,
     kv: KvCache,
+    state: RunState,
     n_ctx: usize,
     n_batch: usize,
     n_past: usize,
-    // Activations, for a batch of up to n_batch tokens:
+}
+
+/// What computes: the kernel table and the worker threads.
+struct Engine {
+    table: &'static KernelTable,
+    pool: ThreadPool,
+}
+
+/// Everything one batch of the forward pass writes, allocated once for `n_batch` tokens.
+struct RunState {
     x: Vec<f32>,   // [n_batch, n_embd] residual stream
     xb: Vec<f32>,  // [n_batch, n_embd] normed input / projection output
     q: Vec<f32>,   // [n_batch, n_head * head_dim]
@@ -99,13 +109,13 @@ pub struct Context {
     att: Vec<f32>, // [n_batch, n_head * head_dim] attention output
     hb: Vec<f32>,  // [n_batch, n_ff]
     hb2: Vec<f32>, // [n_batch, n_ff]
-    acts: ActBuf,  // one of the above, quantized to a weight's dot partner
-    /// Which buffer `acts` holds, in which format, while that buffer is unchanged.
-    acts_src: Option<(Src, GgmlType)>,
-    attn: AttnScratch,
-    rope: Vec<f32>,       // [n_batch, head_dim] cos/sin pairs per position
-    logits: Vec<f32>,     // [n_vocab] of the last token
-    logits_all: Vec<f32>, // [n_tokens, n_vocab], grown on demand for Logits::All
+    /// The input of the matrices being applied, quantized to their dot partner: filled and
+    /// read within one [`Engine::project`] call, so it never outlives the buffer it came from.
+    acts: ActBuf,
+    attn: Vec<AttnScratch>, // one per thread
+    rope: Vec<f32>,         // [n_batch, head_dim] cos/sin pairs per position
+    logits: Vec<f32>,       // [n_vocab] of the last token
+    logits_all: Vec<f32>,   // [n_tokens, n_vocab], grown on demand for Logits::All
     n_logits_all: usize,
 }
 
@@ -140,19 +150,8 @@ impl Context {
             });
         }
         let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)?;
-        let table = kernels();
         let max_cols = c.n_embd.max(c.n_ff).max(c.q_dim());
-        // The query in the cache's dot partner (f32 for F16/F32 caches, Q8_0 for a Q8_0 cache), or
-        // the f32 queries of the heads that share a KV head.
-        let group = c.n_head / c.n_head_kv;
-        let qbuf_words = (group * c.head_dim * 4).div_ceil(8);
-        Ok(Context {
-            table,
-            pool: ThreadPool::new(n_threads),
-            kv,
-            n_ctx,
-            n_batch,
-            n_past: 0,
+        let state = RunState {
             x: vec![0.0; n_batch * c.n_embd],
             xb: vec![0.0; n_batch * c.n_embd],
             q: vec![0.0; n_batch * c.q_dim()],
@@ -162,17 +161,24 @@ impl Context {
             hb: vec![0.0; n_batch * c.n_ff],
             hb2: vec![0.0; n_batch * c.n_ff],
             acts: ActBuf::with_capacity(max_cols, n_batch),
-            acts_src: None,
-            attn: AttnScratch {
-                scores: vec![0.0; n_threads * group * n_ctx],
-                vrow: vec![0.0; n_threads * c.head_dim],
-                qbuf: vec![0; n_threads * qbuf_words],
-                qbuf_words,
-            },
+            attn: (0..n_threads)
+                .map(|_| AttnScratch::new(&c, n_ctx))
+                .collect(),
             rope: vec![0.0; n_batch * c.head_dim],
             logits: vec![0.0; c.n_vocab],
             logits_all: Vec::new(),
             n_logits_all: 0,
+        };
+        Ok(Context {
+            engine: Engine {
+                table: kernels(),
+                pool: ThreadPool::new(n_threads),
+            },
+            kv,
+            state,
+            n_ctx,
+            n_batch,
+            n_past: 0,
             model,
         })
     }
@@ -195,7 +201,7 @@ impl Context {
     }
 
     pub fn n_threads(&self) -> usize {
-        self.pool.n_threads()
+        self.engine.pool.n_threads()
     }
 
     pub fn kv_cache(&self) -> &KvCache {
@@ -214,12 +220,12 @@ impl Context {
 
     /// Logits of the last evaluated token: [n_vocab].
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        &self.state.logits
     }
 
     /// Logits of every token of the last `Logits::All` evaluation: [n_tokens, n_vocab].
     pub fn logits_all(&self) -> &[f32] {
-        &self.logits_all[..self.n_logits_all * self.model.config().n_vocab]
+        &self.state.logits_all[..self.state.n_logits_all * self.model.config().n_vocab]
     }
 
     /// Evaluate `tokens` at positions n_past.. and append them to the cache.
@@ -235,254 +241,210 @@ impl Context {
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ModelError::BadToken { id, n_vocab });
         }
+        let s = &mut self.state;
         if want == Logits::All {
             let need = tokens.len() * n_vocab;
-            if self.logits_all.len() < need {
-                self.logits_all.resize(need, 0.0);
+            if s.logits_all.len() < need {
+                s.logits_all.resize(need, 0.0);
             }
-            self.n_logits_all = tokens.len();
+            s.n_logits_all = tokens.len();
         }
-        let mut done = 0;
-        while done < tokens.len() {
-            let n = (tokens.len() - done).min(self.n_batch);
-            let last_chunk = done + n == tokens.len();
+        for (i, batch) in tokens.chunks(self.n_batch).enumerate() {
+            let done = i * self.n_batch;
             let out = match want {
                 Logits::All => Out::All(done),
-                Logits::Last if last_chunk => Out::Last,
+                Logits::Last if done + batch.len() == tokens.len() => Out::Last,
                 _ => Out::None,
             };
-            self.forward(&tokens[done..done + n], out);
-            done += n;
+            let (m, e) = (&*self.model, &self.engine);
+            forward(m, e, &mut self.kv, s, batch, self.n_past, out);
+            self.n_past += batch.len();
         }
         Ok(())
     }
+}
 
-    /// One batch of `tokens` (≤ n_batch) at positions n_past..n_past+n. Shapes in comments use
-    /// n = tokens.len(), d = n_embd, hd = head_dim.
-    fn forward(&mut self, tokens: &[u32], out: Out) {
-        let model = Arc::clone(&self.model);
-        let c = model.config();
-        let (d, n) = (c.n_embd, tokens.len());
-        let (q_dim, kv_dim, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
-        let pos0 = self.n_past;
-
-        // Token embeddings: x[t] = token_embd[tokens[t]]  (one row dequantized per token).
-        let emb = model.mat(&model.tok_embd);
-        let deq = model.tok_embd.dequantize;
-        let rb = emb.row_bytes();
-        for (t, &tok) in tokens.iter().enumerate() {
-            let row = &emb.data[tok as usize * rb..(tok as usize + 1) * rb];
-            deq(row, &mut self.x[t * d..(t + 1) * d]);
-        }
-
-        // RoPE cos/sin for each position of the batch: rope[t] = [cos θ0, sin θ0, cos θ1, ...].
-        self.rope_table(n, pos0);
-
-        for (li, layer) in model.layers.iter().enumerate() {
-            // ---- attention ----
-            // xb = rmsnorm(x) * attn_norm                         [n, d]
-            self.invalidate_acts();
-            rmsnorm(
-                &mut self.xb[..n * d],
-                &self.x[..n * d],
-                model.vector(&layer.attn_norm),
-                d,
-                c.rms_eps,
-            );
-            // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]; one quantization of xb serves all three
-            // when their dot partners agree.
-            self.matmul_fused(
-                &model,
-                [&layer.wq, &layer.wk, &layer.wv],
-                Src::Xb,
-                n,
-                [Dst::Q, Dst::K, Dst::V],
-            );
-            if let (Some(bq), Some(bk), Some(bv)) = (&layer.bq, &layer.bk, &layer.bv) {
-                add_bias(&mut self.q[..n * q_dim], model.vector(bq));
-                add_bias(&mut self.k[..n * kv_dim], model.vector(bk));
-                add_bias(&mut self.v[..n * kv_dim], model.vector(bv));
-            }
-            // Rotate q and k by position.
-            let neox = c.arch.rope_neox();
-            for t in 0..n {
-                let cs = &self.rope[t * hd..(t + 1) * hd];
-                for h in self.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
-                    rope(h, cs, neox);
-                }
-                for h in self.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
-                    rope(h, cs, neox);
-                }
-            }
-            // Write k, v into the cache at their positions: cache[li][kv][head][pos] = [hd].
-            for t in 0..n {
-                for h in 0..c.n_head_kv {
-                    let s = t * kv_dim + h * hd;
-                    self.kv
-                        .store(self.table, li, Kv::K, h, pos0 + t, &self.k[s..s + hd]);
-                    self.kv
-                        .store(self.table, li, Kv::V, h, pos0 + t, &self.v[s..s + hd]);
-                }
-            }
-            // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
-            self.invalidate_acts();
-            self.attention(li, n, pos0);
-            // xb = att Woᵀ [n, d]; x += xb
-            self.matmul(&model, &layer.wo, Src::Att, n, Dst::Xb);
-            add(&mut self.x[..n * d], &self.xb[..n * d]);
-
-            // ---- feed-forward (SwiGLU) ----
-            // xb = rmsnorm(x) * ffn_norm                          [n, d]
-            self.invalidate_acts();
-            rmsnorm(
-                &mut self.xb[..n * d],
-                &self.x[..n * d],
-                model.vector(&layer.ffn_norm),
-                d,
-                c.rms_eps,
-            );
-            // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
-            self.matmul_fused(
-                &model,
-                [&layer.w_gate, &layer.w_up],
-                Src::Xb,
-                n,
-                [Dst::Hb, Dst::Hb2],
-            );
-            // hb = silu(hb) * hb2
-            self.invalidate_acts();
-            (self.table.swiglu)(&mut self.hb[..n * c.n_ff], &self.hb2[..n * c.n_ff]);
-            // xb = hb Wdownᵀ [n, d]; x += xb
-            self.matmul(&model, &layer.w_down, Src::Hb, n, Dst::Xb);
-            add(&mut self.x[..n * d], &self.xb[..n * d]);
-        }
-        self.n_past += n;
-
-        // ---- output ----
-        let (first, count) = match out {
-            Out::None => return,
-            Out::Last => (n - 1, 1),
-            Out::All(_) => (0, n),
-        };
-        // xb = rmsnorm(x[rows]) * output_norm                     [count, d]
-        rmsnorm(
-            &mut self.xb[..count * d],
-            &self.x[first * d..(first + count) * d],
-            model.vector(&model.output_norm),
-            d,
-            c.rms_eps,
-        );
-        let w = model.mat(&model.output);
-        let partner = model.output.partner;
-        self.invalidate_acts();
-        self.acts
-            .quantize_with(self.table, partner, &self.xb[..count * d], count, d);
-        // logits = xb Woutᵀ                                       [count, n_vocab]
-        let nv = c.n_vocab;
-        match out {
-            Out::All(offset) => {
-                let dst = &mut self.logits_all[offset * nv..(offset + count) * nv];
-                matmul_q_with(self.table, &self.pool, &w, &self.acts, dst);
-                self.logits.copy_from_slice(&dst[(count - 1) * nv..]);
-            }
-            _ => matmul_q_with(self.table, &self.pool, &w, &self.acts, &mut self.logits),
-        }
-    }
-
-    /// dst[..n] = src[..n] · Wᵀ, quantizing src to W's dot partner first.
-    fn matmul(&mut self, model: &Model, m: &Mat, src: Src, n: usize, dst: Dst) {
-        self.matmul_fused(model, [m], src, n, [dst]);
-    }
-
-    /// dst_j[..n] = src[..n] · W_jᵀ for matrices that share their input (Q, K, V; gate, up):
-    /// one quantization of src, and for a decode step one parallel call over all their rows
-    /// ([`matmul_q_many_with`]) when they share a dot partner; else one call per matrix.
-    fn matmul_fused<const N: usize>(
-        &mut self,
+impl Engine {
+    /// outs_j[..n * rows_j] = x[..n * cols] · W_jᵀ for matrices that read the same input (Q, K
+    /// and V; gate and up): x quantized to their dot partner once, and for a decode step one
+    /// parallel call over all their rows ([`matmul_q_many_with`]). Matrices that differ in dot
+    /// partner or width go one at a time.
+    fn project<const N: usize>(
+        &self,
         model: &Model,
-        ms: [&Mat; N],
-        src: Src,
+        acts: &mut ActBuf,
+        x: &[f32],
         n: usize,
-        dsts: [Dst; N],
+        outs: [(&Mat, &mut [f32]); N],
     ) {
-        let ws = ms.map(|m| model.mat(m));
-        let p0 = ms[0].partner;
-        if N > 1
-            && ms
-                .iter()
-                .any(|m| m.partner != p0 || m.n_cols != ms[0].n_cols)
+        let (p0, cols) = (outs[0].0.partner, outs[0].0.n_cols);
+        if outs
+            .iter()
+            .any(|(w, _)| w.partner != p0 || w.n_cols != cols)
         {
-            for (m, d) in ms.into_iter().zip(dsts) {
-                self.matmul_fused(model, [m], src, n, [d]);
+            for out in outs {
+                self.project(model, acts, x, n, [out]);
             }
             return;
         }
-        let n_cols = ws[0].n_cols;
-        let x: &[f32] = match src {
-            Src::Xb => &self.xb[..n * n_cols],
-            Src::Att => &self.att[..n * n_cols],
-            Src::Hb => &self.hb[..n * n_cols],
-        };
-        // Re-quantize unless the buffer already holds this input in this format (Q/K/V and gate/up
-        // share their input).
-        if self.acts_src != Some((src, p0)) {
-            self.acts.quantize_with(self.table, p0, x, n, n_cols);
-            self.acts_src = Some((src, p0));
-        }
-        let Context {
-            table,
-            pool,
-            acts,
-            q,
-            k,
-            v,
-            xb,
-            hb,
-            hb2,
-            ..
-        } = self;
-        let mut slots = [Some(q), Some(k), Some(v), Some(xb), Some(hb), Some(hb2)];
-        let mut jobs: [(MatRef, &mut [f32]); N] = std::array::from_fn(|i| {
-            let buf = slots[dsts[i] as usize]
-                .take()
-                .expect("each output buffer at most once");
-            (ws[i], &mut buf[..n * ws[i].n_rows])
+        acts.quantize_with(self.table, p0, &x[..n * cols], n, cols);
+        let mut jobs = outs.map(|(w, o)| {
+            let w = model.mat(w);
+            let rows = w.n_rows;
+            (w, &mut o[..n * rows])
         });
-        matmul_q_many_with(table, pool, &mut jobs, acts);
-        // Writing a buffer invalidates a quantization of it.
-        for d in dsts {
-            if matches!(
-                (d, self.acts_src),
-                (Dst::Xb, Some((Src::Xb, _))) | (Dst::Hb, Some((Src::Hb, _)))
-            ) {
-                self.acts_src = None;
+        matmul_q_many_with(self.table, &self.pool, &mut jobs, acts);
+    }
+}
+
+/// One batch of `tokens` (≤ n_batch) at positions pos0..pos0 + n, their keys and values stored
+/// in `kv`, the logits `out` asks for left in `s`. Shapes in comments use n = tokens.len(),
+/// d = n_embd, hd = head_dim.
+fn forward(
+    model: &Model,
+    e: &Engine,
+    kv: &mut KvCache,
+    s: &mut RunState,
+    tokens: &[u32],
+    pos0: usize,
+    out: Out,
+) {
+    let c = model.config();
+    let (d, n) = (c.n_embd, tokens.len());
+    let (q_dim, kv_dim, hd, ff) = (c.q_dim(), c.kv_dim(), c.head_dim, c.n_ff);
+
+    // Token embeddings: x[t] = token_embd[tokens[t]]  (one row dequantized per token).
+    let emb = model.mat(&model.tok_embd);
+    let deq = model.tok_embd.dequantize;
+    let rb = emb.row_bytes();
+    for (t, &tok) in tokens.iter().enumerate() {
+        let row = &emb.data[tok as usize * rb..(tok as usize + 1) * rb];
+        deq(row, &mut s.x[t * d..(t + 1) * d]);
+    }
+
+    // RoPE cos/sin for each position of the batch: rope[t] = [cos θ0, sin θ0, cos θ1, ...].
+    rope_table(model, &mut s.rope, n, pos0);
+
+    for (li, layer) in model.layers.iter().enumerate() {
+        // ---- attention ----
+        // xb = rmsnorm(x) * attn_norm                         [n, d]
+        let norm = model.vector(&layer.attn_norm);
+        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], norm, d, c.rms_eps);
+        // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]
+        let qkv = [
+            (&layer.wq, &mut s.q[..]),
+            (&layer.wk, &mut s.k[..]),
+            (&layer.wv, &mut s.v[..]),
+        ];
+        e.project(model, &mut s.acts, &s.xb, n, qkv);
+        if let (Some(bq), Some(bk), Some(bv)) = (&layer.bq, &layer.bk, &layer.bv) {
+            add_bias(&mut s.q[..n * q_dim], model.vector(bq));
+            add_bias(&mut s.k[..n * kv_dim], model.vector(bk));
+            add_bias(&mut s.v[..n * kv_dim], model.vector(bv));
+        }
+        // Rotate q and k by position.
+        let neox = c.arch.rope_neox();
+        for t in 0..n {
+            let cs = &s.rope[t * hd..(t + 1) * hd];
+            for h in s.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
+                rope(h, cs, neox);
+            }
+            for h in s.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
+                rope(h, cs, neox);
             }
         }
-    }
-
-    /// Forget the cached quantization (its source buffer is about to change).
-    #[inline]
-    fn invalidate_acts(&mut self) {
-        self.acts_src = None;
-    }
-
-    /// cos/sin of θ_i = pos · freq_scale · base^(-2i/hd) / freq_factor_i, computed as ggml's
-    /// `ggml_rope_cache_init` does (θ multiplied by base^(-2/hd) step by step, in f32).
-    fn rope_table(&mut self, n: usize, pos0: usize) {
-        let c = self.model.config();
-        let hd = c.head_dim;
-        let theta_scale = c.rope_base.powf(-2.0 / hd as f32);
-        let ff = self.model.rope_freqs.as_ref().map(|v| self.model.vector(v));
+        // Write k, v into the cache at their positions: cache[li][kv][head][pos] = [hd].
         for t in 0..n {
-            let mut theta = (pos0 + t) as f32;
-            let row = &mut self.rope[t * hd..(t + 1) * hd];
-            for i in 0..hd / 2 {
-                let f = ff.map_or(1.0, |f| f[i]);
-                let th = c.rope_freq_scale * (theta / f);
-                row[2 * i] = th.cos();
-                row[2 * i + 1] = th.sin();
-                theta *= theta_scale;
+            for h in 0..c.n_head_kv {
+                let o = t * kv_dim + h * hd;
+                kv.store(e.table, li, Kv::K, h, pos0 + t, &s.k[o..o + hd]);
+                kv.store(e.table, li, Kv::V, h, pos0 + t, &s.v[o..o + hd]);
             }
+        }
+        // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
+        attention::attention(c, e, kv, s, li, n, pos0);
+        // xb = att Woᵀ [n, d]; x += xb
+        e.project(model, &mut s.acts, &s.att, n, [(&layer.wo, &mut s.xb[..])]);
+        add(&mut s.x[..n * d], &s.xb[..n * d]);
+
+        // ---- feed-forward (SwiGLU) ----
+        // xb = rmsnorm(x) * ffn_norm                          [n, d]
+        let norm = model.vector(&layer.ffn_norm);
+        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], norm, d, c.rms_eps);
+        // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
+        let gate_up = [
+            (&layer.w_gate, &mut s.hb[..]),
+            (&layer.w_up, &mut s.hb2[..]),
+        ];
+        e.project(model, &mut s.acts, &s.xb, n, gate_up);
+        // hb = silu(hb) * hb2
+        (e.table.swiglu)(&mut s.hb[..n * ff], &s.hb2[..n * ff]);
+        // xb = hb Wdownᵀ [n, d]; x += xb
+        e.project(
+            model,
+            &mut s.acts,
+            &s.hb,
+            n,
+            [(&layer.w_down, &mut s.xb[..])],
+        );
+        add(&mut s.x[..n * d], &s.xb[..n * d]);
+    }
+
+    // ---- output ----
+    let (first, count) = match out {
+        Out::None => return,
+        Out::Last => (n - 1, 1),
+        Out::All(_) => (0, n),
+    };
+    // xb = rmsnorm(x[rows]) * output_norm                     [count, d]
+    let x = &s.x[first * d..(first + count) * d];
+    rmsnorm(
+        &mut s.xb[..count * d],
+        x,
+        model.vector(&model.output_norm),
+        d,
+        c.rms_eps,
+    );
+    // logits = xb Woutᵀ                                       [count, n_vocab]
+    let nv = c.n_vocab;
+    match out {
+        Out::All(offset) => {
+            let dst = &mut s.logits_all[offset * nv..(offset + count) * nv];
+            e.project(
+                model,
+                &mut s.acts,
+                &s.xb,
+                count,
+                [(&model.output, &mut *dst)],
+            );
+            s.logits.copy_from_slice(&dst[(count - 1) * nv..]);
+        }
+        _ => e.project(
+            model,
+            &mut s.acts,
+            &s.xb,
+            count,
+            [(&model.output, &mut s.logits[..])],
+        ),
+    }
+}
+
+/// cos/sin of θ_i = pos · freq_scale · base^(-2i/hd) / freq_factor_i, computed as ggml's
+/// `ggml_rope_cache_init` does (θ multiplied by base^(-2/hd) step by step, in f32).
+fn rope_table(model: &Model, rope: &mut [f32], n: usize, pos0: usize) {
+    let c = model.config();
+    let hd = c.head_dim;
+    let theta_scale = c.rope_base.powf(-2.0 / hd as f32);
+    let ff = model.rope_freqs.as_ref().map(|v| model.vector(v));
+    for t in 0..n {
+        let mut theta = (pos0 + t) as f32;
+        let row = &mut rope[t * hd..(t + 1) * hd];
+        for i in 0..hd / 2 {
+            let f = ff.map_or(1.0, |f| f[i]);
+            let th = c.rope_freq_scale * (theta / f);
+            row[2 * i] = th.cos();
+            row[2 * i + 1] = th.sin();
+            theta *= theta_scale;
         }
     }
 }
@@ -493,24 +455,6 @@ enum Out {
     Last,
     /// All rows, stored from this token offset of the evaluation.
     All(usize),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Src {
-    Xb,
-    Att,
-    Hb,
-}
-
-/// Output buffers; the discriminant indexes `matmul_fused`'s table of them.
-#[derive(Clone, Copy)]
-enum Dst {
-    Q = 0,
-    K = 1,
-    V = 2,
-    Xb = 3,
-    Hb = 4,
-    Hb2 = 5,
 }
 
 /// out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w, per row of `d`, as ggml's rms_norm (sum in f64).

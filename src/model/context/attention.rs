@@ -1,215 +1,169 @@
-//! Causal attention over the KV cache, one (token, head) task at a time spread over the pool's
-//! threads, and its scratch buffers.
+//! Causal attention over the KV cache: one task per (token, head), or per (token, KV head) for
+//! the query heads that share it, spread over the pool's threads, each thread with its own scratch.
 
-use super::*;
+use ferrolm_kernels::blocks::{as_bytes, as_bytes_mut};
 use ferrolm_kernels::views::{Rows, RowsMut};
 
-/// Per-thread attention scratch.
+use super::{Engine, RunState};
+use crate::kv_cache::{Kv, KvCache, KvType};
+use crate::model::Config;
+use ferrolm_kernels::GgmlType;
+
+/// One thread's attention scratch.
 pub(super) struct AttnScratch {
-    /// [n_threads, group, n_ctx] attention scores (group = query heads per KV head).
-    pub(super) scores: Vec<f32>,
-    /// [n_threads, head_dim] a dequantized V row.
-    pub(super) vrow: Vec<f32>,
-    /// [n_threads, qbuf_words] one head's query in the cache's dot partner format, or a group's
-    /// queries as f32.
-    pub(super) qbuf: Vec<u64>,
-    pub(super) qbuf_words: usize,
+    /// [group, n_ctx] attention scores (group = query heads per KV head).
+    scores: Vec<f32>,
+    /// [head_dim] a dequantized V row.
+    vrow: Vec<f32>,
+    /// A group's queries as f32, or one head's query in the cache's dot partner format (as
+    /// bytes: f32 storage keeps any block format aligned).
+    q: Vec<f32>,
 }
 
-/// A raw pointer that may be shared with the pool's threads. Each user documents why its writes
-/// are disjoint.
-#[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
-// SAFETY: only used to give each pool thread access to a disjoint region of one buffer (see uses).
-unsafe impl<T> Sync for SyncPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Send for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    /// The pointer (a method, so closures capture the whole Sync wrapper, not the raw field).
-    #[inline]
-    fn get(&self) -> *mut T {
-        self.0
-    }
-}
-
-impl Context {
-    /// Causal attention for the n tokens of this batch over the cache, one (token, head) task at a
-    /// time spread over the pool's threads.
-    pub(super) fn attention(&mut self, layer: usize, n: usize, pos0: usize) {
-        let c = self.model.config();
-        let (hd, q_dim, n_head) = (c.head_dim, c.q_dim(), c.n_head);
+impl AttnScratch {
+    pub(super) fn new(c: &Config, n_ctx: usize) -> AttnScratch {
         let group = c.n_head / c.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let n_ctx = self.n_ctx;
-        let kv = &self.kv;
-        let table = self.table;
-        let cache_ty = kv.ty().ggml();
-        let ck = table.get(cache_ty).expect("cache type is in the table");
-        let dot = ck.vec_dot.expect("cache type has a vec_dot");
-        let partner = ck.vec_dot_type;
-        let deq = ck.dequantize_row.expect("cache type has a dequantizer");
-        // Transposed values (F16/F32 caches) are dotted with the f32 attention weights.
-        let vdot = ck.vec_dot.expect("cache type has a vec_dot");
-        let f16_cache = kv.ty() == KvType::F16;
-        let q = &self.q;
-        let att = SyncPtr(self.att.as_mut_ptr());
-        let scores = SyncPtr(self.attn.scores.as_mut_ptr());
-        let vrows = SyncPtr(self.attn.vrow.as_mut_ptr());
-        let qbufs = SyncPtr(self.attn.qbuf.as_mut_ptr());
-        let qw = self.attn.qbuf_words;
-        let n_tasks = n * n_head;
-        let rb = kv.row_bytes();
-        let s_stride = group * n_ctx;
-
-        // Grouped: one task per (token, KV head) for the `group` query heads that share it, each
-        // key and value row read and widened once for all of them (the kernel table's
-        // `multi_dot`). The choice depends only on the model and the cache, never on the thread
-        // count, so results stay bit-identical for any number of threads (tests/generate.rs).
-        // (A decode step has only n_head_kv such tasks: more threads than KV heads idle here.)
-        let n_kv_head = c.n_head_kv;
-        if let Some(md) = ck
-            .multi_dot
-            .filter(|_| f16_cache && kv.v_transposed() && group >= 2)
-        {
-            let n_tasks = n * n_kv_head;
-            self.pool.run(&|ti: usize, nt: usize| {
-                // SAFETY: thread `ti` only touches the ti-th slice of each per-thread scratch
-                // buffer (scores: n_threads * group * n_ctx; qbuf: n_threads * qw words, qw * 8 >=
-                // group * hd * 4 bytes), and `nt` equals the pool's thread count that sized them.
-                let (s_all, qf) = unsafe {
-                    (
-                        std::slice::from_raw_parts_mut(scores.get().add(ti * s_stride), s_stride),
-                        std::slice::from_raw_parts_mut(
-                            qbufs.get().add(ti * qw) as *mut f32,
-                            group * hd,
-                        ),
-                    )
-                };
-                let mut task = ti;
-                while task < n_tasks {
-                    let (t, kvh) = (task / n_kv_head, task % n_kv_head);
-                    let n_kv = pos0 + t + 1;
-                    // The group's heads are kvh * group ..: contiguous in q and in att.
-                    let h0 = kvh * group;
-                    let qs = &q[t * q_dim + h0 * hd..t * q_dim + (h0 + group) * hd];
-                    // llama.cpp rounds q to f16 before the dot with an F16 cache; so do we.
-                    qf.copy_from_slice(qs);
-                    round_f16_slice(qf);
-                    // scores[g][j] = q_g . k_j * scale
-                    let keys = kv.rows(layer, Kv::K, kvh, n_kv);
-                    md(
-                        Rows::new(keys, n_kv, rb, rb),
-                        Rows::new(qf, group, hd, hd),
-                        RowsMut::new(s_all, group, n_kv, n_ctx),
-                    );
-                    for g in 0..group {
-                        let s = &mut s_all[g * n_ctx..g * n_ctx + n_kv];
-                        for v in s.iter_mut() {
-                            *v *= scale;
-                        }
-                        softmax(s);
-                        // llama.cpp multiplies V (f16) by the weights converted to f16.
-                        round_f16_slice(s);
-                    }
-                    // SAFETY: task (t, kvh) owns att[t, h0*hd..(h0+group)*hd]; tasks are disjoint
-                    // and each is run by exactly one thread (task ≡ ti mod nt).
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            att.get().add(t * q_dim + h0 * hd),
-                            group * hd,
-                        )
-                    };
-                    // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
-                    // group's weights.
-                    md(
-                        kv.v_columns(layer, kvh, n_kv),
-                        Rows::new(s_all, group, n_kv, n_ctx),
-                        RowsMut::new(o, group, hd, hd),
-                    );
-                    task += nt;
-                }
-            });
-            return;
+        AttnScratch {
+            scores: vec![0.0; group * n_ctx],
+            vrow: vec![0.0; c.head_dim],
+            // A group's f32 queries; a quantized query is never larger than its f32 form.
+            q: vec![0.0; group * c.head_dim],
         }
-
-        self.pool.run(&|ti: usize, nt: usize| {
-            // SAFETY: thread `ti` only touches the ti-th slice of each per-thread scratch buffer
-            // (sizes: n_threads * group * n_ctx, n_threads * hd, n_threads * qw), and `nt` equals
-            // the pool's thread count that sized them.
-            let (s_all, vrow, qbuf) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(scores.get().add(ti * s_stride), n_ctx),
-                    std::slice::from_raw_parts_mut(vrows.get().add(ti * hd), hd),
-                    std::slice::from_raw_parts_mut(qbufs.get().add(ti * qw), qw),
-                )
-            };
-            // SAFETY: u64 storage viewed as bytes: initialized, alignment 1, same length.
-            let qbytes =
-                unsafe { std::slice::from_raw_parts_mut(qbuf.as_mut_ptr() as *mut u8, qw * 8) };
-            let mut task = ti;
-            while task < n_tasks {
-                let (t, h) = (task / n_head, task % n_head);
-                let n_kv = pos0 + t + 1;
-                let kvh = h / group;
-                let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                // The query in the cache's dot partner format. With an F16 cache llama.cpp rounds
-                // q to f16 before the dot (F16's dot partner in ggml is F16); so do we.
-                let qb: &[u8] = if partner == GgmlType::F32 {
-                    let qf = ferrolm_kernels::cast_blocks_mut::<f32>(&mut qbytes[..hd * 4]);
-                    for (o, &v) in qf.iter_mut().zip(qh) {
-                        *o = if f16_cache { round_f16(v) } else { v };
-                    }
-                    &qbytes[..hd * 4]
-                } else {
-                    let len = partner
-                        .row_bytes(hd as u64)
-                        .expect("head_dim is whole blocks") as usize;
-                    let ff = table
-                        .get(partner)
-                        .and_then(|k| k.from_float)
-                        .expect("partner has from_float");
-                    ff(qh, &mut qbytes[..len]);
-                    &qbytes[..len]
-                };
-                // scores[j] = q·k_j * scale
-                let keys = kv.rows(layer, Kv::K, kvh, n_kv);
-                let s = &mut s_all[..n_kv];
-                for (j, sj) in s.iter_mut().enumerate() {
-                    *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb) * scale;
-                }
-                softmax(s);
-                if f16_cache {
-                    // llama.cpp multiplies V (f16) by the attention weights converted to f16.
-                    round_f16_slice(s);
-                }
-                // SAFETY: task (t, h) owns att[t, h*hd..(h+1)*hd]; tasks are disjoint and each is run
-                // by exactly one thread (task ≡ ti mod nt).
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(att.get().add(t * q_dim + h * hd), hd)
-                };
-                if kv.v_transposed() {
-                    // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension.
-                    // SAFETY: as for `qbytes`: this thread's scores, viewed as bytes.
-                    let pb =
-                        unsafe { std::slice::from_raw_parts(s.as_ptr() as *const u8, n_kv * 4) };
-                    for (d, od) in o.iter_mut().enumerate() {
-                        *od = vdot(n_kv, kv.v_column(layer, kvh, d, n_kv), pb);
-                    }
-                } else {
-                    o.fill(0.0);
-                    let vals = kv.rows(layer, Kv::V, kvh, n_kv);
-                    for (j, &p) in s.iter().enumerate() {
-                        deq(&vals[j * rb..(j + 1) * rb], vrow);
-                        for (a, &b) in o.iter_mut().zip(vrow.iter()) {
-                            *a += p * b;
-                        }
-                    }
-                }
-                task += nt;
-            }
-        });
     }
+}
+
+/// att[t, head] = softmax(q[t, head] · Kᵀ / sqrt(hd)) V over positions 0..=pos0 + t, for the n
+/// tokens of this batch (`s.q`: [n, q_dim] in, `s.att`: [n, q_dim] out), `layer`'s cache.
+pub(super) fn attention(
+    c: &Config,
+    e: &Engine,
+    kv: &KvCache,
+    s: &mut RunState,
+    layer: usize,
+    n: usize,
+    pos0: usize,
+) {
+    let (hd, q_dim, n_head) = (c.head_dim, c.q_dim(), c.n_head);
+    let group = c.n_head / c.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n_ctx = kv.n_ctx();
+    let ck = e
+        .table
+        .get(kv.ty().ggml())
+        .expect("cache type is in the table");
+    let dot = ck.vec_dot.expect("cache type has a vec_dot");
+    let partner = ck.vec_dot_type;
+    let deq = ck.dequantize_row.expect("cache type has a dequantizer");
+    let f16_cache = kv.ty() == KvType::F16;
+    let rb = kv.row_bytes();
+    let RunState { q, att, attn, .. } = s;
+    let (q, att) = (&q[..n * q_dim], &mut att[..n * q_dim]);
+
+    // Grouped: one task per (token, KV head) for the `group` query heads that share it, each
+    // key and value row read and widened once for all of them (the kernel table's
+    // `multi_dot`). The choice depends only on the model and the cache, never on the thread
+    // count, so results stay bit-identical for any number of threads (tests/generate.rs).
+    // (A decode step has only n_head_kv such tasks: more threads than KV heads idle here.)
+    let n_kv_head = c.n_head_kv;
+    if let Some(md) = ck
+        .multi_dot
+        .filter(|_| f16_cache && kv.v_transposed() && group >= 2)
+    {
+        // Task (t, kvh) writes att[t, kvh * group * hd..(kvh + 1) * group * hd]: chunk
+        // t * n_kv_head + kvh of `att` in chunks of group * hd.
+        e.pool
+            .for_each_chunk(att, group * hd, attn, &|task, o, th| {
+                let (t, kvh) = (task / n_kv_head, task % n_kv_head);
+                let n_kv = pos0 + t + 1;
+                // The group's heads are kvh * group ..: contiguous in q and in att.
+                let h0 = kvh * group;
+                let qf = &mut th.q[..group * hd];
+                // llama.cpp rounds q to f16 before the dot with an F16 cache; so do we.
+                qf.copy_from_slice(&q[t * q_dim + h0 * hd..t * q_dim + (h0 + group) * hd]);
+                round_f16_slice(qf);
+                // scores[g][j] = q_g . k_j * scale
+                let keys = kv.rows(layer, Kv::K, kvh, n_kv);
+                md(
+                    Rows::new(keys, n_kv, rb, rb),
+                    Rows::new(qf, group, hd, hd),
+                    RowsMut::new(&mut th.scores, group, n_kv, n_ctx),
+                );
+                for g in 0..group {
+                    let sg = &mut th.scores[g * n_ctx..g * n_ctx + n_kv];
+                    for v in sg.iter_mut() {
+                        *v *= scale;
+                    }
+                    softmax(sg);
+                    // llama.cpp multiplies V (f16) by the weights converted to f16.
+                    round_f16_slice(sg);
+                }
+                // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
+                // group's weights.
+                md(
+                    kv.v_columns(layer, kvh, n_kv),
+                    Rows::new(&th.scores, group, n_kv, n_ctx),
+                    RowsMut::new(o, group, hd, hd),
+                );
+            });
+        return;
+    }
+
+    // One task per (token, head): task t * n_head + h writes att[t, h * hd..(h + 1) * hd].
+    e.pool.for_each_chunk(att, hd, attn, &|task, o, th| {
+        let (t, h) = (task / n_head, task % n_head);
+        let n_kv = pos0 + t + 1;
+        let kvh = h / group;
+        let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+        // The query in the cache's dot partner format. With an F16 cache llama.cpp rounds q to
+        // f16 before the dot (F16's dot partner in ggml is F16); so do we.
+        let qb: &[u8] = if partner == GgmlType::F32 {
+            let qf = &mut th.q[..hd];
+            for (o, &v) in qf.iter_mut().zip(qh) {
+                *o = if f16_cache { round_f16(v) } else { v };
+            }
+            as_bytes(qf)
+        } else {
+            let len = partner
+                .row_bytes(hd as u64)
+                .expect("head_dim is whole blocks") as usize;
+            let ff = e
+                .table
+                .get(partner)
+                .and_then(|k| k.from_float)
+                .expect("partner has from_float");
+            let qbytes = &mut as_bytes_mut(&mut th.q)[..len];
+            ff(qh, qbytes);
+            qbytes
+        };
+        // scores[j] = q·k_j * scale
+        let keys = kv.rows(layer, Kv::K, kvh, n_kv);
+        let sc = &mut th.scores[..n_kv];
+        for (j, sj) in sc.iter_mut().enumerate() {
+            *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb) * scale;
+        }
+        softmax(sc);
+        if f16_cache {
+            // llama.cpp multiplies V (f16) by the attention weights converted to f16.
+            round_f16_slice(sc);
+        }
+        if kv.v_transposed() {
+            // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension (transposed values
+            // of F16/F32 caches, dotted with the f32 weights).
+            let pb = as_bytes(sc);
+            for (d, od) in o.iter_mut().enumerate() {
+                *od = dot(n_kv, kv.v_column(layer, kvh, d, n_kv), pb);
+            }
+        } else {
+            o.fill(0.0);
+            let vals = kv.rows(layer, Kv::V, kvh, n_kv);
+            for (j, &p) in sc.iter().enumerate() {
+                deq(&vals[j * rb..(j + 1) * rb], &mut th.vrow);
+                for (a, &b) in o.iter_mut().zip(th.vrow.iter()) {
+                    *a += p * b;
+                }
+            }
+        }
+    });
 }
 
 /// In-place softmax, max-subtracted, sum in f64 (ggml_vec_soft_max_f32).
