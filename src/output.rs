@@ -21,7 +21,7 @@ pub enum OutputError {
     OutputIsInput(PathBuf),
     #[error("the output {path} is {kind}, not a regular file: refusing to replace it")]
     NotRegular { path: PathBuf, kind: &'static str },
-    #[error("cannot write the output in {dir}: {source}")]
+    #[error("cannot write the output in {dir}")]
     Unwritable {
         dir: PathBuf,
         #[source]
@@ -29,7 +29,7 @@ pub enum OutputError {
     },
     #[error("interrupted; no output was written")]
     Cancelled,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

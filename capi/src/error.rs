@@ -40,7 +40,7 @@ impl From<GgufError> for Error {
     fn from(e: GgufError) -> Error {
         Error {
             status: gguf_status(&e),
-            msg: e.to_string(),
+            msg: ferrolm::error_chain(&e),
         }
     }
 }
@@ -75,7 +75,7 @@ impl From<ModelError> for Error {
         };
         Error {
             status,
-            msg: e.to_string(),
+            msg: ferrolm::error_chain(&e),
         }
     }
 }
@@ -91,7 +91,7 @@ impl From<TokenizerError> for Error {
         };
         Error {
             status,
-            msg: format!("tokenizer: {e}"),
+            msg: format!("tokenizer: {}", ferrolm::error_chain(&e)),
         }
     }
 }

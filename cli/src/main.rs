@@ -32,16 +32,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line that names the problem (the error chain joined), a non-zero status.
-            let mut msg = e.to_string();
-            let mut src = e.source();
-            while let Some(s) = src {
-                let s = s.to_string();
-                if !msg.contains(&s) {
-                    msg.push_str(": ");
-                    msg.push_str(&s);
-                }
-                src = src.and_then(|e| e.source());
-            }
+            let msg = ferrolm::error_chain(&*e);
             eprintln!("error: {msg}");
             // An interrupted conversion exits as the `quantize` binary does (128 + SIGINT).
             match e.downcast_ref::<ferrolm_quantize::QuantizeError>() {

@@ -5,7 +5,7 @@ use super::value::ValueType;
 /// Everything that can be wrong with a GGUF file, with the facts needed to find the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Io {
         path: String,
         #[source]
@@ -87,7 +87,7 @@ pub enum GgufError {
     },
     #[error("writer: {0}")]
     Write(String),
-    #[error("write failed: {0}")]
+    #[error("write failed")]
     WriteIo(#[from] std::io::Error),
 }
 

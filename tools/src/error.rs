@@ -7,7 +7,7 @@ use ferrolm_kernels::GgmlType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -17,7 +17,7 @@ pub enum QuantizeError {
     UnknownInput(PathBuf),
     #[error("{dir}: no config.json (a Hugging Face checkpoint directory needs one)")]
     MissingConfig { dir: PathBuf },
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON")]
     Json {
         path: PathBuf,
         #[source]
@@ -79,13 +79,13 @@ pub enum QuantizeError {
     InvalidOutput(String),
     #[error("interrupted; no output was written")]
     Cancelled,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Gguf {
         path: PathBuf,
         #[source]
         source: GgufError,
     },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         #[source]

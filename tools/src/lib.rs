@@ -751,7 +751,9 @@ impl Job {
 /// not match the embedding) is an error and nothing is written. Architectures ferrolm does not run
 /// are checked by the GGUF reader alone.
 fn validate_output(path: &Path) -> Result<(), QuantizeError> {
-    let bad = |e: &dyn std::fmt::Display| QuantizeError::InvalidOutput(e.to_string());
+    let bad = |e: &(dyn std::error::Error + 'static)| {
+        QuantizeError::InvalidOutput(ferrolm::error_chain(e))
+    };
     let g = Gguf::open(path).map_err(|e| bad(&e))?;
     let supported = g
         .architecture()

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     match cli::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("quantize: error: {e}");
+            eprintln!("quantize: error: {}", ferrolm::error_chain(&e));
             if matches!(e, QuantizeError::Cancelled) {
                 ExitCode::from(130)
             } else {

@@ -531,11 +531,15 @@ fn recognize_pre(
         if let Some(b) = special.add_of("bos") {
             w.set("tokenizer.ggml.add_bos_token", OwnedValue::Bool(b));
         }
-        let bytes = w
-            .write_all(Vec::new(), &[])
-            .map_err(|e| QuantizeError::Tokenizer(format!("building a check vocabulary: {e}")))?;
-        let g = Gguf::from_bytes(&bytes)
-            .map_err(|e| QuantizeError::Tokenizer(format!("check vocabulary: {e}")))?;
+        let bytes = w.write_all(Vec::new(), &[]).map_err(|e| {
+            QuantizeError::Tokenizer(format!(
+                "building a check vocabulary: {}",
+                ferrolm::error_chain(&e)
+            ))
+        })?;
+        let g = Gguf::from_bytes(&bytes).map_err(|e| {
+            QuantizeError::Tokenizer(format!("check vocabulary: {}", ferrolm::error_chain(&e)))
+        })?;
         let tok = match Tokenizer::from_gguf(&g) {
             Ok(t) => t,
             Err(_) => continue,
