@@ -29,23 +29,25 @@ macro_rules! vec_dot_entry_points {
             unsafe { vec_dot::<false>(w, a) }
         }
 
-        /// `VecDotFn` entry point using `sdot`; falls back to plain NEON on a CPU without dotprod.
-        /// Panics unless `w` and `a` hold exactly `n` elements each (suitably aligned).
+        /// `VecDotFn` entry point using `sdot`. Reachable only through the kernel table, which
+        /// `install` fills with it only after detecting dotprod (debug builds check the CPU on
+        /// every call, as the x86 entry points do). Panics unless `w` and `a` hold exactly `n`
+        /// elements each (suitably aligned).
         pub(crate) fn $sdot(n: usize, w: &[u8], a: &[u8]) -> f32 {
             #[target_feature(enable = "neon,dotprod")]
             fn with_dotprod(w: &[$W], a: &[$A]) -> f32 {
-                // SAFETY: this function has dotprod enabled, so the CPU has it (it is only called
-                // after detection below); the slices have equal lengths (checked by `rows`).
+                // SAFETY: this function has dotprod enabled, so the CPU has it (see the
+                // caller); the slices have equal lengths (checked by `rows`).
                 unsafe { vec_dot::<true>(w, a) }
             }
             let (w, a) = $crate::aarch64::rows::<$W, $A>(n, w, a);
-            if std::arch::is_aarch64_feature_detected!("dotprod") {
-                // SAFETY: dotprod was detected at run time.
-                unsafe { with_dotprod(w, a) }
-            } else {
-                // SAFETY: as in the plain entry point.
-                unsafe { vec_dot::<false>(w, a) }
-            }
+            debug_assert!(
+                $crate::aarch64::has_dotprod(),
+                "a dotprod kernel ran on a CPU without dotprod"
+            );
+            // SAFETY: reachable only through the kernel table, filled with this entry point only
+            // after detecting dotprod.
+            unsafe { with_dotprod(w, a) }
         }
     };
 }

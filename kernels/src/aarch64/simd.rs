@@ -52,7 +52,7 @@ pub(crate) fn dot_i8_narrow(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32
 #[target_feature(enable = "neon,dotprod")]
 pub(crate) fn sdot(mut acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     // SAFETY: this function is only compiled with `dotprod` enabled and only callable where the CPU
-    // has it (callers check `is_aarch64_feature_detected!("dotprod")`); `sdot` reads and writes only
+    // has it (its callers run only after `install` detected dotprod); `sdot` reads and writes only
     // the three named vector registers: no memory, no stack, no flags.
     unsafe {
         asm!(

@@ -230,6 +230,7 @@ macro_rules! tile_fn {
                 $(let $unpack = |x: &$w| $unpack(x);)?
                 drive!($w, $a, $elems, n, w, a, out, $group $(, $unpack)?);
             }
+            debug_assert!(super::has_dotprod(), "a dotprod tile ran on a CPU without dotprod");
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting dotprod.
             unsafe { imp(n, w, a, out) }

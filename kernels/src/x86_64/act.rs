@@ -174,6 +174,7 @@ fn q8_k(x: &[f32], y: &mut [BlockQ8_K]) {
 /// Q8_0 activations: d = amax / 127, q = round_half_even(x * 127 / amax).
 pub(super) fn from_float_q8_0(x: &[f32], out: &mut [u8]) {
     let y = quant_blocks::<BlockQ8_0>(x, out);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { q8_0(x, y) }
 }
@@ -181,6 +182,7 @@ pub(super) fn from_float_q8_0(x: &[f32], out: &mut [u8]) {
 /// Q8_1 activations: as Q8_0 plus s = f16(d * sum(q)).
 pub(super) fn from_float_q8_1(x: &[f32], out: &mut [u8]) {
     let y = quant_blocks::<BlockQ8_1>(x, out);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { q8_1(x, y) }
 }
@@ -188,6 +190,7 @@ pub(super) fn from_float_q8_1(x: &[f32], out: &mut [u8]) {
 /// Q8_K activations: iscale = -127 / max (signed), q = min(127, nearest_int(iscale * x)), bsums.
 pub(super) fn from_float_q8_k(x: &[f32], out: &mut [u8]) {
     let y = quant_blocks::<BlockQ8_K>(x, out);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { q8_k(x, y) }
 }

@@ -119,6 +119,7 @@ fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
 /// F32 weights . f32 activations.
 pub(super) fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<f32, f32>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_f32(w, a) }
 }
@@ -126,6 +127,7 @@ pub(super) fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// F16 weights . f32 activations.
 pub(super) fn vec_dot_f16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<f16, f32>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_f16(w, a) }
 }
@@ -133,6 +135,7 @@ pub(super) fn vec_dot_f16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// BF16 weights . f32 activations.
 pub(super) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<bf16, f32>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_bf16(w, a) }
 }
@@ -177,6 +180,7 @@ fn multi_rows_f16<const NG: usize>(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMu
 /// F16 rows . several f32 vectors (`MultiDotFn`), in groups of up to `MULTI_DOT_GROUP` vectors.
 pub(super) fn multi_dot_f16(rows: Rows<u8>, x: Rows<f32>, out: RowsMut<f32>) {
     crate::dispatch::multi_dot_groups(2, rows, x, out, |x, out| {
+        crate::x86_64::debug_assert_avx2();
         // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and
         // F16C; the views were checked by `multi_dot_groups`, and every access inside is
         // bounds-checked.

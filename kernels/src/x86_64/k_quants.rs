@@ -311,6 +311,7 @@ fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
 /// Q2_K weights . Q8_K activations.
 pub(super) fn vec_dot_q2_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ2_K, BlockQ8_K>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_q2_k(w, a) }
 }
@@ -318,6 +319,7 @@ pub(super) fn vec_dot_q2_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Q3_K weights . Q8_K activations.
 pub(super) fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ3_K, BlockQ8_K>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_q3_k(w, a) }
 }
@@ -325,6 +327,7 @@ pub(super) fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Q4_K weights . Q8_K activations.
 pub(super) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ4_K, BlockQ8_K>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_q4_k(w, a) }
 }
@@ -332,6 +335,7 @@ pub(super) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Q5_K weights . Q8_K activations.
 pub(super) fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ5_K, BlockQ8_K>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_q5_k(w, a) }
 }
@@ -339,6 +343,7 @@ pub(super) fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// Q6_K weights . Q8_K activations.
 pub(super) fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ6_K, BlockQ8_K>(n, w, a);
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and F16C.
     unsafe { dot_q6_k(w, a) }
 }

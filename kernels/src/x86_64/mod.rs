@@ -33,6 +33,26 @@ mod k_quants;
 mod quants;
 mod tile;
 
+/// The rule every entry point of this module follows: a safe function that runs code compiled
+/// for AVX2 (some for AVX-512 VNNI), reachable only through the kernel table, which [`install`]
+/// fills after detecting those features. Debug builds check the CPU on every call.
+#[inline(always)]
+pub(crate) fn debug_assert_avx2() {
+    debug_assert!(
+        has_avx2(),
+        "an AVX2 kernel ran on a CPU without AVX2, FMA and F16C"
+    );
+}
+
+/// As [`debug_assert_avx2`], for the AVX-512 VNNI kernels.
+#[inline(always)]
+pub(crate) fn debug_assert_vnni() {
+    debug_assert!(
+        has_avx512vnni(),
+        "an AVX-512 VNNI kernel ran on a CPU without it"
+    );
+}
+
 /// True when the AVX2 kernel set can run: AVX2, FMA and F16C (the OS saving the YMM state is part
 /// of what `is_x86_feature_detected!` checks).
 pub fn has_avx2() -> bool {

@@ -275,6 +275,7 @@ fn dot_q8_0_vnni(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
 #[allow(dead_code)]
 pub(super) fn vec_dot_q4_0_q8_0_vnni(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let (w, a) = row_blocks::<BlockQ4_0, BlockQ8_0>(n, w, a);
+    crate::x86_64::debug_assert_vnni();
     // SAFETY: reachable only through the kernel table, which `install` fills with this kernel only
     // after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
     unsafe { dot_q4_0_vnni(w, a) }
@@ -292,6 +293,7 @@ macro_rules! wrapper {
         $(#[$m])*
         pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let (w, a) = row_blocks::<$w, $a>(n, w, a);
+            crate::x86_64::debug_assert_avx2();
             // SAFETY: this wrapper is reachable only through the kernel table, which `install`
             // fills only after detecting AVX2, FMA and F16C.
             unsafe { $kernel(w, a) }

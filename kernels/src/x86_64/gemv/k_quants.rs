@@ -322,6 +322,7 @@ pub(in crate::x86_64) fn gemv_q6_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &m
     let out = check::<BlockQ6_K, BlockQ8_K>(n, &w, a, out);
     let a = cast_blocks::<BlockQ8_K>(a);
     for (r, o) in out.iter_mut().enumerate() {
+        crate::x86_64::debug_assert_vnni();
         // SAFETY: reachable only through the kernel table, filled with this kernel only after
         // detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; lengths checked above.
         *o = unsafe { row_dot_q6_k(cast_blocks(w.row(r)), a) };

@@ -111,6 +111,7 @@ fn gemv_with<W: Block, A: Block>(
         }
         return;
     }
+    crate::x86_64::debug_assert_avx2();
     // SAFETY: the entry points below are reachable only through the kernel table, which `install`
     // fills with them only after detecting the features each `run` is compiled for (AVX2, FMA and
     // F16C, and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.

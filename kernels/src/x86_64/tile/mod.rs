@@ -87,6 +87,7 @@ macro_rules! tile_fn {
             fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
                 tile::<$w, $a, $has_min, $wide>(n, w, a, out, |$x: &$w| $unpack);
             }
+            assert_isa();
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting the features `imp` is compiled for.
             unsafe { imp(n, w, a, out) }
@@ -164,6 +165,7 @@ macro_rules! tile_k_fn {
         $(#[$m])*
         pub(crate) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
             check_tile_args($wt, GgmlType::Q8_K, n, &w, &a, &out);
+            assert_isa();
             // SAFETY: reachable only through the kernel table, which `install` fills with the
             // tiles only after detecting the features `tile_k` is compiled for.
             unsafe { tile_k::<$w>(n, w, a, out) }
@@ -581,6 +583,7 @@ pub(crate) fn gemm_tile_q6_k(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f3
     fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
         k_tile_loop!(n, w, a, out, BlockQ6_K, group_q6)
     }
+    assert_isa();
     // SAFETY: reachable only through the kernel table, which `install` fills with the tiles only
     // after detecting the features `imp` is compiled for.
     unsafe { imp(n, w, a, out) }
@@ -619,6 +622,11 @@ pub(super) mod vnni {
     #[inline]
     fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         _mm256_dpwssd_epi32(acc, a, b)
+    }
+
+    /// The entry points' CPU check (see [`crate::x86_64::debug_assert_avx2`]).
+    fn assert_isa() {
+        crate::x86_64::debug_assert_vnni();
     }
 
     isa_tiles!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni");
@@ -679,6 +687,11 @@ pub(super) mod avx2 {
     #[inline]
     fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+    }
+
+    /// The entry points' CPU check (see [`crate::x86_64::debug_assert_avx2`]).
+    fn assert_isa() {
+        crate::x86_64::debug_assert_avx2();
     }
 
     isa_tiles!("avx2,fma,f16c");
