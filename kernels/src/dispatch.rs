@@ -205,6 +205,104 @@ pub type GemvFn = fn(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]);
 /// `vec_dot_type`. Lets a kernel unpack each weight block once and reuse it across several tokens.
 pub type GemmTileFn = fn(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>);
 
+/// A kernel an ISA module offers for one type, and the instruction-set level it needs.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[derive(Clone, Copy)]
+pub(crate) struct Offer {
+    pub ty: GgmlType,
+    /// The activation format the kernel reads; the table entry's `vec_dot_type` must be it (for
+    /// an activation quantizer, the type itself).
+    pub act: GgmlType,
+    /// The level the CPU must have: `Avx2`, `Avx512`, `Neon` or `NeonDotprod`.
+    pub needs: Backend,
+    pub kernel: OfferedKernel,
+}
+
+/// An [`Offer`] (a `const fn`, for the ISA modules' offer lists).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) const fn offer(
+    ty: GgmlType,
+    act: GgmlType,
+    needs: Backend,
+    kernel: OfferedKernel,
+) -> Offer {
+    Offer {
+        ty,
+        act,
+        needs,
+        kernel,
+    }
+}
+
+/// The first offer in `lists` for `ty` at level `needs` that fills the slot `pick` selects (for
+/// tests that run one kernel of an ISA module directly).
+#[allow(dead_code)]
+pub(crate) fn find_offer<F: Copy>(
+    lists: &[&[Offer]],
+    ty: GgmlType,
+    needs: Backend,
+    pick: impl Fn(OfferedKernel) -> Option<F>,
+) -> Option<F> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .filter(|o| o.ty == ty && o.needs == needs)
+        .find_map(|o| pick(o.kernel))
+}
+
+/// Which slot of a [`TypeKernels`] an [`Offer`] fills.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+#[derive(Clone, Copy)]
+pub(crate) enum OfferedKernel {
+    VecDot(VecDotFn),
+    // aarch64 offers no decode mat-vec (its `vec_dot` loop serves decode).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Gemv(GemvFn),
+    Tile(GemmTileFn),
+    MultiDot(MultiDotFn),
+    FromFloat(QuantizeRowFn),
+}
+
+/// The one install loop of the ISA modules: every offer whose level the CPU has (`has`) fills its
+/// slot, in list order, so a later offer replaces an earlier one (each format lists its kernels
+/// slowest first); a `vec_dot` also sets the entry's backend. An offer for an entry that pairs
+/// with another activation format is skipped: that entry keeps its kernel.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+pub(crate) fn install_offers(
+    table: &mut KernelTable,
+    offers: &[Offer],
+    has: impl Fn(Backend) -> bool,
+) {
+    for o in offers.iter().filter(|o| has(o.needs)) {
+        let Some(e) = table.get_mut(o.ty) else {
+            continue;
+        };
+        match o.kernel {
+            OfferedKernel::FromFloat(f) => e.from_float = Some(f),
+            _ if e.vec_dot_type != o.act => {}
+            OfferedKernel::VecDot(f) => {
+                e.vec_dot = Some(f);
+                e.backend = o.needs;
+            }
+            OfferedKernel::Gemv(f) => e.gemv = Some(f),
+            OfferedKernel::Tile(f) => e.gemm_tile = Some(f),
+            OfferedKernel::MultiDot(f) => e.multi_dot = Some(f),
+        }
+    }
+}
+
 /// Errors of the safe entry points ([`quantize_row`], [`from_float`], [`dequantize_row`],
 /// [`vec_dot`]): the facts needed to see which buffer is wrong and by how much.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -6,6 +6,7 @@ use core::arch::aarch64::*;
 use half::{bf16, f16};
 
 use super::simd::{f16_to_f32, f16x4_to_f32, f16x8_high_to_f32};
+use crate::dispatch::{Backend, Offer};
 use crate::views::{Rows, RowsMut};
 
 /// Sums four accumulators.
@@ -181,3 +182,16 @@ pub(crate) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: NEON is part of the aarch64 baseline.
     unsafe { dot_bf16(w, a) }
 }
+
+/// This module's kernels (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(T::F32, T::F32, Backend::Neon, VecDot(vec_dot_f32)),
+        o(T::F16, T::F32, Backend::Neon, VecDot(vec_dot_f16_f32)),
+        o(T::F16, T::F32, Backend::Neon, MultiDot(multi_dot_f16)),
+        o(T::BF16, T::F32, Backend::Neon, VecDot(vec_dot_bf16_f32)),
+    ]
+};

@@ -13,7 +13,10 @@
 //! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K with `sdot`, installed only with dotprod).
 
 use crate::blocks::{cast_blocks, Block};
-use crate::dispatch::{Backend, GemmTileFn, KernelTable, QuantizeRowFn, VecDotFn};
+use crate::dispatch::{install_offers, Backend, KernelTable, Offer};
+#[cfg(test)]
+use crate::dispatch::{QuantizeRowFn, VecDotFn};
+#[cfg(test)]
 use crate::types::GgmlType;
 
 /// Defines the two safe `VecDotFn` entry points of a module whose
@@ -72,18 +75,8 @@ mod tile;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use float::{multi_dot_f16, vec_dot_bf16_f32, vec_dot_f16_f32, vec_dot_f32};
-pub(crate) use q2_k::{vec_dot_q2_k_q8_k_neon, vec_dot_q2_k_q8_k_sdot};
-pub(crate) use q3_k::{vec_dot_q3_k_q8_k_neon, vec_dot_q3_k_q8_k_sdot};
-pub(crate) use q4_0::{vec_dot_q4_0_q8_0_neon, vec_dot_q4_0_q8_0_sdot};
-pub(crate) use q4_1::{vec_dot_q4_1_q8_1_neon, vec_dot_q4_1_q8_1_sdot};
-pub(crate) use q4_k::{vec_dot_q4_k_q8_k_neon, vec_dot_q4_k_q8_k_sdot};
-pub(crate) use q5_0::{vec_dot_q5_0_q8_0_neon, vec_dot_q5_0_q8_0_sdot};
-pub(crate) use q5_1::{vec_dot_q5_1_q8_1_neon, vec_dot_q5_1_q8_1_sdot};
-pub(crate) use q5_k::{vec_dot_q5_k_q8_k_neon, vec_dot_q5_k_q8_k_sdot};
-pub(crate) use q6_k::{vec_dot_q6_k_q8_k_neon, vec_dot_q6_k_q8_k_sdot};
-pub(crate) use q8_0::{vec_dot_q8_0_q8_0_neon, vec_dot_q8_0_q8_0_sdot};
-pub(crate) use quant::{from_float_q8_0, from_float_q8_1, from_float_q8_k};
+#[cfg(test)]
+use q4_0::vec_dot_q4_0_q8_0_neon;
 
 /// Views the two rows of a dot product as blocks, checking that each holds exactly `n` elements.
 /// Panics on a mismatch (a caller bug: the safe entry points in `dispatch` check first).
@@ -110,98 +103,76 @@ pub fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
+/// The kernels of this module, one list per file.
+const OFFERS: [&[Offer]; 12] = [
+    q4_0::OFFERS,
+    q4_1::OFFERS,
+    q5_0::OFFERS,
+    q5_1::OFFERS,
+    q8_0::OFFERS,
+    q2_k::OFFERS,
+    q3_k::OFFERS,
+    q4_k::OFFERS,
+    q5_k::OFFERS,
+    q6_k::OFFERS,
+    float::OFFERS,
+    quant::OFFERS,
+];
+
 /// The integer-dot kernels of this module for `ty`: `(activation type, plain NEON, sdot)`.
+#[cfg(test)]
 pub(crate) fn int_kernels(ty: GgmlType) -> Option<(GgmlType, VecDotFn, VecDotFn)> {
-    use GgmlType as T;
-    let k: (GgmlType, VecDotFn, VecDotFn) = match ty {
-        T::Q4_0 => (T::Q8_0, vec_dot_q4_0_q8_0_neon, vec_dot_q4_0_q8_0_sdot),
-        T::Q4_1 => (T::Q8_1, vec_dot_q4_1_q8_1_neon, vec_dot_q4_1_q8_1_sdot),
-        T::Q5_0 => (T::Q8_0, vec_dot_q5_0_q8_0_neon, vec_dot_q5_0_q8_0_sdot),
-        T::Q5_1 => (T::Q8_1, vec_dot_q5_1_q8_1_neon, vec_dot_q5_1_q8_1_sdot),
-        T::Q8_0 => (T::Q8_0, vec_dot_q8_0_q8_0_neon, vec_dot_q8_0_q8_0_sdot),
-        T::Q2_K => (T::Q8_K, vec_dot_q2_k_q8_k_neon, vec_dot_q2_k_q8_k_sdot),
-        T::Q3_K => (T::Q8_K, vec_dot_q3_k_q8_k_neon, vec_dot_q3_k_q8_k_sdot),
-        T::Q4_K => (T::Q8_K, vec_dot_q4_k_q8_k_neon, vec_dot_q4_k_q8_k_sdot),
-        T::Q5_K => (T::Q8_K, vec_dot_q5_k_q8_k_neon, vec_dot_q5_k_q8_k_sdot),
-        T::Q6_K => (T::Q8_K, vec_dot_q6_k_q8_k_neon, vec_dot_q6_k_q8_k_sdot),
-        _ => return None,
+    use crate::dispatch::{find_offer, OfferedKernel};
+    let dot = |needs| {
+        find_offer(&OFFERS, ty, needs, |k| match k {
+            OfferedKernel::VecDot(f) => Some(f),
+            _ => None,
+        })
     };
-    Some(k)
+    let act = OFFERS
+        .iter()
+        .flat_map(|l| l.iter())
+        .find(|o| o.ty == ty)?
+        .act;
+    Some((act, dot(Backend::Neon)?, dot(Backend::NeonDotprod)?))
 }
 
-/// The float kernels of this module for `ty` (all pair with f32 activations).
+/// The float dot product of this module for `ty` (all pair with f32 activations).
+#[cfg(test)]
 pub(crate) fn float_kernel(ty: GgmlType) -> Option<VecDotFn> {
-    match ty {
-        GgmlType::F32 => Some(vec_dot_f32),
-        GgmlType::F16 => Some(vec_dot_f16_f32),
-        GgmlType::BF16 => Some(vec_dot_bf16_f32),
+    use crate::dispatch::{find_offer, OfferedKernel};
+    let f = find_offer(&OFFERS, ty, Backend::Neon, |k| match k {
+        OfferedKernel::VecDot(f) => Some(f),
         _ => None,
-    }
+    });
+    f.filter(|_| matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16))
 }
 
-/// The activation quantizers of this module (byte-identical with the scalar `from_float`).
+/// The activation quantizer of this module for `ty` (byte-identical with the scalar one).
+#[cfg(test)]
 pub(crate) fn from_float_kernel(ty: GgmlType) -> Option<QuantizeRowFn> {
-    match ty {
-        GgmlType::Q8_0 => Some(from_float_q8_0),
-        GgmlType::Q8_1 => Some(from_float_q8_1),
-        GgmlType::Q8_K => Some(from_float_q8_k),
+    use crate::dispatch::{find_offer, OfferedKernel};
+    find_offer(&OFFERS, ty, Backend::Neon, |k| match k {
+        OfferedKernel::FromFloat(f) => Some(f),
         _ => None,
-    }
+    })
 }
 
 /// Overwrites the entries of `table` that this ISA accelerates, after run-time feature detection:
-/// the `sdot` dot products when the CPU has dotprod, the plain NEON ones otherwise; the float dot
-/// products; the activation quantizers. An entry is replaced only when its activation type is the
-/// one the NEON kernel expects, so a table that pairs differently keeps its scalar kernel.
+/// the `sdot` kernels (dot products and prefill tiles) when the CPU has dotprod, the plain NEON
+/// ones otherwise; the float dot products; the activation quantizers.
 pub fn install(table: &mut KernelTable) {
     table.swiglu = swiglu;
     let dotprod = has_dotprod();
-    let int_backend = if dotprod {
+    let has = |b: Backend| b == Backend::Neon || (b == Backend::NeonDotprod && dotprod);
+    for list in OFFERS {
+        install_offers(table, list, has);
+    }
+    table.backend = if dotprod {
         Backend::NeonDotprod
     } else {
         Backend::Neon
     };
-    for ty in GgmlType::ALL {
-        let Some(entry) = table.get_mut(ty) else {
-            continue;
-        };
-        if let Some((partner, neon, sdot)) = int_kernels(ty) {
-            if entry.vec_dot_type == partner {
-                entry.vec_dot = Some(if dotprod { sdot } else { neon });
-                entry.backend = int_backend;
-            }
-        }
-        if let Some(f) = float_kernel(ty) {
-            if entry.vec_dot_type == GgmlType::F32 {
-                entry.vec_dot = Some(f);
-                entry.backend = Backend::Neon;
-            }
-        }
-        if ty == GgmlType::F16 {
-            entry.multi_dot = Some(multi_dot_f16);
-        }
-        if let Some(q) = from_float_kernel(ty) {
-            entry.from_float = Some(q);
-        }
-        if dotprod {
-            let t: Option<(GgmlType, GemmTileFn)> = match ty {
-                GgmlType::Q4_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q4_0)),
-                GgmlType::Q4_1 => Some((GgmlType::Q8_1, tile::gemm_tile_q4_1)),
-                GgmlType::Q5_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q5_0)),
-                GgmlType::Q5_1 => Some((GgmlType::Q8_1, tile::gemm_tile_q5_1)),
-                GgmlType::Q8_0 => Some((GgmlType::Q8_0, tile::gemm_tile_q8_0)),
-                GgmlType::Q4_K => Some((GgmlType::Q8_K, tile::gemm_tile_q4_k)),
-                GgmlType::Q6_K => Some((GgmlType::Q8_K, tile::gemm_tile_q6_k)),
-                _ => None,
-            };
-            if let Some((partner, f)) = t {
-                if entry.vec_dot_type == partner {
-                    entry.gemm_tile = Some(f);
-                }
-            }
-        }
-    }
-    table.backend = int_backend;
 }
 
 /// `a = silu(a) * b`: [`crate::vecmath::swiglu_lanes`], which NEON (always present on aarch64)

@@ -5,6 +5,7 @@ use core::arch::aarch64::*;
 
 use super::simd::{dot16, f16_to_f32};
 use crate::blocks::{BlockQ2_K, BlockQ8_K};
+use crate::dispatch::{Backend, Offer};
 
 /// `sum_g (scales[g] >> 4) * bsums[g]`, widened to i32 (exact for any bsums).
 #[inline]
@@ -93,3 +94,24 @@ super::vec_dot_entry_points!(
     BlockQ2_K,
     BlockQ8_K
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q2_K,
+            T::Q8_K,
+            Backend::Neon,
+            VecDot(vec_dot_q2_k_q8_k_neon),
+        ),
+        o(
+            T::Q2_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q2_k_q8_k_sdot),
+        ),
+    ]
+};

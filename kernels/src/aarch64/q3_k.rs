@@ -6,6 +6,7 @@ use core::arch::aarch64::*;
 
 use super::simd::{dot16, f16_to_f32};
 use crate::blocks::{BlockQ3_K, BlockQ8_K};
+use crate::dispatch::{Backend, Offer};
 use crate::scalar::q3_k::unpack_scales;
 
 /// `sum_g (sc[g] - 32) * dot_g(q3, q8)` for one super-block (|sum| <= 16 * 32 * 16 * 4 * 128).
@@ -105,3 +106,24 @@ super::vec_dot_entry_points!(
     BlockQ3_K,
     BlockQ8_K
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q3_K,
+            T::Q8_K,
+            Backend::Neon,
+            VecDot(vec_dot_q3_k_q8_k_neon),
+        ),
+        o(
+            T::Q3_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q3_k_q8_k_sdot),
+        ),
+    ]
+};

@@ -5,6 +5,7 @@ use core::arch::aarch64::*;
 
 use super::pair::{pair_entry_points, Block32, Block32Min};
 use crate::blocks::{BlockQ4_1, BlockQ8_1};
+use crate::dispatch::{Backend, Offer};
 
 impl Block32 for BlockQ4_1 {
     type Act = BlockQ8_1;
@@ -41,3 +42,30 @@ pair_entry_points!(
     BlockQ8_1,
     min
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q4_1,
+            T::Q8_1,
+            Backend::Neon,
+            VecDot(vec_dot_q4_1_q8_1_neon),
+        ),
+        o(
+            T::Q4_1,
+            T::Q8_1,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q4_1_q8_1_sdot),
+        ),
+        o(
+            T::Q4_1,
+            T::Q8_1,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q4_1),
+        ),
+    ]
+};

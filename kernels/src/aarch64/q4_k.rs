@@ -5,6 +5,7 @@ use core::arch::aarch64::*;
 
 use super::simd::{dot32, f16_to_f32};
 use crate::blocks::{BlockQ4_K, BlockQ8_K};
+use crate::dispatch::{Backend, Offer};
 
 /// Unpacks the eight 6-bit scales and eight 6-bit mins of a Q4_K/Q5_K block
 /// (ggml's `get_scale_min_k4` for j = 0..8), as two little-endian byte vectors (scale j in byte j).
@@ -112,3 +113,30 @@ super::vec_dot_entry_points!(
     BlockQ4_K,
     BlockQ8_K
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q4_K,
+            T::Q8_K,
+            Backend::Neon,
+            VecDot(vec_dot_q4_k_q8_k_neon),
+        ),
+        o(
+            T::Q4_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q4_k_q8_k_sdot),
+        ),
+        o(
+            T::Q4_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q4_k),
+        ),
+    ]
+};

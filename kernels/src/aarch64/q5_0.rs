@@ -5,6 +5,7 @@ use core::arch::aarch64::*;
 
 use super::pair::{pair_entry_points, Block32};
 use crate::blocks::{BlockQ5_0, BlockQ8_0};
+use crate::dispatch::{Backend, Offer};
 
 /// The fifth bits of a Q5 block as byte masks: lane j of the first vector is 0xFF when bit j of
 /// `qh` (a little-endian u32) is set, lane j of the second when bit 16 + j is.
@@ -60,3 +61,30 @@ pair_entry_points!(
     BlockQ5_0,
     BlockQ8_0
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q5_0,
+            T::Q8_0,
+            Backend::Neon,
+            VecDot(vec_dot_q5_0_q8_0_neon),
+        ),
+        o(
+            T::Q5_0,
+            T::Q8_0,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q5_0_q8_0_sdot),
+        ),
+        o(
+            T::Q5_0,
+            T::Q8_0,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q5_0),
+        ),
+    ]
+};

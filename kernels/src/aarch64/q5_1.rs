@@ -6,6 +6,7 @@ use core::arch::aarch64::*;
 use super::pair::{pair_entry_points, Block32, Block32Min};
 use super::q5_0::q5_levels;
 use crate::blocks::{BlockQ5_1, BlockQ8_1};
+use crate::dispatch::{Backend, Offer};
 
 impl Block32 for BlockQ5_1 {
     type Act = BlockQ8_1;
@@ -36,3 +37,30 @@ pair_entry_points!(
     BlockQ8_1,
     min
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q5_1,
+            T::Q8_1,
+            Backend::Neon,
+            VecDot(vec_dot_q5_1_q8_1_neon),
+        ),
+        o(
+            T::Q5_1,
+            T::Q8_1,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q5_1_q8_1_sdot),
+        ),
+        o(
+            T::Q5_1,
+            T::Q8_1,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q5_1),
+        ),
+    ]
+};

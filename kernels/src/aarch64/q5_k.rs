@@ -5,6 +5,7 @@ use core::arch::aarch64::*;
 use super::q4_k::{mins_dot_bsums, scales_mins_k4};
 use super::simd::{dot32, f16_to_f32};
 use crate::blocks::{BlockQ5_K, BlockQ8_K};
+use crate::dispatch::{Backend, Offer};
 
 /// `sum_g scales[g] * dot_g(q5, q8)` for one super-block (|sum| <= 8 * 63 * 32 * 31 * 128).
 ///
@@ -94,3 +95,24 @@ super::vec_dot_entry_points!(
     BlockQ5_K,
     BlockQ8_K
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q5_K,
+            T::Q8_K,
+            Backend::Neon,
+            VecDot(vec_dot_q5_k_q8_k_neon),
+        ),
+        o(
+            T::Q5_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q5_k_q8_k_sdot),
+        ),
+    ]
+};

@@ -6,6 +6,7 @@ use core::arch::aarch64::*;
 
 use super::simd::{dot16, f16_to_f32};
 use crate::blocks::{BlockQ6_K, BlockQ8_K};
+use crate::dispatch::{Backend, Offer};
 
 /// `sum_g scales[g] * dot_g(q6 - 32, q8)` for one super-block (|sum| <= 16 * 128 * 16 * 32 * 128).
 ///
@@ -86,3 +87,30 @@ super::vec_dot_entry_points!(
     BlockQ6_K,
     BlockQ8_K
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q6_K,
+            T::Q8_K,
+            Backend::Neon,
+            VecDot(vec_dot_q6_k_q8_k_neon),
+        ),
+        o(
+            T::Q6_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q6_k_q8_k_sdot),
+        ),
+        o(
+            T::Q6_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q6_k),
+        ),
+    ]
+};

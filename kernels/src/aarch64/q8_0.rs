@@ -5,6 +5,7 @@ use core::arch::aarch64::*;
 
 use super::pair::{pair_entry_points, Block32};
 use crate::blocks::BlockQ8_0;
+use crate::dispatch::{Backend, Offer};
 
 impl Block32 for BlockQ8_0 {
     type Act = BlockQ8_0;
@@ -33,3 +34,30 @@ pair_entry_points!(
     BlockQ8_0,
     BlockQ8_0
 );
+
+/// This format's kernels, slowest first (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::*;
+    use crate::types::GgmlType as T;
+    &[
+        o(
+            T::Q8_0,
+            T::Q8_0,
+            Backend::Neon,
+            VecDot(vec_dot_q8_0_q8_0_neon),
+        ),
+        o(
+            T::Q8_0,
+            T::Q8_0,
+            Backend::NeonDotprod,
+            VecDot(vec_dot_q8_0_q8_0_sdot),
+        ),
+        o(
+            T::Q8_0,
+            T::Q8_0,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q8_0),
+        ),
+    ]
+};

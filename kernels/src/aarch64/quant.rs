@@ -9,6 +9,7 @@ use core::arch::aarch64::*;
 use half::f16;
 
 use crate::blocks::{cast_blocks_mut, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K};
+use crate::dispatch::{Backend, Offer};
 use crate::scalar::f32_to_f16;
 
 /// Quantizes 32 values to `qs` with d = amax / 127; returns (d, sum of the quantized values).
@@ -149,3 +150,15 @@ pub(crate) fn from_float_q8_k(x: &[f32], out: &mut [u8]) {
     // SAFETY: NEON is part of the aarch64 baseline.
     unsafe { run(x, y) }
 }
+
+/// This module's activation quantizers (see [`crate::dispatch::install_offers`]).
+pub(super) const OFFERS: &[Offer] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::FromFloat;
+    use crate::types::GgmlType as T;
+    &[
+        o(T::Q8_0, T::Q8_0, Backend::Neon, FromFloat(from_float_q8_0)),
+        o(T::Q8_1, T::Q8_1, Backend::Neon, FromFloat(from_float_q8_1)),
+        o(T::Q8_K, T::Q8_K, Backend::Neon, FromFloat(from_float_q8_k)),
+    ]
+};

@@ -23,7 +23,7 @@
 use std::arch::x86_64::*;
 
 use crate::blocks::{cast_blocks, cast_blocks_mut, Block};
-use crate::dispatch::{Backend, GemmTileFn, GemvFn, KernelTable, QuantizeRowFn, VecDotFn};
+use crate::dispatch::{install_offers, Backend, KernelTable, Offer};
 use crate::types::GgmlType;
 
 mod act;
@@ -71,117 +71,115 @@ pub fn has_avx512vnni() -> bool {
         && is_x86_feature_detected!("avx512vl")
 }
 
-/// Overwrites the entries of `table` that this ISA accelerates, after run-time feature detection.
+/// The kernels of this module, per format, slowest first (AVX2 before AVX-512, which replaces
+/// it where the CPU has it). The VNNI one-row dot is offered only for Q8_0, which it makes faster
+/// than the AVX2 one; for Q4_0 it does not, so `quants::vec_dot_q4_0_q8_0_vnni` stays tested
+/// but unused (docs/perf.md).
+const OFFERS: [&[Offer]; 14] = {
+    use crate::dispatch::offer as o;
+    use crate::dispatch::OfferedKernel::{FromFloat, Gemv, MultiDot, Tile, VecDot};
+    use GgmlType as T;
+    const AVX2: Backend = Backend::Avx2;
+    const VNNI: Backend = Backend::Avx512;
+    [
+        &[
+            o(T::Q4_0, T::Q8_0, AVX2, VecDot(quants::vec_dot_q4_0_q8_0)),
+            o(T::Q4_0, T::Q8_0, AVX2, Gemv(gemv::gemv_q4_0_q8_0_avx2)),
+            o(T::Q4_0, T::Q8_0, AVX2, Tile(tile::avx2::gemm_tile_q4_0)),
+            o(T::Q4_0, T::Q8_0, VNNI, Gemv(gemv::gemv_q4_0_q8_0)),
+            o(T::Q4_0, T::Q8_0, VNNI, Tile(tile::vnni::gemm_tile_q4_0)),
+        ],
+        &[
+            o(T::Q4_1, T::Q8_1, AVX2, VecDot(quants::vec_dot_q4_1_q8_1)),
+            o(T::Q4_1, T::Q8_1, AVX2, Gemv(gemv::gemv_q4_1_q8_1_avx2)),
+            o(T::Q4_1, T::Q8_1, AVX2, Tile(tile::avx2::gemm_tile_q4_1)),
+            o(T::Q4_1, T::Q8_1, VNNI, Gemv(gemv::gemv_q4_1_q8_1)),
+            o(T::Q4_1, T::Q8_1, VNNI, Tile(tile::vnni::gemm_tile_q4_1)),
+        ],
+        &[
+            o(T::Q5_0, T::Q8_0, AVX2, VecDot(quants::vec_dot_q5_0_q8_0)),
+            o(T::Q5_0, T::Q8_0, AVX2, Gemv(gemv::gemv_q5_0_q8_0_avx2)),
+            o(T::Q5_0, T::Q8_0, AVX2, Tile(tile::avx2::gemm_tile_q5_0)),
+            o(T::Q5_0, T::Q8_0, VNNI, Gemv(gemv::gemv_q5_0_q8_0)),
+            o(T::Q5_0, T::Q8_0, VNNI, Tile(tile::vnni::gemm_tile_q5_0)),
+        ],
+        &[
+            o(T::Q5_1, T::Q8_1, AVX2, VecDot(quants::vec_dot_q5_1_q8_1)),
+            o(T::Q5_1, T::Q8_1, AVX2, Gemv(gemv::gemv_q5_1_q8_1_avx2)),
+            o(T::Q5_1, T::Q8_1, AVX2, Tile(tile::avx2::gemm_tile_q5_1)),
+            o(T::Q5_1, T::Q8_1, VNNI, Tile(tile::vnni::gemm_tile_q5_1)),
+        ],
+        &[
+            o(T::Q8_0, T::Q8_0, AVX2, VecDot(quants::vec_dot_q8_0_q8_0)),
+            o(T::Q8_0, T::Q8_0, AVX2, Tile(tile::avx2::gemm_tile_q8_0)),
+            o(
+                T::Q8_0,
+                T::Q8_0,
+                VNNI,
+                VecDot(quants::vec_dot_q8_0_q8_0_vnni),
+            ),
+            o(T::Q8_0, T::Q8_0, VNNI, Gemv(gemv::gemv_q8_0_q8_0)),
+            o(T::Q8_0, T::Q8_0, VNNI, Tile(tile::vnni::gemm_tile_q8_0)),
+        ],
+        &[o(
+            T::Q2_K,
+            T::Q8_K,
+            AVX2,
+            VecDot(k_quants::vec_dot_q2_k_q8_k),
+        )],
+        &[o(
+            T::Q3_K,
+            T::Q8_K,
+            AVX2,
+            VecDot(k_quants::vec_dot_q3_k_q8_k),
+        )],
+        &[
+            o(T::Q4_K, T::Q8_K, AVX2, VecDot(k_quants::vec_dot_q4_k_q8_k)),
+            o(T::Q4_K, T::Q8_K, AVX2, Gemv(gemv::gemv_q4_k_q8_k_avx2)),
+            o(T::Q4_K, T::Q8_K, AVX2, Tile(tile::avx2::gemm_tile_q4_k)),
+            o(T::Q4_K, T::Q8_K, VNNI, Gemv(gemv::gemv_q4_k_q8_k)),
+            o(T::Q4_K, T::Q8_K, VNNI, Tile(tile::vnni::gemm_tile_q4_k)),
+        ],
+        &[
+            o(T::Q5_K, T::Q8_K, AVX2, VecDot(k_quants::vec_dot_q5_k_q8_k)),
+            o(T::Q5_K, T::Q8_K, AVX2, Tile(tile::avx2::gemm_tile_q5_k)),
+            o(T::Q5_K, T::Q8_K, VNNI, Tile(tile::vnni::gemm_tile_q5_k)),
+        ],
+        &[
+            o(T::Q6_K, T::Q8_K, AVX2, VecDot(k_quants::vec_dot_q6_k_q8_k)),
+            o(T::Q6_K, T::Q8_K, AVX2, Tile(tile::avx2::gemm_tile_q6_k)),
+            o(T::Q6_K, T::Q8_K, VNNI, Gemv(gemv::gemv_q6_k_q8_k)),
+            o(T::Q6_K, T::Q8_K, VNNI, Tile(tile::vnni::gemm_tile_q6_k)),
+        ],
+        &[o(T::F32, T::F32, AVX2, VecDot(float::vec_dot_f32))],
+        &[
+            o(T::F16, T::F32, AVX2, VecDot(float::vec_dot_f16_f32)),
+            o(T::F16, T::F32, AVX2, MultiDot(float::multi_dot_f16)),
+        ],
+        &[o(T::BF16, T::F32, AVX2, VecDot(float::vec_dot_bf16_f32))],
+        &[
+            o(T::Q8_0, T::Q8_0, AVX2, FromFloat(act::from_float_q8_0)),
+            o(T::Q8_1, T::Q8_1, AVX2, FromFloat(act::from_float_q8_1)),
+            o(T::Q8_K, T::Q8_K, AVX2, FromFloat(act::from_float_q8_k)),
+        ],
+    ]
+};
+
+/// Overwrites the entries of `table` that this ISA accelerates, after run-time feature detection
+/// (`FERROLM_KERNELS=avx2` stops at the AVX2 kernels).
 pub fn install(table: &mut KernelTable) {
     if !has_avx2() {
         return;
     }
     f16_table();
     quants::set_prefetch_plan();
-    for (ty, dot) in [
-        (GgmlType::Q4_0, quants::vec_dot_q4_0_q8_0 as VecDotFn),
-        (GgmlType::Q4_1, quants::vec_dot_q4_1_q8_1),
-        (GgmlType::Q5_0, quants::vec_dot_q5_0_q8_0),
-        (GgmlType::Q5_1, quants::vec_dot_q5_1_q8_1),
-        (GgmlType::Q8_0, quants::vec_dot_q8_0_q8_0),
-        (GgmlType::Q2_K, k_quants::vec_dot_q2_k_q8_k),
-        (GgmlType::Q3_K, k_quants::vec_dot_q3_k_q8_k),
-        (GgmlType::Q4_K, k_quants::vec_dot_q4_k_q8_k),
-        (GgmlType::Q5_K, k_quants::vec_dot_q5_k_q8_k),
-        (GgmlType::Q6_K, k_quants::vec_dot_q6_k_q8_k),
-        (GgmlType::F32, float::vec_dot_f32),
-        (GgmlType::F16, float::vec_dot_f16_f32),
-        (GgmlType::BF16, float::vec_dot_bf16_f32),
-    ] {
-        set_dot(table, ty, dot, Backend::Avx2);
-    }
-    if let Some(e) = table.get_mut(GgmlType::F16) {
-        e.multi_dot = Some(float::multi_dot_f16);
-    }
-    for (ty, f) in [
-        (GgmlType::Q8_0, act::from_float_q8_0 as QuantizeRowFn),
-        (GgmlType::Q8_1, act::from_float_q8_1),
-        (GgmlType::Q8_K, act::from_float_q8_k),
-    ] {
-        if let Some(e) = table.get_mut(ty) {
-            e.from_float = Some(f);
-        }
+    let vnni = has_avx512vnni() && !crate::dispatch::avx512_disabled();
+    let has = |b: Backend| b == Backend::Avx2 || (b == Backend::Avx512 && vnni);
+    for list in OFFERS {
+        install_offers(table, list, has);
     }
     table.swiglu = float::swiglu;
-    // Decode mat-vecs on AVX2 alone (replaced by the AVX-512 ones below where the CPU has them).
-    for (ty, g) in [
-        (GgmlType::Q4_0, gemv::gemv_q4_0_q8_0_avx2 as GemvFn),
-        (GgmlType::Q4_1, gemv::gemv_q4_1_q8_1_avx2),
-        (GgmlType::Q5_0, gemv::gemv_q5_0_q8_0_avx2),
-        (GgmlType::Q5_1, gemv::gemv_q5_1_q8_1_avx2),
-        (GgmlType::Q4_K, gemv::gemv_q4_k_q8_k_avx2),
-    ] {
-        if let Some(e) = table.get_mut(ty) {
-            e.gemv = Some(g);
-        }
-    }
-    // Prefill tiles on AVX2 alone (replaced by the VNNI ones below where the CPU has them).
-    for (ty, g) in [
-        (GgmlType::Q4_0, tile::avx2::gemm_tile_q4_0 as GemmTileFn),
-        (GgmlType::Q8_0, tile::avx2::gemm_tile_q8_0),
-        (GgmlType::Q5_0, tile::avx2::gemm_tile_q5_0),
-        (GgmlType::Q4_1, tile::avx2::gemm_tile_q4_1),
-        (GgmlType::Q5_1, tile::avx2::gemm_tile_q5_1),
-        (GgmlType::Q4_K, tile::avx2::gemm_tile_q4_k),
-        (GgmlType::Q5_K, tile::avx2::gemm_tile_q5_k),
-        (GgmlType::Q6_K, tile::avx2::gemm_tile_q6_k),
-    ] {
-        if let Some(e) = table.get_mut(ty) {
-            e.gemm_tile = Some(g);
-        }
-    }
-    table.backend = Backend::Avx2;
-
-    if !has_avx512vnni() || crate::dispatch::avx512_disabled() {
-        return;
-    }
-    // The VNNI one-row dot only for Q8_0, which it makes faster than the AVX2 one; for Q4_0 it
-    // does not, so quants::vec_dot_q4_0_q8_0_vnni stays tested but unused (docs/perf.md).
-    set_dot(
-        table,
-        GgmlType::Q8_0,
-        quants::vec_dot_q8_0_q8_0_vnni,
-        Backend::Avx512,
-    );
-    for (ty, g) in [
-        (GgmlType::Q4_0, tile::vnni::gemm_tile_q4_0 as GemmTileFn),
-        (GgmlType::Q5_0, tile::vnni::gemm_tile_q5_0),
-        (GgmlType::Q8_0, tile::vnni::gemm_tile_q8_0),
-        (GgmlType::Q4_1, tile::vnni::gemm_tile_q4_1),
-        (GgmlType::Q5_1, tile::vnni::gemm_tile_q5_1),
-        (GgmlType::Q4_K, tile::vnni::gemm_tile_q4_k),
-        (GgmlType::Q5_K, tile::vnni::gemm_tile_q5_k),
-        (GgmlType::Q6_K, tile::vnni::gemm_tile_q6_k),
-    ] {
-        if let Some(e) = table.get_mut(ty) {
-            e.gemm_tile = Some(g);
-        }
-    }
-    for (ty, g) in [
-        (GgmlType::Q4_0, gemv::gemv_q4_0_q8_0 as GemvFn),
-        (GgmlType::Q4_1, gemv::gemv_q4_1_q8_1),
-        (GgmlType::Q5_0, gemv::gemv_q5_0_q8_0),
-        (GgmlType::Q8_0, gemv::gemv_q8_0_q8_0),
-        (GgmlType::Q4_K, gemv::gemv_q4_k_q8_k),
-        (GgmlType::Q6_K, gemv::gemv_q6_k_q8_k),
-    ] {
-        if let Some(e) = table.get_mut(ty) {
-            e.gemv = Some(g);
-        }
-    }
-    table.backend = Backend::Avx512;
-}
-
-fn set_dot(table: &mut KernelTable, ty: GgmlType, dot: VecDotFn, backend: Backend) {
-    if let Some(e) = table.get_mut(ty) {
-        e.vec_dot = Some(dot);
-        e.backend = backend;
-    }
+    table.backend = if vnni { Backend::Avx512 } else { Backend::Avx2 };
 }
 
 /// Views `w` and `a` as the blocks of one row of `n` elements each, asserting the lengths.
