@@ -18,7 +18,11 @@
 //! - `gemv`: decode mat-vecs, the activation side made once per call: AVX-512 VNNI for
 //!   Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K; AVX2 for Q4_0/Q4_1/Q5_0/Q5_1/Q4_K.
 //! - `tile`: prefill tiles (groups of 8 rows x up to 32 tokens) of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/
-//!   Q5_K/Q6_K, with AVX-512 VNNI `vpdpbusd` (`tile::vnni`) or AVX2 `maddubs` + `madd` (`tile::avx2`).
+//!   Q5_K/Q6_K: generic bodies over the `Isa` trait, entry points for AVX-512 VNNI `vpdpbusd`
+//!   (`tile::vnni`) and AVX2 `maddubs` + `madd` (`tile::avx2`).
+//!
+//! `OFFERS` lists every kernel by format and level; [`install`] detects the CPU and hands the
+//! lists to `dispatch::install_offers`, the loop the aarch64 module uses too.
 
 use std::arch::x86_64::*;
 
