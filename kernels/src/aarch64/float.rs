@@ -195,3 +195,45 @@ pub(super) const OFFERS: &[Offer] = {
         o(T::BF16, T::F32, Backend::Neon, VecDot(vec_dot_bf16_f32)),
     ]
 };
+
+#[cfg(test)]
+mod tests {
+    //! The float kernels against the scalar oracle.
+
+    use crate::aarch64::float_kernel;
+    use crate::aarch64::test_util::*;
+    use crate::dispatch::scalar_kernels;
+
+    #[test]
+    fn float_vec_dot_matches_scalar() {
+        let mut rng = Rng(7);
+        for ty in FLOAT_TYPES {
+            let scalar = scalar_kernels().get(ty).unwrap().vec_dot.unwrap();
+            let fast = float_kernel(ty).unwrap();
+            for n in [0usize, 1, 3, 15, 16, 17, 31, 33, 64, 100, 1000, 4096] {
+                let x: Vec<f32> = (0..n).map(|_| rng.unit() * 4.0).collect();
+                let mut w = Buf::zeroed(n * ty.block_bytes());
+                (scalar_kernels().get(ty).unwrap().quantize_row_ref.unwrap())(&x, w.bytes_mut());
+                let mut a = Buf::zeroed(n * 4);
+                for c in a.bytes_mut().chunks_exact_mut(4) {
+                    c.copy_from_slice(&rng.unit().to_le_bytes());
+                }
+                let want = scalar(n, w.bytes(), a.bytes());
+                let got = fast(n, w.bytes(), a.bytes());
+                let mut wd = vec![0.0f32; n];
+                (scalar_kernels().get(ty).unwrap().dequantize_row.unwrap())(w.bytes(), &mut wd);
+                let ad: Vec<f32> = a
+                    .bytes()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                let mag: f64 = wd
+                    .iter()
+                    .zip(&ad)
+                    .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                    .sum();
+                check_close(&format!("{ty} n={n}"), got, want, mag, n / 16 + 16);
+            }
+        }
+    }
+}

@@ -73,6 +73,8 @@ mod simd;
 mod tile;
 
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

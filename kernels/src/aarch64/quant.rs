@@ -162,3 +162,85 @@ pub(super) const OFFERS: &[Offer] = {
         o(T::Q8_K, T::Q8_K, Backend::Neon, FromFloat(from_float_q8_k)),
     ]
 };
+
+#[cfg(test)]
+mod tests {
+    //! The activation quantizers, byte for byte against the scalar ones.
+
+    use crate::aarch64::from_float_kernel;
+    use crate::aarch64::test_util::*;
+    use crate::dispatch::scalar_kernels;
+    use crate::types::GgmlType as T;
+
+    /// Rows that stress the activation quantizers: random, zeros, ties, an outlier, tiny and huge
+    /// values, all negative, and equal magnitudes of both signs (Q8_K takes the first one).
+    fn quantizer_rows(n: usize) -> Vec<Vec<f32>> {
+        let mut rng = Rng(1234);
+        let mut rows = vec![
+            (0..n).map(|_| rng.unit() * 3.0).collect::<Vec<f32>>(),
+            vec![0.0; n],
+            (0..n)
+                .map(|j| ((j * 7 % 256) as f32 - 128.0) / 16.0)
+                .collect(),
+            (0..n)
+                .map(|j| {
+                    if j % 32 == 0 {
+                        127.0 / 16.0
+                    } else {
+                        ((j * 5 % 254) as f32 - 127.0 + 0.5) / 16.0
+                    }
+                })
+                .collect(),
+            (0..n)
+                .map(|j| {
+                    if j == n / 3 {
+                        1000.0
+                    } else {
+                        rng.unit() * 0.01
+                    }
+                })
+                .collect(),
+            (0..n).map(|_| rng.unit() * 1e-6).collect(),
+            (0..n).map(|_| rng.unit() * 1e30).collect(),
+            (0..n).map(|_| -(rng.unit().abs() + 0.05)).collect(),
+            (0..n)
+                .map(|j| if j % 2 == 0 { 2.5 } else { -2.5 })
+                .collect(),
+            (0..n)
+                .map(|j| if j % 3 == 0 { -2.5 } else { 1.25 })
+                .collect(),
+        ];
+        // One block of zeros in the middle of a random row.
+        let mut r: Vec<f32> = (0..n).map(|_| rng.unit()).collect();
+        r[..32].fill(0.0);
+        rows.push(r);
+        rows
+    }
+
+    #[test]
+    fn from_float_byte_identical_to_scalar() {
+        for ty in [T::Q8_0, T::Q8_1, T::Q8_K] {
+            let scalar = scalar_kernels().get(ty).unwrap().from_float.unwrap();
+            let fast = from_float_kernel(ty).unwrap();
+            for n in [256usize, 512, 4096] {
+                for (i, x) in quantizer_rows(n).iter().enumerate() {
+                    let len = ty.row_bytes(n as u64).unwrap() as usize;
+                    let (mut want, mut got) = (Buf::zeroed(len), Buf::zeroed(len));
+                    scalar(x, want.bytes_mut());
+                    fast(x, got.bytes_mut());
+                    if let Some(pos) = want
+                        .bytes()
+                        .iter()
+                        .zip(got.bytes())
+                        .position(|(p, q)| p != q)
+                    {
+                        panic!(
+                            "{ty} row {i} n={n}: first differing byte {pos} (block {})",
+                            pos / ty.block_bytes()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

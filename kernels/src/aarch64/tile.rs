@@ -453,3 +453,128 @@ tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
     gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
 tile_fn!(/// Q6_K x Q8_K tile (`sdot`).
     gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
+
+#[cfg(test)]
+mod tests {
+    //! The `sdot` prefill tiles against the scalar `vec_dot` per (row, token).
+
+    use crate::aarch64::has_dotprod;
+    use crate::aarch64::test_util::*;
+    use crate::dispatch::{kernels, scalar_kernels};
+    use crate::types::GgmlType as T;
+    use crate::views::{Rows, RowsMut};
+
+    /// Runs `ty`'s installed tile on `nr` rows `w` x `nt` tokens `a` (n elements each) with an output
+    /// stride wider than the tile, and checks every (row, token) against the scalar `vec_dot` and that
+    /// nothing was written past the rows.
+    fn check_tile(ty: T, n: usize, w: &[u8], nr: usize, a: &[u8], nt: usize) {
+        let (wrb, arb) = (w.len() / nr, a.len() / nt);
+        let stride = nr + 2;
+        let mut out = vec![f32::NAN; nt * stride];
+        let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
+        tile(
+            n,
+            Rows::new(w, nr, wrb, wrb),
+            Rows::new(a, nt, arb, arb),
+            RowsMut::new(&mut out, nt, nr, stride),
+        );
+        let dot = scalar_kernels().get(ty).unwrap().vec_dot.unwrap();
+        for t in 0..nt {
+            let pad = &out[t * stride + nr..(t + 1) * stride];
+            assert!(
+                pad.iter().all(|v| v.is_nan()),
+                "{ty}: stray write, token {t}"
+            );
+            for r in 0..nr {
+                let want = dot(n, &w[r * wrb..(r + 1) * wrb], &a[t * arb..(t + 1) * arb]);
+                let got = out[t * stride + r];
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs().max(1.0),
+                    "{ty} row {r} token {t}: {got} vs scalar {want}"
+                );
+            }
+        }
+    }
+
+    /// The `sdot` prefill tiles (installed only with dotprod) of Q4_0 and Q8_0: 9 rows (two groups of
+    /// 4 and a partial one) x 13 tokens (groups of 8, 4, 1), 3 blocks, weight and activation bytes
+    /// including -128 and 127.
+    #[test]
+    fn sdot_tiles_match_scalar() {
+        let installed = [
+            T::Q4_0,
+            T::Q4_1,
+            T::Q5_0,
+            T::Q5_1,
+            T::Q8_0,
+            T::Q4_K,
+            T::Q6_K,
+        ]
+        .map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
+        assert_eq!(
+            installed,
+            [has_dotprod(); 7],
+            "tiles installed exactly when dotprod is present"
+        );
+        if !has_dotprod() {
+            eprintln!("skipped: no dotprod");
+            return;
+        }
+        let mut rng = Rng(11);
+        let (nr, nt, n) = (9usize, 13usize, 96usize);
+        for ty in [T::Q4_0, T::Q8_0] {
+            let w = random_blocks(
+                &mut rng,
+                nr * ty.row_bytes(n as u64).unwrap() as usize,
+                ty.block_bytes(),
+            );
+            let arb = T::Q8_0.row_bytes(n as u64).unwrap() as usize;
+            let a = random_blocks(&mut rng, nt * arb, T::Q8_0.block_bytes());
+            check_tile(ty, n, &w, nr, &a, nt);
+        }
+    }
+
+    /// The Q4_K and Q6_K `sdot` tiles: 6 rows x 11 tokens x 2 super-blocks, weights and activations
+    /// quantized from random floats by the scalar quantizers.
+    #[test]
+    fn sdot_tile_k_matches_scalar() {
+        if !has_dotprod() {
+            eprintln!("skipped: no dotprod");
+            return;
+        }
+        let mut rng = Rng(5);
+        let (nr, nt, n) = (6usize, 11usize, 512usize);
+        for ty in [T::Q4_K, T::Q6_K] {
+            let w = quantized(ty, n, nr, 1.0, &mut rng);
+            let a = quantized(T::Q8_K, n, nt, 3.0, &mut rng);
+            check_tile(ty, n, &w, nr, &a, nt);
+        }
+    }
+
+    /// The Q4_1, Q5_0 and Q5_1 `sdot` tiles (Q8_1 activations carry the sums the mins meet): 9 rows
+    /// x 13 tokens x 3 blocks, quantized from random floats (an offset, so the mins matter).
+    #[test]
+    fn sdot_tile_q4_1_q5_matches_scalar() {
+        if !has_dotprod() {
+            eprintln!("skipped: no dotprod");
+            return;
+        }
+        let mut rng = Rng(17);
+        let (nr, nt, n) = (9usize, 13usize, 96usize);
+        for ty in [T::Q4_1, T::Q5_0, T::Q5_1] {
+            let partner = scalar_kernels().get(ty).unwrap().vec_dot_type;
+            let mut w = quantized(ty, n, nr, 1.0, &mut rng);
+            if ty != T::Q5_0 {
+                // Shift the rows' values: quantize x + 0.7 so that every block has a non-zero min.
+                let x: Vec<f32> = (0..nr * n).map(|_| rng.unit() + 0.7).collect();
+                let rb = ty.row_bytes(n as u64).unwrap() as usize;
+                let q = scalar_kernels().get(ty).unwrap().quantize_row_ref.unwrap();
+                for (x, o) in x.chunks_exact(n).zip(w.chunks_exact_mut(rb)) {
+                    q(x, o);
+                }
+            }
+            let a = quantized(partner, n, nt, 3.0, &mut rng);
+            check_tile(ty, n, &w, nr, &a, nt);
+        }
+    }
+}
