@@ -45,6 +45,21 @@ macro_rules! gemv_entry {
     };
 }
 
+/// Four f16 scale bit patterns packed into one u64 in general-purpose registers (`movzx`, `shl`,
+/// `or`), then moved to a vector once. Without the empty `asm!` barrier LLVM may build the value
+/// with `vpinsrw` chains instead, which compete with the mat-vec loops' permutes for port 5 and
+/// cost a fifth of the Q4_0 decode on some code layouts (docs/perf.md, "Code placement").
+#[inline(always)]
+fn pack_scales(d: [u16; 4]) -> i64 {
+    let mut bits = d[0] as i64 | (d[1] as i64) << 16 | (d[2] as i64) << 32 | (d[3] as i64) << 48;
+    // SAFETY: an empty template: it reads and writes only `bits`'s register, touches no memory,
+    // no stack and no flags.
+    unsafe {
+        std::arch::asm!("/* {bits} */", bits = inout(reg) bits, options(pure, nomem, nostack, preserves_flags));
+    }
+    bits
+}
+
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
 const MAX_BLOCKS: usize = 512;

@@ -119,10 +119,7 @@ pub(super) fn quad_step(
         )
     };
     let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed, lo, alo), hi, ahi);
-    let bits = d[0].to_bits() as i64
-        | (d[1].to_bits() as i64) << 16
-        | (d[2].to_bits() as i64) << 32
-        | (d[3].to_bits() as i64) << 48;
+    let bits = pack_scales(d.map(|h| h.to_bits()));
     // SAFETY: `da` is 16 readable bytes; unaligned load.
     let da4 = unsafe { _mm_loadu_ps(da.as_ptr()) };
     let d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4);
