@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::quants::{gemv_streams_prefetch, prefetch_lines};
+use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{hsum_ps, row_blocks};
 use crate::views::{Rows, RowsMut};
 

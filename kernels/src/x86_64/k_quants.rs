@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::quants::prefetch_lines;
+use super::prefetch::prefetch_lines;
 use super::{h2f, hsum_ps, load32, load32i, row_blocks};
 use crate::blocks::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
 

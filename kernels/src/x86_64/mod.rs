@@ -9,8 +9,8 @@
 //! Integer products are summed exactly in integers per block (maddubs/madd with unsigned weights,
 //! so no i16 saturation and no sign-trick corner case for -128), then scaled in f32.
 //!
-//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI), and
-//!   the software-prefetch plan (`set_prefetch_plan`, `prefetch_lines`).
+//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI).
+//! - `prefetch`: the software-prefetch plan (`set_prefetch_plan`, `prefetch_lines`).
 //! - `k_quants`: vec_dot of Q2_K..Q6_K . Q8_K (AVX2).
 //! - `float`: F32/F16/BF16 rows . f32, the F16 multi-vector dot (attention over an F16 cache) and
 //!   SwiGLU (AVX2+FMA, F16C).
@@ -34,6 +34,7 @@ mod act;
 mod float;
 mod gemv;
 mod k_quants;
+mod prefetch;
 mod quants;
 mod tile;
 
@@ -176,7 +177,7 @@ pub fn install(table: &mut KernelTable) {
         return;
     }
     f16_table();
-    quants::set_prefetch_plan();
+    prefetch::set_prefetch_plan();
     let vnni = has_avx512vnni() && !crate::dispatch::avx512_disabled();
     let has = |b: Backend| b == Backend::Avx2 || (b == Backend::Avx512 && vnni);
     for list in OFFERS {

@@ -16,7 +16,7 @@
 //! order (interleaved rows make several short streams, which defeat the hardware prefetcher).
 //!
 //! The Q4_0, Q4_1, Q5_0 and Q6_K kernels' software prefetch is chosen per CPU vendor
-//! (`quants::set_prefetch_plan`): none on AMD (prefetches take fill buffers the hardware
+//! (`prefetch::set_prefetch_plan`): none on AMD (prefetches take fill buffers the hardware
 //! prefetcher's stream would use), 2 KiB ahead on Intel (the hardware prefetcher alone falls short).
 //! Measurements: docs/perf.md.
 //!
@@ -26,7 +26,8 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::quants::{fifth_bits, gemv_streams_prefetch, prefetch_lines, prefetch_lines_q8_0};
+use super::prefetch::{gemv_streams_prefetch, prefetch_lines, prefetch_lines_q8_0};
+use super::quants::fifth_bits;
 use super::{f16_table, load16, load32i, lut};
 use crate::blocks::{
     as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
