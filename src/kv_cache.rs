@@ -207,13 +207,6 @@ impl KvCache {
         }
     }
 
-    /// Transposed values of one head, dimension `d`, positions `0..n`: `[n]` in the cache type.
-    #[inline]
-    pub fn v_column(&self, layer: usize, head: usize, d: usize, n: usize) -> &[u8] {
-        assert!(d < self.head_dim, "bad transposed-V read");
-        self.v_columns(layer, head, n).row(d)
-    }
-
     /// Transposed values of one head, positions `0..n` of every dimension at once: row d of the
     /// view is dimension d's `n` values (`head_dim` rows of `n * elem_bytes` bytes).
     #[inline]

@@ -242,7 +242,7 @@ pub(crate) const fn offer(
 
 /// The first offer in `lists` for `ty` at level `needs` that fills the slot `pick` selects (for
 /// tests that run one kernel of an ISA module directly).
-#[allow(dead_code)]
+#[cfg(all(test, target_arch = "aarch64"))]
 pub(crate) fn find_offer<F: Copy>(
     lists: &[&[Offer]],
     ty: GgmlType,

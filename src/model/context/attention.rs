@@ -149,9 +149,9 @@ pub(super) fn attention(
         if kv.v_transposed() {
             // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension (transposed values
             // of F16/F32 caches, dotted with the f32 weights).
-            let pb = as_bytes(sc);
+            let (pb, vt) = (as_bytes(sc), kv.v_columns(layer, kvh, n_kv));
             for (d, od) in o.iter_mut().enumerate() {
-                *od = dot(n_kv, kv.v_column(layer, kvh, d, n_kv), pb);
+                *od = dot(n_kv, vt.row(d), pb);
             }
         } else {
             o.fill(0.0);

@@ -490,13 +490,25 @@ unsafe fn tile<I: Isa, W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE:
     }
 }
 
+/// `out.row(t)` = the lanes of `acc[t]` for the rows present (`out.row_len()` of 8).
+#[inline(always)]
+fn store_rows(acc: &[__m256], mut out: RowsMut<f32>) {
+    let present = out.row_len();
+    for (t, a) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 8 writable floats; unaligned store (AVX, which every caller has).
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
+    }
+}
+
 /// 8 rows x NT tokens of Q4_K/Q5_K . Q8_K over all super-blocks.
 #[inline(always)]
 unsafe fn group_k<I: Isa, W: KBlock, const NT: usize>(
     rows: [Option<&[W]>; 8],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
-    mut out: RowsMut<f32>,
+    out: RowsMut<f32>,
 ) {
     // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
     // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
@@ -577,13 +589,7 @@ unsafe fn group_k<I: Isa, W: KBlock, const NT: usize>(
                     _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(dminv, da), acc[t]);
             }
         }
-        let present = out.row_len();
-        for (t, a) in acc.iter().enumerate() {
-            let mut lanes = [0.0f32; 8];
-            // `lanes` is 8 writable floats; unaligned store.
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
-            out.row_mut(t).copy_from_slice(&lanes[..present]);
-        }
+        store_rows(&acc, out);
     }
 }
 
@@ -593,7 +599,7 @@ unsafe fn group_q6<I: Isa, const NT: usize>(
     rows: [Option<&[BlockQ6_K]>; 8],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
-    mut out: RowsMut<f32>,
+    out: RowsMut<f32>,
 ) {
     // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
     // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
@@ -656,13 +662,7 @@ unsafe fn group_q6<I: Isa, const NT: usize>(
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
             }
         }
-        let present = out.row_len();
-        for (t, a) in acc.iter().enumerate() {
-            let mut lanes = [0.0f32; 8];
-            // `lanes` is 8 writable floats; unaligned store.
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
-            out.row_mut(t).copy_from_slice(&lanes[..present]);
-        }
+        store_rows(&acc, out);
     }
 }
 
