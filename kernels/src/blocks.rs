@@ -158,6 +158,8 @@ pub unsafe trait Block: Copy + 'static {
 /// A 32-element activation block as the kernels read it: its 32 signed bytes, its scale, and for
 /// Q8_1 its `s = d * sum(qs)` (which meets the weights' min in Q4_1/Q5_1 dot products).
 pub trait ActBlock32: Block {
+    /// Its format in the kernel table (Q8_0 or Q8_1).
+    const TYPE: crate::types::GgmlType;
     fn qs(&self) -> &[i8; QK];
     fn d(&self) -> f16;
     /// `s` of Q8_1; `None` for Q8_0.
@@ -165,6 +167,7 @@ pub trait ActBlock32: Block {
 }
 
 impl ActBlock32 for BlockQ8_0 {
+    const TYPE: crate::types::GgmlType = crate::types::GgmlType::Q8_0;
     #[inline(always)]
     fn qs(&self) -> &[i8; QK] {
         &self.qs
@@ -180,6 +183,7 @@ impl ActBlock32 for BlockQ8_0 {
 }
 
 impl ActBlock32 for BlockQ8_1 {
+    const TYPE: crate::types::GgmlType = crate::types::GgmlType::Q8_1;
     #[inline(always)]
     fn qs(&self) -> &[i8; QK] {
         &self.qs
@@ -191,6 +195,102 @@ impl ActBlock32 for BlockQ8_1 {
     #[inline(always)]
     fn s(&self) -> Option<f16> {
         Some(self.s)
+    }
+}
+
+/// A 32-element weight block with 4-bit levels, plus a fifth bit for Q5_* (Q4_0, Q4_1, Q5_0,
+/// Q5_1): what the SIMD bodies written once for the four formats read of a block.
+pub trait NibbleBlock: Block {
+    /// Its format in the kernel table.
+    const TYPE: crate::types::GgmlType;
+    /// The activation block it dots with (Q8_0 or Q8_1).
+    type Act: ActBlock32;
+    /// The value of level q is `d * (q - OFFSET)` (+ `m`). Zero exactly for the formats with a
+    /// min (Q4_1, Q5_1).
+    const OFFSET: i32;
+    fn qs(&self) -> &[u8; QK / 2];
+    fn d(&self) -> f16;
+    /// The min, or zero for the formats without one.
+    #[inline(always)]
+    fn m(&self) -> f16 {
+        f16::ZERO
+    }
+    /// The fifth bits (bit j of element j), or `None` for the 4-bit formats.
+    #[inline(always)]
+    fn qh(&self) -> Option<u32> {
+        None
+    }
+}
+
+impl NibbleBlock for BlockQ4_0 {
+    const TYPE: crate::types::GgmlType = crate::types::GgmlType::Q4_0;
+    type Act = BlockQ8_0;
+    const OFFSET: i32 = 8;
+    #[inline(always)]
+    fn qs(&self) -> &[u8; QK / 2] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> f16 {
+        self.d
+    }
+}
+
+impl NibbleBlock for BlockQ5_0 {
+    const TYPE: crate::types::GgmlType = crate::types::GgmlType::Q5_0;
+    type Act = BlockQ8_0;
+    const OFFSET: i32 = 16;
+    #[inline(always)]
+    fn qs(&self) -> &[u8; QK / 2] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn qh(&self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.qh))
+    }
+}
+
+impl NibbleBlock for BlockQ4_1 {
+    const TYPE: crate::types::GgmlType = crate::types::GgmlType::Q4_1;
+    type Act = BlockQ8_1;
+    const OFFSET: i32 = 0;
+    #[inline(always)]
+    fn qs(&self) -> &[u8; QK / 2] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn m(&self) -> f16 {
+        self.m
+    }
+}
+
+impl NibbleBlock for BlockQ5_1 {
+    const TYPE: crate::types::GgmlType = crate::types::GgmlType::Q5_1;
+    type Act = BlockQ8_1;
+    const OFFSET: i32 = 0;
+    #[inline(always)]
+    fn qs(&self) -> &[u8; QK / 2] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> f16 {
+        self.d
+    }
+    #[inline(always)]
+    fn m(&self) -> f16 {
+        self.m
+    }
+    #[inline(always)]
+    fn qh(&self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.qh))
     }
 }
 

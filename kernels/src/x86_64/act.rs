@@ -7,8 +7,20 @@
 
 use std::arch::x86_64::*;
 
-use super::{f2h, hsum_epi32, quant_blocks};
+use super::{f2h, hsum_epi32, quant_blocks, AVX2};
 use crate::blocks::{BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K};
+use crate::dispatch::{offer, Offer, OfferedKernel as K};
+use crate::types::GgmlType;
+
+/// The activation quantizers.
+pub(super) const OFFERS: &[Offer] = {
+    use GgmlType as T;
+    &[
+        offer(T::Q8_0, T::Q8_0, AVX2, K::FromFloat(from_float_q8_0)),
+        offer(T::Q8_1, T::Q8_1, AVX2, K::FromFloat(from_float_q8_1)),
+        offer(T::Q8_K, T::Q8_K, AVX2, K::FromFloat(from_float_q8_k)),
+    ]
+};
 
 /// Loads 8 floats.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -9,8 +9,21 @@ use std::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
-use super::{hsum_ps, row_blocks};
+use super::{hsum_ps, row_blocks, AVX2};
+use crate::dispatch::{offer, Offer, OfferedKernel as K};
+use crate::types::GgmlType;
 use crate::views::{Rows, RowsMut};
+
+/// The float kernels: one-row dots of F32, F16 and BF16 rows x f32, and the F16 multi-vector dot.
+pub(super) const OFFERS: &[Offer] = {
+    use GgmlType as T;
+    &[
+        offer(T::F32, T::F32, AVX2, K::VecDot(vec_dot_f32)),
+        offer(T::F16, T::F32, AVX2, K::VecDot(vec_dot_f16_f32)),
+        offer(T::F16, T::F32, AVX2, K::MultiDot(multi_dot_f16)),
+        offer(T::BF16, T::F32, AVX2, K::VecDot(vec_dot_bf16_f32)),
+    ]
+};
 
 /// Generic body: `load(i)` yields the 8 weights starting at element i as f32; `pf(i)` prefetches
 /// ahead of the 32 weights from element i.

@@ -9,33 +9,44 @@
 //! Integer products are summed exactly in integers per block (maddubs/madd with unsigned weights,
 //! so no i16 saturation and no sign-trick corner case for -128), then scaled in f32.
 //!
-//! - `quants`: vec_dot of Q4_0/Q5_0/Q8_0 . Q8_0 and Q4_1/Q5_1 . Q8_1 (AVX2; Q8_0 also VNNI).
+//! One file per format holds all of that format's kernels and its `OFFERS` list: `q4_0`, `q4_1`,
+//! `q5_0`, `q5_1`, `q8_0` (32-element blocks), `q2_k` .. `q6_k` (super-blocks of 256): the one-row
+//! `vec_dot`, the decode mat-vecs where the format has them, and how its blocks unpack for the
+//! prefill tiles. `float` holds F32/F16/BF16 rows . f32, the F16 multi-vector dot (attention over
+//! an F16 cache) and SwiGLU; `act` the activation quantizers Q8_0/Q8_1/Q8_K. Shared machinery:
+//! - `block32`: the [`Nibble32`](block32::Nibble32) trait of the 4-bit formats (levels, offset,
+//!   min, fifth bits) and the one-row dot body; `superblock`: the k-quants' shared pieces.
+//! - `gemv`: the decode mat-vec frame (lengths, long-row fallback), the AVX2 pair body over
+//!   `Nibble32` (`gemv::pairs`) and the AVX-512 quads of the 4-bit formats (`gemv::quads`).
+//! - `tile`: the prefill tile bodies (8 rows x up to 32 tokens), generic over the `Isa` trait with
+//!   entry points for AVX-512 VNNI `vpdpbusd` (`tile::vnni`) and AVX2 `maddubs` + `madd`
+//!   (`tile::avx2`), and over the format (`TileBlock`, `KTile`).
 //! - `prefetch`: the software-prefetch plan (`set_prefetch_plan`, `prefetch_lines`).
-//! - `k_quants`: vec_dot of Q2_K..Q6_K . Q8_K (AVX2).
-//! - `float`: F32/F16/BF16 rows . f32, the F16 multi-vector dot (attention over an F16 cache) and
-//!   SwiGLU (AVX2+FMA, F16C).
-//! - `act`: activation quantizers Q8_0/Q8_1/Q8_K, byte-identical with the scalar ones.
-//! - `gemv`: decode mat-vecs, the activation side made once per call: AVX-512 VNNI for
-//!   Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K; AVX2 for Q4_0/Q4_1/Q5_0/Q5_1/Q4_K.
-//! - `tile`: prefill tiles (groups of 8 rows x up to 32 tokens) of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/
-//!   Q5_K/Q6_K: generic bodies over the `Isa` trait, entry points for AVX-512 VNNI `vpdpbusd`
-//!   (`tile::vnni`) and AVX2 `maddubs` + `madd` (`tile::avx2`).
 //!
-//! `OFFERS` lists every kernel by format and level; [`install`] detects the CPU and hands the
-//! lists to `dispatch::install_offers`, the loop the aarch64 module uses too.
+//! [`install`] detects the CPU and hands every format's list to `dispatch::install_offers`, the
+//! loop the aarch64 module uses too.
 
 use std::arch::x86_64::*;
 
 use crate::blocks::{cast_blocks, cast_blocks_mut, Block};
 use crate::dispatch::{install_offers, Backend, KernelTable, Offer};
-use crate::types::GgmlType;
 
 mod act;
+mod block32;
 mod float;
 mod gemv;
-mod k_quants;
 mod prefetch;
-mod quants;
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q5_1;
+mod q5_k;
+mod q6_k;
+mod q8_0;
+mod superblock;
 mod tile;
 
 /// The rule every entry point of this module follows: a safe function that runs code compiled
@@ -76,99 +87,26 @@ pub fn has_avx512vnni() -> bool {
         && is_x86_feature_detected!("avx512vl")
 }
 
-/// The kernels of this module, per format, slowest first (AVX2 before AVX-512, which replaces
-/// it where the CPU has it). The VNNI one-row dot is offered only for Q8_0, which it makes faster
-/// than the AVX2 one; for Q4_0 it does not, so `quants::vec_dot_q4_0_q8_0_vnni` stays tested
-/// but unused (docs/perf.md).
-const OFFERS: [&[Offer]; 14] = {
-    use crate::dispatch::offer as o;
-    use crate::dispatch::OfferedKernel::{FromFloat, Gemv, MultiDot, Tile, VecDot};
-    use GgmlType as T;
-    const AVX2: Backend = Backend::Avx2;
-    const VNNI: Backend = Backend::Avx512;
-    [
-        &[
-            o(T::Q4_0, T::Q8_0, AVX2, VecDot(quants::vec_dot_q4_0_q8_0)),
-            o(T::Q4_0, T::Q8_0, AVX2, Gemv(gemv::gemv_q4_0_q8_0_avx2)),
-            o(T::Q4_0, T::Q8_0, AVX2, Tile(tile::avx2::gemm_tile_q4_0)),
-            o(T::Q4_0, T::Q8_0, VNNI, Gemv(gemv::gemv_q4_0_q8_0)),
-            o(T::Q4_0, T::Q8_0, VNNI, Tile(tile::vnni::gemm_tile_q4_0)),
-        ],
-        &[
-            o(T::Q4_1, T::Q8_1, AVX2, VecDot(quants::vec_dot_q4_1_q8_1)),
-            o(T::Q4_1, T::Q8_1, AVX2, Gemv(gemv::gemv_q4_1_q8_1_avx2)),
-            o(T::Q4_1, T::Q8_1, AVX2, Tile(tile::avx2::gemm_tile_q4_1)),
-            o(T::Q4_1, T::Q8_1, VNNI, Gemv(gemv::gemv_q4_1_q8_1)),
-            o(T::Q4_1, T::Q8_1, VNNI, Tile(tile::vnni::gemm_tile_q4_1)),
-        ],
-        &[
-            o(T::Q5_0, T::Q8_0, AVX2, VecDot(quants::vec_dot_q5_0_q8_0)),
-            o(T::Q5_0, T::Q8_0, AVX2, Gemv(gemv::gemv_q5_0_q8_0_avx2)),
-            o(T::Q5_0, T::Q8_0, AVX2, Tile(tile::avx2::gemm_tile_q5_0)),
-            o(T::Q5_0, T::Q8_0, VNNI, Gemv(gemv::gemv_q5_0_q8_0)),
-            o(T::Q5_0, T::Q8_0, VNNI, Tile(tile::vnni::gemm_tile_q5_0)),
-        ],
-        &[
-            o(T::Q5_1, T::Q8_1, AVX2, VecDot(quants::vec_dot_q5_1_q8_1)),
-            o(T::Q5_1, T::Q8_1, AVX2, Gemv(gemv::gemv_q5_1_q8_1_avx2)),
-            o(T::Q5_1, T::Q8_1, AVX2, Tile(tile::avx2::gemm_tile_q5_1)),
-            o(T::Q5_1, T::Q8_1, VNNI, Tile(tile::vnni::gemm_tile_q5_1)),
-        ],
-        &[
-            o(T::Q8_0, T::Q8_0, AVX2, VecDot(quants::vec_dot_q8_0_q8_0)),
-            o(T::Q8_0, T::Q8_0, AVX2, Tile(tile::avx2::gemm_tile_q8_0)),
-            o(
-                T::Q8_0,
-                T::Q8_0,
-                VNNI,
-                VecDot(quants::vec_dot_q8_0_q8_0_vnni),
-            ),
-            o(T::Q8_0, T::Q8_0, VNNI, Gemv(gemv::gemv_q8_0_q8_0)),
-            o(T::Q8_0, T::Q8_0, VNNI, Tile(tile::vnni::gemm_tile_q8_0)),
-        ],
-        &[o(
-            T::Q2_K,
-            T::Q8_K,
-            AVX2,
-            VecDot(k_quants::vec_dot_q2_k_q8_k),
-        )],
-        &[o(
-            T::Q3_K,
-            T::Q8_K,
-            AVX2,
-            VecDot(k_quants::vec_dot_q3_k_q8_k),
-        )],
-        &[
-            o(T::Q4_K, T::Q8_K, AVX2, VecDot(k_quants::vec_dot_q4_k_q8_k)),
-            o(T::Q4_K, T::Q8_K, AVX2, Gemv(gemv::gemv_q4_k_q8_k_avx2)),
-            o(T::Q4_K, T::Q8_K, AVX2, Tile(tile::avx2::gemm_tile_q4_k)),
-            o(T::Q4_K, T::Q8_K, VNNI, Gemv(gemv::gemv_q4_k_q8_k)),
-            o(T::Q4_K, T::Q8_K, VNNI, Tile(tile::vnni::gemm_tile_q4_k)),
-        ],
-        &[
-            o(T::Q5_K, T::Q8_K, AVX2, VecDot(k_quants::vec_dot_q5_k_q8_k)),
-            o(T::Q5_K, T::Q8_K, AVX2, Tile(tile::avx2::gemm_tile_q5_k)),
-            o(T::Q5_K, T::Q8_K, VNNI, Tile(tile::vnni::gemm_tile_q5_k)),
-        ],
-        &[
-            o(T::Q6_K, T::Q8_K, AVX2, VecDot(k_quants::vec_dot_q6_k_q8_k)),
-            o(T::Q6_K, T::Q8_K, AVX2, Tile(tile::avx2::gemm_tile_q6_k)),
-            o(T::Q6_K, T::Q8_K, VNNI, Gemv(gemv::gemv_q6_k_q8_k)),
-            o(T::Q6_K, T::Q8_K, VNNI, Tile(tile::vnni::gemm_tile_q6_k)),
-        ],
-        &[o(T::F32, T::F32, AVX2, VecDot(float::vec_dot_f32))],
-        &[
-            o(T::F16, T::F32, AVX2, VecDot(float::vec_dot_f16_f32)),
-            o(T::F16, T::F32, AVX2, MultiDot(float::multi_dot_f16)),
-        ],
-        &[o(T::BF16, T::F32, AVX2, VecDot(float::vec_dot_bf16_f32))],
-        &[
-            o(T::Q8_0, T::Q8_0, AVX2, FromFloat(act::from_float_q8_0)),
-            o(T::Q8_1, T::Q8_1, AVX2, FromFloat(act::from_float_q8_1)),
-            o(T::Q8_K, T::Q8_K, AVX2, FromFloat(act::from_float_q8_k)),
-        ],
-    ]
-};
+/// The instruction-set levels of the offer lists.
+const AVX2: Backend = Backend::Avx2;
+const VNNI: Backend = Backend::Avx512;
+
+/// The kernels of this module, one list per format file (and the float kernels and activation
+/// quantizers), each slowest first: AVX2, then AVX-512 VNNI, which replaces it where the CPU has it.
+const OFFERS: [&[Offer]; 12] = [
+    q4_0::OFFERS,
+    q4_1::OFFERS,
+    q5_0::OFFERS,
+    q5_1::OFFERS,
+    q8_0::OFFERS,
+    q2_k::OFFERS,
+    q3_k::OFFERS,
+    q4_k::OFFERS,
+    q5_k::OFFERS,
+    q6_k::OFFERS,
+    float::OFFERS,
+    act::OFFERS,
+];
 
 /// Overwrites the entries of `table` that this ISA accelerates, after run-time feature detection
 /// (`FERROLM_KERNELS=avx2` stops at the AVX2 kernels).

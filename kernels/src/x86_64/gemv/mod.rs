@@ -1,10 +1,10 @@
-//! Decode mat-vecs (`GemvFn`: several weight rows x one token), each laying the activation row out
-//! once per call in the order its weight levels come out of the loads:
-//! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step; Q8_0 x Q8_0
-//!   two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`, `packssdw`
-//!   and one `vpdpwssd` per register pair (see `row_dot_q4_k`).
-//! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`row_dot_pairs`), and Q4_K x
-//!   Q8_K (`row_dot_q4_k_avx2`).
+//! The machinery of the decode mat-vecs (`GemvFn`: several weight rows x one token), whose
+//! per-format bodies live in the format files (`q4_0.rs`, `q4_k.rs`, ...). Each lays the activation
+//! row out once per call in the order its weight levels come out of the loads:
+//! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step (`quads`);
+//!   Q8_0 x Q8_0 two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`,
+//!   `packssdw` and one `vpdpwssd` per register pair.
+//! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`pairs`), and Q4_K x Q8_K.
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
@@ -24,34 +24,21 @@
 //! matrix is split across threads.
 
 use std::arch::x86_64::*;
-use std::mem::MaybeUninit;
 
-use super::prefetch::{gemv_streams_prefetch, prefetch_lines, prefetch_lines_q8_0};
-use super::quants::fifth_bits;
-use super::{f16_table, load16, load32i, lut};
-use crate::blocks::{
-    as_bytes, cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
-    BlockQ5_1, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
-};
+use super::{f16_table, load32i, lut};
+use crate::blocks::{cast_blocks, Block, BlockQ8_0};
+use crate::dispatch::VecDotFn;
 use crate::views::Rows;
 
-/// Defines a `GemvFn` entry point: [`gemv_with`] for `$W` rows x `$A` activations, rows of at
-/// most `$max_n` elements through `$run`, longer ones through the one-row `$fallback`.
-macro_rules! gemv_entry {
-    ($(#[$m:meta])* $name:ident, $W:ty, $A:ty, $max_n:expr, $fallback:path, $run:ident) => {
-        $(#[$m])*
-        pub(in crate::x86_64) fn $name(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
-            gemv_with::<$W, $A>(n, w, a, out, $max_n, $fallback, $run);
-        }
-    };
-}
+pub(super) mod pairs;
+pub(super) mod quads;
 
 /// Four f16 scale bit patterns packed into one u64 in general-purpose registers (`movzx`, `shl`,
 /// `or`), then moved to a vector once. Without the empty `asm!` barrier LLVM may build the value
 /// with `vpinsrw` chains instead, which compete with the mat-vec loops' permutes for port 5 and
 /// cost a fifth of the Q4_0 decode on some code layouts (docs/perf.md, "Code placement").
 #[inline(always)]
-fn pack_scales(d: [u16; 4]) -> i64 {
+pub(super) fn pack_scales(d: [u16; 4]) -> i64 {
     let mut bits = d[0] as i64 | (d[1] as i64) << 16 | (d[2] as i64) << 32 | (d[3] as i64) << 48;
     // SAFETY: an empty template: it reads and writes only `bits`'s register, touches no memory,
     // no stack and no flags.
@@ -63,14 +50,14 @@ fn pack_scales(d: [u16; 4]) -> i64 {
 
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
-const MAX_BLOCKS: usize = 512;
+pub(super) const MAX_BLOCKS: usize = 512;
 
 /// Per activation block: the seed, lane i = `-off * (a[4i] + .. + a[4i + 3])` (kept per lane, so
 /// that every lane of a row's block sum is that lane's exact partial sum, as in the one-row
 /// kernels: the float rounding stays relative to the actual terms), and `d_a` as f32.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
+pub(super) fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
     let t = f16_table();
     let offv = _mm256_set1_epi8(off);
     for ((y, s), d) in a.iter().zip(seed.iter_mut()).zip(da.iter_mut()) {
@@ -84,7 +71,7 @@ fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
 
 /// Checks a `GemvFn` call: rows of `n` elements of `W`, `a` one row of `n` elements of `A`,
 /// `out` at least one output per row; returns the outputs, one per row.
-fn check<'o, W: Block, A: Block>(
+pub(super) fn check<'o, W: Block, A: Block>(
     n: usize,
     w: &Rows<u8>,
     a: &[u8],
@@ -110,37 +97,30 @@ fn check<'o, W: Block, A: Block>(
 }
 
 /// The frame of the `GemvFn` entry points: checks the lengths, then runs `run` on rows of at most
-/// `max_n` elements (its stack buffers' size) and the one-row kernel `fallback` on longer ones.
-fn gemv_with<W: Block, A: Block>(
+/// `MAX_BLOCKS` blocks of 32 (its stack buffers' size) and the one-row kernel `fallback` on longer
+/// ones. `assert_cpu` is the debug check of the features `run` is compiled for.
+pub(super) fn gemv_with<W: Block, A: Block>(
     n: usize,
     w: Rows<u8>,
     a: &[u8],
     out: &mut [f32],
-    max_n: usize,
-    fallback: fn(usize, &[u8], &[u8]) -> f32,
+    fallback: VecDotFn,
     run: unsafe fn(Rows<u8>, &[A], &mut [f32]),
+    assert_cpu: fn(),
 ) {
     let out = check::<W, A>(n, &w, a, out);
-    if n > max_n {
+    if n > MAX_BLOCKS * 32 {
         for (r, o) in out.iter_mut().enumerate() {
             *o = fallback(n, w.row(r), a);
         }
         return;
     }
-    crate::x86_64::debug_assert_avx2();
-    // SAFETY: the entry points below are reachable only through the kernel table, which `install`
-    // fills with them only after detecting the features each `run` is compiled for (AVX2, FMA and
-    // F16C, and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.
+    assert_cpu();
+    // SAFETY: the entry points are reachable only through the kernel table, which `install` fills
+    // with them only after detecting the features each `run` is compiled for (AVX2, FMA and F16C,
+    // and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.
     unsafe { run(w, cast_blocks(a), out) }
 }
-
-mod k_quants;
-mod pairs;
-mod q4_0;
-mod q4_1;
-mod q8_0;
-
-pub(super) use self::{k_quants::*, pairs::*, q4_0::*, q4_1::*, q8_0::*};
 
 #[cfg(test)]
 mod tests {
@@ -157,15 +137,22 @@ mod tests {
         let st = scalar_kernels();
         let vnni = crate::x86_64::has_avx512vnni();
         let avx2 = crate::x86_64::has_avx2();
-        for (ty, f, ok) in [
-            (
-                GgmlType::Q4_0,
-                gemv_q4_0_q8_0 as crate::dispatch::GemvFn,
-                vnni,
-            ),
-            (GgmlType::Q8_0, gemv_q8_0_q8_0, vnni),
-            (GgmlType::Q4_0, gemv_q4_0_q8_0_avx2, avx2),
-        ] {
+        // The mat-vecs the format files offer for the formats x Q8_0 whose only f16 field is the
+        // first (random bytes elsewhere), at the level each needs.
+        let offers = crate::x86_64::OFFERS.iter().flat_map(|list| list.iter());
+        let simple = [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0];
+        for (ty, f, ok) in offers.filter_map(|o| match o.kernel {
+            crate::dispatch::OfferedKernel::Gemv(f) if simple.contains(&o.ty) => Some((
+                o.ty,
+                f,
+                if o.needs == crate::dispatch::Backend::Avx512 {
+                    vnni
+                } else {
+                    avx2
+                },
+            )),
+            _ => None,
+        }) {
             if !ok {
                 eprintln!("skipped {ty}: the CPU lacks its features");
                 continue;

@@ -1,59 +1,16 @@
-//! Q4_0, Q5_0 (x Q8_0), Q4_1 and Q5_1 (x Q8_1) decode mat-vecs on AVX2 alone: two blocks per
-//! register, one generic body over the 32-element nibble formats.
+//! The decode mat-vec of the nibble formats on AVX2 alone (Q4_0, Q5_0 x Q8_0 and Q4_1, Q5_1 x
+//! Q8_1): two blocks per register, one generic body over [`Nibble32`].
 
-use super::*;
-use crate::x86_64::quants;
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
-/// The 32-element formats with 4-bit levels in `qs` (plus a fifth bit in `qh` for Q5_*), for
-/// the AVX2 pair gemv: Q4_0 and Q5_0 (levels offset by 8 / 16, no min) and Q4_1 and Q5_1 (a min).
-pub(super) trait NibbleBlock: Block {
-    /// The activation block type they dot with (Q8_0 or Q8_1).
-    type Act: ActBlock32;
-    /// The levels' offset: the seed is `-OFFSET * sum(a)`. Zero exactly for the formats with a
-    /// min (Q4_1, Q5_1), which is how `row_dot_pairs` knows to add the min term.
-    const OFFSET: i32;
-    fn qs(&self) -> &[u8; 16];
-    fn d(&self) -> half::f16;
-    /// The min, or zero for the formats without one.
-    fn m(&self) -> half::f16;
-    /// The fifth bits (bit j of element j), or `None` for the 4-bit formats.
-    fn qh(&self) -> Option<u32>;
-}
+use crate::blocks::{as_bytes, cast_blocks, ActBlock32};
+use crate::views::Rows;
+use crate::x86_64::block32::{fifth_bits, Nibble32};
+use crate::x86_64::prefetch::prefetch_lines;
+use crate::x86_64::{load16, load32i};
 
-macro_rules! nibble_block {
-    ($W:ty, $A:ty, $off:expr, |$x:ident| $m:expr, |$y:ident| $qh:expr) => {
-        impl NibbleBlock for $W {
-            type Act = $A;
-            const OFFSET: i32 = $off;
-            #[inline(always)]
-            fn qs(&self) -> &[u8; 16] {
-                &self.qs
-            }
-            #[inline(always)]
-            fn d(&self) -> half::f16 {
-                self.d
-            }
-            #[inline(always)]
-            fn m(&self) -> half::f16 {
-                let $x = self;
-                $m
-            }
-            #[inline(always)]
-            fn qh(&self) -> Option<u32> {
-                let $y = self;
-                $qh
-            }
-        }
-    };
-}
-nibble_block!(BlockQ4_0, BlockQ8_0, 8, |_x| half::f16::ZERO, |_y| None);
-nibble_block!(BlockQ4_1, BlockQ8_1, 0, |x| x.m, |_y| None);
-nibble_block!(BlockQ5_0, BlockQ8_0, 16, |_x| half::f16::ZERO, |y| Some(
-    u32::from_le_bytes(y.qh)
-));
-nibble_block!(BlockQ5_1, BlockQ8_1, 0, |x| x.m, |y| Some(
-    u32::from_le_bytes(y.qh)
-));
+use super::MAX_BLOCKS;
 
 /// The activation side of the AVX2 pair gemv, two blocks (A, B) per pair, made once per call:
 /// the bytes in the order the weights' levels come out of `[A.qs | B.qs]` (`lo` = A's elements
@@ -61,7 +18,7 @@ nibble_block!(BlockQ5_1, BlockQ8_1, 0, |x| x.m, |y| Some(
 /// first lane of each block's four).
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
-pub(super) struct PairAct {
+struct PairAct {
     lo: [i8; 32],
     hi: [i8; 32],
     seed: [i32; 8],
@@ -75,13 +32,12 @@ pub(super) struct PairAct {
 /// two `vpermps`, and two conversions and FMAs. The last `nb % 4` blocks by the one-row kernel.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn row_dot_pairs<W: NibbleBlock>(
+fn row_dot_pairs<W: Nibble32>(
     w: &[W],
     a: &[W::Act],
     pairs: &[PairAct],
     da: &[f32],
     sa: &[f32],
-    tail: fn(usize, &[u8], &[u8]) -> f32,
 ) -> f32 {
     let nq = w.len() / 4;
     assert!(a.len() == w.len() && pairs.len() >= 2 * nq && da.len() >= 4 * nq);
@@ -150,19 +106,21 @@ pub(super) fn row_dot_pairs<W: NibbleBlock>(
     if w.len() > 4 * nq {
         let n = (w.len() - 4 * nq) * 32;
         let (wb, ab) = (as_bytes(&w[4 * nq..]), as_bytes(&a[4 * nq..]));
-        sum += tail(n, wb, ab);
+        sum += W::VEC_DOT(n, wb, ab);
     }
     sum
 }
 
-/// Rows of a nibble format on AVX2 (`GemvFn` body); `tail` is the format's one-row kernel.
+/// A nibble format's mat-vec on AVX2 alone (`GemvFn`), two blocks per register.
+pub(in crate::x86_64) fn gemv_pairs<W: Nibble32>(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    let assert = crate::x86_64::debug_assert_avx2;
+    super::gemv_with::<W, W::Act>(n, w, a, out, W::VEC_DOT, run_pairs::<W>, assert);
+}
+
+/// Rows of a nibble format on AVX2 (`GemvFn` body); the blocks left over by the format's
+/// one-row kernel.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn run_pairs<W: NibbleBlock>(
-    w: Rows<u8>,
-    a: &[W::Act],
-    out: &mut [f32],
-    tail: fn(usize, &[u8], &[u8]) -> f32,
-) {
+fn run_pairs<W: Nibble32>(w: Rows<u8>, a: &[W::Act], out: &mut [f32]) {
     let nb = a.len();
     let np = nb / 4 * 2;
     let mut pbuf = [MaybeUninit::<PairAct>::uninit(); MAX_BLOCKS / 2];
@@ -196,32 +154,6 @@ pub(super) fn run_pairs<W: NibbleBlock>(
     let pairs = unsafe { &*(&pbuf[..np] as *const [MaybeUninit<PairAct>] as *const [PairAct]) };
     for (r, o) in out.iter_mut().enumerate() {
         let row = cast_blocks::<W>(w.row(r));
-        *o = row_dot_pairs(row, a, pairs, &da[..nb], &sa[..nb], tail);
+        *o = row_dot_pairs(row, a, pairs, &da[..nb], &sa[..nb]);
     }
 }
-
-/// `GemvFn` bodies of the AVX2 pair gemv, one per format (a `fn` item each, for `gemv_with`):
-/// `name: block type, the format's one-row kernel;`.
-macro_rules! run_pairs_fns {
-    ($($name:ident: $W:ty, $tail:path;)*) => {$(
-        #[target_feature(enable = "avx2,fma,f16c")]
-        fn $name(w: Rows<u8>, a: &[<$W as NibbleBlock>::Act], out: &mut [f32]) {
-            run_pairs::<$W>(w, a, out, $tail)
-        }
-    )*};
-}
-run_pairs_fns! {
-    run_q4_0_avx2: BlockQ4_0, quants::vec_dot_q4_0_q8_0;
-    run_q4_1_avx2: BlockQ4_1, quants::vec_dot_q4_1_q8_1;
-    run_q5_0_avx2: BlockQ5_0, quants::vec_dot_q5_0_q8_0;
-    run_q5_1_avx2: BlockQ5_1, quants::vec_dot_q5_1_q8_1;
-}
-
-gemv_entry!(/// Q4_0 weights x Q8_0 activations on AVX2 alone (`GemvFn`).
-    gemv_q4_0_q8_0_avx2, BlockQ4_0, BlockQ8_0, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q4_0_q8_0, run_q4_0_avx2);
-gemv_entry!(/// Q4_1 weights x Q8_1 activations on AVX2 alone (`GemvFn`).
-    gemv_q4_1_q8_1_avx2, BlockQ4_1, BlockQ8_1, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q4_1_q8_1, run_q4_1_avx2);
-gemv_entry!(/// Q5_0 weights x Q8_0 activations on AVX2 alone (`GemvFn`).
-    gemv_q5_0_q8_0_avx2, BlockQ5_0, BlockQ8_0, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q5_0_q8_0, run_q5_0_avx2);
-gemv_entry!(/// Q5_1 weights x Q8_1 activations on AVX2 alone (`GemvFn`).
-    gemv_q5_1_q8_1_avx2, BlockQ5_1, BlockQ8_1, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q5_1_q8_1, run_q5_1_avx2);

@@ -21,22 +21,19 @@
 
 use std::arch::x86_64::*;
 
-use super::quants::{fifth_bits, nibbles};
-use super::{h2f, load32, load32i};
-use crate::blocks::{
-    cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
-    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
-};
+use super::block32::Nibble32;
+use super::{h2f, load32i};
+use crate::blocks::{cast_blocks, ActBlock32, Block, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
 use crate::views::{Rows, RowsMut};
 
 /// An unpacked weight block of one row: 32 signed levels, the scale and the min (0 when none).
 #[derive(Clone, Copy)]
-struct Unpacked {
-    q: __m256i,
-    d: f32,
-    m: f32,
+pub(in crate::x86_64) struct Unpacked {
+    pub q: __m256i,
+    pub d: f32,
+    pub m: f32,
 }
 
 /// Blocks per chunk of pre-offset activations in `group`.
@@ -49,7 +46,7 @@ const MAX_GROUPS: usize = 8;
 /// Transposes 8 rows of 8 dwords: lane r of out[j] = dword j of v[r].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
+pub(in crate::x86_64) fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
     let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
     let t1 = _mm256_unpackhi_epi32(v[0], v[1]);
     let t2 = _mm256_unpacklo_epi32(v[2], v[3]);
@@ -84,7 +81,7 @@ fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 /// Q8_0's full bytes go through `dpbusd_wide`, which splits them in two nibbles). The generic
 /// tile bodies below are `#[inline(always)]` and run only inside the entry points of
 /// [`tile_entry_points!`], compiled with the instruction set's features: hence `unsafe`.
-trait Isa {
+pub(in crate::x86_64) trait Isa {
     /// `acc + sum of 4 u8 x i8 products` per i32 lane.
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// `dpbusd` of two operand pairs in one chain.
@@ -101,7 +98,7 @@ trait Isa {
 macro_rules! impl_isa {
     ($I:ident, $assert:path) => {
         /// The instruction set of this module's tiles.
-        pub(super) struct $I;
+        pub(in crate::x86_64) struct $I;
         impl Isa for $I {
             #[inline(always)]
             unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
@@ -131,217 +128,152 @@ macro_rules! impl_isa {
     };
 }
 
-/// A prefill tile entry point (`GemmTileFn`) of one 32-element format for the instruction set
-/// `$I`: checks the views, then runs the generic [`tile`] inside a function compiled for
-/// `$features`, unpacking each block with `$unpack`.
-macro_rules! tile_fn {
-    ($features:literal, $I:ty, $(#[$m:meta])* $name:ident, $w:ty, $a:ty, $wt:expr, $at:expr, $has_min:expr, $wide:expr, |$x:ident| $unpack:expr) => {
-        $(#[$m])*
-        pub(crate) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
-            check_tile_args($wt, $at, n, &w, &a, &out);
-            #[target_feature(enable = $features)]
-            fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
-                // SAFETY: this function is compiled with `$I`'s features.
-                unsafe { tile::<$I, $w, $a, $has_min, $wide>(n, w, a, out, |$x: &$w| $unpack) }
-            }
-            <$I as Isa>::assert_cpu();
-            // SAFETY: reachable only through the kernel table, which `install` fills with the
-            // tiles only after detecting the features `imp` is compiled for.
-            unsafe { imp(n, w, a, out) }
-        }
-    };
-}
-
-/// A k-quant tile entry point (`GemmTileFn`) for `$I`: `$group` over `$W` rows.
-macro_rules! tile_k_fn {
-    ($features:literal, $I:ty, $(#[$m:meta])* $name:ident, $W:ty, $wt:expr, $group:ident $(, $G:ty)?) => {
-        $(#[$m])*
-        pub(crate) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
-            check_tile_args($wt, GgmlType::Q8_K, n, &w, &a, &out);
-            #[target_feature(enable = $features)]
-            fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
-                k_tile_loop!($I, n, w, a, out, $W, $group $(, $G)?)
-            }
-            <$I as Isa>::assert_cpu();
-            // SAFETY: reachable only through the kernel table, which `install` fills with the
-            // tiles only after detecting the features `imp` is compiled for.
-            unsafe { imp(n, w, a, out) }
-        }
-    };
-}
-
-/// Every tile entry point for the instruction set `$I`, compiled for `$features`.
+/// The tile entry points (`GemmTileFn`) for the instruction set `$I`, compiled for `$features`:
+/// `gemm_tile::<W>` for the 32-element formats and `gemm_tile_k::<W>` for the k-quants. Each
+/// checks the views, then runs the generic body inside a function compiled for the features.
 macro_rules! tile_entry_points {
     ($features:literal, $I:ty) => {
-tile_fn!($features, $I, /// Q4_0 x Q8_0 tile.
-    gemm_tile_q4_0, BlockQ4_0, BlockQ8_0, GgmlType::Q4_0, GgmlType::Q8_0, false, false,
-    |x| Unpacked { q: _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)), d: h2f(x.d), m: 0.0 });
-tile_fn!($features, $I, /// Q5_0 x Q8_0 tile.
-gemm_tile_q5_0, BlockQ5_0, BlockQ8_0, GgmlType::Q5_0, GgmlType::Q8_0, false, false,
-|x| Unpacked {
-    q: _mm256_sub_epi8(_mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))), _mm256_set1_epi8(16)),
-    d: h2f(x.d),
-    m: 0.0,
-});
-tile_fn!($features, $I, /// Q8_0 x Q8_0 tile (with AVX2 alone each weight byte split in two nibbles, see `dpbusd_wide`).
-    gemm_tile_q8_0, BlockQ8_0, BlockQ8_0, GgmlType::Q8_0, GgmlType::Q8_0, false, true,
-    |x| Unpacked { q: load32i(&x.qs), d: h2f(x.d), m: 0.0 });
-tile_fn!($features, $I, /// Q4_1 x Q8_1 tile.
-    gemm_tile_q4_1, BlockQ4_1, BlockQ8_1, GgmlType::Q4_1, GgmlType::Q8_1, true, false,
-    |x| Unpacked { q: nibbles(&x.qs), d: h2f(x.d), m: h2f(x.m) });
-tile_fn!($features, $I, /// Q5_1 x Q8_1 tile.
-gemm_tile_q5_1, BlockQ5_1, BlockQ8_1, GgmlType::Q5_1, GgmlType::Q8_1, true, false,
-|x| Unpacked {
-    q: _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh))),
-    d: h2f(x.d),
-    m: h2f(x.m),
-});
+        /// A 32-element format's tile (`W` x its activation blocks).
+        pub(in crate::x86_64) fn gemm_tile<W: TileBlock>(
+            n: usize,
+            w: Rows<u8>,
+            a: Rows<u8>,
+            out: RowsMut<f32>,
+        ) {
+            check_tile_args(W::TYPE, <W::Act as ActBlock32>::TYPE, n, &w, &a, &out);
+            #[target_feature(enable = $features)]
+            fn imp<W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+                // SAFETY: this function is compiled with `$I`'s features.
+                unsafe { tile::<$I, W>(n, w, a, out) }
+            }
+            <$I as Isa>::assert_cpu();
+            // SAFETY: reachable only through the kernel table, which `install` fills with the
+            // tiles only after detecting the features `imp` is compiled for.
+            unsafe { imp::<W>(n, w, a, out) }
+        }
 
-tile_k_fn!($features, $I, /// Q4_K x Q8_K tile.
-    gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, group_k, BlockQ4_K);
-tile_k_fn!($features, $I, /// Q5_K x Q8_K tile.
-    gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K, group_k, BlockQ5_K);
-tile_k_fn!($features, $I, /// Q6_K x Q8_K tile.
-    gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, group_q6);
+        /// A k-quant's tile (`W` x Q8_K).
+        pub(in crate::x86_64) fn gemm_tile_k<W: KTile>(
+            n: usize,
+            w: Rows<u8>,
+            a: Rows<u8>,
+            out: RowsMut<f32>,
+        ) {
+            check_tile_args(<W as KTile>::TYPE, GgmlType::Q8_K, n, &w, &a, &out);
+            #[target_feature(enable = $features)]
+            fn imp<W: KTile>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+                // SAFETY: this function is compiled with `$I`'s features.
+                unsafe { k_tile::<$I, W>(n, w, a, out) }
+            }
+            <$I as Isa>::assert_cpu();
+            // SAFETY: as for `gemm_tile`.
+            unsafe { imp::<W>(n, w, a, out) }
+        }
     };
 }
 
-/// A Q4_K/Q5_K-style super-block of one row: its scales and a way to unpack sub-block `s`.
-trait KBlock: Block {
+/// A 32-element format as the tile reads it: its table types and one block unpacked to 32 signed
+/// levels, the scale and the min. The nibble formats get it from [`Nibble32`]; Q8_0 implements it
+/// in its own file.
+pub(in crate::x86_64) trait TileBlock: Block {
+    const TYPE: GgmlType;
+    type Act: ActBlock32;
+    /// The format has a min (Q4_1, Q5_1), met by the activations' `s`.
+    const HAS_MIN: bool;
+    /// The levels span the whole i8 range (Q8_0): the AVX2 tile splits them (`dpbusd_wide`).
+    const WIDE: bool;
+    /// # Safety
+    /// The CPU must have AVX2 (every caller is compiled for it).
+    unsafe fn unpack(&self) -> Unpacked;
+}
+
+impl<W: Nibble32> TileBlock for W {
+    const TYPE: GgmlType = W::TYPE;
+    type Act = W::Act;
+    const HAS_MIN: bool = W::OFFSET == 0;
+    const WIDE: bool = false;
+    #[inline(always)]
+    unsafe fn unpack(&self) -> Unpacked {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let q = self.levels();
+            let q = if W::OFFSET != 0 {
+                _mm256_sub_epi8(q, _mm256_set1_epi8(W::OFFSET as i8))
+            } else {
+                q
+            };
+            let m = if Self::HAS_MIN { h2f(self.m()) } else { 0.0 };
+            Unpacked {
+                q,
+                d: h2f(self.d()),
+                m,
+            }
+        }
+    }
+}
+
+/// A Q4_K/Q5_K-style super-block of one row: its scales and a way to unpack sub-block `s`
+/// (implemented in `q4_k.rs` and `q5_k.rs`).
+pub(in crate::x86_64) trait KBlock: Block {
+    const TYPE: GgmlType;
+    /// The 12 packed scale and min bytes, `d` and `dmin`.
+    fn header(&self) -> (&[u8; 12], half::f16, half::f16);
     /// (scales in bytes 0..8 and mins in bytes 8..16 of 4 little-endian words, d, dmin).
-    fn scale_words(&self) -> ([u32; 4], f32, f32);
+    #[inline(always)]
+    fn scale_words(&self) -> ([u32; 4], f32, f32) {
+        let (scales, d, dmin) = self.header();
+        let u = super::superblock::unpack_scales_mins(scales);
+        (u, d.to_f32(), dmin.to_f32())
+    }
     /// Levels (0..32) of sub-block `s` (elements 32s..32s+32) as 32 bytes.
     fn levels(&self, s: usize) -> __m256i;
 }
 
-impl KBlock for BlockQ4_K {
-    #[inline(always)]
-    fn scale_words(&self) -> ([u32; 4], f32, f32) {
-        let u = super::k_quants::unpack_scales_mins(&self.scales);
-        (u, self.d.to_f32(), self.dmin.to_f32())
-    }
-    #[inline(always)]
-    fn levels(&self, s: usize) -> __m256i {
-        // SAFETY: the tile functions run only with AVX2 enabled (their target_feature set), which
-        // is the only caller of this method; the 32-byte chunk is in bounds by construction.
-        unsafe { k4_levels(&self.qs, s) }
-    }
+/// A k-quant as the tile reads it: the body of 8 rows x NT tokens over all super-blocks. Q4_K and
+/// Q5_K get it from [`KBlock`] (`group_k`); Q6_K implements it in its own file.
+pub(in crate::x86_64) trait KTile: Block {
+    const TYPE: GgmlType;
+    /// 8 rows (`rows[r]`, `None` = padding) x NT tokens; writes `out.row(t)[r]` for the rows
+    /// present.
+    ///
+    /// # Safety
+    /// The caller runs inside an entry point compiled with `I`'s features.
+    unsafe fn group<I: Isa, const NT: usize>(
+        rows: [Option<&[Self]>; 8],
+        acts: [&[BlockQ8_K]; NT],
+        nb: usize,
+        out: RowsMut<f32>,
+    );
 }
 
-impl KBlock for BlockQ5_K {
+impl<W: KBlock> KTile for W {
+    const TYPE: GgmlType = <W as KBlock>::TYPE;
     #[inline(always)]
-    fn scale_words(&self) -> ([u32; 4], f32, f32) {
-        let u = super::k_quants::unpack_scales_mins(&self.scales);
-        (u, self.d.to_f32(), self.dmin.to_f32())
-    }
-    #[inline(always)]
-    fn levels(&self, s: usize) -> __m256i {
-        // SAFETY: as for Q4_K: only called from the AVX2/VNNI tile functions.
-        unsafe {
-            let lo = k4_levels(&self.qs, s);
-            let bit = _mm256_set1_epi8((1u8 << s) as i8);
-            let qh = load32(&self.qh);
-            let hi = _mm256_and_si256(
-                _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
-                _mm256_set1_epi8(0x10),
-            );
-            _mm256_or_si256(lo, hi)
-        }
+    unsafe fn group<I: Isa, const NT: usize>(
+        rows: [Option<&[W]>; 8],
+        acts: [&[BlockQ8_K]; NT],
+        nb: usize,
+        out: RowsMut<f32>,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { group_k::<I, W, NT>(rows, acts, nb, out) }
     }
 }
 
 /// Activation bytes i..i + 4 as one little-endian i32 (for a `vpdpbusd` broadcast operand).
 #[inline(always)]
-fn act4(qs: &[i8], i: usize) -> i32 {
+pub(in crate::x86_64) fn act4(qs: &[i8], i: usize) -> i32 {
     let q = &qs[i..i + 4];
     i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
-}
-
-/// Low (s even) or high (s odd) nibbles of the 32-byte chunk s / 2 of `qs`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn k4_levels(qs: &[u8; 128], s: usize) -> __m256i {
-    let c = s / 2;
-    let bits = load32(qs[32 * c..32 * c + 32].try_into().expect("32 bytes"));
-    let bits = if s % 2 == 1 {
-        _mm256_srli_epi16::<4>(bits)
-    } else {
-        bits
-    };
-    _mm256_and_si256(bits, _mm256_set1_epi8(0x0F))
-}
-
-/// Unsigned levels q (0..63, the stored value before its offset of 32) of the 32-element chunk
-/// `c` (0..8) of a Q6_K block.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
-    let (n, k) = (c / 4, c % 4);
-    let ql = load32(
-        b.ql[64 * n + 32 * (k % 2)..64 * n + 32 * (k % 2) + 32]
-            .try_into()
-            .expect("32 bytes"),
-    );
-    let qh = load32(b.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
-    let m4 = _mm256_set1_epi8(0x0F);
-    let lo = if k < 2 {
-        _mm256_and_si256(ql, m4)
-    } else {
-        _mm256_and_si256(_mm256_srli_epi16::<4>(ql), m4)
-    };
-    // Bits 2k, 2k + 1 of qh moved to bits 4, 5.
-    let hi = match k {
-        0 => _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
-        1 => _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
-        2 => _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
-        _ => _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8))),
-    };
-    _mm256_or_si256(lo, hi)
-}
-
-/// The whole k-quant tile `group` (Q4_K/Q5_K through `group_k`, Q6_K through `group_q6`): row
-/// groups of 8, token groups of 32/16/8/4/2/1.
-macro_rules! k_tile_loop {
-    ($I:ty, $n:expr, $w:expr, $a:expr, $out:expr, $W:ty, $group:ident $(, $G:ty)?) => {{
-        let (w, a, mut out): (Rows<u8>, Rows<u8>, RowsMut<f32>) = ($w, $a, $out);
-        let nb = $n / QK_K;
-        let (nr, nt) = (w.n(), a.n());
-        let row = |r: usize| -> &[$W] { cast_blocks(w.row(r)) };
-        let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(a.row(t)) };
-        let mut r0 = 0;
-        while r0 < nr {
-            let rows: [Option<&[$W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
-            let present = (nr - r0).min(8);
-            let mut t0 = 0;
-            while t0 < nt {
-                // SAFETY: expanded inside entry points compiled with `$I`'s features.
-                t0 += crate::dispatch::token_group!(nt - t0, NT => unsafe { $group::<$I, $($G,)? NT>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    out.window(t0, NT, r0, present),
-                ) }; 32, 16, 8, 4, 2, 1);
-            }
-            r0 += 8;
-        }
-    }};
 }
 
 /// 8 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
 /// out[t * out_stride + r] for the rows present.
 #[inline(always)]
-unsafe fn group<
-    I: Isa,
-    W: Block,
-    A: ActBlock32,
-    const NT: usize,
-    const HAS_MIN: bool,
-    const WIDE: bool,
->(
+unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
     rows: &[Option<&[W]>],
-    acts: [&[A]; NT],
+    acts: [&[W::Act]; NT],
     nb: usize,
-    unpack: impl Fn(&W) -> Unpacked,
     mut out: RowsMut<f32>,
 ) {
     // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
@@ -374,7 +306,7 @@ unsafe fn group<
                     // xq[i] is 8 u32 = 32 writable bytes; unaligned store.
                     _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v);
                     da[kk * NT + t] = h2f(b.d());
-                    if HAS_MIN {
+                    if W::HAS_MIN {
                         sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
                     }
                 }
@@ -383,13 +315,13 @@ unsafe fn group<
                 let rows = &rows[8 * g..8 * g + 8];
                 for kk in 0..kn {
                     let k = k0 + kk;
-                    // Plain loops rather than array::from_fn: a closure called from a function without
-                    // the target features is not inlined.
+                    // Plain loops rather than array::from_fn: a closure called from a function
+                    // without the target features is not inlined.
                     let mut u = [zero; 8];
                     let mut q = [_mm256_setzero_si256(); 8];
                     for r in 0..8 {
                         if let Some(b) = rows[r] {
-                            u[r] = unpack(&b[k]);
+                            u[r] = b[k].unpack();
                             q[r] = u[r].q;
                         }
                     }
@@ -414,7 +346,7 @@ unsafe fn group<
                         for j in (0..8).step_by(2) {
                             let (a0, a1) = (xb[t][j] as i32, xb[t][j + 1] as i32);
                             let u = [_mm256_set1_epi32(a0), _mm256_set1_epi32(a1)];
-                            s[(j / 2) & 1] = if WIDE {
+                            s[(j / 2) & 1] = if W::WIDE {
                                 I::dpbusd_wide(
                                     I::dpbusd_wide(s[(j / 2) & 1], u[0], w[j]),
                                     u[1],
@@ -431,7 +363,7 @@ unsafe fn group<
                             scale,
                             acc[t],
                         );
-                        if HAS_MIN {
+                        if W::HAS_MIN {
                             acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(sa[kk * NT + t]), acc[t]);
                         }
                     }
@@ -453,13 +385,7 @@ unsafe fn group<
 
 /// The whole tile: row groups of 8, token groups of 32/16/8/4/2/1.
 #[inline(always)]
-unsafe fn tile<I: Isa, W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE: bool>(
-    n: usize,
-    w: Rows<u8>,
-    a: Rows<u8>,
-    mut out: RowsMut<f32>,
-    unpack: impl Fn(&W) -> Unpacked + Copy,
-) {
+unsafe fn tile<I: Isa, W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
     // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
     // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
     // store of a local array of the size named beside it.
@@ -467,7 +393,7 @@ unsafe fn tile<I: Isa, W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE:
         let nb = n / QK;
         let (nr, nt) = (w.n(), a.n());
         let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
-        let act = |t: usize| -> &[A] { cast_blocks(a.row(t)) };
+        let act = |t: usize| -> &[W::Act] { cast_blocks(a.row(t)) };
         let mut r0 = 0;
         while r0 < nr {
             let ng = (nr - r0).div_ceil(8).min(MAX_GROUPS);
@@ -477,11 +403,10 @@ unsafe fn tile<I: Isa, W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE:
             let rows = &rows[..8 * ng];
             let mut t0 = 0;
             while t0 < nt {
-                t0 += crate::dispatch::token_group!(nt - t0, NT => group::<I, W, A, NT, HAS_MIN, WIDE>(
+                t0 += crate::dispatch::token_group!(nt - t0, NT => group::<I, W, NT>(
                     rows,
                     std::array::from_fn(|i| act(t0 + i)),
                     nb,
-                    unpack,
                     out.window(t0, NT, r0, present),
                 ); 32, 16, 8, 4, 2, 1);
             }
@@ -490,9 +415,34 @@ unsafe fn tile<I: Isa, W: Block, A: ActBlock32, const HAS_MIN: bool, const WIDE:
     }
 }
 
+/// The whole k-quant tile: row groups of 8, token groups of 32/16/8/4/2/1.
+#[inline(always)]
+unsafe fn k_tile<I: Isa, W: KTile>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
+    let nb = n / QK_K;
+    let (nr, nt) = (w.n(), a.n());
+    let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
+    let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(a.row(t)) };
+    let mut r0 = 0;
+    while r0 < nr {
+        let rows: [Option<&[W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+        let present = (nr - r0).min(8);
+        let mut t0 = 0;
+        while t0 < nt {
+            // SAFETY: the caller runs this inside an entry point compiled with `I`'s features.
+            t0 += crate::dispatch::token_group!(nt - t0, NT => unsafe { W::group::<I, NT>(
+                rows,
+                std::array::from_fn(|i| act(t0 + i)),
+                nb,
+                out.window(t0, NT, r0, present),
+            ) }; 32, 16, 8, 4, 2, 1);
+        }
+        r0 += 8;
+    }
+}
+
 /// `out.row(t)` = the lanes of `acc[t]` for the rows present (`out.row_len()` of 8).
 #[inline(always)]
-fn store_rows(acc: &[__m256], mut out: RowsMut<f32>) {
+pub(in crate::x86_64) fn store_rows(acc: &[__m256], mut out: RowsMut<f32>) {
     let present = out.row_len();
     for (t, a) in acc.iter().enumerate() {
         let mut lanes = [0.0f32; 8];
@@ -593,81 +543,8 @@ unsafe fn group_k<I: Isa, W: KBlock, const NT: usize>(
     }
 }
 
-/// 8 rows x NT tokens of Q6_K . Q8_K over all super-blocks.
-#[inline(always)]
-unsafe fn group_q6<I: Isa, const NT: usize>(
-    rows: [Option<&[BlockQ6_K]>; 8],
-    acts: [&[BlockQ8_K]; NT],
-    nb: usize,
-    out: RowsMut<f32>,
-) {
-    // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
-    // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
-    // store of a local array of the size named beside it.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); NT];
-        for k in 0..nb {
-            // Per-row scales as lanes: sc[g] lane r = scale g of row r (two 8x8 transposes).
-            let mut lo = [_mm256_setzero_si256(); 8];
-            let mut hi = [_mm256_setzero_si256(); 8];
-            let mut d = [0.0f32; 8];
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    // scales is 16 bytes; unaligned load.
-                    let v = _mm_loadu_si128(b[k].scales.as_ptr() as *const __m128i);
-                    lo[r] = _mm256_cvtepi8_epi32(v);
-                    hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
-                    d[r] = h2f(b[k].d);
-                }
-            }
-            let (lo, hi) = (transpose8(lo), transpose8(hi));
-            let sc: [__m256i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
-            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
-            // The unsigned levels q are `vpdpbusd`'s unsigned operand and the activations its signed
-            // one, as they are; the offset, 32 * sum(a) per 16-element sub-block, comes from the
-            // activations' `bsums` and is the same for every row lane.
-            let mut isum = [_mm256_setzero_si256(); NT];
-            for c in 0..8 {
-                let mut v = [_mm256_setzero_si256(); 8];
-                for r in 0..8 {
-                    if let Some(b) = rows[r] {
-                        v[r] = q6_levels(&b[k], c);
-                    }
-                }
-                let w = transpose8(v);
-                let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
-                // t outer (the tokens' chains are independent), so only `isum` stays live across
-                // tokens; each 16-element half's chain starts from its offset, -32 * its bsum.
-                for t in 0..NT {
-                    let mut p_lo = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c] as i32);
-                    let mut p_hi = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c + 1] as i32);
-                    for j in [0, 2] {
-                        let lo =
-                            [j, j + 1].map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 4 * i)));
-                        let hi = [j, j + 1]
-                            .map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 16 + 4 * i)));
-                        p_lo = I::dpbusd2(p_lo, [w[j], w[j + 1]], lo);
-                        p_hi = I::dpbusd2(p_hi, [w[j + 4], w[j + 5]], hi);
-                    }
-                    let lo = _mm256_mullo_epi32(p_lo, s_lo);
-                    let hi = _mm256_mullo_epi32(p_hi, s_hi);
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
-                }
-            }
-            // d is 8 readable floats; unaligned load.
-            let dv = _mm256_loadu_ps(d.as_ptr());
-            for t in 0..NT {
-                let da = _mm256_set1_ps(ab[t].d);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
-            }
-        }
-        store_rows(&acc, out);
-    }
-}
-
 /// Tiles with AVX-512 VNNI `vpdpbusd`/`vpdpwssd` on 256-bit registers.
-pub(super) mod vnni {
+pub(in crate::x86_64) mod vnni {
     use super::*;
 
     /// `acc + sum of 4 u8 x i8 products` per i32 lane (exact).
@@ -709,7 +586,7 @@ pub(super) mod vnni {
 /// (activations against levels <= 63): 2 * 255 * 31 = 15810 and 2 * 63 * 128 = 16128 < 32767.
 /// Q8_0 weights (up to 128 against 255) would saturate, so their tile splits each byte in two
 /// nibbles (`dpbusd_wide`: twice the multiplies, still exact).
-pub(super) mod avx2 {
+pub(in crate::x86_64) mod avx2 {
     use super::*;
 
     /// `acc + sum of 4 u8 x i8 products` per i32 lane, exact while each byte pair's sum fits i16.

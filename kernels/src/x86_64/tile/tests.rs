@@ -2,6 +2,9 @@
 
 use super::super::test_util::{close, Lcg};
 use super::*;
+use crate::blocks::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
+};
 use crate::dispatch::scalar_kernels;
 
 /// Checks the VNNI tile and the AVX2 one (when it exists) that this CPU can run.
@@ -107,8 +110,8 @@ fn q4_0_tile_matches_scalar() {
     check_both(
         GgmlType::Q4_0,
         GgmlType::Q8_0,
-        vnni::gemm_tile_q4_0,
-        Some(avx2::gemm_tile_q4_0),
+        vnni::gemm_tile::<BlockQ4_0>,
+        Some(avx2::gemm_tile::<BlockQ4_0>),
     );
 }
 
@@ -117,8 +120,8 @@ fn q5_0_tile_matches_scalar() {
     check_both(
         GgmlType::Q5_0,
         GgmlType::Q8_0,
-        vnni::gemm_tile_q5_0,
-        Some(avx2::gemm_tile_q5_0),
+        vnni::gemm_tile::<BlockQ5_0>,
+        Some(avx2::gemm_tile::<BlockQ5_0>),
     );
 }
 
@@ -127,8 +130,8 @@ fn q8_0_tile_matches_scalar() {
     check_both(
         GgmlType::Q8_0,
         GgmlType::Q8_0,
-        vnni::gemm_tile_q8_0,
-        Some(avx2::gemm_tile_q8_0),
+        vnni::gemm_tile::<BlockQ8_0>,
+        Some(avx2::gemm_tile::<BlockQ8_0>),
     );
 }
 
@@ -137,8 +140,8 @@ fn q4_1_tile_matches_scalar() {
     check_both(
         GgmlType::Q4_1,
         GgmlType::Q8_1,
-        vnni::gemm_tile_q4_1,
-        Some(avx2::gemm_tile_q4_1),
+        vnni::gemm_tile::<BlockQ4_1>,
+        Some(avx2::gemm_tile::<BlockQ4_1>),
     );
 }
 
@@ -147,8 +150,8 @@ fn q4_k_tile_matches_scalar() {
     check_both(
         GgmlType::Q4_K,
         GgmlType::Q8_K,
-        vnni::gemm_tile_q4_k,
-        Some(avx2::gemm_tile_q4_k),
+        vnni::gemm_tile_k::<BlockQ4_K>,
+        Some(avx2::gemm_tile_k::<BlockQ4_K>),
     );
 }
 
@@ -157,8 +160,8 @@ fn q5_k_tile_matches_scalar() {
     check_both(
         GgmlType::Q5_K,
         GgmlType::Q8_K,
-        vnni::gemm_tile_q5_k,
-        Some(avx2::gemm_tile_q5_k),
+        vnni::gemm_tile_k::<BlockQ5_K>,
+        Some(avx2::gemm_tile_k::<BlockQ5_K>),
     );
 }
 
@@ -167,8 +170,8 @@ fn q6_k_tile_matches_scalar() {
     check_both(
         GgmlType::Q6_K,
         GgmlType::Q8_K,
-        vnni::gemm_tile_q6_k,
-        Some(avx2::gemm_tile_q6_k),
+        vnni::gemm_tile_k::<BlockQ6_K>,
+        Some(avx2::gemm_tile_k::<BlockQ6_K>),
     );
 }
 
@@ -177,7 +180,7 @@ fn q5_1_tile_matches_scalar() {
     check_both(
         GgmlType::Q5_1,
         GgmlType::Q8_1,
-        vnni::gemm_tile_q5_1,
-        Some(avx2::gemm_tile_q5_1),
+        vnni::gemm_tile::<BlockQ5_1>,
+        Some(avx2::gemm_tile::<BlockQ5_1>),
     );
 }

@@ -1,13 +1,34 @@
-//! Q4_1 x Q8_1 decode mat-vec (AVX-512 VNNI): four blocks per 512-bit step.
+//! Q4_1 x Q8_1 on x86: the one-row dot (AVX2), the decode mat-vecs (AVX-512 VNNI quads, AVX2
+//! pairs), the block's unpacking for the prefill tiles ([`Nibble32`]), and this format's kernels.
 
-use super::*;
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+use super::block32::{dot_nibble, nibble_offers, vec_dot_entry, Nibble32};
+use super::gemv::quads::{quad_halves, quad_levels};
+use super::gemv::{gemv_with, MAX_BLOCKS};
+use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
+use super::{debug_assert_avx2, debug_assert_vnni, f16_table, lut};
+use crate::blocks::{cast_blocks, BlockQ4_1, BlockQ8_1};
+use crate::dispatch::{Offer, VecDotFn};
+use crate::views::Rows;
+
+/// Q4_1's kernels.
+pub(super) const OFFERS: &[Offer] = &nibble_offers::<BlockQ4_1>(gemv_q4_1_q8_1);
+
+impl Nibble32 for BlockQ4_1 {
+    const VEC_DOT: VecDotFn = vec_dot_q4_1_q8_1;
+}
+
+vec_dot_entry!(/// Q4_1 weights . Q8_1 activations.
+    vec_dot_q4_1_q8_1, dot_nibble::<BlockQ4_1>, BlockQ4_1, BlockQ8_1, debug_assert_avx2);
 
 /// Q4_1 x Q8_1, four blocks per 512-bit step like Q4_0: the activation quad's first and second
 /// halves (`lo`, `hi`) and its `[d_a, s_a]` pairs (`s_a` = `d_a * sum(a)`, so `m_w * s_a` is each
 /// block's offset term). The levels are the nibbles 0..15 as they are, so no seed is needed.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-pub(super) struct QuadQ4_1 {
+struct QuadQ4_1 {
     lo: [i8; 64],
     hi: [i8; 64],
     ds: [f32; 8],
@@ -15,10 +36,7 @@ pub(super) struct QuadQ4_1 {
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-pub(super) fn quads_q4_1<'p>(
-    a: &[BlockQ8_1],
-    quads: &'p mut [MaybeUninit<QuadQ4_1>],
-) -> &'p [QuadQ4_1] {
+fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'p [QuadQ4_1] {
     let t = f16_table();
     let quads = &mut quads[..a.len() / 4];
     for (ab, o) in a.chunks_exact(4).zip(quads.iter_mut()) {
@@ -45,7 +63,7 @@ pub(super) fn quads_q4_1<'p>(
 /// (their lanes are picked out at the end).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-pub(super) fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
+fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
     let nq = quads.len();
     assert!(w.len() == a.len() && w.len() / 4 == nq);
     let sidx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
@@ -84,7 +102,7 @@ pub(super) fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1])
     let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
     let m = _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
     let tail = if w.len() > 4 * nq {
-        crate::x86_64::quants::dot_q4_1(&w[4 * nq..], &a[4 * nq..])
+        dot_nibble::<BlockQ4_1>(&w[4 * nq..], &a[4 * nq..])
     } else {
         0.0
     };
@@ -92,7 +110,7 @@ pub(super) fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1])
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q4_1(w: Rows<u8>, a: &[BlockQ8_1], out: &mut [f32]) {
+fn run_q4_1(w: Rows<u8>, a: &[BlockQ8_1], out: &mut [f32]) {
     let mut buf = [MaybeUninit::<QuadQ4_1>::uninit(); MAX_BLOCKS / 4];
     let quads = quads_q4_1(a, &mut buf);
     for (r, o) in out.iter_mut().enumerate() {
@@ -100,5 +118,7 @@ pub(super) fn run_q4_1(w: Rows<u8>, a: &[BlockQ8_1], out: &mut [f32]) {
     }
 }
 
-gemv_entry!(/// Q4_1 weights x Q8_1 activations (`GemvFn`).
-    gemv_q4_1_q8_1, BlockQ4_1, BlockQ8_1, MAX_BLOCKS * 32, crate::x86_64::quants::vec_dot_q4_1_q8_1, run_q4_1);
+/// Q4_1 weights x Q8_1 activations (`GemvFn`), four blocks per 512-bit step.
+fn gemv_q4_1_q8_1(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    gemv_with::<BlockQ4_1, BlockQ8_1>(n, w, a, out, vec_dot_q4_1_q8_1, run_q4_1, debug_assert_vnni);
+}

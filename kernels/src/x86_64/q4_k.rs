@@ -1,7 +1,87 @@
-//! Q4_K and Q6_K x Q8_K decode mat-vecs: AVX-512 VNNI (`vpdpbusd`, `packssdw`, one `vpdpwssd` per
-//! register pair) and Q4_K on AVX2 alone.
+//! Q4_K x Q8_K on x86: the one-row dot (AVX2), the decode mat-vecs (AVX-512 VNNI and AVX2), the
+//! super-block's unpacking for the prefill tiles ([`KBlock`]), and this format's kernels.
 
-use super::*;
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+use super::block32::vec_dot_entry;
+use super::gemv::{gemv_with, MAX_BLOCKS};
+use super::prefetch::prefetch_lines;
+use super::superblock::dot_k4_like;
+use super::tile;
+use super::tile::KBlock;
+use super::{debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, AVX2, VNNI};
+use crate::blocks::{cast_blocks, BlockQ4_K, BlockQ8_K};
+use crate::dispatch::{offer, Offer, OfferedKernel as K};
+use crate::types::GgmlType;
+use crate::views::Rows;
+
+/// Q4_K's kernels, AVX2 first (AVX-512 VNNI replaces them where the CPU has it).
+pub(super) const OFFERS: &[Offer] = {
+    const T: GgmlType = GgmlType::Q4_K;
+    const A: GgmlType = GgmlType::Q8_K;
+    &[
+        offer(T, A, AVX2, K::VecDot(vec_dot_q4_k_q8_k)),
+        offer(T, A, AVX2, K::Gemv(gemv_q4_k_q8_k_avx2)),
+        offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ4_K>)),
+        offer(T, A, VNNI, K::Gemv(gemv_q4_k_q8_k)),
+        offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ4_K>)),
+    ]
+};
+
+impl KBlock for BlockQ4_K {
+    const TYPE: GgmlType = GgmlType::Q4_K;
+    #[inline(always)]
+    fn header(&self) -> (&[u8; 12], half::f16, half::f16) {
+        (&self.scales, self.d, self.dmin)
+    }
+    #[inline(always)]
+    fn levels(&self, s: usize) -> __m256i {
+        // SAFETY: the tile functions run only with AVX2 enabled (their target_feature set), which
+        // is the only caller of this method; the 32-byte chunk is in bounds by construction.
+        unsafe { k4_levels(&self.qs, s) }
+    }
+}
+
+/// Low (s even) or high (s odd) nibbles of the 32-byte chunk s / 2 of `qs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn k4_levels(qs: &[u8; 128], s: usize) -> __m256i {
+    let c = s / 2;
+    let bits = load32(qs[32 * c..32 * c + 32].try_into().expect("32 bytes"));
+    let bits = if s % 2 == 1 {
+        _mm256_srli_epi16::<4>(bits)
+    } else {
+        bits
+    };
+    _mm256_and_si256(bits, _mm256_set1_epi8(0x0F))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_k(w: &[BlockQ4_K], a: &[BlockQ8_K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    let zero = _mm256_setzero_si256();
+    for (x, y) in w.iter().zip(a) {
+        prefetch_lines::<2, _>(x);
+        dot_k4_like(
+            h2f(x.d),
+            h2f(x.dmin),
+            &x.scales,
+            &x.qs,
+            y,
+            |_| (zero, zero),
+            &mut acc,
+            &mut acc_m,
+        );
+    }
+    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_ps(acc) + _mm_cvtss_f32(m)
+}
+
+vec_dot_entry!(/// Q4_K weights . Q8_K activations.
+    vec_dot_q4_k_q8_k, dot_q4_k, BlockQ4_K, BlockQ8_K, debug_assert_avx2);
 
 /// Q4_K on 512-bit registers: per activation super-block, made once per call, the 256 bytes in
 /// the order the weights' levels come out of two 64-byte loads of `qs` (low nibbles of bytes 0..64
@@ -9,21 +89,18 @@ use super::*;
 /// half), the 8 sub-block sums (for the mins) and `d`.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-pub(super) struct SuperQ4K {
+struct SuperQ4K {
     act: [i8; 256],
     bsum: [i16; 8],
     d: f32,
 }
 
 /// Super-blocks (at most 64: rows of up to 16384 elements) a call's stack buffer holds.
-pub(super) const MAX_SUPER: usize = MAX_BLOCKS / 8;
+const MAX_SUPER: usize = MAX_BLOCKS / 8;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn supers_q4_k<'p>(
-    a: &[BlockQ8_K],
-    out: &'p mut [MaybeUninit<SuperQ4K>],
-) -> &'p [SuperQ4K] {
+fn supers_q4_k<'p>(a: &[BlockQ8_K], out: &'p mut [MaybeUninit<SuperQ4K>]) -> &'p [SuperQ4K] {
     let out = &mut out[..a.len()];
     for (y, o) in a.iter().zip(out.iter_mut()) {
         let mut act = [0i8; 256];
@@ -44,7 +121,7 @@ pub(super) fn supers_q4_k<'p>(
 /// `vpshufb` controls that spread Q4_K scale bytes (broadcast to every 128-bit lane) over the
 /// words of `packs(D_a, D_b)`: in lanes 0-1 words 0..4 get sub-block `first`, 4..8 `first + 1`;
 /// in lanes 2-3 `first + 2` and `first + 3` (zero high bytes).
-pub(super) const fn q4_k_scale_ctl(first: u8) -> [u8; 64] {
+const fn q4_k_scale_ctl(first: u8) -> [u8; 64] {
     let mut c = [0x80u8; 64];
     let mut i = 0;
     while i < 32 {
@@ -54,13 +131,13 @@ pub(super) const fn q4_k_scale_ctl(first: u8) -> [u8; 64] {
     }
     c
 }
-pub(super) const Q4_K_SCALE_CTL: [[u8; 64]; 2] = [q4_k_scale_ctl(0), q4_k_scale_ctl(4)];
+const Q4_K_SCALE_CTL: [[u8; 64]; 2] = [q4_k_scale_ctl(0), q4_k_scale_ctl(4)];
 
 /// A Q4_K super-block's 6-bit scales and mins unpacked in one xmm (two `pshufd`, a variable
 /// shift, and/or): bytes `[scales 0..8, mins 0..8]`; and `[d * d_a, dmin * d_a]` (F16C).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
+fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
     // SAFETY: `scales` starts 4 bytes into the 144-byte block: 16 readable bytes.
     let raw = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
     let p = _mm_shuffle_epi32::<0b10_01_10_00>(raw); // [u0, u2, u1, u2]
@@ -87,7 +164,7 @@ pub(super) fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
 /// precomputed sub-block sums (`madd`).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-pub(super) fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
+fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
     assert!(w.len() == sup.len());
     let m4 = _mm512_set1_epi8(0x0F);
     // SAFETY: each control is 64 readable bytes; unaligned loads.
@@ -143,112 +220,12 @@ pub(super) fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn run_q4_k(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
+fn run_q4_k(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
     let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
     let sup = supers_q4_k(a, &mut buf);
     for (r, o) in out.iter_mut().enumerate() {
         *o = row_dot_q4_k(cast_blocks(w.row(r)), sup);
     }
-}
-
-/// One Q6_K row x Q8_K on 512-bit registers. A Q6_K half (128 elements) is 64 `ql` bytes, whose
-/// low nibbles are elements 0..64 and high nibbles 64..128, and 32 `qh` bytes holding bits 4-5 of
-/// all four groups of 32: so the activation bytes need no reordering (`qs[128n..128n + 64]` and
-/// `qs[128n + 64..128n + 128]` as they are). Per half, the `qh` bytes are broadcast to both
-/// 256-bit halves and moved to bits 4-5 by one variable 16-bit shift per register (left 4 and 2
-/// for groups 0 and 1, right 0 and 2 for groups 2 and 3), masked, and merged with the nibbles by
-/// one `vpternlogd`. The levels (0..63) times the activations by `vpdpbusd` (4 products per i32
-/// lane, |sum| <= 4 * 63 * 128 = 32256), `packssdw` of the two registers of a half (exact: each
-/// 128-bit lane then holds the partial sums of one 16-element group of each), and one `vpdpwssd`
-/// with the group scales spread by `vpermw`: 6 multiplying instructions per super-block (it was 8
-/// with `maddubs` + `vpdpwssd` per register), the sum exact in i32 lanes; the offset
-/// `-32 * sum_g scale_g * bsum_g` comes off before the one conversion and FMA per super-block.
-/// Scale words for `packs(lo, hi)` of half n: in 128-bit lane j, words 0..4 are group 8n + j (of
-/// the low nibbles) and words 4..8 group 8n + 4 + j (the high nibbles).
-pub(super) const Q6_K_SCALE_IDX: [[i16; 32]; 2] = {
-    let mut t = [[0i16; 32]; 2];
-    let mut n = 0;
-    while n < 2 {
-        let mut i = 0;
-        while i < 32 {
-            let (lane, word) = (i / 8, i % 8);
-            t[n][i] = (8 * n + lane + if word >= 4 { 4 } else { 0 }) as i16;
-            i += 1;
-        }
-        n += 1;
-    }
-    t
-};
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-pub(super) fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
-    assert!(w.len() == a.len());
-    let m4 = _mm512_set1_epi8(0x0F);
-    let m30 = _mm512_set1_epi8(0x30);
-    let halves = |x: i16, y: i16| {
-        _mm512_inserti64x4::<1>(
-            _mm512_castsi256_si512(_mm256_set1_epi16(x)),
-            _mm256_set1_epi16(y),
-        )
-    };
-    let (shl, shr) = (halves(4, 2), halves(0, 2));
-    // SAFETY: each row of Q6_K_SCALE_IDX is 32 i16 = 64 readable bytes; unaligned loads.
-    let idx = Q6_K_SCALE_IDX.map(|r| unsafe { _mm512_loadu_si512(r.as_ptr() as *const __m512i) });
-    let mut acc = _mm512_setzero_ps();
-    let pf = gemv_streams_prefetch();
-    for (x, y) in w.iter().zip(a) {
-        if pf {
-            // The super-block's 210 bytes: four lines.
-            prefetch_lines::<4, _>(x);
-        }
-        // SAFETY: `scales` is 16 bytes, `bsums` 16 i16 = 32 bytes; unaligned loads.
-        let (sc, bs) = unsafe {
-            (
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i)),
-                _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
-            )
-        };
-        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bs));
-        let mut sum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
-        let scz = _mm512_castsi256_si512(sc);
-        for (n, sidx) in idx.iter().enumerate() {
-            // SAFETY: `ql[64n..64n + 64]`, `qh[32n..32n + 32]` and `qs[128n..128n + 128]` are in
-            // bounds (n < 2: `idx` has two entries); unaligned loads.
-            let (ql, qh, alo, ahi) = unsafe {
-                let a = y.qs.as_ptr().add(128 * n) as *const __m512i;
-                (
-                    _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i),
-                    _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                        x.qh.as_ptr().add(32 * n) as *const __m256i
-                    )),
-                    _mm512_loadu_si512(a),
-                    _mm512_loadu_si512(a.add(1)),
-                )
-            };
-            // (a & b) | c with a = nibbles, b = 0x0F, c = the two high bits at 4-5.
-            let lo = _mm512_ternarylogic_epi32::<0xEA>(
-                ql,
-                m4,
-                _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30),
-            );
-            let hi = _mm512_ternarylogic_epi32::<0xEA>(
-                _mm512_srli_epi16::<4>(ql),
-                m4,
-                _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
-            );
-            let z = _mm512_setzero_si512();
-            let (dlo, dhi) = (
-                _mm512_dpbusd_epi32(z, lo, alo),
-                _mm512_dpbusd_epi32(z, hi, ahi),
-            );
-            let s = _mm512_permutexvar_epi16(*sidx, scz);
-            sum = _mm512_dpwssd_epi32(sum, _mm512_packs_epi32(dlo, dhi), s);
-        }
-        let d = _mm512_set1_ps(crate::x86_64::h2f(x.d) * y.d);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
-    }
-    _mm512_reduce_add_ps(acc)
 }
 
 /// One Q4_K row on AVX2 alone against the super-blocks of `supers_q4_k`: per 32-byte chunk c of
@@ -258,7 +235,7 @@ pub(super) fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
 /// sub-block sums; one conversion and FMA per super-block.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
+fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
     assert!(w.len() == sup.len());
     let m4 = _mm256_set1_epi8(0x0F);
     // Word k of every 128-bit lane <- scale byte k, zero-extended.
@@ -303,7 +280,7 @@ pub(super) fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
 
 /// Q4_K rows on AVX2 (`GemvFn` body).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn run_q4_k_avx2(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
+fn run_q4_k_avx2(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
     let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
     let sup = supers_q4_k(a, &mut buf);
     for (r, o) in out.iter_mut().enumerate() {
@@ -311,20 +288,20 @@ pub(super) fn run_q4_k_avx2(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
     }
 }
 
-gemv_entry!(/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
-    gemv_q4_k_q8_k_avx2, BlockQ4_K, BlockQ8_K, MAX_SUPER * 256, crate::x86_64::k_quants::vec_dot_q4_k_q8_k, run_q4_k_avx2);
+/// Q4_K weights x Q8_K activations (`GemvFn`).
+fn gemv_q4_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    gemv_with::<BlockQ4_K, BlockQ8_K>(n, w, a, out, vec_dot_q4_k_q8_k, run_q4_k, debug_assert_vnni);
+}
 
-gemv_entry!(/// Q4_K weights x Q8_K activations (`GemvFn`).
-    gemv_q4_k_q8_k, BlockQ4_K, BlockQ8_K, MAX_SUPER * 256, crate::x86_64::k_quants::vec_dot_q4_k_q8_k, run_q4_k);
-
-/// Q6_K weights x Q8_K activations (`GemvFn`).
-pub(in crate::x86_64) fn gemv_q6_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
-    let out = check::<BlockQ6_K, BlockQ8_K>(n, &w, a, out);
-    let a = cast_blocks::<BlockQ8_K>(a);
-    for (r, o) in out.iter_mut().enumerate() {
-        crate::x86_64::debug_assert_vnni();
-        // SAFETY: reachable only through the kernel table, filled with this kernel only after
-        // detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; lengths checked above.
-        *o = unsafe { row_dot_q6_k(cast_blocks(w.row(r)), a) };
-    }
+/// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).
+fn gemv_q4_k_q8_k_avx2(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    gemv_with::<BlockQ4_K, BlockQ8_K>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q4_k_q8_k,
+        run_q4_k_avx2,
+        debug_assert_avx2,
+    );
 }

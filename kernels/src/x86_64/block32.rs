@@ -1,18 +1,45 @@
-//! Dot products of the 32-element formats: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1 (AVX2;
-//! Q4_0 and Q8_0 also with AVX-512 VNNI).
+//! What the 32-element formats share on x86: the [`Nibble32`] trait (Q4_0, Q4_1, Q5_0, Q5_1:
+//! levels, offset, min, fifth bits), the nibble and fifth-bit unpacking, and the one-row dot body
+//! their `vec_dot` kernels (and Q8_0's) are written over.
 //!
 //! Weights are unpacked to unsigned bytes q (0..16 or 0..32) and multiplied with the signed
 //! activations by `maddubs` (|pair sum| <= 31 * 128 * 2, no i16 saturation); the offset of Q4_0/Q5_0
 //! (q - 8, q - 16) is removed in i16 by subtracting `maddubs(offset, a)`, so each block's integer sum
-//! is exact for every input byte, -128 included. Q8_0 x Q8_0 sign-extends both sides to i16 and uses
-//! `madd` (exact for the full i8 range). Blocks go two at a time into two f32 accumulators to break
-//! the FMA dependency chain.
+//! is exact for every input byte, -128 included. Blocks go two at a time into two f32 accumulators
+//! to break the FMA dependency chain.
 
 use std::arch::x86_64::*;
 
+use super::gemv::pairs::gemv_pairs;
 use super::prefetch::prefetch_lines;
-use super::{f16_table, hsum_ps, load16, load32i, lut, row_blocks};
-use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use super::{f16_table, load16, load32i, lut};
+use super::{tile, AVX2, VNNI};
+use crate::blocks::{ActBlock32, NibbleBlock};
+use crate::dispatch::{offer, GemvFn, Offer, OfferedKernel as K, VecDotFn};
+
+/// A nibble format ([`NibbleBlock`]) on x86: its one-row kernel, and the unpacking the AVX2 pair
+/// mat-vec, the prefill tile and the one-row dot are written once over. Each format's file
+/// implements it.
+pub(super) trait Nibble32: NibbleBlock {
+    /// The format's one-row kernel (AVX2), for the blocks a mat-vec leaves over.
+    const VEC_DOT: VecDotFn;
+
+    /// The unsigned levels q (0..16, or 0..32 with the fifth bits), elements in order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 (every caller is compiled for it).
+    #[inline(always)]
+    unsafe fn levels(&self) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let q = nibbles(self.qs());
+            match self.qh() {
+                Some(h) => _mm256_or_si256(q, fifth_bits(h)),
+                None => q,
+            }
+        }
+    }
+}
 
 /// 32 nibbles -> 32 bytes: low nibbles (elements 0..16) in the low lane, high nibbles (16..32) high.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -64,7 +91,7 @@ fn dot_unsigned(q: __m256i, a: __m256i) -> __m256i {
 /// accumulators (named, so they stay in registers and the FMA chains interleave).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn accumulate<W, A, const EXTRA: bool>(
+pub(super) fn accumulate<W, A, const EXTRA: bool>(
     w: &[W],
     a: &[A],
     f: impl Fn(&W, &A) -> (f32, __m256i, f32),
@@ -92,7 +119,7 @@ fn accumulate<W, A, const EXTRA: bool>(
             e0 += x0;
         }
     }
-    let sum = hsum_ps(_mm256_add_ps(acc0, acc1));
+    let sum = super::hsum_ps(_mm256_add_ps(acc0, acc1));
     if EXTRA {
         sum + (e0 + e1)
     } else {
@@ -100,152 +127,70 @@ fn accumulate<W, A, const EXTRA: bool>(
     }
 }
 
+/// The one-row dot of a nibble format: per block the exact integer sum of levels x activations
+/// (less the offset's share, `dot_offset`, for Q4_0/Q5_0; the min times the activations' `s` for
+/// Q4_1/Q5_1), scaled by `d_w * d_a`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let off = _mm256_set1_epi8(8);
+pub(super) fn dot_nibble<W: Nibble32>(w: &[W], a: &[W::Act]) -> f32 {
     let t = f16_table();
-    accumulate::<_, _, false>(w, a, |x, y| {
-        (
-            lut(t, x.d) * lut(t, y.d),
-            dot_offset(nibbles(&x.qs), load32i(&y.qs), off),
-            0.0,
-        )
-    })
+    if W::OFFSET != 0 {
+        let off = _mm256_set1_epi8(W::OFFSET as i8);
+        accumulate::<_, _, false>(w, a, |x, y| {
+            // SAFETY: this function is compiled with AVX2.
+            let q = unsafe { x.levels() };
+            let s = dot_offset(q, load32i(y.qs()), off);
+            (lut(t, x.d()) * lut(t, y.d()), s, 0.0)
+        })
+    } else {
+        accumulate::<_, _, true>(w, a, |x, y| {
+            // SAFETY: as above.
+            let q = unsafe { x.levels() };
+            let s = dot_unsigned(q, load32i(y.qs()));
+            let m = lut(t, x.m()) * lut(t, y.s().unwrap_or(half::f16::ZERO));
+            (lut(t, x.d()) * lut(t, y.d()), s, m)
+        })
+    }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let off = _mm256_set1_epi8(16);
-    let t = f16_table();
-    accumulate::<_, _, false>(w, a, |x, y| {
-        let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh)));
-        (
-            lut(t, x.d) * lut(t, y.d),
-            dot_offset(q, load32i(&y.qs), off),
-            0.0,
-        )
-    })
+/// The kernels of a nibble format, slowest first: its one-row dot, the AVX2 pair mat-vec and the
+/// AVX2 tile, then the AVX-512 VNNI mat-vec `gemv_vnni` and tile, which replace them where the CPU
+/// has VNNI. (Q5_1 has no VNNI mat-vec: it passes the AVX2 one, which then serves both levels.)
+pub(super) const fn nibble_offers<W: Nibble32>(gemv_vnni: GemvFn) -> [Offer; 5] {
+    let (t, a) = (W::TYPE, <W::Act as ActBlock32>::TYPE);
+    [
+        offer(t, a, AVX2, K::VecDot(W::VEC_DOT)),
+        offer(t, a, AVX2, K::Gemv(gemv_pairs::<W>)),
+        offer(t, a, AVX2, K::Tile(tile::avx2::gemm_tile::<W>)),
+        offer(t, a, VNNI, K::Gemv(gemv_vnni)),
+        offer(t, a, VNNI, K::Tile(tile::vnni::gemm_tile::<W>)),
+    ]
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let t = f16_table();
-    accumulate::<_, _, true>(w, a, |x, y| {
-        let s = dot_unsigned(nibbles(&x.qs), load32i(&y.qs));
-        (lut(t, x.d) * lut(t, y.d), s, lut(t, x.m) * lut(t, y.s))
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let t = f16_table();
-    accumulate::<_, _, true>(w, a, |x, y| {
-        let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(u32::from_le_bytes(x.qh)));
-        let s = dot_unsigned(q, load32i(&y.qs));
-        (lut(t, x.d) * lut(t, y.d), s, lut(t, x.m) * lut(t, y.s))
-    })
-}
-
-/// Sign-extends 16 bytes to 16 i16.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn widen16(p: &[i8]) -> __m256i {
-    assert!(p.len() >= 16);
-    // SAFETY: checked above that 16 bytes are readable; the load is unaligned.
-    _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(p.as_ptr() as *const __m128i) })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let t = f16_table();
-    accumulate::<_, _, false>(w, a, |x, y| {
-        let lo = _mm256_madd_epi16(widen16(&x.qs[..16]), widen16(&y.qs[..16]));
-        let hi = _mm256_madd_epi16(widen16(&x.qs[16..]), widen16(&y.qs[16..]));
-        (lut(t, x.d) * lut(t, y.d), _mm256_add_epi32(lo, hi), 0.0)
-    })
-}
-
-/// VNNI variants: `vpdpbusd` (unsigned x signed bytes, summed in i32 without saturation) replaces
-/// `maddubs` + `madd`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn dot_q4_0_vnni(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let off = _mm256_set1_epi8(8);
-    let t = f16_table();
-    accumulate::<_, _, false>(w, a, |x, y| {
-        let av = load32i(&y.qs);
-        let z = _mm256_setzero_si256();
-        let s = _mm256_sub_epi32(
-            _mm256_dpbusd_epi32(z, nibbles(&x.qs), av),
-            _mm256_dpbusd_epi32(z, off, av),
-        );
-        (lut(t, x.d) * lut(t, y.d), s, 0.0)
-    })
-}
-
-/// Q8_0 . Q8_0 with VNNI: sum (w + 128) a - 128 sum a, exact for every byte.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn dot_q8_0_vnni(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let x80 = _mm256_set1_epi8(-128);
-    let t = f16_table();
-    accumulate::<_, _, false>(w, a, |x, y| {
-        let av = load32i(&y.qs);
-        let z = _mm256_setzero_si256();
-        let wu = _mm256_xor_si256(load32i(&x.qs), x80);
-        let s = _mm256_sub_epi32(
-            _mm256_dpbusd_epi32(z, wu, av),
-            _mm256_dpbusd_epi32(z, x80, av),
-        );
-        (lut(t, x.d) * lut(t, y.d), s, 0.0)
-    })
-}
-
-/// Q4_0 weights . Q8_0 activations (AVX-512 VNNI on 256-bit registers). Not installed: no faster
-/// than the AVX2 kernel (docs/perf.md); kept, and tested, for CPUs where that may change.
-#[allow(dead_code)]
-pub(super) fn vec_dot_q4_0_q8_0_vnni(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (w, a) = row_blocks::<BlockQ4_0, BlockQ8_0>(n, w, a);
-    crate::x86_64::debug_assert_vnni();
-    // SAFETY: reachable only through the kernel table, which `install` fills with this kernel only
-    // after detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI.
-    unsafe { dot_q4_0_vnni(w, a) }
-}
-
-/// Q8_0 weights . Q8_0 activations (AVX-512 VNNI on 256-bit registers).
-pub(super) fn vec_dot_q8_0_q8_0_vnni(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (w, a) = row_blocks::<BlockQ8_0, BlockQ8_0>(n, w, a);
-    // SAFETY: as above.
-    unsafe { dot_q8_0_vnni(w, a) }
-}
-
-macro_rules! wrapper {
-    ($(#[$m:meta])* $name:ident, $kernel:ident, $w:ty, $a:ty) => {
+/// Defines a `VecDotFn` entry point: checks the row lengths, then runs `$kernel` (compiled for
+/// `$features`, asserted in debug builds by `$assert`) on the typed blocks.
+macro_rules! vec_dot_entry {
+    ($(#[$m:meta])* $name:ident, $kernel:path, $w:ty, $a:ty, $assert:path) => {
         $(#[$m])*
         pub(super) fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            let (w, a) = row_blocks::<$w, $a>(n, w, a);
-            crate::x86_64::debug_assert_avx2();
-            // SAFETY: this wrapper is reachable only through the kernel table, which `install`
-            // fills only after detecting AVX2, FMA and F16C.
+            let (w, a) = super::row_blocks::<$w, $a>(n, w, a);
+            $assert();
+            // SAFETY: reachable only through the kernel table, which `install` fills with this
+            // kernel only after detecting the features `$kernel` is compiled for.
             unsafe { $kernel(w, a) }
         }
     };
 }
-
-wrapper!(/// Q4_0 weights . Q8_0 activations.
-    vec_dot_q4_0_q8_0, dot_q4_0, BlockQ4_0, BlockQ8_0);
-wrapper!(/// Q5_0 weights . Q8_0 activations.
-    vec_dot_q5_0_q8_0, dot_q5_0, BlockQ5_0, BlockQ8_0);
-wrapper!(/// Q4_1 weights . Q8_1 activations.
-    vec_dot_q4_1_q8_1, dot_q4_1, BlockQ4_1, BlockQ8_1);
-wrapper!(/// Q5_1 weights . Q8_1 activations.
-    vec_dot_q5_1_q8_1, dot_q5_1, BlockQ5_1, BlockQ8_1);
-wrapper!(/// Q8_0 weights . Q8_0 activations.
-    vec_dot_q8_0_q8_0, dot_q8_0, BlockQ8_0, BlockQ8_0);
+pub(super) use vec_dot_entry;
 
 #[cfg(test)]
 mod tests {
+    use super::super::q4_0::{vec_dot_q4_0_q8_0, vec_dot_q4_0_q8_0_vnni};
+    use super::super::q4_1::vec_dot_q4_1_q8_1;
+    use super::super::q5_0::vec_dot_q5_0_q8_0;
+    use super::super::q5_1::vec_dot_q5_1_q8_1;
+    use super::super::q8_0::{vec_dot_q8_0_q8_0, vec_dot_q8_0_q8_0_vnni};
     use super::super::test_util::{close, f16_bits, Lcg};
-    use super::*;
-    use crate::blocks::as_bytes;
+    use crate::blocks::{as_bytes, BlockQ8_0};
     use crate::dispatch::{scalar_kernels, VecDotFn};
     use crate::types::GgmlType;
 
