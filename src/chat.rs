@@ -189,15 +189,21 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// The file's `tokenizer.chat_template`, or ChatML when the file has none. `bos_token` and
-    /// `eos_token` are the texts of `tokenizer.ggml.bos_token_id` / `eos_token_id` (empty when
-    /// absent).
+    /// The file's `tokenizer.chat_template`; when the file has none, the built-in template of
+    /// its family where there is one (gemma for Gemma files, phi3 for Phi-3: what they were
+    /// trained with, as Ollama ships them), else ChatML. `bos_token` and `eos_token` are the
+    /// texts of `tokenizer.ggml.bos_token_id` / `eos_token_id` (empty when absent).
     pub fn from_gguf(g: &Gguf) -> Result<ChatTemplate, ChatError> {
         let bos = token_text(g, "tokenizer.ggml.bos_token_id");
         let eos = token_text(g, "tokenizer.ggml.eos_token_id");
         match g.get(KEY_CHAT_TEMPLATE) {
             None => {
-                let mut t = ChatTemplate::new(CHATML_TEMPLATE, bos, eos)?;
+                let family = match g.architecture() {
+                    Ok("gemma" | "gemma2" | "gemma3") => builtin_template("gemma"),
+                    Ok("phi3") => builtin_template("phi3"),
+                    _ => None,
+                };
+                let mut t = ChatTemplate::new(family.unwrap_or(CHATML_TEMPLATE), bos, eos)?;
                 t.fallback = true;
                 Ok(t)
             }
@@ -236,7 +242,7 @@ impl ChatTemplate {
         })
     }
 
-    /// Whether this is the ChatML fallback for a file without a template.
+    /// Whether this is a fallback (built-in) template for a file without one.
     pub fn is_fallback(&self) -> bool {
         self.fallback
     }

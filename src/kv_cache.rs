@@ -6,6 +6,8 @@
 //! attention), so the weighted sum over positions is one contiguous dot per value dimension; a Q8_0
 //! cache keeps values as rows (blocks run along head_dim), `[n_head_kv, n_ctx, head_dim]`.
 
+use std::ops::Range;
+
 use ferrolm_kernels::dispatch::KernelTable;
 use ferrolm_kernels::views::Rows;
 use ferrolm_kernels::GgmlType;
@@ -57,6 +59,8 @@ pub struct KvCache {
     row_bytes: usize,
     /// K then V for layer 0, then layer 1, ...; u64 storage keeps rows aligned for any cache type.
     buf: Vec<u64>,
+    /// Values stored one row per position even for F16/F32 (the flash-attention layout).
+    value_rows: bool,
 }
 
 /// Which half of a layer's cache: the keys or the values.
@@ -143,7 +147,15 @@ impl KvCache {
             head_dim,
             row_bytes,
             buf,
+            value_rows: false,
         })
+    }
+
+    /// The same cache with values stored one row per position, as keys are, for every type
+    /// (what flash attention reads); by default F16/F32 values are stored transposed.
+    pub fn with_value_rows(mut self) -> KvCache {
+        self.value_rows = true;
+        self
     }
 
     pub fn ty(&self) -> KvType {
@@ -194,7 +206,7 @@ impl KvCache {
     /// True when values are stored transposed (`[head_dim, n_ctx]` per head): F16 and F32 caches.
     #[inline]
     pub fn v_transposed(&self) -> bool {
-        self.ty != KvType::Q8_0
+        self.ty != KvType::Q8_0 && !self.value_rows
     }
 
     /// Bytes of one element (F16/F32 caches).
@@ -207,30 +219,38 @@ impl KvCache {
         }
     }
 
-    /// Transposed values of one head, positions `0..n` of every dimension at once: row d of the
-    /// view is dimension d's `n` values (`head_dim` rows of `n * elem_bytes` bytes).
+    /// Transposed values of one head, positions `pos` of every dimension at once: row d of the
+    /// view is dimension d's values there (`head_dim` rows of `pos.len() * elem_bytes` bytes).
     #[inline]
-    pub fn v_columns(&self, layer: usize, head: usize, n: usize) -> Rows<'_, u8> {
+    pub fn v_columns(&self, layer: usize, head: usize, pos: Range<usize>) -> Rows<'_, u8> {
         assert!(
-            self.v_transposed() && n <= self.n_ctx && self.head_dim > 0,
+            self.v_transposed()
+                && pos.start <= pos.end
+                && pos.end <= self.n_ctx
+                && self.head_dim > 0,
             "bad transposed-V read"
         );
         let es = self.elem_bytes();
-        let o = self.offset(layer, Kv::V, head, 0);
-        Rows::new(&self.bytes()[o..], self.head_dim, n * es, self.n_ctx * es)
+        let o = self.offset(layer, Kv::V, head, 0) + pos.start * es;
+        Rows::new(
+            &self.bytes()[o..],
+            self.head_dim,
+            pos.len() * es,
+            self.n_ctx * es,
+        )
     }
 
-    /// Rows `0..n` of one head's keys or, for a Q8_0 cache, values: `[n, head_dim]` in the cache
-    /// type.
+    /// Rows `pos` of one head's keys or, for a Q8_0 cache, values: `[pos.len(), head_dim]` in the
+    /// cache type.
     #[inline]
-    pub fn rows(&self, layer: usize, kv: Kv, head: usize, n: usize) -> &[u8] {
+    pub fn rows(&self, layer: usize, kv: Kv, head: usize, pos: Range<usize>) -> &[u8] {
         assert!(
-            n <= self.n_ctx,
-            "{n} positions exceed the cache's {}",
+            pos.start <= pos.end && pos.end <= self.n_ctx,
+            "positions {pos:?} exceed the cache's {}",
             self.n_ctx
         );
-        let o = self.offset(layer, kv, head, 0);
-        &self.bytes()[o..o + n * self.row_bytes]
+        let o = self.offset(layer, kv, head, pos.start);
+        &self.bytes()[o..o + pos.len() * self.row_bytes]
     }
 
     /// Store one head's key or value at `pos`, converting from f32.

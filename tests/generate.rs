@@ -15,19 +15,22 @@ mod common;
 const TIE_MARGIN: f32 = 0.5;
 
 fn check(model_file: &str, golden: &str, threads: usize) -> Option<()> {
+    let params = ContextParams {
+        n_threads: threads,
+        n_ctx: 512,
+        ..Default::default()
+    };
+    check_with(model_file, &format!("generate/{golden}"), params)
+}
+
+/// [`check`] with these context parameters; `golden` is relative to `tests/data/`.
+fn check_with(model_file: &str, golden: &str, params: ContextParams) -> Option<()> {
     let path = common::model(model_file)?;
     let model = Arc::new(Model::load(&path).unwrap());
     let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
-    let mut ctx = Context::new(
-        model,
-        ContextParams {
-            n_threads: threads,
-            n_ctx: 512,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(common::data(&format!("generate/{golden}"))).unwrap();
+    let threads = params.n_threads;
+    let mut ctx = Context::new(model, params).unwrap();
+    let text = std::fs::read_to_string(common::data(golden)).unwrap();
     let (mut compared, mut steps, mut ties) = (0, 0, 0);
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -108,6 +111,19 @@ fn qwen_greedy_matches_llamacpp() {
 }
 
 /// The same logits, bit for bit, for 1, 2 and 3 threads.
+/// Gemma 3 270M against llama.cpp of October 2026 (`tests/data/gemma3/generate.jsonl`), which ran
+/// it with flash attention, as ferrolm's `flash_attn` does.
+#[test]
+fn gemma3_greedy_matches_llamacpp() {
+    let params = ContextParams {
+        n_threads: 2,
+        n_ctx: 512,
+        flash_attn: true,
+        ..Default::default()
+    };
+    check_with("gemma-3-270m-q4_k_m.gguf", "gemma3/generate.jsonl", params);
+}
+
 #[test]
 fn thread_count_does_not_change_logits() {
     let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {

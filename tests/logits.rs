@@ -228,3 +228,22 @@ fn qemu_smoke_smollm2_logits() {
         3,
     );
 }
+
+/// Gemma 3 270M (sliding-window and global layers, GeGLU, Q/K norms, post-norms, a 262,144-token
+/// vocabulary): llama.cpp of October 2026 (`tests/data/gemma3/logits.jsonl`, copied from
+/// shared/golden/gemma3) computed it with flash attention, its CPU default, so ferrolm runs it the
+/// same way (`flash_attn`: values summed in f16 precision).
+#[test]
+fn gemma3_270m_matches_llamacpp() {
+    let params = ContextParams {
+        n_ctx: 512,
+        flash_attn: true,
+        ..Default::default()
+    };
+    check_model(
+        "gemma-3-270m-q4_k_m.gguf",
+        "../gemma3/logits.jsonl",
+        params,
+        usize::MAX,
+    );
+}

@@ -33,6 +33,18 @@ fn load(path: &Path) -> Tokenizer {
     Tokenizer::from_gguf(&g).unwrap_or_else(|e| panic!("tokenizer of {}: {e}", path.display()))
 }
 
+/// Rows whose llama.cpp tokenization changed after the golden file was made (c392e5094), with
+/// the ids of llama.cpp of October 2026 (llama-cpp-python 0.3.36), which ferrolm follows: its
+/// vocabulary loader makes `</s>` an end-of-generation CONTROL token by its text (the
+/// "paddleocr" rule in `llama_vocab::impl::load`), so with parse_special it is one token in
+/// Qwen's vocabulary too. (`tests/data/gemma3/tokenize.jsonl`, made with that version, needs
+/// the rule: Gemma's `</s>` is user-defined and must not match without parse_special.)
+const NEWER_LLAMA_CPP: &[(&str, usize, &[u32])] = &[(
+    "qwen2.5-coder-0.5b-instruct.jsonl",
+    108,
+    &[44047, 30768, 64462, 60, 15588, 64928, 64462, 60, 128247],
+)];
+
 /// Every row of a golden jsonl file must tokenize to its ids and detokenize back to its text.
 fn check_jsonl(tok: &Tokenizer, jsonl: &str) {
     let text = std::fs::read_to_string(data(jsonl)).expect("golden jsonl");
@@ -46,12 +58,18 @@ fn check_jsonl(tok: &Tokenizer, jsonl: &str) {
         let input = row["text"].as_str().expect("text");
         let add_special = row["add_special"].as_bool().expect("add_special");
         let parse_special = row["parse_special"].as_bool().expect("parse_special");
-        let want: Vec<u32> = row["ids"]
+        let mut want: Vec<u32> = row["ids"]
             .as_array()
             .expect("ids")
             .iter()
             .map(|v| v.as_u64().expect("id") as u32)
             .collect();
+        if let Some((_, _, ids)) = NEWER_LLAMA_CPP
+            .iter()
+            .find(|(f, l, _)| *f == jsonl && *l == line_no + 1)
+        {
+            want = ids.to_vec();
+        }
         let got = tok.encode(input, add_special, parse_special);
         if got != want {
             failures.push(format!(
@@ -98,6 +116,16 @@ fn qwen25_golden_tokenizations() {
     };
     assert_eq!(tok.n_vocab(), 151936);
     check_jsonl(&tok, "qwen2.5-coder-0.5b-instruct.jsonl");
+}
+
+/// Gemma 3's SentencePiece vocabulary (262,144 tokens, no space prefix, user-defined whitespace
+/// tokens): the same 258 strings, ids from llama.cpp (`tests/data/gemma3/tokenize.jsonl`).
+#[test]
+fn gemma3_golden_tokenizations() {
+    let Some(tok) = model_tokenizer("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    check_jsonl(&tok, "../gemma3/tokenize.jsonl");
 }
 
 /// llama.cpp's test-tokenizer-0: `.inp` inputs separated by `\n__ggml_vocab_test__\n`, `.out`

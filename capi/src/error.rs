@@ -65,7 +65,8 @@ impl From<ModelError> for Error {
             | ModelError::Implausible { .. }
             | ModelError::MissingTensor(_)
             | ModelError::BadShape { .. }
-            | ModelError::Misaligned { .. } => FERROLM_FORMAT,
+            | ModelError::Misaligned { .. }
+            | ModelError::BadMetadata { .. } => FERROLM_FORMAT,
             ModelError::ContextFull { .. } => FERROLM_CONTEXT_FULL,
             ModelError::BadToken { .. } => FERROLM_INVALID_TOKEN,
             ModelError::ContextTooLong { .. }

@@ -338,6 +338,75 @@ fn c_generate_matches_ferrolm_run_under_sanitizers() {
     );
 }
 
+/// The C ABI runs every family: the real Gemma 3 270M (when fetched) and the random-weight
+/// qwen3, phi3, smollm3 and gemma3 files `ferrolm synth` writes give generate.c the same greedy
+/// text as `ferrolm run`.
+#[test]
+fn c_generate_runs_every_family() {
+    skip_unless!("gcc");
+    let Some(vocab) = model() else { return };
+    let dir = out_dir("families");
+    let exe = dir.join("generate");
+    let extra = link_flags(&dir);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    compile("gcc", "-std=c11", "examples/c/generate.c", &exe, &extra);
+    let mut files: Vec<PathBuf> = ["qwen3", "phi3", "smollm3", "gemma3"]
+        .iter()
+        .map(|arch| {
+            let out = dir.join(format!("test-{arch}.gguf"));
+            let o = Command::new(lib_dir().join("ferrolm"))
+                .args([
+                    "synth",
+                    "--shape",
+                    &format!("test-{arch}"),
+                    "--type",
+                    "Q8_0",
+                ])
+                .arg("--vocab-from")
+                .arg(&vocab)
+                .arg("--force")
+                .arg("-o")
+                .arg(&out)
+                .output()
+                .expect("run ferrolm synth");
+            assert!(o.status.success(), "synth {arch}: {}", text(&o.stderr));
+            out
+        })
+        .collect();
+    let gemma = repo().join("models/gemma-3-270m-q4_k_m.gguf");
+    if gemma.exists() {
+        files.push(gemma);
+    }
+    for f in &files {
+        let m = f.to_str().unwrap();
+        let args = ["-p", "The capital of France is", "-n", "8", "--temp", "0"];
+        let o = Command::new(&exe)
+            .args(["-m", m])
+            .args(args)
+            .output()
+            .expect("run generate");
+        assert!(o.status.success(), "generate.c on {m}: {}", text(&o.stderr));
+        let run = Command::new(lib_dir().join("ferrolm"))
+            .args(["run", "-m", m])
+            .args(args)
+            .output()
+            .expect("run ferrolm");
+        assert!(
+            run.status.success(),
+            "ferrolm run on {m}: {}",
+            text(&run.stderr)
+        );
+        let want = text(&run.stdout);
+        let want = want.strip_suffix('\n').unwrap_or(&want);
+        assert!(!want.is_empty(), "ferrolm run printed nothing for {m}");
+        assert_eq!(
+            text(&o.stdout),
+            want,
+            "generate.c and ferrolm run differ on {m}"
+        );
+    }
+}
+
 #[test]
 fn c_errors_every_path_under_sanitizers() {
     skip_unless!("gcc");

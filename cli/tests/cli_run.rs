@@ -288,3 +288,48 @@ fn perplexity_within_one_percent_of_llamacpp() {
     }
     assert!(checked > 0 || common::model("SmolLM2-135M-Instruct.Q4_1.gguf").is_none());
 }
+
+/// Gemma 3 270M: `ferrolm perplexity` within 1% of llama-perplexity of October 2026
+/// (`tests/data/gemma3/perplexity.json`) at -c 512 and at -c 1024, whose chunks run past the
+/// 512-position sliding window; with `-fa on`, as llama.cpp computed it. Each chunk starts with
+/// BOS (the model adds one), as llama-perplexity does.
+#[test]
+fn gemma3_perplexity_within_one_percent_of_llamacpp() {
+    let Some(m) = common::model("gemma-3-270m-q4_k_m.gguf") else {
+        return;
+    };
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::data("gemma3/perplexity.json")).unwrap(),
+    )
+    .unwrap();
+    let text = common::data("perplexity/brown-excerpt.txt");
+    for r in golden["results"].as_array().unwrap() {
+        let cmd = r["command"].as_str().unwrap();
+        let c = cmd.split(" -c ").nth(1).unwrap().split(' ').next().unwrap();
+        let want = r["ppl"].as_f64().unwrap();
+        let o = Command::new(release_ferrolm())
+            .args(["perplexity", "-m", m.to_str().unwrap(), "-f"])
+            .arg(&text)
+            .args(["-c", c, "-fa", "on"])
+            .output()
+            .expect("run ferrolm perplexity");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("Final estimate: PPL = "))
+            .expect("final line");
+        let ppl: f64 = line["Final estimate: PPL = ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let rel = (ppl - want).abs() / want;
+        eprintln!(
+            "gemma3 -c {c}: PPL {ppl:.4}, llama.cpp {want:.4} ({:+.2}%)",
+            100.0 * (ppl - want) / want
+        );
+        assert!(rel <= 0.01, "gemma3 -c {c}: PPL {ppl} vs llama.cpp {want}");
+    }
+}

@@ -2,9 +2,10 @@
 
 use crate::gguf::Gguf;
 
+use super::family::{self, Family, Meta};
 use super::ModelError;
 
-/// Architectures the decoder runs.
+/// Architectures the decoder runs; what each computes is its [`Family`] description.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arch {
     /// Llama 2/3, TinyLlama, Mistral, SmolLM: RoPE on adjacent pairs (GGUF Q/K rows are permuted
@@ -12,15 +13,27 @@ pub enum Arch {
     Llama,
     /// Qwen2 / Qwen2.5: Q/K/V biases, NEOX-style RoPE (pairs i and i + head_dim/2).
     Qwen2,
+    /// Qwen3 (dense): Q/K norms, NEOX RoPE, head size from `attention.key_length`.
+    Qwen3,
+    /// Gemma 3 text models: sliding-window and global layers, GeGLU, post-norms.
+    Gemma3,
+    /// Phi-3 / Phi-3.5 / Phi-4-mini: fused QKV and gate+up, partial rotary.
+    Phi3,
+    /// SmolLM3: llama with every fourth layer unrotated.
+    SmolLM3,
 }
 
-pub const SUPPORTED_ARCHS: &str = "llama, qwen2";
+pub const SUPPORTED_ARCHS: &str = "llama, qwen2, qwen3, gemma3, phi3, smollm3";
 
 impl Arch {
     pub fn from_name(name: &str) -> Result<Arch, ModelError> {
         match name {
             "llama" => Ok(Arch::Llama),
             "qwen2" => Ok(Arch::Qwen2),
+            "qwen3" => Ok(Arch::Qwen3),
+            "gemma3" => Ok(Arch::Gemma3),
+            "phi3" => Ok(Arch::Phi3),
+            "smollm3" => Ok(Arch::SmolLM3),
             other => Err(ModelError::UnsupportedArch {
                 arch: other.to_string(),
             }),
@@ -31,12 +44,11 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
+            Arch::SmolLM3 => "smollm3",
         }
-    }
-
-    /// NEOX RoPE rotates (i, i + d/2); the "normal" style rotates (2i, 2i + 1).
-    pub fn rope_neox(self) -> bool {
-        matches!(self, Arch::Qwen2)
     }
 }
 
@@ -57,6 +69,8 @@ pub struct Config {
     /// Linear RoPE scaling (`rope.scaling.factor` with type linear): positions are multiplied by it.
     pub rope_freq_scale: f32,
     pub rms_eps: f32,
+    /// What the layers compute: norms, RoPE, attention variants, FFN kind.
+    pub family: Family,
 }
 
 impl Config {
@@ -134,16 +148,25 @@ impl Config {
                 }
             }
         }
-        if let Some(v) = g.get(&key("rope.dimension_count")) {
-            let n_rot = v.as_i128().unwrap_or(-1);
-            if n_rot != head_dim as i128 {
-                return Err(ModelError::PartialRotary {
-                    arch: a,
-                    n_rot,
-                    head_dim,
+        if let Some(v) = g.get(&key("attention.value_length")) {
+            if v.as_i128() != Some(head_dim as i128) {
+                return Err(ModelError::BadMetadata {
+                    key: key("attention.value_length"),
+                    why: format!("must equal the key length, {head_dim}"),
                 });
             }
         }
+        let family = family::describe(
+            arch,
+            &Meta {
+                g,
+                arch: a,
+                n_layer,
+                n_embd,
+                head_dim,
+                partial_rotary: arch == Arch::Phi3,
+            },
+        )?;
         let n_vocab_rows = match g.tensor("token_embd.weight") {
             Some(t) => t.dims[1] as usize,
             None => return Err(ModelError::MissingTensor("token_embd.weight".into())),
@@ -194,6 +217,7 @@ impl Config {
             rope_base,
             rope_freq_scale,
             rms_eps,
+            family,
         };
         cfg.check()?;
         Ok(cfg)

@@ -9,11 +9,16 @@ use ferrolm_kernels::dispatch::{kernels, KernelTable};
 use ferrolm_kernels::matmul::{matmul_q_many_with, ActBuf};
 use ferrolm_kernels::pool::ThreadPool;
 
-use super::{Mat, Model, ModelError};
+use super::{Ffn, GateUp, Mat, Model, ModelError, Qkv, Vector};
 use crate::kv_cache::{Kv, KvCache, KvType};
 
 mod attention;
-use attention::AttnScratch;
+mod ops;
+use attention::{AttnScratch, AttnSpec};
+use ops::{
+    add, add_bias, geglu, rmsnorm, rmsnorm_heads, rmsnorm_in_place, rope, rope_table, scale,
+    softcap,
+};
 
 /// Default context length cap: the model's own length, but at most this many positions.
 pub const DEFAULT_MAX_CTX: usize = 4096;
@@ -39,6 +44,9 @@ pub struct ContextParams {
     pub kv_type: KvType,
     /// With `n_ctx` 0: at least this many positions (up to the model's trained length).
     pub min_ctx: usize,
+    /// Attention as llama.cpp's flash attention computes it (`-fa on`: values accumulated in
+    /// f16 precision in one pass) with an F16 cache; other caches ignore it.
+    pub flash_attn: bool,
 }
 
 impl ContextParams {
@@ -66,6 +74,7 @@ impl Default for ContextParams {
             n_threads: 0,
             kv_type: KvType::F16,
             min_ctx: 0,
+            flash_attn: false,
         }
     }
 }
@@ -109,14 +118,21 @@ struct RunState {
     att: Vec<f32>, // [n_batch, n_head * head_dim] attention output
     hb: Vec<f32>,  // [n_batch, n_ff]
     hb2: Vec<f32>, // [n_batch, n_ff]
+    qkv: Vec<f32>, // [n_batch, q_dim + 2 kv_dim] fused Q/K/V output (Phi-3; else empty)
+    gu: Vec<f32>,  // [n_batch, 2 n_ff] fused gate/up output (Phi-3; else empty)
     /// The input of the matrices being applied, quantized to their dot partner: filled and
     /// read within one [`Engine::project`] call, so it never outlives the buffer it came from.
     acts: ActBuf,
     attn: Vec<AttnScratch>, // one per thread
-    rope: Vec<f32>,         // [n_batch, head_dim] cos/sin pairs per position
-    logits: Vec<f32>,       // [n_vocab] of the last token
-    logits_all: Vec<f32>,   // [n_tokens, n_vocab], grown on demand for Logits::All
+    rope: Vec<f32>,         // [n_batch, n_rot] cos/sin pairs per position
+    rope_swa: Vec<f32>,     // [n_batch, n_rot] the same for the sliding-window layers (or empty)
+    /// The frequency factors this context's RoPE uses (Llama-3's, or LongRoPE's for its length).
+    rope_factors: Option<Vector>,
+    logits: Vec<f32>,     // [n_vocab] of the last token
+    logits_all: Vec<f32>, // [n_tokens, n_vocab], grown on demand for Logits::All
     n_logits_all: usize,
+    /// Flash-attention arithmetic (`ContextParams::flash_attn` with an F16 cache).
+    flash: bool,
 }
 
 impl Context {
@@ -149,8 +165,24 @@ impl Context {
                 max: MAX_THREADS,
             });
         }
-        let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)?;
+        let mut kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)?;
+        let flash = params.flash_attn && params.kv_type == KvType::F16;
+        if flash {
+            kv = kv.with_value_rows();
+        }
         let max_cols = c.n_embd.max(c.n_ff).max(c.q_dim());
+        let f = &c.family;
+        let fused = |len: usize| {
+            if f.fused {
+                vec![0.0; n_batch * len]
+            } else {
+                Vec::new()
+            }
+        };
+        let rope_factors = match model.rope_factors {
+            Some((short, long)) => Some(if n_ctx > f.longrope_ctx { long } else { short }),
+            None => model.rope_freqs,
+        };
         let state = RunState {
             x: vec![0.0; n_batch * c.n_embd],
             xb: vec![0.0; n_batch * c.n_embd],
@@ -160,14 +192,23 @@ impl Context {
             att: vec![0.0; n_batch * c.q_dim()],
             hb: vec![0.0; n_batch * c.n_ff],
             hb2: vec![0.0; n_batch * c.n_ff],
+            qkv: fused(c.q_dim() + 2 * c.kv_dim()),
+            gu: fused(2 * c.n_ff),
             acts: ActBuf::with_capacity(max_cols, n_batch),
             attn: (0..n_threads)
                 .map(|_| AttnScratch::new(&c, n_ctx))
                 .collect(),
-            rope: vec![0.0; n_batch * c.head_dim],
+            rope: vec![0.0; n_batch * f.n_rot],
+            rope_swa: if f.swa_layers.contains(&true) {
+                vec![0.0; n_batch * f.n_rot]
+            } else {
+                Vec::new()
+            },
+            rope_factors,
             logits: vec![0.0; c.n_vocab],
             logits_all: Vec::new(),
             n_logits_all: 0,
+            flash,
         };
         Ok(Context {
             engine: Engine {
@@ -298,8 +339,9 @@ impl Engine {
 }
 
 /// One batch of `tokens` (≤ n_batch) at positions pos0..pos0 + n, their keys and values stored
-/// in `kv`, the logits `out` asks for left in `s`. Shapes in comments use n = tokens.len(),
-/// d = n_embd, hd = head_dim.
+/// in `kv`, the logits `out` asks for left in `s`. The model's [`Family`](super::Family) selects
+/// the variants (fused projections, Q/K norms, RoPE per layer, window, post-norms, FFN kind).
+/// Shapes in comments use n = tokens.len(), d = n_embd, hd = head_dim.
 fn forward(
     model: &Model,
     e: &Engine,
@@ -310,10 +352,11 @@ fn forward(
     out: Out,
 ) {
     let c = model.config();
+    let f = &c.family;
     let (d, n) = (c.n_embd, tokens.len());
     let (q_dim, kv_dim, hd, ff) = (c.q_dim(), c.kv_dim(), c.head_dim, c.n_ff);
 
-    // Token embeddings: x[t] = token_embd[tokens[t]]  (one row dequantized per token).
+    // Token embeddings: x[t] = token_embd[tokens[t]] (* embd_scale)  (one row dequantized each).
     let emb = model.mat(&model.tok_embd);
     let deq = model.tok_embd.dequantize;
     let rb = emb.row_bytes();
@@ -321,37 +364,70 @@ fn forward(
         let row = &emb.data[tok as usize * rb..(tok as usize + 1) * rb];
         deq(row, &mut s.x[t * d..(t + 1) * d]);
     }
+    if let Some(k) = f.embd_scale {
+        scale(&mut s.x[..n * d], k);
+    }
 
-    // RoPE cos/sin for each position of the batch: rope[t] = [cos θ0, sin θ0, cos θ1, ...].
-    rope_table(model, &mut s.rope, n, pos0);
+    // RoPE cos/sin for each position of the batch: rope[t] = [cos θ0, sin θ0, cos θ1, ...], with
+    // the global layers' base and, where the family has them, the sliding-window layers'.
+    let factors = s.rope_factors.as_ref().map(|v| model.vector(v));
+    let table = |dst: &mut Vec<f32>, base: f32, freq_scale: f32| {
+        let dst = &mut dst[..n * f.n_rot];
+        rope_table(dst, f.n_rot, pos0, base, freq_scale, f.rope_mscale, factors);
+    };
+    table(&mut s.rope, c.rope_base, c.rope_freq_scale);
+    if !s.rope_swa.is_empty() {
+        table(&mut s.rope_swa, f.rope_base_swa, f.rope_freq_scale_swa);
+    }
 
     for (li, layer) in model.layers.iter().enumerate() {
+        let swa = f.swa_layers[li];
         // ---- attention ----
         // xb = rmsnorm(x) * attn_norm                         [n, d]
         let norm = model.vector(&layer.attn_norm);
         rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], norm, d, c.rms_eps);
         // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]
-        let qkv = [
-            (&layer.wq, &mut s.q[..]),
-            (&layer.wk, &mut s.k[..]),
-            (&layer.wv, &mut s.v[..]),
-        ];
-        e.project(model, &mut s.acts, &s.xb, n, qkv);
+        match &layer.qkv {
+            Qkv::Split { wq, wk, wv } => {
+                let qkv = [(wq, &mut s.q[..]), (wk, &mut s.k[..]), (wv, &mut s.v[..])];
+                e.project(model, &mut s.acts, &s.xb, n, qkv);
+            }
+            Qkv::Fused(w) => {
+                // qkv = xb Wqkvᵀ [n, q_dim + 2 kv_dim], then split per token.
+                e.project(model, &mut s.acts, &s.xb, n, [(w, &mut s.qkv[..])]);
+                let w = q_dim + 2 * kv_dim;
+                for (t, row) in s.qkv[..n * w].chunks_exact(w).enumerate() {
+                    s.q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
+                    s.k[t * kv_dim..(t + 1) * kv_dim].copy_from_slice(&row[q_dim..q_dim + kv_dim]);
+                    s.v[t * kv_dim..(t + 1) * kv_dim].copy_from_slice(&row[q_dim + kv_dim..]);
+                }
+            }
+        }
         if let (Some(bq), Some(bk), Some(bv)) = (&layer.bq, &layer.bk, &layer.bv) {
             add_bias(&mut s.q[..n * q_dim], model.vector(bq));
             add_bias(&mut s.k[..n * kv_dim], model.vector(bk));
             add_bias(&mut s.v[..n * kv_dim], model.vector(bv));
         }
-        // Rotate q and k by position.
-        let neox = c.arch.rope_neox();
-        for t in 0..n {
-            let cs = &s.rope[t * hd..(t + 1) * hd];
-            for h in s.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
-                rope(h, cs, neox);
+        // Per-head RMS norms of q and k (qwen3, gemma3).
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            rmsnorm_heads(&mut s.q[..n * q_dim], model.vector(qn), c.rms_eps);
+            rmsnorm_heads(&mut s.k[..n * kv_dim], model.vector(kn), c.rms_eps);
+        }
+        // Rotate q and k by position (the first n_rot dimensions of each head).
+        if f.rope_layers[li] {
+            let tab = if swa { &s.rope_swa } else { &s.rope };
+            for t in 0..n {
+                let cs = &tab[t * f.n_rot..(t + 1) * f.n_rot];
+                for h in s.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(hd) {
+                    rope(&mut h[..f.n_rot], cs, f.rope_neox);
+                }
+                for h in s.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
+                    rope(&mut h[..f.n_rot], cs, f.rope_neox);
+                }
             }
-            for h in s.k[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(hd) {
-                rope(h, cs, neox);
-            }
+        }
+        if f.scale_queries {
+            scale(&mut s.q[..n * q_dim], f.attn_scale);
         }
         // Write k, v into the cache at their positions: cache[li][kv][head][pos] = [hd].
         for t in 0..n {
@@ -361,25 +437,45 @@ fn forward(
                 kv.store(e.table, li, Kv::V, h, pos0 + t, &s.v[o..o + hd]);
             }
         }
-        // att[t, head] = softmax(q·Kᵀ / sqrt(hd)) V over positions 0..=pos0+t   [n, q_dim]
-        attention::attention(c, e, kv, s, li, n, pos0);
-        // xb = att Woᵀ [n, d]; x += xb
+        // att[t, head] = softmax(q·Kᵀ * scale) V over the positions token t sees   [n, q_dim]
+        let spec = AttnSpec {
+            scale: if f.scale_queries { 1.0 } else { f.attn_scale },
+            window: if swa { f.n_swa } else { 0 },
+            flash: s.flash,
+        };
+        attention::attention(c, e, kv, s, li, n, pos0, spec);
+        // xb = att Woᵀ [n, d] (rmsnorm'd by post_attn_norm, gemma3); x += xb
         e.project(model, &mut s.acts, &s.att, n, [(&layer.wo, &mut s.xb[..])]);
+        if let Some(pn) = &layer.post_attn_norm {
+            rmsnorm_in_place(&mut s.xb[..n * d], model.vector(pn), d, c.rms_eps);
+        }
         add(&mut s.x[..n * d], &s.xb[..n * d]);
 
-        // ---- feed-forward (SwiGLU) ----
+        // ---- feed-forward (SwiGLU or GeGLU) ----
         // xb = rmsnorm(x) * ffn_norm                          [n, d]
         let norm = model.vector(&layer.ffn_norm);
         rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], norm, d, c.rms_eps);
         // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
-        let gate_up = [
-            (&layer.w_gate, &mut s.hb[..]),
-            (&layer.w_up, &mut s.hb2[..]),
-        ];
-        e.project(model, &mut s.acts, &s.xb, n, gate_up);
-        // hb = silu(hb) * hb2
-        (e.table.swiglu)(&mut s.hb[..n * ff], &s.hb2[..n * ff]);
-        // xb = hb Wdownᵀ [n, d]; x += xb
+        match &layer.gate_up {
+            GateUp::Split { gate, up } => {
+                let gate_up = [(gate, &mut s.hb[..]), (up, &mut s.hb2[..])];
+                e.project(model, &mut s.acts, &s.xb, n, gate_up);
+            }
+            GateUp::Fused(w) => {
+                // gu = xb Wupᵀ [n, 2 n_ff]: the gate, then up, per token.
+                e.project(model, &mut s.acts, &s.xb, n, [(w, &mut s.gu[..])]);
+                for (t, row) in s.gu[..n * 2 * ff].chunks_exact(2 * ff).enumerate() {
+                    s.hb[t * ff..(t + 1) * ff].copy_from_slice(&row[..ff]);
+                    s.hb2[t * ff..(t + 1) * ff].copy_from_slice(&row[ff..]);
+                }
+            }
+        }
+        // hb = act(hb) * hb2
+        match f.ffn {
+            Ffn::Silu => (e.table.swiglu)(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
+            Ffn::Gelu => geglu(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
+        }
+        // xb = hb Wdownᵀ [n, d] (rmsnorm'd by post_ffn_norm, gemma3); x += xb
         e.project(
             model,
             &mut s.acts,
@@ -387,6 +483,9 @@ fn forward(
             n,
             [(&layer.w_down, &mut s.xb[..])],
         );
+        if let Some(pn) = &layer.post_ffn_norm {
+            rmsnorm_in_place(&mut s.xb[..n * d], model.vector(pn), d, c.rms_eps);
+        }
         add(&mut s.x[..n * d], &s.xb[..n * d]);
     }
 
@@ -405,7 +504,7 @@ fn forward(
         d,
         c.rms_eps,
     );
-    // logits = xb Woutᵀ                                       [count, n_vocab]
+    // logits = xb Woutᵀ (soft-capped where the family says)   [count, n_vocab]
     let nv = c.n_vocab;
     match out {
         Out::All(offset) => {
@@ -417,34 +516,22 @@ fn forward(
                 count,
                 [(&model.output, &mut *dst)],
             );
+            if let Some(cap) = f.final_softcap {
+                softcap(dst, cap);
+            }
             s.logits.copy_from_slice(&dst[(count - 1) * nv..]);
         }
-        _ => e.project(
-            model,
-            &mut s.acts,
-            &s.xb,
-            count,
-            [(&model.output, &mut s.logits[..])],
-        ),
-    }
-}
-
-/// cos/sin of θ_i = pos · freq_scale · base^(-2i/hd) / freq_factor_i, computed as ggml's
-/// `ggml_rope_cache_init` does (θ multiplied by base^(-2/hd) step by step, in f32).
-fn rope_table(model: &Model, rope: &mut [f32], n: usize, pos0: usize) {
-    let c = model.config();
-    let hd = c.head_dim;
-    let theta_scale = c.rope_base.powf(-2.0 / hd as f32);
-    let ff = model.rope_freqs.as_ref().map(|v| model.vector(v));
-    for t in 0..n {
-        let mut theta = (pos0 + t) as f32;
-        let row = &mut rope[t * hd..(t + 1) * hd];
-        for i in 0..hd / 2 {
-            let f = ff.map_or(1.0, |f| f[i]);
-            let th = c.rope_freq_scale * (theta / f);
-            row[2 * i] = th.cos();
-            row[2 * i + 1] = th.sin();
-            theta *= theta_scale;
+        _ => {
+            e.project(
+                model,
+                &mut s.acts,
+                &s.xb,
+                count,
+                [(&model.output, &mut s.logits[..])],
+            );
+            if let Some(cap) = f.final_softcap {
+                softcap(&mut s.logits, cap);
+            }
         }
     }
 }
@@ -455,46 +542,4 @@ enum Out {
     Last,
     /// All rows, stored from this token offset of the evaluation.
     All(usize),
-}
-
-/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) * w, per row of `d`, as ggml's rms_norm (sum in f64).
-fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], d: usize, eps: f32) {
-    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
-        let mean = (sum / d as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        for ((o, &v), &wi) in o.iter_mut().zip(xr).zip(w) {
-            *o = (v * scale) * wi;
-        }
-    }
-}
-
-/// Rotate one head by the cos/sin pairs in `cs` ([cos θ0, sin θ0, ...], hd values).
-#[inline]
-fn rope(h: &mut [f32], cs: &[f32], neox: bool) {
-    let half = h.len() / 2;
-    for i in 0..half {
-        let (cos, sin) = (cs[2 * i], cs[2 * i + 1]);
-        let (a, b) = if neox {
-            (i, i + half)
-        } else {
-            (2 * i, 2 * i + 1)
-        };
-        let (x0, x1) = (h[a], h[b]);
-        h[a] = x0 * cos - x1 * sin;
-        h[b] = x0 * sin + x1 * cos;
-    }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, &b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
-}
-
-/// x[t] += b for each row of len(b).
-fn add_bias(x: &mut [f32], b: &[f32]) {
-    for row in x.chunks_exact_mut(b.len()) {
-        add(row, b);
-    }
 }

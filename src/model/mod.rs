@@ -2,9 +2,11 @@
 
 mod config;
 mod context;
+mod family;
 
 pub use config::{Arch, Config, SUPPORTED_ARCHS};
 pub use context::{Context, ContextParams, Logits, MAX_CTX, MAX_THREADS};
+pub use family::{Family, Ffn};
 
 use std::path::Path;
 
@@ -21,13 +23,15 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error("unsupported architecture '{arch}' (supported: {})", SUPPORTED_ARCHS)]
     UnsupportedArch { arch: String },
+    #[error("{key} {why}")]
+    BadMetadata { key: String, why: String },
     #[error("{key} = '{found}' (supported: none, linear, llama3)")]
     RopeScalingType { key: String, found: String },
     #[error("{key} = {factor}: a linear scaling factor must be a positive number")]
     RopeScalingFactor { key: String, factor: f32 },
     #[error(
-        "{arch}.rope.dimension_count = {n_rot}: {arch} rotates the whole head of {head_dim} \
-         dimensions (partial rotary is not supported for {arch})"
+        "{arch}.rope.dimension_count = {n_rot} does not fit the head of {head_dim} dimensions \
+         ({arch} rotates whole heads; partial rotary, an even count up to the head size, is phi3's)"
     )]
     PartialRotary {
         arch: &'static str,
@@ -159,20 +163,37 @@ pub(crate) struct Vector {
     len: usize,
 }
 
+/// A layer's Q, K and V projections: three matrices, or one (Phi-3's `attn_qkv`, rows Q then K
+/// then V).
+#[derive(Clone, Debug)]
+pub(crate) enum Qkv {
+    Split { wq: Mat, wk: Mat, wv: Mat }, // [q_dim | kv_dim | kv_dim rows, n_embd cols]
+    Fused(Mat),                          // [q_dim + 2 kv_dim, n_embd]
+}
+
+/// A layer's FFN gate and up projections: two matrices, or one (Phi-3's `ffn_up`, gate rows
+/// first).
+#[derive(Clone, Debug)]
+pub(crate) enum GateUp {
+    Split { gate: Mat, up: Mat }, // [n_ff, n_embd] each
+    Fused(Mat),                   // [2 n_ff, n_embd]
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Layer {
-    attn_norm: Vector,  // [n_embd]
-    wq: Mat,            // [n_head * head_dim rows, n_embd cols]
-    wk: Mat,            // [n_head_kv * head_dim, n_embd]
-    wv: Mat,            // [n_head_kv * head_dim, n_embd]
-    bq: Option<Vector>, // [n_head * head_dim] (qwen2)
-    bk: Option<Vector>, // [n_head_kv * head_dim]
-    bv: Option<Vector>, // [n_head_kv * head_dim]
-    wo: Mat,            // [n_embd, n_head * head_dim]
-    ffn_norm: Vector,   // [n_embd]
-    w_gate: Mat,        // [n_ff, n_embd]
-    w_up: Mat,          // [n_ff, n_embd]
-    w_down: Mat,        // [n_embd, n_ff]
+    attn_norm: Vector,              // [n_embd]
+    qkv: Qkv,                       // see `Qkv`
+    bq: Option<Vector>,             // [n_head * head_dim] (qwen2)
+    bk: Option<Vector>,             // [n_head_kv * head_dim]
+    bv: Option<Vector>,             // [n_head_kv * head_dim]
+    q_norm: Option<Vector>,         // [head_dim] (qwen3, gemma3)
+    k_norm: Option<Vector>,         // [head_dim]
+    wo: Mat,                        // [n_embd, n_head * head_dim]
+    post_attn_norm: Option<Vector>, // [n_embd] (gemma3)
+    ffn_norm: Vector,               // [n_embd]
+    gate_up: GateUp,                // see `GateUp`
+    w_down: Mat,                    // [n_embd, n_ff]
+    post_ffn_norm: Option<Vector>,  // [n_embd] (gemma3)
 }
 
 /// A loaded model: the mapped file, its configuration, and where each weight lives in the map.
@@ -183,7 +204,9 @@ pub struct Model {
     tok_embd: Mat,              // [n_vocab rows, n_embd cols]
     output_norm: Vector,        // [n_embd]
     output: Mat,                // [n_vocab, n_embd] (token_embd when tied)
-    rope_freqs: Option<Vector>, // [head_dim / 2] Llama-3 frequency factors
+    rope_freqs: Option<Vector>, // [n_rot / 2] Llama-3 frequency factors
+    /// LongRoPE frequency factors (Phi-3), for contexts up to / over `family.longrope_ctx`.
+    rope_factors: Option<(Vector, Vector)>, // ([n_rot / 2] short, [n_rot / 2] long)
     layers: Vec<Layer>,
 }
 
@@ -295,31 +318,65 @@ impl Model {
         } else {
             tok_embd
         };
-        let rope_freqs = opt_vector("rope_freqs.weight", c.head_dim / 2)?;
+        let f = &c.family;
+        let rope_freqs = opt_vector("rope_freqs.weight", f.n_rot / 2)?;
+        let rope_factors = if f.longrope_ctx > 0 {
+            Some((
+                vector("rope_factors_short.weight", f.n_rot / 2)?,
+                vector("rope_factors_long.weight", f.n_rot / 2)?,
+            ))
+        } else {
+            None
+        };
         let mut layers = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}");
-            let qwen = c.arch == Arch::Qwen2;
             let bias = |s: &str, len: usize| -> Result<Option<Vector>, ModelError> {
-                if qwen {
+                if f.qkv_bias {
                     vector(&n(s), len).map(Some)
                 } else {
                     opt_vector(&n(s), len)
                 }
             };
+            // A vector the family requires, or none.
+            let when = |on: bool, s: &str, len: usize| -> Result<Option<Vector>, ModelError> {
+                on.then(|| vector(&n(s), len)).transpose()
+            };
+            let qkv = if f.fused {
+                Qkv::Fused(mat(
+                    &n("attn_qkv.weight"),
+                    c.n_embd,
+                    c.q_dim() + 2 * c.kv_dim(),
+                )?)
+            } else {
+                Qkv::Split {
+                    wq: mat(&n("attn_q.weight"), c.n_embd, c.q_dim())?,
+                    wk: mat(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
+                    wv: mat(&n("attn_v.weight"), c.n_embd, c.kv_dim())?,
+                }
+            };
+            let gate_up = if f.fused {
+                GateUp::Fused(mat(&n("ffn_up.weight"), c.n_embd, 2 * c.n_ff)?)
+            } else {
+                GateUp::Split {
+                    gate: mat(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
+                    up: mat(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
+                }
+            };
             layers.push(Layer {
                 attn_norm: vector(&n("attn_norm.weight"), c.n_embd)?,
-                wq: mat(&n("attn_q.weight"), c.n_embd, c.q_dim())?,
-                wk: mat(&n("attn_k.weight"), c.n_embd, c.kv_dim())?,
-                wv: mat(&n("attn_v.weight"), c.n_embd, c.kv_dim())?,
+                qkv,
                 bq: bias("attn_q.bias", c.q_dim())?,
                 bk: bias("attn_k.bias", c.kv_dim())?,
                 bv: bias("attn_v.bias", c.kv_dim())?,
+                q_norm: when(f.qk_norm, "attn_q_norm.weight", c.head_dim)?,
+                k_norm: when(f.qk_norm, "attn_k_norm.weight", c.head_dim)?,
                 wo: mat(&n("attn_output.weight"), c.q_dim(), c.n_embd)?,
+                post_attn_norm: when(f.post_norms, "post_attention_norm.weight", c.n_embd)?,
                 ffn_norm: vector(&n("ffn_norm.weight"), c.n_embd)?,
-                w_gate: mat(&n("ffn_gate.weight"), c.n_embd, c.n_ff)?,
-                w_up: mat(&n("ffn_up.weight"), c.n_embd, c.n_ff)?,
+                gate_up,
                 w_down: mat(&n("ffn_down.weight"), c.n_ff, c.n_embd)?,
+                post_ffn_norm: when(f.post_norms, "post_ffw_norm.weight", c.n_embd)?,
             });
         }
         Ok(Model {
@@ -329,6 +386,7 @@ impl Model {
             output_norm,
             output,
             rope_freqs,
+            rope_factors,
             layers,
         })
     }
@@ -360,9 +418,15 @@ impl Model {
     pub fn weight_bytes(&self) -> u64 {
         let mut b = self.output.len as u64;
         for l in &self.layers {
-            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                b += m.len as u64;
-            }
+            let qkv = match &l.qkv {
+                Qkv::Split { wq, wk, wv } => wq.len + wk.len + wv.len,
+                Qkv::Fused(w) => w.len,
+            };
+            let gate_up = match &l.gate_up {
+                GateUp::Split { gate, up } => gate.len + up.len,
+                GateUp::Fused(w) => w.len,
+            };
+            b += (qkv + l.wo.len + gate_up + l.w_down.len) as u64;
         }
         b
     }

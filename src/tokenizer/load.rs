@@ -28,6 +28,9 @@ fn opt_u32(g: &Gguf, key: &str) -> Result<Option<u32>, GgufError> {
     }
 }
 
+// The lists below are llama.cpp's of October 2026 (llama-cpp-python 0.3.36's vendor/llama.cpp,
+// `llama_vocab::impl::load`): tokens found by their text, made CONTROL.
+
 /// llama.cpp's EOT auto-detection list (tokens by text).
 const EOT_TEXTS: &[&str] = &[
     "<|eot_id|>",
@@ -35,23 +38,46 @@ const EOT_TEXTS: &[&str] = &[
     "<|end|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "<|end_of_text|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
     "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
 ];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"];
-const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>"];
+const FIM_REP_TEXTS: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 /// Tokens that end generation, by text (llama.cpp's `special_eog_ids` rule).
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
     "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
 
 impl Tokenizer {

@@ -27,8 +27,6 @@ enum Compat {
 enum Values {
     None,
     One,
-    /// `-fa [on|off|auto]`: a value only when the next argument is one of these words.
-    OptionalOnOff,
 }
 
 const CPU_ONLY: &str = "ferrolm runs on the CPU: there are no layers to offload";
@@ -44,10 +42,6 @@ fn lookup(flag: &str) -> Option<Compat> {
         | "--device" => Ignore {
             values: Values::One,
             why: CPU_ONLY,
-        },
-        "-fa" | "--flash-attn" => Ignore {
-            values: Values::OptionalOnOff,
-            why: "attention is always computed fused over the KV cache",
         },
         "--mlock" | "--no-mmap" | "--mmap" => Ignore {
             values: Values::None,
@@ -74,6 +68,7 @@ fn lookup(flag: &str) -> Option<Compat> {
         "-sys" | "--system-prompt" => Rename("--system"),
         "-r" | "--reverse-prompt" => Rename("--stop"),
         "-ctk" | "--cache-type-k" => Rename("--cache-type"),
+        "-fa" => Rename("--flash-attn"),
         "-ctv" | "--cache-type-v" => Ignore {
             values: Values::One,
             why: "one --cache-type serves K and V",
@@ -159,11 +154,6 @@ pub fn translate(cmd: &Command, args: Vec<OsString>) -> Result<Vec<OsString>, St
                     let take = match values {
                         Values::None => false,
                         Values::One => true,
-                        Values::OptionalOnOff => {
-                            it.peek().and_then(|v| v.to_str()).is_some_and(|v| {
-                                matches!(v, "on" | "off" | "auto" | "1" | "0" | "true" | "false")
-                            })
-                        }
                     };
                     if take {
                         if let Some(v) = it.next() {

@@ -115,6 +115,20 @@ pub struct CommonModelArgs {
     /// KV cache type: f16, f32 or q8_0.
     #[arg(long = "cache-type", default_value = "f16", value_parser = parse_kv_type)]
     pub cache_type: ferrolm::kv_cache::KvType,
+    /// Flash attention (llama.cpp's -fa): on computes attention as llama.cpp's flash attention
+    /// does (values summed in f16 precision, one pass) with an F16 cache; off and auto keep
+    /// ferrolm's f32 sums.
+    #[arg(long = "flash-attn", default_value = "auto", num_args = 0..=1, default_missing_value = "on", value_parser = parse_on_off)]
+    pub flash_attn: bool,
+}
+
+/// `on` / `off` / `auto` (auto = off).
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "1" | "true" => Ok(true),
+        "off" | "0" | "false" | "auto" => Ok(false),
+        _ => Err(format!("'{s}' is not on, off or auto")),
+    }
 }
 
 fn parse_kv_type(s: &str) -> Result<ferrolm::kv_cache::KvType, String> {
@@ -135,6 +149,7 @@ impl CommonModelArgs {
             n_threads: self.threads,
             kv_type: self.cache_type,
             min_ctx,
+            flash_attn: self.flash_attn,
         }
     }
 }

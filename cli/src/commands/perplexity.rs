@@ -32,6 +32,9 @@ pub struct Args {
     pub chunks: Option<usize>,
     #[arg(long = "cache-type", default_value = "f16", value_parser = super::parse_kv_type)]
     pub cache_type: ferrolm::kv_cache::KvType,
+    /// Flash attention (llama.cpp's -fa): on, off or auto (= off).
+    #[arg(long = "flash-attn", default_value = "auto", num_args = 0..=1, default_missing_value = "on", value_parser = super::parse_on_off)]
+    pub flash_attn: bool,
 }
 
 /// Result of a perplexity run.
@@ -41,12 +44,14 @@ pub struct Ppl {
     pub running: Vec<f64>,
 }
 
-/// Score `ids` in chunks of `n_ctx`; `on_chunk(k, running_ppl)` after each chunk.
+/// Score `ids` in chunks of `n_ctx`; `on_chunk(k, running_ppl)` after each chunk. With `bos`
+/// (a model that adds one), each chunk's first token is replaced by it, as llama-perplexity does.
 pub fn perplexity(
     ctx: &mut Context,
     ids: &[u32],
     n_ctx: usize,
     max_chunks: usize,
+    bos: Option<u32>,
     mut on_chunk: impl FnMut(usize, f64),
 ) -> Result<Ppl, CliError> {
     let nv = ctx.model().config().n_vocab;
@@ -63,10 +68,16 @@ pub fn perplexity(
     let first = n_ctx / 2;
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunks);
+    let mut input = Vec::with_capacity(n_ctx);
     for k in 0..n_chunks {
         let chunk = &ids[k * n_ctx..(k + 1) * n_ctx];
+        input.clear();
+        input.extend_from_slice(chunk);
+        if let Some(b) = bos {
+            input[0] = b;
+        }
         ctx.reset();
-        ctx.eval(chunk, Logits::All)?;
+        ctx.eval(&input, Logits::All)?;
         let all = ctx.logits_all();
         for j in first..n_ctx - 1 {
             let row = &all[j * nv..(j + 1) * nv];
@@ -129,6 +140,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         n_batch: n_ctx,
         n_threads: args.threads,
         kv_type: args.cache_type,
+        flash_attn: args.flash_attn,
         ..Default::default()
     };
     let mut ctx = Context::new(Arc::clone(&model), params)?;
@@ -142,11 +154,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
     );
     let t0 = Instant::now();
     let stderr = std::io::stderr();
+    let bos = tok.bos().filter(|_| tok.add_bos());
     let r = perplexity(
         &mut ctx,
         &ids,
         n_ctx,
         args.chunks.unwrap_or(usize::MAX),
+        bos,
         |k, ppl| {
             let mut e = stderr.lock();
             let _ = write!(e, "[{}]{:.4},", k + 1, ppl);

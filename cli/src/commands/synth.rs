@@ -5,7 +5,7 @@
 use std::io::BufWriter;
 use std::path::PathBuf;
 
-use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec};
+use ferrolm::gguf::{GgufWriter, OwnedValue, TensorSpec, ValueType};
 use ferrolm::kernels::GgmlType;
 use ferrolm::output::AtomicOutput;
 use ferrolm_quantize::ftype::{FileType, TypeChooser};
@@ -26,7 +26,47 @@ pub struct Shape {
     pub n_ctx: u64,
     pub rope_base: f32,
     pub tied: bool,
+    /// Head size (`attention.key_length`); 0: n_embd / n_head.
+    pub head_dim: u64,
+    /// Rotated dimensions (`rope.dimension_count`, phi3); 0: the whole head.
+    pub n_rot: u64,
+    /// Sliding window (gemma3's `attention.sliding_window`); 0: none.
+    pub n_swa: u64,
 }
+
+/// The fields the shapes below share unless they say otherwise.
+const BASE: Shape = Shape {
+    name: "",
+    arch: "llama",
+    n_embd: 0,
+    n_layer: 0,
+    n_head: 0,
+    n_head_kv: 0,
+    n_ff: 0,
+    n_vocab: 0,
+    n_ctx: 0,
+    rope_base: 10000.0,
+    tied: true,
+    head_dim: 0,
+    n_rot: 0,
+    n_swa: 0,
+};
+
+/// The small test shapes of the other families (the SmolLM2 vocabulary, F16 weights in the
+/// tests): n_embd 512, 8 heads / 2 KV heads of 64, n_ff 1408.
+const TEST: Shape = Shape {
+    n_embd: 512,
+    n_layer: 4,
+    n_head: 8,
+    n_head_kv: 2,
+    n_ff: 1408,
+    n_vocab: 49152,
+    n_ctx: 4096,
+    rope_base: 1000000.0,
+    tied: false,
+    head_dim: 64,
+    ..BASE
+};
 
 pub const SHAPES: &[Shape] = &[
     Shape {
@@ -41,6 +81,7 @@ pub const SHAPES: &[Shape] = &[
         n_ctx: 2048,
         rope_base: 10000.0,
         tied: false,
+        ..BASE
     },
     Shape {
         name: "llama-3.2-1b",
@@ -54,6 +95,7 @@ pub const SHAPES: &[Shape] = &[
         n_ctx: 131072,
         rope_base: 500000.0,
         tied: true,
+        ..BASE
     },
     Shape {
         name: "qwen2.5-0.5b",
@@ -67,6 +109,7 @@ pub const SHAPES: &[Shape] = &[
         n_ctx: 32768,
         rope_base: 1000000.0,
         tied: true,
+        ..BASE
     },
     Shape {
         name: "smollm2-135m",
@@ -80,12 +123,95 @@ pub const SHAPES: &[Shape] = &[
         n_ctx: 8192,
         rope_base: 100000.0,
         tied: true,
+        ..BASE
+    },
+    Shape {
+        name: "qwen3-0.6b",
+        arch: "qwen3",
+        n_embd: 1024,
+        n_layer: 28,
+        n_head: 16,
+        n_head_kv: 8,
+        n_ff: 3072,
+        n_vocab: 151936,
+        n_ctx: 40960,
+        rope_base: 1000000.0,
+        head_dim: 128,
+        ..BASE
+    },
+    Shape {
+        name: "gemma3-270m",
+        arch: "gemma3",
+        n_embd: 640,
+        n_layer: 18,
+        n_head: 4,
+        n_head_kv: 1,
+        n_ff: 2048,
+        n_vocab: 262144,
+        n_ctx: 32768,
+        rope_base: 1000000.0,
+        head_dim: 256,
+        n_swa: 512,
+        ..BASE
+    },
+    Shape {
+        name: "phi-4-mini",
+        arch: "phi3",
+        n_embd: 3072,
+        n_layer: 32,
+        n_head: 24,
+        n_head_kv: 8,
+        n_ff: 8192,
+        n_vocab: 200064,
+        n_ctx: 4096,
+        head_dim: 128,
+        n_rot: 96,
+        ..BASE
+    },
+    Shape {
+        name: "smollm3-3b",
+        arch: "smollm3",
+        n_embd: 2048,
+        n_layer: 36,
+        n_head: 16,
+        n_head_kv: 4,
+        n_ff: 11008,
+        n_vocab: 128256,
+        n_ctx: 65536,
+        rope_base: 5000000.0,
+        ..BASE
+    },
+    Shape {
+        name: "test-qwen3",
+        arch: "qwen3",
+        ..TEST
+    },
+    Shape {
+        name: "test-phi3",
+        arch: "phi3",
+        rope_base: 10000.0,
+        n_rot: 48,
+        ..TEST
+    },
+    Shape {
+        name: "test-smollm3",
+        arch: "smollm3",
+        ..TEST
+    },
+    Shape {
+        name: "test-gemma3",
+        arch: "gemma3",
+        n_layer: 6,
+        n_swa: 16,
+        ..TEST
     },
 ];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model shape: tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, smollm2-135m.
+    /// Model shape: tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, smollm2-135m, qwen3-0.6b,
+    /// gemma3-270m, phi-4-mini, smollm3-3b, or the small test shapes test-qwen3, test-phi3,
+    /// test-smollm3, test-gemma3.
     #[arg(long, default_value = "tinyllama-1.1b")]
     pub shape: String,
     /// Weight type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, or the mixes Q4_K_M, Q5_K_M.
@@ -215,12 +341,18 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let mut out = AtomicOutput::create(&args.output, args.vocab_from.as_deref(), args.force)?;
     let s = shape;
     let a = s.arch;
-    let hd = s.n_embd / s.n_head;
+    let hd = if s.head_dim > 0 {
+        s.head_dim
+    } else {
+        s.n_embd / s.n_head
+    };
     let mut w = GgufWriter::new();
     w.set("general.architecture", OwnedValue::Str(a.into()));
+    // No "phi3" in the name: llama.cpp then looks up Phi-3's own vocabulary tokens.
+    let label = if a == "phi3" { "phi" } else { s.name };
     w.set(
         "general.name",
-        OwnedValue::Str(format!("synthetic {} {}", s.name, args.ty)),
+        OwnedValue::Str(format!("synthetic {label} {}", args.ty)),
     );
     let counts = [
         ("context_length", s.n_ctx),
@@ -235,6 +367,36 @@ pub fn run(args: Args) -> Result<(), CliError> {
         w.set(&format!("{a}.{key}"), OwnedValue::U32(v as u32));
     }
     w.set(&format!("{a}.rope.freq_base"), OwnedValue::F32(s.rope_base));
+    if s.head_dim > 0 {
+        w.set(
+            &format!("{a}.attention.key_length"),
+            OwnedValue::U32(hd as u32),
+        );
+        w.set(
+            &format!("{a}.attention.value_length"),
+            OwnedValue::U32(hd as u32),
+        );
+    }
+    if s.n_rot > 0 {
+        w.set(
+            &format!("{a}.rope.dimension_count"),
+            OwnedValue::U32(s.n_rot as u32),
+        );
+    }
+    if s.n_swa > 0 {
+        w.set(
+            &format!("{a}.attention.sliding_window"),
+            OwnedValue::U32(s.n_swa as u32),
+        );
+    }
+    if a == "smollm3" {
+        // Every fourth layer without RoPE (1 = RoPE), as SmolLM3's converter writes it.
+        let layers = (0..s.n_layer).map(|i| OwnedValue::I32(((i + 1) % 4 != 0) as i32));
+        w.set(
+            &format!("{a}.no_rope_layers"),
+            OwnedValue::Array(ValueType::I32, layers.collect()),
+        );
+    }
     w.set(
         &format!("{a}.attention.layer_norm_rms_epsilon"),
         OwnedValue::F32(1e-5),
@@ -269,31 +431,42 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for i in 0..s.n_layer {
         let n = |x: &str| format!("blk.{i}.{x}");
         specs.push((n("attn_norm.weight"), vec![s.n_embd], Some(i)));
-        specs.push((n("attn_q.weight"), vec![s.n_embd, s.n_head * hd], Some(i)));
-        specs.push((
-            n("attn_k.weight"),
-            vec![s.n_embd, s.n_head_kv * hd],
-            Some(i),
-        ));
-        specs.push((
-            n("attn_v.weight"),
-            vec![s.n_embd, s.n_head_kv * hd],
-            Some(i),
-        ));
+        let (q, kv) = (s.n_head * hd, s.n_head_kv * hd);
+        if a == "phi3" {
+            specs.push((n("attn_qkv.weight"), vec![s.n_embd, q + 2 * kv], Some(i)));
+        } else {
+            specs.push((n("attn_q.weight"), vec![s.n_embd, q], Some(i)));
+            specs.push((n("attn_k.weight"), vec![s.n_embd, kv], Some(i)));
+            specs.push((n("attn_v.weight"), vec![s.n_embd, kv], Some(i)));
+        }
         if a == "qwen2" {
-            specs.push((n("attn_q.bias"), vec![s.n_head * hd], Some(i)));
-            specs.push((n("attn_k.bias"), vec![s.n_head_kv * hd], Some(i)));
-            specs.push((n("attn_v.bias"), vec![s.n_head_kv * hd], Some(i)));
+            specs.push((n("attn_q.bias"), vec![q], Some(i)));
+            specs.push((n("attn_k.bias"), vec![kv], Some(i)));
+            specs.push((n("attn_v.bias"), vec![kv], Some(i)));
+        }
+        if a == "qwen3" || a == "gemma3" {
+            specs.push((n("attn_q_norm.weight"), vec![hd], Some(i)));
+            specs.push((n("attn_k_norm.weight"), vec![hd], Some(i)));
         }
         specs.push((
             n("attn_output.weight"),
             vec![s.n_head * hd, s.n_embd],
             Some(i),
         ));
+        if a == "gemma3" {
+            specs.push((n("post_attention_norm.weight"), vec![s.n_embd], Some(i)));
+        }
         specs.push((n("ffn_norm.weight"), vec![s.n_embd], Some(i)));
-        specs.push((n("ffn_gate.weight"), vec![s.n_embd, s.n_ff], Some(i)));
-        specs.push((n("ffn_up.weight"), vec![s.n_embd, s.n_ff], Some(i)));
+        if a == "phi3" {
+            specs.push((n("ffn_up.weight"), vec![s.n_embd, 2 * s.n_ff], Some(i)));
+        } else {
+            specs.push((n("ffn_gate.weight"), vec![s.n_embd, s.n_ff], Some(i)));
+            specs.push((n("ffn_up.weight"), vec![s.n_embd, s.n_ff], Some(i)));
+        }
         specs.push((n("ffn_down.weight"), vec![s.n_ff, s.n_embd], Some(i)));
+        if a == "gemma3" {
+            specs.push((n("post_ffw_norm.weight"), vec![s.n_embd], Some(i)));
+        }
     }
     // llama-quantize's order, so that its attn_v / ffn_down counters count as they do there.
     let mut order: Vec<usize> = (0..specs.len()).collect();

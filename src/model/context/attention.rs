@@ -32,8 +32,33 @@ impl AttnScratch {
     }
 }
 
-/// att[t, head] = softmax(q[t, head] · Kᵀ / sqrt(hd)) V over positions 0..=pos0 + t, for the n
-/// tokens of this batch (`s.q`: [n, q_dim] in, `s.att`: [n, q_dim] out), `layer`'s cache.
+/// Which keys a layer's queries see and how their scores are scaled.
+#[derive(Clone, Copy)]
+pub(super) struct AttnSpec {
+    /// The scores q·k are multiplied by this.
+    pub scale: f32,
+    /// A query at position p sees the last `window` positions up to p (0: all of 0..=p).
+    pub window: usize,
+    /// Flash-attention arithmetic (with an F16 cache): see [`flash_f16`].
+    pub flash: bool,
+}
+
+impl AttnSpec {
+    /// The positions a query at `pos` attends to.
+    #[inline]
+    fn span(self, pos: usize) -> std::ops::Range<usize> {
+        let end = pos + 1;
+        match self.window {
+            0 => 0..end,
+            w => end.saturating_sub(w)..end,
+        }
+    }
+}
+
+/// att[t, head] = softmax(q[t, head] · Kᵀ * scale) V over the positions `spec` lets the token at
+/// pos0 + t see, for the n tokens of this batch (`s.q`: [n, q_dim] in, `s.att`: [n, q_dim] out),
+/// `layer`'s cache.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     c: &Config,
     e: &Engine,
@@ -42,10 +67,11 @@ pub(super) fn attention(
     layer: usize,
     n: usize,
     pos0: usize,
+    spec: AttnSpec,
 ) {
     let (hd, q_dim, n_head) = (c.head_dim, c.q_dim(), c.n_head);
     let group = c.n_head / c.n_head_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = spec.scale;
     let n_ctx = kv.n_ctx();
     let ck = e
         .table
@@ -67,14 +93,15 @@ pub(super) fn attention(
     let n_kv_head = c.n_head_kv;
     if let Some(md) = ck
         .multi_dot
-        .filter(|_| f16_cache && kv.v_transposed() && group >= 2)
+        .filter(|_| f16_cache && kv.v_transposed() && group >= 2 && !spec.flash)
     {
         // Task (t, kvh) writes att[t, kvh * group * hd..(kvh + 1) * group * hd]: chunk
         // t * n_kv_head + kvh of `att` in chunks of group * hd.
         e.pool
             .for_each_chunk(att, group * hd, attn, &|task, o, th| {
                 let (t, kvh) = (task / n_kv_head, task % n_kv_head);
-                let n_kv = pos0 + t + 1;
+                let span = spec.span(pos0 + t);
+                let n_kv = span.len();
                 // The group's heads are kvh * group ..: contiguous in q and in att.
                 let h0 = kvh * group;
                 let qf = &mut th.q[..group * hd];
@@ -82,7 +109,7 @@ pub(super) fn attention(
                 qf.copy_from_slice(&q[t * q_dim + h0 * hd..t * q_dim + (h0 + group) * hd]);
                 round_f16_slice(qf);
                 // scores[g][j] = q_g . k_j * scale
-                let keys = kv.rows(layer, Kv::K, kvh, n_kv);
+                let keys = kv.rows(layer, Kv::K, kvh, span.clone());
                 md(
                     Rows::new(keys, n_kv, rb, rb),
                     Rows::new(qf, group, hd, hd),
@@ -100,7 +127,7 @@ pub(super) fn attention(
                 // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
                 // group's weights.
                 md(
-                    kv.v_columns(layer, kvh, n_kv),
+                    kv.v_columns(layer, kvh, span),
                     Rows::new(&th.scores, group, n_kv, n_ctx),
                     RowsMut::new(o, group, hd, hd),
                 );
@@ -111,7 +138,8 @@ pub(super) fn attention(
     // One task per (token, head): task t * n_head + h writes att[t, h * hd..(h + 1) * hd].
     e.pool.for_each_chunk(att, hd, attn, &|task, o, th| {
         let (t, h) = (task / n_head, task % n_head);
-        let n_kv = pos0 + t + 1;
+        let span = spec.span(pos0 + t);
+        let n_kv = span.len();
         let kvh = h / group;
         let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
         // The query in the cache's dot partner format. With an F16 cache llama.cpp rounds q to
@@ -136,10 +164,16 @@ pub(super) fn attention(
             qbytes
         };
         // scores[j] = q·k_j * scale
-        let keys = kv.rows(layer, Kv::K, kvh, n_kv);
+        let keys = kv.rows(layer, Kv::K, kvh, span.clone());
         let sc = &mut th.scores[..n_kv];
         for (j, sj) in sc.iter_mut().enumerate() {
             *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb) * scale;
+        }
+        if spec.flash && f16_cache {
+            // Values in rows (`with_value_rows`): llama.cpp's flash-attention arithmetic.
+            let vals = kv.rows(layer, Kv::V, kvh, span);
+            flash_f16(sc, vals, rb, o, &mut th.vrow);
+            return;
         }
         softmax(sc);
         if f16_cache {
@@ -149,13 +183,13 @@ pub(super) fn attention(
         if kv.v_transposed() {
             // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension (transposed values
             // of F16/F32 caches, dotted with the f32 weights).
-            let (pb, vt) = (as_bytes(sc), kv.v_columns(layer, kvh, n_kv));
+            let (pb, vt) = (as_bytes(sc), kv.v_columns(layer, kvh, span));
             for (d, od) in o.iter_mut().enumerate() {
                 *od = dot(n_kv, vt.row(d), pb);
             }
         } else {
             o.fill(0.0);
-            let vals = kv.rows(layer, Kv::V, kvh, n_kv);
+            let vals = kv.rows(layer, Kv::V, kvh, span);
             for (j, &p) in sc.iter().enumerate() {
                 deq(&vals[j * rb..(j + 1) * rb], &mut th.vrow);
                 for (a, &b) in o.iter_mut().zip(th.vrow.iter()) {
@@ -164,6 +198,42 @@ pub(super) fn attention(
             }
         }
     });
+}
+
+/// o = softmax(scores) V as ggml's CPU flash attention computes it for an F16 cache (llama.cpp's
+/// `-fa on`, its default where the backend has it): one pass over the positions with a running
+/// maximum M and sum S, the output accumulated in f16 precision: per position j, when its score
+/// s_j raises M the accumulator is scaled by exp(M_old - M), else the value row is weighted by
+/// exp(s_j - M); acc = f16(acc + v_j * w_j); S = S * scale + w_j; finally o = acc / S. `vals` holds
+/// the positions' value rows (F16, `rb` bytes each); `vrow` is a [head_dim] scratch.
+fn flash_f16(scores: &[f32], vals: &[u8], rb: usize, o: &mut [f32], vrow: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    o.fill(0.0);
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+    for (j, &s) in scores.iter().enumerate() {
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if s > m {
+            ms = (m - s).exp();
+            m = s;
+            for a in o.iter_mut() {
+                *a *= ms;
+            }
+            round_f16_slice(o);
+        } else {
+            vs = (s - m).exp();
+        }
+        let row: &[half::f16] = ferrolm_kernels::cast_blocks(&vals[j * rb..(j + 1) * rb]);
+        row.convert_to_f32_slice(vrow);
+        for (a, &v) in o.iter_mut().zip(vrow.iter()) {
+            *a += v * vs;
+        }
+        round_f16_slice(o);
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for a in o.iter_mut() {
+        *a *= inv;
+    }
 }
 
 /// In-place softmax, max-subtracted, sum in f64 (ggml_vec_soft_max_f32).
