@@ -383,6 +383,7 @@ fn c_generate_runs_every_family() {
         let o = Command::new(&exe)
             .args(["-m", m])
             .args(args)
+            .env("LD_LIBRARY_PATH", lib_dir())
             .output()
             .expect("run generate");
         assert!(o.status.success(), "generate.c on {m}: {}", text(&o.stderr));
