@@ -26,7 +26,7 @@ pub enum QuantizeError {
     #[error("{path}: {what}")]
     BadConfig { path: PathBuf, what: String },
     #[error(
-        "architecture {found:?} is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM)"
+        "architecture {found:?} is not supported (supported: LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration (text), Phi3ForCausalLM, SmolLM3ForCausalLM)"
     )]
     UnsupportedArchitecture { found: String },
     #[error("{dir}: no model.safetensors and no model.safetensors.index.json")]

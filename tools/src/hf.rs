@@ -15,6 +15,10 @@ use crate::source::{Elem, SrcTensor};
 pub enum Arch {
     Llama,
     Qwen2,
+    Qwen3,
+    Gemma3,
+    Phi3,
+    SmolLM3,
 }
 
 impl Arch {
@@ -23,6 +27,58 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Gemma3 => "gemma3",
+            Arch::Phi3 => "phi3",
+            Arch::SmolLM3 => "smollm3",
+        }
+    }
+
+    /// The class `config.json`'s `architectures[0]` names.
+    fn from_hf(name: &str) -> Option<Arch> {
+        Some(match name {
+            "LlamaForCausalLM" => Arch::Llama,
+            "Qwen2ForCausalLM" => Arch::Qwen2,
+            "Qwen3ForCausalLM" => Arch::Qwen3,
+            "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration" => Arch::Gemma3,
+            "Phi3ForCausalLM" => Arch::Phi3,
+            "SmolLM3ForCausalLM" => Arch::SmolLM3,
+            _ => return None,
+        })
+    }
+
+    /// Q/K rows interleaved for the llama RoPE layout (`LlamaModel.permute`).
+    pub fn permutes_qk(self) -> bool {
+        matches!(self, Arch::Llama | Arch::SmolLM3)
+    }
+
+    /// The transformers config class defaults `AutoConfig` fills in before the converter reads
+    /// the hyperparameters (transformers 4.57, the version llama.cpp's converter pins), for the
+    /// keys the converter writes.
+    fn defaults(self) -> &'static [(&'static str, f64)] {
+        match self {
+            Arch::Qwen3 => &[
+                ("max_position_embeddings", 32768.0),
+                ("rms_norm_eps", 1e-6),
+                ("rope_theta", 10000.0),
+                ("head_dim", 128.0),
+            ],
+            Arch::Gemma3 => &[
+                ("max_position_embeddings", 131072.0),
+                ("num_attention_heads", 8.0),
+                ("num_key_value_heads", 4.0),
+                ("rms_norm_eps", 1e-6),
+                ("rope_theta", 1_000_000.0),
+                ("rope_local_base_freq", 10000.0),
+                ("head_dim", 256.0),
+                ("sliding_window", 4096.0),
+            ],
+            Arch::Phi3 => &[
+                ("rope_theta", 10000.0),
+                ("original_max_position_embeddings", 4096.0),
+            ],
+            Arch::SmolLM3 => &[("rms_norm_eps", 1e-6), ("rope_theta", 2_000_000.0)],
+            Arch::Llama | Arch::Qwen2 => &[],
         }
     }
 }
@@ -78,21 +134,35 @@ impl HfConfig {
                 dir: dir.to_path_buf(),
             });
         }
-        let raw = read_json(&path)?;
+        let mut raw = read_json(&path)?;
         let archs = raw.get("architectures").and_then(|a| a.as_array());
         let arch_name = archs
             .and_then(|a| a.first())
             .and_then(|a| a.as_str())
             .ok_or_else(|| QuantizeError::bad_config(&path, "no \"architectures\" list"))?;
-        let arch = match arch_name {
-            "LlamaForCausalLM" => Arch::Llama,
-            "Qwen2ForCausalLM" => Arch::Qwen2,
-            other => {
-                return Err(QuantizeError::UnsupportedArchitecture {
-                    found: other.to_string(),
-                })
+        let arch =
+            Arch::from_hf(arch_name).ok_or_else(|| QuantizeError::UnsupportedArchitecture {
+                found: arch_name.to_string(),
+            })?;
+        if let Some(obj) = raw.as_object_mut() {
+            // A multimodal config nests the text model's: its keys win (ModelBase.__init__).
+            if let Some(Json::Object(text)) = obj.get("text_config").cloned() {
+                for (k, v) in text {
+                    obj.insert(k, v);
+                }
             }
-        };
+            for &(k, v) in arch.defaults() {
+                if !obj.contains_key(k) {
+                    let v = if v.fract() == 0.0 && v >= 1.0 {
+                        Json::from(v as u64)
+                    } else {
+                        Json::from(v)
+                    };
+                    obj.insert(k.to_string(), v);
+                }
+            }
+        }
+        let raw = raw;
         let opt_u64 = |k: &str| -> Result<Option<u64>, QuantizeError> {
             match raw.get(k) {
                 None | Some(Json::Null) => Ok(None),
@@ -204,11 +274,28 @@ fn map_file(path: &Path) -> Result<Mmap, QuantizeError> {
     unsafe { Mmap::map(&f) }.map_err(|e| QuantizeError::io(path, e))
 }
 
-/// The GGUF name of a Hugging Face tensor (`None`: skipped, as `rotary_emb.inv_freq`).
-fn gguf_name(hf: &str) -> Result<Option<String>, ()> {
+/// The GGUF name of a Hugging Face tensor (`None`: skipped, as `rotary_emb.inv_freq` or a Gemma 3
+/// vision tower).
+fn gguf_name(arch: Arch, hf: &str) -> Result<Option<String>, ()> {
     if hf.ends_with(".rotary_emb.inv_freq") {
         return Ok(None);
     }
+    // Gemma3ForConditionalGeneration: the text model under `language_model.`, its vision tower
+    // and projector dropped (TextModel.filter_tensors, ModelBase.filter_tensors).
+    let owned;
+    let hf = if arch == Arch::Gemma3 {
+        if hf.starts_with("vision_tower.")
+            || hf.starts_with("multi_modal_projector.")
+            || hf.contains("vision_tower.")
+            || hf.contains("multi_modal_projector.")
+        {
+            return Ok(None);
+        }
+        owned = hf.replacen("language_model.", "", 1);
+        owned.as_str()
+    } else {
+        hf
+    };
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -222,16 +309,27 @@ fn gguf_name(hf: &str) -> Result<Option<String>, ()> {
     let (bid, tail) = rest.split_once('.').ok_or(())?;
     let bid: u64 = bid.parse().map_err(|_| ())?;
     let (base, suffix) = tail.rsplit_once('.').ok_or(())?;
-    let g = match base {
-        "input_layernorm" => "attn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
+    let g = match (arch, base) {
+        (_, "input_layernorm") => "attn_norm",
+        (Arch::Phi3, "self_attn.qkv_proj") => "attn_qkv",
+        (Arch::Phi3, "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj") => {
+            return Err(())
+        }
+        (_, "self_attn.q_proj") => "attn_q",
+        (_, "self_attn.k_proj") => "attn_k",
+        (_, "self_attn.v_proj") => "attn_v",
+        (_, "self_attn.o_proj") => "attn_output",
+        (Arch::Qwen3 | Arch::Gemma3, "self_attn.q_norm") => "attn_q_norm",
+        (Arch::Qwen3 | Arch::Gemma3, "self_attn.k_norm") => "attn_k_norm",
+        (Arch::Gemma3, "post_attention_layernorm") => "post_attention_norm",
+        (Arch::Gemma3, "pre_feedforward_layernorm") => "ffn_norm",
+        (Arch::Gemma3, "post_feedforward_layernorm") => "post_ffw_norm",
+        (_, "post_attention_layernorm") => "ffn_norm",
+        (Arch::Phi3, "mlp.gate_up_proj") => "ffn_up",
+        (Arch::Phi3, "mlp.gate_proj" | "mlp.up_proj") => return Err(()),
+        (_, "mlp.gate_proj") => "ffn_gate",
+        (_, "mlp.up_proj") => "ffn_up",
+        (_, "mlp.down_proj") => "ffn_down",
         _ => return Err(()),
     };
     if suffix != "weight" && suffix != "bias" {
@@ -243,8 +341,9 @@ fn gguf_name(hf: &str) -> Result<Option<String>, ()> {
 /// The Hugging Face shape (outer dimension first) config.json implies for a GGUF-named tensor.
 fn expected_shape(cfg: &HfConfig, vocab: u64, name: &str) -> Option<Vec<u64>> {
     let (e, f) = (cfg.n_embd, cfg.n_ff);
-    let q = cfg.n_head.saturating_mul(cfg.head_dim());
-    let kv = cfg.kv_heads().saturating_mul(cfg.head_dim());
+    let hd = cfg.head_dim();
+    let q = cfg.n_head.saturating_mul(hd);
+    let kv = cfg.kv_heads().saturating_mul(hd);
     if name == "token_embd.weight" || name == "output.weight" {
         return Some(vec![vocab, e]);
     }
@@ -256,17 +355,75 @@ fn expected_shape(cfg: &HfConfig, vocab: u64, name: &str) -> Option<Vec<u64>> {
     if bid.parse::<u64>().ok()? >= cfg.n_layer {
         return None;
     }
+    let phi3 = cfg.arch == Arch::Phi3;
     Some(match tail {
         "attn_norm.weight" | "ffn_norm.weight" => vec![e],
+        "post_attention_norm.weight" | "post_ffw_norm.weight" => vec![e],
+        "attn_q_norm.weight" | "attn_k_norm.weight" => vec![hd],
+        "attn_qkv.weight" => vec![q.saturating_add(kv.saturating_mul(2)), e],
         "attn_q.weight" => vec![q, e],
         "attn_k.weight" | "attn_v.weight" => vec![kv, e],
         "attn_output.weight" => vec![e, q],
         "attn_q.bias" => vec![q],
         "attn_k.bias" | "attn_v.bias" => vec![kv],
+        "ffn_up.weight" if phi3 => vec![f.saturating_mul(2), e],
         "ffn_gate.weight" | "ffn_up.weight" => vec![f, e],
         "ffn_down.weight" => vec![e, f],
         _ => return None,
     })
+}
+
+/// The per-layer tensors an architecture must have (GGUF names without `blk.N.`, `.weight`).
+fn layer_tensors(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::Llama | Arch::Qwen2 | Arch::SmolLM3 => &[
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ],
+        Arch::Qwen3 => &[
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_q_norm",
+            "attn_k_norm",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ],
+        Arch::Gemma3 => &[
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_q_norm",
+            "attn_k_norm",
+            "attn_output",
+            "post_attention_norm",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+            "post_ffw_norm",
+        ],
+        Arch::Phi3 => &[
+            "attn_norm",
+            "attn_qkv",
+            "attn_output",
+            "ffn_norm",
+            "ffn_up",
+            "ffn_down",
+        ],
+    }
 }
 
 impl Checkpoint {
@@ -336,11 +493,12 @@ impl Checkpoint {
             names.sort();
             for hf in names {
                 let info = infos[hf];
-                let Some(gname) = gguf_name(hf).map_err(|_| QuantizeError::UnknownTensor {
-                    path: path.clone(),
-                    tensor: hf.clone(),
-                    arch,
-                })?
+                let Some(gname) =
+                    gguf_name(config.arch, hf).map_err(|_| QuantizeError::UnknownTensor {
+                        path: path.clone(),
+                        tensor: hf.clone(),
+                        arch,
+                    })?
                 else {
                     continue;
                 };
@@ -371,6 +529,7 @@ impl Checkpoint {
                     start: data_start + s,
                     len: e - s,
                     permute: None,
+                    add_one: false,
                 });
             }
             shards.push(Shard { path, map });
@@ -404,7 +563,9 @@ impl Checkpoint {
                     expected,
                 });
             }
-            if config.arch == Arch::Llama {
+            // Gemma stores RMS norm weights as offsets from 1 (Gemma3Model.modify_tensors: + 1).
+            t.add_one = config.arch == Arch::Gemma3 && hf.ends_with("norm.weight");
+            if config.arch.permutes_qk() {
                 if t.name.ends_with(".attn_q.weight") || t.name.ends_with(".attn_q.bias") {
                     t.permute = Some(config.n_head);
                 } else if t.name.ends_with(".attn_k.weight") || t.name.ends_with(".attn_k.bias") {
@@ -444,23 +605,13 @@ impl Checkpoint {
             required.push("output.weight".into());
         }
         for b in 0..config.n_layer {
-            for n in [
-                "attn_norm",
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ] {
+            for n in layer_tensors(config.arch) {
                 required.push(format!("blk.{b}.{n}.weight"));
             }
         }
         for r in required {
             if !has(&r) {
-                return Err(QuantizeError::MissingTensor(hf_name_of(&r)));
+                return Err(QuantizeError::MissingTensor(hf_name_of(config.arch, &r)));
             }
         }
         Ok(Checkpoint {
@@ -484,7 +635,7 @@ impl Checkpoint {
 }
 
 /// The Hugging Face name of a GGUF tensor name (for messages).
-fn hf_name_of(gguf: &str) -> String {
+fn hf_name_of(arch: Arch, gguf: &str) -> String {
     match gguf {
         "token_embd.weight" => return "model.embed_tokens.weight".into(),
         "output_norm.weight" => return "model.norm.weight".into(),
@@ -497,12 +648,19 @@ fn hf_name_of(gguf: &str) -> String {
     let (base, suffix) = tail.rsplit_once('.').unwrap_or((tail, ""));
     let hf = match base {
         "attn_norm" => "input_layernorm",
+        "attn_qkv" => "self_attn.qkv_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "post_attention_norm" => "post_attention_layernorm",
+        "post_ffw_norm" => "post_feedforward_layernorm",
         "attn_q" => "self_attn.q_proj",
         "attn_k" => "self_attn.k_proj",
         "attn_v" => "self_attn.v_proj",
         "attn_output" => "self_attn.o_proj",
+        "ffn_norm" if arch == Arch::Gemma3 => "pre_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
         "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" if arch == Arch::Phi3 => "mlp.gate_up_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
         other => other,
@@ -522,13 +680,29 @@ mod tests {
             "lm_head.weight",
             "model.layers.0.self_attn.k_proj.bias",
         ] {
-            let g = gguf_name(hf).unwrap().unwrap();
-            assert_eq!(hf_name_of(&g), hf);
+            let g = gguf_name(Arch::Llama, hf).unwrap().unwrap();
+            assert_eq!(hf_name_of(Arch::Llama, &g), hf);
         }
-        assert!(gguf_name("model.layers.0.mlp.experts.0.weight").is_err());
+        assert!(gguf_name(Arch::Llama, "model.layers.0.mlp.experts.0.weight").is_err());
         assert_eq!(
-            gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq").unwrap(),
+            gguf_name(Arch::Llama, "model.layers.0.self_attn.rotary_emb.inv_freq").unwrap(),
             None
         );
+        let g = |hf| gguf_name(Arch::Gemma3, hf).unwrap();
+        assert_eq!(
+            g("language_model.model.layers.2.pre_feedforward_layernorm.weight").as_deref(),
+            Some("blk.2.ffn_norm.weight")
+        );
+        assert_eq!(
+            g("vision_tower.vision_model.embeddings.patch_embedding.weight"),
+            None
+        );
+        assert_eq!(
+            gguf_name(Arch::Phi3, "model.layers.1.mlp.gate_up_proj.weight")
+                .unwrap()
+                .as_deref(),
+            Some("blk.1.ffn_up.weight")
+        );
+        assert!(gguf_name(Arch::Phi3, "model.layers.1.mlp.gate_proj.weight").is_err());
     }
 }

@@ -232,74 +232,21 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
         }
     }
 
-    // {arch}.* as TextModel.set_gguf_parameters, then the architecture's own keys.
-    let a = |k: &str| format!("{arch}.{k}");
-    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
-    if let Some(c) = cfg.n_ctx {
-        meta.push(u32_kv(&a("context_length"), c));
-    }
-    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
-    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
-    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
-    if let Some(kv) = cfg.n_head_kv {
-        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
-    }
-    if let Some(t) = cfg.rope_theta {
-        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
-    }
-    if let Some(e) = cfg.rms_eps {
-        meta.push((
-            a("attention.layer_norm_rms_epsilon"),
-            OwnedValue::F32(e as f32),
-        ));
-    }
-    if let Some(hd) = cfg.head_dim {
-        meta.push(u32_kv(&a("attention.key_length"), hd));
-        meta.push(u32_kv(&a("attention.value_length"), hd));
-    }
     let convert_ftype = if ftype.is_direct_convert() {
         ftype
     } else {
         FileType::F16
     };
-    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+    let mut extra_tensors: Vec<(String, Vec<f32>)> = Vec::new();
     match cfg.arch {
-        hf::Arch::Llama => {
-            meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));
-            meta.push(u32_kv(&a("rope.dimension_count"), cfg.head_dim()));
-            match (scaling_kind, factor) {
-                ("linear", Some(f)) => {
-                    meta.push(str_kv(&a("rope.scaling.type"), "linear"));
-                    meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
-                }
-                ("", _) | ("llama3", _) | ("default", _) => {}
-                (other, _) => {
-                    return Err(QuantizeError::bad_config(
-                        &cfg_path,
-                        format!("rope_scaling type {other:?} is not supported"),
-                    ));
-                }
-            }
+        hf::Arch::Llama | hf::Arch::Qwen2 => {
+            classic_params(&mut meta, &ck, convert_ftype, scaling, scaling_kind, factor)?
         }
-        hf::Arch::Qwen2 => match (scaling_kind, factor) {
-            ("yarn", Some(f)) => {
-                meta.push(str_kv(&a("rope.scaling.type"), "yarn"));
-                meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
-                let orig = scaling
-                    .and_then(|s| s.get("original_max_position_embeddings"))
-                    .and_then(|v| v.as_u64());
-                if let Some(o) = orig {
-                    meta.push(u32_kv(&a("rope.scaling.original_context_length"), o));
-                }
-            }
-            ("", _) | ("default", _) => {}
-            (other, _) => {
-                return Err(QuantizeError::bad_config(
-                    &cfg_path,
-                    format!("rope_scaling type {other:?} is not supported"),
-                ));
-            }
-        },
+        _ => {
+            let extra =
+                family_params(&mut meta, &ck, convert_ftype, scaling, scaling_kind, factor)?;
+            extra_tensors = extra;
+        }
     }
     meta.extend(tokenizer);
     meta.push(u32_kv(
@@ -309,6 +256,31 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
 
     let mut tensors = ck.tensors;
     let mut maps: Vec<Mmap> = ck.shards.into_iter().map(|s| s.map).collect();
+    for (i, (name, values)) in extra_tensors.iter().enumerate() {
+        // Generated tensors (Phi-3's LongRoPE factors): written before the checkpoint's.
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut anon =
+            memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| QuantizeError::io(dir, e))?;
+        anon.copy_from_slice(&bytes);
+        let map = anon
+            .make_read_only()
+            .map_err(|e| QuantizeError::io(dir, e))?;
+        tensors.insert(
+            i,
+            SrcTensor {
+                name: name.clone(),
+                hf_name: None,
+                dims: vec![values.len() as u64],
+                elem: Elem::F32,
+                map: maps.len(),
+                start: 0,
+                len: bytes.len(),
+                permute: None,
+                add_one: false,
+            },
+        );
+        maps.push(map);
+    }
     if let Some(f) = &rope_factors {
         // LlamaModel.generate_extra_tensors: written before the checkpoint's tensors.
         let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -329,6 +301,7 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
                 start: 0,
                 len: bytes.len(),
                 permute: None,
+                add_one: false,
             },
         );
         maps.push(map);
@@ -369,6 +342,297 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
         maps,
         tensors,
     })
+}
+
+/// `{arch}.*` for llama and qwen2 as the reference converter wrote them: TextModel's keys, then the
+/// architecture's own.
+fn classic_params(
+    meta: &mut Vec<(String, OwnedValue)>,
+    ck: &hf::Checkpoint,
+    convert_ftype: FileType,
+    scaling: Option<&serde_json::Value>,
+    scaling_kind: &str,
+    factor: Option<f64>,
+) -> Result<(), QuantizeError> {
+    let cfg = &ck.config;
+    let arch = cfg.arch.name();
+    let cfg_path = ck.dir.join("config.json");
+    // {arch}.* as TextModel.set_gguf_parameters, then the architecture's own keys.
+    let a = |k: &str| format!("{arch}.{k}");
+    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
+    if let Some(c) = cfg.n_ctx {
+        meta.push(u32_kv(&a("context_length"), c));
+    }
+    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
+    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
+    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
+    if let Some(kv) = cfg.n_head_kv {
+        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
+    }
+    if let Some(t) = cfg.rope_theta {
+        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
+    }
+    if let Some(e) = cfg.rms_eps {
+        meta.push((
+            a("attention.layer_norm_rms_epsilon"),
+            OwnedValue::F32(e as f32),
+        ));
+    }
+    if let Some(hd) = cfg.head_dim {
+        meta.push(u32_kv(&a("attention.key_length"), hd));
+        meta.push(u32_kv(&a("attention.value_length"), hd));
+    }
+    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+    match cfg.arch {
+        hf::Arch::Llama => {
+            meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));
+            meta.push(u32_kv(&a("rope.dimension_count"), cfg.head_dim()));
+            match (scaling_kind, factor) {
+                ("linear", Some(f)) => {
+                    meta.push(str_kv(&a("rope.scaling.type"), "linear"));
+                    meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+                }
+                ("", _) | ("llama3", _) | ("default", _) => {}
+                (other, _) => {
+                    return Err(QuantizeError::bad_config(
+                        &cfg_path,
+                        format!("rope_scaling type {other:?} is not supported"),
+                    ));
+                }
+            }
+        }
+        hf::Arch::Qwen2 => match (scaling_kind, factor) {
+            ("yarn", Some(f)) => {
+                meta.push(str_kv(&a("rope.scaling.type"), "yarn"));
+                meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+                let orig = scaling
+                    .and_then(|s| s.get("original_max_position_embeddings"))
+                    .and_then(|v| v.as_u64());
+                if let Some(o) = orig {
+                    meta.push(u32_kv(&a("rope.scaling.original_context_length"), o));
+                }
+            }
+            ("", _) | ("default", _) => {}
+            (other, _) => {
+                return Err(QuantizeError::bad_config(
+                    &cfg_path,
+                    format!("rope_scaling type {other:?} is not supported"),
+                ));
+            }
+        },
+        _ => unreachable!("classic_params is for llama and qwen2"),
+    }
+    Ok(())
+}
+
+/// `{arch}.*` for qwen3, gemma3, phi3 and smollm3 in the order llama.cpp's converter writes them
+/// (TextModel.set_gguf_parameters and each model's override; a key written twice keeps its first
+/// place). Returns the extra tensors the architecture generates (Phi-3's LongRoPE factors), to be
+/// written first.
+fn family_params(
+    meta: &mut Vec<(String, OwnedValue)>,
+    ck: &hf::Checkpoint,
+    convert_ftype: FileType,
+    scaling: Option<&serde_json::Value>,
+    scaling_kind: &str,
+    factor: Option<f64>,
+) -> Result<Vec<(String, Vec<f32>)>, QuantizeError> {
+    use hf::Arch;
+    let cfg = &ck.config;
+    let arch = cfg.arch;
+    let name = arch.name();
+    let cfg_path = ck.dir.join("config.json");
+    let raw = &cfg.raw;
+    let a = |k: &str| format!("{name}.{k}");
+    let get_f64 = |k: &str| raw.get(k).and_then(|v| v.as_f64());
+    let bad = |what: String| QuantizeError::bad_config(&cfg_path, what);
+    let mut extra = Vec::new();
+
+    if arch == Arch::Phi3 {
+        let max_pos = cfg
+            .n_ctx
+            .ok_or_else(|| bad("\"max_position_embeddings\" is missing".into()))?;
+        let orig = scaling
+            .and_then(|s| s.get("original_max_position_embeddings"))
+            .or_else(|| raw.get("original_max_position_embeddings"))
+            .and_then(|v| v.as_u64())
+            .filter(|&o| o > 0)
+            .ok_or_else(|| bad("\"original_max_position_embeddings\" is missing".into()))?;
+        let partial = get_f64("partial_rotary_factor").unwrap_or(1.0);
+        let rope_dims = ((partial * cfg.n_embd as f64) as u64) / cfg.n_head;
+        // LongRoPE: per-dimension factor tensors and an attention factor (generate_extra_tensors).
+        if let Some(long) = scaling
+            .and_then(|s| s.get("long_factor"))
+            .filter(|l| !l.is_null())
+        {
+            let short = scaling.and_then(|s| s.get("short_factor"));
+            let list =
+                |v: Option<&serde_json::Value>, k: &str| -> Result<Vec<f32>, QuantizeError> {
+                    let arr = v
+                        .and_then(|v| v.as_array())
+                        .ok_or_else(|| bad(format!("rope_scaling.{k} is not a list of numbers")))?;
+                    let out: Option<Vec<f32>> =
+                        arr.iter().map(|x| x.as_f64().map(|f| f as f32)).collect();
+                    let out = out
+                        .ok_or_else(|| bad(format!("rope_scaling.{k} is not a list of numbers")))?;
+                    if out.len() as u64 != rope_dims / 2 {
+                        return Err(bad(format!(
+                            "rope_scaling.{k} has {} entries, expected rope dimensions / 2 = {}",
+                            out.len(),
+                            rope_dims / 2
+                        )));
+                    }
+                    Ok(out)
+                };
+            let long = list(Some(long), "long_factor")?;
+            let short = list(short, "short_factor")?;
+            let scale = max_pos as f64 / orig as f64;
+            let attn = match scaling_kind.to_ascii_lowercase().as_str() {
+                "su" | "longrope" if scale > 1.0 => (1.0 + scale.ln() / (orig as f64).ln()).sqrt(),
+                "yarn" if scale > 1.0 => 0.1 * scale.ln() + 1.0,
+                "su" | "longrope" | "yarn" => 1.0,
+                other => {
+                    return Err(bad(format!(
+                        "rope_scaling type {other:?} with long_factor is not supported (su, longrope, yarn)"
+                    )))
+                }
+            };
+            // Written while the tensors are prepared: right after general.architecture.
+            meta.insert(
+                1,
+                (a("rope.scaling.attn_factor"), OwnedValue::F32(attn as f32)),
+            );
+            extra.push(("rope_factors_long.weight".to_string(), long));
+            extra.push(("rope_factors_short.weight".to_string(), short));
+        }
+        meta.push(u32_kv(&a("context_length"), max_pos));
+        meta.push(u32_kv(&a("rope.scaling.original_context_length"), orig));
+        meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
+        meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
+        meta.push(u32_kv(&a("block_count"), cfg.n_layer));
+        meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
+        meta.push(u32_kv(&a("attention.head_count_kv"), cfg.kv_heads()));
+        let eps = cfg
+            .rms_eps
+            .ok_or_else(|| bad("\"rms_norm_eps\" is missing".into()))?;
+        meta.push((
+            a("attention.layer_norm_rms_epsilon"),
+            OwnedValue::F32(eps as f32),
+        ));
+        meta.push(u32_kv(&a("rope.dimension_count"), rope_dims));
+        let theta = cfg.rope_theta.unwrap_or(10000.0);
+        meta.push((a("rope.freq_base"), OwnedValue::F32(theta as f32)));
+        meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+        let swa = raw
+            .get("sliding_window")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        meta.push(u32_kv(&a("attention.sliding_window"), swa));
+        return Ok(extra);
+    }
+
+    // TextModel.set_gguf_parameters.
+    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
+    if let Some(c) = cfg.n_ctx {
+        meta.push(u32_kv(&a("context_length"), c));
+    }
+    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
+    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
+    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
+    if let Some(kv) = cfg.n_head_kv {
+        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
+    }
+    match (scaling_kind, factor) {
+        ("linear", Some(f)) => {
+            meta.push(str_kv(&a("rope.scaling.type"), "linear"));
+            meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+        }
+        ("yarn", Some(f)) => {
+            meta.push(str_kv(&a("rope.scaling.type"), "yarn"));
+            meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+            let sc = scaling.expect("a scaling kind comes from a rope_scaling object");
+            let orig = sc
+                .get("original_max_position_embeddings")
+                .or_else(|| raw.get("original_max_position_embeddings"))
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| {
+                    bad("rope_scaling type \"yarn\" has no original_max_position_embeddings".into())
+                })?;
+            meta.push(u32_kv(&a("rope.scaling.original_context_length"), orig));
+            for (k, keys) in [
+                (
+                    "rope.scaling.yarn_ext_factor",
+                    &["extrapolation_factor"][..],
+                ),
+                (
+                    "rope.scaling.yarn_attn_factor",
+                    &["attention_factor", "attn_factor"][..],
+                ),
+                ("rope.scaling.yarn_beta_fast", &["beta_fast"][..]),
+                ("rope.scaling.yarn_beta_slow", &["beta_slow"][..]),
+            ] {
+                if let Some(v) = keys
+                    .iter()
+                    .find_map(|k| sc.get(*k).and_then(|v| v.as_f64()))
+                {
+                    meta.push((a(k), OwnedValue::F32(v as f32)));
+                }
+            }
+        }
+        ("", _) | ("default", _) => {}
+        (other, _) => {
+            return Err(bad(format!(
+                "rope_scaling type {other:?} is not supported for {name}"
+            )));
+        }
+    }
+    if let Some(t) = cfg.rope_theta {
+        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
+    }
+    if arch == Arch::Gemma3 {
+        if let Some(t) = get_f64("rope_local_base_freq") {
+            meta.push((a("rope.freq_base_swa"), OwnedValue::F32(t as f32)));
+        }
+    }
+    if let Some(e) = cfg.rms_eps {
+        meta.push((
+            a("attention.layer_norm_rms_epsilon"),
+            OwnedValue::F32(e as f32),
+        ));
+    }
+    if let Some(hd) = cfg.head_dim {
+        meta.push(u32_kv(&a("attention.key_length"), hd));
+        meta.push(u32_kv(&a("attention.value_length"), hd));
+    }
+    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+    match arch {
+        Arch::SmolLM3 => {
+            meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));
+            meta.push(u32_kv(&a("rope.dimension_count"), cfg.head_dim()));
+        }
+        Arch::Gemma3 => {
+            if raw
+                .get("attn_logit_softcapping")
+                .is_some_and(|v| !v.is_null())
+            {
+                return Err(bad(
+                    "attn_logit_softcapping is not supported for gemma3".into()
+                ));
+            }
+            if let Some(c) = get_f64("final_logit_softcapping").filter(|&c| c != 0.0) {
+                meta.push((a("final_logit_softcapping"), OwnedValue::F32(c as f32)));
+            }
+            if raw.get("sliding_window_pattern").and_then(|v| v.as_u64()) != Some(1) {
+                let w = raw
+                    .get("sliding_window")
+                    .and_then(|v| v.as_u64())
+                    .ok_or_else(|| bad("\"sliding_window\" is missing".into()))?;
+                meta.push(u32_kv(&a("attention.sliding_window"), w));
+            }
+        }
+        _ => {}
+    }
+    Ok(extra)
 }
 
 fn rope_type(scaling: &serde_json::Value) -> &str {
@@ -499,6 +763,7 @@ fn prepare_gguf(path: &Path, ftype: FileType) -> Result<Job, QuantizeError> {
             start: ti.file_offset as usize,
             len: ti.n_bytes as usize,
             permute: None,
+            add_one: false,
         })
         .collect();
     tensors.sort_by(|x, y| quantize_order(&x.name, &y.name));
@@ -682,7 +947,7 @@ impl Job {
             }
             let t = &self.tensors[i];
             let map = &self.maps[t.map];
-            if e.dst == e.src && t.permute.is_none() {
+            if e.dst == e.src && t.permute.is_none() && !t.add_one {
                 for c in (0..t.len).step_by(CHUNK_BYTES) {
                     let n = CHUNK_BYTES.min(t.len - c);
                     bw.write_all(&map[t.start + c..t.start + c + n])

@@ -1,6 +1,6 @@
 //! Source tensors, from either input kind, read row by row into f32 straight from a memory map.
 
-use ferrolm_kernels::scalar::float::{bf16_to_f32, f16_to_f32};
+use ferrolm_kernels::scalar::float::{bf16_to_f32, f16_to_f32, f32_to_f16};
 use ferrolm_kernels::{dispatch, GgmlType};
 use memmap2::Mmap;
 #[cfg(unix)]
@@ -61,6 +61,9 @@ pub struct SrcTensor {
     /// `Some(n_head)`: interleave the rotate-half Q/K rows per head for the llama RoPE layout
     /// (convert_hf_to_gguf.py's `LlamaModel.permute`).
     pub permute: Option<u64>,
+    /// Add 1 to every value (Gemma's RMS norm weights are stored as offsets from 1). For an F16
+    /// source the sum is rounded to F16, as the converter adds in the tensor's own type.
+    pub add_one: bool,
 }
 
 impl SrcTensor {
@@ -125,6 +128,14 @@ impl SrcTensor {
                 Elem::Ggml(t) => {
                     dispatch::dequantize_row(t, src, orow)
                         .map_err(|e| QuantizeError::Kernel(format!("{}: {e}", self.name)))?;
+                }
+            }
+            if self.add_one {
+                for o in orow.iter_mut() {
+                    *o = match self.elem {
+                        Elem::F16 => f16_to_f32(f32_to_f16(*o + 1.0)),
+                        _ => *o + 1.0,
+                    };
                 }
             }
         }

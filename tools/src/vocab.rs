@@ -38,6 +38,11 @@ const PRE_HASHES: &[(&str, &str)] = &[
         "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea",
         "qwen2",
     ),
+    // Qwen3 (the converter's reference: Qwen3-Embedding-0.6B).
+    (
+        "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c",
+        "qwen2",
+    ),
     (
         "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5",
         "llama-bpe",
@@ -116,11 +121,36 @@ fn i32_array(v: &[i32]) -> OwnedValue {
 }
 
 /// The tokenizer keys for the checkpoint in `dir`, in the converter's order.
-/// `vocab_size`: config.json's `vocab_size` (or the embedding's rows); `arch`: "llama" or "qwen2".
+/// `vocab_size`: config.json's `vocab_size` (or the embedding's rows); `arch`: the GGUF
+/// architecture name (llama, qwen2, qwen3, gemma3, phi3, smollm3), which picks the model class's
+/// `set_vocab`.
 pub fn tokenizer_metadata(dir: &Path, vocab_size: u64, arch: &str) -> Result<Kv, QuantizeError> {
     let spm = dir.join("tokenizer.model");
-    let mut kv = if spm.exists() {
-        sentencepiece(dir, &spm, vocab_size)?
+    let tc = dir.join("tokenizer_config.json");
+    let tc_json = if tc.exists() {
+        Some(read_json(&tc)?)
+    } else {
+        None
+    };
+    // Phi3MiniModel.set_vocab: a GPT2Tokenizer (Phi-4) is byte-level BPE, anything else its own
+    // SentencePiece variant.
+    let phi3_spm = arch == "phi3"
+        && tc_json
+            .as_ref()
+            .and_then(|t| t.get("tokenizer_class"))
+            .and_then(|c| c.as_str())
+            != Some("GPT2Tokenizer");
+    let llama_like = arch == "llama" || arch == "smollm3";
+    let mut kv = Kv::new();
+    let is_spm = spm.exists();
+    if phi3_spm && !is_spm {
+        return Err(QuantizeError::Tokenizer(format!(
+            "{}: a Phi-3 checkpoint without a GPT2Tokenizer needs tokenizer.model",
+            dir.display()
+        )));
+    }
+    kv.extend(if is_spm {
+        sentencepiece(dir, &spm, vocab_size, phi3_spm)?
     } else {
         let tj = dir.join("tokenizer.json");
         if !tj.exists() {
@@ -130,29 +160,36 @@ pub fn tokenizer_metadata(dir: &Path, vocab_size: u64, arch: &str) -> Result<Kv,
             )));
         }
         gpt2(dir, &tj, vocab_size)?
-    };
-    if arch == "llama" {
-        let tc = dir.join("tokenizer_config.json");
-        if tc.exists() {
-            if let Some(v) = read_json(&tc)?
-                .get("add_prefix_space")
-                .and_then(|v| v.as_bool())
-            {
-                set(
-                    &mut kv,
-                    "tokenizer.ggml.add_space_prefix",
-                    OwnedValue::Bool(v),
-                );
-            }
-        }
-        if vocab_size == 49152 {
-            // LlamaModel.set_vocab: "Apply to granite small models only".
+    });
+    if llama_like {
+        // LlamaModel.set_vocab: the tokenizer config's add_prefix_space (where the reference
+        // converter of tools/tests/data/convert/ puts it: after the vocabulary's keys).
+        if let Some(v) = tc_json
+            .as_ref()
+            .and_then(|t| t.get("add_prefix_space"))
+            .and_then(|v| v.as_bool())
+        {
             set(
                 &mut kv,
-                "tokenizer.ggml.add_bos_token",
-                OwnedValue::Bool(false),
+                "tokenizer.ggml.add_space_prefix",
+                OwnedValue::Bool(v),
             );
         }
+    }
+    if llama_like && vocab_size == 49152 {
+        // LlamaModel.set_vocab: "Apply to granite small models only".
+        set(
+            &mut kv,
+            "tokenizer.ggml.add_bos_token",
+            OwnedValue::Bool(false),
+        );
+    }
+    if arch == "gemma3" && is_spm {
+        set(
+            &mut kv,
+            "tokenizer.ggml.add_space_prefix",
+            OwnedValue::Bool(false),
+        );
     }
     Ok(kv)
 }
@@ -525,7 +562,10 @@ fn recognize_pre(
         base.set("tokenizer.ggml.eos_token_id", OwnedValue::U32(e));
     }
     let mut tried = Vec::new();
-    for &(_, name) in PRE_HASHES {
+    for (i, &(_, name)) in PRE_HASHES.iter().enumerate() {
+        if PRE_HASHES[..i].iter().any(|&(_, n)| n == name) {
+            continue;
+        }
         let mut w = base.clone();
         w.set("tokenizer.ggml.pre", OwnedValue::Str(name.into()));
         if let Some(b) = special.add_of("bos") {
@@ -617,7 +657,15 @@ impl<'a> Pb<'a> {
     }
 }
 
-fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, QuantizeError> {
+/// `_set_vocab_sentencepiece`, or with `phi3` Phi3MiniModel's variant of it (added tokens taken
+/// as they are, without the special-looking test or the U+2581 replacement, and tokenizer.json's
+/// added tokens applied last).
+fn sentencepiece(
+    dir: &Path,
+    path: &Path,
+    vocab_size: u64,
+    phi3: bool,
+) -> Result<Kv, QuantizeError> {
     let bytes = crate::hf::read_input(path)?;
     let bad = || {
         tok_err(
@@ -693,8 +741,11 @@ fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, Quantiz
                     .get("special")
                     .and_then(|s| s.as_bool())
                     .unwrap_or(false);
-                if special || looks_special(content) {
+                if special || (!phi3 && looks_special(content)) {
                     types[id] = CONTROL;
+                    tokens[id] = content.to_string();
+                } else if phi3 {
+                    types[id] = USER_DEFINED;
                     tokens[id] = content.to_string();
                 } else {
                     types[id] = USER_DEFINED;
@@ -725,6 +776,12 @@ fn sentencepiece(dir: &Path, path: &Path, vocab_size: u64) -> Result<Kv, Quantiz
             a.get("id").and_then(|i| i.as_u64()),
             a.get("content").and_then(|c| c.as_str()),
         ) {
+            if phi3 && id < n as u64 {
+                let special = a.get("special").and_then(|s| s.as_bool()).unwrap_or(false);
+                tokens[id as usize] = c.to_string();
+                scores[id as usize] = -1000.0;
+                types[id as usize] = if special { CONTROL } else { USER_DEFINED };
+            }
             added.push(Added {
                 id,
                 content: c.to_string(),
