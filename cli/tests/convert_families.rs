@@ -452,3 +452,88 @@ fn gemma3_sentencepiece_vocabulary_round_trips() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Phi-3 with LongRoPE (Phi-3.5/Phi-4-mini's `rope_scaling`): the factor lists become
+/// `rope_factors_long/short.weight`, the first tensors, and `phi3.rope.scaling.attn_factor`
+/// = sqrt(1 + ln(scale) / ln(original context)) the second key, as llama.cpp's converter writes.
+#[test]
+fn phi3_longrope_factors_convert() {
+    let Some(vocab) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let tok_dir = common::root().join("models/hf/smollm2-135m");
+    if !tok_dir.join("tokenizer.json").exists() {
+        return;
+    }
+    let d = scratch("phi3-longrope");
+    let a = d.join("a.gguf");
+    ok(&ferrolm(&[
+        "synth",
+        "--shape",
+        "test-phi3",
+        "--type",
+        "F16",
+        "--vocab-from",
+        vocab.to_str().unwrap(),
+        "-o",
+        a.to_str().unwrap(),
+    ]));
+    let ck = d.join("hf");
+    std::fs::create_dir_all(&ck).unwrap();
+    checkpoint(&Gguf::open(&a).unwrap(), "phi3", &ck, &tok_dir);
+    let mut cfg: Json =
+        serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
+    let half = 48 / 2; // test-phi3: 48 rotated dimensions
+    let long: Vec<f64> = (0..half).map(|i| 1.0 + i as f64 * 0.5).collect();
+    let short: Vec<f64> = (0..half).map(|i| 1.0 + i as f64 * 0.01).collect();
+    cfg["max_position_embeddings"] = json!(131072);
+    cfg["original_max_position_embeddings"] = json!(4096);
+    cfg["rope_scaling"] = json!({"type": "longrope", "long_factor": long, "short_factor": short});
+    std::fs::write(ck.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let b = d.join("b.gguf");
+    ok(&ferrolm(&[
+        "quantize",
+        ck.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "F16",
+    ]));
+    let g = Gguf::open(&b).unwrap();
+    let names: Vec<&str> = g.tensors().map(|t| t.name).take(2).collect();
+    assert_eq!(
+        names,
+        ["rope_factors_long.weight", "rope_factors_short.weight"]
+    );
+    let f32s = |n: &str| -> Vec<f32> {
+        let t = g.tensor(n).unwrap();
+        assert_eq!(t.ty.name(), "F32");
+        t.data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    assert_eq!(f32s("rope_factors_long.weight"), as_f32(&long));
+    assert_eq!(f32s("rope_factors_short.weight"), as_f32(&short));
+    let keys: Vec<&str> = g.metadata().map(|(k, _)| k).take(2).collect();
+    assert_eq!(
+        keys,
+        ["general.architecture", "phi3.rope.scaling.attn_factor"]
+    );
+    let want = (1.0 + (131072.0f64 / 4096.0).ln() / 4096f64.ln()).sqrt() as f32;
+    assert_eq!(g.get_f32("phi3.rope.scaling.attn_factor").unwrap(), want);
+    assert_eq!(g.get_u32("phi3.context_length").unwrap(), 131072);
+    assert_eq!(
+        g.get_u32("phi3.rope.scaling.original_context_length")
+            .unwrap(),
+        4096
+    );
+    // And ferrolm runs the file.
+    ok(&ferrolm(&[
+        "eval",
+        "-m",
+        b.to_str().unwrap(),
+        "-p",
+        "Hello",
+    ]));
+    let _ = std::fs::remove_dir_all(&d);
+}
