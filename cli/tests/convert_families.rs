@@ -239,16 +239,17 @@ fn differs_legitimately(arch: &str, key: &str) -> bool {
         || key == "phi3.attention.sliding_window"
 }
 
-fn round_trip(arch: &str) {
-    let Some(vocab) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
-        return;
-    };
+/// A `synth --shape test-{arch}` F16 file (SmolLM2's vocabulary) and its Hugging Face checkpoint
+/// `checkpoint` writes, in a fresh scratch directory: (directory, GGUF, checkpoint). `None` (the
+/// test is skipped) when the vocabulary or its tokenizer files are not fetched.
+fn synth_checkpoint(arch: &str, scratch_name: &str) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let vocab = common::model("SmolLM2-135M-Instruct.Q4_1.gguf")?;
     let tok_dir = common::root().join("models/hf/smollm2-135m");
     if !tok_dir.join("tokenizer.json").exists() {
         eprintln!("skipped: run scripts/make-hf-fixtures.sh for models/hf/smollm2-135m");
-        return;
+        return None;
     }
-    let d = scratch(arch);
+    let d = scratch(scratch_name);
     let a = d.join("a.gguf");
     ok(&ferrolm(&[
         "synth",
@@ -265,8 +266,15 @@ fn round_trip(arch: &str) {
     ]));
     let ck = d.join(format!("hf-{arch}"));
     std::fs::create_dir_all(&ck).unwrap();
+    checkpoint(&Gguf::open(&a).unwrap(), arch, &ck, &tok_dir);
+    Some((d, a, ck))
+}
+
+fn round_trip(arch: &str) {
+    let Some((d, a, ck)) = synth_checkpoint(arch, arch) else {
+        return;
+    };
     let ga = Gguf::open(&a).unwrap();
-    checkpoint(&ga, arch, &ck, &tok_dir);
     let b = d.join("b.gguf");
     ok(&ferrolm(&[
         "quantize",
@@ -458,29 +466,9 @@ fn gemma3_sentencepiece_vocabulary_round_trips() {
 /// = sqrt(1 + ln(scale) / ln(original context)) the second key, as llama.cpp's converter writes.
 #[test]
 fn phi3_longrope_factors_convert() {
-    let Some(vocab) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+    let Some((d, _, ck)) = synth_checkpoint("phi3", "phi3-longrope") else {
         return;
     };
-    let tok_dir = common::root().join("models/hf/smollm2-135m");
-    if !tok_dir.join("tokenizer.json").exists() {
-        return;
-    }
-    let d = scratch("phi3-longrope");
-    let a = d.join("a.gguf");
-    ok(&ferrolm(&[
-        "synth",
-        "--shape",
-        "test-phi3",
-        "--type",
-        "F16",
-        "--vocab-from",
-        vocab.to_str().unwrap(),
-        "-o",
-        a.to_str().unwrap(),
-    ]));
-    let ck = d.join("hf");
-    std::fs::create_dir_all(&ck).unwrap();
-    checkpoint(&Gguf::open(&a).unwrap(), "phi3", &ck, &tok_dir);
     let mut cfg: Json =
         serde_json::from_slice(&std::fs::read(ck.join("config.json")).unwrap()).unwrap();
     let half = 48 / 2; // test-phi3: 48 rotated dimensions

@@ -237,17 +237,17 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
     } else {
         FileType::F16
     };
-    let mut extra_tensors: Vec<(String, Vec<f32>)> = Vec::new();
-    match cfg.arch {
+    // Tensors the architecture generates (generate_extra_tensors), written before the
+    // checkpoint's: Llama 3's rope_freqs, Phi-3's LongRoPE factors.
+    let extra_tensors: Vec<(String, Vec<f32>)> = match cfg.arch {
         hf::Arch::Llama | hf::Arch::Qwen2 => {
-            classic_params(&mut meta, &ck, convert_ftype, scaling, scaling_kind, factor)?
+            classic_params(&mut meta, &ck, convert_ftype, scaling, scaling_kind, factor)?;
+            rope_factors
+                .map(|f| vec![("rope_freqs.weight".to_string(), f)])
+                .unwrap_or_default()
         }
-        _ => {
-            let extra =
-                family_params(&mut meta, &ck, convert_ftype, scaling, scaling_kind, factor)?;
-            extra_tensors = extra;
-        }
-    }
+        _ => family_params(&mut meta, &ck, convert_ftype, scaling, scaling_kind, factor)?,
+    };
     meta.extend(tokenizer);
     meta.push(u32_kv(
         "general.quantization_version",
@@ -257,7 +257,6 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
     let mut tensors = ck.tensors;
     let mut maps: Vec<Mmap> = ck.shards.into_iter().map(|s| s.map).collect();
     for (i, (name, values)) in extra_tensors.iter().enumerate() {
-        // Generated tensors (Phi-3's LongRoPE factors): written before the checkpoint's.
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let mut anon =
             memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| QuantizeError::io(dir, e))?;
@@ -271,31 +270,6 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
                 name: name.clone(),
                 hf_name: None,
                 dims: vec![values.len() as u64],
-                elem: Elem::F32,
-                map: maps.len(),
-                start: 0,
-                len: bytes.len(),
-                permute: None,
-                add_one: false,
-            },
-        );
-        maps.push(map);
-    }
-    if let Some(f) = &rope_factors {
-        // LlamaModel.generate_extra_tensors: written before the checkpoint's tensors.
-        let bytes: Vec<u8> = f.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut anon =
-            memmap2::MmapMut::map_anon(bytes.len()).map_err(|e| QuantizeError::io(dir, e))?;
-        anon.copy_from_slice(&bytes);
-        let map = anon
-            .make_read_only()
-            .map_err(|e| QuantizeError::io(dir, e))?;
-        tensors.insert(
-            0,
-            SrcTensor {
-                name: "rope_freqs.weight".into(),
-                hf_name: None,
-                dims: vec![f.len() as u64],
                 elem: Elem::F32,
                 map: maps.len(),
                 start: 0,
@@ -344,6 +318,48 @@ fn prepare_checkpoint(dir: &Path, ftype: FileType) -> Result<Job, QuantizeError>
     })
 }
 
+/// TextModel.set_gguf_parameters' keys, in its order, each where config.json (with the class
+/// defaults) has it: the counts, then `rope_scaling` (already as keys), the base frequency and
+/// the sliding layers' one (`swa_base`), the norm epsilon, the head size, `general.file_type`.
+fn text_model_keys(
+    meta: &mut Vec<(String, OwnedValue)>,
+    cfg: &hf::HfConfig,
+    convert_ftype: FileType,
+    rope_scaling: Vec<(String, OwnedValue)>,
+    swa_base: Option<f64>,
+) {
+    let arch = cfg.arch.name();
+    let a = |k: &str| format!("{arch}.{k}");
+    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
+    if let Some(c) = cfg.n_ctx {
+        meta.push(u32_kv(&a("context_length"), c));
+    }
+    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
+    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
+    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
+    if let Some(kv) = cfg.n_head_kv {
+        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
+    }
+    meta.extend(rope_scaling);
+    if let Some(t) = cfg.rope_theta {
+        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
+    }
+    if let Some(t) = swa_base {
+        meta.push((a("rope.freq_base_swa"), OwnedValue::F32(t as f32)));
+    }
+    if let Some(e) = cfg.rms_eps {
+        meta.push((
+            a("attention.layer_norm_rms_epsilon"),
+            OwnedValue::F32(e as f32),
+        ));
+    }
+    if let Some(hd) = cfg.head_dim {
+        meta.push(u32_kv(&a("attention.key_length"), hd));
+        meta.push(u32_kv(&a("attention.value_length"), hd));
+    }
+    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+}
+
 /// `{arch}.*` for llama and qwen2 as the reference converter wrote them: TextModel's keys, then the
 /// architecture's own.
 fn classic_params(
@@ -359,30 +375,7 @@ fn classic_params(
     let cfg_path = ck.dir.join("config.json");
     // {arch}.* as TextModel.set_gguf_parameters, then the architecture's own keys.
     let a = |k: &str| format!("{arch}.{k}");
-    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
-    if let Some(c) = cfg.n_ctx {
-        meta.push(u32_kv(&a("context_length"), c));
-    }
-    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
-    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
-    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
-    if let Some(kv) = cfg.n_head_kv {
-        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
-    }
-    if let Some(t) = cfg.rope_theta {
-        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
-    }
-    if let Some(e) = cfg.rms_eps {
-        meta.push((
-            a("attention.layer_norm_rms_epsilon"),
-            OwnedValue::F32(e as f32),
-        ));
-    }
-    if let Some(hd) = cfg.head_dim {
-        meta.push(u32_kv(&a("attention.key_length"), hd));
-        meta.push(u32_kv(&a("attention.value_length"), hd));
-    }
-    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+    text_model_keys(meta, cfg, convert_ftype, Vec::new(), None);
     match cfg.arch {
         hf::Arch::Llama => {
             meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));
@@ -531,25 +524,16 @@ fn family_params(
         return Ok(extra);
     }
 
-    // TextModel.set_gguf_parameters.
-    meta.push(u32_kv(&a("block_count"), cfg.n_layer));
-    if let Some(c) = cfg.n_ctx {
-        meta.push(u32_kv(&a("context_length"), c));
-    }
-    meta.push(u32_kv(&a("embedding_length"), cfg.n_embd));
-    meta.push(u32_kv(&a("feed_forward_length"), cfg.n_ff));
-    meta.push(u32_kv(&a("attention.head_count"), cfg.n_head));
-    if let Some(kv) = cfg.n_head_kv {
-        meta.push(u32_kv(&a("attention.head_count_kv"), kv));
-    }
+    // TextModel.set_gguf_parameters: RoPE scaling keys before the base frequency.
+    let mut rope_scaling = Vec::new();
     match (scaling_kind, factor) {
         ("linear", Some(f)) => {
-            meta.push(str_kv(&a("rope.scaling.type"), "linear"));
-            meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+            rope_scaling.push(str_kv(&a("rope.scaling.type"), "linear"));
+            rope_scaling.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
         }
         ("yarn", Some(f)) => {
-            meta.push(str_kv(&a("rope.scaling.type"), "yarn"));
-            meta.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
+            rope_scaling.push(str_kv(&a("rope.scaling.type"), "yarn"));
+            rope_scaling.push((a("rope.scaling.factor"), OwnedValue::F32(f as f32)));
             let sc = scaling.expect("a scaling kind comes from a rope_scaling object");
             let orig = sc
                 .get("original_max_position_embeddings")
@@ -558,7 +542,7 @@ fn family_params(
                 .ok_or_else(|| {
                     bad("rope_scaling type \"yarn\" has no original_max_position_embeddings".into())
                 })?;
-            meta.push(u32_kv(&a("rope.scaling.original_context_length"), orig));
+            rope_scaling.push(u32_kv(&a("rope.scaling.original_context_length"), orig));
             for (k, keys) in [
                 (
                     "rope.scaling.yarn_ext_factor",
@@ -575,7 +559,7 @@ fn family_params(
                     .iter()
                     .find_map(|k| sc.get(*k).and_then(|v| v.as_f64()))
                 {
-                    meta.push((a(k), OwnedValue::F32(v as f32)));
+                    rope_scaling.push((a(k), OwnedValue::F32(v as f32)));
                 }
             }
         }
@@ -586,25 +570,12 @@ fn family_params(
             )));
         }
     }
-    if let Some(t) = cfg.rope_theta {
-        meta.push((a("rope.freq_base"), OwnedValue::F32(t as f32)));
-    }
-    if arch == Arch::Gemma3 {
-        if let Some(t) = get_f64("rope_local_base_freq") {
-            meta.push((a("rope.freq_base_swa"), OwnedValue::F32(t as f32)));
-        }
-    }
-    if let Some(e) = cfg.rms_eps {
-        meta.push((
-            a("attention.layer_norm_rms_epsilon"),
-            OwnedValue::F32(e as f32),
-        ));
-    }
-    if let Some(hd) = cfg.head_dim {
-        meta.push(u32_kv(&a("attention.key_length"), hd));
-        meta.push(u32_kv(&a("attention.value_length"), hd));
-    }
-    meta.push(u32_kv("general.file_type", convert_ftype.id() as u64));
+    let swa_base = if arch == Arch::Gemma3 {
+        get_f64("rope_local_base_freq")
+    } else {
+        None
+    };
+    text_model_keys(meta, cfg, convert_ftype, rope_scaling, swa_base);
     match arch {
         Arch::SmolLM3 => {
             meta.push(u32_kv(&a("vocab_size"), ck.vocab_size()));
