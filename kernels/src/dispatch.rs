@@ -93,6 +93,8 @@ pub struct KernelTable {
     pub entries: [Option<TypeKernels>; TABLE_LEN],
     /// `a = silu(a) * b` (the SwiGLU feed-forward's gate), element-wise.
     pub swiglu: SwigluFn,
+    /// One position of flash attention over an F16 cache (see [`FlashStepFn`]).
+    pub flash_step_f16: FlashStepFn,
     /// The best backend in use (for reporting).
     pub backend: Backend,
 }
@@ -109,6 +111,11 @@ impl KernelTable {
 
 /// `a[i] = a[i] / (1 + e^-a[i]) * b[i]`; panics when the lengths differ.
 pub type SwigluFn = fn(a: &mut [f32], b: &[f32]);
+
+/// `acc = f16(acc * ms)` when `ms != 1`, then `acc = f16(fma(v, vs, acc))`, element-wise over an
+/// f16 accumulator and an f16 value row ([`crate::scalar::ops::flash_step_f16`]); panics when the
+/// lengths differ.
+pub type FlashStepFn = fn(acc: &mut [half::f16], v: &[half::f16], ms: f32, vs: f32);
 
 /// Several f32 vectors dotted with several rows of the entry's (float) type, each row read and
 /// converted once for all vectors: `out.row(g)[i] = rows.row(i) . x.row(g)` for every vector g
@@ -406,6 +413,7 @@ pub fn build_scalar_table() -> KernelTable {
     let mut table = KernelTable {
         entries: [None; TABLE_LEN],
         swiglu: scalar::ops::swiglu,
+        flash_step_f16: scalar::ops::flash_step_f16,
         backend: Backend::Scalar,
     };
     let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);

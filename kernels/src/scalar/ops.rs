@@ -7,3 +7,25 @@ pub fn swiglu(a: &mut [f32], b: &[f32]) {
         *x = *x / (1.0 + (-*x).exp()) * y;
     }
 }
+
+/// One cached position of ggml's flash attention over an F16 cache, for one query head (the
+/// reference for [`crate::dispatch::FlashStepFn`]): when `ms` is not 1 (the position raised the
+/// running maximum) the f16 accumulator is first scaled, acc = f16(acc * ms); then
+/// acc = f16(fma(v, vs, acc)), the product fused with the add as ggml's FMA builds compute it.
+/// Panics when the lengths differ.
+pub fn flash_step_f16(acc: &mut [half::f16], v: &[half::f16], ms: f32, vs: f32) {
+    use half::f16;
+    assert_eq!(
+        acc.len(),
+        v.len(),
+        "flash step: accumulator and value lengths differ"
+    );
+    if ms != 1.0 {
+        for a in acc.iter_mut() {
+            *a = f16::from_f32(a.to_f32() * ms);
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
+    }
+}

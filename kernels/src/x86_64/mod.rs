@@ -122,6 +122,7 @@ pub fn install(table: &mut KernelTable) {
         install_offers(table, list, has);
     }
     table.swiglu = float::swiglu;
+    table.flash_step_f16 = float::flash_step_f16;
     table.backend = if vnni { Backend::Avx512 } else { Backend::Avx2 };
 }
 

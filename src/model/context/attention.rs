@@ -18,6 +18,10 @@ pub(super) struct AttnScratch {
     /// A group's queries as f32, or one head's query in the cache's dot partner format (as
     /// bytes: f32 storage keeps any block format aligned).
     q: Vec<f32>,
+    /// [group, head_dim] flash attention's f16 accumulators.
+    acc: Vec<half::f16>,
+    /// [group] flash attention's running (maximum, sum).
+    run: Vec<(f32, f32)>,
 }
 
 impl AttnScratch {
@@ -28,6 +32,8 @@ impl AttnScratch {
             vrow: vec![0.0; c.head_dim],
             // A group's f32 queries; a quantized query is never larger than its f32 form.
             q: vec![0.0; group * c.head_dim],
+            acc: vec![half::f16::ZERO; group * c.head_dim],
+            run: vec![(0.0, 0.0); group],
         }
     }
 }
@@ -93,7 +99,7 @@ pub(super) fn attention(
     let n_kv_head = c.n_head_kv;
     if let Some(md) = ck
         .multi_dot
-        .filter(|_| f16_cache && kv.v_transposed() && group >= 2 && !spec.flash)
+        .filter(|_| f16_cache && (spec.flash || (kv.v_transposed() && group >= 2)))
     {
         // Task (t, kvh) writes att[t, kvh * group * hd..(kvh + 1) * group * hd]: chunk
         // t * n_kv_head + kvh of `att` in chunks of group * hd.
@@ -115,6 +121,19 @@ pub(super) fn attention(
                     Rows::new(qf, group, hd, hd),
                     RowsMut::new(&mut th.scores, group, n_kv, n_ctx),
                 );
+                if spec.flash {
+                    // Values in rows (`with_value_rows`): llama.cpp's flash-attention
+                    // arithmetic, each value row read once for the group's heads.
+                    for g in 0..group {
+                        for v in th.scores[g * n_ctx..g * n_ctx + n_kv].iter_mut() {
+                            *v *= scale;
+                        }
+                    }
+                    let vals = kv.rows(layer, Kv::V, kvh, span);
+                    let scores = Rows::new(&th.scores, group, n_kv, n_ctx);
+                    flash_f16(e, scores, vals, rb, &mut th.acc, &mut th.run, o);
+                    return;
+                }
                 for g in 0..group {
                     let sg = &mut th.scores[g * n_ctx..g * n_ctx + n_kv];
                     for v in sg.iter_mut() {
@@ -172,7 +191,9 @@ pub(super) fn attention(
         if spec.flash && f16_cache {
             // Values in rows (`with_value_rows`): llama.cpp's flash-attention arithmetic.
             let vals = kv.rows(layer, Kv::V, kvh, span);
-            flash_f16(sc, vals, rb, o, &mut th.vrow);
+            let scores = Rows::new(&*sc, 1, n_kv, n_kv);
+            let (acc, run) = (&mut th.acc[..hd], &mut th.run[..1]);
+            flash_f16(e, scores, vals, rb, acc, run, o);
             return;
         }
         softmax(sc);
@@ -200,39 +221,53 @@ pub(super) fn attention(
     });
 }
 
-/// o = softmax(scores) V as ggml's CPU flash attention computes it for an F16 cache (llama.cpp's
-/// `-fa on`, its default where the backend has it): one pass over the positions with a running
-/// maximum M and sum S, the output accumulated in f16 precision: per position j, when its score
-/// s_j raises M the accumulator is scaled by exp(M_old - M), else the value row is weighted by
-/// exp(s_j - M); acc = f16(acc + v_j * w_j); S = S * scale + w_j; finally o = acc / S. `vals` holds
-/// the positions' value rows (F16, `rb` bytes each); `vrow` is a [head_dim] scratch.
-fn flash_f16(scores: &[f32], vals: &[u8], rb: usize, o: &mut [f32], vrow: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
-    o.fill(0.0);
-    let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-    for (j, &s) in scores.iter().enumerate() {
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > m {
-            ms = (m - s).exp();
-            m = s;
-            for a in o.iter_mut() {
-                *a *= ms;
-            }
-            round_f16_slice(o);
-        } else {
-            vs = (s - m).exp();
-        }
+/// o[g] = softmax(scores[g]) V for the g query heads that share the value rows `vals` (F16, `rb`
+/// bytes each, one per scored position), as ggml's CPU flash attention computes it for an F16
+/// cache (llama.cpp's `-fa on`, its default where the backend has it): one pass over the
+/// positions with a running maximum M and sum S per head, the output accumulated in f16: per
+/// position j, when its score s_j raises M the accumulator is scaled by exp(M_old - M) and the
+/// row weighted by 1, else the row is weighted by exp(s_j - M) (the kernel table's
+/// `flash_step_f16`); S = S * scale + weight; finally o = acc / S. Each value row is read once
+/// for all heads. `acc` ([g, head_dim]) and `run` ([g]) are scratch; `o` is [g, head_dim].
+fn flash_f16(
+    e: &Engine,
+    scores: Rows<f32>,
+    vals: &[u8],
+    rb: usize,
+    acc: &mut [half::f16],
+    run: &mut [(f32, f32)],
+    o: &mut [f32],
+) {
+    let (group, n_kv) = (scores.n(), scores.row_len());
+    let hd = o.len() / group;
+    let step = e.table.flash_step_f16;
+    acc.fill(half::f16::ZERO);
+    run.fill((f32::NEG_INFINITY, 0.0));
+    for j in 0..n_kv {
         let row: &[half::f16] = ferrolm_kernels::cast_blocks(&vals[j * rb..(j + 1) * rb]);
-        row.convert_to_f32_slice(vrow);
-        for (a, &v) in o.iter_mut().zip(vrow.iter()) {
-            *a += v * vs;
+        for g in 0..group {
+            let s = scores.row(g)[j];
+            let (m, sum) = &mut run[g];
+            let (mut ms, mut vs) = (1.0f32, 1.0f32);
+            if s > *m {
+                ms = (*m - s).exp();
+                *m = s;
+            } else {
+                vs = (s - *m).exp();
+            }
+            step(&mut acc[g * hd..(g + 1) * hd], row, ms, vs);
+            *sum = *sum * ms + vs;
         }
-        round_f16_slice(o);
-        sum = sum * ms + vs;
     }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for a in o.iter_mut() {
-        *a *= inv;
+    for g in 0..group {
+        let sum = run[g].1;
+        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+        for (a, &x) in o[g * hd..(g + 1) * hd]
+            .iter_mut()
+            .zip(&acc[g * hd..(g + 1) * hd])
+        {
+            *a = x.to_f32() * inv;
+        }
     }
 }
 
