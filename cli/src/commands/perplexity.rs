@@ -77,16 +77,28 @@ pub fn perplexity(
             input[0] = b;
         }
         ctx.reset();
-        ctx.eval(&input, Logits::All)?;
-        let all = ctx.logits_all();
-        for j in first..n_ctx - 1 {
-            let row = &all[j * nv..(j + 1) * nv];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();
-            let lp = (row[chunk[j + 1] as usize] - max) as f64 - sum.ln();
-            nll -= lp;
-            nll2 += lp * lp;
-            count += 1;
+        // Only positions first.. are scored: the first half is evaluated without logits, the
+        // rest a batch at a time, so the logits held are [n_batch, n_vocab], not [n_ctx, n_vocab]
+        // (1 GiB for Gemma 3's 262,144-token vocabulary at -c 1024). The forward pass gives the
+        // same values for any batching (tests/generate.rs: decode = prefill).
+        ctx.eval(&input[..first], Logits::None)?;
+        let last = n_ctx - 1;
+        for (b, piece) in input[first..].chunks(ctx.n_batch()).enumerate() {
+            ctx.eval(piece, Logits::All)?;
+            let all = ctx.logits_all();
+            let p0 = first + b * ctx.n_batch();
+            for (i, row) in all.chunks_exact(nv).enumerate() {
+                let j = p0 + i;
+                if j >= last {
+                    break;
+                }
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();
+                let lp = (row[chunk[j + 1] as usize] - max) as f64 - sum.ln();
+                nll -= lp;
+                nll2 += lp * lp;
+                count += 1;
+            }
         }
         let ppl = (nll / count as f64).exp();
         running.push(ppl);
@@ -137,7 +149,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let n_ctx = args.ctx_size as usize;
     let params = ContextParams {
         n_ctx,
-        n_batch: n_ctx,
+        // llama.cpp's micro-batch; the results do not depend on it.
+        n_batch: n_ctx.min(512),
         n_threads: args.threads,
         kv_type: args.cache_type,
         flash_attn: args.flash_attn,
