@@ -110,7 +110,6 @@ fn qwen_greedy_matches_llamacpp() {
     );
 }
 
-/// The same logits, bit for bit, for 1, 2 and 3 threads.
 /// Gemma 3 270M against llama.cpp of October 2026 (`tests/data/gemma3/generate.jsonl`), which ran
 /// it with flash attention, as ferrolm's `flash_attn` does.
 #[test]
@@ -124,6 +123,7 @@ fn gemma3_greedy_matches_llamacpp() {
     check_with("gemma-3-270m-q4_k_m.gguf", "gemma3/generate.jsonl", params);
 }
 
+/// The same logits, bit for bit, for 1, 2 and 3 threads.
 #[test]
 fn thread_count_does_not_change_logits() {
     let Some(path) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {

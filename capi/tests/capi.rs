@@ -49,7 +49,7 @@ fn lib_dir() -> &'static Path {
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .parent()
             .expect("target directory");
-        let dir = common::release_build(target_dir, &["-p", "ferrolm-capi", "-p", "ferrolm-cli"]);
+        let dir = common::release_build(target_dir);
         for lib in ["libferrolm.so", "libferrolm.a"] {
             assert!(
                 dir.join(lib).exists(),

@@ -23,8 +23,7 @@ fn release_ferrolm() -> &'static std::path::Path {
             .parent()
             .expect("binary directory");
         let target_dir = bin_dir.parent().expect("target directory");
-        common::release_build(target_dir, &["--bin", "ferrolm", "-p", "ferrolm-cli"])
-            .join(format!("ferrolm{}", std::env::consts::EXE_SUFFIX))
+        common::release_build(target_dir).join(format!("ferrolm{}", std::env::consts::EXE_SUFFIX))
     })
 }
 

@@ -36,10 +36,12 @@ pub fn data(rel: &str) -> PathBuf {
     root().join("tests/data").join(rel)
 }
 
-/// `cargo build --quiet --release ARGS --target-dir TARGET_DIR` in the workspace, with the cargo
-/// that runs the tests; panics with cargo's stderr when the build fails. Returns
-/// `TARGET_DIR/release`.
-pub fn release_build(target_dir: &std::path::Path, args: &[&str]) -> PathBuf {
+/// `cargo build --quiet --release -p ferrolm-capi -p ferrolm-cli --target-dir TARGET_DIR` in the
+/// workspace, with the cargo that runs the tests (the C libraries and the `ferrolm` binary); panics
+/// with cargo's stderr when the build fails. Returns `TARGET_DIR/release`. Every test asks for
+/// the same packages, so the features resolve the same way and only the first build compiles.
+pub fn release_build(target_dir: &std::path::Path) -> PathBuf {
+    let args = ["-p", "ferrolm-capi", "-p", "ferrolm-cli"];
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let o = std::process::Command::new(&cargo)
         .args(["build", "--quiet", "--release"])
