@@ -49,6 +49,7 @@ pub unsafe extern "C" fn ferrolm_context_new(
             kv_type: kv_type_from(p.kv_type)?,
             min_ctx: 0,
             flash_attn: false,
+            n_seq: 1,
         };
         let ctx = Context::new(Arc::clone(&m.model), cp)?;
         let n_vocab = m.model.config().n_vocab;

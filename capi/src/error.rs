@@ -71,6 +71,8 @@ impl From<ModelError> for Error {
             ModelError::BadToken { .. } => FERROLM_INVALID_TOKEN,
             ModelError::ContextTooLong { .. }
             | ModelError::TooManyThreads { .. }
+            | ModelError::BadSeqCount { .. }
+            | ModelError::BadBatch { .. }
             | ModelError::KvCache(_) => FERROLM_INVALID_ARGUMENT,
             ModelError::EmptyPrompt => FERROLM_NO_LOGITS,
         };

@@ -272,6 +272,18 @@ pub fn matmul_q_many_with(
     jobs: &mut [(MatRef, &mut [f32])],
     acts: &ActBuf,
 ) {
+    matmul_q_many_mixed_with(table, pool, jobs, acts, acts.n_tok());
+}
+
+/// [`matmul_q_many_with`] where only the first `n_tile` tokens go through the prefill tiles and
+/// the others through the decode kernels ([`matmul_q_mixed_with`]).
+pub fn matmul_q_many_mixed_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    jobs: &mut [(MatRef, &mut [f32])],
+    acts: &ActBuf,
+    n_tile: usize,
+) {
     assert!(
         jobs.len() <= MAX_FUSED,
         "{} matrices in one call, at most {MAX_FUSED}",
@@ -279,7 +291,7 @@ pub fn matmul_q_many_with(
     );
     if acts.n_tok() != 1 {
         for (w, y) in jobs.iter_mut() {
-            matmul_q_with(table, pool, w, acts, y);
+            matmul_q_mixed_with(table, pool, w, acts, y, n_tile);
         }
         return;
     }
@@ -312,11 +324,63 @@ pub fn matmul_q_with(
     acts: &ActBuf,
     y: &mut [f32],
 ) {
+    matmul_q_mixed_with(table, pool, w, acts, y, acts.n_tok());
+}
+
+/// Weight bytes per piece of the decode rows of a mixed call: each piece is read from memory once
+/// and stays in cache while every decode token is dotted with it.
+const DECODE_PIECE_BYTES: usize = 16 * 1024;
+
+/// [`matmul_q_with`] where tokens `0..n_tile` go through the prefill path (tiles) and tokens
+/// `n_tile..` through the decode kernels (`gemv`, else `vec_dot`): each of those gets exactly the
+/// values a one-token call gives it, while the weights are still read from memory once for all
+/// of them (pieces of `DECODE_PIECE_BYTES` rows, every decode token dotted with a piece while it
+/// is in cache). This is how several sequences' decode steps share one pass over the weights
+/// (continuous batching) and give each sequence the results it gets alone. With `n_tile` equal
+/// to the token count, this is the plain prefill path; a single token is always decoded.
+pub fn matmul_q_mixed_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &MatRef,
+    acts: &ActBuf,
+    y: &mut [f32],
+    n_tile: usize,
+) {
     let k = checked(table, w, acts, y);
-    let vec_dot = k.vec_dot.expect("checked");
+    let n_tok = acts.n_tok();
+    assert!(n_tile <= n_tok, "{n_tile} tile tokens of {n_tok}");
+    if n_tok > 1 && n_tile < n_tok {
+        let n_rows = w.n_rows;
+        let wrb = w.row_bytes();
+        let arb = acts.row_bytes();
+        let a = acts.bytes();
+        let out = OutPtr(y.as_mut_ptr());
+        if n_tile > 0 {
+            prefill(pool, k, w, &a[..n_tile * arb], arb, n_tile, out, n_rows);
+        }
+        let piece = (DECODE_PIECE_BYTES / wrb.max(1)).max(1);
+        let n_pieces = n_rows.div_ceil(piece);
+        let next = AtomicUsize::new(0);
+        let out = &out;
+        pool.run(&|_, _| loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= n_pieces {
+                break;
+            }
+            let (r0, r1) = (c * piece, ((c + 1) * piece).min(n_rows));
+            for t in n_tile..n_tok {
+                let at = &a[t * arb..(t + 1) * arb];
+                // SAFETY: rows r0..r1 of token t's output row y[t * n_rows..]: piece c belongs
+                // to this thread only, and t < n_tok, r1 <= n_rows.
+                let o =
+                    unsafe { std::slice::from_raw_parts_mut(out.0.add(t * n_rows + r0), r1 - r0) };
+                decode_rows(k, w.n_cols, &w.data[r0 * wrb..r1 * wrb], wrb, at, o);
+            }
+        });
+        return;
+    }
     let n = w.n_cols;
     let n_rows = w.n_rows;
-    let n_tok = acts.n_tok();
     let wrb = w.row_bytes();
     if n_tok == 0 || n_rows == 0 {
         return;
@@ -339,9 +403,42 @@ pub fn matmul_q_with(
         decode(pool, &[Some(part)], n_rows, w.data.len(), a);
         return;
     }
-    let next = AtomicUsize::new(0);
+    prefill(pool, k, w, a, arb, n_tok, out, n_rows);
+}
 
-    // Prefill: chunks of PREFILL_ROWS rows x all tokens, in tiles of TILE_TOKENS tokens.
+/// o[r] = row r of `w` (rows of `wrb` bytes, `n` elements) · `a`, through the type's `gemv`, else
+/// one `vec_dot` per row: what a decode call computes for these rows.
+fn decode_rows(k: &TypeKernels, n: usize, w: &[u8], wrb: usize, a: &[u8], o: &mut [f32]) {
+    let rows = o.len();
+    if let Some(g) = k.gemv {
+        g(n, Rows::new(w, rows, wrb, wrb), a, o);
+        return;
+    }
+    let vec_dot = k.vec_dot.expect("checked");
+    for (r, v) in o.iter_mut().enumerate() {
+        *v = vec_dot(n, &w[r * wrb..(r + 1) * wrb], a);
+    }
+}
+
+/// The prefill path: y[t, r] for tokens 0..n_tok (activation rows of `arb` bytes in `a`), in
+/// chunks of `PREFILL_ROWS` rows, tiles of up to `TILE_TOKENS` tokens through the type's
+/// `gemm_tile`, or a `vec_dot` loop when it has none. `out` is [n_tok.., n_rows].
+#[allow(clippy::too_many_arguments)]
+fn prefill(
+    pool: &ThreadPool,
+    k: &TypeKernels,
+    w: &MatRef,
+    a: &[u8],
+    arb: usize,
+    n_tok: usize,
+    out: OutPtr,
+    n_rows: usize,
+) {
+    let vec_dot = k.vec_dot.expect("checked");
+    let n = w.n_cols;
+    let wrb = w.row_bytes();
+    let next = AtomicUsize::new(0);
+    // Chunks of PREFILL_ROWS rows x all tokens, in tiles of TILE_TOKENS tokens.
     let n_chunks = n_rows.div_ceil(PREFILL_ROWS);
     let tile = k.gemm_tile;
     pool.run(&|_, _| {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ferrolm_kernels::dispatch::{kernels, KernelTable};
-use ferrolm_kernels::matmul::{matmul_q_many_with, ActBuf};
+use ferrolm_kernels::matmul::{matmul_q_many_mixed_with, ActBuf};
 use ferrolm_kernels::pool::ThreadPool;
 
 use super::{Ffn, GateUp, Mat, Model, ModelError, Qkv, Vector};
@@ -28,6 +28,8 @@ pub const DEFAULT_BATCH: usize = 512;
 pub const MAX_THREADS: usize = 512;
 /// Longest context a context may be created with.
 pub const MAX_CTX: usize = 1 << 20;
+/// Most sequences a context may hold.
+pub const MAX_SEQ: usize = 256;
 
 /// How a context is created.
 #[derive(Clone, Debug)]
@@ -47,6 +49,9 @@ pub struct ContextParams {
     /// Attention as llama.cpp's flash attention computes it (`-fa on`: values accumulated in
     /// f16 precision in one pass) with an F16 cache; other caches ignore it.
     pub flash_attn: bool,
+    /// Sequences, each with a KV cache of its own (`n_ctx` positions), evaluated together by
+    /// [`Context::eval_seqs`] (a server's slots); the single-sequence methods use sequence 0.
+    pub n_seq: usize,
 }
 
 impl ContextParams {
@@ -75,6 +80,7 @@ impl Default for ContextParams {
             kv_type: KvType::F16,
             min_ctx: 0,
             flash_attn: false,
+            n_seq: 1,
         }
     }
 }
@@ -90,16 +96,44 @@ pub enum Logits {
     All,
 }
 
-/// One conversation: the model, the engine that computes, the KV cache, and the run state of
-/// the forward pass.
+/// One sequence's part of a batch for [`Context::eval_seqs`]: `tokens` appended to sequence
+/// `seq` at its next positions; with `logits`, its last token's logits are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct SeqBatch<'a> {
+    pub seq: usize,
+    pub tokens: &'a [u32],
+    pub logits: bool,
+}
+
+/// One conversation (or several: `ContextParams::n_seq`): the model, the engine that computes,
+/// the KV caches, and the run state of the forward pass.
 pub struct Context {
     model: Arc<Model>,
     engine: Engine,
-    kv: KvCache,
+    /// [n_seq] one cache per sequence.
+    kvs: Vec<KvCache>,
     state: RunState,
     n_ctx: usize,
     n_batch: usize,
-    n_past: usize,
+    /// [n_seq] positions in each sequence's cache.
+    n_past: Vec<usize>,
+    /// The segments of the batch being evaluated (capacity n_seq: filled without allocating).
+    segs: Vec<Seg>,
+    /// Batch rows whose logits are computed, in `state.logits_all` order (capacity n_seq).
+    out_rows: Vec<usize>,
+    /// [n_seq] the row of `state.logits_all` holding each sequence's logits after `eval_seqs`.
+    seq_logit_row: Vec<usize>,
+    /// The tokens of the batch `eval_seqs` evaluates (capacity n_batch).
+    tokens: Vec<u32>,
+}
+
+/// Rows row0..row0 + n of a batch: tokens of sequence `seq` at positions pos0...
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    seq: usize,
+    row0: usize,
+    n: usize,
+    pos0: usize,
 }
 
 /// What computes: the kernel table and the worker threads.
@@ -165,10 +199,18 @@ impl Context {
                 max: MAX_THREADS,
             });
         }
-        let mut kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)?;
+        let n_seq = params.n_seq;
+        if !(1..=MAX_SEQ).contains(&n_seq) {
+            return Err(ModelError::BadSeqCount {
+                n_seq,
+                max: MAX_SEQ,
+            });
+        }
         let flash = params.flash_attn && params.kv_type == KvType::F16;
-        if flash {
-            kv = kv.with_value_rows();
+        let mut kvs = Vec::with_capacity(n_seq);
+        for _ in 0..n_seq {
+            let kv = KvCache::new(params.kv_type, c.n_layer, n_ctx, c.n_head_kv, c.head_dim)?;
+            kvs.push(if flash { kv.with_value_rows() } else { kv });
         }
         let max_cols = c.n_embd.max(c.n_ff).max(c.q_dim());
         let f = &c.family;
@@ -206,7 +248,12 @@ impl Context {
             },
             rope_factors,
             logits: vec![0.0; c.n_vocab],
-            logits_all: Vec::new(),
+            // Several sequences' logits at once: allocated here; else grown for Logits::All.
+            logits_all: if n_seq > 1 {
+                vec![0.0; n_seq.min(n_batch) * c.n_vocab]
+            } else {
+                Vec::new()
+            },
             n_logits_all: 0,
             flash,
         };
@@ -215,11 +262,15 @@ impl Context {
                 table: kernels(),
                 pool: ThreadPool::new(n_threads),
             },
-            kv,
+            kvs,
             state,
             n_ctx,
             n_batch,
-            n_past: 0,
+            n_past: vec![0; n_seq],
+            segs: Vec::with_capacity(n_seq),
+            out_rows: Vec::with_capacity(n_seq),
+            seq_logit_row: vec![usize::MAX; n_seq],
+            tokens: Vec::with_capacity(n_batch),
             model,
         })
     }
@@ -236,27 +287,63 @@ impl Context {
         self.n_batch
     }
 
-    /// Positions already in the cache.
+    /// Positions already in the cache (sequence 0's).
     pub fn n_past(&self) -> usize {
-        self.n_past
+        self.n_past[0]
+    }
+
+    /// Sequences (each with its own cache).
+    pub fn n_seq(&self) -> usize {
+        self.kvs.len()
+    }
+
+    /// Positions already in sequence `seq`'s cache; panics when there is no such sequence.
+    pub fn seq_n_past(&self, seq: usize) -> usize {
+        self.n_past[seq]
+    }
+
+    /// Keep only the first `n` positions of sequence `seq`; panics when there is no such
+    /// sequence.
+    pub fn seq_truncate(&mut self, seq: usize, n: usize) {
+        self.n_past[seq] = self.n_past[seq].min(n);
     }
 
     pub fn n_threads(&self) -> usize {
         self.engine.pool.n_threads()
     }
 
+    /// Sequence `seq`'s cache.
+    pub(crate) fn seq_kv(&self, seq: usize) -> &KvCache {
+        &self.kvs[seq]
+    }
+
+    pub(crate) fn seq_kv_mut(&mut self, seq: usize) -> &mut KvCache {
+        &mut self.kvs[seq]
+    }
+
+    /// Marks positions 0..n of sequence `seq` as filled (after a state file was read into it).
+    pub(crate) fn seq_set_n_past(&mut self, seq: usize, n: usize) {
+        self.n_past[seq] = n.min(self.n_ctx);
+    }
+
+    /// Makes `l` the last token's logits ([`Context::logits`]), as restored from a state file.
+    pub(crate) fn set_logits(&mut self, l: &[f32]) {
+        self.state.logits.copy_from_slice(l);
+    }
+
+    /// Sequence 0's cache.
     pub fn kv_cache(&self) -> &KvCache {
-        &self.kv
+        &self.kvs[0]
     }
 
-    /// Forget everything in the cache.
+    /// Forget everything in the cache (sequence 0's).
     pub fn reset(&mut self) {
-        self.n_past = 0;
+        self.n_past[0] = 0;
     }
 
-    /// Keep only the first `n` positions (e.g. to rewind a chat turn).
+    /// Keep only the first `n` positions (e.g. to rewind a chat turn; sequence 0).
     pub fn truncate(&mut self, n: usize) {
-        self.n_past = self.n_past.min(n);
+        self.n_past[0] = self.n_past[0].min(n);
     }
 
     /// Logits of the last evaluated token: [n_vocab].
@@ -269,13 +356,14 @@ impl Context {
         &self.state.logits_all[..self.state.n_logits_all * self.model.config().n_vocab]
     }
 
-    /// Evaluate `tokens` at positions n_past.. and append them to the cache.
+    /// Evaluate `tokens` at positions n_past.. and append them to the cache (sequence 0's).
     pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<(), ModelError> {
         let n_vocab = self.model.config().n_vocab;
-        if tokens.len() > self.n_ctx - self.n_past {
+        let n_past = self.n_past[0];
+        if tokens.len() > self.n_ctx - n_past {
             return Err(ModelError::ContextFull {
                 n_tokens: tokens.len(),
-                n_past: self.n_past,
+                n_past,
                 n_ctx: self.n_ctx,
             });
         }
@@ -297,11 +385,108 @@ impl Context {
                 Logits::Last if done + batch.len() == tokens.len() => Out::Last,
                 _ => Out::None,
             };
+            let seg = Seg {
+                seq: 0,
+                row0: 0,
+                n: batch.len(),
+                pos0: self.n_past[0],
+            };
             let (m, e) = (&*self.model, &self.engine);
-            forward(m, e, &mut self.kv, s, batch, self.n_past, out);
-            self.n_past += batch.len();
+            forward(m, e, &mut self.kvs, s, batch, &[seg], out);
+            self.n_past[0] += batch.len();
         }
         Ok(())
+    }
+
+    /// Evaluate several sequences' tokens in one forward pass (continuous batching: one pass
+    /// over the weights serves them all). `batch` names each sequence at most once, with at least
+    /// one token, n_batch tokens in all; each sequence's tokens go to its next positions. The
+    /// results are those of evaluating each sequence alone (the forward pass does not depend on
+    /// how tokens are batched). Afterwards [`Context::seq_logits`] gives the last token's logits
+    /// of each part that asked for them. Nothing is evaluated when the batch is invalid.
+    pub fn eval_seqs(&mut self, batch: &[SeqBatch]) -> Result<(), ModelError> {
+        let n_vocab = self.model.config().n_vocab;
+        let n_seq = self.kvs.len();
+        let bad = |why: String| Err(ModelError::BadBatch { why });
+        let total: usize = batch.iter().map(|b| b.tokens.len()).sum();
+        if total == 0 || total > self.n_batch {
+            return bad(format!(
+                "{total} tokens (expected 1..={} in one batch)",
+                self.n_batch
+            ));
+        }
+        if batch.len() > n_seq {
+            return bad(format!("{} parts for {n_seq} sequences", batch.len()));
+        }
+        for (i, b) in batch.iter().enumerate() {
+            if b.seq >= n_seq {
+                return bad(format!("sequence {} (the context has {n_seq})", b.seq));
+            }
+            if b.tokens.is_empty() {
+                return bad(format!("sequence {} has no tokens", b.seq));
+            }
+            if batch[..i].iter().any(|o| o.seq == b.seq) {
+                return bad(format!("sequence {} appears twice", b.seq));
+            }
+            let n_past = self.n_past[b.seq];
+            if b.tokens.len() > self.n_ctx - n_past {
+                return Err(ModelError::ContextFull {
+                    n_tokens: b.tokens.len(),
+                    n_past,
+                    n_ctx: self.n_ctx,
+                });
+            }
+            if let Some(&id) = b.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(ModelError::BadToken { id, n_vocab });
+            }
+        }
+        // The tokens side by side in the run state's token list: x rows follow the parts.
+        self.segs.clear();
+        self.out_rows.clear();
+        self.seq_logit_row.fill(usize::MAX);
+        // Several-token parts first, then single tokens (see `forward`).
+        let order = batch
+            .iter()
+            .filter(|b| b.tokens.len() > 1)
+            .chain(batch.iter().filter(|b| b.tokens.len() == 1));
+        let mut row0 = 0;
+        for b in order.clone() {
+            self.segs.push(Seg {
+                seq: b.seq,
+                row0,
+                n: b.tokens.len(),
+                pos0: self.n_past[b.seq],
+            });
+            if b.logits {
+                self.seq_logit_row[b.seq] = self.out_rows.len();
+                self.out_rows.push(row0 + b.tokens.len() - 1);
+            }
+            row0 += b.tokens.len();
+        }
+        // Preallocated for several sequences; a one-sequence context grows it once here.
+        let need = self.out_rows.len() * n_vocab;
+        if self.state.logits_all.len() < need {
+            self.state.logits_all.resize(need, 0.0);
+        }
+        self.tokens.clear();
+        for b in order {
+            self.tokens.extend_from_slice(b.tokens);
+        }
+        let (m, e, s) = (&*self.model, &self.engine, &mut self.state);
+        let out = Out::Rows(&self.out_rows);
+        forward(m, e, &mut self.kvs, s, &self.tokens, &self.segs, out);
+        for b in batch {
+            self.n_past[b.seq] += b.tokens.len();
+        }
+        Ok(())
+    }
+
+    /// The logits of sequence `seq`'s last token in the last [`Context::eval_seqs`], if it asked
+    /// for them: [n_vocab].
+    pub fn seq_logits(&self, seq: usize) -> Option<&[f32]> {
+        let nv = self.model.config().n_vocab;
+        let r = *self.seq_logit_row.get(seq)?;
+        (r != usize::MAX).then(|| &self.state.logits_all[r * nv..(r + 1) * nv])
     }
 }
 
@@ -310,12 +495,14 @@ impl Engine {
     /// and V; gate and up): x quantized to their dot partner once, and for a decode step one
     /// parallel call over all their rows ([`matmul_q_many_with`]). Matrices that differ in dot
     /// partner or width go one at a time.
+    /// The first `n_tile` of the n rows go through the prefill tiles, the others through the
+    /// decode kernels (single-token segments: see [`matmul_q_many_mixed_with`]).
     fn project<const N: usize>(
         &self,
         model: &Model,
         acts: &mut ActBuf,
         x: &[f32],
-        n: usize,
+        (n, n_tile): (usize, usize),
         outs: [(&Mat, &mut [f32]); N],
     ) {
         let (p0, cols) = (outs[0].0.partner, outs[0].0.n_cols);
@@ -324,7 +511,7 @@ impl Engine {
             .any(|(w, _)| w.partner != p0 || w.n_cols != cols)
         {
             for out in outs {
-                self.project(model, acts, x, n, [out]);
+                self.project(model, acts, x, (n, n_tile), [out]);
             }
             return;
         }
@@ -334,27 +521,39 @@ impl Engine {
             let rows = w.n_rows;
             (w, &mut o[..n * rows])
         });
-        matmul_q_many_with(self.table, &self.pool, &mut jobs, acts);
+        matmul_q_many_mixed_with(self.table, &self.pool, &mut jobs, acts, n_tile);
     }
 }
 
-/// One batch of `tokens` (≤ n_batch) at positions pos0..pos0 + n, their keys and values stored
-/// in `kv`, the logits `out` asks for left in `s`. The model's [`Family`](super::Family) selects
+/// One batch of `tokens` (≤ n_batch), cut into segments: the rows of `seg` are sequence
+/// `seg.seq`'s tokens at positions seg.pos0.., their keys and values stored in `kvs[seg.seq]`
+/// and attending to that cache only; the logits `out` asks for are left in `s`. The model's [`Family`](super::Family) selects
 /// the variants (fused projections, Q/K norms, RoPE per layer, window, post-norms, FFN kind).
 /// Shapes in comments use n = tokens.len(), d = n_embd, hd = head_dim.
 fn forward(
     model: &Model,
     e: &Engine,
-    kv: &mut KvCache,
+    kvs: &mut [KvCache],
     s: &mut RunState,
     tokens: &[u32],
-    pos0: usize,
+    segs: &[Seg],
     out: Out,
 ) {
     let c = model.config();
     let f = &c.family;
     let (d, n) = (c.n_embd, tokens.len());
     let (q_dim, kv_dim, hd, ff) = (c.q_dim(), c.kv_dim(), c.head_dim, c.n_ff);
+    // Segments of several tokens come first and go through the prefill tiles; single tokens
+    // (decode steps) through the decode kernels, so each sequence gets the values it gets alone.
+    let n_tile: usize = segs.iter().filter(|g| g.n > 1).map(|g| g.n).sum();
+    debug_assert!(
+        segs.iter()
+            .take_while(|g| g.n > 1)
+            .map(|g| g.n)
+            .sum::<usize>()
+            == n_tile
+    );
+    let rows = (n, n_tile);
 
     // Token embeddings: x[t] = token_embd[tokens[t]] (* embd_scale)  (one row dequantized each).
     let emb = model.mat(&model.tok_embd);
@@ -372,8 +571,18 @@ fn forward(
     // the global layers' base and, where the family has them, the sliding-window layers'.
     let factors = s.rope_factors.as_ref().map(|v| model.vector(v));
     let table = |dst: &mut Vec<f32>, base: f32, freq_scale: f32| {
-        let dst = &mut dst[..n * f.n_rot];
-        rope_table(dst, f.n_rot, pos0, base, freq_scale, f.rope_mscale, factors);
+        for g in segs {
+            let dst = &mut dst[g.row0 * f.n_rot..(g.row0 + g.n) * f.n_rot];
+            rope_table(
+                dst,
+                f.n_rot,
+                g.pos0,
+                base,
+                freq_scale,
+                f.rope_mscale,
+                factors,
+            );
+        }
     };
     table(&mut s.rope, c.rope_base, c.rope_freq_scale);
     if !s.rope_swa.is_empty() {
@@ -390,11 +599,11 @@ fn forward(
         match &layer.qkv {
             Qkv::Split { wq, wk, wv } => {
                 let qkv = [(wq, &mut s.q[..]), (wk, &mut s.k[..]), (wv, &mut s.v[..])];
-                e.project(model, &mut s.acts, &s.xb, n, qkv);
+                e.project(model, &mut s.acts, &s.xb, rows, qkv);
             }
             Qkv::Fused(w) => {
                 // qkv = xb Wqkvᵀ [n, q_dim + 2 kv_dim], then split per token.
-                e.project(model, &mut s.acts, &s.xb, n, [(w, &mut s.qkv[..])]);
+                e.project(model, &mut s.acts, &s.xb, rows, [(w, &mut s.qkv[..])]);
                 let w = q_dim + 2 * kv_dim;
                 for (t, row) in s.qkv[..n * w].chunks_exact(w).enumerate() {
                     s.q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
@@ -429,12 +638,16 @@ fn forward(
         if f.scale_queries {
             scale(&mut s.q[..n * q_dim], f.attn_scale);
         }
-        // Write k, v into the cache at their positions: cache[li][kv][head][pos] = [hd].
-        for t in 0..n {
-            for h in 0..c.n_head_kv {
-                let o = t * kv_dim + h * hd;
-                kv.store(e.table, li, Kv::K, h, pos0 + t, &s.k[o..o + hd]);
-                kv.store(e.table, li, Kv::V, h, pos0 + t, &s.v[o..o + hd]);
+        // Write k, v into their sequence's cache at their positions:
+        // cache[li][kv][head][pos] = [hd].
+        for g in segs {
+            let kv = &mut kvs[g.seq];
+            for t in 0..g.n {
+                for h in 0..c.n_head_kv {
+                    let o = (g.row0 + t) * kv_dim + h * hd;
+                    kv.store(e.table, li, Kv::K, h, g.pos0 + t, &s.k[o..o + hd]);
+                    kv.store(e.table, li, Kv::V, h, g.pos0 + t, &s.v[o..o + hd]);
+                }
             }
         }
         // att[t, head] = softmax(q·Kᵀ * scale) V over the positions token t sees   [n, q_dim]
@@ -443,9 +656,17 @@ fn forward(
             window: if swa { f.n_swa } else { 0 },
             flash: s.flash,
         };
-        attention::attention(c, e, kv, s, li, n, pos0, spec);
+        for g in segs {
+            attention::attention(c, e, &kvs[g.seq], s, li, g.row0, g.n, g.pos0, spec);
+        }
         // xb = att Woᵀ [n, d] (rmsnorm'd by post_attn_norm, gemma3); x += xb
-        e.project(model, &mut s.acts, &s.att, n, [(&layer.wo, &mut s.xb[..])]);
+        e.project(
+            model,
+            &mut s.acts,
+            &s.att,
+            rows,
+            [(&layer.wo, &mut s.xb[..])],
+        );
         if let Some(pn) = &layer.post_attn_norm {
             rmsnorm_in_place(&mut s.xb[..n * d], model.vector(pn), d, c.rms_eps);
         }
@@ -459,11 +680,11 @@ fn forward(
         match &layer.gate_up {
             GateUp::Split { gate, up } => {
                 let gate_up = [(gate, &mut s.hb[..]), (up, &mut s.hb2[..])];
-                e.project(model, &mut s.acts, &s.xb, n, gate_up);
+                e.project(model, &mut s.acts, &s.xb, rows, gate_up);
             }
             GateUp::Fused(w) => {
                 // gu = xb Wupᵀ [n, 2 n_ff]: the gate, then up, per token.
-                e.project(model, &mut s.acts, &s.xb, n, [(w, &mut s.gu[..])]);
+                e.project(model, &mut s.acts, &s.xb, rows, [(w, &mut s.gu[..])]);
                 for (t, row) in s.gu[..n * 2 * ff].chunks_exact(2 * ff).enumerate() {
                     s.hb[t * ff..(t + 1) * ff].copy_from_slice(&row[..ff]);
                     s.hb2[t * ff..(t + 1) * ff].copy_from_slice(&row[ff..]);
@@ -480,7 +701,7 @@ fn forward(
             model,
             &mut s.acts,
             &s.hb,
-            n,
+            rows,
             [(&layer.w_down, &mut s.xb[..])],
         );
         if let Some(pn) = &layer.post_ffn_norm {
@@ -490,20 +711,41 @@ fn forward(
     }
 
     // ---- output ----
+    let out_norm = model.vector(&model.output_norm);
     let (first, count) = match out {
         Out::None => return,
         Out::Last => (n - 1, 1),
         Out::All(_) => (0, n),
+        Out::Rows(rows) => {
+            // Several sequences' last tokens: xb[k] = rmsnorm(x[rows[k]]) * output_norm, then
+            // logits_all[k] = xb[k] Woutᵀ                     [rows.len(), n_vocab]
+            let count = rows.len();
+            if count == 0 {
+                return;
+            }
+            for (k, &r) in rows.iter().enumerate() {
+                let (x, xb) = (&s.x[r * d..(r + 1) * d], &mut s.xb[k * d..(k + 1) * d]);
+                rmsnorm(xb, x, out_norm, d, c.rms_eps);
+            }
+            let dst = &mut s.logits_all[..count * c.n_vocab];
+            // Each row as its sequence's one-token output alone (the decode kernels).
+            let rows = (count, 0);
+            e.project(
+                model,
+                &mut s.acts,
+                &s.xb,
+                rows,
+                [(&model.output, &mut *dst)],
+            );
+            if let Some(cap) = f.final_softcap {
+                softcap(dst, cap);
+            }
+            return;
+        }
     };
     // xb = rmsnorm(x[rows]) * output_norm                     [count, d]
     let x = &s.x[first * d..(first + count) * d];
-    rmsnorm(
-        &mut s.xb[..count * d],
-        x,
-        model.vector(&model.output_norm),
-        d,
-        c.rms_eps,
-    );
+    rmsnorm(&mut s.xb[..count * d], x, out_norm, d, c.rms_eps);
     // logits = xb Woutᵀ (soft-capped where the family says)   [count, n_vocab]
     let nv = c.n_vocab;
     match out {
@@ -513,7 +755,7 @@ fn forward(
                 model,
                 &mut s.acts,
                 &s.xb,
-                count,
+                (count, count),
                 [(&model.output, &mut *dst)],
             );
             if let Some(cap) = f.final_softcap {
@@ -526,7 +768,7 @@ fn forward(
                 model,
                 &mut s.acts,
                 &s.xb,
-                count,
+                (count, count),
                 [(&model.output, &mut s.logits[..])],
             );
             if let Some(cap) = f.final_softcap {
@@ -537,9 +779,11 @@ fn forward(
 }
 
 #[derive(Clone, Copy)]
-enum Out {
+enum Out<'a> {
     None,
     Last,
     /// All rows, stored from this token offset of the evaluation.
     All(usize),
+    /// These rows (one per sequence), stored from the start of `logits_all`.
+    Rows(&'a [usize]),
 }

@@ -5,7 +5,9 @@ mod context;
 mod family;
 
 pub use config::{Arch, Config, SUPPORTED_ARCHS};
-pub use context::{Context, ContextParams, Logits, MAX_CTX, MAX_THREADS};
+pub use context::{
+    Context, ContextParams, Logits, SeqBatch, DEFAULT_MAX_CTX, MAX_CTX, MAX_SEQ, MAX_THREADS,
+};
 pub use family::{Family, Ffn};
 
 use std::path::Path;
@@ -138,6 +140,10 @@ pub enum ModelError {
     ContextTooLong { n_ctx: usize, max: usize },
     #[error("invalid context parameters: {n_threads} threads is over the limit of {max}")]
     TooManyThreads { n_threads: usize, max: usize },
+    #[error("invalid context parameters: {n_seq} sequences (expected 1..={max})")]
+    BadSeqCount { n_seq: usize, max: usize },
+    #[error("bad batch: {why}")]
+    BadBatch { why: String },
     #[error(transparent)]
     KvCache(#[from] crate::kv_cache::KvError),
 }

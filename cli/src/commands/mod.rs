@@ -150,6 +150,7 @@ impl CommonModelArgs {
             kv_type: self.cache_type,
             min_ctx,
             flash_attn: self.flash_attn,
+            ..Default::default()
         }
     }
 }

@@ -62,8 +62,8 @@ impl AttnSpec {
 }
 
 /// att[t, head] = softmax(q[t, head] · Kᵀ * scale) V over the positions `spec` lets the token at
-/// pos0 + t see, for the n tokens of this batch (`s.q`: [n, q_dim] in, `s.att`: [n, q_dim] out),
-/// `layer`'s cache.
+/// pos0 + t see, for the n tokens at rows row0.. of this batch (`s.q`: [n, q_dim] in, `s.att`:
+/// [n, q_dim] out, from row row0), `layer`'s cache.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention(
     c: &Config,
@@ -71,6 +71,7 @@ pub(super) fn attention(
     kv: &KvCache,
     s: &mut RunState,
     layer: usize,
+    row0: usize,
     n: usize,
     pos0: usize,
     spec: AttnSpec,
@@ -89,7 +90,8 @@ pub(super) fn attention(
     let f16_cache = kv.ty() == KvType::F16;
     let rb = kv.row_bytes();
     let RunState { q, att, attn, .. } = s;
-    let (q, att) = (&q[..n * q_dim], &mut att[..n * q_dim]);
+    let rows = row0 * q_dim..(row0 + n) * q_dim;
+    let (q, att) = (&q[rows.clone()], &mut att[rows]);
 
     // Grouped: one task per (token, KV head) for the `group` query heads that share it, each
     // key and value row read and widened once for all of them (the kernel table's
