@@ -196,6 +196,54 @@ impl KvCache {
         }
     }
 
+    /// The byte spans holding positions 0..n, in a fixed order (per layer, keys then values,
+    /// per head: one span of n rows, or for transposed values one span per dimension): what a
+    /// state file stores.
+    fn spans(&self, n: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        assert!(
+            n <= self.n_ctx,
+            "{n} positions exceed the cache's {}",
+            self.n_ctx
+        );
+        let es = self.elem_bytes();
+        (0..self.n_layer).flat_map(move |l| {
+            [Kv::K, Kv::V].into_iter().flat_map(move |kv| {
+                (0..self.n_head_kv).flat_map(move |h| {
+                    let o = self.offset(l, kv, h, 0);
+                    let transposed = kv == Kv::V && self.v_transposed();
+                    let (count, len, stride) = if transposed {
+                        (self.head_dim, n * es, self.n_ctx * es)
+                    } else {
+                        (1, n * self.row_bytes, 0)
+                    };
+                    (0..count).map(move |d| o + d * stride..o + d * stride + len)
+                })
+            })
+        })
+    }
+
+    /// Bytes of positions 0..n over all layers and heads.
+    pub fn span_bytes(&self, n: usize) -> usize {
+        self.spans(n).map(|r| r.len()).sum()
+    }
+
+    /// Calls `f` with each span of positions 0..n (see `spans`).
+    pub fn for_each_span(&self, n: usize, mut f: impl FnMut(&[u8])) {
+        let b = self.bytes();
+        for r in self.spans(n) {
+            f(&b[r]);
+        }
+    }
+
+    /// Calls `f` with each span of positions 0..n, writable.
+    pub fn for_each_span_mut(&mut self, n: usize, mut f: impl FnMut(&mut [u8])) {
+        let spans: Vec<_> = self.spans(n).collect();
+        let b = self.bytes_mut();
+        for r in spans {
+            f(&mut b[r]);
+        }
+    }
+
     /// Byte offset of (layer, keys or values, head, pos).
     #[inline]
     fn offset(&self, layer: usize, kv: Kv, head: usize, pos: usize) -> usize {

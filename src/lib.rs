@@ -8,6 +8,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod output;
 pub mod sampler;
+pub mod state;
 pub mod tokenizer;
 
 pub use ferrolm_kernels as kernels;

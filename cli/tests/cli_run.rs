@@ -332,3 +332,74 @@ fn gemma3_perplexity_within_one_percent_of_llamacpp() {
         assert!(rel <= 0.01, "gemma3 -c {c}: PPL {ppl} vs llama.cpp {want}");
     }
 }
+
+/// `run --prompt-cache FILE`: the first run evaluates the whole prompt and writes the file; a run
+/// with the same prompt evaluates nothing (the file has the logits), one with a longer prompt
+/// reuses the shared part; the text is the same as without the cache every time (greedy). A damaged file is
+/// ignored with a note, then rewritten.
+#[test]
+fn prompt_cache_reuses_the_prefix_and_changes_nothing() {
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let ms = m.to_str().unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrolm-pcache-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("prompt.cache");
+    let cs = cache.to_str().unwrap();
+    let p1 = "You are a poet. Write two lines about the sea and the wind.";
+    let p2 = "You are a poet. Write two lines about the sea and the mountains.";
+    let run = |p: &str, with_cache: bool| {
+        let mut a = vec![
+            "run", "-m", ms, "-p", p, "--temp", "0", "-n", "16", "-t", "2",
+        ];
+        if with_cache {
+            a.extend(["--prompt-cache", cs]);
+        }
+        let o = ferrolm(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let reused = err
+            .lines()
+            .find_map(|l| l.strip_prefix("prompt cache: reused "))
+            .map(|r| {
+                let mut w = r.split_whitespace();
+                let a: usize = w.next().unwrap().parse().unwrap();
+                let b: usize = w.nth(1).unwrap().parse().unwrap();
+                (a, b)
+            });
+        (stdout(&o), reused, err)
+    };
+    let (plain1, none, _) = run(p1, false);
+    assert!(none.is_none());
+    let (out, reused, _) = run(p1, true);
+    assert_eq!(out, plain1);
+    let (r, n) = reused.unwrap();
+    assert_eq!(r, 0, "first run: nothing to reuse");
+    assert!(cache.is_file());
+    let (out, reused, _) = run(p1, true);
+    assert_eq!(out, plain1, "same prompt from the cache");
+    assert_eq!(
+        reused,
+        Some((n, n)),
+        "the whole prompt and its logits reused"
+    );
+    let (plain2, _, _) = run(p2, false);
+    let (out, reused, _) = run(p2, true);
+    assert_eq!(out, plain2, "longer prompt from the cache");
+    let (r2, n2) = reused.unwrap();
+    assert!(
+        r2 > n / 2 && r2 < n2,
+        "reused {r2} of {n2} (first prompt {n})"
+    );
+    // Damage the file: ignored with a note, the text unchanged.
+    let mut b = std::fs::read(&cache).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&cache, &b).unwrap();
+    let (out, reused, err) = run(p2, true);
+    assert_eq!(out, plain2);
+    assert_eq!(reused.unwrap().0, 0);
+    assert!(err.contains("checksum"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

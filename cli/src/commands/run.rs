@@ -90,6 +90,13 @@ pub struct Args {
     /// Print control tokens in the output.
     #[arg(long)]
     pub special: bool,
+    /// Keep the evaluated prompt's KV cache in this file (llama.cpp's flag): a later run whose
+    /// prompt starts the same way evaluates only the rest. Written after the prompt is evaluated.
+    #[arg(long = "prompt-cache")]
+    pub prompt_cache: Option<PathBuf>,
+    /// Use the --prompt-cache file but do not update it.
+    #[arg(long = "prompt-cache-ro", requires = "prompt_cache")]
+    pub prompt_cache_ro: bool,
 }
 
 /// `-p TEXT` or `-f FILE`, one of them required (`run`, `tokenize`).
@@ -224,15 +231,63 @@ pub fn run(args: Args) -> Result<(), CliError> {
         out.write_all(prompt.as_bytes())?;
         out.flush()?;
     }
-    let stats = generate_to(
+    // With a prompt cache: restore it, keep the prefix it shares with this prompt, evaluate the
+    // rest, save the prompt's state; the generation then starts from the evaluated prompt.
+    let mut n_prompt_eval = ids.len();
+    let mut t_prompt = std::time::Duration::ZERO;
+    let to_generate: &[u32] = match &args.prompt_cache {
+        None => &ids,
+        Some(file) => {
+            let t0 = Instant::now();
+            let mut cached = ferrolm::state::Loaded {
+                tokens: Vec::new(),
+                logits: false,
+            };
+            if file.exists() {
+                match ctx.state_load(0, file) {
+                    Ok(l) => cached = l,
+                    Err(e) => eprintln!("prompt cache: ignored ({e}); evaluating the whole prompt"),
+                }
+            }
+            // The same prompt with its saved logits: nothing to evaluate.
+            let reuse = if cached.tokens == ids && cached.logits {
+                ids.len()
+            } else {
+                ferrolm::chat::reusable_prefix(&cached.tokens, &ids)
+            };
+            ctx.truncate(reuse);
+            if reuse < ids.len() {
+                ctx.eval(&ids[reuse..], ferrolm::model::Logits::Last)?;
+            }
+            n_prompt_eval = ids.len() - reuse;
+            eprintln!(
+                "prompt cache: reused {reuse} of {} prompt tokens from {}",
+                ids.len(),
+                file.display()
+            );
+            if !args.prompt_cache_ro && reuse < ids.len() {
+                ctx.state_save(0, &ids, Some(ctx.logits()), file)?;
+            }
+            for &id in &ids {
+                sampler.accept(id);
+            }
+            t_prompt = t0.elapsed();
+            &[]
+        }
+    };
+    let mut stats = generate_to(
         &mut out,
         &mut ctx,
         &tok,
         &mut sampler,
         &mut stops,
-        &ids,
+        to_generate,
         &opts,
     )?;
+    if args.prompt_cache.is_some() {
+        stats.n_prompt = n_prompt_eval;
+        stats.prompt_time = t_prompt;
+    }
     // The text ends with a newline on stdout, as a shell expects of a command's output.
     out.write_all(b"\n")?;
     out.flush()?;
