@@ -276,6 +276,19 @@ impl ChatTemplate {
     }
 }
 
+/// Tokenize a rendered conversation: control tokens written in it are parsed, BOS is added when
+/// the model asks for it and the template did not write it already (llama.cpp strips the
+/// template's BOS instead; the ids are the same), EOS is never appended.
+pub fn encode_chat(tok: &crate::tokenizer::Tokenizer, text: &str) -> Vec<u32> {
+    let mut ids = tok.encode(text, false, true);
+    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
+        if ids.first() != Some(&bos) {
+            ids.insert(0, bos);
+        }
+    }
+    ids
+}
+
 /// Positions of `cached` (the ids a context holds) that a new prompt `prompt` can keep: their
 /// common prefix, but never all of `prompt` (its last token must be evaluated to give logits).
 pub fn reusable_prefix(cached: &[u32], prompt: &[u32]) -> usize {

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 
-use ferrolm::chat::{reusable_prefix, ChatTemplate, Message};
+use ferrolm::chat::{encode_chat, reusable_prefix, ChatTemplate, Message};
 use ferrolm::generate::{generate, GenOptions, StopReason};
 use ferrolm::model::{Context, Model};
 use ferrolm::sampler::{Sampler, StopMatcher};
@@ -381,19 +381,6 @@ fn load_template(args: &Args, model: &Model) -> Result<ChatTemplate, CliError> {
         own.bos_token(),
         own.eos_token(),
     )?)
-}
-
-/// Tokenize a rendered conversation: control tokens written in it are parsed, BOS is added when
-/// the model asks for it and the template did not write it already (llama.cpp strips the
-/// template's BOS instead; the ids are the same), EOS is never appended.
-fn encode_chat(tok: &Tokenizer, text: &str) -> Vec<u32> {
-    let mut ids = tok.encode(text, false, true);
-    if let Some(bos) = tok.bos().filter(|_| tok.add_bos()) {
-        if ids.first() != Some(&bos) {
-            ids.insert(0, bos);
-        }
-    }
-    ids
 }
 
 enum Turn {

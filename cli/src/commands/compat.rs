@@ -69,6 +69,11 @@ fn lookup(flag: &str) -> Option<Compat> {
         "-r" | "--reverse-prompt" => Rename("--stop"),
         "-ctk" | "--cache-type-k" => Rename("--cache-type"),
         "-fa" => Rename("--flash-attn"),
+        "-np" => Rename("--parallel"),
+        "-cb" | "--cont-batching" => Ignore {
+            values: Values::None,
+            why: "ferrolm serve always batches the slots' tokens together",
+        },
         "-ctv" | "--cache-type-v" => Ignore {
             values: Values::One,
             why: "one --cache-type serves K and V",

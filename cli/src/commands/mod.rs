@@ -10,6 +10,7 @@ mod inspect;
 mod perplexity;
 mod quantize;
 mod run;
+mod serve;
 mod synth;
 mod tokenize;
 
@@ -50,6 +51,9 @@ pub enum Command {
     Chat(chat::Args),
     /// Convert a Hugging Face checkpoint or a GGUF file to GGUF in another type.
     Quantize(quantize::Args),
+    /// Serve the model over HTTP with the OpenAI API (chat and text completions), as
+    /// llama-server does.
+    Serve(serve::Args),
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -64,6 +68,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Synth(a) => synth::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Serve(a) => serve::run(a),
     }
 }
 

@@ -1,0 +1,405 @@
+//! The OpenAI request bodies, read from JSON by hand so that every mistake gets an OpenAI error
+//! object naming the field (`temperature must be a number, got a string`), and the response
+//! objects.
+
+use ferrolm::sampler::SamplerParams;
+use serde_json::{json, Map, Value};
+
+/// An API error: HTTP status, OpenAI `type`, message, and the offending parameter if any.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
+        ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            message: message.into(),
+            param: param.map(str::to_string),
+            code: None,
+        }
+    }
+
+    pub fn with_status(status: u16, kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn code(mut self, code: &'static str) -> ApiError {
+        self.code = Some(code);
+        self
+    }
+
+    /// `{"error": {"message", "type", "param", "code"}}`.
+    pub fn body(&self) -> Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+/// A JSON value's type in words, for error messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The request body as a JSON object.
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}"), None))?;
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::invalid(
+            format!(
+                "the request body must be a JSON object, got {}",
+                kind(&other)
+            ),
+            None,
+        )),
+    }
+}
+
+/// Typed access to a request object's optional fields (null counts as absent).
+pub struct Fields<'a>(pub &'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
+
+    fn wrong(key: &str, want: &str, v: &Value) -> ApiError {
+        ApiError::invalid(format!("{key} must be {want}, got {}", kind(v)), Some(key))
+    }
+
+    pub fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(Self::wrong(key, "a boolean", v)),
+        }
+    }
+
+    pub fn str(&self, key: &str) -> Result<Option<&'a str>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(Self::wrong(key, "a string", v)),
+        }
+    }
+
+    /// A number in `range`.
+    pub fn num(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<Option<f64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                if range.contains(&x) {
+                    Ok(Some(x))
+                } else {
+                    Err(ApiError::invalid(
+                        format!(
+                            "{key} is {n}; expected a number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                        Some(key),
+                    ))
+                }
+            }
+            Some(v) => Err(Self::wrong(key, "a number", v)),
+        }
+    }
+
+    /// An integer in `range`.
+    pub fn int(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(x) if range.contains(&x) => Ok(Some(x)),
+                _ => Err(ApiError::invalid(
+                    format!(
+                        "{key} is {n}; expected an integer from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                    Some(key),
+                )),
+            },
+            Some(v) => Err(Self::wrong(key, "an integer", v)),
+        }
+    }
+
+    /// `stop`: a string or an array of strings.
+    pub fn stops(&self) -> Result<Vec<String>, ApiError> {
+        match self.get("stop") {
+            None => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(vec![s.clone()]),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => Err(Self::wrong("stop", "a string or an array of strings", v)),
+                })
+                .filter(|s| !matches!(s, Ok(s) if s.is_empty()))
+                .collect(),
+            Some(v) => Err(Self::wrong("stop", "a string or an array of strings", v)),
+        }
+    }
+}
+
+/// The generation settings shared by both completion endpoints.
+pub struct GenRequest {
+    pub sampler: SamplerParams,
+    pub stops: Vec<String>,
+    pub max_tokens: Option<usize>,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Some(k): report log-probabilities with k alternatives.
+    pub logprobs: Option<usize>,
+    /// llama-server's `ignore_eos`.
+    pub ignore_eos: bool,
+}
+
+/// Reads the sampling and streaming fields (llama-server's defaults where OpenAI's are absent).
+/// `chat`: `logprobs` is a boolean with `top_logprobs` (chat) rather than an integer (legacy).
+pub fn gen_request(f: &Fields, chat: bool) -> Result<GenRequest, ApiError> {
+    if let Some(n) = f.int("n", i64::MIN..=i64::MAX)? {
+        if n != 1 {
+            return Err(ApiError::invalid(
+                format!("n is {n}; this server returns one choice (n = 1)"),
+                Some("n"),
+            ));
+        }
+    }
+    let mut p = SamplerParams::default();
+    if let Some(t) = f.num("temperature", 0.0..=2.0)? {
+        p.temp = t as f32;
+    }
+    if let Some(t) = f.num("top_p", 0.0..=1.0)? {
+        p.top_p = t as f32;
+    }
+    if let Some(k) = f.int("top_k", 0..=i32::MAX as i64)? {
+        p.top_k = k as i32;
+    }
+    if let Some(m) = f.num("min_p", 0.0..=1.0)? {
+        p.min_p = m as f32;
+    }
+    if let Some(x) = f.num("presence_penalty", -2.0..=2.0)? {
+        p.presence_penalty = x as f32;
+    }
+    if let Some(x) = f.num("frequency_penalty", -2.0..=2.0)? {
+        p.freq_penalty = x as f32;
+    }
+    if let Some(x) = f.num("repeat_penalty", 0.0..=10.0)? {
+        if x <= 0.0 {
+            return Err(ApiError::invalid(
+                "repeat_penalty must be > 0",
+                Some("repeat_penalty"),
+            ));
+        }
+        p.repeat_penalty = x as f32;
+    }
+    if let Some(s) = f.int("seed", i64::MIN..=i64::MAX)? {
+        // -1 (llama.cpp's "random") or any other value.
+        p.seed = if s == -1 {
+            ferrolm::sampler::SEED_FROM_TIME
+        } else {
+            s as u64
+        };
+    }
+    let max_a = f.int("max_completion_tokens", 1..=i64::MAX)?;
+    let max_b = f.int("max_tokens", 1..=i64::MAX)?;
+    let max_tokens = max_a.or(max_b).map(|n| n as usize);
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.get("stream_options") {
+        None => false,
+        Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
+        Some(v) => return Err(Fields::wrong("stream_options", "an object", v)),
+    };
+    let logprobs = if chat {
+        let on = f.bool("logprobs")?.unwrap_or(false);
+        let top = f.int("top_logprobs", 0..=20)?;
+        if top.is_some() && !on {
+            return Err(ApiError::invalid(
+                "top_logprobs needs logprobs: true",
+                Some("top_logprobs"),
+            ));
+        }
+        on.then_some(top.unwrap_or(0) as usize)
+    } else {
+        f.int("logprobs", 0..=20)?.map(|k| k as usize)
+    };
+    Ok(GenRequest {
+        ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
+        sampler: p,
+        stops: f.stops()?,
+        max_tokens,
+        stream,
+        include_usage,
+        logprobs,
+    })
+}
+
+/// `messages`: role and text content of each (content as a string, or an array of text parts).
+pub fn messages(f: &Fields) -> Result<Vec<ferrolm::chat::Message>, ApiError> {
+    let list = match f.get("messages") {
+        None => return Err(ApiError::invalid("messages is required", Some("messages"))),
+        Some(Value::Array(a)) => a,
+        Some(v) => return Err(Fields::wrong("messages", "an array", v)),
+    };
+    if list.is_empty() {
+        return Err(ApiError::invalid(
+            "messages must not be empty",
+            Some("messages"),
+        ));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let key = format!("messages[{i}]");
+        let Value::Object(o) = m else {
+            return Err(Fields::wrong(&key, "an object", m));
+        };
+        let role = match o.get("role") {
+            Some(Value::String(r)) => r.clone(),
+            Some(v) => return Err(Fields::wrong(&format!("{key}.role"), "a string", v)),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("{key}.role is required"),
+                    Some("messages"),
+                ))
+            }
+        };
+        let content = match o.get("content") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                let mut s = String::new();
+                for p in parts {
+                    match (p.get("type"), p.get("text")) {
+                        (Some(Value::String(t)), Some(Value::String(x))) if t == "text" => {
+                            s.push_str(x)
+                        }
+                        _ => {
+                            return Err(ApiError::invalid(
+                                format!("{key}.content: only text parts are supported"),
+                                Some("messages"),
+                            ))
+                        }
+                    }
+                }
+                s
+            }
+            Some(v) => {
+                return Err(Fields::wrong(
+                    &format!("{key}.content"),
+                    "a string or an array of text parts",
+                    v,
+                ))
+            }
+        };
+        out.push(ferrolm::chat::Message::new(role, content));
+    }
+    Ok(out)
+}
+
+/// `prompt` of `/v1/completions`: text, or token ids (a list of integers, or a one-element list
+/// of either).
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+pub fn prompt(f: &Fields, n_vocab: usize) -> Result<Prompt, ApiError> {
+    let bad = |v: &Value| {
+        Fields::wrong(
+            "prompt",
+            "a string, an array of token ids, or a one-element array of either",
+            v,
+        )
+    };
+    let v = f
+        .get("prompt")
+        .ok_or_else(|| ApiError::invalid("prompt is required", Some("prompt")))?;
+    let v = match v {
+        Value::Array(a) if a.len() == 1 && !a[0].is_number() => &a[0],
+        v => v,
+    };
+    match v {
+        Value::String(s) => Ok(Prompt::Text(s.clone())),
+        Value::Array(a) => {
+            let mut ids = Vec::with_capacity(a.len());
+            for x in a {
+                match x.as_u64() {
+                    Some(id) if (id as usize) < n_vocab => ids.push(id as u32),
+                    Some(id) => {
+                        return Err(ApiError::invalid(
+                            format!("prompt token {id} is out of range (vocabulary of {n_vocab})"),
+                            Some("prompt"),
+                        ))
+                    }
+                    None => return Err(bad(v)),
+                }
+            }
+            Ok(Prompt::Tokens(ids))
+        }
+        v => Err(bad(v)),
+    }
+}
+
+/// The `usage` object.
+pub fn usage(n_prompt: usize, n_gen: usize, n_cached: usize) -> Value {
+    json!({
+        "prompt_tokens": n_prompt,
+        "completion_tokens": n_gen,
+        "total_tokens": n_prompt + n_gen,
+        "prompt_tokens_details": { "cached_tokens": n_cached },
+    })
+}
+
+/// llama-server's `timings` object: `cache_n` prompt tokens reused from the slot's cache,
+/// `prompt_n` evaluated.
+pub fn timings(d: &crate::engine::Done) -> Value {
+    let prompt_n = d.n_prompt - d.n_cached;
+    let per_s = |n: usize, ms: f64| if ms > 0.0 { n as f64 * 1e3 / ms } else { 0.0 };
+    json!({
+        "cache_n": d.n_cached,
+        "prompt_n": prompt_n,
+        "prompt_ms": d.prompt_ms,
+        "prompt_per_second": per_s(prompt_n, d.prompt_ms),
+        "predicted_n": d.n_gen,
+        "predicted_ms": d.gen_ms,
+        "predicted_per_second": per_s(d.n_gen, d.gen_ms),
+        "slot": d.slot,
+    })
+}
