@@ -3,7 +3,8 @@
 #
 #   1. fetch the real models and the Brown corpus into models/ (sha256-verified, cached),
 #      and build the Hugging Face test checkpoints from them;
-#   2. make sure gguf-py (pip: gguf==0.19.0) is importable, for tests/gguf_py.rs;
+#   2. make sure gguf-py (pip: gguf==0.19.0, for tests/gguf_py.rs) and the openai client (pip:
+#      openai==3.63.0, for the server test) are importable;
 #   3. check the checked-in C header is current (scripts/check-header.sh);
 #   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
 #      generation and logits tests again with FERROLM_KERNELS=scalar, and the kernel properties and
@@ -51,18 +52,25 @@ scripts/fetch-models.sh all
 step "Hugging Face test checkpoints: scripts/make-hf-fixtures.sh"
 bash scripts/make-hf-fixtures.sh
 
-step "gguf-py 0.19.0 (for tests/gguf_py.rs)"
-gguf_py_ok() {
-  python3 -c 'import gguf, importlib.metadata as m, sys; sys.exit(m.version("gguf") != "0.19.0")' 2>/dev/null
+step "Python packages: gguf 0.19.0 (tests/gguf_py.rs), openai 3.63.0 (cli/tests/serve.rs)"
+# py_has MODULE DIST VERSION: python3 imports MODULE and has DIST at VERSION.
+py_has() {
+  python3 -c "import $1, importlib.metadata as m, sys; sys.exit(m.version('$2') != '$3')" 2>/dev/null
 }
-if gguf_py_ok; then
-  echo "gguf $(python3 -c 'import importlib.metadata as m; print(m.version("gguf"))') already installed"
-else
-  pip_install() { python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location "$@" gguf==0.19.0; }
-  # A Debian system Python refuses plain installs (PEP 668): then install for this user.
-  pip_install || pip_install --user --break-system-packages
-  gguf_py_ok || { echo "error: gguf==0.19.0 is still not importable by python3 after pip install" >&2; exit 1; }
-fi
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location "$@" \
+    || python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --user --break-system-packages "$@"
+  # (A Debian system Python refuses plain installs (PEP 668): then install for this user.)
+}
+for spec in gguf:gguf:0.19.0 openai:openai:3.63.0; do
+  IFS=: read -r mod dist ver <<<"$spec"
+  if py_has "$mod" "$dist" "$ver"; then
+    echo "$dist $ver already installed"
+  else
+    pip_install "$dist==$ver"
+    py_has "$mod" "$dist" "$ver" || { echo "error: $dist==$ver is still not importable by python3 after pip install" >&2; exit 1; }
+  fi
+done
 
 # The C ABI: scripts/check-header.sh regenerates capi/include/ferrolm.h and fails if the checked-in one
 # differs.

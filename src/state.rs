@@ -57,8 +57,6 @@ pub enum StateError {
     },
     #[error("{path}: checksum mismatch (the file is damaged)")]
     Checksum { path: String },
-    #[error("{n_tokens} token ids given for a sequence of {n_past} positions")]
-    TokenCount { n_tokens: usize, n_past: usize },
 }
 
 /// FNV-1a over 64-bit little-endian words (a byte tail is padded with zeros when finished).
@@ -195,25 +193,18 @@ fn header(model: &Model, kv: &KvCache, n_tokens: usize, flags: u32) -> [u8; HEAD
 }
 
 impl Context {
-    /// Writes sequence `seq`'s cache, its `tokens` (the ids of its positions, as many as it
-    /// holds) and, when given, the last token's `logits` (so that a restored context continues
-    /// without evaluating anything, exactly as this one does) to `path`, through a temporary file
-    /// renamed over it.
+    /// Writes sequence `seq`'s cache, its token ids and, when given, the last token's `logits`
+    /// (so that a restored context continues without evaluating anything, exactly as this one
+    /// does) to `path`, through a temporary file renamed over it.
     pub fn state_save(
         &self,
         seq: usize,
-        tokens: &[u32],
         logits: Option<&[f32]>,
         path: &Path,
     ) -> Result<(), StateError> {
+        let tokens = self.seq_tokens(seq);
         let logits = logits.filter(|l| l.len() == self.model().config().n_vocab);
-        let n = self.seq_n_past(seq);
-        if tokens.len() != n {
-            return Err(StateError::TokenCount {
-                n_tokens: tokens.len(),
-                n_past: n,
-            });
-        }
+        let n = tokens.len();
         let kv = self.seq_kv(seq);
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -352,7 +343,7 @@ impl Context {
         if u64::from_le_bytes(sum) != h.finish() {
             return Err(StateError::Checksum { path: p() });
         }
-        self.seq_set_n_past(seq, n);
+        self.seq_restore(seq, &tokens);
         let restored = flags == 1 && seq == 0;
         if restored {
             let l: Vec<f32> = logits

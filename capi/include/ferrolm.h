@@ -676,6 +676,29 @@ enum ferrolm_status ferrolm_sampler_accept(struct ferrolm_context *ctx,
                                            size_t n_tokens);
 
 /**
+ * Save the context's state to the file `path`: the tokens in its KV cache, the cache itself and
+ * the last token's logits, so that `ferrolm_state_load()` in another context of the same model
+ * continues exactly as this one would (a long system prompt is evaluated once). A token returned
+ * by `ferrolm_generate()` and not yet evaluated is evaluated first. The file is written under a
+ * temporary name and renamed: a failed save leaves no partial file and replaces none.
+ * Errors: `FERROLM_IO`. The sampler is not saved.
+ * Thread safety: one thread at a time per context.
+ */
+enum ferrolm_status ferrolm_state_save(struct ferrolm_context *ctx, const char *path);
+
+/**
+ * Replace the context's KV cache by a state saved with `ferrolm_state_save()`: afterwards it
+ * holds the saved tokens (`ferrolm_context_n_past()` of them) and, when they were saved, their
+ * last logits (`ferrolm_sample()` and `ferrolm_generate()` continue from them). The file is
+ * checked before use: the model (the same GGUF file), the cache type and layout, the context's
+ * room, the file's size and a checksum. Errors: `FERROLM_IO`, `FERROLM_FORMAT` (not a state
+ * file, damaged, another model or cache), `FERROLM_CONTEXT_FULL` (more tokens than positions);
+ * on any error the context is left empty. The sampler is untouched.
+ * Thread safety: one thread at a time per context.
+ */
+enum ferrolm_status ferrolm_state_load(struct ferrolm_context *ctx, const char *path);
+
+/**
  * Generate from a prompt, as `ferrolm run` does: tokenize `prompt` (NUL-terminated UTF-8; BOS
  * added when the context is empty, control tokens parsed per `params->parse_special`), append
  * it to the context, then sample, stream and feed back one token at a time with the context's

@@ -1,6 +1,6 @@
 //! Contexts: creation, state, evaluation, logits and the sampler.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 use std::sync::Arc;
 
 use ferrolm::model::{Context, ContextParams, Logits};
@@ -292,6 +292,68 @@ pub unsafe extern "C" fn ferrolm_sampler_accept(
         for &t in toks {
             c.sampler.accept(t as u32);
         }
+        Ok(())
+    })
+}
+
+impl From<ferrolm::state::StateError> for Error {
+    fn from(e: ferrolm::state::StateError) -> Error {
+        use ferrolm::state::StateError as S;
+        let status = match &e {
+            S::Io { .. } => FERROLM_IO,
+            S::TooLong { .. } => FERROLM_CONTEXT_FULL,
+            _ => FERROLM_FORMAT,
+        };
+        Error {
+            status,
+            msg: ferrolm::error_chain(&e),
+        }
+    }
+}
+
+/// Save the context's state to the file `path`: the tokens in its KV cache, the cache itself and
+/// the last token's logits, so that `ferrolm_state_load()` in another context of the same model
+/// continues exactly as this one would (a long system prompt is evaluated once). A token returned
+/// by `ferrolm_generate()` and not yet evaluated is evaluated first. The file is written under a
+/// temporary name and renamed: a failed save leaves no partial file and replaces none.
+/// Errors: `FERROLM_IO`. The sampler is not saved.
+/// Thread safety: one thread at a time per context.
+#[no_mangle]
+pub unsafe extern "C" fn ferrolm_state_save(
+    ctx: *mut ferrolm_context,
+    path: *const c_char,
+) -> ferrolm_status {
+    guard_ctx(ctx, |c| {
+        non_null(path, "path")?;
+        // SAFETY: non-NULL; the caller passes a NUL-terminated string.
+        let path = path_from(unsafe { CStr::from_ptr(path) })?;
+        flush_pending(c, 0)?;
+        let logits = c.has_logits.then(|| c.ctx.logits());
+        c.ctx.state_save(0, logits, &path)?;
+        Ok(())
+    })
+}
+
+/// Replace the context's KV cache by a state saved with `ferrolm_state_save()`: afterwards it
+/// holds the saved tokens (`ferrolm_context_n_past()` of them) and, when they were saved, their
+/// last logits (`ferrolm_sample()` and `ferrolm_generate()` continue from them). The file is
+/// checked before use: the model (the same GGUF file), the cache type and layout, the context's
+/// room, the file's size and a checksum. Errors: `FERROLM_IO`, `FERROLM_FORMAT` (not a state
+/// file, damaged, another model or cache), `FERROLM_CONTEXT_FULL` (more tokens than positions);
+/// on any error the context is left empty. The sampler is untouched.
+/// Thread safety: one thread at a time per context.
+#[no_mangle]
+pub unsafe extern "C" fn ferrolm_state_load(
+    ctx: *mut ferrolm_context,
+    path: *const c_char,
+) -> ferrolm_status {
+    guard_ctx(ctx, |c| {
+        non_null(path, "path")?;
+        // SAFETY: non-NULL; the caller passes a NUL-terminated string.
+        let path = path_from(unsafe { CStr::from_ptr(path) })?;
+        c.forget_logits();
+        let loaded = c.ctx.state_load(0, &path)?;
+        c.has_logits = loaded.logits;
         Ok(())
     })
 }

@@ -312,3 +312,99 @@ fn continuing_with_an_empty_prompt_equals_one_call() {
         ferrolm_model_free(model);
     }
 }
+
+/// `ferrolm_state_save` after a prompt and 4 generated tokens, `ferrolm_state_load` in a new
+/// context: generating 4 more gives the text the first context gives (one 8-token call); a
+/// damaged file is FERROLM_FORMAT and leaves the context empty.
+#[test]
+fn a_saved_state_continues_exactly() {
+    let Some(path) = smollm2() else {
+        return;
+    };
+    let prompt = CString::new("The three primary colors are").unwrap();
+    let empty = CString::new("").unwrap();
+    let dir = std::env::temp_dir().join(format!("ferrolm-capi-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = CString::new(dir.join("s.state").to_str().unwrap()).unwrap();
+    let mut cp = ferrolm_context_default_params();
+    cp.n_ctx = 64;
+    cp.n_threads = 1;
+    let mut sp = ferrolm_sampler_default_params();
+    sp.temp = 0.0;
+    // SAFETY: valid arguments; every handle is freed once at the end; the callback's
+    // user_data is a live String.
+    unsafe {
+        let mut model = std::ptr::null_mut();
+        assert_eq!(
+            ferrolm_model_load(path.as_ptr(), std::ptr::null(), &mut model),
+            FERROLM_OK
+        );
+        let new_ctx = || {
+            let mut ctx = std::ptr::null_mut();
+            assert_eq!(ferrolm_context_new(model, &cp, &mut ctx), FERROLM_OK);
+            assert_eq!(ferrolm_sampler_set(ctx, &sp), FERROLM_OK);
+            ctx
+        };
+        let gen = |ctx, p: &CStr, n: i32| {
+            let mut gp = ferrolm_generate_default_params();
+            gp.n_predict = n;
+            let mut text = String::new();
+            let st = ferrolm_generate(
+                ctx,
+                p.as_ptr(),
+                &gp,
+                Some(collect),
+                &mut text as *mut String as *mut c_void,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(st, FERROLM_OK, "{}", last_error());
+            text
+        };
+        let a = new_ctx();
+        let whole = gen(a, &prompt, 8);
+        ferrolm_context_free(a);
+
+        let a = new_ctx();
+        let first = gen(a, &prompt, 4);
+        assert_eq!(
+            ferrolm_state_save(a, file.as_ptr()),
+            FERROLM_OK,
+            "{}",
+            last_error()
+        );
+        let n_saved = (*a).ctx.n_past();
+        ferrolm_context_free(a);
+
+        let b = new_ctx();
+        assert_eq!(
+            ferrolm_state_load(b, file.as_ptr()),
+            FERROLM_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(ferrolm_context_n_past(b), n_saved);
+        let rest = gen(b, &empty, 4);
+        assert_eq!(
+            first + &rest,
+            whole,
+            "restored context continues differently"
+        );
+
+        let mut bytes = std::fs::read(dir.join("s.state")).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(dir.join("s.state"), &bytes).unwrap();
+        assert_eq!(ferrolm_state_load(b, file.as_ptr()), FERROLM_FORMAT);
+        assert!(last_error().contains("checksum"), "{}", last_error());
+        assert_eq!(ferrolm_context_n_past(b), 0);
+        let missing = CString::new("/nonexistent/dir/s.state").unwrap();
+        assert_eq!(ferrolm_state_save(b, missing.as_ptr()), FERROLM_IO);
+        assert_eq!(
+            ferrolm_state_load(b, std::ptr::null()),
+            FERROLM_NULL_POINTER
+        );
+        ferrolm_context_free(b);
+        ferrolm_model_free(model);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -622,3 +622,60 @@ fn prompt_reuse_batching_disconnects_metrics_and_sigterm() {
     };
     assert!(status.success(), "{status}");
 }
+
+/// The official `openai` Python client (PyPI `openai`, installed by scripts/test.sh): a greedy chat
+/// completion equals `ferrolm chat -p`, the streamed chunks concatenate to the same text, a text
+/// completion equals `ferrolm run`, usage adds up, and errors arrive as the client's exceptions.
+#[test]
+fn the_openai_python_client_gets_the_cli_answers() {
+    let Some(m) = common::model(SMOLLM2) else {
+        return;
+    };
+    let has_client = Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_client {
+        // scripts/test.sh installs it; without it this test cannot run, and says so loudly.
+        assert!(
+            std::env::var_os("FERROLM_TEST_NO_OPENAI").is_some(),
+            "python3 cannot import openai: run scripts/test.sh (it installs openai), or set \
+             FERROLM_TEST_NO_OPENAI=1 to skip this test"
+        );
+        return;
+    }
+    let ms = m.to_str().unwrap();
+    let srv = Server::start(&m, &["--parallel", "2", "-c", "2048"]);
+    let (q, p) = (
+        "What is the capital of France?",
+        "The three primary colors are",
+    );
+    let script = common::root().join("cli/tests/py/openai_client.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://{}/v1", srv.addr))
+        .args(["SmolLM2-135M-Instruct.Q4_1", q, p])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let chat = ferrolm_stdout(&[
+        "chat", "-m", ms, "-p", q, "--temp", "0", "-n", "40", "-t", "2",
+    ]);
+    let run = ferrolm_stdout(&[
+        "run", "-m", ms, "-p", p, "--temp", "0", "-n", "24", "-t", "2",
+    ]);
+    assert_eq!(j["chat"], chat.trim_end_matches('\n'), "{j}");
+    assert_eq!(j["chat_stream"], j["chat"], "{j}");
+    assert_eq!(j["completion"], run.trim_end_matches('\n'), "{j}");
+    assert_eq!(j["completion_stream"], j["completion"], "{j}");
+    let u = &j["chat_usage"];
+    assert_eq!(
+        u["total"].as_u64().unwrap(),
+        u["prompt"].as_u64().unwrap() + u["completion"].as_u64().unwrap()
+    );
+    assert_eq!(j["chat_stream_usage"], *u);
+    assert_eq!(j["models"], json!(["SmolLM2-135M-Instruct.Q4_1"]));
+    assert_eq!(j["unknown_model"], 400);
+    assert_eq!(j["too_long"], 400);
+}

@@ -115,8 +115,9 @@ pub struct Context {
     state: RunState,
     n_ctx: usize,
     n_batch: usize,
-    /// [n_seq] positions in each sequence's cache.
-    n_past: Vec<usize>,
+    /// [n_seq] the token ids in each sequence's cache, position by position (capacity n_ctx:
+    /// appending never allocates); a sequence's n_past is its length.
+    hist: Vec<Vec<u32>>,
     /// The segments of the batch being evaluated (capacity n_seq: filled without allocating).
     segs: Vec<Seg>,
     /// Batch rows whose logits are computed, in `state.logits_all` order (capacity n_seq).
@@ -266,7 +267,7 @@ impl Context {
             state,
             n_ctx,
             n_batch,
-            n_past: vec![0; n_seq],
+            hist: (0..n_seq).map(|_| Vec::with_capacity(n_ctx)).collect(),
             segs: Vec::with_capacity(n_seq),
             out_rows: Vec::with_capacity(n_seq),
             seq_logit_row: vec![usize::MAX; n_seq],
@@ -289,7 +290,7 @@ impl Context {
 
     /// Positions already in the cache (sequence 0's).
     pub fn n_past(&self) -> usize {
-        self.n_past[0]
+        self.hist[0].len()
     }
 
     /// Sequences (each with its own cache).
@@ -299,13 +300,13 @@ impl Context {
 
     /// Positions already in sequence `seq`'s cache; panics when there is no such sequence.
     pub fn seq_n_past(&self, seq: usize) -> usize {
-        self.n_past[seq]
+        self.hist[seq].len()
     }
 
     /// Keep only the first `n` positions of sequence `seq`; panics when there is no such
     /// sequence.
     pub fn seq_truncate(&mut self, seq: usize, n: usize) {
-        self.n_past[seq] = self.n_past[seq].min(n);
+        self.hist[seq].truncate(n);
     }
 
     pub fn n_threads(&self) -> usize {
@@ -321,9 +322,22 @@ impl Context {
         &mut self.kvs[seq]
     }
 
-    /// Marks positions 0..n of sequence `seq` as filled (after a state file was read into it).
-    pub(crate) fn seq_set_n_past(&mut self, seq: usize, n: usize) {
-        self.n_past[seq] = n.min(self.n_ctx);
+    /// Marks positions 0..tokens.len() of sequence `seq` as holding `tokens` (after a state file
+    /// was read into its cache).
+    pub(crate) fn seq_restore(&mut self, seq: usize, tokens: &[u32]) {
+        let h = &mut self.hist[seq];
+        h.clear();
+        h.extend_from_slice(&tokens[..tokens.len().min(self.n_ctx)]);
+    }
+
+    /// The token ids in sequence `seq`'s cache, position by position.
+    pub fn seq_tokens(&self, seq: usize) -> &[u32] {
+        &self.hist[seq]
+    }
+
+    /// The token ids in the cache (sequence 0's), position by position.
+    pub fn tokens(&self) -> &[u32] {
+        &self.hist[0]
     }
 
     /// Makes `l` the last token's logits ([`Context::logits`]), as restored from a state file.
@@ -338,12 +352,12 @@ impl Context {
 
     /// Forget everything in the cache (sequence 0's).
     pub fn reset(&mut self) {
-        self.n_past[0] = 0;
+        self.hist[0].clear();
     }
 
     /// Keep only the first `n` positions (e.g. to rewind a chat turn; sequence 0).
     pub fn truncate(&mut self, n: usize) {
-        self.n_past[0] = self.n_past[0].min(n);
+        self.hist[0].truncate(n);
     }
 
     /// Logits of the last evaluated token: [n_vocab].
@@ -359,7 +373,7 @@ impl Context {
     /// Evaluate `tokens` at positions n_past.. and append them to the cache (sequence 0's).
     pub fn eval(&mut self, tokens: &[u32], want: Logits) -> Result<(), ModelError> {
         let n_vocab = self.model.config().n_vocab;
-        let n_past = self.n_past[0];
+        let n_past = self.hist[0].len();
         if tokens.len() > self.n_ctx - n_past {
             return Err(ModelError::ContextFull {
                 n_tokens: tokens.len(),
@@ -389,11 +403,11 @@ impl Context {
                 seq: 0,
                 row0: 0,
                 n: batch.len(),
-                pos0: self.n_past[0],
+                pos0: self.hist[0].len(),
             };
             let (m, e) = (&*self.model, &self.engine);
             forward(m, e, &mut self.kvs, s, batch, &[seg], out);
-            self.n_past[0] += batch.len();
+            self.hist[0].extend_from_slice(batch);
         }
         Ok(())
     }
@@ -428,7 +442,7 @@ impl Context {
             if batch[..i].iter().any(|o| o.seq == b.seq) {
                 return bad(format!("sequence {} appears twice", b.seq));
             }
-            let n_past = self.n_past[b.seq];
+            let n_past = self.hist[b.seq].len();
             if b.tokens.len() > self.n_ctx - n_past {
                 return Err(ModelError::ContextFull {
                     n_tokens: b.tokens.len(),
@@ -455,7 +469,7 @@ impl Context {
                 seq: b.seq,
                 row0,
                 n: b.tokens.len(),
-                pos0: self.n_past[b.seq],
+                pos0: self.hist[b.seq].len(),
             });
             if b.logits {
                 self.seq_logit_row[b.seq] = self.out_rows.len();
@@ -476,7 +490,7 @@ impl Context {
         let out = Out::Rows(&self.out_rows);
         forward(m, e, &mut self.kvs, s, &self.tokens, &self.segs, out);
         for b in batch {
-            self.n_past[b.seq] += b.tokens.len();
+            self.hist[b.seq].extend_from_slice(b.tokens);
         }
         Ok(())
     }

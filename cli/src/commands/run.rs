@@ -266,7 +266,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 file.display()
             );
             if !args.prompt_cache_ro && reuse < ids.len() {
-                ctx.state_save(0, &ids, Some(ctx.logits()), file)?;
+                ctx.state_save(0, Some(ctx.logits()), file)?;
             }
             for &id in &ids {
                 sampler.accept(id);
