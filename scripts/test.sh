@@ -4,7 +4,8 @@
 #   1. fetch the real models and the Brown corpus into models/ (sha256-verified, cached),
 #      and build the Hugging Face test checkpoints from them;
 #   2. make sure gguf-py (pip: gguf==0.19.0, for tests/gguf_py.rs) and the openai client (pip:
-#      openai==3.63.0, for the server test) are importable;
+#      openai==3.63.0, for the server test) are importable, and (as root) install Debian's
+#      chromium for the chat page test;
 #   3. check the checked-in C header is current (scripts/check-header.sh);
 #   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
 #      generation and logits tests again with FERROLM_KERNELS=scalar, and the kernel properties and
@@ -71,6 +72,20 @@ for spec in gguf:gguf:0.19.0 openai:openai:3.63.0; do
     py_has "$mod" "$dist" "$ver" || { echo "error: $dist==$ver is still not importable by python3 after pip install" >&2; exit 1; }
   fi
 done
+
+# The chat page test drives headless Chromium: installed here when running as root (CI), else
+# the test fails saying how to install it.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "chromium (the chat page test in cli/tests/serve.rs)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+      || echo "==> chromium install failed"
+  else
+    echo "==> the chat page test needs chromium: run 'sudo apt-get install chromium'"
+  fi
+fi
 
 # The C ABI: scripts/check-header.sh regenerates capi/include/ferrolm.h and fails if the checked-in one
 # differs.

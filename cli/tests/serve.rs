@@ -146,8 +146,35 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     s.write_all(req.as_bytes()).unwrap();
     // A refused body (413) may close the connection before all of it is written.
     let _ = s.write_all(body);
+    // Read the head, then exactly Content-Length bytes, or up to the last chunk, or to the end
+    // (a server may keep the connection open despite `Connection: close`, as Chromium's does).
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
+    let mut buf = [0u8; 4096];
+    loop {
+        let k = s.read(&mut buf).expect("read the response");
+        raw.extend_from_slice(&buf[..k]);
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let body = raw.len() - end - 4;
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let done = match len {
+                Some(n) => body >= n,
+                None if head.contains("transfer-encoding: chunked") => {
+                    raw.ends_with(b"\r\n0\r\n\r\n") || raw[end + 4..].starts_with(b"0\r\n\r\n")
+                }
+                None => k == 0,
+            };
+            if done {
+                break;
+            }
+        }
+        if k == 0 {
+            break;
+        }
+    }
     parse_response(&raw)
 }
 
@@ -678,4 +705,213 @@ fn the_openai_python_client_gets_the_cli_answers() {
     assert_eq!(j["models"], json!(["SmolLM2-135M-Instruct.Q4_1"]));
     assert_eq!(j["unknown_model"], 400);
     assert_eq!(j["too_long"], 400);
+}
+
+/// The chat page in headless Chromium (Debian's `chromium`, installed by .ci/run and, as root, by
+/// scripts/test.sh): the page loads, sends the question its link carries (`/?q=...`), and the
+/// streamed reply appears in it, equal to `ferrolm chat -p`'s at temperature 0.
+#[test]
+fn the_chat_page_streams_a_reply_in_headless_chromium() {
+    let Some(m) = common::model(SMOLLM2) else {
+        return;
+    };
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("FERROLM_TEST_NO_BROWSER").is_some(),
+            "no chromium: install Debian's chromium (apt-get install chromium), or set \
+             FERROLM_TEST_NO_BROWSER=1 to skip this test"
+        );
+        return;
+    };
+    let ms = m.to_str().unwrap();
+    let srv = Server::start(&m, &["--parallel", "1", "-c", "1024"]);
+    let q = "What is the capital of France?";
+    let want = ferrolm_stdout(&[
+        "chat", "-m", ms, "-p", q, "--temp", "0", "-n", "24", "-t", "2",
+    ]);
+    let want = want.trim_end_matches('\n');
+    let profile = std::env::temp_dir().join(format!("ferrolm-chromium-{}", std::process::id()));
+    let url = format!(
+        "http://{}/?q=What%20is%20the%20capital%20of%20France%3F&temperature=0&max_tokens=24",
+        srv.addr
+    );
+    let mut chrome = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run chromium");
+    // Chromium writes its DevTools port into the profile; the page's WebSocket is listed there.
+    let t0 = Instant::now();
+    let port = loop {
+        if let Ok(s) = std::fs::read_to_string(profile.join("DevToolsActivePort")) {
+            if let Some(p) = s.lines().next().and_then(|l| l.trim().parse::<u16>().ok()) {
+                break p;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "chromium did not start its DevTools"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let devtools = format!("127.0.0.1:{port}");
+    let ws_path = loop {
+        let list = http(&devtools, "GET", "/json/list", &[], b"").json();
+        let page = list.as_array().and_then(|a| {
+            a.iter().find(|t| {
+                t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains("?q="))
+            })
+        });
+        if let Some(p) = page {
+            let u = p["webSocketDebuggerUrl"].as_str().unwrap();
+            break u[u.find("/devtools/").unwrap()..].to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no page in {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut ws = WebSocket::connect(&devtools, &ws_path);
+    // Poll the page until the reply's element says it is done; note whether it was ever seen
+    // partly streamed.
+    let expr = "(() => { const a = document.querySelector('.msg.assistant'); \
+                const u = document.querySelector('.msg.user'); \
+                return JSON.stringify({user: u && u.textContent, state: a && a.dataset.state, \
+                reply: a && a.textContent}); })()";
+    let (mut id, mut saw_streaming) = (0, false);
+    let last = loop {
+        id += 1;
+        let r = ws.call(
+            id,
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true}),
+        );
+        let v: Value =
+            serde_json::from_str(r["result"]["result"]["value"].as_str().unwrap_or("{}"))
+                .unwrap_or(Value::Null);
+        if v["state"] == "streaming" {
+            saw_streaming = true;
+        }
+        if v["state"] == "done" {
+            break v;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the reply did not finish: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = chrome.kill();
+    let _ = chrome.wait();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert_eq!(last["user"], q);
+    assert_eq!(
+        last["reply"], want,
+        "the page's streamed reply vs ferrolm chat -p"
+    );
+    assert!(saw_streaming, "the reply was never seen while streaming");
+}
+
+/// A minimal WebSocket client (RFC 6455: text frames, masked by the client) for the DevTools
+/// protocol.
+struct WebSocket {
+    s: TcpStream,
+}
+
+impl WebSocket {
+    fn connect(addr: &str, path: &str) -> WebSocket {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        WebSocket { s }
+    }
+
+    fn send(&mut self, text: &str) {
+        let p = text.as_bytes();
+        let mut f = vec![0x81u8];
+        match p.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        // A zero mask key: the payload goes as it is.
+        f.extend_from_slice(&[0, 0, 0, 0]);
+        f.extend_from_slice(p);
+        self.s.write_all(&f).unwrap();
+    }
+
+    /// The next whole message (continuation frames joined; control frames skipped).
+    fn recv(&mut self) -> String {
+        let mut msg = Vec::new();
+        loop {
+            let mut h = [0u8; 2];
+            self.s.read_exact(&mut h).unwrap();
+            let (fin, op) = (h[0] & 0x80 != 0, h[0] & 0x0F);
+            let mut len = (h[1] & 0x7F) as u64;
+            if len == 126 {
+                let mut b = [0u8; 2];
+                self.s.read_exact(&mut b).unwrap();
+                len = u16::from_be_bytes(b) as u64;
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                self.s.read_exact(&mut b).unwrap();
+                len = u64::from_be_bytes(b);
+            }
+            let mut p = vec![0u8; len as usize];
+            self.s.read_exact(&mut p).unwrap();
+            if op >= 8 {
+                continue;
+            }
+            msg.extend_from_slice(&p);
+            if fin {
+                return String::from_utf8(msg).unwrap();
+            }
+        }
+    }
+
+    /// A DevTools command; its response (events in between are skipped).
+    fn call(&mut self, id: u64, method: &str, params: Value) -> Value {
+        self.send(&json!({"id": id, "method": method, "params": params}).to_string());
+        loop {
+            let v: Value = serde_json::from_str(&self.recv()).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    }
 }
