@@ -158,6 +158,12 @@ impl KvCache {
         self
     }
 
+    /// Switches the value layout (rows when `rows`, else the type's default). What the cache
+    /// holds is not converted: only for a cache that holds nothing yet.
+    pub(crate) fn set_value_rows(&mut self, rows: bool) {
+        self.value_rows = rows;
+    }
+
     pub fn ty(&self) -> KvType {
         self.ty
     }

@@ -699,6 +699,15 @@ enum ferrolm_status ferrolm_state_save(struct ferrolm_context *ctx, const char *
 enum ferrolm_status ferrolm_state_load(struct ferrolm_context *ctx, const char *path);
 
 /**
+ * Switch llama.cpp's flash-attention arithmetic (its `-fa on`, the CPU default of llama.cpp;
+ * values summed in f16 precision in one pass) on or off for a context with an F16 KV cache
+ * (other cache types ignore it). Only before anything is evaluated (a new or reset context):
+ * `FERROLM_INVALID_ARGUMENT` otherwise. Off by default.
+ * Thread safety: one thread at a time per context.
+ */
+enum ferrolm_status ferrolm_context_set_flash_attn(struct ferrolm_context *ctx, bool on);
+
+/**
  * Generate from a prompt, as `ferrolm run` does: tokenize `prompt` (NUL-terminated UTF-8; BOS
  * added when the context is empty, control tokens parsed per `params->parse_special`), append
  * it to the context, then sample, stream and feed back one token at a time with the context's

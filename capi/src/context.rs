@@ -357,3 +357,25 @@ pub unsafe extern "C" fn ferrolm_state_load(
         Ok(())
     })
 }
+
+/// Switch llama.cpp's flash-attention arithmetic (its `-fa on`, the CPU default of llama.cpp;
+/// values summed in f16 precision in one pass) on or off for a context with an F16 KV cache
+/// (other cache types ignore it). Only before anything is evaluated (a new or reset context):
+/// `FERROLM_INVALID_ARGUMENT` otherwise. Off by default.
+/// Thread safety: one thread at a time per context.
+#[no_mangle]
+pub unsafe extern "C" fn ferrolm_context_set_flash_attn(
+    ctx: *mut ferrolm_context,
+    on: bool,
+) -> ferrolm_status {
+    guard_ctx(ctx, |c| {
+        if c.pending.is_some() {
+            return err(
+                FERROLM_INVALID_ARGUMENT,
+                "flash attention can be switched only before anything is evaluated",
+            );
+        }
+        c.ctx.set_flash_attn(on)?;
+        Ok(())
+    })
+}

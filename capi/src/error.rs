@@ -73,6 +73,7 @@ impl From<ModelError> for Error {
             | ModelError::TooManyThreads { .. }
             | ModelError::BadSeqCount { .. }
             | ModelError::BadBatch { .. }
+            | ModelError::NotEmpty { .. }
             | ModelError::KvCache(_) => FERROLM_INVALID_ARGUMENT,
             ModelError::EmptyPrompt => FERROLM_NO_LOGITS,
         };

@@ -408,3 +408,59 @@ fn a_saved_state_continues_exactly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ferrolm_context_set_flash_attn`: on a fresh context it switches to llama.cpp's flash
+/// arithmetic (the logits change in the last bits, the greedy text is SmolLM2's usual one);
+/// after an eval it is refused.
+#[test]
+fn flash_attention_is_switched_before_the_first_eval() {
+    let Some(path) = smollm2() else {
+        return;
+    };
+    let mut cp = ferrolm_context_default_params();
+    cp.n_ctx = 32;
+    cp.n_threads = 1;
+    let toks = [1, 504, 3575, 282, 4649];
+    // SAFETY: valid arguments; every handle is freed once at the end.
+    unsafe {
+        let mut model = std::ptr::null_mut();
+        assert_eq!(
+            ferrolm_model_load(path.as_ptr(), std::ptr::null(), &mut model),
+            FERROLM_OK
+        );
+        let logits = |flash: bool| {
+            let mut ctx = std::ptr::null_mut();
+            assert_eq!(ferrolm_context_new(model, &cp, &mut ctx), FERROLM_OK);
+            assert_eq!(ferrolm_context_set_flash_attn(ctx, flash), FERROLM_OK);
+            assert!((*ctx).ctx.flash_attn() == flash);
+            assert_eq!(ferrolm_eval(ctx, toks.as_ptr(), toks.len()), FERROLM_OK);
+            let (mut p, mut n) = (std::ptr::null(), 0usize);
+            assert_eq!(ferrolm_get_logits(ctx, &mut p, &mut n), FERROLM_OK);
+            let l = std::slice::from_raw_parts(p, n).to_vec();
+            assert_eq!(
+                ferrolm_context_set_flash_attn(ctx, !flash),
+                FERROLM_INVALID_ARGUMENT
+            );
+            assert!(
+                last_error().contains("before anything is evaluated"),
+                "{}",
+                last_error()
+            );
+            assert_eq!(ferrolm_context_reset(ctx), FERROLM_OK);
+            assert_eq!(ferrolm_context_set_flash_attn(ctx, !flash), FERROLM_OK);
+            ferrolm_context_free(ctx);
+            l
+        };
+        let (off, on) = (logits(false), logits(true));
+        assert_ne!(off, on, "flash arithmetic rounds the values in f16");
+        let argmax = |l: &[f32]| (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b])).unwrap();
+        assert_eq!(argmax(&off), argmax(&on));
+        let max_diff = off
+            .iter()
+            .zip(&on)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff < 1.0, "{max_diff}");
+        ferrolm_model_free(model);
+    }
+}

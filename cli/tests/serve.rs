@@ -146,8 +146,13 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     s.write_all(req.as_bytes()).unwrap();
     // A refused body (413) may close the connection before all of it is written.
     let _ = s.write_all(body);
-    // Read the head, then exactly Content-Length bytes, or up to the last chunk, or to the end
-    // (a server may keep the connection open despite `Connection: close`, as Chromium's does).
+    read_response(&mut s)
+}
+
+/// A response read from `s`: the head, then exactly Content-Length bytes, or up to the last
+/// chunk, or to the end (a server may keep the connection open despite `Connection: close`, as
+/// Chromium's does).
+fn read_response(s: &mut TcpStream) -> Resp {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -371,7 +376,19 @@ fn every_error_is_an_openai_error_object() {
     let Some(m) = common::model(SMOLLM2) else {
         return;
     };
-    let srv = Server::start(&m, &["--parallel", "1", "-c", "256", "--max-body", "4096"]);
+    let srv = Server::start(
+        &m,
+        &[
+            "--parallel",
+            "1",
+            "-c",
+            "256",
+            "--max-body",
+            "4096",
+            "--body-timeout",
+            "1",
+        ],
+    );
     let chat = |body: &str| {
         http(
             &srv.addr,
@@ -426,6 +443,30 @@ fn every_error_is_an_openai_error_object() {
         big.as_bytes(),
     )
     .assert_error(413, "body over the limit");
+    // The same without Content-Length (chunked): counted as it arrives.
+    let mut c = TcpStream::connect(&srv.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let chunk = "a".repeat(3000);
+    write!(
+        c,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len(),
+        chunk.len()
+    )
+    .unwrap();
+    read_response(&mut c).assert_error(413, "chunked body over the limit");
+    // A body that stops arriving: 408 after --body-timeout, not a connection held forever.
+    let mut c = TcpStream::connect(&srv.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{{\"prompt\""
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    read_response(&mut c).assert_error(408, "slow body");
+    assert!(t0.elapsed() < Duration::from_secs(20));
     srv.get("/v1/nothing").assert_error(404, "unknown path");
     srv.get("/v1/chat/completions")
         .assert_error(405, "GET on a POST endpoint");

@@ -36,6 +36,8 @@ pub struct AppState {
     pub cors: Option<HeaderValue>,
     pub created: u64,
     pub body_limit: usize,
+    /// How long a request body may take to arrive (a client that stops sending gets 408).
+    pub body_timeout: std::time::Duration,
 }
 
 type St = State<Arc<AppState>>;
@@ -132,12 +134,80 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
             .into_response();
         }
     }
+    // Request bodies are read here, whole, within the size limit and the time limit: a client
+    // that stops sending mid-body is answered 408 instead of holding its connection forever.
+    let req = if req.method() == Method::POST {
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let read = match declared {
+            Some(n) if n > st.body_limit as u64 => Err(too_large(st.body_limit)),
+            _ => read_body(body, st.body_limit, st.body_timeout).await,
+        };
+        match read {
+            Ok(b) => Request::from_parts(parts, Body::from(b)),
+            Err(e) => {
+                let mut r = e.into_response();
+                if let Some(origin) = &st.cors {
+                    r.headers_mut()
+                        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                }
+                return r;
+            }
+        }
+    } else {
+        req
+    };
     let mut r = next.run(req).await;
     if let Some(origin) = &st.cors {
         r.headers_mut()
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     }
     r
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::with_status(
+        413,
+        "invalid_request_error",
+        format!("the request body is over the limit of {limit} bytes"),
+    )
+}
+
+/// The whole body, at most `limit` bytes, within `timeout`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    use tokio_stream::StreamExt;
+    let collect = async {
+        let mut s = body.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::invalid(format!("the request body could not be read: {e}"), None)
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    };
+    tokio::time::timeout(timeout, collect).await.map_err(|_| {
+        ApiError::with_status(
+            408,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+    })?
 }
 
 /// a == b, in time that depends only on the lengths.
@@ -197,11 +267,7 @@ async fn models(State(st): St) -> Response {
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::with_status(
-                413,
-                "invalid_request_error",
-                format!("the request body is over the limit of {limit} bytes"),
-            )
+            too_large(limit)
         } else {
             ApiError::invalid(format!("the request body could not be read: {r}"), None)
         }

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub cors: Option<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// A chat template to use instead of the model's (Jinja source).
     pub chat_template: Option<String>,
 }
@@ -113,6 +115,7 @@ pub fn run(mut cfg: ServerConfig) -> Result<(), ServerError> {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         body_limit: cfg.body_limit,
+        body_timeout: cfg.body_timeout,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

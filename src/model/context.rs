@@ -340,6 +340,29 @@ impl Context {
         &self.hist[0]
     }
 
+    /// Switches llama.cpp's flash-attention arithmetic on or off (`ContextParams::flash_attn`; an
+    /// F16 cache only, other caches ignore it), before anything is evaluated.
+    pub fn set_flash_attn(&mut self, on: bool) -> Result<(), ModelError> {
+        let n_past = self.hist.iter().map(Vec::len).max().unwrap_or(0);
+        if n_past > 0 {
+            return Err(ModelError::NotEmpty {
+                what: "flash attention can be switched",
+                n_past,
+            });
+        }
+        let flash = on && self.kvs[0].ty() == KvType::F16;
+        for kv in &mut self.kvs {
+            kv.set_value_rows(flash);
+        }
+        self.state.flash = flash;
+        Ok(())
+    }
+
+    /// Whether attention uses llama.cpp's flash-attention arithmetic.
+    pub fn flash_attn(&self) -> bool {
+        self.state.flash
+    }
+
     /// Makes `l` the last token's logits ([`Context::logits`]), as restored from a state file.
     pub(crate) fn set_logits(&mut self, l: &[f32]) {
         self.state.logits.copy_from_slice(l);

@@ -144,6 +144,8 @@ pub enum ModelError {
     BadSeqCount { n_seq: usize, max: usize },
     #[error("bad batch: {why}")]
     BadBatch { why: String },
+    #[error("{what} only before anything is evaluated (the context holds {n_past} positions)")]
+    NotEmpty { what: &'static str, n_past: usize },
     #[error(transparent)]
     KvCache(#[from] crate::kv_cache::KvError),
 }

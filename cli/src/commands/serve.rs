@@ -47,9 +47,19 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long = "max-body", default_value_t = 8 << 20)]
     pub max_body: usize,
+    /// Seconds a request body may take to arrive (then 408).
+    #[arg(long = "body-timeout", default_value_t = 30.0, value_parser = positive_secs)]
+    pub body_timeout: f64,
     /// A built-in chat template's name or Jinja text, instead of the model's own.
     #[arg(long = "chat-template")]
     pub chat_template: Option<String>,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 86_400.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a number of seconds in (0, 86400]")),
+    }
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -104,6 +114,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         api_key: args.api_key,
         cors: args.cors,
         body_limit: args.max_body,
+        body_timeout: std::time::Duration::from_secs_f64(args.body_timeout),
         chat_template,
     };
     ferrolm_server::run(cfg)?;
