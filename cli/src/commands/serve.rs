@@ -26,7 +26,8 @@ pub struct Args {
     /// Threads (default: one per CPU).
     #[arg(short = 't', long = "threads", default_value_t = 0)]
     pub threads: usize,
-    /// Most tokens in one forward pass (the slots' decode steps and prompt chunks together).
+    /// Prompt tokens per forward pass: prompts are cut into chunks of this size, as `run` cuts
+    /// them; every running slot's next token rides along in the same pass.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
     /// Requests that may wait for a free slot; beyond them the server answers 503.
