@@ -137,16 +137,7 @@ pub fn generate(
     };
     // Release text held back (an incomplete character, a partial stop string).
     if stop != StopReason::StopString && stop != StopReason::Callback {
-        let mut tail = String::new();
-        tail.push_str(dec.flush());
-        if use_stops {
-            let o = stops.push(&tail);
-            let mut t = o.text.to_string();
-            if o.stopped.is_none() {
-                t.push_str(stops.finish());
-            }
-            tail = t;
-        }
+        let tail = held_back_text(&mut dec, stops);
         if !tail.is_empty() {
             on_token(u32::MAX, &tail);
         }
@@ -159,4 +150,17 @@ pub fn generate(
         stop,
         pending,
     })
+}
+
+/// The text still held back when a generation ends other than by a stop string: the decoder's
+/// incomplete character, passed through the stop matcher, then what the matcher held as a
+/// possible start of a stop string (unless that character completed one).
+pub fn held_back_text(dec: &mut StreamDecoder, stops: &mut StopMatcher) -> String {
+    let flushed = dec.flush().to_string();
+    let o = stops.push(&flushed);
+    let mut tail = o.text.to_string();
+    if o.stopped.is_none() {
+        tail.push_str(stops.finish());
+    }
+    tail
 }

@@ -183,9 +183,9 @@ pub fn start(
     Ok((Handle { tx, metrics }, thread))
 }
 
-/// A slot: a sequence of the context, the tokens its cache holds, and its job if running.
+/// A slot: a sequence of the context (which knows the tokens its cache holds) and its job if
+/// running.
 struct Slot {
-    cached: Vec<u32>,
     job: Option<Running>,
 }
 
@@ -230,12 +230,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         n_batch: usize,
     ) -> Self {
-        let slots = (0..ctx.n_seq())
-            .map(|_| Slot {
-                cached: Vec::new(),
-                job: None,
-            })
-            .collect();
+        let slots = (0..ctx.n_seq()).map(|_| Slot { job: None }).collect();
         Engine {
             ctx,
             tok,
@@ -266,7 +261,6 @@ impl Engine {
                     if slot.job.take().is_some() {
                         self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
                     }
-                    slot.cached.clear();
                     self.ctx.seq_truncate(i, 0);
                 }
             }
@@ -310,13 +304,12 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.job.is_none())
-            .map(|(i, s)| (i, reusable_prefix(&s.cached, &job.prompt)))
+            .map(|(i, _)| (i, reusable_prefix(self.ctx.seq_tokens(i), &job.prompt)))
             .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))
             .expect("a free slot");
         let (reuse, tile_left) = plan(job.prompt.len(), prefix, self.n_batch);
         let slot = &mut self.slots[i];
         self.ctx.seq_truncate(i, reuse);
-        slot.cached.truncate(reuse);
         let mut sampler = Sampler::new(job.sampler, self.tok.n_vocab());
         for &id in &job.prompt {
             sampler.accept(id);
@@ -411,20 +404,19 @@ impl Engine {
             }
             let slot = &mut self.slots[i];
             let r = slot.job.as_mut().expect("running");
-            match r.next.take() {
-                Some(t) => slot.cached.push(t),
-                None => {
-                    r.tile_left = r.tile_left.saturating_sub(n);
-                    slot.cached.extend(r.pending.drain(..n));
-                    self.metrics
-                        .prompt_tokens
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    if !r.pending.is_empty() {
-                        continue;
-                    }
-                    r.prompt_ms = r.t0.elapsed().as_secs_f64() * 1e3;
-                    r.t_gen = Some(Instant::now());
+            // The context appended the evaluated tokens to the sequence's token list; a prompt
+            // chunk also leaves the pending prompt.
+            if r.next.take().is_none() {
+                r.tile_left = r.tile_left.saturating_sub(n);
+                r.pending.drain(..n);
+                self.metrics
+                    .prompt_tokens
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                if !r.pending.is_empty() {
+                    continue;
                 }
+                r.prompt_ms = r.t0.elapsed().as_secs_f64() * 1e3;
+                r.t_gen = Some(Instant::now());
             }
             self.sample(i);
         }
@@ -465,7 +457,7 @@ impl Engine {
         }));
         if stopped {
             self.finish(i, Finish::Stop);
-        } else if r.n_gen >= r.job.max_tokens || slot.cached.len() >= n_ctx {
+        } else if r.n_gen >= r.job.max_tokens || self.ctx.seq_n_past(i) >= n_ctx {
             self.finish(i, Finish::Length);
         } else {
             r.next = Some(id);
@@ -479,13 +471,7 @@ impl Engine {
         let Some(mut r) = slot.job.take() else { return };
         self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
         if !r.stops.stopped() {
-            let mut tail = r.dec.flush().to_string();
-            let o = r.stops.push(&tail);
-            let mut t = o.text.to_string();
-            if o.stopped.is_none() {
-                t.push_str(r.stops.finish());
-            }
-            tail = t;
+            let tail = ferrolm::generate::held_back_text(&mut r.dec, &mut r.stops);
             if !tail.is_empty() {
                 let _ = r.job.events.send(Event::Token(Token {
                     id: None,
