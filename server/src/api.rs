@@ -134,39 +134,34 @@ async fn guard(State(st): St, req: Request, next: Next) -> Response {
             .into_response();
         }
     }
-    // Request bodies are read here, whole, within the size limit and the time limit: a client
-    // that stops sending mid-body is answered 408 instead of holding its connection forever.
-    let req = if req.method() == Method::POST {
-        let (parts, body) = req.into_parts();
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let read = match declared {
-            Some(n) if n > st.body_limit as u64 => Err(too_large(st.body_limit)),
-            _ => read_body(body, st.body_limit, st.body_timeout).await,
-        };
-        match read {
-            Ok(b) => Request::from_parts(parts, Body::from(b)),
-            Err(e) => {
-                let mut r = e.into_response();
-                if let Some(origin) = &st.cors {
-                    r.headers_mut()
-                        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-                }
-                return r;
-            }
-        }
-    } else {
-        req
+    let mut r = match whole_body(&st, req).await {
+        Ok(req) => next.run(req).await,
+        Err(e) => e.into_response(),
     };
-    let mut r = next.run(req).await;
     if let Some(origin) = &st.cors {
         r.headers_mut()
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     }
     r
+}
+
+/// `req` with its body read here, whole, within the size limit and the time limit (POST only): a
+/// client that stops sending mid-body is answered 408 instead of holding its connection forever.
+async fn whole_body(st: &AppState, req: Request) -> Result<Request, ApiError> {
+    if req.method() != Method::POST {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.body_limit as u64) {
+        return Err(too_large(st.body_limit));
+    }
+    let b = read_body(body, st.body_limit, st.body_timeout).await?;
+    Ok(Request::from_parts(parts, Body::from(b)))
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -263,15 +258,10 @@ async fn models(State(st): St) -> Response {
     .into_response()
 }
 
-/// The body as bytes, a too-large one refused with 413.
-fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            too_large(limit)
-        } else {
-            ApiError::invalid(format!("the request body could not be read: {r}"), None)
-        }
-    })
+/// The body `guard` has already read whole and within the limit (`DefaultBodyLimit` is set to
+/// the same limit, so the extractor never refuses it for its size).
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| ApiError::invalid(format!("the request body could not be read: {r}"), None))
 }
 
 /// `model`, when given, must be the one this server serves.
@@ -404,7 +394,7 @@ enum Kind {
 
 async fn chat_completions(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
     let r = async {
-        let body = body_bytes(body, st.body_limit)?;
+        let body = body_bytes(body)?;
         let obj = openai::parse_object(&body)?;
         let f = Fields(&obj);
         check_model(&st, &f)?;
@@ -430,7 +420,7 @@ async fn chat_completions(State(st): St, body: Result<Bytes, BytesRejection>) ->
 
 async fn completions(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
     let r = (|| {
-        let body = body_bytes(body, st.body_limit)?;
+        let body = body_bytes(body)?;
         let obj = openai::parse_object(&body)?;
         let f = Fields(&obj);
         check_model(&st, &f)?;
@@ -625,7 +615,7 @@ fn stream(
 
 async fn tokenize(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
     let r = (|| {
-        let body = body_bytes(body, st.body_limit)?;
+        let body = body_bytes(body)?;
         let obj = openai::parse_object(&body)?;
         let f = Fields(&obj);
         let content = f
@@ -649,7 +639,7 @@ async fn tokenize(State(st): St, body: Result<Bytes, BytesRejection>) -> Respons
 
 async fn detokenize(State(st): St, body: Result<Bytes, BytesRejection>) -> Response {
     let r = (|| {
-        let body = body_bytes(body, st.body_limit)?;
+        let body = body_bytes(body)?;
         let obj = openai::parse_object(&body)?;
         let n_vocab = st.tok.n_vocab();
         let ids = match obj.get("tokens") {
