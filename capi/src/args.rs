@@ -235,19 +235,22 @@ pub(crate) fn token_or_none(t: Option<u32>) -> ferrolm_token {
     t.map_or(FERROLM_TOKEN_NONE, |t| t as ferrolm_token)
 }
 
-#[cfg(unix)]
-pub(crate) fn path_from(p: &CStr) -> Res<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(p.to_bytes())))
-}
-
-#[cfg(not(unix))]
-pub(crate) fn path_from(p: &CStr) -> Res<PathBuf> {
+/// A NUL-terminated path argument: its bytes as they are on Unix, UTF-8 elsewhere.
+pub(crate) fn c_path(p: *const c_char, what: &str) -> Res<PathBuf> {
+    non_null(p, what)?;
+    // SAFETY: non-NULL; the caller passes a NUL-terminated string alive for the call.
+    let p = unsafe { CStr::from_ptr(p) };
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(p.to_bytes())))
+    }
+    #[cfg(not(unix))]
     match p.to_str() {
         Ok(s) => Ok(PathBuf::from(s)),
         Err(e) => err(
             FERROLM_INVALID_UTF8,
-            format!("path is not valid UTF-8 (byte {})", e.valid_up_to()),
+            format!("{what} is not valid UTF-8 (byte {})", e.valid_up_to()),
         ),
     }
 }

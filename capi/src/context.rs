@@ -1,6 +1,6 @@
 //! Contexts: creation, state, evaluation, logits and the sampler.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::sync::Arc;
 
 use ferrolm::model::{Context, ContextParams, Logits};
@@ -324,9 +324,7 @@ pub unsafe extern "C" fn ferrolm_state_save(
     path: *const c_char,
 ) -> ferrolm_status {
     guard_ctx(ctx, |c| {
-        non_null(path, "path")?;
-        // SAFETY: non-NULL; the caller passes a NUL-terminated string.
-        let path = path_from(unsafe { CStr::from_ptr(path) })?;
+        let path = c_path(path, "path")?;
         flush_pending(c, 0)?;
         let logits = c.has_logits.then(|| c.ctx.logits());
         c.ctx.state_save(0, logits, &path)?;
@@ -348,9 +346,7 @@ pub unsafe extern "C" fn ferrolm_state_load(
     path: *const c_char,
 ) -> ferrolm_status {
     guard_ctx(ctx, |c| {
-        non_null(path, "path")?;
-        // SAFETY: non-NULL; the caller passes a NUL-terminated string.
-        let path = path_from(unsafe { CStr::from_ptr(path) })?;
+        let path = c_path(path, "path")?;
         c.forget_logits();
         let loaded = c.ctx.state_load(0, &path)?;
         c.has_logits = loaded.logits;

@@ -1,6 +1,6 @@
 //! Loading a model, its metadata, and the tokenizer's entry points.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::mem::size_of;
 use std::sync::Arc;
 
@@ -29,11 +29,9 @@ pub unsafe extern "C" fn ferrolm_model_load(
         non_null(out_model, "out_model")?;
         // SAFETY: non-NULL; the caller passes a writable pointer slot.
         unsafe { out_model.write_unaligned(std::ptr::null_mut()) };
-        non_null(path, "path")?;
+        let path = c_path(path, "path")?;
         let p = read_params(params, ferrolm_model_default_params())?;
         check_reserved(&p.reserved, "ferrolm_model_params")?;
-        // SAFETY: non-NULL; the caller passes a NUL-terminated string.
-        let path = path_from(unsafe { CStr::from_ptr(path) })?;
         let model = if p.use_mmap {
             Model::load(&path)?
         } else {
