@@ -352,24 +352,30 @@ fn load(path: &str) -> Result<Vec<Message>, CliError> {
         .collect()
 }
 
+/// `--chat-template`'s value as Jinja source: a built-in template's, or the text itself when it
+/// is Jinja (`chat` and `serve`).
+pub(super) fn template_source(s: &str) -> Result<String, CliError> {
+    match ferrolm::chat::builtin_template(s) {
+        Some(src) => Ok(src.to_string()),
+        None if s.contains("{{") || s.contains("{%") => Ok(s.to_string()),
+        None => {
+            let names: Vec<&str> = ferrolm::chat::BUILTIN_TEMPLATES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect();
+            Err(format!(
+                "--chat-template {s:?} is neither a built-in template ({}) nor Jinja text",
+                names.join(", ")
+            )
+            .into())
+        }
+    }
+}
+
 fn load_template(args: &Args, model: &Model) -> Result<ChatTemplate, CliError> {
     let own = ChatTemplate::from_gguf(model.gguf())?;
     let source = match (&args.chat_template, &args.chat_template_file) {
-        (Some(s), _) => match ferrolm::chat::builtin_template(s) {
-            Some(src) => src.to_string(),
-            None if s.contains("{{") || s.contains("{%") => s.clone(),
-            None => {
-                let names: Vec<&str> = ferrolm::chat::BUILTIN_TEMPLATES
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect();
-                return Err(format!(
-                    "--chat-template {s:?} is neither a built-in template ({}) nor Jinja text",
-                    names.join(", ")
-                )
-                .into());
-            }
-        },
+        (Some(s), _) => template_source(s)?,
         (None, Some(f)) => {
             let bytes = super::run::read_regular(f)?;
             String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", f.display()))?

@@ -79,19 +79,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         per
     };
-    let chat_template = match &args.chat_template {
-        None => None,
-        Some(s) => match ferrolm::chat::builtin_template(s) {
-            Some(src) => Some(src.to_string()),
-            None if s.contains("{{") || s.contains("{%") => Some(s.clone()),
-            None => {
-                return Err(format!(
-                    "--chat-template {s:?} is neither a built-in template nor Jinja text"
-                )
-                .into())
-            }
-        },
-    };
+    let chat_template = args
+        .chat_template
+        .as_deref()
+        .map(super::chat::template_source)
+        .transpose()?;
     let n_threads = if args.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
