@@ -17,19 +17,13 @@ const PROMPTS: [&str; 3] = [
 ];
 const STEPS: usize = 6;
 
-fn argmax(l: &[f32]) -> u32 {
-    (0..l.len())
-        .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
-        .unwrap() as u32
-}
-
 /// Greedy decoding of `prompt` alone: the logits after the prompt and after each of STEPS tokens.
 fn alone(model: &Arc<Model>, params: &ContextParams, prompt: &[u32]) -> Vec<Vec<f32>> {
     let mut ctx = Context::new(Arc::clone(model), params.clone()).unwrap();
     ctx.eval(prompt, Logits::Last).unwrap();
     let mut out = vec![ctx.logits().to_vec()];
     for _ in 0..STEPS {
-        let id = argmax(ctx.logits());
+        let id = common::argmax(ctx.logits());
         ctx.eval(&[id], Logits::Last).unwrap();
         out.push(ctx.logits().to_vec());
     }
@@ -102,7 +96,7 @@ fn check(model_file: &str, flash_attn: bool) {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0f32, f32::max)
             );
-            next[seq] = argmax(got);
+            next[seq] = common::argmax(got);
             step[seq] += 1;
         }
     }

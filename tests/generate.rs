@@ -54,9 +54,7 @@ fn check_with(model_file: &str, golden: &str, params: ContextParams) -> Option<(
             let margin =
                 (step["logit"].as_f64().unwrap() - step["second_logit"].as_f64().unwrap()) as f32;
             let l = ctx.logits();
-            let got = (0..l.len())
-                .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
-                .unwrap() as u32;
+            let got = common::argmax(l);
             steps += 1;
             if margin < TIE_MARGIN && got != want {
                 eprintln!("{model_file} {prompt:?}: near-tie at step {k} (margin {margin}): we pick {got}, llama.cpp {want}; continuing from llama.cpp's token");
@@ -273,9 +271,7 @@ fn qemu_smoke_smollm2_greedy() {
     ctx.eval(&prompt_ids, Logits::Last).unwrap();
     for (k, step) in v["steps"].as_array().unwrap().iter().take(8).enumerate() {
         let l = ctx.logits();
-        let got = (0..l.len())
-            .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
-            .unwrap() as u32;
+        let got = common::argmax(l);
         let want = step["id"].as_u64().unwrap() as u32;
         let margin =
             (step["logit"].as_f64().unwrap() - step["second_logit"].as_f64().unwrap()) as f32;

@@ -10,17 +10,11 @@ use ferrolm::tokenizer::Tokenizer;
 
 mod common;
 
-fn argmax(l: &[f32]) -> u32 {
-    (0..l.len())
-        .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
-        .unwrap() as u32
-}
-
 /// Greedy steps from the context's current logits: the logits after each.
 fn continue_greedy(ctx: &mut Context, steps: usize) -> Vec<Vec<f32>> {
     let mut out = Vec::new();
     for _ in 0..steps {
-        let id = argmax(ctx.logits());
+        let id = common::argmax(ctx.logits());
         ctx.eval(&[id], Logits::Last).unwrap();
         out.push(ctx.logits().to_vec());
     }

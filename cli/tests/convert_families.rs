@@ -251,19 +251,8 @@ fn synth_checkpoint(arch: &str, scratch_name: &str) -> Option<(PathBuf, PathBuf,
     }
     let d = scratch(scratch_name);
     let a = d.join("a.gguf");
-    ok(&ferrolm(&[
-        "synth",
-        "--shape",
-        &format!("test-{arch}"),
-        "--type",
-        "F16",
-        "--seed",
-        "7",
-        "--vocab-from",
-        vocab.to_str().unwrap(),
-        "-o",
-        a.to_str().unwrap(),
-    ]));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_ferrolm"));
+    common::synth_test_arch(bin, arch, &vocab, &a);
     let ck = d.join(format!("hf-{arch}"));
     std::fs::create_dir_all(&ck).unwrap();
     checkpoint(&Gguf::open(&a).unwrap(), arch, &ck, &tok_dir);

@@ -27,21 +27,7 @@ fn ferrolm(args: &[&str]) -> std::process::Output {
 fn synth(arch: &str, dir: &Path) -> Option<PathBuf> {
     let vocab = common::model("SmolLM2-135M-Instruct.Q4_1.gguf")?;
     let out = dir.join(format!("test-{arch}.gguf"));
-    let o = ferrolm(&[
-        "synth",
-        "--shape",
-        &format!("test-{arch}"),
-        "--type",
-        "F16",
-        "--seed",
-        "7",
-        "--vocab-from",
-        vocab.to_str().unwrap(),
-        "--force",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::synth_test_arch(Path::new(env!("CARGO_BIN_EXE_ferrolm")), arch, &vocab, &out);
     Some(out)
 }
 

@@ -31,6 +31,46 @@ pub fn model(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// The most likely token: the index of the largest logit, ties to the lower id (greedy decoding,
+/// as llama.cpp's greedy sampler picks).
+pub fn argmax(l: &[f32]) -> u32 {
+    (0..l.len())
+        .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+        .expect("logits") as u32
+}
+
+/// `BIN synth --shape test-{arch} --type F16 --seed 7 --vocab-from VOCAB --force -o OUT` (`BIN`:
+/// the `ferrolm` executable): the random-weight files whose llama.cpp logits `tests/data/arch/`
+/// records; panics with the command's stderr when it fails.
+pub fn synth_test_arch(
+    bin: &std::path::Path,
+    arch: &str,
+    vocab: &std::path::Path,
+    out: &std::path::Path,
+) {
+    let o = std::process::Command::new(bin)
+        .args([
+            "synth",
+            "--shape",
+            &format!("test-{arch}"),
+            "--type",
+            "F16",
+            "--seed",
+            "7",
+        ])
+        .arg("--vocab-from")
+        .arg(vocab)
+        .args(["--force", "-o"])
+        .arg(out)
+        .output()
+        .expect("run ferrolm synth");
+    assert!(
+        o.status.success(),
+        "ferrolm synth test-{arch}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Path to a file under `tests/data/`.
 pub fn data(rel: &str) -> PathBuf {
     root().join("tests/data").join(rel)
