@@ -95,6 +95,8 @@ pub struct KernelTable {
     pub swiglu: SwigluFn,
     /// One position of flash attention over an F16 cache (see [`FlashStepFn`]).
     pub flash_step_f16: FlashStepFn,
+    /// Attention weights from scores (see [`SoftmaxFn`]).
+    pub softmax: SoftmaxFn,
     /// The best backend in use (for reporting).
     pub backend: Backend,
 }
@@ -116,6 +118,10 @@ pub type SwigluFn = fn(a: &mut [f32], b: &[f32]);
 /// f16 accumulator and an f16 value row ([`crate::scalar::ops::flash_step_f16`]); panics when the
 /// lengths differ.
 pub type FlashStepFn = fn(acc: &mut [half::f16], v: &[half::f16], ms: f32, vs: f32);
+
+/// `s = softmax(s * scale)` in place ([`crate::scalar::ops::softmax`]); the vector versions use
+/// a polynomial e^x and sum in another order (within a few ulp of the reference).
+pub type SoftmaxFn = fn(s: &mut [f32], scale: f32);
 
 /// Several f32 vectors dotted with several rows of the entry's (float) type, each row read and
 /// converted once for all vectors: `out.row(g)[i] = rows.row(i) . x.row(g)` for every vector g
@@ -142,11 +148,13 @@ pub fn check_multi_dot_args(elem_bytes: usize, rows: &Rows<u8>, x: &Rows<f32>, o
     );
 }
 
-/// Vectors per group in the SIMD `MultiDotFn` kernels (their accumulators stay in registers).
+/// Vectors per group in the NEON `MultiDotFn` kernels (their accumulators stay in registers).
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) const MULTI_DOT_GROUP: usize = 8;
 
-/// The frame every SIMD `MultiDotFn` shares: checks the views (rows of `elem_bytes`-byte
+/// The frame of the NEON `MultiDotFn`s: checks the views (rows of `elem_bytes`-byte
 /// elements), then calls `group(x, out)` for the vectors in groups of at most `MULTI_DOT_GROUP`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 pub(crate) fn multi_dot_groups(
     elem_bytes: usize,
     rows: Rows<u8>,
@@ -164,6 +172,7 @@ pub(crate) fn multi_dot_groups(
 }
 
 /// Calls `f::<NG>(args)` with the const `NG` equal to the group size `ng` (1..=MULTI_DOT_GROUP).
+#[allow(unused_macros)] // used by the NEON multi_dot (x86-64 has passes of its own)
 macro_rules! by_group_size {
     ($ng:expr, $f:ident($($arg:expr),* $(,)?)) => {
         match $ng {
@@ -178,6 +187,7 @@ macro_rules! by_group_size {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use by_group_size;
 
 /// Evaluates `$body` once with the const `$nt` bound to the largest of the group sizes `$g` (listed
@@ -414,6 +424,7 @@ pub fn build_scalar_table() -> KernelTable {
         entries: [None; TABLE_LEN],
         swiglu: scalar::ops::swiglu,
         flash_step_f16: scalar::ops::flash_step_f16,
+        softmax: scalar::ops::softmax,
         backend: Backend::Scalar,
     };
     let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);

@@ -79,3 +79,56 @@ pub(crate) fn swiglu_lanes(a: &mut [f32], b: &[f32]) {
         xt.copy_from_slice(&x[..xt.len()]);
     }
 }
+
+/// s = softmax(s * scale), 8 lanes at a time ([`crate::dispatch::SoftmaxFn`]): the scaled scores
+/// and their maximum, then e^(x - max) by [`exp_lanes`] (0 where x - max < -87, below the
+/// polynomial's clamp: such a weight is under 2^-125 of the largest, which is 1), each 8 lanes
+/// summed in f32 in a fixed pairwise order and the sums added in f64 (ggml's AVX2
+/// `ggml_vec_soft_max_f32` sums its 8-lane groups the same way); a short tail goes through the same
+/// lane code padded with -inf, which weighs 0.
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))] // x86-64 has its own intrinsics
+#[inline(always)]
+pub(crate) fn softmax_lanes(s: &mut [f32], scale: f32) {
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let mut xs = s.chunks_exact_mut(LANES);
+    for x in &mut xs {
+        for i in 0..LANES {
+            x[i] *= scale;
+            mx[i] = mx[i].max(x[i]);
+        }
+    }
+    for v in xs.into_remainder() {
+        *v *= scale;
+        mx[0] = mx[0].max(*v);
+    }
+    let max = mx.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    let mut xs = s.chunks_exact_mut(LANES);
+    for x in &mut xs {
+        sum += softmax_step(x.try_into().expect("8 lanes"), max) as f64;
+    }
+    let tail = xs.into_remainder();
+    if !tail.is_empty() {
+        let mut x = [f32::NEG_INFINITY; LANES];
+        x[..tail.len()].copy_from_slice(tail);
+        sum += softmax_step(&mut x, max) as f64;
+        tail.copy_from_slice(&x[..tail.len()]);
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// One step of [`softmax_lanes`]: x = e^(x - max) (0 below -87), returns the lanes' sum. (A
+/// function, not a closure: closures do not inherit the caller's target features.)
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+#[inline(always)]
+fn softmax_step(x: &mut [f32; LANES], max: f32) -> f32 {
+    let e = exp_lanes(std::array::from_fn(|i| x[i] - max));
+    for i in 0..LANES {
+        x[i] = if x[i] - max < -87.0 { 0.0 } else { e[i] };
+    }
+    let p: [f32; 4] = std::array::from_fn(|i| x[i] + x[i + 4]);
+    (p[0] + p[2]) + (p[1] + p[3])
+}

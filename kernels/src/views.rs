@@ -191,6 +191,13 @@ impl<'a, T> RowsMut<'a, T> {
         &mut self.data[i * self.stride..i * self.stride + self.len]
     }
 
+    /// The first item of row 0, for kernels that write several rows through one pointer: row i's
+    /// items are at `i * stride() .. i * stride() + row_len()` from it (all inside the view).
+    #[inline(always)]
+    pub fn as_mut_ptr(&mut self) -> *mut T {
+        self.data.as_mut_ptr()
+    }
+
     /// Rows `r0..r0 + n`, items `c0..c0 + len` of each (inside this view), borrowed.
     #[track_caller]
     pub fn window(&mut self, r0: usize, n: usize, c0: usize, len: usize) -> RowsMut<'_, T> {

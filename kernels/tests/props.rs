@@ -583,6 +583,31 @@ proptest! {
         }
     }
 
+    /// The installed `softmax` (polynomial e^x, 8-lane sums) against the scalar one (libm, f64
+    /// sum element by element): lengths 1..70 (tails), scores spread far enough that some weights
+    /// underflow; each weight within 8 ulp of the reference (the e^x error plus the sum's
+    /// rounding), or both below 1e-36; the weights sum to 1.
+    #[test]
+    fn softmax_matches_scalar(
+        s in proptest::collection::vec(prop_oneof![-30f32..30.0, -300f32..300.0, Just(0.0f32)], 1..70),
+        scale in prop_oneof![Just(1.0f32), 0.01f32..2.0],
+    ) {
+        let mut got = s.clone();
+        (kernels().softmax)(&mut got, scale);
+        let mut want = s.clone();
+        (scalar_kernels().softmax)(&mut want, scale);
+        for i in 0..s.len() {
+            let (g, w) = (got[i] as f64, want[i] as f64);
+            let bound = 8.0 * f32::EPSILON as f64 * w.abs() + 1e-36;
+            prop_assert!(
+                (g - w).abs() <= bound,
+                "softmax [{}] of {:?} * {}: {} vs scalar {}", i, s, scale, g, w
+            );
+        }
+        let total: f64 = got.iter().map(|&v| v as f64).sum();
+        prop_assert!((total - 1.0).abs() < 1e-5, "weights sum to {}", total);
+    }
+
     /// The installed flash-attention step (F16C + FMA on x86-64) against the scalar reference:
     /// bit-identical f16 accumulators, with and without the rescale, lengths 0..40 (the tail).
     #[test]

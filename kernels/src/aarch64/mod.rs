@@ -165,6 +165,7 @@ pub(crate) fn from_float_kernel(ty: GgmlType) -> Option<QuantizeRowFn> {
 /// ones otherwise; the float dot products; the activation quantizers.
 pub fn install(table: &mut KernelTable) {
     table.swiglu = swiglu;
+    table.softmax = softmax;
     let dotprod = has_dotprod();
     let has = |b: Backend| b == Backend::Neon || (b == Backend::NeonDotprod && dotprod);
     for list in OFFERS {
@@ -175,6 +176,12 @@ pub fn install(table: &mut KernelTable) {
     } else {
         Backend::Neon
     };
+}
+
+/// `s = softmax(s * scale)`: [`crate::vecmath::softmax_lanes`] on NEON (two 128-bit vectors per
+/// step).
+fn softmax(s: &mut [f32], scale: f32) {
+    crate::vecmath::softmax_lanes(s, scale)
 }
 
 /// `a = silu(a) * b`: [`crate::vecmath::swiglu_lanes`], which NEON (always present on aarch64)

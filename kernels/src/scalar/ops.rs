@@ -29,3 +29,24 @@ pub fn flash_step_f16(acc: &mut [half::f16], v: &[half::f16], ms: f32, vs: f32) 
         *a = f16::from_f32(x.to_f32().mul_add(vs, a.to_f32()));
     }
 }
+
+/// s = softmax(s * scale) in place (ggml's `soft_max` of the scaled scores): the maximum
+/// subtracted, libm's e^x (0 below -105, where f32 e^x rounds to 0 anyway), the sum in f64.
+/// The reference for [`crate::dispatch::SoftmaxFn`].
+pub fn softmax(s: &mut [f32], scale: f32) {
+    let mut max = f32::NEG_INFINITY;
+    for v in s.iter_mut() {
+        *v *= scale;
+        max = max.max(*v);
+    }
+    let mut sum = 0.0f64;
+    for v in s.iter_mut() {
+        let d = *v - max;
+        *v = if d < -105.0 { 0.0 } else { d.exp() };
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}

@@ -153,52 +153,108 @@ pub(super) fn vec_dot_bf16_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     unsafe { dot_bf16(w, a) }
 }
 
-/// `NG` (<= `MULTI_DOT_GROUP`) vectors against every row: each 8 halves of a row are widened once and FMA'd into
-/// the `NG` accumulators, then each (vector, row) sum is reduced.
+/// Vectors per pass of [`multi_rows_f16`]: with two rows per step, 2 x 4 accumulators, the two
+/// widened rows and one vector fit the 16 registers.
+const PASS: usize = 4;
+
+/// `NG` (<= [`PASS`]) vectors against every row, two rows per step: each 8 halves of the two rows
+/// are widened once and each 8 floats of a vector loaded once for both rows (11 loads per 14 FMAs
+/// for a group of 7 vectors in two passes, against 16 with one row per step: the loads, not the
+/// FMAs, bounded the one-row loop). The vectors are read through raw pointers, so accumulators,
+/// pointers and index stay in registers; the 2 x `NG` sums of a step are reduced together by a
+/// tree of `hadd`s (9 instructions for 8 sums, against 6 per sum one by one).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn multi_rows_f16<const NG: usize>(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>) {
+    const { assert!(NG <= PASS) };
     let len = x.row_len();
+    let len8 = len / 8 * 8;
     let xs: [&[f32]; NG] = x.first();
-    for i in 0..rows.n() {
-        let row = rows.row(i);
-        let mut acc = [_mm256_setzero_ps(); NG];
+    let xp: [*const f32; NG] = std::array::from_fn(|g| xs[g].as_ptr());
+    assert!(out.n() == NG && out.row_len() == rows.n());
+    let (ostride, op) = (out.stride(), out.as_mut_ptr());
+    let mut i = 0;
+    while i < rows.n() {
+        let two = i + 1 < rows.n();
+        let r0 = rows.row(i);
+        let r1 = rows.row(if two { i + 1 } else { i });
+        assert!(r0.len() >= 2 * len && r1.len() >= 2 * len);
+        let (p0, p1) = (r0.as_ptr(), r1.as_ptr());
+        // acc[g] for row i, acc[PASS + g] for row i + 1.
+        let mut acc = [_mm256_setzero_ps(); 2 * PASS];
         let mut k = 0;
-        while k + 8 <= len {
-            // SAFETY: 2 * (k + 8) <= 2 * len = row.len(); unaligned load.
-            let rv = _mm256_cvtph_ps(unsafe {
-                _mm_loadu_si128(row.as_ptr().add(2 * k) as *const __m128i)
-            });
-            for (a, xg) in acc.iter_mut().zip(&xs) {
-                let xk = &xg[k..k + 8];
-                // SAFETY: `xk` is 8 readable floats; unaligned load.
-                *a = _mm256_fmadd_ps(rv, unsafe { _mm256_loadu_ps(xk.as_ptr()) }, *a);
+        while k < len8 {
+            // SAFETY: k + 8 <= len8 <= len: both rows have 2 * len bytes (asserted)
+            // and every vector `len` floats (`Rows::first`); unaligned loads.
+            unsafe {
+                let a = _mm256_cvtph_ps(_mm_loadu_si128(p0.add(2 * k) as *const __m128i));
+                let b = _mm256_cvtph_ps(_mm_loadu_si128(p1.add(2 * k) as *const __m128i));
+                for g in 0..NG {
+                    let xv = _mm256_loadu_ps(xp[g].add(k));
+                    acc[g] = _mm256_fmadd_ps(a, xv, acc[g]);
+                    acc[PASS + g] = _mm256_fmadd_ps(b, xv, acc[PASS + g]);
+                }
             }
             k += 8;
         }
-        let mut tail = [0.0f32; NG];
-        while k < len {
-            let r = f16::from_le_bytes([row[2 * k], row[2 * k + 1]]).to_f32();
-            for (t, xg) in tail.iter_mut().zip(&xs) {
-                *t += r * xg[k];
+        // Lane j of `sums` is the sum of acc[j]'s lanes.
+        let h = [
+            _mm256_hadd_ps(acc[0], acc[1]),
+            _mm256_hadd_ps(acc[2], acc[3]),
+            _mm256_hadd_ps(acc[4], acc[5]),
+            _mm256_hadd_ps(acc[6], acc[7]),
+        ];
+        let (h01, h23) = (_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+        let sums = _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(h01, h23),
+            _mm256_permute2f128_ps::<0x31>(h01, h23),
+        );
+        let mut s = [0.0f32; 2 * PASS];
+        // SAFETY: `s` is 8 writable floats; unaligned store.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr(), sums) };
+        if len8 < len {
+            for (j, row) in [r0, r1].into_iter().enumerate() {
+                for k in len8..len {
+                    let r = f16::from_le_bytes([row[2 * k], row[2 * k + 1]]).to_f32();
+                    for (g, xg) in xs.iter().enumerate() {
+                        s[j * PASS + g] += r * xg[k];
+                    }
+                }
             }
-            k += 1;
         }
-        for g in 0..NG {
-            out.row_mut(g)[i] = hsum_ps(acc[g]) + tail[g];
+        for j in 0..1 + two as usize {
+            for g in 0..NG {
+                // SAFETY: g < NG = out.n() and i + j < rows.n() = out.row_len()
+                // (asserted): inside row g of the view.
+                unsafe { *op.add(g * ostride + i + j) = s[j * PASS + g] };
+            }
         }
+        i += 2;
     }
 }
 
-/// F16 rows . several f32 vectors (`MultiDotFn`), in groups of up to `MULTI_DOT_GROUP` vectors.
-pub(super) fn multi_dot_f16(rows: Rows<u8>, x: Rows<f32>, out: RowsMut<f32>) {
-    crate::dispatch::multi_dot_groups(2, rows, x, out, |x, out| {
-        crate::x86_64::debug_assert_avx2();
+/// F16 rows . several f32 vectors (`MultiDotFn`), in passes of up to [`PASS`] vectors (7 as 4 + 3).
+pub(super) fn multi_dot_f16(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>) {
+    crate::dispatch::check_multi_dot_args(2, &rows, &x, &out);
+    crate::x86_64::debug_assert_avx2();
+    let mut g0 = 0;
+    while g0 < x.n() {
+        let left = x.n() - g0;
+        // Balanced passes: 5 as 3 + 2, 7 as 4 + 3.
+        let ng = left.div_ceil(left.div_ceil(PASS));
+        let (xg, og) = (x.rows(g0, ng), out.rows_mut(g0, ng));
         // SAFETY: reachable only through the kernel table, filled after detecting AVX2, FMA and
-        // F16C; the views were checked by `multi_dot_groups`, and every access inside is
-        // bounds-checked.
-        unsafe { crate::dispatch::by_group_size!(x.n(), multi_rows_f16(rows, x, out)) }
-    });
+        // F16C; the views were checked above, and every access inside is bounds-checked.
+        unsafe {
+            match ng {
+                1 => multi_rows_f16::<1>(rows, xg, og),
+                2 => multi_rows_f16::<2>(rows, xg, og),
+                3 => multi_rows_f16::<3>(rows, xg, og),
+                _ => multi_rows_f16::<4>(rows, xg, og),
+            }
+        }
+        g0 += ng;
+    }
 }
 
 /// `a = silu(a) * b` on AVX2+FMA: [`crate::vecmath::swiglu_lanes`] compiled as 256-bit vectors
@@ -210,6 +266,116 @@ pub(super) fn swiglu(a: &mut [f32], b: &[f32]) {
     }
     // SAFETY: installed in the table only after AVX2 and FMA were detected.
     unsafe { inner(a, b) }
+}
+
+/// [`crate::vecmath::exp_lanes`] on one 256-bit vector, the same operations in the same order
+/// (LLVM does not keep the lane code in 256-bit registers inside the softmax loop).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn exp_ps(x: __m256) -> __m256 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const C: [f32; 8] = [
+        1.0,
+        1.0,
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+    ];
+    let v = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+        _mm256_set1_ps(88.3),
+    );
+    let shift = _mm256_set1_ps(SHIFT);
+    let z = _mm256_fmadd_ps(v, _mm256_set1_ps(std::f32::consts::LOG2_E), shift);
+    let n = _mm256_sub_ps(z, shift);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), v);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(C[7]);
+    for &c in C[..7].iter().rev() {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_castps_si256(z),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(e))
+}
+
+/// `s = softmax(s * scale)` on AVX2+FMA: [`crate::vecmath::softmax_lanes`]'s arithmetic (the same
+/// e^x, the same 8-lane sums) written with 256-bit intrinsics.
+pub(super) fn softmax(s: &mut [f32], scale: f32) {
+    #[target_feature(enable = "avx2,fma")]
+    fn inner(s: &mut [f32], scale: f32) {
+        let n8 = s.len() / 8 * 8;
+        let sc = _mm256_set1_ps(scale);
+        let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+        let p = s.as_mut_ptr();
+        for k in (0..n8).step_by(8) {
+            // SAFETY: k + 8 <= n8 <= s.len(); unaligned load and store.
+            unsafe {
+                let x = _mm256_mul_ps(_mm256_loadu_ps(p.add(k)), sc);
+                _mm256_storeu_ps(p.add(k), x);
+                mx = _mm256_max_ps(mx, x);
+            }
+        }
+        let mut m = [0.0f32; 8];
+        // SAFETY: `m` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), mx) };
+        let mut max = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for v in s[n8..].iter_mut() {
+            *v *= scale;
+            max = max.max(*v);
+        }
+        let (maxv, cut) = (_mm256_set1_ps(max), _mm256_set1_ps(-87.0));
+        // e^(x - max), 0 below -87; the 8 lanes summed as (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
+        // (A function, not a closure, so that it is compiled with the target features.)
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        fn step(x: __m256, maxv: __m256, cut: __m256) -> (__m256, f32) {
+            let d = _mm256_sub_ps(x, maxv);
+            let e = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(d, cut), exp_ps(d));
+            let q = _mm_add_ps(_mm256_castps256_ps128(e), _mm256_extractf128_ps::<1>(e));
+            let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            (e, _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q))))
+        }
+        let mut sum = 0.0f64;
+        for k in (0..n8).step_by(8) {
+            // SAFETY: as above.
+            unsafe {
+                let (e, t) = step(_mm256_loadu_ps(p.add(k)), maxv, cut);
+                _mm256_storeu_ps(p.add(k), e);
+                sum += t as f64;
+            }
+        }
+        if n8 < s.len() {
+            let mut x = [f32::NEG_INFINITY; 8];
+            let tail = &mut s[n8..];
+            x[..tail.len()].copy_from_slice(tail);
+            // SAFETY: `x` is 8 readable and writable floats.
+            unsafe {
+                let (e, t) = step(_mm256_loadu_ps(x.as_ptr()), maxv, cut);
+                _mm256_storeu_ps(x.as_mut_ptr(), e);
+                sum += t as f64;
+            }
+            tail.copy_from_slice(&x[..tail.len()]);
+        }
+        let inv = (1.0 / sum) as f32;
+        let iv = _mm256_set1_ps(inv);
+        for k in (0..n8).step_by(8) {
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(p.add(k), _mm256_mul_ps(_mm256_loadu_ps(p.add(k)), iv)) };
+        }
+        for v in s[n8..].iter_mut() {
+            *v *= inv;
+        }
+    }
+    // SAFETY: installed in the table only after AVX2 and FMA were detected.
+    unsafe { inner(s, scale) }
 }
 
 /// [`crate::scalar::ops::flash_step_f16`] with F16C conversions and FMA, 8 elements per step (the

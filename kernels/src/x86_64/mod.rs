@@ -123,6 +123,7 @@ pub fn install(table: &mut KernelTable) {
     }
     table.swiglu = float::swiglu;
     table.flash_step_f16 = float::flash_step_f16;
+    table.softmax = float::softmax;
     table.backend = if vnni { Backend::Avx512 } else { Backend::Avx2 };
 }
 
