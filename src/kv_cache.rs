@@ -3,8 +3,9 @@
 //! Layout per layer: keys `[n_head_kv, n_ctx, head_dim]` in the cache type, so one head's keys for
 //! consecutive positions are contiguous rows (q·k is one dot per position). Values of an F16/F32
 //! cache are stored transposed, `[n_head_kv, head_dim, n_ctx]` (as llama.cpp does without flash
-//! attention), so the weighted sum over positions is one contiguous dot per value dimension; a Q8_0
-//! cache keeps values as rows (blocks run along head_dim), `[n_head_kv, n_ctx, head_dim]`.
+//! attention), so the weighted sum over positions is one contiguous dot per value dimension; a
+//! quantized cache (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: llama.cpp's `-ctk`/`-ctv` types) keeps values as
+//! rows (blocks run along head_dim), `[n_head_kv, n_ctx, head_dim]`.
 
 use std::ops::Range;
 
@@ -19,6 +20,10 @@ pub enum KvType {
     #[default]
     F16,
     Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
 }
 
 impl KvType {
@@ -27,16 +32,27 @@ impl KvType {
             KvType::F32 => GgmlType::F32,
             KvType::F16 => GgmlType::F16,
             KvType::Q8_0 => GgmlType::Q8_0,
+            KvType::Q4_0 => GgmlType::Q4_0,
+            KvType::Q4_1 => GgmlType::Q4_1,
+            KvType::Q5_0 => GgmlType::Q5_0,
+            KvType::Q5_1 => GgmlType::Q5_1,
         }
     }
 
+    /// Every type, in the order `--cache-type`'s help lists them.
+    pub const ALL: [KvType; 7] = [
+        KvType::F16,
+        KvType::F32,
+        KvType::Q8_0,
+        KvType::Q4_0,
+        KvType::Q4_1,
+        KvType::Q5_0,
+        KvType::Q5_1,
+    ];
+
     pub fn parse(s: &str) -> Option<KvType> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Some(KvType::F32),
-            "f16" => Some(KvType::F16),
-            "q8_0" => Some(KvType::Q8_0),
-            _ => None,
-        }
+        let s = s.to_ascii_lowercase();
+        KvType::ALL.into_iter().find(|t| t.name() == s)
     }
 
     pub fn name(self) -> &'static str {
@@ -44,7 +60,16 @@ impl KvType {
             KvType::F32 => "f32",
             KvType::F16 => "f16",
             KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+            KvType::Q4_1 => "q4_1",
+            KvType::Q5_0 => "q5_0",
+            KvType::Q5_1 => "q5_1",
         }
+    }
+
+    /// A block-quantized type (values stored as rows, written through a quantizer).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, KvType::F32 | KvType::F16)
     }
 }
 
@@ -260,7 +285,7 @@ impl KvCache {
     /// True when values are stored transposed (`[head_dim, n_ctx]` per head): F16 and F32 caches.
     #[inline]
     pub fn v_transposed(&self) -> bool {
-        self.ty != KvType::Q8_0 && !self.value_rows
+        !self.ty.is_quantized() && !self.value_rows
     }
 
     /// Bytes of one element (F16/F32 caches).
@@ -269,7 +294,7 @@ impl KvCache {
         match self.ty {
             KvType::F32 => 4,
             KvType::F16 => 2,
-            KvType::Q8_0 => 0,
+            _ => 0,
         }
     }
 
@@ -294,7 +319,7 @@ impl KvCache {
         )
     }
 
-    /// Rows `pos` of one head's keys or, for a Q8_0 cache, values: `[pos.len(), head_dim]` in the
+    /// Rows `pos` of one head's keys or, for a quantized cache, values: `[pos.len(), head_dim]` in the
     /// cache type.
     #[inline]
     pub fn rows(&self, layer: usize, kv: Kv, head: usize, pos: Range<usize>) -> &[u8] {
@@ -352,11 +377,13 @@ impl KvCache {
                 // F16C (x86) / fcvt (aarch64) when present, chosen at run time by `half`.
                 ferrolm_kernels::cast_blocks_mut::<half::f16>(dst).convert_from_f32_slice(x);
             }
-            KvType::Q8_0 => {
+            ty => {
+                // llama.cpp quantizes cache rows with the type's `from_float` (the reference
+                // quantizer for the weight formats).
                 let q = table
-                    .get(GgmlType::Q8_0)
-                    .and_then(|k| k.from_float)
-                    .expect("Q8_0 from_float is always in the table");
+                    .get(ty.ggml())
+                    .and_then(|k| k.from_float.or(k.quantize_row_ref))
+                    .expect("the cache types have a quantizer in the table");
                 q(x, dst);
             }
         }

@@ -141,17 +141,16 @@ fn type_code(t: KvType) -> u32 {
     match t {
         KvType::F32 => 0,
         KvType::F16 => 1,
-        KvType::Q8_0 => 8,
+        // ggml's type ids.
+        t => t.ggml().id(),
     }
 }
 
 fn layout_name(ty: u32, rows: u32) -> String {
-    let t = match ty {
-        0 => "f32",
-        1 => "f16",
-        8 => "q8_0",
-        _ => "unknown",
-    };
+    let t = KvType::ALL
+        .into_iter()
+        .find(|&t| type_code(t) == ty)
+        .map_or("unknown", |t| t.name());
     format!(
         "{t} ({} values)",
         if rows == 1 {
@@ -179,7 +178,7 @@ fn header(model: &Model, kv: &KvCache, n_tokens: usize, flags: u32) -> [u8; HEAD
     h[8..16].copy_from_slice(&model_fingerprint(model).to_le_bytes());
     let fields = [
         type_code(kv.ty()),
-        (!kv.v_transposed() && kv.ty() != KvType::Q8_0) as u32,
+        (!kv.v_transposed() && !kv.ty().is_quantized()) as u32,
         c.n_layer as u32,
         c.n_head_kv as u32,
         c.head_dim as u32,

@@ -186,10 +186,17 @@ pub(crate) fn kv_type_from(v: i32) -> Res<KvType> {
     match v {
         0 => Ok(KvType::F32),
         1 => Ok(KvType::F16),
+        2 => Ok(KvType::Q4_0),
+        3 => Ok(KvType::Q4_1),
+        6 => Ok(KvType::Q5_0),
+        7 => Ok(KvType::Q5_1),
         8 => Ok(KvType::Q8_0),
         _ => err(
             FERROLM_INVALID_ARGUMENT,
-            format!("kv_type {v} is not a ferrolm_kv_type (F32 = 0, F16 = 1, Q8_0 = 8)"),
+            format!(
+                "kv_type {v} is not a ferrolm_kv_type (F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, \
+                 Q5_0 = 6, Q5_1 = 7, Q8_0 = 8)"
+            ),
         ),
     }
 }

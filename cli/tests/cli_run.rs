@@ -403,3 +403,68 @@ fn prompt_cache_reuses_the_prefix_and_changes_nothing() {
     assert!(err.contains("checksum"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ferrolm bench -d` (llama-bench's depth): each test is measured again after that many tokens
+/// are in the cache, named as llama-bench names it, with the cache type and flash setting in the
+/// JSON.
+#[test]
+fn bench_measures_at_depth() {
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let o = ferrolm(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-d",
+        "0,40",
+        "-t",
+        "1",
+        "-r",
+        "1",
+        "--no-bandwidth",
+        "--cache-type",
+        "q4_0",
+        "-o",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tests = v["tests"].as_array().unwrap();
+    let got: Vec<(u64, u64, u64)> = tests
+        .iter()
+        .map(|t| {
+            assert_eq!(t["type_k"], "q4_0");
+            assert!(t["avg_ts"].as_f64().unwrap() > 0.0);
+            (
+                t["n_prompt"].as_u64().unwrap(),
+                t["n_gen"].as_u64().unwrap(),
+                t["n_depth"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [(8, 0, 0), (0, 4, 0), (8, 0, 40), (0, 4, 40)]);
+    let o = ferrolm(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "-d",
+        "16",
+        "-t",
+        "1",
+        "-r",
+        "1",
+        "--no-bandwidth",
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("| tg2 @ d16 |"));
+}

@@ -55,6 +55,21 @@ pub struct Args {
     /// size for memory measurements.
     #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     pub ctx_size: usize,
+    /// KV depths to test at (llama-bench's `-d`): before each timed run this many tokens are
+    /// evaluated into the cache, untimed, so pp and tg are measured attending to them.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    pub depth: Vec<usize>,
+    /// KV cache type: f16, f32, q8_0, q4_0, q4_1, q5_0 or q5_1 (llama-bench's `-ctk`).
+    #[arg(long = "cache-type", default_value = "f16", value_parser = super::parse_kv_type)]
+    pub cache_type: ferrolm::kv_cache::KvType,
+    /// Flash attention (llama-bench's `-fa`): on, off or auto (= off).
+    #[arg(long = "flash-attn", default_value = "auto", num_args = 0..=1, default_missing_value = "on", value_parser = super::parse_on_off)]
+    pub flash_attn: bool,
     /// Skip the memory-bandwidth measurement.
     #[arg(long = "no-bandwidth")]
     pub no_bandwidth: bool,
@@ -64,6 +79,7 @@ struct TestResult {
     n_prompt: usize,
     n_gen: usize,
     n_threads: usize,
+    depth: usize,
     samples: Vec<f64>,
 }
 
@@ -80,11 +96,16 @@ impl TestResult {
             / (self.samples.len() - 1) as f64)
             .sqrt()
     }
+    /// llama-bench's test names: `pp512`, `tg128`, `tg128 @ d4096`.
     fn name(&self) -> String {
-        if self.n_prompt > 0 {
+        let test = if self.n_prompt > 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        match self.depth {
+            0 => test,
+            d => format!("{test} @ d{d}"),
         }
     }
 }
@@ -210,7 +231,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .copied()
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(1)
+        + args.depth.iter().copied().max().unwrap_or(0);
     if max_ctx > cfg.n_ctx_train.max(1) * 4 {
         return Err(format!(
             "test length {max_ctx} is far beyond the model's context {}",
@@ -243,14 +265,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
             .map(|&p| (p, 0))
             .collect();
         tests.extend(args.n_gen.iter().filter(|&&n| n > 0).map(|&n| (0, n)));
-        for (p, n) in tests {
-            let n_ctx = (p + n).max(16).max(args.ctx_size);
+        let tests = args
+            .depth
+            .iter()
+            .flat_map(|&d| tests.iter().map(move |&(p, n)| (p, n, d)));
+        for (p, n, d) in tests {
+            let n_ctx = (d + p + n).max(16).max(args.ctx_size);
             let mut ctx = Context::new(
                 Arc::clone(&model),
                 ContextParams {
                     n_ctx,
                     n_batch: args.batch.clamp(1, n_ctx),
                     n_threads: t,
+                    kv_type: args.cache_type,
+                    flash_attn: args.flash_attn,
                     ..Default::default()
                 },
             )?;
@@ -259,8 +287,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
             // does not pay the first touch of the KV cache and batch buffers), one token for tg.
             ctx.eval(&tokens(p.max(1), nv, 7), Logits::Last)?;
             let mut samples = Vec::new();
+            let prefix = tokens(d, nv, 11);
             for r in 0..args.reps {
                 ctx.reset();
+                // The depth, untimed, in batches as a prompt would be.
+                if d > 0 {
+                    ctx.eval(&prefix, Logits::None)?;
+                }
                 let ids = tokens(p.max(n), nv, 42 + r as u64);
                 let start = Instant::now();
                 if p > 0 {
@@ -279,6 +312,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 n_prompt: p,
                 n_gen: n,
                 n_threads: t,
+                depth: d,
                 samples,
             };
             if args.output == "md" {
@@ -319,7 +353,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 let bwf = bw.iter().find(|(t, _)| *t == r.n_threads).map(|(_, b)| *b);
                 serde_json::json!({
                     "model_filename": file, "model_size": weight_bytes, "n_params": null,
-                    "n_prompt": r.n_prompt, "n_gen": r.n_gen, "n_threads": r.n_threads, "n_batch": args.batch,
+                    "n_prompt": r.n_prompt, "n_gen": r.n_gen, "n_depth": r.depth, "n_threads": r.n_threads, "n_batch": args.batch,
+                    "type_k": args.cache_type.name(), "flash_attn": args.flash_attn,
                     "avg_ts": r.avg(), "stddev_ts": r.stddev(), "samples_ts": r.samples,
                     "backend": backend,
                     "read_bandwidth_bytes_per_s": bwf,

@@ -117,7 +117,7 @@ pub struct CommonModelArgs {
     /// Prefill batch size.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
-    /// KV cache type: f16, f32 or q8_0.
+    /// KV cache type: f16, f32, q8_0, q4_0, q4_1, q5_0 or q5_1.
     #[arg(long = "cache-type", default_value = "f16", value_parser = parse_kv_type)]
     pub cache_type: ferrolm::kv_cache::KvType,
     /// Flash attention (llama.cpp's -fa): on computes attention as llama.cpp's flash attention
@@ -136,9 +136,14 @@ pub fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_kv_type(s: &str) -> Result<ferrolm::kv_cache::KvType, String> {
-    ferrolm::kv_cache::KvType::parse(s)
-        .ok_or_else(|| format!("unknown cache type '{s}' (expected f16, f32 or q8_0)"))
+pub fn parse_kv_type(s: &str) -> Result<ferrolm::kv_cache::KvType, String> {
+    ferrolm::kv_cache::KvType::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = ferrolm::kv_cache::KvType::ALL
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        format!("unknown cache type '{s}' (expected {})", names.join(", "))
+    })
 }
 
 impl CommonModelArgs {

@@ -33,7 +33,7 @@ pub struct Args {
     /// Requests that may wait for a free slot; beyond them the server answers 503.
     #[arg(long = "queue", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=65536))]
     pub queue: u32,
-    /// KV cache type: f16, f32 or q8_0.
+    /// KV cache type: f16, f32, q8_0, q4_0, q4_1, q5_0 or q5_1.
     #[arg(long = "cache-type", default_value = "f16", value_parser = super::parse_kv_type)]
     pub cache_type: ferrolm::kv_cache::KvType,
     /// Flash attention (llama.cpp's -fa): on, off or auto (= off).

@@ -79,6 +79,7 @@ pub(super) fn attention(
     let (hd, q_dim, n_head) = (c.head_dim, c.q_dim(), c.n_head);
     let group = c.n_head / c.n_head_kv;
     let scale = spec.scale;
+    let softmax = e.table.softmax;
     let n_ctx = kv.n_ctx();
     let ck = e
         .table
@@ -138,10 +139,7 @@ pub(super) fn attention(
                 }
                 for g in 0..group {
                     let sg = &mut th.scores[g * n_ctx..g * n_ctx + n_kv];
-                    for v in sg.iter_mut() {
-                        *v *= scale;
-                    }
-                    softmax(sg);
+                    softmax(sg, scale);
                     // llama.cpp multiplies V (f16) by the weights converted to f16.
                     round_f16_slice(sg);
                 }
@@ -152,6 +150,59 @@ pub(super) fn attention(
                     Rows::new(&th.scores, group, n_kv, n_ctx),
                     RowsMut::new(o, group, hd, hd),
                 );
+            });
+        return;
+    }
+
+    // A quantized cache (Q8_0, Q4_0, ...): one task per (token, KV head) too, each key row
+    // dotted with the group's queries (quantized once, to the cache type's dot partner) and each
+    // value row dequantized once for the group. The same arithmetic per head as the one-head
+    // tasks below, which serve a cache without shared heads.
+    if kv.ty().is_quantized() && group >= 2 {
+        let qlen = partner
+            .row_bytes(hd as u64)
+            .expect("head_dim is whole blocks") as usize;
+        let ff = e
+            .table
+            .get(partner)
+            .and_then(|k| k.from_float)
+            .expect("partner has from_float");
+        e.pool
+            .for_each_chunk(att, group * hd, attn, &|task, o, th| {
+                let (t, kvh) = (task / n_kv_head, task % n_kv_head);
+                let span = spec.span(pos0 + t);
+                let n_kv = span.len();
+                let h0 = kvh * group;
+                // The group's queries, one partner-format row each (f32 storage is at least as
+                // large and keeps the blocks aligned).
+                let qb = &mut as_bytes_mut(&mut th.q)[..group * qlen];
+                for (g, qg) in qb.chunks_exact_mut(qlen).enumerate() {
+                    let h = h0 + g;
+                    ff(&q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd], qg);
+                }
+                let qb = &*qb;
+                // scores[g][j] = q_g · k_j, then the weights.
+                let keys = kv.rows(layer, Kv::K, kvh, span.clone());
+                for (j, kr) in keys.chunks_exact(rb).enumerate() {
+                    for (g, qg) in qb.chunks_exact(qlen).enumerate() {
+                        th.scores[g * n_ctx + j] = dot(hd, kr, qg);
+                    }
+                }
+                for g in 0..group {
+                    softmax(&mut th.scores[g * n_ctx..g * n_ctx + n_kv], scale);
+                }
+                // o[g] = sum_j p[g][j] V[j]
+                o.fill(0.0);
+                let vals = kv.rows(layer, Kv::V, kvh, span);
+                for (j, vr) in vals.chunks_exact(rb).enumerate() {
+                    deq(vr, &mut th.vrow);
+                    for (g, og) in o.chunks_exact_mut(hd).enumerate() {
+                        let p = th.scores[g * n_ctx + j];
+                        for (a, &b) in og.iter_mut().zip(th.vrow.iter()) {
+                            *a += p * b;
+                        }
+                    }
+                }
             });
         return;
     }
@@ -184,13 +235,16 @@ pub(super) fn attention(
             ff(qh, qbytes);
             qbytes
         };
-        // scores[j] = q·k_j * scale
+        // scores[j] = q·k_j (times `scale` below)
         let keys = kv.rows(layer, Kv::K, kvh, span.clone());
         let sc = &mut th.scores[..n_kv];
         for (j, sj) in sc.iter_mut().enumerate() {
-            *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb) * scale;
+            *sj = dot(hd, &keys[j * rb..(j + 1) * rb], qb);
         }
         if spec.flash && f16_cache {
+            for v in sc.iter_mut() {
+                *v *= scale;
+            }
             // Values in rows (`with_value_rows`): llama.cpp's flash-attention arithmetic.
             let vals = kv.rows(layer, Kv::V, kvh, span);
             let scores = Rows::new(&*sc, 1, n_kv, n_kv);
@@ -198,7 +252,7 @@ pub(super) fn attention(
             flash_f16(e, scores, vals, rb, acc, run, o);
             return;
         }
-        softmax(sc);
+        softmax(sc, scale);
         if f16_cache {
             // llama.cpp multiplies V (f16) by the attention weights converted to f16.
             round_f16_slice(sc);
@@ -270,23 +324,6 @@ fn flash_f16(
         {
             *a = x.to_f32() * inv;
         }
-    }
-}
-
-/// In-place softmax, max-subtracted, sum in f64 (ggml_vec_soft_max_f32).
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in s.iter_mut() {
-        let d = *v - max;
-        // exp(d) is 0 in f32 below about -103.97 (it rounds to 0 under half the least subnormal);
-        // libm's expf takes a slow underflow path (errno) there. Same values, bit for bit.
-        *v = if d < -105.0 { 0.0 } else { d.exp() };
-        sum += *v as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in s.iter_mut() {
-        *v *= inv;
     }
 }
 
