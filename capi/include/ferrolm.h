@@ -141,6 +141,22 @@ typedef enum ferrolm_kv_type {
      */
     FERROLM_KV_F16 = 1,
     /**
+     * 4-bit blocks of 32 with a scale: about 28% of F16's memory.
+     */
+    FERROLM_KV_Q4_0 = 2,
+    /**
+     * 4-bit blocks of 32 with a scale and a minimum: 31% of F16's memory.
+     */
+    FERROLM_KV_Q4_1 = 3,
+    /**
+     * 5-bit blocks of 32 with a scale: 34% of F16's memory.
+     */
+    FERROLM_KV_Q5_0 = 6,
+    /**
+     * 5-bit blocks of 32 with a scale and a minimum: 38% of F16's memory.
+     */
+    FERROLM_KV_Q5_1 = 7,
+    /**
      * 8-bit blocks of 32 with a scale: about half of F16's memory.
      */
     FERROLM_KV_Q8_0 = 8,
