@@ -272,7 +272,7 @@ int main(int argc, char **argv) {
     ferrolm_context_params cp = ferrolm_context_default_params();
     EXPECT(ferrolm_context_new(NULL, &cp, &ctx), FERROLM_NULL_POINTER);
     EXPECT(ferrolm_context_new(model, &cp, NULL), FERROLM_NULL_POINTER);
-    cp.kv_type = 3;
+    cp.kv_type = 4; /* between Q4_1 (3) and Q5_0 (6): no such type */
     EXPECT(ferrolm_context_new(model, &cp, &ctx), FERROLM_INVALID_ARGUMENT);
     CHECK(ctx == NULL && contains(ferrolm_last_error(), "kv_type"));
     cp = ferrolm_context_default_params();
