@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod generate;
 pub mod gguf;
+pub mod grammar;
 pub mod kv_cache;
 pub mod model;
 pub mod output;
