@@ -107,7 +107,7 @@ pub fn generate(
             break StopReason::ContextFull;
         }
         let id = sampler.sample(ctx.logits());
-        sampler.accept(id);
+        sampler.accept_generated(id);
         n_gen += 1;
         pending = Some(id);
         if tok.is_eog(id) && !opts.ignore_eog {

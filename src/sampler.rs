@@ -172,6 +172,8 @@ pub struct Sampler {
     counts: Vec<u32>,
     /// Distinct ids of the window with their counts, gathered per call; `[repeat_last_n]`.
     pen: Vec<(u32, u32)>,
+    /// A grammar the generated tokens must follow.
+    grammar: Option<Box<crate::grammar::Constraint>>,
 }
 
 impl Sampler {
@@ -197,6 +199,32 @@ impl Sampler {
             ring_len: 0,
             counts: vec![0; if penalties { n_vocab } else { 0 }],
             pen: Vec::with_capacity(last_n),
+            grammar: None,
+        }
+    }
+
+    /// Constrains the generated tokens to a grammar (None: no constraint). Tokens recorded by
+    /// [`Sampler::accept_generated`] advance it; prompt tokens ([`Sampler::accept`]) do not.
+    pub fn set_grammar(&mut self, g: Option<crate::grammar::Constraint>) {
+        self.grammar = g.map(Box::new);
+    }
+
+    /// The grammar back at its start (each chat reply follows it anew); the penalty window stays.
+    pub fn reset_grammar(&mut self) {
+        if let Some(g) = self.grammar.as_mut() {
+            g.reset();
+        }
+    }
+
+    pub fn grammar(&self) -> Option<&crate::grammar::Constraint> {
+        self.grammar.as_deref()
+    }
+
+    /// Record a generated token: [`Sampler::accept`] and, with a grammar, advance it.
+    pub fn accept_generated(&mut self, id: u32) {
+        self.accept(id);
+        if let Some(g) = self.grammar.as_mut() {
+            g.accept(id);
         }
     }
 
@@ -237,12 +265,26 @@ impl Sampler {
         self.ring_len = 0;
         self.ring_head = 0;
         self.rng = Xoshiro256::new(self.seed);
+        if let Some(g) = self.grammar.as_mut() {
+            g.reset();
+        }
     }
 
     /// Pick the next token from `logits` (`[n_vocab]`; a longer slice is cut to `n_vocab`, a
-    /// shorter one samples among its ids). Allocates nothing. NaN logits count as -inf. Returns 0
-    /// when `logits` is empty.
+    /// shorter one samples among its ids). Allocates nothing (without a grammar). NaN logits count
+    /// as -inf. Returns 0 when `logits` is empty. With a grammar, only a token it allows (see
+    /// [`crate::grammar::Constraint::sample`]).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if let Some(mut g) = self.grammar.take() {
+            let id = g.sample(self, logits);
+            self.grammar = Some(g);
+            return id;
+        }
+        self.sample_free(logits)
+    }
+
+    /// [`Sampler::sample`] without the grammar.
+    fn sample_free(&mut self, logits: &[f32]) -> u32 {
         let n = logits.len().min(self.n_vocab);
         if n == 0 {
             return 0;

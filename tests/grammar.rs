@@ -142,7 +142,7 @@ fn errors_point_at_line_and_column() {
             "root ::= \"a\" |\n  ( \"b\" \n",
             3,
             1,
-            "expected ')' closing the group at line 2",
+            "expected ')' closing the group opened at line 2, column 3",
         ),
         ("root ::= \"\\q\"", 1, 11, "unknown escape"),
         ("root := \"a\"", 1, 6, "expected '::='"),

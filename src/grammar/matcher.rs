@@ -20,6 +20,13 @@ pub(super) struct Partial {
     n_remain: i8,
 }
 
+impl Partial {
+    /// Continuation bytes still due (0: none, -1: an invalid sequence).
+    pub(super) fn n_remain(self) -> i8 {
+        self.n_remain
+    }
+}
+
 /// The state of matching text against a grammar.
 #[derive(Clone, Debug)]
 pub struct Matcher {
@@ -59,6 +66,14 @@ impl Matcher {
 
     pub fn grammar(&self) -> &Arc<Grammar> {
         &self.g
+    }
+
+    pub(super) fn stacks(&self) -> &[Stack] {
+        &self.stacks
+    }
+
+    pub(super) fn partial(&self) -> Partial {
+        self.partial
     }
 
     /// The text so far may end here (some way through the grammar is complete).
@@ -166,7 +181,7 @@ impl Matcher {
 
 /// Expands `stack` until every resulting stack is empty or has a terminal on top, adding the new
 /// ones to `out` (llama.cpp's `llama_grammar_advance_stack`).
-fn advance(g: &Grammar, stack: Stack, out: &mut Vec<Stack>) {
+pub(super) fn advance(g: &Grammar, stack: Stack, out: &mut Vec<Stack>) {
     let mut todo = vec![stack];
     let mut seen: HashSet<Stack> = HashSet::new();
     while let Some(cur) = todo.pop() {
@@ -235,7 +250,7 @@ fn accept_char(g: &Grammar, stack: &Stack, chr: u32, out: &mut Vec<Stack>) {
 }
 
 /// Whether `chr` satisfies the character class at `pos`, and the position after the class.
-fn match_char(g: &Grammar, pos: Pos, chr: u32) -> (bool, Pos) {
+pub(super) fn match_char(g: &Grammar, pos: Pos, chr: u32) -> (bool, Pos) {
     let rule = &g.rules()[pos.0 as usize];
     let mut i = pos.1 as usize;
     let positive = !matches!(rule[i], Elem::CharNot(_));
@@ -268,7 +283,7 @@ fn match_char(g: &Grammar, pos: Pos, chr: u32) -> (bool, Pos) {
 }
 
 /// Whether some completion of the partial UTF-8 sequence could satisfy the class at `pos`.
-fn match_partial_char(g: &Grammar, pos: Pos, partial: Partial) -> bool {
+pub(super) fn match_partial_char(g: &Grammar, pos: Pos, partial: Partial) -> bool {
     let rule = &g.rules()[pos.0 as usize];
     let mut i = pos.1 as usize;
     let positive = !matches!(rule[i], Elem::CharNot(_));
@@ -309,7 +324,7 @@ fn match_partial_char(g: &Grammar, pos: Pos, partial: Partial) -> bool {
     }
 }
 
-fn match_token(e: Elem, id: u32) -> bool {
+pub(super) fn match_token(e: Elem, id: u32) -> bool {
     match e {
         Elem::Token(t) => t == id,
         Elem::TokenNot(t) => t != id,

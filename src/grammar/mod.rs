@@ -8,10 +8,17 @@
 //! - [`Grammar::parse`] reads GBNF; a bad grammar is a [`GrammarError`] naming the line and column.
 //! - [`Matcher`] follows the text: [`Matcher::accept_bytes`] takes a token's bytes (UTF-8 may
 //!   be split across tokens), [`Matcher::can_end`] says whether the text may stop here.
+//! - [`Constraint`] steers a [`crate::sampler::Sampler`] to the tokens the grammar allows
+//!   ([`crate::sampler::Sampler::set_grammar`]).
 
+mod constrain;
 mod matcher;
 mod parse;
 
+pub use constrain::{Constraint, TokenTable};
+
+/// Resolves a `<token>` reference in a grammar to the token id its text is (None: not one token).
+pub type VocabLookup<'a> = &'a dyn Fn(&str) -> Option<u32>;
 pub use matcher::Matcher;
 
 /// One element of a rule, as llama.cpp's `llama_grammar_element`. A rule is a sequence of
@@ -106,7 +113,7 @@ impl Grammar {
     pub fn parse_with_root(
         src: &str,
         root: &str,
-        vocab: Option<&dyn Fn(&str) -> Option<u32>>,
+        vocab: Option<VocabLookup<'_>>,
     ) -> Result<Grammar, GrammarError> {
         let (rules, symbols) = parse::parse(src, vocab)?;
         let root_id = symbols

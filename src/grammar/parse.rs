@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{Elem, GrammarError};
+use super::{Elem, GrammarError, VocabLookup};
 
 /// Most rules one repetition may expand to (llama.cpp's `MAX_REPETITION_THRESHOLD`): `{m}` with a
 /// larger m is an error, a larger upper bound means "no bound", and nested repetitions whose
@@ -15,7 +15,7 @@ type Rules = Vec<Vec<Elem>>;
 /// Parses `src` into rules by id and the symbol table (names in first-seen order).
 pub(super) fn parse(
     src: &str,
-    vocab: Option<&dyn Fn(&str) -> Option<u32>>,
+    vocab: Option<VocabLookup<'_>>,
 ) -> Result<(Rules, Vec<(String, u32)>), GrammarError> {
     let mut p = Parser {
         src,
@@ -56,7 +56,7 @@ struct Parser<'a, 'v> {
     /// Byte offset where each symbol id was first seen (for "undefined rule" errors).
     first_use: Vec<usize>,
     rules: Rules,
-    vocab: Option<&'v dyn Fn(&str) -> Option<u32>>,
+    vocab: Option<VocabLookup<'v>>,
 }
 
 fn is_word(c: u8) -> bool {
@@ -70,10 +70,7 @@ impl Parser<'_, '_> {
 
     /// An error at byte offset `pos`: line and column (in characters) from 1.
     fn err(&self, pos: usize, msg: impl Into<String>) -> GrammarError {
-        let pos = pos.min(self.b.len());
-        let before = &self.src[..floor_char(self.src, pos)];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        let (line, col) = self.line_col(pos);
         GrammarError::Syntax {
             line,
             col,
@@ -400,11 +397,12 @@ impl Parser<'_, '_> {
                     last_start = rule.len();
                     rule.push(Elem::RuleRef(sub));
                     if self.at(p) != b')' {
+                        let (l, c) = self.line_col(open);
                         return Err(self.err(
                             p,
                             format!(
-                                "expected ')' closing the group at line {}, found {}",
-                                self.line_of(open),
+                                "expected ')' closing the group opened at line {l}, column {c}, \
+                                 found {}",
                                 self.near(p)
                             ),
                         ));
@@ -489,8 +487,12 @@ impl Parser<'_, '_> {
         Ok(p)
     }
 
-    fn line_of(&self, pos: usize) -> usize {
-        self.src[..floor_char(self.src, pos)].matches('\n').count() + 1
+    /// 1-based line and column (in characters) of byte offset `pos`.
+    fn line_col(&self, pos: usize) -> (usize, usize) {
+        let before = &self.src[..floor_char(self.src, pos)];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        (line, col)
     }
 
     /// Rewrites the item at `rule[last_start..]` repeated min..=max times (max None: no bound):

@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let template = load_template(&args, &model)?;
     let mut ctx = Context::new(Arc::clone(&model), args.common.context_params(0))?;
     let mut sampler = Sampler::new(args.sampling.params()?, model.config().n_vocab);
+    sampler.set_grammar(args.sampling.constraint(&tok)?);
     let mut stops = StopMatcher::new(Vec::<String>::new());
     let opts = GenOptions {
         n_predict: usize::try_from(args.sampling.n_predict).ok(),
@@ -231,6 +232,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         let mut io_err = None;
         let stdout = io::stdout();
         let mut out = stdout.lock();
+        sampler.reset_grammar();
         let stats = generate(
             &mut ctx,
             &tok,

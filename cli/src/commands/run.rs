@@ -45,6 +45,12 @@ pub struct SamplingArgs {
     /// RNG seed (default: from the clock).
     #[arg(short = 's', long)]
     pub seed: Option<u64>,
+    /// A GBNF grammar the output must follow (llama.cpp's --grammar); see grammars/.
+    #[arg(long, conflicts_with = "grammar_file")]
+    pub grammar: Option<String>,
+    /// A file holding a GBNF grammar the output must follow.
+    #[arg(long = "grammar-file")]
+    pub grammar_file: Option<PathBuf>,
 }
 
 impl SamplingArgs {
@@ -64,6 +70,35 @@ impl SamplingArgs {
         p.validate()
             .map_err(|m| format!("invalid sampling setting: {m}"))?;
         Ok(p)
+    }
+
+    /// The grammar of --grammar / --grammar-file, made into a sampling constraint for `tok`'s
+    /// vocabulary; None without one.
+    pub fn constraint(
+        &self,
+        tok: &Tokenizer,
+    ) -> Result<Option<ferrolm::grammar::Constraint>, CliError> {
+        let text = match (&self.grammar, &self.grammar_file) {
+            (Some(g), _) => g.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read the grammar file {}: {e}", f.display()))?,
+            (None, None) => return Ok(None),
+        };
+        let where_ = match &self.grammar_file {
+            Some(f) if self.grammar.is_none() => format!("{}", f.display()),
+            _ => "--grammar".to_string(),
+        };
+        let lookup = |t: &str| {
+            let ids = tok.encode(t, false, true);
+            (ids.len() == 1).then(|| ids[0])
+        };
+        let g = ferrolm::grammar::Grammar::parse_with_root(&text, "root", Some(&lookup))
+            .map_err(|e| format!("{where_}: {e}"))?;
+        let table = std::sync::Arc::new(ferrolm::grammar::TokenTable::new(tok));
+        Ok(Some(ferrolm::grammar::Constraint::new(
+            std::sync::Arc::new(g),
+            table,
+        )))
     }
 }
 
@@ -219,6 +254,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let load_time = t_load.elapsed();
     let mut sampler = Sampler::new(params, model.config().n_vocab);
+    sampler.set_grammar(args.sampling.constraint(&tok)?);
     let mut stops = StopMatcher::new(args.stop.iter().cloned());
     let opts = GenOptions {
         n_predict: usize::try_from(args.sampling.n_predict).ok(),
