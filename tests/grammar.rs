@@ -2,7 +2,8 @@
 //! (from its tests/test-grammar-parser.cpp: the rules each grammar parses into, symbol ids and
 //! elements, and the grammars that must not parse) and llamacpp-integration.json (from
 //! tests/test-grammar-integration.cpp: which strings each grammar accepts and rejects, and the
-//! grammars that must not build). Both extracted from the llama.cpp in llama-cpp-python 0.3.36 by
+//! grammars that must not build; and for 33 JSON Schemas, which JSON texts the grammar made from
+//! each accepts and rejects). Both extracted from the llama.cpp in llama-cpp-python 0.3.36 by
 //! scripts/extract-grammar-tests.py.
 
 mod common;
@@ -89,7 +90,7 @@ fn matches(g: &Arc<Grammar>, pieces: &Value) -> bool {
 #[test]
 fn integration_strings_match_as_in_llamacpp() {
     let cases = load("llamacpp-integration.json");
-    let mut strings = 0;
+    let (mut strings, mut schemas) = (0, 0);
     for c in &cases {
         let text = c["text"].as_str().unwrap();
         match c["kind"].as_str().unwrap() {
@@ -120,11 +121,30 @@ fn integration_strings_match_as_in_llamacpp() {
                     "root {root}:\n{text}"
                 );
             }
-            // JSON Schema cases: with the schema converter.
-            _ => {}
+            "schema" => {
+                let schema: Value = serde_json::from_str(text).unwrap();
+                let gbnf = ferrolm::grammar::schema_to_gbnf(&schema)
+                    .unwrap_or_else(|e| panic!("{}: {e}", c["desc"]));
+                let g = Arc::new(
+                    Grammar::parse(&gbnf).unwrap_or_else(|e| panic!("{}: {e}\n{gbnf}", c["desc"])),
+                );
+                for s in c["pass"].as_array().unwrap() {
+                    assert!(matches(&g, s), "{}: should accept {s}\n{gbnf}", c["desc"]);
+                    strings += 1;
+                }
+                for s in c["fail"].as_array().unwrap() {
+                    assert!(!matches(&g, s), "{}: should reject {s}\n{gbnf}", c["desc"]);
+                    strings += 1;
+                }
+                schemas += 1;
+            }
+            k => panic!("unknown case kind {k}"),
         }
     }
-    assert!(strings >= 80, "{strings} strings checked");
+    assert!(
+        strings >= 300 && schemas >= 30,
+        "{strings} strings, {schemas} schemas checked"
+    );
 }
 
 /// Errors name the line and column of the problem.
@@ -224,4 +244,67 @@ fn shipped_grammars() {
     assert!(!accepts(&arith, "1 +"));
     let choice = load("choice.gbnf");
     assert!(accepts(&choice, "maybe") && !accepts(&choice, "perhaps"));
+}
+
+fn schema_grammar(schema: &str) -> Result<Arc<Grammar>, String> {
+    let v: Value = serde_json::from_str(schema).unwrap();
+    let gbnf = ferrolm::grammar::schema_to_gbnf(&v).map_err(|e| e.to_string())?;
+    Ok(Arc::new(
+        Grammar::parse(&gbnf).map_err(|e| format!("{e}\n{gbnf}"))?,
+    ))
+}
+
+/// Schemas beyond llama.cpp's cases: references (recursive too), tuples, item counts, nested
+/// objects, anyOf; and the errors that name what is not supported.
+#[test]
+fn schema_features_and_errors() {
+    let tree = schema_grammar(
+        r##"{"$ref": "#/$defs/node", "$defs": {"node": {"type": "object",
+            "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            "required": ["v"]}}}"##,
+    )
+    .unwrap();
+    assert!(accepts(
+        &tree,
+        r#"{"v": 1, "kids": [{"v": 2}, {"v": 3, "kids": []}]}"#
+    ));
+    assert!(!accepts(&tree, r#"{"kids": []}"#));
+    let tuple =
+        schema_grammar(r#"{"prefixItems": [{"type": "string"}, {"enum": [1, 2]}]}"#).unwrap();
+    assert!(accepts(&tuple, r#"["a", 2]"#) && !accepts(&tuple, r#"["a", 3]"#));
+    let counted = schema_grammar(
+        r#"{"type": "array", "items": {"type": "boolean"}, "minItems": 1, "maxItems": 2}"#,
+    )
+    .unwrap();
+    assert!(accepts(&counted, "[true]") && accepts(&counted, "[true, false]"));
+    assert!(!accepts(&counted, "[]") && !accepts(&counted, "[true, true, true]"));
+    let any =
+        schema_grammar(r#"{"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 2}]}"#)
+            .unwrap();
+    assert!(accepts(&any, "null") && accepts(&any, r#""ab""#) && !accepts(&any, r#""abc""#));
+    for (schema, named) in [
+        (
+            r#"{"type": "string", "contentEncoding": "base64"}"#,
+            "contentEncoding",
+        ),
+        (r#"{"allOf": [{"type": "string"}]}"#, "allOf"),
+        (
+            r#"{"$ref": "https://example.com/s.json"}"#,
+            "only local references",
+        ),
+        (r##"{"$ref": "#/$defs/missing"}"##, "points at nothing"),
+        (r#"{"type": "string", "format": "email"}"#, "format 'email'"),
+        (r#"{"type": "string", "pattern": "(?=a)b"}"#, "lookaround"),
+        (
+            r#"{"type": "integer", "minimum": 5, "maximum": 1}"#,
+            "no integer lies between",
+        ),
+        (
+            r#"{"properties": {"a": {"type": "frobnicate"}}}"#,
+            "/properties/a",
+        ),
+    ] {
+        let e = schema_grammar(schema).unwrap_err();
+        assert!(e.contains(named), "{schema}: {e}");
+    }
 }

@@ -548,3 +548,72 @@ fn run_follows_a_grammar() {
         "/nonexistent.gbnf",
     );
 }
+
+/// `--json-schema` / `-j`: at temperature 0.8 every output parses as JSON and fits the schema;
+/// an unsupported keyword is a one-line error naming it.
+#[test]
+fn run_follows_a_json_schema() {
+    let Some(m) = common::model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let schema = r#"{"type": "object", "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog"]}, "maxItems": 2}},
+        "required": ["name", "age"]}"#;
+    for seed in ["1", "2", "3", "4"] {
+        let o = ferrolm(&[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "A person, as JSON:",
+            "--temp",
+            "0.8",
+            "-s",
+            seed,
+            "-n",
+            "120",
+            "-j",
+            schema,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("seed {seed}: not JSON ({e}): {out:?}"));
+        let name = v["name"].as_str().unwrap_or_else(|| panic!("{out}"));
+        assert!((1..=12).contains(&name.chars().count()), "{out}");
+        let age = v["age"].as_i64().unwrap_or_else(|| panic!("{out}"));
+        assert!((0..=120).contains(&age), "{out}");
+        if let Some(p) = v.get("pets") {
+            let p = p.as_array().unwrap();
+            assert!(
+                p.len() <= 2 && p.iter().all(|x| x == "cat" || x == "dog"),
+                "{out}"
+            );
+        }
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert!(
+            keys.iter()
+                .all(|k| ["name", "age", "pets"].contains(&k.as_str())),
+            "{out}"
+        );
+    }
+    assert_one_line_error(
+        &ferrolm(&[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "hi",
+            "-j",
+            r#"{"type": "string", "contentEncoding": "x"}"#,
+        ]),
+        "keyword 'contentEncoding' is not supported",
+    );
+    assert_one_line_error(
+        &ferrolm(&["run", "-m", m, "-p", "hi", "-j", "{"]),
+        "not JSON",
+    );
+}

@@ -8,14 +8,17 @@
 //! - [`Grammar::parse`] reads GBNF; a bad grammar is a [`GrammarError`] naming the line and column.
 //! - [`Matcher`] follows the text: [`Matcher::accept_bytes`] takes a token's bytes (UTF-8 may
 //!   be split across tokens), [`Matcher::can_end`] says whether the text may stop here.
+//! - [`schema_to_gbnf`] makes the grammar of a JSON Schema.
 //! - [`Constraint`] steers a [`crate::sampler::Sampler`] to the tokens the grammar allows
 //!   ([`crate::sampler::Sampler::set_grammar`]).
 
 mod constrain;
 mod matcher;
 mod parse;
+mod schema;
 
 pub use constrain::{Constraint, TokenTable};
+pub use schema::{schema_to_gbnf, SchemaError};
 
 /// Resolves a `<token>` reference in a grammar to the token id its text is (None: not one token).
 pub type VocabLookup<'a> = &'a dyn Fn(&str) -> Option<u32>;

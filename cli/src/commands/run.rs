@@ -46,11 +46,17 @@ pub struct SamplingArgs {
     #[arg(short = 's', long)]
     pub seed: Option<u64>,
     /// A GBNF grammar the output must follow (llama.cpp's --grammar); see grammars/.
-    #[arg(long, conflicts_with = "grammar_file")]
+    #[arg(long, conflicts_with_all = ["grammar_file", "json_schema", "json_schema_file"])]
     pub grammar: Option<String>,
     /// A file holding a GBNF grammar the output must follow.
-    #[arg(long = "grammar-file")]
+    #[arg(long = "grammar-file", conflicts_with_all = ["json_schema", "json_schema_file"])]
     pub grammar_file: Option<PathBuf>,
+    /// A JSON Schema the output must be an instance of (llama.cpp's --json-schema / -j).
+    #[arg(short = 'j', long = "json-schema", conflicts_with = "json_schema_file")]
+    pub json_schema: Option<String>,
+    /// A file holding a JSON Schema the output must be an instance of.
+    #[arg(long = "json-schema-file")]
+    pub json_schema_file: Option<PathBuf>,
 }
 
 impl SamplingArgs {
@@ -78,15 +84,25 @@ impl SamplingArgs {
         &self,
         tok: &Tokenizer,
     ) -> Result<Option<ferrolm::grammar::Constraint>, CliError> {
-        let text = match (&self.grammar, &self.grammar_file) {
-            (Some(g), _) => g.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read the grammar file {}: {e}", f.display()))?,
-            (None, None) => return Ok(None),
+        let read = |f: &PathBuf, what: &str| {
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read the {what} file {}: {e}", f.display()))
         };
-        let where_ = match &self.grammar_file {
-            Some(f) if self.grammar.is_none() => format!("{}", f.display()),
-            _ => "--grammar".to_string(),
+        let schema = match (&self.json_schema, &self.json_schema_file) {
+            (Some(s), _) => Some(("--json-schema".to_string(), s.clone())),
+            (None, Some(f)) => Some((f.display().to_string(), read(f, "JSON Schema")?)),
+            (None, None) => None,
+        };
+        let (where_, text) = match (&self.grammar, &self.grammar_file, schema) {
+            (Some(g), _, _) => ("--grammar".to_string(), g.clone()),
+            (None, Some(f), _) => (f.display().to_string(), read(f, "grammar")?),
+            (None, None, Some((w, s))) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&s).map_err(|e| format!("{w}: not JSON: {e}"))?;
+                let g = ferrolm::grammar::schema_to_gbnf(&v).map_err(|e| format!("{w}: {e}"))?;
+                (w, g)
+            }
+            (None, None, None) => return Ok(None),
         };
         let lookup = |t: &str| {
             let ids = tok.encode(t, false, true);
