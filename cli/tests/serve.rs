@@ -746,6 +746,21 @@ fn the_openai_python_client_gets_the_cli_answers() {
     assert_eq!(j["models"], json!(["SmolLM2-135M-Instruct.Q4_1"]));
     assert_eq!(j["unknown_model"], 400);
     assert_eq!(j["too_long"], 400);
+    // Structured outputs: every reply parses and fits the schema.
+    for s in j["structured"].as_array().unwrap() {
+        let v: Value =
+            serde_json::from_str(s.as_str().unwrap()).unwrap_or_else(|e| panic!("{e}: {s}"));
+        let o = v.as_object().unwrap_or_else(|| panic!("{s}"));
+        assert_eq!(o.len(), 2, "{s}");
+        assert!(
+            o["city"].as_str().is_some_and(|c| c.chars().count() <= 20),
+            "{s}"
+        );
+        assert!(o["population"].as_u64().is_some(), "{s}");
+    }
+    let obj: Value = serde_json::from_str(j["json_object"].as_str().unwrap()).unwrap();
+    assert!(obj.is_object(), "{obj}");
+    assert_eq!(j["bad_schema"], 400);
 }
 
 /// The chat page in headless Chromium (Debian's `chromium`, installed by .ci/run and, as root, by

@@ -328,6 +328,7 @@ fn submit(
         max_tokens,
         logprobs: g.logprobs,
         ignore_eos: g.ignore_eos,
+        grammar: g.grammar.clone(),
         events: tx,
     };
     match st.handle.submit(job) {

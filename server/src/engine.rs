@@ -33,6 +33,8 @@ pub struct Job {
     /// Keep generating past end-of-generation tokens (llama-server's `ignore_eos`, for
     /// benchmarks).
     pub ignore_eos: bool,
+    /// A grammar the output must follow (`response_format`, `grammar`).
+    pub grammar: Option<Arc<ferrolm::grammar::Grammar>>,
     pub events: UnboundedSender<Event>,
 }
 
@@ -220,6 +222,8 @@ struct Engine {
     n_batch: usize,
     /// Set when the queue's senders are gone: finish the running jobs, then stop.
     closing: bool,
+    /// Every token's text decoded for grammars, made at the first request with one.
+    grammar_table: Option<Arc<ferrolm::grammar::TokenTable>>,
 }
 
 impl Engine {
@@ -239,6 +243,7 @@ impl Engine {
             slots,
             n_batch,
             closing: false,
+            grammar_table: None,
         }
     }
 
@@ -313,6 +318,16 @@ impl Engine {
         let mut sampler = Sampler::new(job.sampler, self.tok.n_vocab());
         for &id in &job.prompt {
             sampler.accept(id);
+        }
+        if let Some(g) = &job.grammar {
+            let tok = &self.tok;
+            let table = self
+                .grammar_table
+                .get_or_insert_with(|| Arc::new(ferrolm::grammar::TokenTable::new(tok)));
+            sampler.set_grammar(Some(ferrolm::grammar::Constraint::new(
+                Arc::clone(g),
+                Arc::clone(table),
+            )));
         }
         let stops = StopMatcher::new(job.stops.clone());
         self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);

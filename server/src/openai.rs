@@ -189,6 +189,60 @@ pub struct GenRequest {
     pub logprobs: Option<usize>,
     /// llama-server's `ignore_eos`.
     pub ignore_eos: bool,
+    /// `response_format` (json_object, json_schema) or llama-server's `grammar` / `json_schema`.
+    pub grammar: Option<std::sync::Arc<ferrolm::grammar::Grammar>>,
+}
+
+/// The grammar a request asks for: OpenAI's `response_format` (`{"type": "text"}`,
+/// `{"type": "json_object"}`, `{"type": "json_schema", "json_schema": {"schema": ...}}`), or
+/// llama-server's `json_schema` (a schema) and `grammar` (GBNF text).
+fn grammar(f: &Fields) -> Result<Option<std::sync::Arc<ferrolm::grammar::Grammar>>, ApiError> {
+    use ferrolm::grammar::{schema_to_gbnf, Grammar};
+    let from_schema = |schema: &Value, key: &str| -> Result<String, ApiError> {
+        schema_to_gbnf(schema).map_err(|e| ApiError::invalid(e.to_string(), Some(key)))
+    };
+    let (gbnf, key) = if let Some(rf) = f.get("response_format") {
+        let Value::Object(o) = rf else {
+            return Err(Fields::wrong("response_format", "an object", rf));
+        };
+        match o.get("type").and_then(Value::as_str) {
+            Some("text") => return Ok(None),
+            Some("json_object") => (
+                from_schema(&serde_json::json!({"type": "object"}), "response_format")?,
+                "response_format",
+            ),
+            Some("json_schema") => {
+                let schema = o
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "response_format json_schema needs json_schema.schema",
+                            Some("response_format"),
+                        )
+                    })?;
+                (from_schema(schema, "response_format")?, "response_format")
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "response_format.type must be text, json_object or json_schema",
+                    Some("response_format"),
+                ))
+            }
+        }
+    } else if let Some(s) = f.get("json_schema") {
+        (from_schema(s, "json_schema")?, "json_schema")
+    } else if let Some(g) = f.get("grammar") {
+        match g {
+            Value::String(g) => (g.clone(), "grammar"),
+            v => return Err(Fields::wrong("grammar", "a string", v)),
+        }
+    } else {
+        return Ok(None);
+    };
+    Grammar::parse(&gbnf)
+        .map(|g| Some(std::sync::Arc::new(g)))
+        .map_err(|e| ApiError::invalid(e.to_string(), Some(key)))
 }
 
 /// Reads the sampling and streaming fields (llama-server's defaults where OpenAI's are absent).
@@ -261,6 +315,7 @@ pub fn gen_request(f: &Fields, chat: bool) -> Result<GenRequest, ApiError> {
         f.int("logprobs", 0..=20)?.map(|k| k as usize)
     };
     Ok(GenRequest {
+        grammar: grammar(f)?,
         ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
         sampler: p,
         stops: f.stops()?,

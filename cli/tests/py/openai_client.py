@@ -2,8 +2,9 @@
 
 Usage: openai_client.py BASE_URL MODEL_ID QUESTION PROMPT
 Prints one JSON object: the greedy chat answer (whole and streamed), usage counts, the greedy
-text completion (whole and streamed), the model list, and the status of a request for an
-unknown model (an openai.BadRequestError) and of one beyond the context.
+text completion (whole and streamed), the model list, the status of a request for an
+unknown model (an openai.BadRequestError) and of one beyond the context, and structured outputs
+(response_format json_schema and json_object; a schema the server refuses).
 """
 import json
 import sys
@@ -49,5 +50,28 @@ try:
     out["too_long"] = "accepted"
 except openai.BadRequestError as e:
     out["too_long"] = e.status_code
+
+# Structured output: response_format json_schema at temperature 0.8 (3 requests), json_object, and
+# a schema the server cannot use (400).
+schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                            "population": {"type": "integer", "minimum": 0}},
+          "required": ["city", "population"], "additionalProperties": False}
+out["structured"] = []
+for seed in (1, 2, 3):
+    r = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Name a big city and its population."}],
+        temperature=0.8, seed=seed, max_tokens=80,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    out["structured"].append(r.choices[0].message.content)
+r = client.chat.completions.create(model=model, messages=msgs, temperature=0.8, seed=5, max_tokens=80,
+                                   response_format={"type": "json_object"})
+out["json_object"] = r.choices[0].message.content
+try:
+    client.chat.completions.create(
+        model=model, messages=msgs, max_tokens=4,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}})
+    out["bad_schema"] = "accepted"
+except openai.BadRequestError as e:
+    out["bad_schema"] = e.status_code
 
 print(json.dumps(out))
