@@ -467,6 +467,31 @@ fn bench_measures_at_depth() {
     ]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("| tg2 @ d16 |"));
+    // Under a grammar: its share of the steps and the cost of a full mask are reported.
+    let choice = common::root().join("grammars/choice.gbnf");
+    let o = ferrolm(&[
+        "bench",
+        "-m",
+        m,
+        "-p",
+        "0",
+        "-n",
+        "4",
+        "-t",
+        "1",
+        "-r",
+        "1",
+        "--no-bandwidth",
+        "-o",
+        "json",
+        "--grammar-file",
+        choice.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let g = &v["summary"]["grammar"][0];
+    assert_eq!(g["n_vocab"], 49152, "{v}");
+    assert!(g["full_mask_us"].as_f64().unwrap() > 0.0 && g["n_gen"].as_u64().unwrap() >= 1);
 }
 
 /// `--grammar` / `--grammar-file`: the output follows the grammar at any temperature and ends

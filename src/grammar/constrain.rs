@@ -30,6 +30,9 @@ pub struct TokenTable {
     pieces: Vec<Vec<u8>>,
     /// End-of-generation tokens (allowed only where the grammar may end).
     eog: Vec<bool>,
+    /// Token ids in the order of their code points: tokens sharing a prefix stay next to each
+    /// other through every level of the rejection, so each character is tested once per run.
+    sorted: Vec<u32>,
 }
 
 impl std::fmt::Debug for TokenTable {
@@ -49,6 +52,7 @@ impl TokenTable {
             partial: Vec::with_capacity(n),
             pieces: Vec::with_capacity(n),
             eog: (0..n as u32).map(|i| tok.is_eog(i)).collect(),
+            sorted: Vec::new(),
         };
         t.start.push(0);
         for i in 0..n as u32 {
@@ -59,7 +63,14 @@ impl TokenTable {
             t.partial.push(partial);
             t.pieces.push(piece);
         }
+        let mut sorted: Vec<u32> = (0..n as u32).collect();
+        sorted.sort_by(|&a, &b| t.cps_of(a).cmp(t.cps_of(b)));
+        t.sorted = sorted;
         t
+    }
+
+    fn cps_of(&self, id: u32) -> &[u32] {
+        &self.cps[self.start[id as usize] as usize..self.start[id as usize + 1] as usize]
     }
 
     pub fn n_vocab(&self) -> usize {
@@ -95,7 +106,17 @@ pub struct Constraint {
     allowed: Vec<bool>,
     /// Full masks computed (for tests and benchmarks: how often the quick check failed).
     n_masks: usize,
+    /// Time spent in the grammar (checks, masks, advancing), and in full masks alone.
+    time: std::time::Duration,
+    mask_time: std::time::Duration,
+    /// The last full masks and the states they were computed in, most recent first: generation
+    /// comes back to the same states (inside a string, between members), and their masks are
+    /// then copied instead of computed.
+    cache: Vec<(Matcher, Vec<bool>)>,
 }
+
+/// Full masks kept per constraint.
+const MASK_CACHE: usize = 4;
 
 impl Constraint {
     pub fn new(grammar: Arc<Grammar>, table: Arc<TokenTable>) -> Constraint {
@@ -108,6 +129,9 @@ impl Constraint {
             masked: vec![0.0; n],
             allowed: vec![false; n],
             n_masks: 0,
+            time: std::time::Duration::ZERO,
+            mask_time: std::time::Duration::ZERO,
+            cache: Vec::new(),
         }
     }
 
@@ -125,6 +149,12 @@ impl Constraint {
         self.n_masks
     }
 
+    /// Time spent in the grammar so far (the sampler's own work excluded), and the part of it
+    /// spent on full masks.
+    pub fn times(&self) -> (std::time::Duration, std::time::Duration) {
+        (self.time, self.mask_time)
+    }
+
     /// Whether the grammar allows token `id` next.
     pub fn allows(&self, id: u32) -> bool {
         if self.table.is_eog(id) {
@@ -137,7 +167,9 @@ impl Constraint {
     /// end-of-generation token when it allows none (the text cannot go on).
     pub fn sample(&mut self, sampler: &mut Sampler, logits: &[f32]) -> u32 {
         let id = sampler.sample(logits);
+        let t0 = std::time::Instant::now();
         if self.allows(id) {
+            self.time += t0.elapsed();
             return id;
         }
         self.n_masks += 1;
@@ -148,6 +180,9 @@ impl Constraint {
             any |= ok;
             *m = if ok { l } else { f32::NEG_INFINITY };
         }
+        let spent = t0.elapsed();
+        self.time += spent;
+        self.mask_time += spent;
         if !any {
             return (0..self.table.n_vocab() as u32)
                 .find(|&i| self.table.is_eog(i))
@@ -164,17 +199,40 @@ impl Constraint {
         if self.table.is_eog(id) || id as usize >= self.table.n_vocab() {
             return false;
         }
+        let t0 = std::time::Instant::now();
         let mut next = self.m.clone();
-        if next.accept_token(id, self.table.piece(id)) {
+        let ok = next.accept_token(id, self.table.piece(id));
+        if ok {
             self.m = next;
-            true
-        } else {
-            false
         }
+        self.time += t0.elapsed();
+        ok
+    }
+
+    /// Computes the full mask now, as a refused token would (for benchmarks: the worst case of
+    /// a step); returns how many tokens it allows.
+    pub fn full_mask(&mut self) -> usize {
+        self.compute_mask();
+        self.allowed.iter().filter(|&&a| a).count()
+    }
+
+    /// Fills `allowed` for every token: from the cache when this state's mask is in it.
+    fn mask(&mut self) {
+        if let Some(i) = self.cache.iter().position(|(m, _)| m.same_state(&self.m)) {
+            let e = self.cache.remove(i);
+            self.allowed.copy_from_slice(&e.1);
+            self.cache.insert(0, e);
+            return;
+        }
+        self.compute_mask();
+        if self.cache.len() == MASK_CACHE {
+            self.cache.pop();
+        }
+        self.cache.insert(0, (self.m.clone(), self.allowed.clone()));
     }
 
     /// Fills `allowed` for every token.
-    fn mask(&mut self) {
+    fn compute_mask(&mut self) {
         let t = &*self.table;
         let can_end = self.m.can_end();
         for (i, a) in self.allowed.iter_mut().enumerate() {
@@ -255,13 +313,26 @@ fn reject_for_stack(
         return rejects;
     }
     let mut next = Vec::with_capacity(cands.len());
+    // Candidates come in code point order: a run with the same next character is tested once.
+    let mut last: Option<(u32, bool)> = None;
     for c in cands {
         if c.at == c.end {
             let p = t.partial[c.id as usize];
             if p.n_remain() != 0 && !super::matcher::match_partial_char(g, top, p) {
                 rejects.push(*c);
             }
-        } else if super::matcher::match_char(g, top, t.cps[c.at as usize]).0 {
+            continue;
+        }
+        let ch = t.cps[c.at as usize];
+        let ok = match last {
+            Some((lc, ok)) if lc == ch => ok,
+            _ => {
+                let ok = super::matcher::match_char(g, top, ch).0;
+                last = Some((ch, ok));
+                ok
+            }
+        };
+        if ok {
             next.push(Cand { at: c.at + 1, ..*c });
         } else {
             rejects.push(*c);
@@ -335,6 +406,7 @@ ws ::= [ ]?"#,
             partial,
             pieces: words.iter().map(|w| w.to_vec()).collect(),
             eog: (0..n).map(|i| i == n - 1).collect(),
+            sorted: (0..n as u32).collect(),
         });
         let mut c = Constraint::new(g, Arc::clone(&table));
         // Walk one valid text token by token, comparing masks at each step.

@@ -68,6 +68,13 @@ impl Matcher {
         &self.g
     }
 
+    /// The same position in the same grammar (the same stacks and partial character).
+    pub(super) fn same_state(&self, other: &Matcher) -> bool {
+        Arc::ptr_eq(&self.g, &other.g)
+            && self.partial == other.partial
+            && self.stacks == other.stacks
+    }
+
     pub(super) fn stacks(&self) -> &[Stack] {
         &self.stacks
     }
@@ -183,52 +190,66 @@ impl Matcher {
 /// ones to `out` (llama.cpp's `llama_grammar_advance_stack`).
 pub(super) fn advance(g: &Grammar, stack: Stack, out: &mut Vec<Stack>) {
     let mut todo = vec![stack];
-    let mut seen: HashSet<Stack> = HashSet::new();
+    // The stacks already expanded: a short list searched linearly (a hash set costs more than
+    // the handful of stacks an expansion usually visits), a set past 64.
+    let mut seen: Vec<Stack> = Vec::new();
+    let mut seen_set: HashSet<Stack> = HashSet::new();
     while let Some(cur) = todo.pop() {
-        if seen.contains(&cur) {
+        let known = if seen_set.is_empty() {
+            seen.contains(&cur)
+        } else {
+            seen_set.contains(&cur)
+        };
+        if known {
             continue;
         }
-        seen.insert(cur.clone());
-        let Some(&top) = cur.last() else {
-            if !out.contains(&cur) {
-                out.push(cur);
-            }
-            continue;
-        };
-        match g.elem(top) {
-            Elem::RuleRef(r) => {
-                let rule = &g.rules()[r as usize];
-                let after = (top.0, top.1 + 1);
-                let mut i = 0usize;
-                loop {
-                    let mut next: Stack = cur[..cur.len() - 1].to_vec();
-                    if !g.elem(after).ends_sequence() {
-                        next.push(after);
-                    }
-                    if !rule[i].ends_sequence() {
-                        next.push((r, i as u32));
-                    }
-                    todo.push(next);
-                    while !rule[i].ends_sequence() {
-                        i += 1;
-                    }
-                    if rule[i] == Elem::Alt {
-                        i += 1;
-                    } else {
-                        break;
-                    }
-                }
-            }
-            Elem::Char(_)
-            | Elem::CharNot(_)
-            | Elem::CharAny
-            | Elem::Token(_)
-            | Elem::TokenNot(_) => {
+        match cur.last() {
+            None => {
                 if !out.contains(&cur) {
-                    out.push(cur);
+                    out.push(cur.clone());
                 }
             }
-            e => unreachable!("a stack never stops on {e:?}: the parser builds no such rule"),
+            Some(&top) => match g.elem(top) {
+                Elem::RuleRef(r) => {
+                    let rule = &g.rules()[r as usize];
+                    let after = (top.0, top.1 + 1);
+                    let mut i = 0usize;
+                    loop {
+                        let mut next: Stack = cur[..cur.len() - 1].to_vec();
+                        if !g.elem(after).ends_sequence() {
+                            next.push(after);
+                        }
+                        if !rule[i].ends_sequence() {
+                            next.push((r, i as u32));
+                        }
+                        todo.push(next);
+                        while !rule[i].ends_sequence() {
+                            i += 1;
+                        }
+                        if rule[i] == Elem::Alt {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                Elem::Char(_)
+                | Elem::CharNot(_)
+                | Elem::CharAny
+                | Elem::Token(_)
+                | Elem::TokenNot(_) => {
+                    if !out.contains(&cur) {
+                        out.push(cur.clone());
+                    }
+                }
+                e => unreachable!("a stack never stops on {e:?}: the parser builds no such rule"),
+            },
+        }
+        if seen_set.is_empty() && seen.len() < 64 {
+            seen.push(cur);
+        } else {
+            seen_set.extend(seen.drain(..));
+            seen_set.insert(cur);
         }
     }
 }

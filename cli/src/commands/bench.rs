@@ -70,6 +70,13 @@ pub struct Args {
     /// Flash attention (llama-bench's `-fa`): on, off or auto (= off).
     #[arg(long = "flash-attn", default_value = "auto", num_args = 0..=1, default_missing_value = "on", value_parser = super::parse_on_off)]
     pub flash_attn: bool,
+    /// Also measure generation under this GBNF grammar: the grammar's share of each step
+    /// (llama.cpp has no such test).
+    #[arg(long = "grammar-file", conflicts_with = "json_schema")]
+    pub grammar_file: Option<PathBuf>,
+    /// Also measure generation under the grammar of this JSON Schema.
+    #[arg(short = 'j', long = "json-schema")]
+    pub json_schema: Option<String>,
     /// Skip the memory-bandwidth measurement.
     #[arg(long = "no-bandwidth")]
     pub no_bandwidth: bool,
@@ -327,6 +334,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             results.push(r);
         }
     }
+    let grammar = grammar_test(&args, &model)?;
     let (peak_rss, anon_now) = memory();
     let anon = peak_anon.max(anon_now);
     // Bandwidth last: its 1 GiB buffer must not count in the model's peak RSS.
@@ -363,6 +371,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             })
             .collect();
         let summary = serde_json::json!({
+            "grammar": grammar.iter().map(|g| g.json()).collect::<Vec<_>>(),
             "load_ms": load_ms, "ready_ms": ready_ms, "peak_rss_bytes": peak_rss, "anon_rss_bytes": anon,
             "kv_cache_bytes": kv_bytes, "weight_bytes": weight_bytes,
             "mapped_rss_bytes": huge.map(|h| h.0), "mapped_2mib_bytes": huge.map(|h| h.1),
@@ -404,6 +413,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
             anon as f64 / (1 << 20) as f64,
             kv_bytes as f64 / (1 << 20) as f64
         )?;
+        for g in &grammar {
+            writeln!(out, "{}", g.line())?;
+        }
         if let Some((rss, pmd)) = huge.filter(|h| h.0 > 0) {
             writeln!(
                 out,
@@ -425,6 +437,134 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Generation under a grammar at one thread count.
+struct GrammarResult {
+    threads: usize,
+    tokens: usize,
+    seconds: f64,
+    grammar_seconds: f64,
+    masks: usize,
+    mask_seconds: f64,
+    /// One full mask over the whole vocabulary at the grammar's start, best of several.
+    full_mask_us: f64,
+    n_vocab: usize,
+}
+
+impl GrammarResult {
+    fn line(&self) -> String {
+        let step = self.seconds / self.tokens.max(1) as f64;
+        let per_tok = self.grammar_seconds / self.tokens.max(1) as f64;
+        format!(
+            "grammar t={}: {:.2} t/s generating under it; the grammar took {:.1} us per token ({:.1}% of a step), \
+             {} of {} tokens needed a full mask ({:.0} us each); a full mask of all {} tokens: {:.0} us ({:.1}% of a step)",
+            self.threads,
+            self.tokens as f64 / self.seconds,
+            per_tok * 1e6,
+            100.0 * per_tok / step,
+            self.masks,
+            self.tokens,
+            if self.masks > 0 { self.mask_seconds / self.masks as f64 * 1e6 } else { 0.0 },
+            self.n_vocab,
+            self.full_mask_us,
+            100.0 * self.full_mask_us * 1e-6 / step,
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "n_threads": self.threads, "n_gen": self.tokens, "avg_ts": self.tokens as f64 / self.seconds,
+            "grammar_us_per_token": self.grammar_seconds / self.tokens.max(1) as f64 * 1e6,
+            "full_masks": self.masks, "full_mask_us": self.full_mask_us, "n_vocab": self.n_vocab,
+        })
+    }
+}
+
+/// With --grammar-file / -j: generates (temperature 0.8, seeds 42..) under the grammar at each
+/// thread count, `-n` tokens per repetition or until it ends, and times the grammar's part.
+fn grammar_test(args: &Args, model: &Arc<Model>) -> Result<Vec<GrammarResult>, CliError> {
+    use ferrolm::grammar::{schema_to_gbnf, Constraint, Grammar, TokenTable};
+    use ferrolm::sampler::{Sampler, SamplerParams};
+    let text = match (&args.grammar_file, &args.json_schema) {
+        (Some(f), _) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read the grammar file {}: {e}", f.display()))?,
+        (None, Some(s)) => {
+            let v: serde_json::Value =
+                serde_json::from_str(s).map_err(|e| format!("--json-schema: not JSON: {e}"))?;
+            schema_to_gbnf(&v).map_err(|e| format!("--json-schema: {e}"))?
+        }
+        (None, None) => return Ok(Vec::new()),
+    };
+    let g = Arc::new(Grammar::parse(&text).map_err(|e| format!("grammar: {e}"))?);
+    let tok = ferrolm::tokenizer::Tokenizer::from_gguf(model.gguf())?;
+    let table = Arc::new(TokenTable::new(&tok));
+    let n = args.n_gen.iter().copied().max().unwrap_or(128).max(1);
+    let prompt = tok.encode("Here is the data as JSON:\n", true, false);
+    let mut out = Vec::new();
+    let mut c = Constraint::new(Arc::clone(&g), Arc::clone(&table));
+    let mut full = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::hint::black_box(c.full_mask());
+        full = full.min(t.elapsed().as_secs_f64() * 1e6);
+    }
+    for &t in &args.threads {
+        let mut ctx = Context::new(
+            Arc::clone(model),
+            ContextParams {
+                n_ctx: prompt.len() + n + 1,
+                n_threads: t,
+                kv_type: args.cache_type,
+                flash_attn: args.flash_attn,
+                ..Default::default()
+            },
+        )?;
+        let mut r = GrammarResult {
+            threads: t,
+            tokens: 0,
+            seconds: 0.0,
+            grammar_seconds: 0.0,
+            masks: 0,
+            mask_seconds: 0.0,
+            full_mask_us: full,
+            n_vocab: table.n_vocab(),
+        };
+        for rep in 0..args.reps {
+            ctx.reset();
+            let mut sampler = Sampler::new(
+                SamplerParams {
+                    temp: 0.8,
+                    seed: 42 + rep as u64,
+                    ..Default::default()
+                },
+                tok.n_vocab(),
+            );
+            sampler.set_grammar(Some(Constraint::new(Arc::clone(&g), Arc::clone(&table))));
+            ctx.eval(&prompt, Logits::Last)?;
+            let start = Instant::now();
+            for _ in 0..n {
+                let id = sampler.sample(ctx.logits());
+                sampler.accept_generated(id);
+                r.tokens += 1;
+                if tok.is_eog(id) {
+                    break;
+                }
+                ctx.eval(&[id], Logits::Last)?;
+            }
+            r.seconds += start.elapsed().as_secs_f64();
+            let c = sampler.grammar().expect("set above");
+            let (gt, mt) = c.times();
+            r.grammar_seconds += gt.as_secs_f64();
+            r.mask_seconds += mt.as_secs_f64();
+            r.masks += c.n_masks();
+        }
+        if args.output == "md" {
+            eprintln!("  {}", r.line());
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
