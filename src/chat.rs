@@ -136,9 +136,14 @@ pub enum ChatError {
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Message {
-    /// `system`, `user`, `assistant` (or any role the template knows).
+    /// `system`, `user`, `assistant`, `tool` (or any role the template knows).
     pub role: String,
     pub content: String,
+    /// An assistant's function calls, OpenAI's `tool_calls` list (`[{"id", "type": "function",
+    /// "function": {"name", "arguments"}}]`); templates see `arguments` as JSON, not text.
+    pub tool_calls: Option<serde_json::Value>,
+    /// A `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -146,6 +151,8 @@ impl Message {
         Message {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
         }
     }
 
@@ -161,12 +168,32 @@ impl Message {
         Message::new("assistant", content)
     }
 
-    /// The message as the template sees it: a map `{"role": ..., "content": ...}`.
+    /// The message as the template sees it: a map `{"role": ..., "content": ...}`, with
+    /// `tool_calls` (arguments parsed from their JSON text where they are text) and
+    /// `tool_call_id` when present.
     fn to_value(&self) -> Value {
-        Value::from_pairs([
-            ("role", self.role.as_str()),
-            ("content", self.content.as_str()),
-        ])
+        let mut pairs = vec![
+            ("role", Value::from(self.role.as_str())),
+            ("content", Value::from(self.content.as_str())),
+        ];
+        if let Some(calls) = &self.tool_calls {
+            let mut calls = calls.clone();
+            for c in calls.as_array_mut().into_iter().flatten() {
+                if let Some(a) = c.pointer_mut("/function/arguments") {
+                    if let Some(parsed) = a
+                        .as_str()
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+                    {
+                        *a = parsed;
+                    }
+                }
+            }
+            pairs.push(("tool_calls", Value::from(minijinja::value::Serde(&calls))));
+        }
+        if let Some(id) = &self.tool_call_id {
+            pairs.push(("tool_call_id", Value::from(id.as_str())));
+        }
+        Value::from_iter(pairs)
     }
 }
 
@@ -262,17 +289,37 @@ impl ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with function definitions (OpenAI's `tools` list, as the
+    /// template's `tools` variable: templates that support tools describe them to the model).
+    pub fn render_with_tools(
+        &self,
+        messages: &[Message],
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         let tmpl = self
             .env
             .get_template(NAME)
             .map_err(|e| ChatError::Render(e.to_string()))?;
         let ctx = minijinja::context! {
             messages => messages.iter().map(Message::to_value).collect::<Vec<_>>(),
+            tools => tools.map(|t| Value::from(minijinja::value::Serde(t))),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.as_str(),
             eos_token => self.eos_token.as_str(),
         };
         tmpl.render(ctx).map_err(render_error)
+    }
+
+    /// Whether the template uses a `tools` variable (it can describe functions to the model).
+    pub fn supports_tools(&self) -> bool {
+        self.env
+            .get_template(NAME)
+            .map(|t| t.undeclared_variables(false).contains("tools"))
+            .unwrap_or(false)
     }
 }
 

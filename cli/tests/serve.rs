@@ -763,6 +763,83 @@ fn the_openai_python_client_gets_the_cli_answers() {
     assert_eq!(j["bad_schema"], 400);
 }
 
+/// A tool call round trip with the official `openai` client on Qwen2.5 (its chat template
+/// describes tools): `tool_choice: "required"` gives a `get_weather` call whose arguments fit the
+/// function's schema, whole and streamed; after the tool's result the model answers in text; a
+/// function named in `tool_choice` is the one called; a model without tool support says so.
+#[test]
+fn openai_client_tool_call_round_trip() {
+    let Some(m) = common::model("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf") else {
+        return;
+    };
+    if !Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var_os("FERROLM_TEST_NO_OPENAI").is_some(),
+            "python3 cannot import openai: run scripts/test.sh"
+        );
+        return;
+    }
+    let srv = Server::start(&m, &["-c", "2048"]);
+    let script = common::root().join("cli/tests/py/openai_tools.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://{}/v1", srv.addr))
+        .arg("qwen2.5-coder-0.5b-instruct-q4_k_m")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["finish"], "tool_calls", "{j}");
+    let calls = j["calls"].as_array().unwrap();
+    assert!(!calls.is_empty(), "{j}");
+    for c in calls {
+        let args: Value = serde_json::from_str(c["arguments"].as_str().unwrap()).unwrap();
+        match c["name"].as_str().unwrap() {
+            "get_weather" => assert!(args["city"].is_string(), "{j}"),
+            "add" => assert!(args["a"].is_i64() && args["b"].is_i64(), "{j}"),
+            n => panic!("unknown function {n}: {j}"),
+        }
+    }
+    assert_eq!(calls[0]["name"], "get_weather", "{j}");
+    assert_eq!(j["stream_finish"], "tool_calls", "{j}");
+    let streamed = j["stream_calls"].as_array().unwrap();
+    assert_eq!(streamed.len(), calls.len(), "{j}");
+    assert_eq!(streamed[0]["name"], calls[0]["name"], "{j}");
+    assert_eq!(streamed[0]["arguments"], calls[0]["arguments"], "{j}");
+    assert!(
+        j["answer"].as_str().is_some_and(|a| !a.trim().is_empty()),
+        "{j}"
+    );
+    assert_eq!(j["answer_finish"], "stop", "{j}");
+    assert_eq!(j["named"]["name"], "add", "{j}");
+    let args: Value = serde_json::from_str(j["named"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["a"].is_i64() && args["b"].is_i64(), "{j}");
+    drop(srv);
+    // SmolLM2's template has no tools: a clear 400.
+    let Some(smol) = common::model(SMOLLM2) else {
+        return;
+    };
+    let srv = Server::start(&smol, &["-c", "512"]);
+    let r = srv.post(
+        "/v1/chat/completions",
+        &serde_json::json!({"messages": [{"role": "user", "content": "hi"}],
+                            "tools": [{"type": "function", "function": {"name": "f"}}]}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not describe tools"),
+        "{}",
+        r.json()
+    );
+}
+
 /// The chat page in headless Chromium (Debian's `chromium`, installed by .ci/run and, as root, by
 /// scripts/test.sh): the page loads, sends the question its link carries (`/?q=...`), and the
 /// streamed reply appears in it, equal to `ferrolm chat -p`'s at temperature 0.

@@ -400,13 +400,36 @@ async fn chat_completions(State(st): St, body: Result<Bytes, BytesRejection>) ->
         let f = Fields(&obj);
         check_model(&st, &f)?;
         let messages = openai::messages(&f)?;
-        let g = openai::gen_request(&f, true)?;
-        let text = st.template.render(&messages, true).map_err(|e| {
-            ApiError::invalid(
-                format!("the chat template failed on these messages: {e}"),
-                Some("messages"),
-            )
-        })?;
+        let mut g = openai::gen_request(&f, true)?;
+        let tools = openai::tools(&f)?;
+        if let Some(t) = &tools {
+            if !st.template.supports_tools() {
+                return Err(ApiError::invalid(
+                    "this model's chat template does not describe tools to the model",
+                    Some("tools"),
+                ));
+            }
+            if let Some(tg) = t.grammar()? {
+                if g.grammar.is_some() {
+                    return Err(ApiError::invalid(
+                        "tool_choice required or a named function cannot be combined with \
+                         response_format or a grammar",
+                        Some("tool_choice"),
+                    ));
+                }
+                g.grammar = Some(tg);
+            }
+            g.tool_calls = true;
+        }
+        let text = st
+            .template
+            .render_with_tools(&messages, tools.as_ref().map(|t| &t.list), true)
+            .map_err(|e| {
+                ApiError::invalid(
+                    format!("the chat template failed on these messages: {e}"),
+                    Some("messages"),
+                )
+            })?;
         let ids = ferrolm::chat::encode_chat(&st.tok, &text);
         let max = fit(&st, ids.len(), g.max_tokens)?;
         let rx = submit(&st, ids, &g, max)?;
@@ -487,6 +510,7 @@ async fn respond(
         }
     };
     let usage = openai::usage(done.n_prompt, done.n_gen, done.n_cached);
+    let (message, finish) = chat_message(&g, text.clone(), done.finish.as_str());
     let body = match kind {
         Kind::Chat => json!({
             "id": id,
@@ -495,9 +519,9 @@ async fn respond(
             "model": st.model_id,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": g.logprobs.map(|_| json!({"content": lps})),
-                "finish_reason": done.finish.as_str(),
+                "finish_reason": finish,
             }],
             "usage": usage,
             "timings": openai::timings(&done),
@@ -521,6 +545,27 @@ async fn respond(
         }),
     };
     ok_json(body).into_response()
+}
+
+/// The assistant message of a reply and its finish reason: with tools on, the reply's
+/// `<tool_call>` blocks become `tool_calls` (content null when nothing else was said) and the
+/// finish reason `tool_calls`.
+fn chat_message(g: &GenRequest, text: String, finish: &'static str) -> (Value, &'static str) {
+    if g.tool_calls {
+        let (rest, calls) = openai::parse_tool_calls(&text);
+        if !calls.is_empty() {
+            let content = if rest.is_empty() {
+                Value::Null
+            } else {
+                json!(rest)
+            };
+            return (
+                json!({"role": "assistant", "content": content, "tool_calls": calls}),
+                "tool_calls",
+            );
+        }
+    }
+    (json!({"role": "assistant", "content": text}), finish)
 }
 
 /// Server-sent events: `data: {chunk}` per token, a last chunk with `finish_reason`, the usage
@@ -556,10 +601,16 @@ fn stream(
                 return;
             }
         }
+        let mut held = String::new();
         let done: Done = loop {
             let ev = rx.recv().await;
             let c = match ev {
                 Some(Event::Token(t)) => {
+                    if g.tool_calls && kind == Kind::Chat {
+                        // Whether the reply is a call is known at its end: sent then.
+                        held.push_str(&t.text);
+                        continue;
+                    }
                     if t.text.is_empty() && (g.logprobs.is_none() || t.logprob.is_none()) {
                         continue;
                     }
@@ -586,12 +637,37 @@ fn stream(
                 return;
             }
         };
+        let mut finish = done.finish.as_str();
+        if g.tool_calls && kind == Kind::Chat {
+            let (message, f) = chat_message(&g, std::mem::take(&mut held), finish);
+            finish = f;
+            let mut delta = json!({"content": message["content"]});
+            if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut c = c.clone();
+                        c["index"] = json!(i);
+                        c
+                    })
+                    .collect();
+                delta["tool_calls"] = json!(calls);
+            }
+            let c = chunk(
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}),
+                None,
+            );
+            if tx.send(Ok(c)).await.is_err() {
+                return;
+            }
+        }
         let last = match kind {
             Kind::Chat => {
-                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": done.finish.as_str()})
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish})
             }
             Kind::Text => {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": done.finish.as_str()})
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish})
             }
         };
         let mut out = chunk(last, None);

@@ -191,6 +191,8 @@ pub struct GenRequest {
     pub ignore_eos: bool,
     /// `response_format` (json_object, json_schema) or llama-server's `grammar` / `json_schema`.
     pub grammar: Option<std::sync::Arc<ferrolm::grammar::Grammar>>,
+    /// Tools are on: the reply's `<tool_call>` blocks become `tool_calls`.
+    pub tool_calls: bool,
 }
 
 /// The grammar a request asks for: OpenAI's `response_format` (`{"type": "text"}`,
@@ -315,6 +317,7 @@ pub fn gen_request(f: &Fields, chat: bool) -> Result<GenRequest, ApiError> {
         f.int("logprobs", 0..=20)?.map(|k| k as usize)
     };
     Ok(GenRequest {
+        tool_calls: false,
         grammar: grammar(f)?,
         ignore_eos: f.bool("ignore_eos")?.unwrap_or(false),
         sampler: p,
@@ -383,9 +386,185 @@ pub fn messages(f: &Fields) -> Result<Vec<ferrolm::chat::Message>, ApiError> {
                 ))
             }
         };
-        out.push(ferrolm::chat::Message::new(role, content));
+        let mut msg = ferrolm::chat::Message::new(role, content);
+        match o.get("tool_calls") {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::Array(calls)) => {
+                for (j, c) in calls.iter().enumerate() {
+                    let name = c.pointer("/function/name").and_then(Value::as_str);
+                    if name.is_none() {
+                        return Err(ApiError::invalid(
+                            format!("{key}.tool_calls[{j}].function.name is required"),
+                            Some("messages"),
+                        ));
+                    }
+                }
+                msg.tool_calls = Some(v.clone());
+            }
+            Some(v) => return Err(Fields::wrong(&format!("{key}.tool_calls"), "an array", v)),
+        }
+        match o.get("tool_call_id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(id)) => msg.tool_call_id = Some(id.clone()),
+            Some(v) => return Err(Fields::wrong(&format!("{key}.tool_call_id"), "a string", v)),
+        }
+        out.push(msg);
     }
     Ok(out)
+}
+
+/// A request's functions (`tools`) and how they may be used (`tool_choice`).
+pub struct Tools {
+    /// The `tools` list as given (the chat template renders it).
+    pub list: Value,
+    /// Each function's name and parameter schema.
+    pub functions: Vec<(String, Value)>,
+    pub choice: ToolChoice,
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub enum ToolChoice {
+    /// The model may answer or call functions.
+    Auto,
+    /// The model must call one or more functions.
+    Required,
+    /// The model must call this function.
+    Named(String),
+}
+
+/// `tools` and `tool_choice` (None without tools, or with `tool_choice: "none"`).
+pub fn tools(f: &Fields) -> Result<Option<Tools>, ApiError> {
+    let list = match f.get("tools") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(None),
+        Some(v @ Value::Array(_)) => v.clone(),
+        Some(v) => return Err(Fields::wrong("tools", "an array", v)),
+    };
+    let mut functions = Vec::new();
+    for (i, t) in list.as_array().into_iter().flatten().enumerate() {
+        let bad = |what: &str| ApiError::invalid(format!("tools[{i}]: {what}"), Some("tools"));
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(bad("type must be \"function\""));
+        }
+        let name = t
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| bad("function.name is required"))?;
+        let params = t
+            .pointer("/function/parameters")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"type": "object"}));
+        functions.push((name.to_string(), params));
+    }
+    let choice = match f.get("tool_choice") {
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            "none" => return Ok(None),
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("tool_choice '{s}': expected auto, none, required or a function"),
+                    Some("tool_choice"),
+                ))
+            }
+        },
+        Some(Value::Object(o)) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ApiError::invalid("tool_choice.function.name is required", Some("tool_choice"))
+                })?;
+            if !functions.iter().any(|(n, _)| n == name) {
+                return Err(ApiError::invalid(
+                    format!("tool_choice names '{name}', which is not in tools"),
+                    Some("tool_choice"),
+                ));
+            }
+            ToolChoice::Named(name.to_string())
+        }
+        Some(v) => return Err(Fields::wrong("tool_choice", "a string or an object", v)),
+    };
+    Ok(Some(Tools {
+        list,
+        functions,
+        choice,
+    }))
+}
+
+impl Tools {
+    /// The grammar of the calls `tool_choice` requires (None for auto): one or more
+    /// `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` blocks, the format of
+    /// Qwen2.5's and Qwen3's templates, each call's arguments fitting its function's schema.
+    pub fn grammar(&self) -> Result<Option<std::sync::Arc<ferrolm::grammar::Grammar>>, ApiError> {
+        let calls: Vec<Value> = self
+            .functions
+            .iter()
+            .filter(|(n, _)| match &self.choice {
+                ToolChoice::Named(want) => n == want,
+                _ => true,
+            })
+            .map(|(n, p)| {
+                serde_json::json!({"type": "object",
+                    "properties": {"name": {"const": n}, "arguments": p},
+                    "required": ["name", "arguments"]})
+            })
+            .collect();
+        let many = match self.choice {
+            ToolChoice::Auto => return Ok(None),
+            ToolChoice::Required => "*",
+            ToolChoice::Named(_) => "",
+        };
+        let schema = serde_json::json!({"anyOf": calls});
+        let gbnf = ferrolm::grammar::schema_to_gbnf(&schema).map_err(|e| {
+            ApiError::invalid(format!("a function's parameters: {e}"), Some("tools"))
+        })?;
+        let body = gbnf
+            .strip_prefix("root ::= ")
+            .expect("the converter writes root first");
+        let text = format!(
+            "root ::= tool-call (\"\\n\" tool-call){many}\n\
+             tool-call ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n\
+             call ::= {body}"
+        );
+        ferrolm::grammar::Grammar::parse(&text)
+            .map(|g| Some(std::sync::Arc::new(g)))
+            .map_err(|e| ApiError::invalid(format!("tools: {e}"), Some("tools")))
+    }
+}
+
+/// Splits a reply into its text and its `<tool_call>{json}</tool_call>` blocks (Qwen's format),
+/// each as an OpenAI tool call (`arguments` as JSON text); blocks that are not a JSON object with
+/// a `name` stay in the text.
+pub fn parse_tool_calls(text: &str) -> (String, Vec<Value>) {
+    let mut rest = String::new();
+    let mut calls = Vec::new();
+    let mut s = text;
+    while let Some(i) = s.find("<tool_call>") {
+        let after = &s[i + "<tool_call>".len()..];
+        let Some(j) = after.find("</tool_call>") else {
+            break;
+        };
+        let body = after[..j].trim();
+        match serde_json::from_str::<Value>(body) {
+            Ok(v) if v.get("name").and_then(Value::as_str).is_some() => {
+                rest.push_str(&s[..i]);
+                let args = v.get("arguments").cloned().unwrap_or(serde_json::json!({}));
+                calls.push(serde_json::json!({
+                    "id": format!("call_{}", calls.len()),
+                    "type": "function",
+                    "function": {"name": v["name"], "arguments": args.to_string()},
+                }));
+            }
+            _ => rest.push_str(&s[..i + "<tool_call>".len() + j + "</tool_call>".len()]),
+        }
+        s = &after[j + "</tool_call>".len()..];
+    }
+    rest.push_str(s);
+    (rest.trim().to_string(), calls)
 }
 
 /// `prompt` of `/v1/completions`: text, or token ids (a list of integers, or a one-element list
