@@ -3,8 +3,9 @@
 #
 #   1. fetch the real models and the Brown corpus into models/ (sha256-verified, cached),
 #      and build the Hugging Face test checkpoints from them;
-#   2. make sure gguf-py (pip: gguf==0.19.0, for tests/gguf_py.rs) and the openai client (pip:
-#      openai==3.63.0, for the server test) are importable, and (as root) install Debian's
+#   2. make sure gguf-py (pip: gguf==0.19.0, for tests/gguf_py.rs), the openai client (pip:
+#      openai==3.63.0, for the server test) and jsonschema (pip: jsonschema==4.26.0, the
+#      validator of tests/json_schema.rs) are importable, and (as root) install Debian's
 #      chromium for the chat page test;
 #   3. check the checked-in C header is current (scripts/check-header.sh);
 #   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
@@ -53,7 +54,7 @@ scripts/fetch-models.sh all
 step "Hugging Face test checkpoints: scripts/make-hf-fixtures.sh"
 bash scripts/make-hf-fixtures.sh
 
-step "Python packages: gguf 0.19.0 (tests/gguf_py.rs), openai 3.63.0 (cli/tests/serve.rs)"
+step "Python packages: gguf 0.19.0 (tests/gguf_py.rs), openai 3.63.0 (cli/tests/serve.rs), jsonschema 4.26.0 (tests/json_schema.rs)"
 # py_has MODULE DIST VERSION: python3 imports MODULE and has DIST at VERSION.
 py_has() {
   python3 -c "import $1, importlib.metadata as m, sys; sys.exit(m.version('$2') != '$3')" 2>/dev/null
@@ -63,7 +64,7 @@ pip_install() {
     || python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location --user --break-system-packages "$@"
   # (A Debian system Python refuses plain installs (PEP 668): then install for this user.)
 }
-for spec in gguf:gguf:0.19.0 openai:openai:3.63.0; do
+for spec in gguf:gguf:0.19.0 openai:openai:3.63.0 jsonschema:jsonschema:4.26.0; do
   IFS=: read -r mod dist ver <<<"$spec"
   if py_has "$mod" "$dist" "$ver"; then
     echo "$dist $ver already installed"
