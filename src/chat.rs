@@ -193,7 +193,7 @@ impl Message {
         if let Some(id) = &self.tool_call_id {
             pairs.push(("tool_call_id", Value::from(id.as_str())));
         }
-        Value::from_iter(pairs)
+        Value::from_pairs(pairs)
     }
 }
 
@@ -443,8 +443,10 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
     let res = if sort_keys.unwrap_or(false) {
-        // serde_json's own map is ordered by key.
-        serde_json::to_value(value).and_then(|v| v.serialize(&mut ser))
+        serde_json::to_value(value).and_then(|mut v| {
+            sort_json_keys(&mut v);
+            v.serialize(&mut ser)
+        })
     } else {
         value.serialize(&mut ser)
     };
@@ -452,6 +454,18 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, Error> {
     let s = String::from_utf8(out)
         .map_err(|_| Error::new(ErrorKind::InvalidOperation, "tojson: not UTF-8"))?;
     Ok(Value::from_safe_string(s))
+}
+
+/// Orders every object's keys (serde_json keeps insertion order in this build).
+fn sort_json_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.sort_keys();
+            m.values_mut().for_each(sort_json_keys);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(sort_json_keys),
+        _ => {}
+    }
 }
 
 /// A serde_json formatter that writes what Python's `json.dumps` writes for the same options.

@@ -8,9 +8,11 @@
 //! with probability p_t, is drawn first with p_t or after a refusal with (1 - Z) p_t / Z, where Z
 //! is the allowed tokens' total: p_t / Z in all.
 //!
-//! The full mask follows llama.cpp's candidate rejection: per stack, all candidates are tested
-//! against the character class on top at once, and the stacks after that class (which do not
-//! depend on the character) are computed once for all of them, level by level.
+//! The full mask walks a trie of the vocabulary's code points with the set of grammar stacks: a
+//! subtree whose prefix no stack takes is skipped whole, and the stack sets are states of a
+//! deterministic automaton built as they are met (set, character -> next set), so a walk that
+//! comes back to a state (inside a JSON string every plain character leads back to the same set)
+//! costs a table lookup per trie node, and later masks of the same generation reuse the table.
 
 use std::sync::Arc;
 
@@ -30,9 +32,30 @@ pub struct TokenTable {
     pieces: Vec<Vec<u8>>,
     /// End-of-generation tokens (allowed only where the grammar may end).
     eog: Vec<bool>,
-    /// Token ids in the order of their code points: tokens sharing a prefix stay next to each
-    /// other through every level of the rejection, so each character is tested once per run.
-    sorted: Vec<u32>,
+    /// The trie of the code points of every token that can appear in grammar text.
+    trie: Trie,
+    /// Tokens whose text starts with a UTF-8 continuation byte: the only ones that can follow a
+    /// token that ended inside a character.
+    cont: Vec<u32>,
+}
+
+/// A trie node: its character, first child and next sibling (0: none; node 0 is the root), and
+/// the tokens whose code points end here: `ends[end.0..end.1]` complete ones and
+/// `partials[part.0..part.1]` ones whose text ends inside a UTF-8 sequence.
+#[derive(Clone, Copy, Debug, Default)]
+struct Node {
+    ch: u32,
+    first_child: u32,
+    next_sibling: u32,
+    end: (u32, u32),
+    part: (u32, u32),
+}
+
+#[derive(Debug, Default)]
+struct Trie {
+    nodes: Vec<Node>,
+    ends: Vec<u32>,
+    partials: Vec<u32>,
 }
 
 impl std::fmt::Debug for TokenTable {
@@ -52,7 +75,8 @@ impl TokenTable {
             partial: Vec::with_capacity(n),
             pieces: Vec::with_capacity(n),
             eog: (0..n as u32).map(|i| tok.is_eog(i)).collect(),
-            sorted: Vec::new(),
+            trie: Trie::default(),
+            cont: Vec::new(),
         };
         t.start.push(0);
         for i in 0..n as u32 {
@@ -63,10 +87,93 @@ impl TokenTable {
             t.partial.push(partial);
             t.pieces.push(piece);
         }
-        let mut sorted: Vec<u32> = (0..n as u32).collect();
-        sorted.sort_by(|&a, &b| t.cps_of(a).cmp(t.cps_of(b)));
-        t.sorted = sorted;
+        t.build_trie();
         t
+    }
+
+    fn find_cont(&mut self) {
+        self.cont = (0..self.n_vocab() as u32)
+            .filter(|&i| {
+                !self.eog[i as usize]
+                    && self.pieces[i as usize]
+                        .first()
+                        .is_some_and(|&b| b >> 6 == 2)
+            })
+            .collect();
+    }
+
+    /// Builds the trie from the tokens sorted by code points (complete ones before those with a
+    /// partial tail at the same path): each token shares its predecessor's nodes for their common
+    /// prefix, so nodes are made in depth-first order, children in character order.
+    fn build_trie(&mut self) {
+        let mut ids: Vec<u32> = (0..self.n_vocab() as u32)
+            .filter(|&i| {
+                let i = i as usize;
+                !self.eog[i] && !self.pieces[i].is_empty() && self.partial[i].n_remain() >= 0
+            })
+            .collect();
+        ids.sort_by(|&a, &b| {
+            self.cps_of(a).cmp(self.cps_of(b)).then(
+                (self.partial[a as usize].n_remain() != 0)
+                    .cmp(&(self.partial[b as usize].n_remain() != 0)),
+            )
+        });
+        let mut nodes = vec![Node::default()];
+        let mut ends = Vec::new();
+        let mut partials = Vec::new();
+        // path[d] = the node at depth d + 1 of the previous token's path.
+        let mut path: Vec<u32> = Vec::new();
+        let mut prev: &[u32] = &[];
+        for &id in &ids {
+            let cps = self.cps_of(id);
+            let common = cps.iter().zip(prev).take_while(|(a, b)| a == b).count();
+            path.truncate(common);
+            for d in common..cps.len() {
+                let parent = if d == 0 { 0 } else { path[d - 1] };
+                let n = nodes.len() as u32;
+                nodes.push(Node {
+                    ch: cps[d],
+                    ..Node::default()
+                });
+                // Append as the parent's last child.
+                let first = nodes[parent as usize].first_child;
+                if first == 0 {
+                    nodes[parent as usize].first_child = n;
+                } else {
+                    let mut c = first;
+                    while nodes[c as usize].next_sibling != 0 {
+                        c = nodes[c as usize].next_sibling;
+                    }
+                    nodes[c as usize].next_sibling = n;
+                }
+                path.push(n);
+            }
+            let at = if cps.is_empty() {
+                0
+            } else {
+                path[cps.len() - 1]
+            } as usize;
+            if self.partial[id as usize].n_remain() == 0 {
+                if nodes[at].end.1 == 0 {
+                    nodes[at].end = (ends.len() as u32, ends.len() as u32);
+                }
+                ends.push(id);
+                nodes[at].end.1 = ends.len() as u32;
+            } else {
+                if nodes[at].part.1 == 0 {
+                    nodes[at].part = (partials.len() as u32, partials.len() as u32);
+                }
+                partials.push(id);
+                nodes[at].part.1 = partials.len() as u32;
+            }
+            prev = cps;
+        }
+        self.trie = Trie {
+            nodes,
+            ends,
+            partials,
+        };
+        self.find_cont();
     }
 
     fn cps_of(&self, id: u32) -> &[u32] {
@@ -84,14 +191,6 @@ impl TokenTable {
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog.get(id as usize).copied().unwrap_or(false)
     }
-}
-
-/// A candidate token during rejection: its code points from `at` to `end` are still to match.
-#[derive(Clone, Copy, Debug)]
-struct Cand {
-    id: u32,
-    at: u32,
-    end: u32,
 }
 
 /// A grammar applied to sampling.
@@ -113,10 +212,147 @@ pub struct Constraint {
     /// comes back to the same states (inside a string, between members), and their masks are
     /// then copied instead of computed.
     cache: Vec<(Matcher, Vec<bool>)>,
+    /// Stack sets met by the masks' walks and the transitions between them.
+    dfa: Dfa,
 }
 
 /// Full masks kept per constraint.
 const MASK_CACHE: usize = 4;
+
+/// Stack sets the automaton keeps before it starts over (bounds its memory).
+const MAX_STATES: usize = 1 << 14;
+
+type Stacks = Vec<Vec<(u32, u32)>>;
+
+/// Sets of grammar stacks met while masking (state 0: the empty set, dead) and the transitions
+/// between them, made on first use. A transition depends on the character only through which
+/// stacks' top classes take it (each stack continues the same way whatever character its class
+/// took), so it is computed once per (state, set of matching stacks).
+#[derive(Clone, Debug, Default)]
+struct Dfa {
+    sets: Vec<Stacks>,
+    ids: std::collections::HashMap<Stacks, u32>,
+    trans: std::collections::HashMap<(u32, u32), u32>,
+    /// Per state: each stack expanded past its top class (None for a stack that takes no
+    /// character: empty, or a token on top).
+    after: Vec<Option<Vec<Option<Stacks>>>>,
+    by_match: std::collections::HashMap<(u32, u64), u32>,
+    /// Per state, the transitions on ASCII characters by direct index (u32::MAX: not made yet):
+    /// most tokens' characters, looked up without hashing.
+    ascii: Vec<[u32; 128]>,
+}
+
+impl Dfa {
+    fn clear(&mut self) {
+        self.sets.clear();
+        self.ids.clear();
+        self.trans.clear();
+        self.after.clear();
+        self.by_match.clear();
+        self.ascii.clear();
+    }
+
+    /// The state of a set of stacks (sorted, without duplicates).
+    fn intern(&mut self, mut set: Stacks) -> u32 {
+        if self.sets.is_empty() {
+            self.sets.push(Vec::new());
+            self.after.push(None);
+            self.ascii.push([0; 128]);
+            self.ids.insert(Vec::new(), 0);
+        }
+        set.sort();
+        set.dedup();
+        if let Some(&id) = self.ids.get(&set) {
+            return id;
+        }
+        let id = self.sets.len() as u32;
+        self.sets.push(set.clone());
+        self.after.push(None);
+        self.ascii.push([u32::MAX; 128]);
+        self.ids.insert(set, id);
+        id
+    }
+
+    /// The state after code point `ch` from `state`.
+    fn step(&mut self, g: &Grammar, state: u32, ch: u32) -> u32 {
+        if state == 0 {
+            return 0;
+        }
+        if ch < 128 {
+            let n = self.ascii[state as usize][ch as usize];
+            if n != u32::MAX {
+                return n;
+            }
+        } else if let Some(&n) = self.trans.get(&(state, ch)) {
+            return n;
+        }
+        let n = if self.sets[state as usize].len() > 64 {
+            let mut out = Vec::new();
+            for st in &self.sets[state as usize] {
+                super::matcher::accept_char(g, st, ch, &mut out);
+            }
+            self.intern(out)
+        } else {
+            if self.after[state as usize].is_none() {
+                let after = self.sets[state as usize]
+                    .iter()
+                    .map(|st| {
+                        let &top = st.last()?;
+                        if !matches!(
+                            g.elem(top),
+                            Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
+                        ) {
+                            return None;
+                        }
+                        let next = super::matcher::match_char(g, top, 0).1;
+                        let mut ns = st[..st.len() - 1].to_vec();
+                        if !g.elem(next).ends_sequence() {
+                            ns.push(next);
+                        }
+                        let mut out = Vec::new();
+                        super::matcher::advance(g, ns, &mut out);
+                        Some(out)
+                    })
+                    .collect();
+                self.after[state as usize] = Some(after);
+            }
+            let mut bits = 0u64;
+            for (i, st) in self.sets[state as usize].iter().enumerate() {
+                if let Some(&top) = st.last() {
+                    if matches!(
+                        g.elem(top),
+                        Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
+                    ) && super::matcher::match_char(g, top, ch).0
+                    {
+                        bits |= 1 << i;
+                    }
+                }
+            }
+            if bits == 0 {
+                0
+            } else if let Some(&n) = self.by_match.get(&(state, bits)) {
+                n
+            } else {
+                let after = self.after[state as usize].as_ref().expect("made above");
+                let mut out: Stacks = Vec::new();
+                for (i, a) in after.iter().enumerate() {
+                    if bits & (1 << i) != 0 {
+                        out.extend(a.iter().flatten().cloned());
+                    }
+                }
+                let n = self.intern(out);
+                self.by_match.insert((state, bits), n);
+                n
+            }
+        };
+        if ch < 128 {
+            self.ascii[state as usize][ch as usize] = n;
+        } else {
+            self.trans.insert((state, ch), n);
+        }
+        n
+    }
+}
 
 impl Constraint {
     pub fn new(grammar: Arc<Grammar>, table: Arc<TokenTable>) -> Constraint {
@@ -132,6 +368,7 @@ impl Constraint {
             time: std::time::Duration::ZERO,
             mask_time: std::time::Duration::ZERO,
             cache: Vec::new(),
+            dfa: Dfa::default(),
         }
     }
 
@@ -238,121 +475,88 @@ impl Constraint {
         for (i, a) in self.allowed.iter_mut().enumerate() {
             *a = t.eog[i] && can_end;
         }
-        if self.m.partial() != Partial::default() {
-            // A character split by the previous token: decode each token on top of it (rare).
-            for i in 0..t.n_vocab() {
-                if !t.eog[i] {
-                    self.allowed[i] = self.m.allows(i as u32, &t.pieces[i]);
+        if self.dfa.sets.len() > MAX_STATES {
+            self.dfa.clear();
+        }
+        let partial = self.m.partial();
+        if partial.n_remain() != 0 {
+            // A character split by the previous token: only tokens that go on with continuation
+            // bytes can follow; each is decoded on top of it and walked through the automaton.
+            let g = Arc::clone(self.m.grammar());
+            let root = self.dfa.intern(self.m.stacks().to_vec());
+            for &id in &t.cont {
+                let (cps, p) = decode_utf8(&t.pieces[id as usize], partial);
+                if p.n_remain() < 0 {
+                    continue;
                 }
+                let mut state = root;
+                for &c in &cps {
+                    state = self.dfa.step(&g, state, c);
+                    if state == 0 {
+                        break;
+                    }
+                }
+                self.allowed[id as usize] = state != 0
+                    && (p.n_remain() == 0
+                        || self.dfa.sets[state as usize].iter().any(|s| {
+                            s.last().is_some_and(|&top| {
+                                matches!(
+                                    g.elem(top),
+                                    Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
+                                ) && super::matcher::match_partial_char(&g, top, p)
+                            })
+                        }));
             }
             return;
         }
-        // Candidates: tokens with text, valid UTF-8 so far.
-        let mut cands: Vec<Cand> = (0..t.n_vocab())
-            .filter(|&i| !t.eog[i] && !t.pieces[i].is_empty() && t.partial[i].n_remain() >= 0)
-            .map(|i| Cand {
-                id: i as u32,
-                at: t.start[i],
-                end: t.start[i + 1],
-            })
-            .collect();
-        let g = self.m.grammar().clone();
-        let rejected = reject(&g, t, self.m.stacks(), &cands);
-        for c in &cands {
-            self.allowed[c.id as usize] = true;
+        if self.dfa.sets.len() > MAX_STATES {
+            self.dfa.clear();
         }
-        for c in rejected {
-            self.allowed[c.id as usize] = false;
-        }
-        cands.clear();
-    }
-}
-
-/// The candidates no stack accepts (llama.cpp's `llama_grammar_reject_candidates`).
-fn reject(g: &Grammar, t: &TokenTable, stacks: &[Vec<(u32, u32)>], cands: &[Cand]) -> Vec<Cand> {
-    if cands.is_empty() {
-        return Vec::new();
-    }
-    let Some((first, rest)) = stacks.split_first() else {
-        return cands.to_vec();
-    };
-    let mut rejects = reject_for_stack(g, t, first, cands);
-    for s in rest {
-        rejects = reject_for_stack(g, t, s, &rejects);
-    }
-    rejects
-}
-
-/// The candidates `stack` refuses.
-fn reject_for_stack(
-    g: &Grammar,
-    t: &TokenTable,
-    stack: &[(u32, u32)],
-    cands: &[Cand],
-) -> Vec<Cand> {
-    let mut rejects = Vec::new();
-    let Some(&top) = stack.last() else {
-        // A complete grammar: only a candidate with nothing left passes.
-        rejects.extend(
-            cands
-                .iter()
-                .filter(|c| c.at < c.end || t.partial[c.id as usize].n_remain() != 0),
-        );
-        return rejects;
-    };
-    if matches!(g.elem(top), Elem::Token(_) | Elem::TokenNot(_)) {
-        for c in cands {
-            if c.at == c.end {
-                if t.partial[c.id as usize].n_remain() != 0 {
-                    rejects.push(*c);
-                }
-            } else if !super::matcher::match_token(g.elem(top), c.id) {
-                rejects.push(*c);
+        let g = Arc::clone(self.m.grammar());
+        let g = &*g;
+        let root = self.dfa.intern(self.m.stacks().to_vec());
+        let trie = &t.trie;
+        let allowed = &mut self.allowed;
+        let dfa = &mut self.dfa;
+        // Tokens ending at a node: complete ones when the state is alive; those with a partial
+        // UTF-8 tail when some stack's character class can complete it.
+        let mut mark = |node: &Node, state: u32, dfa: &Dfa| {
+            if state == 0 {
+                return;
             }
-        }
-        return rejects;
-    }
-    let mut next = Vec::with_capacity(cands.len());
-    // Candidates come in code point order: a run with the same next character is tested once.
-    let mut last: Option<(u32, bool)> = None;
-    for c in cands {
-        if c.at == c.end {
-            let p = t.partial[c.id as usize];
-            if p.n_remain() != 0 && !super::matcher::match_partial_char(g, top, p) {
-                rejects.push(*c);
+            for &id in &trie.ends[node.end.0 as usize..node.end.1 as usize] {
+                allowed[id as usize] = true;
             }
-            continue;
-        }
-        let ch = t.cps[c.at as usize];
-        let ok = match last {
-            Some((lc, ok)) if lc == ch => ok,
-            _ => {
-                let ok = super::matcher::match_char(g, top, ch).0;
-                last = Some((ch, ok));
-                ok
+            for &id in &trie.partials[node.part.0 as usize..node.part.1 as usize] {
+                let p = t.partial[id as usize];
+                allowed[id as usize] = dfa.sets[state as usize].iter().any(|s| {
+                    s.last().is_some_and(|&top| {
+                        matches!(
+                            g.elem(top),
+                            Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
+                        ) && super::matcher::match_partial_char(g, top, p)
+                    })
+                });
             }
         };
-        if ok {
-            next.push(Cand { at: c.at + 1, ..*c });
-        } else {
-            rejects.push(*c);
+        // Tokens made only of a partial sequence hang at the root.
+        mark(&trie.nodes[0], root, dfa);
+        let mut todo: Vec<(u32, u32)> = vec![(0, root)];
+        while let Some((node, state)) = todo.pop() {
+            let mut c = trie.nodes[node as usize].first_child;
+            while c != 0 {
+                let n = &trie.nodes[c as usize];
+                let next = dfa.step(g, state, n.ch);
+                if next != 0 {
+                    mark(n, next, dfa);
+                    if n.first_child != 0 {
+                        todo.push((c, next));
+                    }
+                }
+                c = n.next_sibling;
+            }
         }
     }
-    if next.is_empty() {
-        return rejects;
-    }
-    // The stacks after the class, the same whichever character matched.
-    let after = super::matcher::match_char(g, top, 0).1;
-    let mut st = stack[..stack.len() - 1].to_vec();
-    if !g.elem(after).ends_sequence() {
-        st.push(after);
-    }
-    let mut next_stacks = Vec::new();
-    super::matcher::advance(g, st, &mut next_stacks);
-    for c in reject(g, t, &next_stacks, &next) {
-        rejects.push(Cand { at: c.at - 1, ..c });
-    }
-    rejects
 }
 
 #[cfg(test)]
@@ -400,14 +604,17 @@ ws ::= [ ]?"#,
             start.push(cps.len() as u32);
             partial.push(p);
         }
-        let table = Arc::new(TokenTable {
+        let mut tt = TokenTable {
             cps,
             start,
             partial,
             pieces: words.iter().map(|w| w.to_vec()).collect(),
             eog: (0..n).map(|i| i == n - 1).collect(),
-            sorted: (0..n as u32).collect(),
-        });
+            trie: Trie::default(),
+            cont: Vec::new(),
+        };
+        tt.build_trie();
+        let table = Arc::new(tt);
         let mut c = Constraint::new(g, Arc::clone(&table));
         // Walk one valid text token by token, comparing masks at each step.
         for step in [0usize, 2, 4, 13, 14, 6, 9, 10] {

@@ -255,7 +255,7 @@ pub(super) fn advance(g: &Grammar, stack: Stack, out: &mut Vec<Stack>) {
 }
 
 /// The stacks `stack` becomes after code point `chr`, added to `out`.
-fn accept_char(g: &Grammar, stack: &Stack, chr: u32, out: &mut Vec<Stack>) {
+pub(super) fn accept_char(g: &Grammar, stack: &Stack, chr: u32, out: &mut Vec<Stack>) {
     let Some(&top) = stack.last() else { return };
     if matches!(g.elem(top), Elem::Token(_) | Elem::TokenNot(_)) {
         return;
