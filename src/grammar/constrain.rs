@@ -498,19 +498,9 @@ impl Constraint {
                 }
                 self.allowed[id as usize] = state != 0
                     && (p.n_remain() == 0
-                        || self.dfa.sets[state as usize].iter().any(|s| {
-                            s.last().is_some_and(|&top| {
-                                matches!(
-                                    g.elem(top),
-                                    Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
-                                ) && super::matcher::match_partial_char(&g, top, p)
-                            })
-                        }));
+                        || super::matcher::can_complete(&g, &self.dfa.sets[state as usize], p));
             }
             return;
-        }
-        if self.dfa.sets.len() > MAX_STATES {
-            self.dfa.clear();
         }
         let g = Arc::clone(self.m.grammar());
         let g = &*g;
@@ -529,14 +519,8 @@ impl Constraint {
             }
             for &id in &trie.partials[node.part.0 as usize..node.part.1 as usize] {
                 let p = t.partial[id as usize];
-                allowed[id as usize] = dfa.sets[state as usize].iter().any(|s| {
-                    s.last().is_some_and(|&top| {
-                        matches!(
-                            g.elem(top),
-                            Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
-                        ) && super::matcher::match_partial_char(g, top, p)
-                    })
-                });
+                allowed[id as usize] =
+                    super::matcher::can_complete(g, &dfa.sets[state as usize], p);
             }
         };
         // Tokens made only of a partial sequence hang at the root.

@@ -175,15 +175,20 @@ impl Matcher {
         if m.partial.n_remain == 0 {
             return true;
         }
-        m.stacks.iter().any(|s| {
-            s.last().is_some_and(|&top| {
-                matches!(
-                    m.g.elem(top),
-                    Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
-                ) && match_partial_char(&m.g, top, m.partial)
-            })
-        })
+        can_complete(&m.g, &m.stacks, m.partial)
     }
+}
+
+/// Whether some stack's top character class can take a character that completes `partial`.
+pub(super) fn can_complete(g: &Grammar, stacks: &[Stack], partial: Partial) -> bool {
+    stacks.iter().any(|s| {
+        s.last().is_some_and(|&top| {
+            matches!(
+                g.elem(top),
+                Elem::Char(_) | Elem::CharNot(_) | Elem::CharAny
+            ) && match_partial_char(g, top, partial)
+        })
+    })
 }
 
 /// Expands `stack` until every resulting stack is empty or has a terminal on top, adding the new
