@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the workspace's tests for aarch64-unknown-linux-gnu under qemu-user, twice: on qemu's default
-# CPU (`max`, which has dotprod: the NEON+sdot kernels, as on a Raspberry Pi 5) and on
-# QEMU_CPU=cortex-a72 (no dotprod: the plain NEON kernels, as on a Raspberry Pi 4).
+# Runs the workspace's tests for aarch64-unknown-linux-gnu under qemu-user, once per CPU: qemu's
+# `max` (dotprod and i8mm: the sdot kernels with the smmla prefill tiles, as on Apple M2, Graviton 3,
+# Cortex-A710 and later), `cortex-a76` (dotprod, no i8mm: the sdot kernels and tiles, as on a
+# Raspberry Pi 5) and `cortex-a72` (neither: the plain NEON kernels, as on a Raspberry Pi 4).
+# FERROLM_QEMU_CPUS="max cortex-a72" picks a subset.
 #
 # Usage: scripts/test-aarch64.sh [PACKAGE... | --lib | --tests | --test NAME ...]  (default: the whole workspace)
 #   e.g. scripts/test-aarch64.sh ferrolm-kernels
@@ -66,8 +68,14 @@ echo "test-aarch64: $("$RUSTC_BIN" --version), packages: ${pkgs[*]}"
 
 failed=()
 start=$SECONDS
-for cpu in max cortex-a72; do
-  echo "test-aarch64: ==== QEMU_CPU=$cpu ($( [ $cpu = max ] && echo 'dotprod: NEON+sdot kernels' || echo 'no dotprod: plain NEON kernels'))"
+cpus="${FERROLM_QEMU_CPUS:-max cortex-a76 cortex-a72}"
+for cpu in $cpus; do
+  case $cpu in
+    max) what='dotprod + i8mm: sdot kernels, smmla tiles' ;;
+    cortex-a76 | neoverse-n1) what='dotprod, no i8mm: sdot kernels and tiles' ;;
+    *) what='no dotprod: plain NEON kernels' ;;
+  esac
+  echo "test-aarch64: ==== QEMU_CPU=$cpu ($what)"
   # Show once which kernels this CPU selects (kernels().backend), from the kernels' unit tests.
   if ! QEMU_CPU=$cpu "$CARGO_BIN" test -q --target "$TARGET" -p ferrolm-kernels --lib \
     -- --exact aarch64::tests::report_backend --nocapture 2>&1 | grep -E "aarch64 kernels:|panicked"; then
@@ -87,4 +95,4 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "test-aarch64: FAILED on QEMU_CPU=${failed[*]}"
   exit 1
 fi
-echo "test-aarch64: all passed on QEMU_CPU=max and QEMU_CPU=cortex-a72"
+echo "test-aarch64: all passed on QEMU_CPU=${cpus// / and }"

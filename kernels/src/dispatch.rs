@@ -47,6 +47,8 @@ pub enum Backend {
     Avx512,
     Neon,
     NeonDotprod,
+    /// aarch64 with dotprod and i8mm (`smmla` prefill tiles).
+    NeonI8mm,
 }
 
 impl Backend {
@@ -57,6 +59,7 @@ impl Backend {
             Backend::Avx512 => "avx512",
             Backend::Neon => "neon",
             Backend::NeonDotprod => "neon+dotprod",
+            Backend::NeonI8mm => "neon+i8mm",
         }
     }
 }
@@ -233,7 +236,7 @@ pub(crate) struct Offer {
     /// The activation format the kernel reads; the table entry's `vec_dot_type` must be it (for
     /// an activation quantizer, the type itself).
     pub act: GgmlType,
-    /// The level the CPU must have: `Avx2`, `Avx512`, `Neon` or `NeonDotprod`.
+    /// The level the CPU must have: `Avx2`, `Avx512`, `Neon`, `NeonDotprod` or `NeonI8mm`.
     pub needs: Backend,
     pub kernel: OfferedKernel,
 }

@@ -10,7 +10,8 @@
 //!
 //! Files by format: `q4_0.rs` ... `q2_k.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
 //! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers), `tile.rs` (prefill tiles of
-//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K with `sdot`, installed only with dotprod).
+//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K with `sdot`, installed only with dotprod), `mmla.rs` (the
+//! same tiles with `smmla`, installed only with i8mm).
 
 use crate::blocks::{cast_blocks, Block};
 use crate::dispatch::{install_offers, Backend, KernelTable, Offer};
@@ -57,6 +58,7 @@ macro_rules! vec_dot_entry_points {
 pub(crate) use vec_dot_entry_points;
 
 mod float;
+mod mmla;
 mod pair;
 mod q2_k;
 mod q3_k;
@@ -103,6 +105,12 @@ pub(crate) fn rows<'a, W: Block, A: Block>(
 /// True when the CPU has the dotprod extension (`sdot`/`udot`).
 pub fn has_dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
+}
+
+/// True when the CPU has the i8mm extension (`smmla`) and dotprod (every such CPU has both; the
+/// `smmla` tiles stand in for the `sdot` ones).
+pub fn has_i8mm() -> bool {
+    std::arch::is_aarch64_feature_detected!("i8mm") && has_dotprod()
 }
 
 /// The kernels of this module, one list per file.
@@ -166,12 +174,19 @@ pub(crate) fn from_float_kernel(ty: GgmlType) -> Option<QuantizeRowFn> {
 pub fn install(table: &mut KernelTable) {
     table.swiglu = swiglu;
     table.softmax = softmax;
-    let dotprod = has_dotprod();
-    let has = |b: Backend| b == Backend::Neon || (b == Backend::NeonDotprod && dotprod);
+    let (dotprod, i8mm) = (has_dotprod(), has_i8mm());
+    let has = |b: Backend| match b {
+        Backend::Neon => true,
+        Backend::NeonDotprod => dotprod,
+        Backend::NeonI8mm => i8mm,
+        _ => false,
+    };
     for list in OFFERS {
         install_offers(table, list, has);
     }
-    table.backend = if dotprod {
+    table.backend = if i8mm {
+        Backend::NeonI8mm
+    } else if dotprod {
         Backend::NeonDotprod
     } else {
         Backend::Neon

@@ -60,5 +60,11 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             Tile(super::tile::gemm_tile_q4_0),
         ),
+        o(
+            T::Q4_0,
+            T::Q8_0,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q4_0),
+        ),
     ]
 };

@@ -138,5 +138,11 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             Tile(super::tile::gemm_tile_q4_k),
         ),
+        o(
+            T::Q4_K,
+            T::Q8_K,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q4_k),
+        ),
     ]
 };

@@ -86,5 +86,11 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             Tile(super::tile::gemm_tile_q5_0),
         ),
+        o(
+            T::Q5_0,
+            T::Q8_0,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q5_0),
+        ),
     ]
 };

@@ -62,5 +62,11 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             Tile(super::tile::gemm_tile_q5_1),
         ),
+        o(
+            T::Q5_1,
+            T::Q8_1,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q5_1),
+        ),
     ]
 };

@@ -112,5 +112,11 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             Tile(super::tile::gemm_tile_q6_k),
         ),
+        o(
+            T::Q6_K,
+            T::Q8_K,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q6_k),
+        ),
     ]
 };

@@ -133,7 +133,12 @@ fn install_selects_neon_by_feature() {
     } else {
         Backend::Neon
     };
-    assert_eq!(table.backend, expect);
+    let best = if has_i8mm() {
+        Backend::NeonI8mm
+    } else {
+        expect
+    };
+    assert_eq!(table.backend, best);
     for ty in INT_TYPES {
         let e = table.get(ty).unwrap();
         let (_, neon, sdot) = int_kernels(ty).unwrap();
@@ -154,9 +159,10 @@ fn install_selects_neon_by_feature() {
 fn report_backend() {
     let k = kernels();
     println!(
-        "aarch64 kernels: backend {} (dotprod {}), FERROLM_KERNELS={:?}",
+        "aarch64 kernels: backend {} (dotprod {}, i8mm {}), FERROLM_KERNELS={:?}",
         k.backend.name(),
         has_dotprod(),
+        has_i8mm(),
         std::env::var("FERROLM_KERNELS").ok()
     );
     if !crate::dispatch::scalar_forced() {

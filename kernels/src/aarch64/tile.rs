@@ -111,10 +111,10 @@ fn store_rows(acc: &[float32x4_t], mut out: RowsMut<f32>) {
 /// A weight block unpacked to 32 signed levels (elements 0..16, 16..32), its scale and its min
 /// (0 for the formats without one).
 #[derive(Clone, Copy)]
-struct Unpacked {
-    q: [int8x16_t; 2],
-    d: f32,
-    m: f32,
+pub(super) struct Unpacked {
+    pub(super) q: [int8x16_t; 2],
+    pub(super) d: f32,
+    pub(super) m: f32,
 }
 
 /// 4 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
@@ -197,11 +197,12 @@ macro_rules! drive {
         }
     }};
 }
+pub(super) use drive;
 
 /// A 32-element block's levels and scale ([`Block32`]), no min.
 #[inline]
 #[target_feature(enable = "neon")]
-fn unpack<W: Block32>(x: &W) -> Unpacked {
+pub(super) fn unpack<W: Block32>(x: &W) -> Unpacked {
     Unpacked {
         q: x.levels(),
         d: f16_to_f32(x.d()),
@@ -212,7 +213,7 @@ fn unpack<W: Block32>(x: &W) -> Unpacked {
 /// A 32-element block's levels, scale and min ([`Block32Min`]).
 #[inline]
 #[target_feature(enable = "neon")]
-fn unpack_min<W: Block32Min>(x: &W) -> Unpacked {
+pub(super) fn unpack_min<W: Block32Min>(x: &W) -> Unpacked {
     Unpacked {
         q: x.levels(),
         d: f16_to_f32(x.d()),
@@ -220,37 +221,40 @@ fn unpack_min<W: Block32Min>(x: &W) -> Unpacked {
     }
 }
 
+/// Defines the safe `GemmTileFn` `$name` over `$group` for the kernel set that needs the target
+/// features `$feat` (detected by `$has`): rows of `$w` (`$wt`), activations of `$a` (`$at`).
 macro_rules! tile_fn {
-    ($(#[$m:meta])* $name:ident, $w:ty, $wt:expr, $a:ty, $at:expr, $elems:expr, $group:ident $(, $unpack:ident)?) => {
+    ($(#[$m:meta])* [$feat:literal, $has:path] $name:ident, $w:ty, $wt:expr, $a:ty, $at:expr, $elems:expr, $group:ident $(, $unpack:ident)?) => {
         $(#[$m])*
         pub(super) fn $name(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
             check_tile_args($wt, $at, n, &w, &a, &out);
-            #[target_feature(enable = "neon,dotprod")]
+            #[target_feature(enable = $feat)]
             fn imp(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
                 $(let $unpack = |x: &$w| $unpack(x);)?
                 drive!($w, $a, $elems, n, w, a, out, $group $(, $unpack)?);
             }
-            debug_assert!(super::has_dotprod(), "a dotprod tile ran on a CPU without dotprod");
-            // SAFETY: reachable only through the kernel table, which `install` fills with the
-            // tiles only after detecting dotprod.
+            debug_assert!($has(), "a {} tile ran on a CPU without it", $feat);
+            // SAFETY: reachable only through the kernel table, which `install` fills with these
+            // tiles only after detecting the features `imp` is compiled for.
             unsafe { imp(n, w, a, out) }
         }
     };
 }
+pub(super) use tile_fn;
 
 tile_fn!(/// Q4_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q4_0, BlockQ4_0, GgmlType::Q4_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
 tile_fn!(/// Q8_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q8_0, BlockQ8_0, GgmlType::Q8_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
 tile_fn!(/// Q4_1 x Q8_1 tile (`sdot`).
-    gemm_tile_q4_1, BlockQ4_1, GgmlType::Q4_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q4_1, BlockQ4_1, GgmlType::Q4_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
 tile_fn!(/// Q5_0 x Q8_0 tile (`sdot`).
-    gemm_tile_q5_0, BlockQ5_0, GgmlType::Q5_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q5_0, BlockQ5_0, GgmlType::Q5_0, BlockQ8_0, GgmlType::Q8_0, QK, group, unpack);
 tile_fn!(/// Q5_1 x Q8_1 tile (`sdot`).
-    gemm_tile_q5_1, BlockQ5_1, GgmlType::Q5_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q5_1, BlockQ5_1, GgmlType::Q5_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
 
 /// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels.
-trait K4Block: Block {
+pub(super) trait K4Block: Block {
     /// (scales, mins) as bytes 0..8 of two little-endian words, d, dmin.
     fn scales(&self) -> (u64, u64, f32, f32);
     /// The 128 level bytes: sub-block 2c in the low nibbles of bytes 32c..32c+32, 2c+1 in the high.
@@ -357,7 +361,7 @@ fn group_k4<const NT: usize, W: K4Block>(
 /// (elements 0..16 and 16..32: sub-blocks 2c and 2c + 1).
 #[inline]
 #[target_feature(enable = "neon")]
-fn q6_levels(b: &BlockQ6_K, c: usize) -> [int8x16_t; 2] {
+pub(super) fn q6_levels(b: &BlockQ6_K, c: usize) -> [int8x16_t; 2] {
     let (n, k) = (c / 4, c % 4);
     let off = 64 * n + 32 * (k % 2);
     // Bits 2k, 2k + 1 of qh moved to bits 4, 5.
@@ -438,7 +442,7 @@ fn group_q6<const NT: usize, W: Q6Block>(
 }
 
 /// The Q6_K block (a trait only so that `group_q6` has the `<NT, W>` shape `drive!` calls).
-trait Q6Block: Block {
+pub(super) trait Q6Block: Block {
     fn q6(&self) -> &BlockQ6_K;
 }
 
@@ -450,9 +454,9 @@ impl Q6Block for BlockQ6_K {
 }
 
 tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
-    gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
 tile_fn!(/// Q6_K x Q8_K tile (`sdot`).
-    gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
 
 #[cfg(test)]
 mod tests {
@@ -471,7 +475,17 @@ mod tests {
         let (wrb, arb) = (w.len() / nr, a.len() / nt);
         let stride = nr + 2;
         let mut out = vec![f32::NAN; nt * stride];
-        let tile = kernels().get(ty).unwrap().gemm_tile.unwrap();
+        // This file's tile (with i8mm the table holds the `smmla` one, tested in `mmla.rs`).
+        let tile: crate::dispatch::GemmTileFn = match ty {
+            T::Q4_0 => super::gemm_tile_q4_0,
+            T::Q4_1 => super::gemm_tile_q4_1,
+            T::Q5_0 => super::gemm_tile_q5_0,
+            T::Q5_1 => super::gemm_tile_q5_1,
+            T::Q8_0 => super::gemm_tile_q8_0,
+            T::Q4_K => super::gemm_tile_q4_k,
+            T::Q6_K => super::gemm_tile_q6_k,
+            _ => unreachable!("{ty} has no sdot tile"),
+        };
         tile(
             n,
             Rows::new(w, nr, wrb, wrb),
