@@ -41,12 +41,27 @@ fn sha256(path: &Path) -> String {
 
 /// Every prompt of `tests/data/arch/test-{arch}.jsonl`: ferrolm's top logits against llama.cpp's.
 fn check_family(arch: &str, extra: &[&str]) {
+    check_goldens(arch, &[(&format!("test-{arch}.jsonl"), extra)]);
+}
+
+/// `synth --shape test-{arch}`, then for each `(golden, extra)`: [`compare`].
+fn check_goldens(arch: &str, goldens: &[(&str, &[&str])]) {
     let dir = std::env::temp_dir().join(format!("ferrolm-families-{}-{arch}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let Some(file) = synth(arch, &dir) else {
         return;
     };
-    let golden = std::fs::read_to_string(common::data(&format!("arch/test-{arch}.jsonl"))).unwrap();
+    for (golden, extra) in goldens {
+        compare(&file, golden, extra);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every prompt of `tests/data/arch/{golden}`, `ferrolm eval` of `file` with `extra` arguments:
+/// ferrolm's top logits against llama.cpp's.
+fn compare(file: &Path, golden: &str, extra: &[&str]) {
+    let tag = golden.trim_end_matches(".jsonl");
+    let golden = std::fs::read_to_string(common::data(&format!("arch/{golden}"))).unwrap();
     let (mut n, mut max_d) = (0usize, 0f32);
     for line in golden.lines() {
         let row: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -92,11 +107,11 @@ fn check_family(arch: &str, extra: &[&str]) {
             for pair in g["top"].as_array().unwrap().iter().take(10) {
                 let (id, want) = (pair[0].as_u64().unwrap(), pair[1].as_f64().unwrap() as f32);
                 let got = logit(&m["top"], id)
-                    .unwrap_or_else(|| panic!("{arch} position {p}: token {id} not in our top 32"));
+                    .unwrap_or_else(|| panic!("{tag} position {p}: token {id} not in our top 32"));
                 let d = (got - want).abs();
                 assert!(
                     d <= F16_TOL,
-                    "{arch} position {p} token {id}: ours {got}, llama.cpp {want}"
+                    "{tag} position {p} token {id}: ours {got}, llama.cpp {want}"
                 );
                 max_d = max_d.max(d);
                 n += 1;
@@ -108,13 +123,12 @@ fn check_family(arch: &str, extra: &[&str]) {
                 let ours_in_gold = logit(&g["top"], ma).unwrap_or(f32::NEG_INFINITY);
                 assert!(
                     best - ours_in_gold <= F16_TOL,
-                    "{arch} position {p}: argmax {ma}, llama.cpp {ga}"
+                    "{tag} position {p}: argmax {ma}, llama.cpp {ga}"
                 );
             }
         }
     }
-    eprintln!("{arch}: max |Δ| {max_d:.4} over {n} logits");
-    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!("{tag}: max |Δ| {max_d:.4} over {n} logits");
 }
 
 #[test]
@@ -125,6 +139,20 @@ fn qwen3_matches_llamacpp() {
 #[test]
 fn phi3_matches_llamacpp() {
     check_family("phi3", &[]);
+}
+
+/// Phi-3 with LongRoPE (`rope_factors_short/long`, `rope.scaling.attn_factor`, original context
+/// 256): a 256-position context takes the short factors, a 1024-position one the long factors, as
+/// llama.cpp chooses them; the attention factor scales both.
+#[test]
+fn phi3_longrope_matches_llamacpp() {
+    check_goldens(
+        "phi3-longrope",
+        &[
+            ("test-phi3-longrope-c256.jsonl", &["-c", "256"]),
+            ("test-phi3-longrope-c1024.jsonl", &["-c", "1024"]),
+        ],
+    );
 }
 
 #[test]

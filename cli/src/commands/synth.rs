@@ -32,6 +32,9 @@ pub struct Shape {
     pub n_rot: u64,
     /// Sliding window (gemma3's `attention.sliding_window`); 0: none.
     pub n_swa: u64,
+    /// LongRoPE (phi3): the original context length, with `rope_factors_short/long` tensors and
+    /// the attention factor llama.cpp's converter writes; 0: none.
+    pub longrope_orig: u64,
 }
 
 /// The fields the shapes below share unless they say otherwise.
@@ -50,6 +53,7 @@ const BASE: Shape = Shape {
     head_dim: 0,
     n_rot: 0,
     n_swa: 0,
+    longrope_orig: 0,
 };
 
 /// The small test shapes of the other families (the SmolLM2 vocabulary, F16 weights in the
@@ -194,6 +198,14 @@ pub const SHAPES: &[Shape] = &[
         ..TEST
     },
     Shape {
+        name: "test-phi3-longrope",
+        arch: "phi3",
+        rope_base: 10000.0,
+        n_rot: 48,
+        longrope_orig: 256,
+        ..TEST
+    },
+    Shape {
         name: "test-smollm3",
         arch: "smollm3",
         ..TEST
@@ -211,7 +223,7 @@ pub const SHAPES: &[Shape] = &[
 pub struct Args {
     /// Model shape: tinyllama-1.1b, llama-3.2-1b, qwen2.5-0.5b, smollm2-135m, qwen3-0.6b,
     /// gemma3-270m, phi-4-mini, smollm3-3b, or the small test shapes test-qwen3, test-phi3,
-    /// test-smollm3, test-gemma3.
+    /// test-phi3-longrope, test-smollm3, test-gemma3.
     #[arg(long, default_value = "tinyllama-1.1b")]
     pub shape: String,
     /// Weight type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, or the mixes Q4_K_M, Q5_K_M.
@@ -383,6 +395,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
             OwnedValue::U32(s.n_rot as u32),
         );
     }
+    if s.longrope_orig > 0 {
+        // As llama.cpp's converter: sqrt(1 + ln(n_ctx / original) / ln(original)).
+        let scale = s.n_ctx as f64 / s.longrope_orig as f64;
+        let attn_factor = (1.0 + scale.ln() / (s.longrope_orig as f64).ln()).sqrt();
+        w.set(
+            &format!("{a}.rope.scaling.attn_factor"),
+            OwnedValue::F32(attn_factor as f32),
+        );
+        w.set(
+            &format!("{a}.rope.scaling.original_context_length"),
+            OwnedValue::U32(s.longrope_orig as u32),
+        );
+    }
     if s.n_swa > 0 {
         w.set(
             &format!("{a}.attention.sliding_window"),
@@ -422,8 +447,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
 
     // (name, dims, layer, is_vector)
-    let mut specs: Vec<(String, Vec<u64>, Option<u64>)> =
-        vec![("token_embd.weight".into(), vec![s.n_embd, s.n_vocab], None)];
+    let mut specs: Vec<(String, Vec<u64>, Option<u64>)> = Vec::new();
+    if s.longrope_orig > 0 {
+        // First, as llama.cpp's converter writes them: one factor per rotated dimension pair.
+        let half = if s.n_rot > 0 { s.n_rot } else { hd } / 2;
+        specs.push(("rope_factors_long.weight".into(), vec![half], None));
+        specs.push(("rope_factors_short.weight".into(), vec![half], None));
+    }
+    specs.push(("token_embd.weight".into(), vec![s.n_embd, s.n_vocab], None));
     specs.push(("output_norm.weight".into(), vec![s.n_embd], None));
     if !s.tied {
         specs.push(("output.weight".into(), vec![s.n_embd, s.n_vocab], None));
@@ -503,7 +534,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
             dims: dims.clone(),
         };
         let n = spec.n_bytes().ok_or("tensor size overflows")? as usize;
-        let bytes = if dims.len() == 1 {
+        let bytes = if let Some(kind) = name.strip_prefix("rope_factors_") {
+            // Frequency divisors: rising to 1 + 0.25 i (long) or 1 + 0.02 i (short).
+            let step = if kind.starts_with("long") { 0.25 } else { 0.02 };
+            (0..dims[0])
+                .flat_map(|i| (1.0 + step * i as f32).to_le_bytes())
+                .collect()
+        } else if dims.len() == 1 {
             // Norm weights near 1, biases near 0.
             let v: f32 = if name.contains("norm") { 1.0 } else { 0.0 };
             (0..dims[0])
