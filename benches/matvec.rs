@@ -242,7 +242,12 @@ fn bench_prefill(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
 fn benches(c: &mut Criterion) {
     if std::env::var_os("FERROLM_BENCH_PREFILL").is_some() {
         let pools = [ThreadPool::new(1), ThreadPool::new(2)];
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
             bench_prefill(c, &pools, ty);
         }
         return;

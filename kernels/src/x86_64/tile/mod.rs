@@ -90,16 +90,20 @@ pub(in crate::x86_64) trait Isa {
     unsafe fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// `acc + sum of 2 i16 x i16 products` per i32 lane.
     unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+    /// Full-range weights (`TileBlock::WIDE`) take [`group_i16`] (i16 `madd`) rather than
+    /// `dpbusd_wide`: the cheaper of the two on this instruction set.
+    const WIDE_BY_I16: bool;
     /// Debug builds: the CPU has this instruction set.
     fn assert_cpu();
 }
 
 /// Implements [`Isa`] for `$I` by the module's `dpbusd`, `dpbusd2`, `dpbusd_wide` and `dpwssd`.
 macro_rules! impl_isa {
-    ($I:ident, $assert:path) => {
+    ($I:ident, $assert:path, $wide_by_i16:expr) => {
         /// The instruction set of this module's tiles.
         pub(in crate::x86_64) struct $I;
         impl Isa for $I {
+            const WIDE_BY_I16: bool = $wide_by_i16;
             #[inline(always)]
             unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
                 // SAFETY: called only inside entry points compiled with this module's features.
@@ -383,6 +387,99 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
     }
 }
 
+/// Blocks per chunk of widened activations in [`group_i16`].
+const KC16: usize = 8;
+
+/// [`group`] for weights whose levels span the whole i8 range (Q8_0) on AVX2, where `maddubs`
+/// would saturate: both sides sign-extended to i16 and multiplied with `madd` (two products per
+/// i32 lane, exact for every byte value). Per block and group of 8 rows, each row's 32 levels
+/// become two vectors of 16 i16, transposed so that lane r of `w[h][j]` holds row r's elements
+/// 16h + 2j and 16h + 2j + 1; per token, 16 `madd` against the token's i16 pairs (broadcast) give
+/// the 8 rows' exact block sums: 32 integer operations per token and block where `dpbusd_wide`
+/// takes 48. The activations of a chunk of blocks are widened once for all the row groups. The
+/// block sums and the float steps equal [`group`]'s, so the results are bit-identical.
+#[inline(always)]
+unsafe fn group_i16<W: TileBlock, const NT: usize>(
+    rows: &[Option<&[W]>],
+    acts: [&[W::Act]; NT],
+    nb: usize,
+    mut out: RowsMut<f32>,
+) {
+    // SAFETY: the caller runs this inside an entry point compiled with AVX2; every memory access
+    // below is bounds-checked or an unaligned load or store of a local array of the size named
+    // beside it.
+    unsafe {
+        let ng = rows.len() / 8;
+        assert!(rows.len() % 8 == 0 && ng <= MAX_GROUPS && !W::HAS_MIN);
+        let mut accs = [[_mm256_setzero_ps(); NT]; MAX_GROUPS];
+        // xa[kk * NT + t] = token t's block k0 + kk as 32 i16 (16 pairs, one per u32).
+        let mut xa = [[0u32; 16]; KC16 * MAX_NT];
+        let mut da = [0.0f32; KC16 * MAX_NT];
+        let mut k0 = 0;
+        while k0 < nb {
+            let kn = KC16.min(nb - k0);
+            for kk in 0..kn {
+                for t in 0..NT {
+                    let b = &acts[t][k0 + kk];
+                    let v = load32i(b.qs());
+                    let x = xa[kk * NT + t].as_mut_ptr() as *mut __m256i;
+                    // x and x + 1 are 2 x 32 writable bytes of `xa[i]` (16 u32); unaligned stores.
+                    _mm256_storeu_si256(x, _mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)));
+                    _mm256_storeu_si256(
+                        x.add(1),
+                        _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(v)),
+                    );
+                    da[kk * NT + t] = h2f(b.d());
+                }
+            }
+            for (g, acc) in accs[..ng].iter_mut().enumerate() {
+                let rows = &rows[8 * g..8 * g + 8];
+                for kk in 0..kn {
+                    let k = k0 + kk;
+                    let mut lo = [_mm256_setzero_si256(); 8];
+                    let mut hi = [_mm256_setzero_si256(); 8];
+                    let mut d = [0.0f32; 8];
+                    for r in 0..8 {
+                        if let Some(b) = rows[r] {
+                            let u = b[k].unpack();
+                            lo[r] = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(u.q));
+                            hi[r] = _mm256_cvtepi8_epi16(_mm256_extracti128_si256::<1>(u.q));
+                            d[r] = u.d;
+                        }
+                    }
+                    let w = [transpose8(lo), transpose8(hi)];
+                    // d is 8 readable floats; unaligned load.
+                    let dv = _mm256_loadu_ps(d.as_ptr());
+                    for t in 0..NT {
+                        let x = &xa[kk * NT + t];
+                        let mut s = [_mm256_setzero_si256(); 2];
+                        for h in 0..2 {
+                            for j in 0..8 {
+                                let a = _mm256_set1_epi32(x[8 * h + j] as i32);
+                                s[j & 1] =
+                                    _mm256_add_epi32(s[j & 1], _mm256_madd_epi16(w[h][j], a));
+                            }
+                        }
+                        let s = _mm256_add_epi32(s[0], s[1]);
+                        let scale = _mm256_mul_ps(dv, _mm256_set1_ps(da[kk * NT + t]));
+                        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[t]);
+                    }
+                }
+            }
+            k0 += kn;
+        }
+        let present = out.row_len();
+        for t in 0..NT {
+            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
+            for (g, acc) in accs[..ng].iter().enumerate() {
+                // `lanes[8g..8g + 8]` is 8 writable floats; unaligned store.
+                _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]);
+            }
+            out.row_mut(t).copy_from_slice(&lanes[..present]);
+        }
+    }
+}
+
 /// The whole tile: row groups of 8, token groups of 32/16/8/4/2/1.
 #[inline(always)]
 unsafe fn tile<I: Isa, W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
@@ -403,12 +500,15 @@ unsafe fn tile<I: Isa, W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out
             let rows = &rows[..8 * ng];
             let mut t0 = 0;
             while t0 < nt {
-                t0 += crate::dispatch::token_group!(nt - t0, NT => group::<I, W, NT>(
-                    rows,
-                    std::array::from_fn(|i| act(t0 + i)),
-                    nb,
-                    out.window(t0, NT, r0, present),
-                ); 32, 16, 8, 4, 2, 1);
+                t0 += crate::dispatch::token_group!(nt - t0, NT => {
+                    let acts = std::array::from_fn(|i| act(t0 + i));
+                    let out = out.window(t0, NT, r0, present);
+                    if W::WIDE && I::WIDE_BY_I16 {
+                        group_i16::<W, NT>(rows, acts, nb, out)
+                    } else {
+                        group::<I, W, NT>(rows, acts, nb, out)
+                    }
+                }; 32, 16, 8, 4, 2, 1);
             }
             r0 += 8 * ng;
         }
@@ -575,7 +675,7 @@ pub(in crate::x86_64) mod vnni {
         _mm256_dpwssd_epi32(acc, a, b)
     }
 
-    impl_isa!(Vnni, crate::x86_64::debug_assert_vnni);
+    impl_isa!(Vnni, crate::x86_64::debug_assert_vnni, false);
     tile_entry_points!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", Vnni);
 }
 
@@ -584,8 +684,9 @@ pub(in crate::x86_64) mod vnni {
 /// sum fits i16: the unsigned operand is at most 255 (offset activations) or 63 (k-quant levels)
 /// and the signed one at most 31 in magnitude (Q4_0, Q5_0, Q4_1, Q5_1 levels) or 128
 /// (activations against levels <= 63): 2 * 255 * 31 = 15810 and 2 * 63 * 128 = 16128 < 32767.
-/// Q8_0 weights (up to 128 against 255) would saturate, so their tile splits each byte in two
-/// nibbles (`dpbusd_wide`: twice the multiplies, still exact).
+/// Q8_0 weights (up to 128 against 255) would saturate, so their tile widens both sides to i16
+/// and uses `madd` ([`group_i16`]); `dpbusd_wide` (each byte split in two nibbles, twice the
+/// multiplies) is the fallback the generic body keeps.
 pub(in crate::x86_64) mod avx2 {
     use super::*;
 
@@ -636,7 +737,7 @@ pub(in crate::x86_64) mod avx2 {
         _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
     }
 
-    impl_isa!(Avx2, crate::x86_64::debug_assert_avx2);
+    impl_isa!(Avx2, crate::x86_64::debug_assert_avx2, true);
     tile_entry_points!("avx2,fma,f16c", Avx2);
 }
 
