@@ -20,7 +20,10 @@ use core::arch::aarch64::*;
 use std::arch::asm;
 
 use super::simd::f16_to_f32;
-use super::tile::{drive, q6_levels, tile_fn, unpack, unpack_min, K4Block, Q6Block, Unpacked};
+use super::tile::{
+    drive, k4_header, k4_levels, q6_levels, tile_fn, unpack, unpack_min, K4Block, K4Header,
+    Q6Block, Unpacked,
+};
 use crate::blocks::{
     cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
     BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
@@ -217,38 +220,16 @@ fn group_k4<const NT: usize, W: K4Block>(
     nb: usize,
     out: RowsMut<f32>,
 ) {
-    let m4 = vdupq_n_u8(0x0F);
     let np = NT.div_ceil(2);
     let mut acc = [[vdupq_n_f32(0.0); 2]; NT];
     for k in 0..nb {
-        let (mut scb, mut mnb) = ([[0u8; 8]; 4], [[0u8; 8]; 4]);
-        let (mut d, mut dmin) = ([0.0f32; 4], [0.0f32; 4]);
-        for (r, row) in rows.iter().enumerate() {
-            if let Some(b) = row {
-                let (sc, mn, dr, dm) = b[k].scales();
-                (scb[r], mnb[r], d[r], dmin[r]) = (sc.to_le_bytes(), mn.to_le_bytes(), dr, dm);
-            }
-        }
+        let K4Header { scb, mnb, d, dmin } = k4_header(&rows, k);
         let mut isum = [[vdupq_n_s32(0); 2]; NT];
         for sb in 0..8 {
-            let c = sb / 2;
             let mut v = [[vdupq_n_s8(0); 2]; 4];
             for (r, row) in rows.iter().enumerate() {
                 if let Some(b) = row {
-                    let qs = b[k].qs();
-                    // SAFETY: `qs` is 128 bytes; the loads read 32c..32c+32, c < 4.
-                    let (q0, q1) = unsafe {
-                        (
-                            vld1q_u8(qs.as_ptr().add(32 * c)),
-                            vld1q_u8(qs.as_ptr().add(32 * c + 16)),
-                        )
-                    };
-                    let (l0, l1) = if sb % 2 == 0 {
-                        (vandq_u8(q0, m4), vandq_u8(q1, m4))
-                    } else {
-                        (vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1))
-                    };
-                    v[r] = [vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1)];
+                    v[r] = k4_levels(&b[k], sb);
                 }
             }
             let w = [pair_chunks(v[0], v[1]), pair_chunks(v[2], v[3])];

@@ -273,6 +273,56 @@ impl K4Block for BlockQ4_K {
     }
 }
 
+/// The scales, mins, `d` and `dmin` of super-block `k` of 4 rows (zeros for padding rows).
+pub(super) struct K4Header {
+    /// `scb[r][s]`: row r's 6-bit scale of sub-block s.
+    pub(super) scb: [[u8; 8]; 4],
+    /// `mnb[r][s]`: row r's 6-bit min of sub-block s.
+    pub(super) mnb: [[u8; 8]; 4],
+    pub(super) d: [f32; 4],
+    pub(super) dmin: [f32; 4],
+}
+
+/// [`K4Header`] of super-block `k` of `rows`.
+#[inline(always)]
+pub(super) fn k4_header<W: K4Block>(rows: &[Option<&[W]>; 4], k: usize) -> K4Header {
+    let mut h = K4Header {
+        scb: [[0; 8]; 4],
+        mnb: [[0; 8]; 4],
+        d: [0.0; 4],
+        dmin: [0.0; 4],
+    };
+    for (r, row) in rows.iter().enumerate() {
+        if let Some(b) = row {
+            let (sc, mn, d, dm) = b[k].scales();
+            (h.scb[r], h.mnb[r], h.d[r], h.dmin[r]) = (sc.to_le_bytes(), mn.to_le_bytes(), d, dm);
+        }
+    }
+    h
+}
+
+/// The levels (0..15) of sub-block `sb` (0..8) of a Q4_K-layout block as signed bytes: elements
+/// 0..16 and 16..32.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) fn k4_levels<W: K4Block>(b: &W, sb: usize) -> [int8x16_t; 2] {
+    let (qs, c) = (b.qs(), sb / 2);
+    // SAFETY: `qs` is 128 bytes; the loads read 32c..32c+32, c < 4.
+    let (q0, q1) = unsafe {
+        (
+            vld1q_u8(qs.as_ptr().add(32 * c)),
+            vld1q_u8(qs.as_ptr().add(32 * c + 16)),
+        )
+    };
+    let m4 = vdupq_n_u8(0x0F);
+    let (l0, l1) = if sb % 2 == 0 {
+        (vandq_u8(q0, m4), vandq_u8(q1, m4))
+    } else {
+        (vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1))
+    };
+    [vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1)]
+}
+
 /// Lane r = element `i` of `b[r]` (a row's scales or mins), as i32.
 #[inline]
 #[target_feature(enable = "neon")]
@@ -298,37 +348,15 @@ fn group_k4<const NT: usize, W: K4Block>(
     nb: usize,
     out: RowsMut<f32>,
 ) {
-    let m4 = vdupq_n_u8(0x0F);
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nb {
-        let (mut scb, mut mnb) = ([[0u8; 8]; 4], [[0u8; 8]; 4]);
-        let (mut d, mut dmin) = ([0.0f32; 4], [0.0f32; 4]);
-        for (r, row) in rows.iter().enumerate() {
-            if let Some(b) = row {
-                let (sc, mn, dr, dm) = b[k].scales();
-                (scb[r], mnb[r], d[r], dmin[r]) = (sc.to_le_bytes(), mn.to_le_bytes(), dr, dm);
-            }
-        }
+        let K4Header { scb, mnb, d, dmin } = k4_header(&rows, k);
         let mut isum = [vdupq_n_s32(0); NT];
         for sb in 0..8 {
-            let c = sb / 2;
             let (mut v0, mut v1) = ([vdupq_n_s8(0); 4], [vdupq_n_s8(0); 4]);
             for (r, row) in rows.iter().enumerate() {
                 if let Some(b) = row {
-                    let qs = b[k].qs();
-                    // SAFETY: `qs` is 128 bytes; the loads read 32c..32c+32, c < 4.
-                    let (q0, q1) = unsafe {
-                        (
-                            vld1q_u8(qs.as_ptr().add(32 * c)),
-                            vld1q_u8(qs.as_ptr().add(32 * c + 16)),
-                        )
-                    };
-                    let (l0, l1) = if sb % 2 == 0 {
-                        (vandq_u8(q0, m4), vandq_u8(q1, m4))
-                    } else {
-                        (vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1))
-                    };
-                    (v0[r], v1[r]) = (vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1));
+                    [v0[r], v1[r]] = k4_levels(&b[k], sb);
                 }
             }
             let (lo, hi) = (transpose4(v0), transpose4(v1));

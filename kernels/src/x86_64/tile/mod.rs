@@ -278,7 +278,7 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
     rows: &[Option<&[W]>],
     acts: [&[W::Act]; NT],
     nb: usize,
-    mut out: RowsMut<f32>,
+    out: RowsMut<f32>,
 ) {
     // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
     // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
@@ -375,15 +375,7 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
             }
             k0 += kn;
         }
-        let present = out.row_len();
-        for t in 0..NT {
-            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
-            for (g, acc) in accs[..ng].iter().enumerate() {
-                // `lanes[8g..8g + 8]` is 8 writable floats; unaligned store.
-                _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]);
-            }
-            out.row_mut(t).copy_from_slice(&lanes[..present]);
-        }
+        store_groups(&accs[..ng], out);
     }
 }
 
@@ -403,7 +395,7 @@ unsafe fn group_i16<W: TileBlock, const NT: usize>(
     rows: &[Option<&[W]>],
     acts: [&[W::Act]; NT],
     nb: usize,
-    mut out: RowsMut<f32>,
+    out: RowsMut<f32>,
 ) {
     // SAFETY: the caller runs this inside an entry point compiled with AVX2; every memory access
     // below is bounds-checked or an unaligned load or store of a local array of the size named
@@ -468,15 +460,7 @@ unsafe fn group_i16<W: TileBlock, const NT: usize>(
             }
             k0 += kn;
         }
-        let present = out.row_len();
-        for t in 0..NT {
-            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
-            for (g, acc) in accs[..ng].iter().enumerate() {
-                // `lanes[8g..8g + 8]` is 8 writable floats; unaligned store.
-                _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]);
-            }
-            out.row_mut(t).copy_from_slice(&lanes[..present]);
-        }
+        store_groups(&accs[..ng], out);
     }
 }
 
@@ -537,6 +521,22 @@ unsafe fn k_tile<I: Isa, W: KTile>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: 
             ) }; 32, 16, 8, 4, 2, 1);
         }
         r0 += 8;
+    }
+}
+
+/// `out.row(t)` = the lanes of `accs[g][t]` for row groups g in order, for the rows present
+/// (`out.row_len()` of `8 * accs.len()`).
+#[inline(always)]
+fn store_groups<const NT: usize>(accs: &[[__m256; NT]], mut out: RowsMut<f32>) {
+    let present = out.row_len();
+    for t in 0..NT {
+        let mut lanes = [0.0f32; 8 * MAX_GROUPS];
+        for (g, acc) in accs.iter().enumerate() {
+            // SAFETY: `lanes[8g..8g + 8]` is 8 writable floats (g < MAX_GROUPS); unaligned store
+            // (AVX, which every caller has).
+            unsafe { _mm256_storeu_ps(lanes[8 * g..].as_mut_ptr(), acc[t]) };
+        }
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
     }
 }
 
