@@ -21,8 +21,10 @@ fn continue_greedy(ctx: &mut Context, steps: usize) -> Vec<Vec<f32>> {
     out
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ferrolm-state-{}", std::process::id()));
+/// `name` in a scratch directory of this process and `test` (tests run in parallel: each removes
+/// only its own directory).
+fn tmp(test: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrolm-state-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }
@@ -40,7 +42,7 @@ fn check_round_trip(model_file: &str, params: ContextParams) {
     );
     let mut a = Context::new(Arc::clone(&model), params.clone()).unwrap();
     a.eval(&prompt, Logits::Last).unwrap();
-    let file = tmp(&format!("{model_file}.state"));
+    let file = tmp(model_file, "round-trip.state");
     a.state_save(0, Some(a.logits()), &file).unwrap();
     let a_logits = a.logits().to_vec();
     let want = continue_greedy(&mut a, 8);
@@ -57,7 +59,7 @@ fn check_round_trip(model_file: &str, params: ContextParams) {
         got == want,
         "{model_file}: restored state continues differently"
     );
-    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_dir_all(file.parent().unwrap()).unwrap();
 }
 
 #[test]
@@ -105,11 +107,11 @@ fn bad_state_files_are_refused() {
     let mut ctx = Context::new(Arc::clone(&model), params.clone()).unwrap();
     let ids = [1u32, 504, 3575, 282, 4649];
     ctx.eval(&ids, Logits::Last).unwrap();
-    let good = tmp("good.state");
+    let good = tmp("bad", "good.state");
     ctx.state_save(0, None, &good).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let load = |bytes: &[u8], name: &str, ctx: &mut Context| {
-        let f = tmp(name);
+        let f = tmp("bad", name);
         std::fs::write(&f, bytes).unwrap();
         let e = ctx.state_load(0, &f).unwrap_err();
         assert_eq!(ctx.n_past(), 0, "{name}: the sequence is left empty");
@@ -156,7 +158,7 @@ fn bad_state_files_are_refused() {
     let e = ctx.state_load(0, &std::env::temp_dir()).unwrap_err();
     assert!(matches!(e, StateError::NotState { .. }), "{e}");
     ctx.eval(&ids, Logits::Last).unwrap();
-    let missing = tmp("no-such-dir").join("x.state");
+    let missing = tmp("bad", "no-such-dir").join("x.state");
     assert!(ctx.state_save(0, None, &missing).is_err());
     assert!(!missing.parent().unwrap().exists());
     // The good file still loads.
