@@ -1,6 +1,6 @@
 //! Prefill tiles (`GemmTileFn`) with `smmla` (the i8mm extension: Apple M2 and later, Graviton 3,
 //! Cortex-A710/X2 and later) for the formats `tile.rs` covers with `sdot`: Q4_0, Q5_0 and Q8_0 x
-//! Q8_0, Q4_1 and Q5_1 x Q8_1, Q4_K and Q6_K x Q8_K. Installed only when the CPU has i8mm and
+//! Q8_0, Q4_1 and Q5_1 x Q8_1, Q4_K, Q5_K and Q6_K x Q8_K. Installed only when the CPU has i8mm and
 //! dotprod; they then replace the `sdot` tiles.
 //!
 //! `smmla acc, w, a` treats `w` and `a` as 2x8 matrices of signed bytes (two rows of 8) and adds
@@ -26,7 +26,7 @@ use super::tile::{
 };
 use crate::blocks::{
     cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
-    BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -325,6 +325,8 @@ fn group_q6<const NT: usize, W: Q6Block>(
 
 tile_fn!(/// Q4_K x Q8_K tile (`smmla`).
     ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
+tile_fn!(/// Q5_K x Q8_K tile (`smmla`).
+    ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
 tile_fn!(/// Q6_K x Q8_K tile (`smmla`).
     ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
 
@@ -362,13 +364,14 @@ mod tests {
             eprintln!("skipped: no i8mm");
             return;
         }
-        let tiles: [(T, GemmTileFn, GemmTileFn, usize); 7] = [
+        let tiles: [(T, GemmTileFn, GemmTileFn, usize); 8] = [
             (T::Q4_0, super::gemm_tile_q4_0, tile::gemm_tile_q4_0, 96),
             (T::Q4_1, super::gemm_tile_q4_1, tile::gemm_tile_q4_1, 96),
             (T::Q5_0, super::gemm_tile_q5_0, tile::gemm_tile_q5_0, 96),
             (T::Q5_1, super::gemm_tile_q5_1, tile::gemm_tile_q5_1, 96),
             (T::Q8_0, super::gemm_tile_q8_0, tile::gemm_tile_q8_0, 96),
             (T::Q4_K, super::gemm_tile_q4_k, tile::gemm_tile_q4_k, 512),
+            (T::Q5_K, super::gemm_tile_q5_k, tile::gemm_tile_q5_k, 512),
             (T::Q6_K, super::gemm_tile_q6_k, tile::gemm_tile_q6_k, 512),
         ];
         let mut rng = Rng(23);

@@ -114,5 +114,17 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             VecDot(vec_dot_q5_k_q8_k_sdot),
         ),
+        o(
+            T::Q5_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q5_k),
+        ),
+        o(
+            T::Q5_K,
+            T::Q8_K,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q5_k),
+        ),
     ]
 };

@@ -1,5 +1,5 @@
 //! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0, Q5_0 and Q8_0 weights x Q8_0 activations,
-//! Q4_1 and Q5_1 x Q8_1, and Q4_K and Q6_K x Q8_K, installed only when the CPU has dotprod (a
+//! Q4_1 and Q5_1 x Q8_1, and Q4_K, Q5_K and Q6_K x Q8_K, installed only when the CPU has dotprod (a
 //! Raspberry Pi 5's Cortex-A76 and later).
 //!
 //! For a group of 4 weight rows and one block of 32 elements, each row's block is unpacked once to
@@ -22,7 +22,7 @@ use super::q4_k::scales_mins_k4;
 use super::simd::f16_to_f32;
 use crate::blocks::{
     cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
-    BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -253,12 +253,18 @@ tile_fn!(/// Q5_0 x Q8_0 tile (`sdot`).
 tile_fn!(/// Q5_1 x Q8_1 tile (`sdot`).
     ["neon,dotprod", super::has_dotprod] gemm_tile_q5_1, BlockQ5_1, GgmlType::Q5_1, BlockQ8_1, GgmlType::Q8_1, QK, group, unpack_min);
 
-/// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels.
+/// A Q4_K-layout super-block: 8 sub-blocks of 32, 6-bit scales and mins, 4-bit levels (Q4_K),
+/// plus a fifth bit per level (Q5_K).
 pub(super) trait K4Block: Block {
     /// (scales, mins) as bytes 0..8 of two little-endian words, d, dmin.
     fn scales(&self) -> (u64, u64, f32, f32);
     /// The 128 level bytes: sub-block 2c in the low nibbles of bytes 32c..32c+32, 2c+1 in the high.
     fn qs(&self) -> &[u8; 128];
+    /// Q5_K's fifth bits: bit s of byte l is that of element l of sub-block s. `None`: 4-bit levels.
+    #[inline(always)]
+    fn qh(&self) -> Option<&[u8; 32]> {
+        None
+    }
 }
 
 impl K4Block for BlockQ4_K {
@@ -270,6 +276,22 @@ impl K4Block for BlockQ4_K {
     #[inline(always)]
     fn qs(&self) -> &[u8; 128] {
         &self.qs
+    }
+}
+
+impl K4Block for BlockQ5_K {
+    #[inline(always)]
+    fn scales(&self) -> (u64, u64, f32, f32) {
+        let (sc, mn) = scales_mins_k4(&self.scales);
+        (sc, mn, self.d.to_f32(), self.dmin.to_f32())
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn qh(&self) -> Option<&[u8; 32]> {
+        Some(&self.qh)
     }
 }
 
@@ -301,8 +323,8 @@ pub(super) fn k4_header<W: K4Block>(rows: &[Option<&[W]>; 4], k: usize) -> K4Hea
     h
 }
 
-/// The levels (0..15) of sub-block `sb` (0..8) of a Q4_K-layout block as signed bytes: elements
-/// 0..16 and 16..32.
+/// The levels (0..15, Q5_K's 0..31) of sub-block `sb` (0..8) of a Q4_K-layout block as signed
+/// bytes: elements 0..16 and 16..32.
 #[inline]
 #[target_feature(enable = "neon")]
 pub(super) fn k4_levels<W: K4Block>(b: &W, sb: usize) -> [int8x16_t; 2] {
@@ -315,11 +337,19 @@ pub(super) fn k4_levels<W: K4Block>(b: &W, sb: usize) -> [int8x16_t; 2] {
         )
     };
     let m4 = vdupq_n_u8(0x0F);
-    let (l0, l1) = if sb % 2 == 0 {
+    let (mut l0, mut l1) = if sb % 2 == 0 {
         (vandq_u8(q0, m4), vandq_u8(q1, m4))
     } else {
         (vshrq_n_u8::<4>(q0), vshrq_n_u8::<4>(q1))
     };
+    if let Some(qh) = b.qh() {
+        // SAFETY: `qh` is 32 bytes; the loads read 0..16 and 16..32.
+        let (h0, h1) = unsafe { (vld1q_u8(qh.as_ptr()), vld1q_u8(qh.as_ptr().add(16))) };
+        // Bit sb of each byte (a negative `vshlq` count shifts right), moved to bit 4.
+        let (down, one) = (vdupq_n_s8(-(sb as i8)), vdupq_n_u8(1));
+        let bit = |h: uint8x16_t| vshlq_n_u8::<4>(vandq_u8(vshlq_u8(h, down), one));
+        (l0, l1) = (vorrq_u8(l0, bit(h0)), vorrq_u8(l1, bit(h1)));
+    }
     [vreinterpretq_s8_u8(l0), vreinterpretq_s8_u8(l1)]
 }
 
@@ -483,6 +513,8 @@ impl Q6Block for BlockQ6_K {
 
 tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
     ["neon,dotprod", super::has_dotprod] gemm_tile_q4_k, BlockQ4_K, GgmlType::Q4_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
+tile_fn!(/// Q5_K x Q8_K tile (`sdot`).
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
 tile_fn!(/// Q6_K x Q8_K tile (`sdot`).
     ["neon,dotprod", super::has_dotprod] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
 
@@ -511,6 +543,7 @@ mod tests {
             T::Q5_1 => super::gemm_tile_q5_1,
             T::Q8_0 => super::gemm_tile_q8_0,
             T::Q4_K => super::gemm_tile_q4_k,
+            T::Q5_K => super::gemm_tile_q5_k,
             T::Q6_K => super::gemm_tile_q6_k,
             _ => unreachable!("{ty} has no sdot tile"),
         };
@@ -550,12 +583,13 @@ mod tests {
             T::Q5_1,
             T::Q8_0,
             T::Q4_K,
+            T::Q5_K,
             T::Q6_K,
         ]
         .map(|ty| kernels().get(ty).unwrap().gemm_tile.is_some());
         assert_eq!(
             installed,
-            [has_dotprod(); 7],
+            [has_dotprod(); 8],
             "tiles installed exactly when dotprod is present"
         );
         if !has_dotprod() {
@@ -576,7 +610,7 @@ mod tests {
         }
     }
 
-    /// The Q4_K and Q6_K `sdot` tiles: 6 rows x 11 tokens x 2 super-blocks, weights and activations
+    /// The Q4_K, Q5_K and Q6_K `sdot` tiles: 6 rows x 11 tokens x 2 super-blocks, weights and activations
     /// quantized from random floats by the scalar quantizers.
     #[test]
     fn sdot_tile_k_matches_scalar() {
@@ -586,7 +620,7 @@ mod tests {
         }
         let mut rng = Rng(5);
         let (nr, nt, n) = (6usize, 11usize, 512usize);
-        for ty in [T::Q4_K, T::Q6_K] {
+        for ty in [T::Q4_K, T::Q5_K, T::Q6_K] {
             let w = quantized(ty, n, nr, 1.0, &mut rng);
             let a = quantized(T::Q8_K, n, nt, 3.0, &mut rng);
             check_tile(ty, n, &w, nr, &a, nt);
