@@ -21,8 +21,8 @@ use std::arch::asm;
 
 use super::simd::f16_to_f32;
 use super::tile::{
-    drive, k4_header, k4_levels, q6_levels, tile_fn, unpack, unpack_min, K4Block, K4Header,
-    Q6Block, Unpacked,
+    drive, k4_header, k4_levels, per_row, q6_header, q6_levels, tile_fn, unpack, unpack_min,
+    K4Block, K4Header, Q6Block, Unpacked,
 };
 use crate::blocks::{
     cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
@@ -169,12 +169,7 @@ fn group<const NT: usize, W: Block>(
     };
     let mut acc = [[vdupq_n_f32(0.0); 2]; NT];
     for k in 0..nb {
-        let mut u = [zero; 4];
-        for r in 0..4 {
-            if let Some(b) = rows[r] {
-                u[r] = unpack(&b[k]);
-            }
-        }
+        let u = per_row(&rows, zero, |b| unpack(&b[k]));
         let w = [pair_chunks(u[0].q, u[1].q), pair_chunks(u[2].q, u[3].q)];
         let dw = [row_lanes(u[0].d, u[1].d), row_lanes(u[2].d, u[3].d)];
         let mw = [row_lanes(u[0].m, u[1].m), row_lanes(u[2].m, u[3].m)];
@@ -226,12 +221,7 @@ fn group_k4<const NT: usize, W: K4Block>(
         let K4Header { scb, mnb, d, dmin } = k4_header(&rows, k);
         let mut isum = [[vdupq_n_s32(0); 2]; NT];
         for sb in 0..8 {
-            let mut v = [[vdupq_n_s8(0); 2]; 4];
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    v[r] = k4_levels(&b[k], sb);
-                }
-            }
+            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| k4_levels(&b[k], sb));
             let w = [pair_chunks(v[0], v[1]), pair_chunks(v[2], v[3])];
             let sc = [
                 row_lanes_i32(scb[0][sb].into(), scb[1][sb].into()),
@@ -282,21 +272,10 @@ fn group_q6<const NT: usize, W: Q6Block>(
     let np = NT.div_ceil(2);
     let mut acc = [[vdupq_n_f32(0.0); 2]; NT];
     for k in 0..nb {
-        let mut scb = [[0i8; 16]; 4];
-        let mut d = [0.0f32; 4];
-        for (r, row) in rows.iter().enumerate() {
-            if let Some(b) = row {
-                (scb[r], d[r]) = (b[k].q6().scales, b[k].q6().d.to_f32());
-            }
-        }
+        let (scb, d) = q6_header(&rows, k);
         let mut isum = [[vdupq_n_s32(0); 2]; NT];
         for c in 0..8 {
-            let mut v = [[vdupq_n_s8(0); 2]; 4];
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    v[r] = q6_levels(b[k].q6(), c);
-                }
-            }
+            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| q6_levels(b[k].q6(), c));
             let w = [pair_chunks(v[0], v[1]), pair_chunks(v[2], v[3])];
             let s = |r0: usize, j: usize| row_lanes_i32(scb[r0][j].into(), scb[r0 + 1][j].into());
             let s_lo = [s(0, 2 * c), s(2, 2 * c)];

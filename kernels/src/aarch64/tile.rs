@@ -108,6 +108,22 @@ fn store_rows(acc: &[float32x4_t], mut out: RowsMut<f32>) {
     }
 }
 
+/// `f(row)` for each of the 4 rows present, `pad` for the padding rows (`None`).
+#[inline(always)]
+pub(super) fn per_row<W, T: Copy>(
+    rows: &[Option<&[W]>; 4],
+    pad: T,
+    f: impl Fn(&[W]) -> T,
+) -> [T; 4] {
+    let mut out = [pad; 4];
+    for (o, row) in out.iter_mut().zip(rows) {
+        if let Some(b) = row {
+            *o = f(b);
+        }
+    }
+    out
+}
+
 /// A weight block unpacked to 32 signed levels (elements 0..16, 16..32), its scale and its min
 /// (0 for the formats without one).
 #[derive(Clone, Copy)]
@@ -136,12 +152,7 @@ fn group<const NT: usize, W: Block>(
     };
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nb {
-        let mut u = [zero; 4];
-        for r in 0..4 {
-            if let Some(b) = rows[r] {
-                u[r] = unpack(&b[k]);
-            }
-        }
+        let u = per_row(&rows, zero, |b| unpack(&b[k]));
         let lo = transpose4([u[0].q[0], u[1].q[0], u[2].q[0], u[3].q[0]]);
         let hi = transpose4([u[0].q[1], u[1].q[1], u[2].q[1], u[3].q[1]]);
         // SAFETY: the arrays are 4 readable f32.
@@ -308,19 +319,13 @@ pub(super) struct K4Header {
 /// [`K4Header`] of super-block `k` of `rows`.
 #[inline(always)]
 pub(super) fn k4_header<W: K4Block>(rows: &[Option<&[W]>; 4], k: usize) -> K4Header {
-    let mut h = K4Header {
-        scb: [[0; 8]; 4],
-        mnb: [[0; 8]; 4],
-        d: [0.0; 4],
-        dmin: [0.0; 4],
-    };
-    for (r, row) in rows.iter().enumerate() {
-        if let Some(b) = row {
-            let (sc, mn, d, dm) = b[k].scales();
-            (h.scb[r], h.mnb[r], h.d[r], h.dmin[r]) = (sc.to_le_bytes(), mn.to_le_bytes(), d, dm);
-        }
+    let h = per_row(rows, (0, 0, 0.0, 0.0), |b| b[k].scales());
+    K4Header {
+        scb: h.map(|x| x.0.to_le_bytes()),
+        mnb: h.map(|x| x.1.to_le_bytes()),
+        d: h.map(|x| x.2),
+        dmin: h.map(|x| x.3),
     }
-    h
 }
 
 /// The levels (0..15, Q5_K's 0..31) of sub-block `sb` (0..8) of a Q4_K-layout block as signed
@@ -383,13 +388,8 @@ fn group_k4<const NT: usize, W: K4Block>(
         let K4Header { scb, mnb, d, dmin } = k4_header(&rows, k);
         let mut isum = [vdupq_n_s32(0); NT];
         for sb in 0..8 {
-            let (mut v0, mut v1) = ([vdupq_n_s8(0); 4], [vdupq_n_s8(0); 4]);
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    [v0[r], v1[r]] = k4_levels(&b[k], sb);
-                }
-            }
-            let (lo, hi) = (transpose4(v0), transpose4(v1));
+            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| k4_levels(&b[k], sb));
+            let (lo, hi) = (transpose4(v.map(|x| x[0])), transpose4(v.map(|x| x[1])));
             let sc = lanes(&scb, sb);
             for t in 0..NT {
                 let q = &acts[t][k].qs[32 * sb..32 * sb + 32];
@@ -461,22 +461,11 @@ fn group_q6<const NT: usize, W: Q6Block>(
 ) {
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nb {
-        let mut scb = [[0i8; 16]; 4];
-        let mut d = [0.0f32; 4];
-        for (r, row) in rows.iter().enumerate() {
-            if let Some(b) = row {
-                (scb[r], d[r]) = (b[k].q6().scales, b[k].q6().d.to_f32());
-            }
-        }
+        let (scb, d) = q6_header(&rows, k);
         let mut isum = [vdupq_n_s32(0); NT];
         for c in 0..8 {
-            let (mut v0, mut v1) = ([vdupq_n_s8(0); 4], [vdupq_n_s8(0); 4]);
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    [v0[r], v1[r]] = q6_levels(b[k].q6(), c);
-                }
-            }
-            let (lo, hi) = (transpose4(v0), transpose4(v1));
+            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| q6_levels(b[k].q6(), c));
+            let (lo, hi) = (transpose4(v.map(|x| x[0])), transpose4(v.map(|x| x[1])));
             let (s_lo, s_hi) = (lanes(&scb, 2 * c), lanes(&scb, 2 * c + 1));
             for t in 0..NT {
                 let q = &acts[t][k].qs[32 * c..32 * c + 32];
@@ -509,6 +498,18 @@ impl Q6Block for BlockQ6_K {
     fn q6(&self) -> &BlockQ6_K {
         self
     }
+}
+
+/// Super-block `k` of 4 rows: each row's 16 sub-block scales and its `d` (zeros for padding).
+#[inline(always)]
+pub(super) fn q6_header<W: Q6Block>(
+    rows: &[Option<&[W]>; 4],
+    k: usize,
+) -> ([[i8; 16]; 4], [f32; 4]) {
+    let h = per_row(rows, ([0; 16], 0.0), |b| {
+        (b[k].q6().scales, b[k].q6().d.to_f32())
+    });
+    (h.map(|x| x.0), h.map(|x| x.1))
 }
 
 tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
