@@ -78,7 +78,7 @@ pub(in crate::x86_64) fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
 /// The integer dot steps the tiles are built from, for one instruction set (`vnni::Vnni`: the
 /// AVX-512 VNNI instructions on 256-bit registers; `avx2::Avx2`: `maddubs`/`madd` sequences,
 /// exact while the i16 sums they form stay below 2^15, which holds for every format's levels;
-/// Q8_0's full bytes go through `dpbusd_wide`, which splits them in two nibbles). The generic
+/// Q8_0's full bytes go through [`group_i16`] instead). The generic
 /// tile bodies below are `#[inline(always)]` and run only inside the entry points of
 /// [`tile_entry_points!`], compiled with the instruction set's features: hence `unsafe`.
 pub(in crate::x86_64) trait Isa {
@@ -86,18 +86,17 @@ pub(in crate::x86_64) trait Isa {
     unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// `dpbusd` of two operand pairs in one chain.
     unsafe fn dpbusd2(acc: __m256i, u: [__m256i; 2], s: [__m256i; 2]) -> __m256i;
-    /// `dpbusd` for signed bytes `s` of any value (Q8_0 weights).
-    unsafe fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
     /// `acc + sum of 2 i16 x i16 products` per i32 lane.
     unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
-    /// Full-range weights (`TileBlock::WIDE`) take [`group_i16`] (i16 `madd`) rather than
-    /// `dpbusd_wide`: the cheaper of the two on this instruction set.
+    /// `dpbusd`/`dpbusd2` saturate on full-range signed bytes (AVX2's `maddubs`), so formats
+    /// with such weights (`TileBlock::WIDE`) take [`group_i16`] (i16 `madd`). When false they
+    /// are exact for every byte (`vpdpbusd`) and [`group`] serves every format.
     const WIDE_BY_I16: bool;
     /// Debug builds: the CPU has this instruction set.
     fn assert_cpu();
 }
 
-/// Implements [`Isa`] for `$I` by the module's `dpbusd`, `dpbusd2`, `dpbusd_wide` and `dpwssd`.
+/// Implements [`Isa`] for `$I` by the module's `dpbusd`, `dpbusd2` and `dpwssd`.
 macro_rules! impl_isa {
     ($I:ident, $assert:path, $wide_by_i16:expr) => {
         /// The instruction set of this module's tiles.
@@ -113,11 +112,6 @@ macro_rules! impl_isa {
             unsafe fn dpbusd2(acc: __m256i, u: [__m256i; 2], s: [__m256i; 2]) -> __m256i {
                 // SAFETY: as for `dpbusd`.
                 unsafe { dpbusd2(acc, u, s) }
-            }
-            #[inline(always)]
-            unsafe fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-                // SAFETY: as for `dpbusd`.
-                unsafe { dpbusd_wide(acc, u, s) }
             }
             #[inline(always)]
             unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
@@ -184,7 +178,7 @@ pub(in crate::x86_64) trait TileBlock: Block {
     type Act: ActBlock32;
     /// The format has a min (Q4_1, Q5_1), met by the activations' `s`.
     const HAS_MIN: bool;
-    /// The levels span the whole i8 range (Q8_0): the AVX2 tile splits them (`dpbusd_wide`).
+    /// The levels span the whole i8 range (Q8_0): the AVX2 tile widens them ([`group_i16`]).
     const WIDE: bool;
     /// # Safety
     /// The CPU must have AVX2 (every caller is compiled for it).
@@ -287,6 +281,8 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
         let x80 = _mm256_set1_epi8(-128);
         let ng = rows.len() / 8;
         assert!(rows.len() % 8 == 0 && ng <= MAX_GROUPS);
+        // Full-range weights only where `dpbusd2` is exact for them (else `group_i16`).
+        assert!(!(W::WIDE && I::WIDE_BY_I16));
         // Accumulators per row group, kept here between chunks of KC blocks: the activations of a
         // chunk are offset once for all the row groups.
         let mut accs = [[_mm256_setzero_ps(); NT]; MAX_GROUPS];
@@ -350,15 +346,7 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
                         for j in (0..8).step_by(2) {
                             let (a0, a1) = (xb[t][j] as i32, xb[t][j + 1] as i32);
                             let u = [_mm256_set1_epi32(a0), _mm256_set1_epi32(a1)];
-                            s[(j / 2) & 1] = if W::WIDE {
-                                I::dpbusd_wide(
-                                    I::dpbusd_wide(s[(j / 2) & 1], u[0], w[j]),
-                                    u[1],
-                                    w[j + 1],
-                                )
-                            } else {
-                                I::dpbusd2(s[(j / 2) & 1], u, [w[j], w[j + 1]])
-                            };
+                            s[(j / 2) & 1] = I::dpbusd2(s[(j / 2) & 1], u, [w[j], w[j + 1]]);
                         }
                         let s = _mm256_add_epi32(s[0], s[1]);
                         let scale = _mm256_mul_ps(d, _mm256_set1_ps(da[kk * NT + t]));
@@ -387,8 +375,8 @@ const KC16: usize = 8;
 /// i32 lane, exact for every byte value). Per block and group of 8 rows, each row's 32 levels
 /// become two vectors of 16 i16, transposed so that lane r of `w[h][j]` holds row r's elements
 /// 16h + 2j and 16h + 2j + 1; per token, 16 `madd` against the token's i16 pairs (broadcast) give
-/// the 8 rows' exact block sums: 32 integer operations per token and block where `dpbusd_wide`
-/// takes 48. The activations of a chunk of blocks are widened once for all the row groups. The
+/// the 8 rows' exact block sums: 32 integer operations per token and block where splitting each
+/// weight byte in two nibbles for `maddubs` took 48. The activations of a chunk of blocks are widened once for all the row groups. The
 /// block sums and the float steps equal [`group`]'s, so the results are bit-identical.
 #[inline(always)]
 unsafe fn group_i16<W: TileBlock, const NT: usize>(
@@ -661,13 +649,6 @@ pub(in crate::x86_64) mod vnni {
         _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, u[0], s[0]), u[1], s[1])
     }
 
-    /// `dpbusd` for signed bytes of any value (Q8_0 weights): the instruction is exact for all.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[inline]
-    fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-        _mm256_dpbusd_epi32(acc, u, s)
-    }
-
     /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact).
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
@@ -685,8 +666,7 @@ pub(in crate::x86_64) mod vnni {
 /// and the signed one at most 31 in magnitude (Q4_0, Q5_0, Q4_1, Q5_1 levels) or 128
 /// (activations against levels <= 63): 2 * 255 * 31 = 15810 and 2 * 63 * 128 = 16128 < 32767.
 /// Q8_0 weights (up to 128 against 255) would saturate, so their tile widens both sides to i16
-/// and uses `madd` ([`group_i16`]); `dpbusd_wide` (each byte split in two nibbles, twice the
-/// multiplies) is the fallback the generic body keeps.
+/// and uses `madd` ([`group_i16`]).
 pub(in crate::x86_64) mod avx2 {
     use super::*;
 
@@ -710,24 +690,6 @@ pub(in crate::x86_64) mod avx2 {
             _mm256_maddubs_epi16(u[1], s[1]),
         );
         _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-    }
-
-    /// `dpbusd` for signed bytes `s` of any value (Q8_0 weights, where `maddubs(u, s)` would
-    /// saturate): `s = 16 * (s >> 4) + (s & 15)`, the high part -8..7 and the low part 0..15 each
-    /// through `maddubs` (|pair| <= 2 * 255 * 15) and `madd` (by 16 and by 1): exact.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn dpbusd_wide(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
-        let lo = _mm256_and_si256(s, _mm256_set1_epi8(0x0F));
-        // Arithmetic shift of bytes by 4: shift the 16-bit words, then sign-extend the nibble.
-        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(s), _mm256_set1_epi8(0x0F));
-        let hi = _mm256_sub_epi8(
-            _mm256_xor_si256(hi, _mm256_set1_epi8(8)),
-            _mm256_set1_epi8(8),
-        );
-        let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(u, hi), _mm256_set1_epi16(16));
-        let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(u, lo), _mm256_set1_epi16(1));
-        _mm256_add_epi32(acc, _mm256_add_epi32(p_hi, p_lo))
     }
 
     /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact but for -32768 * -32768 twice).
