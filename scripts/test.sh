@@ -10,7 +10,8 @@
 #   3. check the checked-in C header is current (scripts/check-header.sh);
 #   4. cargo test --workspace (x86-64; the test profile builds with opt-level 2), then the decoder's
 #      generation and logits tests again with FERROLM_KERNELS=scalar, and the kernel properties and
-#      (on a CPU with AVX-512 VNNI) the decoder tests with FERROLM_KERNELS=avx2;
+#      (on a CPU with AVX-512 VNNI) the decoder tests with FERROLM_KERNELS=avx2, and on a CPU with
+#      AVX-VNNI the kernel properties and (with AVX-512 too) the logits tests with FERROLM_KERNELS=avxvnni;
 #   5. a short run of the gguf_reader fuzz target as a standalone driver (keeps fuzz/ building);
 #   6. under qemu for aarch64 (scripts/test-aarch64.sh): the kernels' whole suite on three CPUs (i8mm,
 #      dotprod, plain NEON) and the decoder's qemu_smoke tests on SmolLM2 (it says "skipped" and
@@ -115,6 +116,19 @@ if grep -qw avx512vnni /proc/cpuinfo 2>/dev/null; then
   check "AVX2-kernel decoder tests" env FERROLM_KERNELS=avx2 cargo test --workspace --test generate --test logits
 else
   echo "==> no AVX-512 VNNI on this CPU: step 4 ran the decoder on the AVX2 kernels"
+fi
+
+# The AVX-VNNI kernels (Intel 12th generation and later, Zen 5: the prefill tiles' `vpdpbusd` without
+# AVX-512), where the CPU has them: the kernel properties, and on a CPU with AVX-512 too (where step 4
+# ran the AVX-512 kernels) the decoder's logits against llama.cpp's and its thread/batch identities.
+if grep -qw avx_vnni /proc/cpuinfo 2>/dev/null; then
+  step "x86-64, AVX-VNNI kernels: FERROLM_KERNELS=avxvnni cargo test --test props, then --test logits"
+  check "AVX-VNNI-kernel property tests" env FERROLM_KERNELS=avxvnni cargo test --workspace --test props
+  if grep -qw avx512vnni /proc/cpuinfo 2>/dev/null; then
+    check "AVX-VNNI-kernel decoder tests" env FERROLM_KERNELS=avxvnni cargo test --workspace --test logits
+  fi
+else
+  echo "==> no AVX-VNNI on this CPU: its kernels are not run here"
 fi
 
 fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"

@@ -2,7 +2,9 @@
 //!
 //! `kernels()` returns the process-wide table. `FERROLM_KERNELS=scalar` forces the scalar reference
 //! kernels everywhere; `FERROLM_KERNELS=avx2` stops an x86-64 CPU at its AVX2 kernels (what a
-//! laptop without AVX-512 runs); any other value, or unset, means "best available".
+//! laptop without AVX-512 or AVX-VNNI runs), `FERROLM_KERNELS=avxvnni` at its AVX-VNNI ones (Intel
+//! 12th generation and later, Zen 5: `vpdpbusd` on 256-bit registers without AVX-512); any other
+//! value, or unset, means "best available".
 //!
 //! Contract for the ISA modules: `x86_64::install(&mut KernelTable)` and
 //! `aarch64::install(&mut KernelTable)` run after the scalar table is built and overwrite the
@@ -44,6 +46,8 @@ pub type DequantizeRowFn = fn(src: &[u8], out: &mut [f32]);
 pub enum Backend {
     Scalar,
     Avx2,
+    /// AVX2 plus AVX-VNNI (the VEX-encoded `vpdpbusd`/`vpdpwssd`, without AVX-512).
+    AvxVnni,
     Avx512,
     Neon,
     NeonDotprod,
@@ -56,6 +60,7 @@ impl Backend {
         match self {
             Backend::Scalar => "scalar",
             Backend::Avx2 => "avx2",
+            Backend::AvxVnni => "avxvnni",
             Backend::Avx512 => "avx512",
             Backend::Neon => "neon",
             Backend::NeonDotprod => "neon+dotprod",
@@ -600,10 +605,18 @@ pub fn scalar_forced() -> bool {
     std::env::var_os("FERROLM_KERNELS").is_some_and(|v| v.eq_ignore_ascii_case("scalar"))
 }
 
-/// True when `FERROLM_KERNELS=avx2` (any case) asks for the AVX2 kernels only, none of the
-/// AVX-512 ones, on an x86-64 CPU that has both.
-pub fn avx512_disabled() -> bool {
-    std::env::var_os("FERROLM_KERNELS").is_some_and(|v| v.eq_ignore_ascii_case("avx2"))
+/// The highest x86-64 kernel set `FERROLM_KERNELS` allows: `avx2` (any case) stops at the AVX2
+/// kernels, `avxvnni` at the AVX-VNNI ones (none of the AVX-512 kernels either way); `None`: no
+/// limit. A CPU without the named set runs the best set below it.
+pub fn x86_ceiling() -> Option<Backend> {
+    let v = std::env::var_os("FERROLM_KERNELS")?;
+    if v.eq_ignore_ascii_case("avx2") {
+        Some(Backend::Avx2)
+    } else if v.eq_ignore_ascii_case("avxvnni") {
+        Some(Backend::AvxVnni)
+    } else {
+        None
+    }
 }
 
 /// The process-wide table: the scalar table with the entries this CPU accelerates overwritten by

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use super::gemv::pairs::gemv_pairs;
 use super::prefetch::prefetch_lines;
 use super::{f16_table, load16, load32i, lut};
-use super::{tile, AVX2, VNNI};
+use super::{tile, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{ActBlock32, NibbleBlock};
 use crate::dispatch::{offer, GemvFn, Offer, OfferedKernel as K, VecDotFn};
 
@@ -153,14 +153,16 @@ pub(super) fn dot_nibble<W: Nibble32>(w: &[W], a: &[W::Act]) -> f32 {
 }
 
 /// The kernels of a nibble format, slowest first: its one-row dot, the AVX2 pair mat-vec and the
-/// AVX2 tile, then the AVX-512 VNNI mat-vec `gemv_vnni` and tile, which replace them where the CPU
-/// has VNNI. (Q5_1 has no VNNI mat-vec: it passes the AVX2 one, which then serves both levels.)
-pub(super) const fn nibble_offers<W: Nibble32>(gemv_vnni: GemvFn) -> [Offer; 5] {
+/// AVX2 tile, the AVX-VNNI tile, then the AVX-512 VNNI mat-vec `gemv_vnni` and tile, which replace
+/// them where the CPU has VNNI. (Q5_1 has no VNNI mat-vec: it passes the AVX2 one, which then
+/// serves both levels.)
+pub(super) const fn nibble_offers<W: Nibble32>(gemv_vnni: GemvFn) -> [Offer; 6] {
     let (t, a) = (W::TYPE, <W::Act as ActBlock32>::TYPE);
     [
         offer(t, a, AVX2, K::VecDot(W::VEC_DOT)),
         offer(t, a, AVX2, K::Gemv(gemv_pairs::<W>)),
         offer(t, a, AVX2, K::Tile(tile::avx2::gemm_tile::<W>)),
+        offer(t, a, AVXVNNI, K::Tile(tile::avxvnni::gemm_tile::<W>)),
         offer(t, a, VNNI, K::Gemv(gemv_vnni)),
         offer(t, a, VNNI, K::Tile(tile::vnni::gemm_tile::<W>)),
     ]

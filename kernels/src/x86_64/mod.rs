@@ -1,4 +1,4 @@
-//! x86-64 SIMD kernels (AVX2+FMA+F16C, AVX-512 VNNI where present).
+//! x86-64 SIMD kernels (AVX2+FMA+F16C; AVX-VNNI and AVX-512 VNNI where present).
 //!
 //! Every kernel is a `#[target_feature]` function over typed block slices, behind a safe wrapper
 //! with the table's byte-slice signature that `assert!`s the lengths. The wrappers are private to
@@ -19,8 +19,9 @@
 //! - `gemv`: the decode mat-vec frame (lengths, long-row fallback), the AVX2 pair body over
 //!   `Nibble32` (`gemv::pairs`) and the AVX-512 quads of the 4-bit formats (`gemv::quads`).
 //! - `tile`: the prefill tile bodies (8 rows x up to 32 tokens), generic over the `Isa` trait with
-//!   entry points for AVX-512 VNNI `vpdpbusd` (`tile::vnni`) and AVX2 `maddubs` + `madd`
-//!   (`tile::avx2`), and over the format (`TileBlock`, `KTile`).
+//!   entry points for AVX-512 VNNI `vpdpbusd` (`tile::vnni`), AVX-VNNI's VEX-encoded one
+//!   (`tile::avxvnni`) and AVX2 `maddubs` + `madd` (`tile::avx2`), and over the format
+//!   (`TileBlock`, `KTile`).
 //! - `prefetch`: the software-prefetch plan (`set_prefetch_plan`, `prefetch_lines`).
 //!
 //! [`install`] detects the CPU and hands every format's list to `dispatch::install_offers`, the
@@ -69,12 +70,24 @@ pub(crate) fn debug_assert_vnni() {
     );
 }
 
+/// As [`debug_assert_avx2`], for the AVX-VNNI kernels.
+#[inline(always)]
+pub(crate) fn debug_assert_avxvnni() {
+    debug_assert!(has_avxvnni(), "an AVX-VNNI kernel ran on a CPU without it");
+}
+
 /// True when the AVX2 kernel set can run: AVX2, FMA and F16C (the OS saving the YMM state is part
 /// of what `is_x86_feature_detected!` checks).
 pub fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
+}
+
+/// True when the AVX-VNNI kernels can run: the AVX2 set plus AVX-VNNI (VEX-encoded `vpdpbusd`
+/// and `vpdpwssd` on 256-bit registers: Intel Alder Lake and later, AMD Zen 5).
+pub fn has_avxvnni() -> bool {
+    has_avx2() && is_x86_feature_detected!("avxvnni")
 }
 
 /// True when the 256-bit VNNI kernels can run: the AVX2 set plus AVX-512 VNNI, BW and VL
@@ -89,10 +102,12 @@ pub fn has_avx512vnni() -> bool {
 
 /// The instruction-set levels of the offer lists.
 const AVX2: Backend = Backend::Avx2;
+const AVXVNNI: Backend = Backend::AvxVnni;
 const VNNI: Backend = Backend::Avx512;
 
 /// The kernels of this module, one list per format file (and the float kernels and activation
-/// quantizers), each slowest first: AVX2, then AVX-512 VNNI, which replaces it where the CPU has it.
+/// quantizers), each slowest first: AVX2, then AVX-VNNI, then AVX-512 VNNI, each replacing the
+/// one before where the CPU has it.
 const OFFERS: [&[Offer]; 12] = [
     q4_0::OFFERS,
     q4_1::OFFERS,
@@ -109,22 +124,35 @@ const OFFERS: [&[Offer]; 12] = [
 ];
 
 /// Overwrites the entries of `table` that this ISA accelerates, after run-time feature detection
-/// (`FERROLM_KERNELS=avx2` stops at the AVX2 kernels).
+/// (`FERROLM_KERNELS=avx2` stops at the AVX2 kernels, `avxvnni` at the AVX-VNNI ones).
 pub fn install(table: &mut KernelTable) {
     if !has_avx2() {
         return;
     }
     f16_table();
     prefetch::set_prefetch_plan();
-    let vnni = has_avx512vnni() && !crate::dispatch::avx512_disabled();
-    let has = |b: Backend| b == Backend::Avx2 || (b == Backend::Avx512 && vnni);
+    let ceiling = crate::dispatch::x86_ceiling();
+    let avxvnni = has_avxvnni() && ceiling != Some(AVX2);
+    let vnni = has_avx512vnni() && ceiling.is_none();
+    let has = |b: Backend| match b {
+        AVX2 => true,
+        AVXVNNI => avxvnni,
+        VNNI => vnni,
+        _ => false,
+    };
     for list in OFFERS {
         install_offers(table, list, has);
     }
     table.swiglu = float::swiglu;
     table.flash_step_f16 = float::flash_step_f16;
     table.softmax = float::softmax;
-    table.backend = if vnni { Backend::Avx512 } else { Backend::Avx2 };
+    table.backend = if vnni {
+        VNNI
+    } else if avxvnni {
+        AVXVNNI
+    } else {
+        AVX2
+    };
 }
 
 /// Views `w` and `a` as the blocks of one row of `n` elements each, asserting the lengths.

@@ -10,7 +10,7 @@ use super::prefetch::prefetch_lines;
 use super::superblock::dot_k4_like;
 use super::tile;
 use super::tile::KBlock;
-use super::{debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, AVX2, VNNI};
+use super::{debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{cast_blocks, BlockQ4_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
@@ -24,6 +24,12 @@ pub(super) const OFFERS: &[Offer] = {
         offer(T, A, AVX2, K::VecDot(vec_dot_q4_k_q8_k)),
         offer(T, A, AVX2, K::Gemv(gemv_q4_k_q8_k_avx2)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ4_K>)),
+        offer(
+            T,
+            A,
+            AVXVNNI,
+            K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ4_K>),
+        ),
         offer(T, A, VNNI, K::Gemv(gemv_q4_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ4_K>)),
     ]

@@ -9,7 +9,7 @@ use super::q4_k::k4_levels;
 use super::superblock::dot_k4_like;
 use super::tile;
 use super::tile::KBlock;
-use super::{debug_assert_avx2, h2f, hsum_ps, load32, AVX2, VNNI};
+use super::{debug_assert_avx2, h2f, hsum_ps, load32, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{BlockQ5_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
@@ -21,6 +21,12 @@ pub(super) const OFFERS: &[Offer] = {
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q5_k_q8_k)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ5_K>)),
+        offer(
+            T,
+            A,
+            AVXVNNI,
+            K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ5_K>),
+        ),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ5_K>)),
     ]
 };

@@ -8,7 +8,9 @@ use super::gemv::check;
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::tile;
 use super::tile::{act4, store_rows, transpose8, Isa, KTile};
-use super::{debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, load32i, AVX2, VNNI};
+use super::{
+    debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, load32i, AVX2, AVXVNNI, VNNI,
+};
 use crate::blocks::{cast_blocks, BlockQ6_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
@@ -21,6 +23,12 @@ pub(super) const OFFERS: &[Offer] = {
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q6_k_q8_k)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ6_K>)),
+        offer(
+            T,
+            A,
+            AVXVNNI,
+            K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ6_K>),
+        ),
         offer(T, A, VNNI, K::Gemv(gemv_q6_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ6_K>)),
     ]

@@ -10,7 +10,9 @@ use super::gemv::{gemv_with, seeds, MAX_BLOCKS};
 use super::prefetch::prefetch_lines_q8_0;
 use super::tile;
 use super::tile::{TileBlock, Unpacked};
-use super::{debug_assert_avx2, debug_assert_vnni, f16_table, h2f, load32i, lut, AVX2, VNNI};
+use super::{
+    debug_assert_avx2, debug_assert_vnni, f16_table, h2f, load32i, lut, AVX2, AVXVNNI, VNNI,
+};
 use crate::blocks::{cast_blocks, BlockQ8_0};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
@@ -23,6 +25,12 @@ pub(super) const OFFERS: &[Offer] = {
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q8_0_q8_0)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile::<BlockQ8_0>)),
+        offer(
+            T,
+            A,
+            AVXVNNI,
+            K::Tile(tile::avxvnni::gemm_tile::<BlockQ8_0>),
+        ),
         offer(T, A, VNNI, K::VecDot(vec_dot_q8_0_q8_0_vnni)),
         offer(T, A, VNNI, K::Gemv(gemv_q8_0_q8_0)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile::<BlockQ8_0>)),

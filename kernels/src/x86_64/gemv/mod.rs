@@ -145,10 +145,10 @@ mod tests {
             crate::dispatch::OfferedKernel::Gemv(f) if simple.contains(&o.ty) => Some((
                 o.ty,
                 f,
-                if o.needs == crate::dispatch::Backend::Avx512 {
-                    vnni
-                } else {
-                    avx2
+                match o.needs {
+                    crate::dispatch::Backend::Avx512 => vnni,
+                    crate::dispatch::Backend::AvxVnni => crate::x86_64::has_avxvnni(),
+                    _ => avx2,
                 },
             )),
             _ => None,

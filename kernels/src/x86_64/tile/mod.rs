@@ -1,5 +1,6 @@
-//! Prefill tiles (`GemmTileFn`), compiled twice: with AVX-512 VNNI `vpdpbusd` on 256-bit registers
-//! (`vnni`) and with AVX2 `maddubs` + `madd` (`avx2`), for the
+//! Prefill tiles (`GemmTileFn`), compiled three times: with AVX-512 VNNI `vpdpbusd` on 256-bit
+//! registers (`vnni`), with AVX-VNNI's VEX-encoded `vpdpbusd` (`avxvnni`: the same instruction for
+//! laptops without AVX-512) and with AVX2 `maddubs` + `madd` (`avx2`), for the
 //! 32-element formats Q4_0, Q5_0, Q8_0 (x Q8_0) and Q4_1, Q5_1 (x Q8_1), and for the k-quants
 //! Q4_K, Q5_K, Q6_K (x Q8_K: per 32-element sub-block the same scheme, the exact sub-block sums
 //! then multiplied by the per-row sub-block scales with `vpmulld`, mins from the `bsums`).
@@ -658,6 +659,36 @@ pub(in crate::x86_64) mod vnni {
 
     impl_isa!(Vnni, crate::x86_64::debug_assert_vnni, false);
     tile_entry_points!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", Vnni);
+}
+
+/// The same tiles with AVX-VNNI (Intel Alder Lake and later, Zen 5): the VEX encoding of the same
+/// `vpdpbusd`/`vpdpwssd`, exact for every byte, without AVX-512.
+pub(in crate::x86_64) mod avxvnni {
+    use super::*;
+
+    /// `acc + sum of 4 u8 x i8 products` per i32 lane (exact).
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, u, s)
+    }
+
+    /// `dpbusd` of two operand pairs in one chain.
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    fn dpbusd2(acc: __m256i, u: [__m256i; 2], s: [__m256i; 2]) -> __m256i {
+        _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(acc, u[0], s[0]), u[1], s[1])
+    }
+
+    /// `acc + sum of 2 i16 x i16 products` per i32 lane (exact).
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_avx_epi32(acc, a, b)
+    }
+
+    impl_isa!(AvxVnni, crate::x86_64::debug_assert_avxvnni, false);
+    tile_entry_points!("avx2,fma,f16c,avxvnni", AvxVnni);
 }
 
 /// The same tiles on AVX2 alone (a laptop without AVX-512): `vpdpbusd` becomes `maddubs` (u8 x

@@ -1,4 +1,4 @@
-//! Every tile against the scalar `vec_dot` per (row, token), on both ISAs where the CPU has them.
+//! Every tile against the scalar `vec_dot` per (row, token), on each instruction set the CPU has.
 
 use super::super::test_util::{close, Lcg};
 use super::*;
@@ -7,19 +7,26 @@ use crate::blocks::{
 };
 use crate::dispatch::scalar_kernels;
 
-/// Checks the VNNI tile and the AVX2 one (when it exists) that this CPU can run.
-fn check_both(
-    ty: GgmlType,
-    act: GgmlType,
-    vnni: crate::dispatch::GemmTileFn,
-    avx2: Option<crate::dispatch::GemmTileFn>,
-) {
-    if super::super::has_avx512vnni() {
-        check(ty, act, vnni);
-    }
-    if let Some(f) = avx2.filter(|_| super::super::has_avx2()) {
-        check(ty, act, f);
-    }
+/// Checks the tile `$f::<$b>` of each instruction set (AVX-512 VNNI, AVX-VNNI, AVX2) this CPU
+/// has.
+macro_rules! check_sets {
+    ($ty:expr, $act:expr, $f:ident::<$b:ty>) => {
+        for (has, set, f) in [
+            (
+                super::super::has_avx512vnni(),
+                "avx512vnni",
+                vnni::$f::<$b> as crate::dispatch::GemmTileFn,
+            ),
+            (super::super::has_avxvnni(), "avxvnni", avxvnni::$f::<$b>),
+            (super::super::has_avx2(), "avx2", avx2::$f::<$b>),
+        ] {
+            if has {
+                check($ty, $act, f);
+            } else {
+                eprintln!("skipped the {set} tile: the CPU lacks its features");
+            }
+        }
+    };
 }
 
 fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
@@ -107,80 +114,40 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
 
 #[test]
 fn q4_0_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q4_0,
-        GgmlType::Q8_0,
-        vnni::gemm_tile::<BlockQ4_0>,
-        Some(avx2::gemm_tile::<BlockQ4_0>),
-    );
+    check_sets!(GgmlType::Q4_0, GgmlType::Q8_0, gemm_tile::<BlockQ4_0>);
 }
 
 #[test]
 fn q5_0_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q5_0,
-        GgmlType::Q8_0,
-        vnni::gemm_tile::<BlockQ5_0>,
-        Some(avx2::gemm_tile::<BlockQ5_0>),
-    );
+    check_sets!(GgmlType::Q5_0, GgmlType::Q8_0, gemm_tile::<BlockQ5_0>);
 }
 
 #[test]
 fn q8_0_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q8_0,
-        GgmlType::Q8_0,
-        vnni::gemm_tile::<BlockQ8_0>,
-        Some(avx2::gemm_tile::<BlockQ8_0>),
-    );
+    check_sets!(GgmlType::Q8_0, GgmlType::Q8_0, gemm_tile::<BlockQ8_0>);
 }
 
 #[test]
 fn q4_1_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q4_1,
-        GgmlType::Q8_1,
-        vnni::gemm_tile::<BlockQ4_1>,
-        Some(avx2::gemm_tile::<BlockQ4_1>),
-    );
+    check_sets!(GgmlType::Q4_1, GgmlType::Q8_1, gemm_tile::<BlockQ4_1>);
 }
 
 #[test]
 fn q4_k_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q4_K,
-        GgmlType::Q8_K,
-        vnni::gemm_tile_k::<BlockQ4_K>,
-        Some(avx2::gemm_tile_k::<BlockQ4_K>),
-    );
+    check_sets!(GgmlType::Q4_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ4_K>);
 }
 
 #[test]
 fn q5_k_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q5_K,
-        GgmlType::Q8_K,
-        vnni::gemm_tile_k::<BlockQ5_K>,
-        Some(avx2::gemm_tile_k::<BlockQ5_K>),
-    );
+    check_sets!(GgmlType::Q5_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ5_K>);
 }
 
 #[test]
 fn q6_k_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q6_K,
-        GgmlType::Q8_K,
-        vnni::gemm_tile_k::<BlockQ6_K>,
-        Some(avx2::gemm_tile_k::<BlockQ6_K>),
-    );
+    check_sets!(GgmlType::Q6_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ6_K>);
 }
 
 #[test]
 fn q5_1_tile_matches_scalar() {
-    check_both(
-        GgmlType::Q5_1,
-        GgmlType::Q8_1,
-        vnni::gemm_tile::<BlockQ5_1>,
-        Some(avx2::gemm_tile::<BlockQ5_1>),
-    );
+    check_sets!(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile::<BlockQ5_1>);
 }
