@@ -105,6 +105,9 @@ pub struct KernelTable {
     pub flash_step_f16: FlashStepFn,
     /// Attention weights from scores (see [`SoftmaxFn`]).
     pub softmax: SoftmaxFn,
+    /// `softmax` with every weight then rounded to f16 precision (what meets an F16 cache's
+    /// values), in one pass, where a backend has it: the same result bit for bit.
+    pub softmax_round_f16: Option<SoftmaxFn>,
     /// The best backend in use (for reporting).
     pub backend: Backend,
 }
@@ -433,6 +436,7 @@ pub fn build_scalar_table() -> KernelTable {
         swiglu: scalar::ops::swiglu,
         flash_step_f16: scalar::ops::flash_step_f16,
         softmax: scalar::ops::softmax,
+        softmax_round_f16: None,
         backend: Backend::Scalar,
     };
     let mut put = |k: TypeKernels| table.entries[k.ty.id() as usize] = Some(k);

@@ -507,11 +507,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// The installed F16 `multi_dot` (attention over an F16 cache) against the scalar reference:
-    /// odd lengths (tails), padded strides, 1..12 vectors (several groups); each dot within the
-    /// f32 accumulation bound of its magnitudes.
+    /// odd lengths (tails), lengths past the AVX-512 kernel's 512-column blocks (the values of a
+    /// long context), padded strides, 1..12 vectors (several groups); each dot within the f32
+    /// accumulation bound of its magnitudes.
     #[test]
     fn multi_dot_matches_reference(
-        len in 0usize..110,
+        len in prop_oneof![0usize..110, 500usize..1100],
         n_rows in 1usize..10,
         n_x in 1usize..12,
         seed in any::<u64>(),
@@ -606,6 +607,15 @@ proptest! {
         }
         let total: f64 = got.iter().map(|&v| v as f64).sum();
         prop_assert!((total - 1.0).abs() < 1e-5, "weights sum to {}", total);
+        // The one-pass softmax-then-f16-rounding, where installed: the same bits as the two.
+        if let Some(sr) = kernels().softmax_round_f16 {
+            let mut fused = s.clone();
+            sr(&mut fused, scale);
+            for i in 0..s.len() {
+                let r = half::f16::from_f32(got[i]).to_f32();
+                prop_assert_eq!(fused[i].to_bits(), r.to_bits(), "rounded softmax [{}]", i);
+            }
+        }
     }
 
     /// The installed flash-attention step (F16C + FMA on x86-64) against the scalar reference:

@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
-use super::{hsum_ps, row_blocks, AVX2};
+use super::{hsum_ps, row_blocks, AVX2, VNNI};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
 use crate::views::{Rows, RowsMut};
@@ -21,6 +21,7 @@ pub(super) const OFFERS: &[Offer] = {
         offer(T::F32, T::F32, AVX2, K::VecDot(vec_dot_f32)),
         offer(T::F16, T::F32, AVX2, K::VecDot(vec_dot_f16_f32)),
         offer(T::F16, T::F32, AVX2, K::MultiDot(multi_dot_f16)),
+        offer(T::F16, T::F32, VNNI, K::MultiDot(multi_dot_f16_512)),
         offer(T::BF16, T::F32, AVX2, K::VecDot(vec_dot_bf16_f32)),
     ]
 };
@@ -257,6 +258,200 @@ pub(super) fn multi_dot_f16(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>)
     }
 }
 
+/// Columns per block of [`multi_rows_f16_512`]: a block's slice of up to 8 vectors (16 KiB)
+/// stays in L1 while every row passes over it (the transposed values of a long context against
+/// the attention weights: 64 rows of thousands of columns).
+const COLS: usize = 512;
+
+/// Rows of one block that [`multi_rows_f16_512`] prefetches ahead (short rows: about the memory
+/// latency's worth of steps).
+const AHEAD: usize = 32;
+
+/// The 16 lanes' sums of 16 vectors: lane i of the result is the sum of `v[i]`'s lanes, in 45
+/// instructions (unpack and add pairs within 128-bit lanes, then across them).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn reduce16(v: &[__m512; 16]) -> __m512 {
+    let t: [__m512; 4] = std::array::from_fn(|m| {
+        let b = 4 * m;
+        quad512(pair512(v[b], v[b + 1]), pair512(v[b + 2], v[b + 3]))
+    });
+    lanes512(lanes512(t[0], t[1]), lanes512(t[2], t[3]))
+}
+
+/// Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3].
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pair512(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+}
+
+/// From two [`pair512`]s: per 128-bit lane, [a, b, c, d]'s partial sums of that lane.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn quad512(ab: __m512, cd: __m512) -> __m512 {
+    let (ab, cd) = (_mm512_castps_pd(ab), _mm512_castps_pd(cd));
+    _mm512_add_ps(
+        _mm512_castpd_ps(_mm512_unpacklo_pd(ab, cd)),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(ab, cd)),
+    )
+}
+
+/// [a.l0 + a.l1, a.l2 + a.l3, b.l0 + b.l1, b.l2 + b.l3] of 128-bit lanes.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn lanes512(a: __m512, b: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0x88>(a, b),
+        _mm512_shuffle_f32x4::<0xDD>(a, b),
+    )
+}
+
+/// AVX-512: `NG` (<= 8) vectors against every row, two rows per step, 2 x 8 accumulators of 16
+/// lanes reduced together ([`reduce16`]) into the step's 16 sums. Rows longer than [`COLS`] go in
+/// blocks of columns, each block's sums added to the output, so the vectors' block stays in L1;
+/// the rows' next block is prefetched meanwhile (each row is its own stream there, too short for
+/// the hardware prefetcher). Tails are masked loads.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+fn multi_rows_f16_512<const NG: usize>(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>) {
+    const { assert!(NG >= 1 && NG <= 8) };
+    let len = x.row_len();
+    let xs: [&[f32]; NG] = x.first();
+    assert!(out.n() == NG && out.row_len() == rows.n());
+    let (ostride, op) = (out.stride(), out.as_mut_ptr());
+    let prefetch = len > COLS;
+    // The block's vectors side by side ([NG][COLS], zero past the block's end): one base
+    // register and constant offsets address them all.
+    let mut xb = XBlock([0.0; 8 * COLS]);
+    let mut c0 = 0;
+    loop {
+        let c1 = len.min(c0 + COLS);
+        for (g, xg) in xs.iter().enumerate() {
+            xb.0[g * COLS..g * COLS + c1 - c0].copy_from_slice(&xg[c0..c1]);
+        }
+        let xp = xb.0.as_ptr();
+        let mut i = 0;
+        while i < rows.n() {
+            let two = i + 1 < rows.n();
+            let r0 = rows.row(i);
+            let r1 = rows.row(if two { i + 1 } else { i });
+            assert!(r0.len() >= 2 * len && r1.len() >= 2 * len);
+            let (p0, p1) = (r0.as_ptr(), r1.as_ptr());
+            if !prefetch && i + AHEAD + 1 < rows.n() {
+                // Short rows (the keys of a context, one after another): the rows AHEAD on.
+                let (f0, f1) = (
+                    rows.row(i + AHEAD).as_ptr(),
+                    rows.row(i + AHEAD + 1).as_ptr(),
+                );
+                for l in (0..2 * len).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(f0.wrapping_add(l) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(f1.wrapping_add(l) as *const i8);
+                }
+            }
+            // acc[g] for row i, acc[8 + g] for row i + 1 (unused ones stay zero).
+            let mut acc = [_mm512_setzero_ps(); 16];
+            let mut k = c0;
+            while k + 16 <= c1 {
+                // SAFETY: k + 16 <= c1 <= len: both rows have 2 * len bytes (asserted), and
+                // g * COLS + k - c0 + 16 <= 8 * COLS floats of `xb`; unaligned loads. The
+                // prefetch addresses are computed with wrapping arithmetic.
+                unsafe {
+                    if prefetch {
+                        _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(2 * (k + COLS)) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(2 * (k + COLS)) as *const i8);
+                    }
+                    let a = _mm512_cvtph_ps(_mm256_loadu_si256(p0.add(2 * k) as *const __m256i));
+                    let b = _mm512_cvtph_ps(_mm256_loadu_si256(p1.add(2 * k) as *const __m256i));
+                    for g in 0..NG {
+                        let xv = _mm512_loadu_ps(xp.add(g * COLS + k - c0));
+                        acc[g] = _mm512_fmadd_ps(a, xv, acc[g]);
+                        acc[8 + g] = _mm512_fmadd_ps(b, xv, acc[8 + g]);
+                    }
+                }
+                k += 16;
+            }
+            if k < c1 {
+                let m: __mmask16 = (1u32 << (c1 - k)) as u16 - 1;
+                // SAFETY: as above for the c1 - k < 16 elements the mask selects of the rows
+                // (masked-off elements are not read and cannot fault); `xb` has the 16 floats.
+                unsafe {
+                    let a =
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p0.add(2 * k) as *const i16));
+                    let b =
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p1.add(2 * k) as *const i16));
+                    for g in 0..NG {
+                        let xv = _mm512_loadu_ps(xp.add(g * COLS + k - c0));
+                        acc[g] = _mm512_fmadd_ps(a, xv, acc[g]);
+                        acc[8 + g] = _mm512_fmadd_ps(b, xv, acc[8 + g]);
+                    }
+                }
+            }
+            let mut s = [0.0f32; 16];
+            // SAFETY: `s` is 16 writable floats; unaligned store.
+            unsafe { _mm512_storeu_ps(s.as_mut_ptr(), reduce16(&acc)) };
+            for j in 0..1 + two as usize {
+                for g in 0..NG {
+                    // SAFETY: g < NG = out.n() and i + j < rows.n() = out.row_len()
+                    // (asserted): inside row g of the view.
+                    unsafe {
+                        let o = op.add(g * ostride + i + j);
+                        *o = if c0 == 0 {
+                            s[8 * j + g]
+                        } else {
+                            *o + s[8 * j + g]
+                        };
+                    }
+                }
+            }
+            i += 2;
+        }
+        c0 = c1;
+        if c0 >= len {
+            break;
+        }
+        // The last block may be shorter: what it does not overwrite must read as zeros.
+        if len - c0 < COLS {
+            for g in 0..NG {
+                xb.0[g * COLS..(g + 1) * COLS].fill(0.0);
+            }
+        }
+    }
+}
+
+/// [`multi_rows_f16_512`]'s copy of a block of the vectors, cache-line aligned.
+#[repr(align(64))]
+struct XBlock([f32; 8 * COLS]);
+
+/// F16 rows . several f32 vectors (`MultiDotFn`) on AVX-512, in passes of up to 8 vectors.
+pub(super) fn multi_dot_f16_512(rows: Rows<u8>, x: Rows<f32>, mut out: RowsMut<f32>) {
+    crate::dispatch::check_multi_dot_args(2, &rows, &x, &out);
+    crate::x86_64::debug_assert_vnni();
+    let mut g0 = 0;
+    while g0 < x.n() {
+        let left = x.n() - g0;
+        // Balanced passes: 12 as 6 + 6.
+        let ng = left.div_ceil(left.div_ceil(8));
+        let (xg, og) = (x.rows(g0, ng), out.rows_mut(g0, ng));
+        // SAFETY: reachable only through the kernel table, filled after detecting AVX-512 F, BW
+        // and VL (with VNNI) and the AVX2 set; the views were checked above, and every access
+        // inside is bounds-checked or masked.
+        unsafe {
+            match ng {
+                1 => multi_rows_f16_512::<1>(rows, xg, og),
+                2 => multi_rows_f16_512::<2>(rows, xg, og),
+                3 => multi_rows_f16_512::<3>(rows, xg, og),
+                4 => multi_rows_f16_512::<4>(rows, xg, og),
+                5 => multi_rows_f16_512::<5>(rows, xg, og),
+                6 => multi_rows_f16_512::<6>(rows, xg, og),
+                7 => multi_rows_f16_512::<7>(rows, xg, og),
+                _ => multi_rows_f16_512::<8>(rows, xg, og),
+            }
+        }
+        g0 += ng;
+    }
+}
+
 /// `a = silu(a) * b` on AVX2+FMA: [`crate::vecmath::swiglu_lanes`] compiled as 256-bit vectors
 /// (a polynomial e^x instead of libm's, within 2 ulp of it).
 pub(super) fn swiglu(a: &mut [f32], b: &[f32]) {
@@ -376,6 +571,117 @@ pub(super) fn softmax(s: &mut [f32], scale: f32) {
     }
     // SAFETY: installed in the table only after AVX2 and FMA were detected.
     unsafe { inner(s, scale) }
+}
+
+/// [`exp_ps`] on 16 lanes: the same operations in the same order.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn exp_ps512(x: __m512) -> __m512 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const C: [f32; 8] = [
+        1.0,
+        1.0,
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+    ];
+    let v = _mm512_min_ps(
+        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.3),
+    );
+    let shift = _mm512_set1_ps(SHIFT);
+    let z = _mm512_fmadd_ps(v, _mm512_set1_ps(std::f32::consts::LOG2_E), shift);
+    let n = _mm512_sub_ps(z, shift);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), v);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(C[7]);
+    for &c in C[..7].iter().rev() {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_castps_si512(z),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(e))
+}
+
+/// `s = softmax(s * scale)` on AVX-512: the arithmetic of [`softmax`] (the same e^x, 0 below
+/// -87) 16 lanes at a time, tails masked, the sum kept in two f64 vectors.
+pub(super) fn softmax_512(s: &mut [f32], scale: f32) {
+    crate::x86_64::debug_assert_vnni();
+    // SAFETY: installed in the table only after AVX-512 (with the AVX2 set) was detected.
+    unsafe { softmax_512_body::<false>(s, scale) }
+}
+
+/// [`softmax_512`] with each weight rounded to f16 precision as it is stored (`cvtps2ph` with
+/// ties to even, as `half` rounds): the same bits as [`softmax_512`] then that rounding.
+pub(super) fn softmax_512_round_f16(s: &mut [f32], scale: f32) {
+    crate::x86_64::debug_assert_vnni();
+    // SAFETY: installed in the table only after AVX-512 (with the AVX2 set) was detected.
+    unsafe { softmax_512_body::<true>(s, scale) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn softmax_512_body<const ROUND: bool>(s: &mut [f32], scale: f32) {
+    let n = s.len();
+    let p = s.as_mut_ptr();
+    let mask = |k: usize| -> __mmask16 {
+        if k + 16 <= n {
+            0xFFFF
+        } else {
+            ((1u32 << (n - k)) - 1) as u16
+        }
+    };
+    let sc = _mm512_set1_ps(scale);
+    let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+    for k in (0..n).step_by(16) {
+        let m = mask(k);
+        // SAFETY: the mask selects the elements k..min(k + 16, n) of `s`; masked loads and
+        // stores touch no others.
+        unsafe {
+            let x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(k)), sc);
+            _mm512_mask_storeu_ps(p.add(k), m, x);
+            mx = _mm512_mask_max_ps(mx, m, mx, x);
+        }
+    }
+    let maxv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    let cut = _mm512_set1_ps(-87.0);
+    let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+    for k in (0..n).step_by(16) {
+        let m = mask(k);
+        // SAFETY: as above.
+        unsafe {
+            let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, p.add(k)), maxv);
+            let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(d, cut) & m;
+            let e = _mm512_maskz_mov_ps(keep, exp_ps512(d));
+            _mm512_mask_storeu_ps(p.add(k), m, e);
+            lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+            hi = _mm512_add_pd(
+                hi,
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                    _mm512_castps_pd(e),
+                ))),
+            );
+        }
+    }
+    let sum = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+    let iv = _mm512_set1_ps((1.0 / sum) as f32);
+    for k in (0..n).step_by(16) {
+        let m = mask(k);
+        // SAFETY: as above.
+        unsafe {
+            let mut x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(k)), iv);
+            if ROUND {
+                x = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x));
+            }
+            _mm512_mask_storeu_ps(p.add(k), m, x);
+        }
+    }
 }
 
 /// [`crate::scalar::ops::flash_step_f16`] with F16C conversions and FMA, 8 elements per step (the

@@ -145,7 +145,12 @@ pub fn install(table: &mut KernelTable) {
     }
     table.swiglu = float::swiglu;
     table.flash_step_f16 = float::flash_step_f16;
-    table.softmax = float::softmax;
+    if vnni {
+        table.softmax = float::softmax_512;
+        table.softmax_round_f16 = Some(float::softmax_512_round_f16);
+    } else {
+        table.softmax = float::softmax;
+    }
     table.backend = if vnni {
         VNNI
     } else if avxvnni {

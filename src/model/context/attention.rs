@@ -139,9 +139,13 @@ pub(super) fn attention(
                 }
                 for g in 0..group {
                     let sg = &mut th.scores[g * n_ctx..g * n_ctx + n_kv];
-                    softmax(sg, scale);
                     // llama.cpp multiplies V (f16) by the weights converted to f16.
-                    round_f16_slice(sg);
+                    if let Some(sr) = e.table.softmax_round_f16 {
+                        sr(sg, scale);
+                    } else {
+                        softmax(sg, scale);
+                        round_f16_slice(sg);
+                    }
                 }
                 // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
                 // group's weights.
@@ -252,10 +256,16 @@ pub(super) fn attention(
             flash_f16(e, scores, vals, rb, acc, run, o);
             return;
         }
-        softmax(sc, scale);
         if f16_cache {
             // llama.cpp multiplies V (f16) by the attention weights converted to f16.
-            round_f16_slice(sc);
+            if let Some(sr) = e.table.softmax_round_f16 {
+                sr(sc, scale);
+            } else {
+                softmax(sc, scale);
+                round_f16_slice(sc);
+            }
+        } else {
+            softmax(sc, scale);
         }
         if kv.v_transposed() {
             // o[d] = Σ_j p_j V[j][d]: one contiguous dot per value dimension (transposed values
