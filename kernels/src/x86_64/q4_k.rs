@@ -36,6 +36,7 @@ pub(super) const OFFERS: &[Offer] = {
 };
 
 impl KBlock for BlockQ4_K {
+    const HALF_SUMS_FIT_I16: bool = true;
     const TYPE: GgmlType = GgmlType::Q4_K;
     #[inline(always)]
     fn header(&self) -> (&[u8; 12], half::f16, half::f16) {

@@ -32,6 +32,7 @@ pub(super) const OFFERS: &[Offer] = {
 };
 
 impl KBlock for BlockQ5_K {
+    const HALF_SUMS_FIT_I16: bool = false;
     const TYPE: GgmlType = GgmlType::Q5_K;
     #[inline(always)]
     fn header(&self) -> (&[u8; 12], half::f16, half::f16) {

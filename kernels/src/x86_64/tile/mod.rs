@@ -215,6 +215,10 @@ impl<W: Nibble32> TileBlock for W {
 /// (implemented in `q4_k.rs` and `q5_k.rs`).
 pub(in crate::x86_64) trait KBlock: Block {
     const TYPE: GgmlType;
+    /// The levels are at most 15 (Q4_K), so a sum of 16 level x activation products
+    /// (|a| <= 128) fits an i16: [`group_k`] can then apply the sub-block scales to two such
+    /// half sums with one `vpdpwssd` instead of an add and a `vpmulld`.
+    const HALF_SUMS_FIT_I16: bool;
     /// The 12 packed scale and min bytes, `d` and `dmin`.
     fn header(&self) -> (&[u8; 12], half::f16, half::f16);
     /// (scales in bytes 0..8 and mins in bytes 8..16 of 4 little-endian words, d, dmin).
@@ -600,6 +604,8 @@ unsafe fn group_k<I: Isa, W: KBlock, const NT: usize>(
                 }
                 let w = transpose8(v);
                 let scv = sc[s];
+                // The scale as an i16 pair (sc, sc) per row lane, for `vpdpwssd`.
+                let sc2 = _mm256_or_si256(scv, _mm256_slli_epi32::<16>(scv));
                 // t outer (two vpdpbusd chains per token, the tokens' chains independent), so that
                 // only `isum` is live across tokens: 16 tokens fit the registers.
                 for t in 0..NT {
@@ -610,8 +616,15 @@ unsafe fn group_k<I: Isa, W: KBlock, const NT: usize>(
                             [j, j + 1].map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * s + 4 * i)));
                         p[(j / 2) & 1] = I::dpbusd2(p[(j / 2) & 1], [w[j], w[j + 1]], a);
                     }
-                    let p = _mm256_add_epi32(p[0], p[1]);
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p, scv));
+                    if W::HALF_SUMS_FIT_I16 && !I::WIDE_BY_I16 {
+                        // Each chain's 16-element sum as the low (p[0]) and high (p[1]) i16 of
+                        // a dword: isum += p0 * sc + p1 * sc, exactly.
+                        let pk = _mm256_blend_epi16::<0xAA>(p[0], _mm256_slli_epi32::<16>(p[1]));
+                        isum[t] = I::dpwssd(isum[t], pk, sc2);
+                    } else {
+                        let p = _mm256_add_epi32(p[0], p[1]);
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(p, scv));
+                    }
                 }
             }
             // d and dmin are 8 readable floats; unaligned loads.

@@ -151,3 +151,60 @@ fn q6_k_tile_matches_scalar() {
 fn q5_1_tile_matches_scalar() {
     check_sets!(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile::<BlockQ5_1>);
 }
+
+/// The Q4_K tile's half sums at their extremes: every level 15, every activation -128 (a Q8_K
+/// block can hold -128), every sub-block scale 63: each 16-element half sum is -30720, the most
+/// an i16 must hold in the `vpdpwssd` form. The tile equals the scalar dot on every set.
+#[test]
+fn q4_k_tile_extreme_half_sums() {
+    let sk = scalar_kernels();
+    let dot = sk.get(GgmlType::Q4_K).unwrap().vec_dot.unwrap();
+    let n = 512;
+    let w_block = BlockQ4_K {
+        d: half::f16::from_f32(0.5),
+        dmin: half::f16::ZERO,
+        // 6-bit scales 63 (and mins 63) in the packed 12-byte form: all bits set.
+        scales: [0xFF; 12],
+        qs: [0xFF; 128],
+    };
+    let a_block = BlockQ8_K {
+        d: 0.25,
+        qs: [-128; 256],
+        bsums: [-128 * 16; 16],
+    };
+    let w: Vec<u8> = (0..n / 256)
+        .flat_map(|_| crate::blocks::as_bytes(std::slice::from_ref(&w_block)).to_vec())
+        .collect();
+    let a: Vec<u8> = (0..n / 256)
+        .flat_map(|_| crate::blocks::as_bytes(std::slice::from_ref(&a_block)).to_vec())
+        .collect();
+    let want = dot(n, &w, &a);
+    for (has, set, f) in [
+        (
+            super::super::has_avx512vnni(),
+            "avx512vnni",
+            vnni::gemm_tile_k::<BlockQ4_K> as crate::dispatch::GemmTileFn,
+        ),
+        (
+            super::super::has_avxvnni(),
+            "avxvnni",
+            avxvnni::gemm_tile_k::<BlockQ4_K>,
+        ),
+        (
+            super::super::has_avx2(),
+            "avx2",
+            avx2::gemm_tile_k::<BlockQ4_K>,
+        ),
+    ] {
+        if !has {
+            continue;
+        }
+        let mut out = [f32::NAN; 1];
+        f(n, Rows::one(&w), Rows::one(&a), RowsMut::one(&mut out));
+        assert!(
+            close(out[0], want, 1e-4 * n as f32),
+            "{set}: tile {} scalar {want}",
+            out[0]
+        );
+    }
+}
