@@ -5,20 +5,16 @@
 /// Lanes per step.
 pub(crate) const LANES: usize = 8;
 
-/// e^x per lane, for the SwiGLU gate (not a general-purpose `exp`): inputs are clamped to
-/// [-87, 88.3], so results are normal f32 (no infinities, no subnormals: x/(1 + e^-x) is then
-/// within 1e-37 of its limit at either end). Method: n = round(x / ln 2) by adding and
-/// subtracting 1.5 * 2^23 (round to nearest even), r = x - n ln 2 in two FMAs (Cody-Waite: ln 2
-/// split in a 16-bit head and a tail), |r| <= ln(2)/2; e^r by its Taylor series to r^7 (Horner,
-/// truncation error < 0.347^8 / 8! < 6e-9, under 0.05 ulp), then 2^n put into the exponent
-/// field. Measured against f64 `exp` over [-87, 88.3]: within 2 ulp (see the kernel tests).
-#[inline(always)]
-pub(crate) fn exp_lanes(x: [f32; LANES]) -> [f32; LANES] {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75; // ln 2 to 16 significant bits (0x3F31_7200, exact)
-    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 - LN2_HI, rounded to f32
-    const C: [f32; 8] = [
+/// The constants of [`exp_lanes`], shared with the ISA modules' vector copies of it.
+pub(crate) mod exp_consts {
+    /// 1.5 * 2^23: added and subtracted to round to the nearest integer.
+    pub(crate) const SHIFT: f32 = 12_582_912.0;
+    /// ln 2 to 16 significant bits (0x3F31_7200, exact).
+    pub(crate) const LN2_HI: f32 = 0.693_145_75;
+    /// ln 2 - LN2_HI, rounded to f32.
+    pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
+    /// The Taylor coefficients of e^r to r^7.
+    pub(crate) const C: [f32; 8] = [
         1.0,
         1.0,
         1.0 / 2.0,
@@ -28,6 +24,19 @@ pub(crate) fn exp_lanes(x: [f32; LANES]) -> [f32; LANES] {
         1.0 / 720.0,
         1.0 / 5040.0,
     ];
+}
+
+/// e^x per lane, for the SwiGLU gate (not a general-purpose `exp`): inputs are clamped to
+/// [-87, 88.3], so results are normal f32 (no infinities, no subnormals: x/(1 + e^-x) is then
+/// within 1e-37 of its limit at either end). Method: n = round(x / ln 2) by adding and
+/// subtracting 1.5 * 2^23 (round to nearest even), r = x - n ln 2 in two FMAs (Cody-Waite: ln 2
+/// split in a 16-bit head and a tail), |r| <= ln(2)/2; e^r by its Taylor series to r^7 (Horner,
+/// truncation error < 0.347^8 / 8! < 6e-9, under 0.05 ulp), then 2^n put into the exponent
+/// field. Measured against f64 `exp` over [-87, 88.3]: within 2 ulp (see the kernel tests).
+#[inline(always)]
+pub(crate) fn exp_lanes(x: [f32; LANES]) -> [f32; LANES] {
+    use exp_consts::*;
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
     let mut out = [0.0f32; LANES];
     for i in 0..LANES {
         let v = x[i].clamp(-87.0, 88.3);

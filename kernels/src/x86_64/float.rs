@@ -468,19 +468,7 @@ pub(super) fn swiglu(a: &mut [f32], b: &[f32]) {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 fn exp_ps(x: __m256) -> __m256 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const C: [f32; 8] = [
-        1.0,
-        1.0,
-        1.0 / 2.0,
-        1.0 / 6.0,
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5040.0,
-    ];
+    use crate::vecmath::exp_consts::*;
     let v = _mm256_min_ps(
         _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
         _mm256_set1_ps(88.3),
@@ -577,19 +565,7 @@ pub(super) fn softmax(s: &mut [f32], scale: f32) {
 #[target_feature(enable = "avx512f")]
 #[inline]
 fn exp_ps512(x: __m512) -> __m512 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const C: [f32; 8] = [
-        1.0,
-        1.0,
-        1.0 / 2.0,
-        1.0 / 6.0,
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5040.0,
-    ];
+    use crate::vecmath::exp_consts::*;
     let v = _mm512_min_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
         _mm512_set1_ps(88.3),

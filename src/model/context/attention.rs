@@ -138,14 +138,7 @@ pub(super) fn attention(
                     return;
                 }
                 for g in 0..group {
-                    let sg = &mut th.scores[g * n_ctx..g * n_ctx + n_kv];
-                    // llama.cpp multiplies V (f16) by the weights converted to f16.
-                    if let Some(sr) = e.table.softmax_round_f16 {
-                        sr(sg, scale);
-                    } else {
-                        softmax(sg, scale);
-                        round_f16_slice(sg);
-                    }
+                    softmax_f16(e, &mut th.scores[g * n_ctx..g * n_ctx + n_kv], scale);
                 }
                 // o[g][d] = sum_j p[g][j] V[j][d]: the transposed values' rows d against the
                 // group's weights.
@@ -257,13 +250,7 @@ pub(super) fn attention(
             return;
         }
         if f16_cache {
-            // llama.cpp multiplies V (f16) by the attention weights converted to f16.
-            if let Some(sr) = e.table.softmax_round_f16 {
-                sr(sc, scale);
-            } else {
-                softmax(sc, scale);
-                round_f16_slice(sc);
-            }
+            softmax_f16(e, sc, scale);
         } else {
             softmax(sc, scale);
         }
@@ -334,6 +321,18 @@ fn flash_f16(
         {
             *a = x.to_f32() * inv;
         }
+    }
+}
+
+/// `s = softmax(s * scale)`, each weight then rounded to f16 precision: llama.cpp multiplies the
+/// values of an F16 cache by the weights converted to f16. One pass where the kernel table has it
+/// (`softmax_round_f16`, the same bits), else the softmax then [`round_f16_slice`].
+fn softmax_f16(e: &Engine, s: &mut [f32], scale: f32) {
+    if let Some(sr) = e.table.softmax_round_f16 {
+        sr(s, scale);
+    } else {
+        (e.table.softmax)(s, scale);
+        round_f16_slice(s);
     }
 }
 
