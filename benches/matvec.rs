@@ -12,6 +12,8 @@
 //!
 //! Run: `cargo bench --bench matvec` (filter with e.g. `-- q4_0`); `FERROLM_BENCH_QUICK=1` limits
 //! the formats to Q4_0, Q8_0 and Q4_K; `FERROLM_BENCH_PREFILL=1` runs only the prefill groups;
+//! `FERROLM_BENCH_BATCHED=1` only the batched decode groups (1 and 4 tokens through the decode
+//! kernels, tokens per second);
 //! `FERROLM_BENCH_WORKING_SET=MiB` changes the bytes of weights cycled through (e.g. `1`: one copy
 //! of the matrix, cache-resident after the first pass, which shows a kernel's compute speed).
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ferrolm::kernels::dispatch::{kernels, scalar_kernels};
-use ferrolm::kernels::matmul::{matmul_q_with, ActBuf, MatRef};
+use ferrolm::kernels::matmul::{matmul_q_mixed_with, matmul_q_with, ActBuf, MatRef};
 use ferrolm::kernels::pool::ThreadPool;
 use ferrolm::kernels::testing::{lcg_values, WEIGHT_TYPES};
 use ferrolm::kernels::{GgmlType, KernelTable};
@@ -239,7 +241,67 @@ fn bench_prefill(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
     }
 }
 
+/// Batched decode (continuous batching: several sequences' next tokens in one pass), 1 and 4
+/// tokens through the decode kernels (`gemv`, `gemv_multi`) on TinyLlama's FFN shape, the weights
+/// streaming from memory as in `bench_format`, in tokens per second: the 4-token figure over the
+/// 1-token one is what sharing the pass over the weights gains.
+fn bench_batched(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
+    let (n_rows, n_cols) = (5632usize, 2048usize);
+    let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+    let one = n_rows * rb;
+    let copies = WORKING_SET.div_ceil(one).max(1);
+    let data = weights(ty, n_rows, n_cols, copies);
+    let data = data.as_slice();
+    let mut g = c.benchmark_group(format!(
+        "batched_decode_{}_{}x{}",
+        ty.name().to_lowercase(),
+        n_rows,
+        n_cols
+    ));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    let table = kernels();
+    let vdt = table.get(ty).unwrap().vec_dot_type;
+    for n_tok in [1usize, 4] {
+        let x = lcg_values(n_tok * n_cols, 5);
+        let mut y = vec![0.0f32; n_tok * n_rows];
+        let mut acts = ActBuf::with_capacity(n_cols, n_tok);
+        acts.quantize_with(table, vdt, &x, n_tok, n_cols);
+        g.throughput(Throughput::Elements(n_tok as u64));
+        for pool in pools {
+            let mut i = 0usize;
+            g.bench_function(
+                BenchmarkId::new(format!("tok{n_tok}"), format!("t{}", pool.n_threads())),
+                |b| {
+                    b.iter(|| {
+                        let w = MatRef::new(ty, &data[i * one..(i + 1) * one], n_rows, n_cols);
+                        matmul_q_mixed_with(table, pool, &w, &acts, &mut y, 0);
+                        i = (i + 1) % copies;
+                        black_box(y[0])
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    if std::env::var_os("FERROLM_BENCH_BATCHED").is_some() {
+        let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            bench_batched(c, &pools, ty);
+        }
+        return;
+    }
     if std::env::var_os("FERROLM_BENCH_PREFILL").is_some() {
         let pools = [ThreadPool::new(1), ThreadPool::new(2)];
         for ty in [

@@ -86,6 +86,9 @@ pub struct TypeKernels {
     pub gemm_tile: Option<GemmTileFn>,
     /// Optional multi-row x one-token kernel for decode; `None` means one `vec_dot` per row.
     pub gemv: Option<GemvFn>,
+    /// Optional multi-row x up to [`GEMV_MULTI_MAX`] tokens decode kernel, each token's outputs
+    /// bit for bit what `gemv` gives it alone; `None` means one `gemv` call per token.
+    pub gemv_multi: Option<GemvMultiFn>,
     /// Optional rows x several f32 vectors kernel (attention over an F16 cache); `None` means one
     /// `vec_dot` per (row, vector).
     pub multi_dot: Option<MultiDotFn>,
@@ -228,6 +231,16 @@ pub(crate) use token_group;
 /// rows are split across threads.
 pub type GemvFn = fn(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]);
 
+/// Most tokens one [`GemvMultiFn`] call takes.
+pub const GEMV_MULTI_MAX: usize = 4;
+
+/// Several decode tokens' mat-vecs in one pass over the weight rows (continuous batching: the
+/// next tokens of several sequences): `out.row(t)[r]` = `dot(w.row(r), a.row(t))` for 1 to
+/// [`GEMV_MULTI_MAX`] tokens, each token's outputs the same bits as the type's [`GemvFn`] gives
+/// that token alone (the same arithmetic per token, the weights unpacked once for all), so that
+/// a sequence's results do not depend on what else shares the pass.
+pub type GemvMultiFn = fn(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>);
+
 /// A tile of a batched mat-mul (prefill): `out.row(t)[r] = dot(w.row(r), a.row(t))` for every
 /// weight row r and token t, with `n` elements per row, `w` in the weight type and `a` in its
 /// `vec_dot_type`. Lets a kernel unpack each weight block once and reuse it across several tokens.
@@ -295,6 +308,8 @@ pub(crate) enum OfferedKernel {
     // aarch64 offers no decode mat-vec (its `vec_dot` loop serves decode).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Gemv(GemvFn),
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    GemvMulti(GemvMultiFn),
     Tile(GemmTileFn),
     MultiDot(MultiDotFn),
     FromFloat(QuantizeRowFn),
@@ -324,7 +339,10 @@ pub(crate) fn install_offers(
                 e.vec_dot = Some(f);
                 e.backend = o.needs;
             }
-            OfferedKernel::Gemv(f) => e.gemv = Some(f),
+            // A new `gemv` drops the multi-token kernel of the one it replaces (whose bits it
+            // matched): a format lists its `GemvMulti` after the `Gemv` it goes with.
+            OfferedKernel::Gemv(f) => (e.gemv, e.gemv_multi) = (Some(f), None),
+            OfferedKernel::GemvMulti(f) => e.gemv_multi = Some(f),
             OfferedKernel::Tile(f) => e.gemm_tile = Some(f),
             OfferedKernel::MultiDot(f) => e.multi_dot = Some(f),
         }
@@ -419,6 +437,7 @@ fn entry(
         vec_dot,
         gemm_tile: None,
         gemv: None,
+        gemv_multi: None,
         multi_dot: None,
         backend: Backend::Scalar,
     }

@@ -10,6 +10,10 @@
 //!
 //! - `n_tok == 1` (decode): runs of rows claimed "guided" (see `DECODE_MIN_CHUNK_BYTES`), each
 //!   through the type's `gemv` (several rows x one token) or one `vec_dot` per row when it has none.
+//! - mixed calls ([`matmul_q_mixed_with`]: several sequences' decode tokens, after any prompt
+//!   chunks): the decode tokens claim rows the same way and go through the type's `gemv_multi` in
+//!   groups of up to `GEMV_MULTI_MAX` tokens (one pass over the weights; each token the bits a
+//!   one-token call gives it), else one `gemv` per token over pieces that stay in cache.
 //! - `n_tok > 1` (prefill): for each chunk of `PREFILL_ROWS` rows, tiles of up to `TILE_TOKENS`
 //!   tokens go through the type's `gemm_tile` (which unpacks each weight block once per tile and reuses
 //!   it across the tokens), or a `vec_dot` loop when the type has none.
@@ -17,7 +21,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::blocks::cast_blocks_mut;
-use crate::dispatch::{block_align, kernels, KernelTable, TypeKernels};
+use crate::dispatch::{block_align, kernels, KernelTable, TypeKernels, GEMV_MULTI_MAX};
 use crate::pool::ThreadPool;
 use crate::types::GgmlType;
 use crate::views::{Rows, RowsMut};
@@ -289,7 +293,8 @@ pub fn matmul_q_many_mixed_with(
         "{} matrices in one call, at most {MAX_FUSED}",
         jobs.len()
     );
-    if acts.n_tok() != 1 {
+    let n_tok = acts.n_tok();
+    if n_tile > 0 || n_tok == 0 {
         for (w, y) in jobs.iter_mut() {
             matmul_q_mixed_with(table, pool, w, acts, y, n_tile);
         }
@@ -313,7 +318,13 @@ pub fn matmul_q_many_mixed_with(
         rows += w.n_rows;
         bytes += w.data.len();
     }
-    decode(pool, &parts[..jobs.len()], rows, bytes, acts.bytes());
+    let dec = DecodeActs {
+        a: acts.bytes(),
+        arb: acts.row_bytes(),
+        t0: 0,
+        n: n_tok,
+    };
+    decode(pool, &parts[..jobs.len()], rows, bytes, dec);
 }
 
 /// y: [n_tok, n_rows] = x · Wᵀ, where `acts` holds x quantized to w's `vec_dot_type` (checked).
@@ -326,6 +337,10 @@ pub fn matmul_q_with(
 ) {
     matmul_q_mixed_with(table, pool, w, acts, y, acts.n_tok());
 }
+
+/// Rows per [`GemvMultiFn`](crate::dispatch::GemvMultiFn) call of a mixed call's decode tokens
+/// (the size of the per-thread buffer its outputs go through).
+const MULTI_ROWS: usize = 256;
 
 /// Weight bytes per piece of the decode rows of a mixed call: each piece is read from memory once
 /// and stays in cache while every decode token is dotted with it.
@@ -358,25 +373,23 @@ pub fn matmul_q_mixed_with(
         if n_tile > 0 {
             prefill(pool, k, w, &a[..n_tile * arb], arb, n_tile, out, n_rows);
         }
-        let piece = (DECODE_PIECE_BYTES / wrb.max(1)).max(1);
-        let n_pieces = n_rows.div_ceil(piece);
-        let next = AtomicUsize::new(0);
-        let out = &out;
-        pool.run(&|_, _| loop {
-            let c = next.fetch_add(1, Ordering::Relaxed);
-            if c >= n_pieces {
-                break;
-            }
-            let (r0, r1) = (c * piece, ((c + 1) * piece).min(n_rows));
-            for t in n_tile..n_tok {
-                let at = &a[t * arb..(t + 1) * arb];
-                // SAFETY: rows r0..r1 of token t's output row y[t * n_rows..]: piece c belongs
-                // to this thread only, and t < n_tok, r1 <= n_rows.
-                let o =
-                    unsafe { std::slice::from_raw_parts_mut(out.0.add(t * n_rows + r0), r1 - r0) };
-                decode_rows(k, w.n_cols, &w.data[r0 * wrb..r1 * wrb], wrb, at, o);
-            }
-        });
+        let part = Part {
+            k,
+            w: w.data,
+            wrb,
+            n_cols: w.n_cols,
+            rows: n_rows,
+            first_row: 0,
+            first_byte: 0,
+            out,
+        };
+        let dec = DecodeActs {
+            a: &a[n_tile * arb..],
+            arb,
+            t0: n_tile,
+            n: n_tok - n_tile,
+        };
+        decode(pool, &[Some(part)], n_rows, w.data.len(), dec);
         return;
     }
     let n = w.n_cols;
@@ -400,23 +413,28 @@ pub fn matmul_q_mixed_with(
             first_byte: 0,
             out,
         };
-        decode(pool, &[Some(part)], n_rows, w.data.len(), a);
+        decode(
+            pool,
+            &[Some(part)],
+            n_rows,
+            w.data.len(),
+            DecodeActs::one(a),
+        );
         return;
     }
     prefill(pool, k, w, a, arb, n_tok, out, n_rows);
 }
 
-/// o[r] = row r of `w` (rows of `wrb` bytes, `n` elements) · `a`, through the type's `gemv`, else
-/// one `vec_dot` per row: what a decode call computes for these rows.
-fn decode_rows(k: &TypeKernels, n: usize, w: &[u8], wrb: usize, a: &[u8], o: &mut [f32]) {
-    let rows = o.len();
+/// o[r] = row r of `w` (`n` elements) · `a`, through the type's `gemv`, else one `vec_dot` per
+/// row: what a decode call computes for these rows.
+fn decode_rows(k: &TypeKernels, n: usize, w: Rows<u8>, a: &[u8], o: &mut [f32]) {
     if let Some(g) = k.gemv {
-        g(n, Rows::new(w, rows, wrb, wrb), a, o);
+        g(n, w, a, o);
         return;
     }
     let vec_dot = k.vec_dot.expect("checked");
     for (r, v) in o.iter_mut().enumerate() {
-        *v = vec_dot(n, &w[r * wrb..(r + 1) * wrb], a);
+        *v = vec_dot(n, w.row(r), a);
     }
 }
 
@@ -502,15 +520,46 @@ struct Part<'a> {
     out: OutPtr,
 }
 
-/// The decode mat-vecs of `parts` (checked, all against the one activation row `a`), rows handed
+/// The decode tokens of a call: `n` activation rows of `arb` bytes from the start of `a`, whose
+/// outputs are the rows `t0..t0 + n` of each matrix's output ([n_tok, rows]).
+#[derive(Clone, Copy)]
+struct DecodeActs<'a> {
+    a: &'a [u8],
+    arb: usize,
+    t0: usize,
+    n: usize,
+}
+
+impl<'a> DecodeActs<'a> {
+    /// One token, output row 0.
+    fn one(a: &'a [u8]) -> Self {
+        DecodeActs {
+            a,
+            arb: a.len(),
+            t0: 0,
+            n: 1,
+        }
+    }
+
+    fn row(&self, j: usize) -> &'a [u8] {
+        &self.a[j * self.arb..(j + 1) * self.arb]
+    }
+}
+
+/// The decode mat-vecs of `parts` (checked, all against the decode tokens `acts`), rows handed
 /// out "guided" over the whole sequence: each claim takes 1/n_threads of the bytes still
-/// unclaimed (at least `DECODE_MIN_CHUNK_BYTES`), cut at the end of its matrix.
+/// unclaimed (at least `DECODE_MIN_CHUNK_BYTES`), cut at the end of its matrix, so each thread
+/// streams long runs of weights. One token goes through the type's `gemv` (else `vec_dot`);
+/// several (continuous batching) through its `gemv_multi` in groups of at most
+/// `GEMV_MULTI_MAX`, else one `gemv` per token: each token gets the bits a one-token call
+/// gives it. With more than one group, a claim is taken in pieces of `DECODE_PIECE_BYTES` that
+/// every group reads while they are in cache.
 fn decode(
     pool: &ThreadPool,
     parts: &[Option<Part>],
     total_rows: usize,
     total_bytes: usize,
-    a: &[u8],
+    acts: DecodeActs,
 ) {
     let nt = pool.n_threads();
     // `next` is the first unclaimed row of the sequence.
@@ -539,27 +588,65 @@ fn decode(
             }
         }
     };
+    // Tokens per group of a multi-token kernel, as even as they go.
+    let n = acts.n;
+    let group = n.div_ceil(n.div_ceil(GEMV_MULTI_MAX));
     pool.run(&|_, _| {
+        // tmp: [GEMV_MULTI_MAX, MULTI_ROWS], a group's outputs before they go to the outputs.
+        let mut tmp = [0.0f32; GEMV_MULTI_MAX * MULTI_ROWS];
         while let Some((p, r0, r1)) = claim() {
-            let (n, wrb) = (p.n_cols, p.wrb);
-            if let Some(g) = p.k.gemv {
-                // SAFETY: rows r0..r1 < p.rows = this part's output length were claimed by this
-                // thread only, so this slice of it is written by no one else while `run` is active.
-                let o = unsafe { std::slice::from_raw_parts_mut(p.out.0.add(r0), r1 - r0) };
-                g(
-                    n,
-                    Rows::new(&p.w[r0 * wrb..r1 * wrb], r1 - r0, wrb, wrb),
-                    a,
-                    o,
-                );
-                continue;
-            }
-            let vec_dot = p.k.vec_dot.expect("checked");
-            for r in r0..r1 {
-                let v = vec_dot(n, &p.w[r * wrb..(r + 1) * wrb], a);
-                // SAFETY: r < p.rows = the part's output length; row r was claimed by this
-                // thread only.
-                unsafe { p.out.write(r, v) };
+            let wrb = p.wrb;
+            let multi = p.k.gemv_multi.filter(|_| n > 1);
+            // Rows per piece: what all groups read while it is in cache (with one group, or
+            // the multi-token kernel's buffer, at most MULTI_ROWS).
+            let piece = match multi {
+                Some(_) if n <= group => MULTI_ROWS,
+                Some(_) => (DECODE_PIECE_BYTES / wrb.max(1)).clamp(1, MULTI_ROWS),
+                None if n == 1 => r1 - r0,
+                None => (DECODE_PIECE_BYTES / wrb.max(1)).max(1),
+            };
+            let mut q0 = r0;
+            while q0 < r1 {
+                let q1 = (q0 + piece).min(r1);
+                let wq = Rows::new(&p.w[q0 * wrb..q1 * wrb], q1 - q0, wrb, wrb);
+                let mut j = 0;
+                while j < n {
+                    let g = group.min(n - j);
+                    match multi {
+                        Some(m) if g > 1 => {
+                            let at = Rows::new(&acts.a[j * acts.arb..], g, acts.arb, acts.arb);
+                            m(
+                                p.n_cols,
+                                wq,
+                                at,
+                                RowsMut::new(&mut tmp, g, q1 - q0, MULTI_ROWS),
+                            );
+                            for (i, o) in tmp.chunks_exact(MULTI_ROWS).take(g).enumerate() {
+                                let row0 = (acts.t0 + j + i) * p.rows;
+                                for (r, &v) in (q0..q1).zip(o) {
+                                    // SAFETY: token t0 + j + i < n_tok and r < p.rows: inside
+                                    // the part's output [n_tok, rows]; rows q0..q1 were claimed
+                                    // by this thread only.
+                                    unsafe { p.out.write(row0 + r, v) };
+                                }
+                            }
+                        }
+                        _ => {
+                            for t in j..j + g {
+                                // SAFETY: rows q0..q1 of token t0 + t's output row (t0 + t <
+                                // n_tok, q1 <= p.rows): claimed by this thread only, so written
+                                // by no one else while `run` is active.
+                                let o = unsafe {
+                                    let row0 = (acts.t0 + t) * p.rows;
+                                    std::slice::from_raw_parts_mut(p.out.0.add(row0 + q0), q1 - q0)
+                                };
+                                decode_rows(p.k, p.n_cols, wq, acts.row(t), o);
+                            }
+                        }
+                    }
+                    j += g;
+                }
+                q0 = q1;
             }
         }
     });

@@ -501,6 +501,58 @@ proptest! {
             }
         }
     }
+
+    /// The installed `gemv_multi` (several sequences' decode tokens in one pass: continuous
+    /// batching) gives each of its 1-4 tokens exactly the bits `gemv` gives that token alone,
+    /// for short rows (every group remainder) and rows past the stack buffers (the one-row
+    /// fallback), and writes nothing past its rows.
+    #[test]
+    fn gemv_multi_matches_gemv_bits(
+        ti in 0..WEIGHT_TYPES.len(),
+        nb in 1usize..=9,
+        long in proptest::bool::weighted(0.1),
+        nr in 1usize..=12,
+        nt in 1usize..=4,
+        wfill in fill_strategy(),
+        scales in proptest::collection::vec(scale_strategy(), 1..6),
+        seed in any::<u64>(),
+    ) {
+        let ty = WEIGHT_TYPES[ti];
+        let fast = kernels().get(ty).unwrap();
+        if let (Some(gemv), Some(multi)) = (fast.gemv, fast.gemv_multi) {
+            let vt = fast.vec_dot_type;
+            // Past 16384 elements the kernels take their one-row fallback.
+            let nb = if long { 16384 / ty.block_elems() + nb } else { nb };
+            let n = nb * ty.block_elems();
+            let wrb = ty.row_bytes(n as u64).unwrap() as usize;
+            let arb = vt.row_bytes(n as u64).unwrap() as usize;
+            let w = weight_row(ty, nb * nr, wfill, &scales, seed);
+            let mut acts = Vec::with_capacity(nt * arb);
+            for t in 0..nt {
+                let a = activation_row(vt, n, Fill::Random, &scales, seed ^ ((t as u64 + 1) * 0x9E37));
+                acts.extend_from_slice(a.bytes());
+            }
+            let stride = nr + 2;
+            let mut out = vec![f32::NAN; nt * stride];
+            let wv = Rows::new(w.bytes(), nr, wrb, wrb);
+            multi(n, wv, Rows::new(&acts, nt, arb, arb), RowsMut::new(&mut out, nt, nr, stride));
+            for t in 0..nt {
+                let mut want = vec![f32::NAN; nr];
+                gemv(n, wv, &acts[t * arb..(t + 1) * arb], &mut want);
+                for r in 0..nr {
+                    prop_assert_eq!(
+                        out[t * stride + r].to_bits(), want[r].to_bits(),
+                        "{} gemv_multi ({}) n={} token {} of {} row {}: {} vs gemv {}",
+                        ty, fast.backend.name(), n, t, nt, r, out[t * stride + r], want[r]
+                    );
+                }
+                prop_assert!(
+                    out[t * stride + nr..(t + 1) * stride].iter().all(|v| v.is_nan()),
+                    "{}: gemv_multi wrote past row {} of token {}", ty, nr, t
+                );
+            }
+        }
+    }
 }
 
 proptest! {

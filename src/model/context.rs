@@ -693,9 +693,7 @@ fn forward(
             window: if swa { f.n_swa } else { 0 },
             flash: s.flash,
         };
-        for g in segs {
-            attention::attention(c, e, &kvs[g.seq], s, li, g.row0, g.n, g.pos0, spec);
-        }
+        attention::attention(c, e, kvs, segs, s, li, spec);
         // xb = att Woᵀ [n, d] (rmsnorm'd by post_attn_norm, gemma3); x += xb
         e.project(
             model,

@@ -10,12 +10,12 @@
 
 use std::arch::x86_64::*;
 
-use super::gemv::pairs::gemv_pairs;
+use super::gemv::pairs::{gemv_multi_pairs, gemv_pairs};
 use super::prefetch::prefetch_lines;
 use super::{f16_table, load16, load32i, lut};
 use super::{tile, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{ActBlock32, NibbleBlock};
-use crate::dispatch::{offer, GemvFn, Offer, OfferedKernel as K, VecDotFn};
+use crate::dispatch::{offer, GemvFn, GemvMultiFn, Offer, OfferedKernel as K, VecDotFn};
 
 /// A nibble format ([`NibbleBlock`]) on x86: its one-row kernel, and the unpacking the AVX2 pair
 /// mat-vec, the prefill tile and the one-row dot are written once over. Each format's file
@@ -156,14 +156,19 @@ pub(super) fn dot_nibble<W: Nibble32>(w: &[W], a: &[W::Act]) -> f32 {
 /// AVX2 tile, the AVX-VNNI tile, then the AVX-512 VNNI mat-vec `gemv_vnni` and tile, which replace
 /// them where the CPU has VNNI. (Q5_1 has no VNNI mat-vec: it passes the AVX2 one, which then
 /// serves both levels.)
-pub(super) const fn nibble_offers<W: Nibble32>(gemv_vnni: GemvFn) -> [Offer; 6] {
+pub(super) const fn nibble_offers<W: Nibble32>(
+    gemv_vnni: GemvFn,
+    multi_vnni: GemvMultiFn,
+) -> [Offer; 8] {
     let (t, a) = (W::TYPE, <W::Act as ActBlock32>::TYPE);
     [
         offer(t, a, AVX2, K::VecDot(W::VEC_DOT)),
         offer(t, a, AVX2, K::Gemv(gemv_pairs::<W>)),
+        offer(t, a, AVX2, K::GemvMulti(gemv_multi_pairs::<W>)),
         offer(t, a, AVX2, K::Tile(tile::avx2::gemm_tile::<W>)),
         offer(t, a, AVXVNNI, K::Tile(tile::avxvnni::gemm_tile::<W>)),
         offer(t, a, VNNI, K::Gemv(gemv_vnni)),
+        offer(t, a, VNNI, K::GemvMulti(multi_vnni)),
         offer(t, a, VNNI, K::Tile(tile::vnni::gemm_tile::<W>)),
     ]
 }

@@ -6,17 +6,18 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::block32::{accumulate, dot_nibble, nibble_offers, nibbles, vec_dot_entry, Nibble32};
-use super::gemv::quads::{quad_levels, quad_step, quads_q4_0, QuadQ4_0};
-use super::gemv::{gemv_with, seeds, MAX_BLOCKS};
+use super::gemv::quads::{quad_blocks, quad_levels, quad_scales, quad_step, quads_q4_0, QuadQ4_0};
+use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{debug_assert_avx2, debug_assert_vnni, f16_table, load32i, lut};
 use crate::blocks::{cast_blocks, BlockQ4_0, BlockQ8_0};
 use crate::dispatch::{Offer, VecDotFn};
-use crate::views::Rows;
+use crate::views::{Rows, RowsMut};
 
 /// Q4_0's kernels. The VNNI one-row dot (`vec_dot_q4_0_q8_0_vnni`) is not among them: it is no
 /// faster than the AVX2 one (docs/perf.md).
-pub(super) const OFFERS: &[Offer] = &nibble_offers::<BlockQ4_0>(gemv_q4_0_q8_0);
+pub(super) const OFFERS: &[Offer] =
+    &nibble_offers::<BlockQ4_0>(gemv_q4_0_q8_0, gemv_multi_q4_0_q8_0);
 
 impl Nibble32 for BlockQ4_0 {
     const VEC_DOT: VecDotFn = vec_dot_q4_0_q8_0;
@@ -46,84 +47,103 @@ vec_dot_entry!(/// Q4_0 weights . Q8_0 activations (AVX-512 VNNI on 256-bit regi
     #[allow(dead_code)]
     vec_dot_q4_0_q8_0_vnni, dot_q4_0_vnni, BlockQ4_0, BlockQ8_0, debug_assert_vnni);
 
-/// One Q4_0 row against the quads, plus up to 3 last blocks (`tail`: each with its ymm seed and
-/// `d_a`). Per quad of weight blocks: their 16 quant bytes go to the four 128-bit lanes; the low
-/// nibbles (one AND) and the high nibbles (a 16-bit shift right by 4 and the same AND) are the
-/// levels of `lo` and `hi`, and two chained `vpdpbusd` from the seed sum the four blocks exactly, 4
-/// lanes each. The four scales `d_w * d_a` are made in an xmm and spread to those lanes by one
-/// `vpermps`: one conversion and one FMA per four blocks, where two blocks per step (the high
-/// nibbles in the upper lanes of the same register) took one per two. (A GFNI affine transform
-/// for the high nibbles gains nothing from memory: not worth a second feature test.)
+/// One Q4_0 row against `NT` tokens' quads (a last partial quad padded: [`quad_blocks`]). Per
+/// quad of weight blocks: their 16 quant bytes go to the four 128-bit lanes; the low nibbles (one
+/// AND) and the high nibbles (a 16-bit shift right by 4 and the same AND) are the levels of `lo`
+/// and `hi`, and two chained `vpdpbusd` from the seed sum the four blocks exactly, 4 lanes each.
+/// The four scales `d_w * d_a` are made in an xmm and spread to those lanes by one `vpermps`: one
+/// conversion and one FMA per four blocks, where two blocks per step (the high nibbles in the
+/// upper lanes of the same register) took one per two. (A GFNI affine transform for the high
+/// nibbles gains nothing from memory: not worth a second feature test.) The levels and weight
+/// scales are made once for all tokens; each token's arithmetic is the same whatever `NT` is.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn row_dot_q4_0(
+fn rows_dot_q4_0<const NT: usize>(
     w: &[BlockQ4_0],
-    quads: &[QuadQ4_0],
-    da: &[[f32; 4]],
-    tail: &[(BlockQ8_0, [i32; 8], f32)],
-) -> f32 {
-    let nq = quads.len();
-    assert!(da.len() == nq && w.len() == 4 * nq + tail.len());
-    let quad = |q: usize, acc: __m512| -> __m512 {
-        let wq = &w[4 * q..4 * q + 4];
-        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
-        quad_step(
-            lo,
-            hi,
-            &quads[q],
-            std::array::from_fn(|j| wq[j].d),
-            &da[q],
-            acc,
-        )
-    };
-    let mut acc = [_mm512_setzero_ps(); 2];
-    let mut q = 0;
+    quads: [&[QuadQ4_0]; NT],
+    da: [&[[f32; 4]]; NT],
+) -> [f32; NT] {
+    let nq = w.len().div_ceil(4);
+    for t in 0..NT {
+        assert!(quads[t].len() == nq && da[t].len() == nq);
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; NT];
     let pf = gemv_streams_prefetch();
-    while q + 1 < nq {
+    // Quad q into accumulator `slot` (a constant at each call: the accumulators stay in
+    // registers).
+    let mut step = |q: usize, wq: [&BlockQ4_0; 4], slot: usize| {
+        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
+        let wd = quad_scales(std::array::from_fn(|j| wq[j].d));
+        for t in 0..NT {
+            acc[t][slot] = quad_step(lo, hi, &quads[t][q], wd, &da[t][q], acc[t][slot]);
+        }
+    };
+    let refs = |q: usize| -> [&BlockQ4_0; 4] {
+        let b: &[BlockQ4_0; 4] = w[4 * q..4 * q + 4].try_into().expect("4 blocks");
+        [&b[0], &b[1], &b[2], &b[3]]
+    };
+    let full = w.len() / 4;
+    let mut q = 0;
+    while q + 1 < full {
         if pf {
             // The two quads' 144 bytes: three lines.
             prefetch_lines::<3, _>(w[4 * q..].as_ptr());
         }
-        acc[0] = quad(q, acc[0]);
-        acc[1] = quad(q + 1, acc[1]);
+        step(q, refs(q), 0);
+        step(q + 1, refs(q + 1), 1);
         q += 2;
     }
-    if q < nq {
-        acc[0] = quad(q, acc[0]);
+    if q < full {
+        step(q, refs(q), 0);
+        if q + 1 < nq {
+            step(q + 1, quad_blocks(w, q + 1), 1);
+        }
+    } else if q < nq {
+        step(q, quad_blocks(w, q), 0);
     }
-    let mut sum = _mm512_add_ps(acc[0], acc[1]);
-    for (x, (a, seed, da)) in w[4 * nq..].iter().zip(tail) {
-        // SAFETY: `seed` is 32 readable bytes; unaligned load.
-        let s0 = unsafe { _mm256_loadu_si256(seed.as_ptr() as *const __m256i) };
-        let s = _mm256_dpbusd_epi32(s0, nibbles(&x.qs), load32i(&a.qs));
-        let d = lut(f16_table(), x.d) * da;
-        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d));
-        sum = _mm512_add_ps(sum, _mm512_zextps256_ps512(v));
+    acc.map(|[a0, a1]| _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)))
+}
+
+/// Q4_0 rows against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for more),
+/// four blocks per 512-bit step.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q4_0_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut RowsMut<f32>) {
+    let mut qbuf = [[MaybeUninit::<QuadQ4_0>::uninit(); MAX_BLOCKS / 4]; NT];
+    let mut dbuf = [[MaybeUninit::<[f32; 4]>::uninit(); MAX_BLOCKS / 4]; NT];
+    let (mut quads, mut da): ([&[QuadQ4_0]; NT], [&[[f32; 4]]; NT]) = ([&[]; NT], [&[]; NT]);
+    for (t, (qb, db)) in qbuf.iter_mut().zip(dbuf.iter_mut()).enumerate() {
+        (quads[t], da[t]) = quads_q4_0(a[t], 8, qb, db);
     }
-    _mm512_reduce_add_ps(sum)
+    for r in 0..w.n() {
+        let v = rows_dot_q4_0(cast_blocks(w.row(r)), quads, da);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
 }
 
 /// Q4_0 rows (`GemvFn` body), four blocks per 512-bit step.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_q4_0(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
-    let nb = a.len();
-    let mut qbuf = [MaybeUninit::<QuadQ4_0>::uninit(); MAX_BLOCKS / 4];
-    let mut dbuf = [MaybeUninit::<[f32; 4]>::uninit(); MAX_BLOCKS / 4];
-    let (quads, da) = quads_q4_0(a, 8, &mut qbuf, &mut dbuf);
-    let nt = nb % 4;
-    let mut tail = [(a[0], [0i32; 8], 0f32); 3];
-    for (j, y) in a[nb - nt..].iter().enumerate() {
-        let (mut s, mut d) = ([[0i32; 8]; 1], [0f32; 1]);
-        seeds(std::slice::from_ref(y), 8, &mut s, &mut d);
-        tail[j] = (*y, s[0], d[0]);
-    }
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = cast_blocks::<BlockQ4_0>(w.row(r));
-        *o = row_dot_q4_0(row, quads, da, &tail[..nt]);
-    }
+    run_q4_0_multi::<1>(w, [a], &mut RowsMut::one(out));
 }
 
 /// Q4_0 weights x Q8_0 activations (`GemvFn`), four blocks per 512-bit step.
 fn gemv_q4_0_q8_0(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
     gemv_with::<BlockQ4_0, BlockQ8_0>(n, w, a, out, vec_dot_q4_0_q8_0, run_q4_0, debug_assert_vnni);
+}
+
+/// Q4_0 weights x up to four tokens' Q8_0 activations (`GemvMultiFn`): `gemv_q4_0_q8_0`'s bits
+/// per token, the weights unpacked once.
+fn gemv_multi_q4_0_q8_0(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q4_0_multi, BlockQ8_0);
+    gemv_multi_with::<BlockQ4_0, BlockQ8_0>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q4_0_q8_0,
+        runs,
+        debug_assert_vnni,
+    );
 }

@@ -5,16 +5,17 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::block32::{dot_nibble, nibble_offers, vec_dot_entry, Nibble32};
-use super::gemv::quads::{quad_halves, quad_levels};
-use super::gemv::{gemv_with, MAX_BLOCKS};
+use super::gemv::quads::{quad_blocks, quad_halves, quad_levels, ZERO32};
+use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{debug_assert_avx2, debug_assert_vnni, f16_table, lut};
 use crate::blocks::{cast_blocks, BlockQ4_1, BlockQ8_1};
 use crate::dispatch::{Offer, VecDotFn};
-use crate::views::Rows;
+use crate::views::{Rows, RowsMut};
 
 /// Q4_1's kernels.
-pub(super) const OFFERS: &[Offer] = &nibble_offers::<BlockQ4_1>(gemv_q4_1_q8_1);
+pub(super) const OFFERS: &[Offer] =
+    &nibble_offers::<BlockQ4_1>(gemv_q4_1_q8_1, gemv_multi_q4_1_q8_1);
 
 impl Nibble32 for BlockQ4_1 {
     const VEC_DOT: VecDotFn = vec_dot_q4_1_q8_1;
@@ -38,9 +39,12 @@ struct QuadQ4_1 {
 #[inline]
 fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'p [QuadQ4_1] {
     let t = f16_table();
-    let quads = &mut quads[..a.len() / 4];
-    for (ab, o) in a.chunks_exact(4).zip(quads.iter_mut()) {
-        let (lo, hi) = quad_halves(std::array::from_fn(|j| &ab[j].qs));
+    let quads = &mut quads[..a.len().div_ceil(4)];
+    for (ab, o) in a.chunks(4).zip(quads.iter_mut()) {
+        // A last partial quad is padded with zero activations and scales (see `quad_blocks`).
+        let (lo, hi) = quad_halves(std::array::from_fn(|j| {
+            ab.get(j).map_or(&ZERO32, |y| &y.qs)
+        }));
         let p = o.as_mut_ptr();
         // SAFETY: `p` points to a writable, 64-byte aligned `QuadQ4_1`; `lo` and `hi` are 64 bytes
         // at offsets 0 and 64, `ds` is written right after; all before the slice is read below.
@@ -48,7 +52,8 @@ fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'
             _mm512_store_si512(std::ptr::addr_of_mut!((*p).lo) as *mut __m512i, lo);
             _mm512_store_si512(std::ptr::addr_of_mut!((*p).hi) as *mut __m512i, hi);
             std::ptr::addr_of_mut!((*p).ds).write(std::array::from_fn(|i| {
-                lut(t, if i % 2 == 0 { ab[i / 2].d } else { ab[i / 2].s })
+                ab.get(i / 2)
+                    .map_or(0.0, |y| lut(t, if i % 2 == 0 { y.d } else { y.s }))
             }));
         }
     }
@@ -56,69 +61,111 @@ fn quads_q4_1<'p>(a: &[BlockQ8_1], quads: &'p mut [MaybeUninit<QuadQ4_1>]) -> &'
     unsafe { &*(quads as *const [MaybeUninit<QuadQ4_1>] as *const [QuadQ4_1]) }
 }
 
-/// One Q4_1 row against the quads, the last `w.len() % 4` blocks by the one-row AVX2 kernel. Per
-/// quad: levels from `quad_levels`, two chained `vpdpbusd` from zero; the four blocks' `d_w` and
-/// `m_w` (adjacent f16 pairs) converted by one `vcvtph2ps` and multiplied by `[d_a, s_a]`: the
-/// `d` products spread to the sum's lanes by `vpermps`, the `m * s_a` products summed as they are
-/// (their lanes are picked out at the end).
+/// One Q4_1 row against `NT` tokens' quads (a last partial quad padded: [`quad_blocks`]). Per
+/// quad, once for all tokens: the levels from `quad_levels`, the four blocks' `d_w` and `m_w`
+/// (adjacent f16 pairs) converted by one `vcvtph2ps`. Per token: two chained `vpdpbusd` from
+/// zero; the scales multiplied by the token's `[d_a, s_a]`: the `d` products spread to the sum's
+/// lanes by `vpermps`, the `m * s_a` products summed as they are (their lanes are picked out at
+/// the end). Each token's arithmetic is the same whatever `NT` is (so batched decode gives the
+/// bits a token gets alone).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn row_dot_q4_1(w: &[BlockQ4_1], quads: &[QuadQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let nq = quads.len();
-    assert!(w.len() == a.len() && w.len() / 4 == nq);
+fn rows_dot_q4_1<const NT: usize>(
+    w: &[BlockQ4_1],
+    quads: [&[QuadQ4_1]; NT],
+    a: [&[BlockQ8_1]; NT],
+) -> [f32; NT] {
+    let nq = w.len().div_ceil(4);
+    for t in 0..NT {
+        assert!(a[t].len() == w.len() && quads[t].len() == nq);
+    }
     let sidx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm256_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); NT];
+    let mut acc_m = [_mm256_setzero_ps(); NT];
     let pf = gemv_streams_prefetch();
-    for (q, qd) in quads.iter().enumerate() {
+    let mut step = |q: usize, wq: [&BlockQ4_1; 4]| {
+        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
+        let dm = |j: usize| wq[j].d.to_bits() as i32 | (wq[j].m.to_bits() as i32) << 16;
+        let wdm = _mm256_cvtph_ps(_mm_set_epi32(dm(3), dm(2), dm(1), dm(0)));
+        for t in 0..NT {
+            let qd = &quads[t][q];
+            // SAFETY: the fields of `qd` are 64, 64 and 32 bytes at 64-byte aligned addresses.
+            let (alo, ahi, ds) = unsafe {
+                (
+                    _mm512_load_si512(qd.lo.as_ptr() as *const __m512i),
+                    _mm512_load_si512(qd.hi.as_ptr() as *const __m512i),
+                    _mm256_load_ps(qd.ds.as_ptr()),
+                )
+            };
+            let z = _mm512_setzero_si512();
+            let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, alo), hi, ahi);
+            let f = _mm256_mul_ps(wdm, ds);
+            acc_m[t] = _mm256_add_ps(acc_m[t], f);
+            let scale = _mm512_permutexvar_ps(sidx, _mm512_castps256_ps512(f));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
+        }
+    };
+    let full = w.len() / 4;
+    for q in 0..full {
         let wq = &w[4 * q..4 * q + 4];
         if pf {
             // The quad's 80 bytes: two lines.
             prefetch_lines::<2, _>(wq.as_ptr());
         }
-        let (lo, hi) = quad_levels(std::array::from_fn(|j| &wq[j].qs));
-        // SAFETY: the fields of `qd` are 64, 64 and 32 bytes at 64-byte aligned addresses.
-        let (alo, ahi, ds) = unsafe {
-            (
-                _mm512_load_si512(qd.lo.as_ptr() as *const __m512i),
-                _mm512_load_si512(qd.hi.as_ptr() as *const __m512i),
-                _mm256_load_ps(qd.ds.as_ptr()),
-            )
-        };
-        let z = _mm512_setzero_si512();
-        let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, alo), hi, ahi);
-        let dm = |j: usize| wq[j].d.to_bits() as i32 | (wq[j].m.to_bits() as i32) << 16;
-        let f = _mm256_mul_ps(
-            _mm256_cvtph_ps(_mm_set_epi32(dm(3), dm(2), dm(1), dm(0))),
-            ds,
-        );
-        acc_m = _mm256_add_ps(acc_m, f);
-        let scale = _mm512_permutexvar_ps(sidx, _mm512_castps256_ps512(f));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc);
+        step(q, [&wq[0], &wq[1], &wq[2], &wq[3]]);
     }
-    // The odd lanes of acc_m hold the m * s_a sums.
-    let odd = _mm256_permutevar8x32_ps(acc_m, _mm256_set_epi32(7, 5, 3, 1, 7, 5, 3, 1));
-    let x = _mm256_castps256_ps128(odd);
-    let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    let m = _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
-    let tail = if w.len() > 4 * nq {
-        dot_nibble::<BlockQ4_1>(&w[4 * nq..], &a[4 * nq..])
-    } else {
-        0.0
-    };
-    _mm512_reduce_add_ps(acc) + m + tail
+    if full < nq {
+        step(full, quad_blocks(w, full));
+    }
+    let mut out = [0.0f32; NT];
+    for t in 0..NT {
+        // The odd lanes of acc_m hold the m * s_a sums.
+        let odd = _mm256_permutevar8x32_ps(acc_m[t], _mm256_set_epi32(7, 5, 3, 1, 7, 5, 3, 1));
+        let x = _mm256_castps256_ps128(odd);
+        let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        let m = _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+        out[t] = _mm512_reduce_add_ps(acc[t]) + m;
+    }
+    out
+}
+
+/// Q4_1 rows against `NT` tokens (`GemvFn` body for NT = 1, `GemvMultiFn` body for more).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q4_1_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_1]; NT], out: &mut RowsMut<f32>) {
+    let mut buf = [[MaybeUninit::<QuadQ4_1>::uninit(); MAX_BLOCKS / 4]; NT];
+    let mut quads: [&[QuadQ4_1]; NT] = [&[]; NT];
+    for (t, b) in buf.iter_mut().enumerate() {
+        quads[t] = quads_q4_1(a[t], b);
+    }
+    for r in 0..w.n() {
+        let v = rows_dot_q4_1(cast_blocks(w.row(r)), quads, a);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_q4_1(w: Rows<u8>, a: &[BlockQ8_1], out: &mut [f32]) {
-    let mut buf = [MaybeUninit::<QuadQ4_1>::uninit(); MAX_BLOCKS / 4];
-    let quads = quads_q4_1(a, &mut buf);
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = row_dot_q4_1(cast_blocks(w.row(r)), quads, a);
-    }
+    run_q4_1_multi::<1>(w, [a], &mut RowsMut::one(out));
 }
 
 /// Q4_1 weights x Q8_1 activations (`GemvFn`), four blocks per 512-bit step.
 fn gemv_q4_1_q8_1(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
     gemv_with::<BlockQ4_1, BlockQ8_1>(n, w, a, out, vec_dot_q4_1_q8_1, run_q4_1, debug_assert_vnni);
+}
+
+/// Q4_1 weights x up to four tokens' Q8_1 activations (`GemvMultiFn`): `gemv_q4_1_q8_1`'s bits
+/// per token, the weights unpacked once.
+fn gemv_multi_q4_1_q8_1(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q4_1_multi, BlockQ8_1);
+    gemv_multi_with::<BlockQ4_1, BlockQ8_1>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q4_1_q8_1,
+        runs,
+        debug_assert_vnni,
+    );
 }

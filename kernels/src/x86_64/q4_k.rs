@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::block32::vec_dot_entry;
-use super::gemv::{gemv_with, MAX_BLOCKS};
+use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
 use super::prefetch::prefetch_lines;
 use super::superblock::dot_k4_like;
 use super::tile;
@@ -14,7 +14,7 @@ use super::{debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, AVX2, AV
 use crate::blocks::{cast_blocks, BlockQ4_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
-use crate::views::Rows;
+use crate::views::{Rows, RowsMut};
 
 /// Q4_K's kernels, AVX2 first (AVX-512 VNNI replaces them where the CPU has it).
 pub(super) const OFFERS: &[Offer] = {
@@ -31,6 +31,7 @@ pub(super) const OFFERS: &[Offer] = {
             K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ4_K>),
         ),
         offer(T, A, VNNI, K::Gemv(gemv_q4_k_q8_k)),
+        offer(T, A, VNNI, K::GemvMulti(gemv_multi_q4_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ4_K>)),
     ]
 };
@@ -145,6 +146,15 @@ const Q4_K_SCALE_CTL: [[u8; 64]; 2] = [q4_k_scale_ctl(0), q4_k_scale_ctl(4)];
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
+    let (um, wd) = q4_k_header_w(x);
+    (um, _mm_mul_ps(wd, _mm_set1_ps(d_a)))
+}
+
+/// [`q4_k_header`] before the activation's scale: the unpacked scale and min bytes and `[d,
+/// dmin]` as f32 (what the tokens of a multi-token call share).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4_k_header_w(x: &BlockQ4_K) -> (__m128i, __m128) {
     // SAFETY: `scales` starts 4 bytes into the 144-byte block: 16 readable bytes.
     let raw = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
     let p = _mm_shuffle_epi32::<0b10_01_10_00>(raw); // [u0, u2, u1, u2]
@@ -158,8 +168,7 @@ fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
         _mm_set_epi32(0x30303030, 0, 0x30303030, 0),
     );
     let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
-    let dd = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(d_a));
-    (_mm_or_si128(r, t), dd)
+    (_mm_or_si128(r, t), _mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }
 
 /// One Q4_K row: per super-block, four `vpdpbusd` (levels 0..15 x activations, 4 products per
@@ -169,10 +178,12 @@ fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
 /// scales (words spread by `vpshufb`) and sums exactly in i32 lanes: 6 multiplying instructions
 /// per super-block instead of 8 for `maddubs` + `vpdpwssd` per register. The mins term from the
 /// precomputed sub-block sums (`madd`).
+/// For `NT` tokens at once: the levels, scale words and `[d, dmin]` once for all, each token's
+/// arithmetic the same whatever `NT` is.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
-    assert!(w.len() == sup.len());
+fn rows_dot_q4_k<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) -> [f32; NT] {
+    assert!(sup.iter().all(|s| s.len() == w.len()));
     let m4 = _mm512_set1_epi8(0x0F);
     // SAFETY: each control is 64 readable bytes; unaligned loads.
     let (c01, c23) = unsafe {
@@ -181,58 +192,81 @@ fn row_dot_q4_k(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
             _mm512_loadu_si512(Q4_K_SCALE_CTL[1].as_ptr() as *const __m512i),
         )
     };
-    let mut acc = _mm512_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, s) in w.iter().zip(sup) {
+    let mut acc = [_mm512_setzero_ps(); NT];
+    let mut acc_m = [_mm_setzero_ps(); NT];
+    for (b, x) in w.iter().enumerate() {
         prefetch_lines::<3, _>(x);
-        let (um, dd) = q4_k_header(x, s.d);
-        // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
-        let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
+        let (um, wd) = q4_k_header_w(x);
         let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(um, um));
-        let mins = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
-        acc_m = _mm_fmadd_ps(mins, _mm_permute_ps::<0b01_01_01_01>(dd), acc_m);
         // Scale bytes 0..8 in every 128-bit lane.
         let sc = _mm512_broadcast_i32x4(um);
-        // SAFETY: `qs` is 128 readable bytes; `act` is 256 bytes at a 64-byte aligned address.
-        let (q0, q1, a) = unsafe {
+        let (s01, s23) = (_mm512_shuffle_epi8(sc, c01), _mm512_shuffle_epi8(sc, c23));
+        // SAFETY: `qs` is 128 readable bytes; unaligned loads.
+        let (q0, q1) = unsafe {
             let q = x.qs.as_ptr() as *const __m512i;
-            let a = s.act.as_ptr() as *const __m512i;
-            (
-                _mm512_loadu_si512(q),
-                _mm512_loadu_si512(q.add(1)),
+            (_mm512_loadu_si512(q), _mm512_loadu_si512(q.add(1)))
+        };
+        let l = [
+            _mm512_and_si512(q0, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(q0), m4),
+            _mm512_and_si512(q1, m4),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(q1), m4),
+        ];
+        for t in 0..NT {
+            let s = &sup[t][b];
+            let dd = _mm_mul_ps(wd, _mm_set1_ps(s.d));
+            // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
+            let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
+            let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+            acc_m[t] = _mm_fmadd_ps(m, _mm_permute_ps::<0b01_01_01_01>(dd), acc_m[t]);
+            // SAFETY: `act` is 256 bytes at a 64-byte aligned address.
+            let a = unsafe {
+                let a = s.act.as_ptr() as *const __m512i;
                 [
                     _mm512_load_si512(a),
                     _mm512_load_si512(a.add(1)),
                     _mm512_load_si512(a.add(2)),
                     _mm512_load_si512(a.add(3)),
-                ],
-            )
-        };
-        let z = _mm512_setzero_si512();
-        let d0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q0, m4), a[0]);
-        let d1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16::<4>(q0), m4), a[1]);
-        let d2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q1, m4), a[2]);
-        let d3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16::<4>(q1), m4), a[3]);
-        let sum = _mm512_dpwssd_epi32(z, _mm512_packs_epi32(d0, d1), _mm512_shuffle_epi8(sc, c01));
-        let sum = _mm512_dpwssd_epi32(
-            sum,
-            _mm512_packs_epi32(d2, d3),
-            _mm512_shuffle_epi8(sc, c23),
-        );
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_broadcastss_ps(dd), acc);
+                ]
+            };
+            let z = _mm512_setzero_si512();
+            let d0 = _mm512_dpbusd_epi32(z, l[0], a[0]);
+            let d1 = _mm512_dpbusd_epi32(z, l[1], a[1]);
+            let d2 = _mm512_dpbusd_epi32(z, l[2], a[2]);
+            let d3 = _mm512_dpbusd_epi32(z, l[3], a[3]);
+            let sum = _mm512_dpwssd_epi32(z, _mm512_packs_epi32(d0, d1), s01);
+            let sum = _mm512_dpwssd_epi32(sum, _mm512_packs_epi32(d2, d3), s23);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_broadcastss_ps(dd), acc[t]);
+        }
     }
-    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    _mm512_reduce_add_ps(acc) - _mm_cvtss_f32(m)
+    let mut out = [0.0f32; NT];
+    for t in 0..NT {
+        let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[t] = _mm512_reduce_add_ps(acc[t]) - _mm_cvtss_f32(m);
+    }
+    out
+}
+
+/// Q4_K rows against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for more).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q4_k_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
+    let mut buf = [[MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER]; NT];
+    let mut sup: [&[SuperQ4K]; NT] = [&[]; NT];
+    for (t, b) in buf.iter_mut().enumerate() {
+        sup[t] = supers_q4_k(a[t], b);
+    }
+    for r in 0..w.n() {
+        let v = rows_dot_q4_k(cast_blocks(w.row(r)), sup);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_q4_k(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
-    let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
-    let sup = supers_q4_k(a, &mut buf);
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = row_dot_q4_k(cast_blocks(w.row(r)), sup);
-    }
+    run_q4_k_multi::<1>(w, [a], &mut RowsMut::one(out));
 }
 
 /// One Q4_K row on AVX2 alone against the super-blocks of `supers_q4_k`: per 32-byte chunk c of
@@ -298,6 +332,21 @@ fn run_q4_k_avx2(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
 /// Q4_K weights x Q8_K activations (`GemvFn`).
 fn gemv_q4_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
     gemv_with::<BlockQ4_K, BlockQ8_K>(n, w, a, out, vec_dot_q4_k_q8_k, run_q4_k, debug_assert_vnni);
+}
+
+/// Q4_K weights x up to four tokens' Q8_K activations (`GemvMultiFn`): `gemv_q4_k_q8_k`'s bits
+/// per token, the weights unpacked once.
+fn gemv_multi_q4_k_q8_k(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q4_k_multi, BlockQ8_K);
+    gemv_multi_with::<BlockQ4_K, BlockQ8_K>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q4_k_q8_k,
+        runs,
+        debug_assert_vnni,
+    );
 }
 
 /// Q4_K weights x Q8_K activations on AVX2 alone (`GemvFn`).

@@ -3,12 +3,13 @@
 
 use super::block32::{dot_nibble, nibble_offers, vec_dot_entry, Nibble32};
 use super::debug_assert_avx2;
-use super::gemv::pairs::gemv_pairs;
+use super::gemv::pairs::{gemv_multi_pairs, gemv_pairs};
 use crate::blocks::{BlockQ5_1, BlockQ8_1};
 use crate::dispatch::{Offer, VecDotFn};
 
 /// Q5_1's kernels.
-pub(super) const OFFERS: &[Offer] = &nibble_offers::<BlockQ5_1>(gemv_pairs::<BlockQ5_1>);
+pub(super) const OFFERS: &[Offer] =
+    &nibble_offers::<BlockQ5_1>(gemv_pairs::<BlockQ5_1>, gemv_multi_pairs::<BlockQ5_1>);
 
 impl Nibble32 for BlockQ5_1 {
     const VEC_DOT: VecDotFn = vec_dot_q5_1_q8_1;

@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::block32::vec_dot_entry;
-use super::gemv::check;
+use super::gemv::{check, gemv_multi_with, multi_runs};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::tile;
 use super::tile::{act4, store_rows, transpose8, Isa, KTile};
@@ -30,6 +30,7 @@ pub(super) const OFFERS: &[Offer] = {
             K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ6_K>),
         ),
         offer(T, A, VNNI, K::Gemv(gemv_q6_k_q8_k)),
+        offer(T, A, VNNI, K::GemvMulti(gemv_multi_q6_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ6_K>)),
     ]
 };
@@ -127,10 +128,12 @@ const Q6_K_SCALE_IDX: [[i16; 32]; 2] = {
     t
 };
 
+/// For `NT` tokens at once: the levels and the scale words once for all, each token's
+/// arithmetic the same whatever `NT` is.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
-    assert!(w.len() == a.len());
+fn rows_dot_q6_k<const NT: usize>(w: &[BlockQ6_K], a: [&[BlockQ8_K]; NT]) -> [f32; NT] {
+    assert!(a.iter().all(|a| a.len() == w.len()));
     let m4 = _mm512_set1_epi8(0x0F);
     let m30 = _mm512_set1_epi8(0x30);
     let halves = |x: i16, y: i16| {
@@ -142,35 +145,33 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
     let (shl, shr) = (halves(4, 2), halves(0, 2));
     // SAFETY: each row of Q6_K_SCALE_IDX is 32 i16 = 64 readable bytes; unaligned loads.
     let idx = Q6_K_SCALE_IDX.map(|r| unsafe { _mm512_loadu_si512(r.as_ptr() as *const __m512i) });
-    let mut acc = _mm512_setzero_ps();
+    let mut acc = [_mm512_setzero_ps(); NT];
     let pf = gemv_streams_prefetch();
-    for (x, y) in w.iter().zip(a) {
+    for (b, x) in w.iter().enumerate() {
         if pf {
             // The super-block's 210 bytes: four lines.
             prefetch_lines::<4, _>(x);
         }
-        // SAFETY: `scales` is 16 bytes, `bsums` 16 i16 = 32 bytes; unaligned loads.
-        let (sc, bs) = unsafe {
-            (
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i)),
-                _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i),
-            )
-        };
-        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bs));
-        let mut sum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
+        // SAFETY: `scales` is 16 bytes; unaligned load.
+        let sc =
+            unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i)) };
+        let mut sum = [_mm512_setzero_si512(); NT];
+        for t in 0..NT {
+            // SAFETY: `bsums` is 16 i16 = 32 bytes; unaligned load.
+            let bs = unsafe { _mm256_loadu_si256(a[t][b].bsums.as_ptr() as *const __m256i) };
+            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bs));
+            sum[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
+        }
         let scz = _mm512_castsi256_si512(sc);
         for (n, sidx) in idx.iter().enumerate() {
-            // SAFETY: `ql[64n..64n + 64]`, `qh[32n..32n + 32]` and `qs[128n..128n + 128]` are in
-            // bounds (n < 2: `idx` has two entries); unaligned loads.
-            let (ql, qh, alo, ahi) = unsafe {
-                let a = y.qs.as_ptr().add(128 * n) as *const __m512i;
+            // SAFETY: `ql[64n..64n + 64]` and `qh[32n..32n + 32]` are in bounds (n < 2: `idx`
+            // has two entries); unaligned loads.
+            let (ql, qh) = unsafe {
                 (
                     _mm512_loadu_si512(x.ql.as_ptr().add(64 * n) as *const __m512i),
                     _mm512_broadcast_i64x4(_mm256_loadu_si256(
                         x.qh.as_ptr().add(32 * n) as *const __m256i
                     )),
-                    _mm512_loadu_si512(a),
-                    _mm512_loadu_si512(a.add(1)),
                 )
             };
             // (a & b) | c with a = nibbles, b = 0x0F, c = the two high bits at 4-5.
@@ -184,18 +185,28 @@ fn row_dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
                 m4,
                 _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30),
             );
-            let z = _mm512_setzero_si512();
-            let (dlo, dhi) = (
-                _mm512_dpbusd_epi32(z, lo, alo),
-                _mm512_dpbusd_epi32(z, hi, ahi),
-            );
             let s = _mm512_permutexvar_epi16(*sidx, scz);
-            sum = _mm512_dpwssd_epi32(sum, _mm512_packs_epi32(dlo, dhi), s);
+            for t in 0..NT {
+                // SAFETY: `qs[128n..128n + 128]` is in bounds (n < 2); unaligned loads.
+                let (alo, ahi) = unsafe {
+                    let p = a[t][b].qs.as_ptr().add(128 * n) as *const __m512i;
+                    (_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1)))
+                };
+                let z = _mm512_setzero_si512();
+                let (dlo, dhi) = (
+                    _mm512_dpbusd_epi32(z, lo, alo),
+                    _mm512_dpbusd_epi32(z, hi, ahi),
+                );
+                sum[t] = _mm512_dpwssd_epi32(sum[t], _mm512_packs_epi32(dlo, dhi), s);
+            }
         }
-        let d = _mm512_set1_ps(h2f(x.d) * y.d);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, acc);
+        let dw = h2f(x.d);
+        for t in 0..NT {
+            let d = _mm512_set1_ps(dw * a[t][b].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), d, acc[t]);
+        }
     }
-    _mm512_reduce_add_ps(acc)
+    acc.map(|v| _mm512_reduce_add_ps(v))
 }
 
 /// Q6_K weights x Q8_K activations (`GemvFn`).
@@ -206,8 +217,34 @@ fn gemv_q6_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
         debug_assert_vnni();
         // SAFETY: reachable only through the kernel table, filled with this kernel only after
         // detecting AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI; lengths checked above.
-        *o = unsafe { row_dot_q6_k(cast_blocks(w.row(r)), a) };
+        *o = unsafe { rows_dot_q6_k::<1>(cast_blocks(w.row(r)), [a]) }[0];
     }
+}
+
+/// Q6_K rows against `NT` tokens (the `GemvMultiFn` body).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q6_k_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
+    for r in 0..w.n() {
+        let v = rows_dot_q6_k(cast_blocks(w.row(r)), a);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
+}
+
+/// Q6_K weights x up to four tokens' Q8_K activations (`GemvMultiFn`): `gemv_q6_k_q8_k`'s bits
+/// per token, the weights unpacked once.
+fn gemv_multi_q6_k_q8_k(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q6_k_multi, BlockQ8_K);
+    // Long rows one token at a time, as `gemv_q6_k_q8_k` computes them.
+    gemv_multi_with::<BlockQ6_K, BlockQ8_K>(n, w, a, out, row_q6_k, runs, debug_assert_vnni);
+}
+
+/// One row, one token, as `gemv_q6_k_q8_k` computes it (the long-row path of the multi kernel).
+fn row_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut o = [0.0f32];
+    gemv_q6_k_q8_k(n, Rows::one(w), a, &mut o);
+    o[0]
 }
 
 impl KTile for BlockQ6_K {

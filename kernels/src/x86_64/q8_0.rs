@@ -4,9 +4,10 @@
 //! The AVX2 dot sign-extends both sides to i16 and uses `madd` (exact for the full i8 range).
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 use super::block32::{accumulate, vec_dot_entry};
-use super::gemv::{gemv_with, seeds, MAX_BLOCKS};
+use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
 use super::prefetch::prefetch_lines_q8_0;
 use super::tile;
 use super::tile::{TileBlock, Unpacked};
@@ -16,7 +17,7 @@ use super::{
 use crate::blocks::{cast_blocks, BlockQ8_0};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
-use crate::views::Rows;
+use crate::views::{Rows, RowsMut};
 
 /// Q8_0's kernels, AVX2 first (AVX-512 VNNI replaces them where the CPU has it).
 pub(super) const OFFERS: &[Offer] = {
@@ -33,6 +34,7 @@ pub(super) const OFFERS: &[Offer] = {
         ),
         offer(T, A, VNNI, K::VecDot(vec_dot_q8_0_q8_0_vnni)),
         offer(T, A, VNNI, K::Gemv(gemv_q8_0_q8_0)),
+        offer(T, A, VNNI, K::GemvMulti(gemv_multi_q8_0_q8_0)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile::<BlockQ8_0>)),
     ]
 };
@@ -102,57 +104,120 @@ fn levels_q8_0(x: &BlockQ8_0) -> __m256i {
     _mm256_xor_si256(load32i(&x.qs), _mm256_set1_epi8(-128))
 }
 
-/// One Q8_0 row: sum over blocks of `d_w * d_a * (seed + levels . a)`, two blocks per step into
-/// two accumulators. (The block scales are made inline: a separate first pass, to take them off
-/// the vector pipes, was slower.)
+/// One Q8_0 row against `NT` tokens: sum over blocks of `d_w * d_a * (seed + levels . a)`, two
+/// blocks per step into two accumulators per token. The levels and the two `d_w` (F16C) once for
+/// all tokens; each token's arithmetic the same whatever `NT` is. (The block scales are made
+/// inline: a separate first pass, to take them off the vector pipes, was slower; so were 512-bit
+/// steps of two blocks, which leave port 1 idle: docs/perf.md.)
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn row_dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], seed: &[[i32; 8]], da: &[f32]) -> f32 {
+fn rows_dot_q8_0<const NT: usize>(
+    w: &[BlockQ8_0],
+    a: [&[BlockQ8_0]; NT],
+    seed: [&[[i32; 8]]; NT],
+    da: [&[f32]; NT],
+) -> [f32; NT] {
     let nb = w.len();
-    assert!(a.len() == nb && seed.len() == nb && da.len() == nb);
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let block = |b: usize, d: __m256, acc: __m256| -> __m256 {
-        // SAFETY: `seed[b]` is 32 readable bytes; unaligned load.
-        let s0 = unsafe { _mm256_loadu_si256(seed[b].as_ptr() as *const __m256i) };
-        let s = _mm256_dpbusd_epi32(s0, levels_q8_0(&w[b]), load32i(&a[b].qs));
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc)
-    };
+    for t in 0..NT {
+        assert!(a[t].len() == nb && seed[t].len() == nb && da[t].len() == nb);
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; NT];
     let mut b = 0;
     while b + 1 < nb {
         // The two blocks' 68 bytes: two lines (one prefetch per step left every 16th line to
         // the hardware prefetcher).
         prefetch_lines_q8_0::<2, _>(w[b..].as_ptr());
-        // Both blocks' d_w * d_a by F16C: a lookup in the 256 KiB f16 table misses L1 about as
+        let (l0, l1) = (levels_q8_0(&w[b]), levels_q8_0(&w[b + 1]));
+        // Both blocks' d_w by F16C: a lookup in the 256 KiB f16 table misses L1 about as
         // often as the weights do.
         let bits = w[b].d.to_bits() as i32 | (w[b + 1].d.to_bits() as i32) << 16;
-        // SAFETY: `da[b..b + 2]` is 8 readable bytes; unaligned load.
-        let da2 = unsafe { _mm_castpd_ps(_mm_load_sd(da.as_ptr().add(b) as *const f64)) };
-        let d2 = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), da2));
-        let d0 = _mm256_permutevar8x32_ps(d2, _mm256_setzero_si256());
-        let d1 = _mm256_permutevar8x32_ps(d2, _mm256_set1_epi32(1));
-        acc[0] = block(b, d0, acc[0]);
-        acc[1] = block(b + 1, d1, acc[1]);
+        let wd = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+        for t in 0..NT {
+            // SAFETY: `da[t][b..b + 2]` is 8 readable bytes, `seed[t][b]` and `seed[t][b + 1]`
+            // 32 each; unaligned loads.
+            let (da2, s0, s1) = unsafe {
+                (
+                    _mm_castpd_ps(_mm_load_sd(da[t].as_ptr().add(b) as *const f64)),
+                    _mm256_loadu_si256(seed[t][b].as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(seed[t][b + 1].as_ptr() as *const __m256i),
+                )
+            };
+            let d2 = _mm256_castps128_ps256(_mm_mul_ps(wd, da2));
+            let d0 = _mm256_permutevar8x32_ps(d2, _mm256_setzero_si256());
+            let d1 = _mm256_permutevar8x32_ps(d2, _mm256_set1_epi32(1));
+            let s0 = _mm256_dpbusd_epi32(s0, l0, load32i(&a[t][b].qs));
+            let s1 = _mm256_dpbusd_epi32(s1, l1, load32i(&a[t][b + 1].qs));
+            acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), d0, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), d1, acc[t][1]);
+        }
         b += 2;
     }
-    if b < nb {
-        let d = lut(f16_table(), w[b].d) * da[b];
-        acc[0] = block(b, _mm256_set1_ps(d), acc[0]);
+    let mut out = [0.0f32; NT];
+    for t in 0..NT {
+        if b < nb {
+            let d = _mm256_set1_ps(lut(f16_table(), w[b].d) * da[t][b]);
+            // SAFETY: `seed[t][b]` is 32 readable bytes; unaligned load.
+            let s0 = unsafe { _mm256_loadu_si256(seed[t][b].as_ptr() as *const __m256i) };
+            let s = _mm256_dpbusd_epi32(s0, levels_q8_0(&w[b]), load32i(&a[t][b].qs));
+            acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t][0]);
+        }
+        out[t] = crate::x86_64::hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
     }
-    crate::x86_64::hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    out
 }
 
-/// Q8_0 rows (`GemvFn` body): `out[r] = dot(row r of w, a)` for `nr` rows of `wrb` bytes; the
-/// levels are `w + 128`, so each block's seed is `-128 * sum(a)`.
+/// Per activation block: the seed, lane i = `-128 * (a[4i] + .. + a[4i + 3])` (kept per lane, so
+/// that every lane of a row's block sum is that lane's exact partial sum, as in the one-row
+/// kernels: the float rounding stays relative to the actual terms), and `d_a` as f32; written
+/// into uninitialized buffers (at least `a.len()` long), the written parts returned.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+fn seeds<'s>(
+    a: &[BlockQ8_0],
+    seed: &'s mut [MaybeUninit<[i32; 8]>],
+    da: &'s mut [MaybeUninit<f32>],
+) -> (&'s [[i32; 8]], &'s [f32]) {
+    let t = f16_table();
+    let offv = _mm256_set1_epi8(-128);
+    let (seed, da) = (&mut seed[..a.len()], &mut da[..a.len()]);
+    for ((y, s), d) in a.iter().zip(seed.iter_mut()).zip(da.iter_mut()) {
+        let v = _mm256_dpbusd_epi32(_mm256_setzero_si256(), offv, load32i(&y.qs));
+        let neg = _mm256_sub_epi32(_mm256_setzero_si256(), v);
+        // SAFETY: `s` is 8 writable i32 (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, neg) };
+        d.write(lut(t, y.d));
+    }
+    // SAFETY: every element of both slices was written above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe {
+        (
+            &*(seed as *const [MaybeUninit<[i32; 8]>] as *const [[i32; 8]]),
+            &*(da as *const [MaybeUninit<f32>] as *const [f32]),
+        )
+    }
+}
+
+/// Q8_0 rows against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for more):
+/// the levels are `w + 128`, so each block's seed is `-128 * sum(a)`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q8_0_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut RowsMut<f32>) {
+    let nb = a[0].len();
+    let mut sbuf = [[MaybeUninit::<[i32; 8]>::uninit(); MAX_BLOCKS]; NT];
+    let mut dbuf = [[MaybeUninit::<f32>::uninit(); MAX_BLOCKS]; NT];
+    let (mut seed, mut da): ([&[[i32; 8]]; NT], [&[f32]; NT]) = ([&[]; NT], [&[]; NT]);
+    for (t, (sb, db)) in sbuf.iter_mut().zip(dbuf.iter_mut()).enumerate() {
+        (seed[t], da[t]) = seeds(a[t], &mut sb[..nb], &mut db[..nb]);
+    }
+    for r in 0..w.n() {
+        let v = rows_dot_q8_0(cast_blocks::<BlockQ8_0>(w.row(r)), a, seed, da);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
+}
+
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_q8_0(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
-    let nb = a.len();
-    let mut seed = [[0i32; 8]; MAX_BLOCKS];
-    let mut da = [0f32; MAX_BLOCKS];
-    seeds(a, -128, &mut seed[..nb], &mut da[..nb]);
-    for (r, o) in out.iter_mut().enumerate() {
-        let row = cast_blocks::<BlockQ8_0>(w.row(r));
-        *o = row_dot_q8_0(row, a, &seed[..nb], &da[..nb]);
-    }
+    run_q8_0_multi::<1>(w, [a], &mut RowsMut::one(out));
 }
 
 /// Q8_0 weights x Q8_0 activations (`GemvFn`), two blocks per step on 256-bit registers.
@@ -164,6 +229,21 @@ fn gemv_q8_0_q8_0(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
         out,
         vec_dot_q8_0_q8_0_vnni,
         run_q8_0,
+        debug_assert_vnni,
+    );
+}
+
+/// Q8_0 weights x up to four tokens' Q8_0 activations (`GemvMultiFn`): `gemv_q8_0_q8_0`'s bits
+/// per token, the weights loaded once.
+fn gemv_multi_q8_0_q8_0(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q8_0_multi, BlockQ8_0);
+    gemv_multi_with::<BlockQ8_0, BlockQ8_0>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q8_0_q8_0_vnni,
+        runs,
         debug_assert_vnni,
     );
 }

@@ -4,7 +4,7 @@
 use ferrolm_kernels::blocks::{as_bytes, as_bytes_mut};
 use ferrolm_kernels::views::{Rows, RowsMut};
 
-use super::{Engine, RunState};
+use super::{Engine, RunState, Seg};
 use crate::kv_cache::{Kv, KvCache, KvType};
 use crate::model::Config;
 use ferrolm_kernels::GgmlType;
@@ -61,21 +61,36 @@ impl AttnSpec {
     }
 }
 
-/// att[t, head] = softmax(q[t, head] · Kᵀ * scale) V over the positions `spec` lets the token at
-/// pos0 + t see, for the n tokens at rows row0.. of this batch (`s.q`: [n, q_dim] in, `s.att`:
-/// [n, q_dim] out, from row row0), `layer`'s cache.
-#[allow(clippy::too_many_arguments)]
+/// att[t, head] = softmax(q[t, head] · Kᵀ * scale) V over the positions `spec` lets each token
+/// see, for the tokens of the segments `segs` (contiguous rows of this batch, each segment's
+/// tokens at positions pos0.. of its sequence's cache `kvs[seq]`; `s.q`: [n, q_dim] in, `s.att`:
+/// [n, q_dim] out), `layer`'s caches. All segments' tasks go to the pool in one call (several
+/// sequences' decode steps: one meeting of the threads per layer, not one per sequence); each
+/// token's arithmetic is the same whatever shares the call.
 pub(super) fn attention(
     c: &Config,
     e: &Engine,
-    kv: &KvCache,
+    kvs: &[KvCache],
+    segs: &[Seg],
     s: &mut RunState,
     layer: usize,
-    row0: usize,
-    n: usize,
-    pos0: usize,
     spec: AttnSpec,
 ) {
+    let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
+        return;
+    };
+    let (row0, n) = (first.row0, last.row0 + last.n - first.row0);
+    debug_assert!(segs.windows(2).all(|w| w[1].row0 == w[0].row0 + w[0].n));
+    // The cache and the position of the token at row row0 + t.
+    let locate = |t: usize| -> (&KvCache, usize) {
+        let r = row0 + t;
+        let g = segs
+            .iter()
+            .find(|g| r < g.row0 + g.n)
+            .expect("row inside the segments");
+        (&kvs[g.seq], g.pos0 + r - g.row0)
+    };
+    let kv = &kvs[first.seq];
     let (hd, q_dim, n_head) = (c.head_dim, c.q_dim(), c.n_head);
     let group = c.n_head / c.n_head_kv;
     let scale = spec.scale;
@@ -109,7 +124,8 @@ pub(super) fn attention(
         e.pool
             .for_each_chunk(att, group * hd, attn, &|task, o, th| {
                 let (t, kvh) = (task / n_kv_head, task % n_kv_head);
-                let span = spec.span(pos0 + t);
+                let (kv, pos) = locate(t);
+                let span = spec.span(pos);
                 let n_kv = span.len();
                 // The group's heads are kvh * group ..: contiguous in q and in att.
                 let h0 = kvh * group;
@@ -167,7 +183,8 @@ pub(super) fn attention(
         e.pool
             .for_each_chunk(att, group * hd, attn, &|task, o, th| {
                 let (t, kvh) = (task / n_kv_head, task % n_kv_head);
-                let span = spec.span(pos0 + t);
+                let (kv, pos) = locate(t);
+                let span = spec.span(pos);
                 let n_kv = span.len();
                 let h0 = kvh * group;
                 // The group's queries, one partner-format row each (f32 storage is at least as
@@ -207,7 +224,8 @@ pub(super) fn attention(
     // One task per (token, head): task t * n_head + h writes att[t, h * hd..(h + 1) * hd].
     e.pool.for_each_chunk(att, hd, attn, &|task, o, th| {
         let (t, h) = (task / n_head, task % n_head);
-        let span = spec.span(pos0 + t);
+        let (kv, pos) = locate(t);
+        let span = spec.span(pos);
         let n_kv = span.len();
         let kvh = h / group;
         let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];

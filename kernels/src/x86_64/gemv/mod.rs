@@ -22,13 +22,20 @@
 //!
 //! Each row's arithmetic is the same whatever rows share a call, so results do not depend on how a
 //! matrix is split across threads.
+//!
+//! The multi-token mat-vecs (`GemvMultiFn`, continuous batching: up to four sequences' next tokens
+//! in one pass over the weights) are the same bodies, generic over the token count `NT`: per step
+//! the weight levels and scales are made once, then each token's activation layout goes through
+//! exactly the instructions the one-token body runs (`NT = 1` *is* the `GemvFn` body), into its
+//! own accumulators. So a token's outputs are the same bits whatever else shares the call, and a
+//! sequence served with others gets what it gets alone. Formats with a multi-token body: Q4_0,
+//! Q4_1, Q5_0, Q8_0, Q4_K and Q6_K on AVX-512 VNNI; Q4_0, Q4_1, Q5_0 and Q5_1 (`pairs`) on AVX2.
+//! A last partial quad of 4-bit blocks is padded (`quads::quad_blocks`), not left to a one-row
+//! kernel.
 
-use std::arch::x86_64::*;
-
-use super::{f16_table, load32i, lut};
-use crate::blocks::{cast_blocks, Block, BlockQ8_0};
-use crate::dispatch::VecDotFn;
-use crate::views::Rows;
+use crate::blocks::{cast_blocks, Block};
+use crate::dispatch::{VecDotFn, GEMV_MULTI_MAX};
+use crate::views::{Rows, RowsMut};
 
 pub(super) mod pairs;
 pub(super) mod quads;
@@ -51,23 +58,6 @@ pub(super) fn pack_scales(d: [u16; 4]) -> i64 {
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
 pub(super) const MAX_BLOCKS: usize = 512;
-
-/// Per activation block: the seed, lane i = `-off * (a[4i] + .. + a[4i + 3])` (kept per lane, so
-/// that every lane of a row's block sum is that lane's exact partial sum, as in the one-row
-/// kernels: the float rounding stays relative to the actual terms), and `d_a` as f32.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[inline]
-pub(super) fn seeds(a: &[BlockQ8_0], off: i8, seed: &mut [[i32; 8]], da: &mut [f32]) {
-    let t = f16_table();
-    let offv = _mm256_set1_epi8(off);
-    for ((y, s), d) in a.iter().zip(seed.iter_mut()).zip(da.iter_mut()) {
-        let v = _mm256_dpbusd_epi32(_mm256_setzero_si256(), offv, load32i(&y.qs));
-        let neg = _mm256_sub_epi32(_mm256_setzero_si256(), v);
-        // SAFETY: `s` is 8 writable i32 (32 bytes); unaligned store.
-        unsafe { _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, neg) };
-        *d = lut(t, y.d);
-    }
-}
 
 /// Checks a `GemvFn` call: rows of `n` elements of `W`, `a` one row of `n` elements of `A`,
 /// `out` at least one output per row; returns the outputs, one per row.
@@ -121,6 +111,85 @@ pub(super) fn gemv_with<W: Block, A: Block>(
     // and for the AVX-512 ones AVX-512 F/BW/VL and VNNI); lengths checked above.
     unsafe { run(w, cast_blocks(a), out) }
 }
+
+/// The body of a `GemvMultiFn` for `NT` tokens: the rows of `w` against the activation rows
+/// `a` (`NT` of them, checked), `out.row(t)[r]` for each token t and row r.
+pub(super) type MultiRun<A> = unsafe fn(Rows<u8>, &[&[A]], &mut RowsMut<f32>);
+
+/// The frame of the `GemvMultiFn` entry points: checks the lengths (1 to `GEMV_MULTI_MAX` tokens,
+/// one output row per token with one output per weight row), then runs `run[nt - 1]` (the body
+/// for nt tokens) on rows of at most `MAX_BLOCKS` blocks of 32, and on longer ones the one-row
+/// kernel `fallback` per token and row: what [`gemv_with`] gives each token alone.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn gemv_multi_with<W: Block, A: Block>(
+    n: usize,
+    w: Rows<u8>,
+    a: Rows<u8>,
+    mut out: RowsMut<f32>,
+    fallback: VecDotFn,
+    run: [MultiRun<A>; GEMV_MULTI_MAX],
+    assert_cpu: fn(),
+) {
+    let nt = a.n();
+    assert!(
+        (1..=GEMV_MULTI_MAX).contains(&nt),
+        "gemv_multi: {nt} tokens (1..={GEMV_MULTI_MAX})"
+    );
+    assert!(
+        n % W::ELEMS == 0 && w.row_len() == n / W::ELEMS * std::mem::size_of::<W>(),
+        "gemv_multi: row of {} bytes for {n} elements",
+        w.row_len()
+    );
+    assert!(
+        n % A::ELEMS == 0 && a.row_len() == n / A::ELEMS * std::mem::size_of::<A>(),
+        "gemv_multi: activation rows of {} bytes for {n} elements",
+        a.row_len()
+    );
+    assert!(
+        out.n() >= nt && out.row_len() >= w.n(),
+        "gemv_multi: {} output rows of {} for {nt} tokens x {} rows",
+        out.n(),
+        out.row_len(),
+        w.n()
+    );
+    if n > MAX_BLOCKS * 32 {
+        for t in 0..nt {
+            let o = out.row_mut(t);
+            for (r, v) in o[..w.n()].iter_mut().enumerate() {
+                *v = fallback(n, w.row(r), a.row(t));
+            }
+        }
+        return;
+    }
+    assert_cpu();
+    let acts: [&[A]; GEMV_MULTI_MAX] =
+        std::array::from_fn(|t| cast_blocks(if t < nt { a.row(t) } else { a.row(0) }));
+    // SAFETY: the entry points are reachable only through the kernel table, which `install`
+    // fills with them only after detecting the features each body is compiled for; lengths
+    // checked above (each activation row has `n / A::ELEMS` blocks, `out` a row per token).
+    unsafe { run[nt - 1](w, &acts[..nt], &mut out) }
+}
+
+/// The `[MultiRun; GEMV_MULTI_MAX]` of a body generic over its token count: `multi_runs!(f,
+/// BlockQ8_1)` for `unsafe fn f<const NT: usize>(Rows<u8>, &[&[A]], &mut RowsMut<f32>)`.
+macro_rules! multi_runs {
+    ($f:ident, $a:ty) => {{
+        /// # Safety
+        /// As `$f`: the CPU has its features; `a` holds NT rows of checked length.
+        unsafe fn one<const NT: usize>(
+            w: crate::views::Rows<u8>,
+            a: &[&[$a]],
+            out: &mut crate::views::RowsMut<f32>,
+        ) {
+            let a: [&[$a]; NT] = std::array::from_fn(|t| a[t]);
+            // SAFETY: called only through `gemv_multi_with`, which has checked the CPU's
+            // features and the lengths (NT activation rows, an output row per token).
+            unsafe { $f::<NT>(w, a, out) }
+        }
+        [one::<1>, one::<2>, one::<3>, one::<4>]
+    }};
+}
+pub(super) use multi_runs;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,24 @@ use super::pack_scales;
 use crate::blocks::BlockQ8_0;
 use crate::x86_64::{f16_table, load16, load32i, lut};
 
+/// The activation bytes of the blocks that pad a last partial quad.
+pub(in crate::x86_64) static ZERO32: [i8; 32] = [0; 32];
+
+/// The four weight blocks of quad `q` of a row (`q < w.len().div_ceil(4)`): blocks 4q..4q + 4,
+/// where a last partial quad repeats the row's last block. The activation quads pad the same
+/// places with zero bytes and zero scales, so the repeated blocks add exact zeros: the whole row
+/// goes through the quad loop, with no one-row kernel for the last `nb % 4` blocks.
+#[inline(always)]
+pub(in crate::x86_64) fn quad_blocks<W>(w: &[W], q: usize) -> [&W; 4] {
+    if 4 * q + 4 <= w.len() {
+        let b: &[W; 4] = w[4 * q..4 * q + 4].try_into().expect("4 blocks");
+        [&b[0], &b[1], &b[2], &b[3]]
+    } else {
+        let last = w.len() - 1;
+        std::array::from_fn(|j| &w[(4 * q + j).min(last)])
+    }
+}
+
 /// The first and second halves of four activation blocks' 32 bytes, as `[a0[0..16], a1[0..16],
 /// a2[0..16], a3[0..16]]` and `[a0[16..32], ..]`: the order a quad of 4-bit blocks' low and high
 /// nibbles come out of `quad_levels`.
@@ -49,8 +67,9 @@ pub(in crate::x86_64) struct QuadQ4_0 {
     seed: [i32; 16],
 }
 
-/// Makes the quads of `a` (`a.len() / 4` of them, seeded for levels offset by `off`: 8 for Q4_0,
-/// 16 for Q5_0) and each quad's four `d_a`.
+/// Makes the quads of `a` (`a.len().div_ceil(4)` of them, seeded for levels offset by `off`: 8
+/// for Q4_0, 16 for Q5_0) and each quad's four `d_a`. A last partial quad is padded with zero
+/// activations and `d_a` (see [`quad_blocks`]).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 pub(in crate::x86_64) fn quads_q4_0<'p>(
@@ -60,11 +79,13 @@ pub(in crate::x86_64) fn quads_q4_0<'p>(
     da: &'p mut [MaybeUninit<[f32; 4]>],
 ) -> (&'p [QuadQ4_0], &'p [[f32; 4]]) {
     let t = f16_table();
-    let nq = a.len() / 4;
+    let nq = a.len().div_ceil(4);
     let (quads, da) = (&mut quads[..nq], &mut da[..nq]);
     let offv = _mm512_set1_epi8(off);
-    for ((ab, o), d) in a.chunks_exact(4).zip(quads.iter_mut()).zip(da.iter_mut()) {
-        let (lo, hi) = quad_halves(std::array::from_fn(|j| &ab[j].qs));
+    for ((ab, o), d) in a.chunks(4).zip(quads.iter_mut()).zip(da.iter_mut()) {
+        let (lo, hi) = quad_halves(std::array::from_fn(|j| {
+            ab.get(j).map_or(&ZERO32, |y| &y.qs)
+        }));
         let sum = _mm512_dpbusd_epi32(
             _mm512_dpbusd_epi32(_mm512_setzero_si512(), offv, lo),
             offv,
@@ -79,7 +100,9 @@ pub(in crate::x86_64) fn quads_q4_0<'p>(
             _mm512_store_si512(std::ptr::addr_of_mut!((*p).hi) as *mut __m512i, hi);
             _mm512_store_si512(std::ptr::addr_of_mut!((*p).seed) as *mut __m512i, seed);
         }
-        d.write(std::array::from_fn(|j| lut(t, ab[j].d)));
+        d.write(std::array::from_fn(|j| {
+            ab.get(j).map_or(0.0, |y| lut(t, y.d))
+        }));
     }
     // SAFETY: every element of both slices was written above; `MaybeUninit<T>` has `T`'s layout.
     unsafe {
@@ -90,9 +113,19 @@ pub(in crate::x86_64) fn quads_q4_0<'p>(
     }
 }
 
+/// The four weight scales `d_w` of a quad as f32 (one F16C conversion of the packed bits): the
+/// part of [`quad_step`] every token of a multi-token call shares.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(in crate::x86_64) fn quad_scales(d: [half::f16; 4]) -> __m128 {
+    let bits = pack_scales(d.map(|h| h.to_bits()));
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits))
+}
+
 /// One quad of four 32-element blocks whose levels (`lo`, `hi`: 0..15 for Q4_0, 0..31 for Q5_0)
 /// match the layout of the activation quad `qd`: two chained `vpdpbusd` from its seed, then the
-/// four scales `d_w * d_a` made in an xmm and spread to the blocks' lanes by one `vpermps`; returns
+/// four scales `d_w * d_a` (`wd` from [`quad_scales`]) made in an xmm and spread to the blocks'
+/// lanes by one `vpermps`; returns
 /// `acc` plus the four blocks' dot products (in the lanes).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
@@ -100,7 +133,7 @@ pub(in crate::x86_64) fn quad_step(
     lo: __m512i,
     hi: __m512i,
     qd: &QuadQ4_0,
-    d: [half::f16; 4],
+    wd: __m128,
     da: &[f32; 4],
     acc: __m512,
 ) -> __m512 {
@@ -113,10 +146,9 @@ pub(in crate::x86_64) fn quad_step(
         )
     };
     let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed, lo, alo), hi, ahi);
-    let bits = pack_scales(d.map(|h| h.to_bits()));
     // SAFETY: `da` is 16 readable bytes; unaligned load.
     let da4 = unsafe { _mm_loadu_ps(da.as_ptr()) };
-    let d4 = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi64_si128(bits)), da4);
+    let d4 = _mm_mul_ps(wd, da4);
     let sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let scale = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(d4));
     _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc)
