@@ -28,7 +28,11 @@
 //! the weight levels and scales are made once, then each token's activation layout goes through
 //! exactly the instructions the one-token body runs (`NT = 1` *is* the `GemvFn` body), into its
 //! own accumulators. So a token's outputs are the same bits whatever else shares the call, and a
-//! sequence served with others gets what it gets alone. Formats with a multi-token body: Q4_0,
+//! sequence served with others gets what it gets alone. Q4_1 and Q8_0 have "wide" multi-token
+//! bodies instead, which do per lane exactly what the one-token body does in that lane but lay
+//! the work out so that less of it is per token (Q8_0: two blocks per 512-bit register where the
+//! one-token body, faster alone on 256-bit registers, takes two registers and two permutes;
+//! Q4_1: the scales pre-spread, the offset terms of all tokens in one register). Formats with a multi-token body: Q4_0,
 //! Q4_1, Q5_0, Q8_0, Q4_K and Q6_K on AVX-512 VNNI; Q4_0, Q4_1, Q5_0 and Q5_1 (`pairs`) on AVX2.
 //! A last partial quad of 4-bit blocks is padded (`quads::quad_blocks`), not left to a one-row
 //! kernel.
