@@ -13,7 +13,7 @@
 //! Run: `cargo bench --bench matvec` (filter with e.g. `-- q4_0`); `FERROLM_BENCH_QUICK=1` limits
 //! the formats to Q4_0, Q8_0 and Q4_K; `FERROLM_BENCH_PREFILL=1` runs only the prefill groups;
 //! `FERROLM_BENCH_BATCHED=1` only the batched decode groups (1 and 4 tokens through the decode
-//! kernels, tokens per second);
+//! kernels, tokens per second; `FERROLM_BENCH_SHAPE=1536x576` for another shape);
 //! `FERROLM_BENCH_WORKING_SET=MiB` changes the bytes of weights cycled through (e.g. `1`: one copy
 //! of the matrix, cache-resident after the first pass, which shows a kernel's compute speed).
 
@@ -246,7 +246,14 @@ fn bench_prefill(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
 /// streaming from memory as in `bench_format`, in tokens per second: the 4-token figure over the
 /// 1-token one is what sharing the pass over the weights gains.
 fn bench_batched(c: &mut Criterion, pools: &[ThreadPool], ty: GgmlType) {
-    let (n_rows, n_cols) = (5632usize, 2048usize);
+    // FERROLM_BENCH_SHAPE=ROWSxCOLS for another shape (e.g. 1536x576, SmolLM2's gate and up).
+    let (n_rows, n_cols) = std::env::var("FERROLM_BENCH_SHAPE")
+        .ok()
+        .and_then(|s| {
+            let (r, c) = s.split_once('x')?;
+            Some((r.parse().ok()?, c.parse().ok()?))
+        })
+        .unwrap_or((5632usize, 2048usize));
     let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
     let one = n_rows * rb;
     let copies = WORKING_SET.div_ceil(one).max(1);

@@ -23,6 +23,7 @@ pub(super) const OFFERS: &[Offer] = {
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q4_k_q8_k)),
         offer(T, A, AVX2, K::Gemv(gemv_q4_k_q8_k_avx2)),
+        offer(T, A, AVX2, K::GemvMulti(gemv_multi_q4_k_q8_k_avx2)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ4_K>)),
         offer(
             T,
@@ -142,16 +143,8 @@ const fn q4_k_scale_ctl(first: u8) -> [u8; 64] {
 const Q4_K_SCALE_CTL: [[u8; 64]; 2] = [q4_k_scale_ctl(0), q4_k_scale_ctl(4)];
 
 /// A Q4_K super-block's 6-bit scales and mins unpacked in one xmm (two `pshufd`, a variable
-/// shift, and/or): bytes `[scales 0..8, mins 0..8]`; and `[d * d_a, dmin * d_a]` (F16C).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn q4_k_header(x: &BlockQ4_K, d_a: f32) -> (__m128i, __m128) {
-    let (um, wd) = q4_k_header_w(x);
-    (um, _mm_mul_ps(wd, _mm_set1_ps(d_a)))
-}
-
-/// [`q4_k_header`] before the activation's scale: the unpacked scale and min bytes and `[d,
-/// dmin]` as f32 (what the tokens of a multi-token call share).
+/// shift, and/or): bytes `[scales 0..8, mins 0..8]`; and `[d, dmin]` as f32 (F16C), which each
+/// token multiplies by its `d_a` (the tokens of a multi-token call share this part).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q4_k_header_w(x: &BlockQ4_K) -> (__m128i, __m128) {
@@ -274,59 +267,102 @@ fn run_q4_k(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
 /// `maddubs` (|pair| <= 2 * 15 * 128), each times its sub-block scale by `madd` with the scale
 /// broadcast to i16 words (`pshufb`): exact i32 lanes; the mins term from the precomputed
 /// sub-block sums; one conversion and FMA per super-block.
+/// For `NT` tokens at once: the levels, scale words and `[d, dmin]` once for all, each token's
+/// arithmetic the same whatever `NT` is.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn row_dot_q4_k_avx2(w: &[BlockQ4_K], sup: &[SuperQ4K]) -> f32 {
-    assert!(w.len() == sup.len());
+fn rows_dot_q4_k_avx2<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) -> [f32; NT] {
+    assert!(sup.iter().all(|s| s.len() == w.len()));
     let m4 = _mm256_set1_epi8(0x0F);
     // Word k of every 128-bit lane <- scale byte k, zero-extended.
     let spread: [__m256i; 8] =
         std::array::from_fn(|k| _mm256_set1_epi16((0x8000u16 | k as u16) as i16));
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for (x, s) in w.iter().zip(sup) {
+    let mut acc = [_mm256_setzero_ps(); NT];
+    let mut acc_m = [_mm_setzero_ps(); NT];
+    for (b, x) in w.iter().enumerate() {
         prefetch_lines::<3, _>(x);
-        let (um, dd) = q4_k_header(x, s.d);
-        // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
-        let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
+        let (um, wd) = q4_k_header_w(x);
         let mins = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(um, um));
-        let mins = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
-        acc_m = _mm_fmadd_ps(mins, _mm_permute_ps::<0b01_01_01_01>(dd), acc_m);
         let sc = _mm256_broadcastsi128_si256(um);
-        let mut sum = _mm256_setzero_si256();
+        let mut sum = [_mm256_setzero_si256(); NT];
         for c in 0..4 {
             let (h, k) = (c / 2, c % 2);
-            // Sub-block 2c's activations are at act[128h + 32k..], 2c + 1's at act[128h + 64 + 32k..].
-            // SAFETY: `qs[32c..32c + 32]` and the two 32-byte activation runs are in bounds;
-            // unaligned loads.
-            let (q, al, ah) = unsafe {
-                (
-                    _mm256_loadu_si256(x.qs.as_ptr().add(32 * c) as *const __m256i),
-                    _mm256_loadu_si256(s.act.as_ptr().add(128 * h + 32 * k) as *const __m256i),
-                    _mm256_loadu_si256(s.act.as_ptr().add(128 * h + 64 + 32 * k) as *const __m256i),
-                )
-            };
-            let pl = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), al);
-            let ph = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16::<4>(q), m4), ah);
-            let pl = _mm256_madd_epi16(pl, _mm256_shuffle_epi8(sc, spread[2 * c]));
-            let ph = _mm256_madd_epi16(ph, _mm256_shuffle_epi8(sc, spread[2 * c + 1]));
-            sum = _mm256_add_epi32(sum, _mm256_add_epi32(pl, ph));
+            // SAFETY: `qs[32c..32c + 32]` is in bounds; unaligned load.
+            let q = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * c) as *const __m256i) };
+            let (ql, qh) = (
+                _mm256_and_si256(q, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
+            );
+            let (sl, sh) = (
+                _mm256_shuffle_epi8(sc, spread[2 * c]),
+                _mm256_shuffle_epi8(sc, spread[2 * c + 1]),
+            );
+            for t in 0..NT {
+                let s = &sup[t][b];
+                // Sub-block 2c's activations are at act[128h + 32k..], 2c + 1's at
+                // act[128h + 64 + 32k..].
+                // SAFETY: the two 32-byte activation runs are in bounds; unaligned loads.
+                let (al, ah) = unsafe {
+                    (
+                        _mm256_loadu_si256(s.act.as_ptr().add(128 * h + 32 * k) as *const __m256i),
+                        _mm256_loadu_si256(
+                            s.act.as_ptr().add(128 * h + 64 + 32 * k) as *const __m256i
+                        ),
+                    )
+                };
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(ql, al), sl);
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, ah), sh);
+                sum[t] = _mm256_add_epi32(sum[t], _mm256_add_epi32(pl, ph));
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_broadcastss_ps(dd), acc);
+        for t in 0..NT {
+            let s = &sup[t][b];
+            let dd = _mm_mul_ps(wd, _mm_set1_ps(s.d));
+            // SAFETY: `bsum` is 8 i16 = 16 readable bytes; unaligned load.
+            let bs = unsafe { _mm_loadu_si128(s.bsum.as_ptr() as *const __m128i) };
+            let m = _mm_cvtepi32_ps(_mm_madd_epi16(mins, bs));
+            acc_m[t] = _mm_fmadd_ps(m, _mm_permute_ps::<0b01_01_01_01>(dd), acc_m[t]);
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(sum[t]),
+                _mm256_broadcastss_ps(dd),
+                acc[t],
+            );
+        }
     }
-    let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    crate::x86_64::hsum_ps(acc) - _mm_cvtss_f32(m)
+    let mut out = [0.0f32; NT];
+    for t in 0..NT {
+        let m = _mm_add_ps(acc_m[t], _mm_movehl_ps(acc_m[t], acc_m[t]));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[t] = crate::x86_64::hsum_ps(acc[t]) - _mm_cvtss_f32(m);
+    }
+    out
+}
+
+/// Q4_K rows on AVX2 against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for
+/// more).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q4_k_avx2_multi<const NT: usize>(
+    w: Rows<u8>,
+    a: [&[BlockQ8_K]; NT],
+    out: &mut RowsMut<f32>,
+) {
+    let mut buf = [[MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER]; NT];
+    let mut sup: [&[SuperQ4K]; NT] = [&[]; NT];
+    for (t, b) in buf.iter_mut().enumerate() {
+        sup[t] = supers_q4_k(a[t], b);
+    }
+    for r in 0..w.n() {
+        let v = rows_dot_q4_k_avx2(cast_blocks(w.row(r)), sup);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
 }
 
 /// Q4_K rows on AVX2 (`GemvFn` body).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn run_q4_k_avx2(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
-    let mut buf = [MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER];
-    let sup = supers_q4_k(a, &mut buf);
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = row_dot_q4_k_avx2(cast_blocks(w.row(r)), sup);
-    }
+    run_q4_k_avx2_multi::<1>(w, [a], &mut RowsMut::one(out));
 }
 
 /// Q4_K weights x Q8_K activations (`GemvFn`).
@@ -358,6 +394,21 @@ fn gemv_q4_k_q8_k_avx2(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
         out,
         vec_dot_q4_k_q8_k,
         run_q4_k_avx2,
+        debug_assert_avx2,
+    );
+}
+
+/// Q4_K weights x up to four tokens' Q8_K activations on AVX2 (`GemvMultiFn`):
+/// `gemv_q4_k_q8_k_avx2`'s bits per token, the weights unpacked once.
+fn gemv_multi_q4_k_q8_k_avx2(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q4_k_avx2_multi, BlockQ8_K);
+    gemv_multi_with::<BlockQ4_K, BlockQ8_K>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q4_k_q8_k,
+        runs,
         debug_assert_avx2,
     );
 }
