@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use super::block32::{dot_nibble, nibble_offers, vec_dot_entry, Nibble32};
 use super::gemv::quads::{quad_blocks, quad_halves, quad_levels, ZERO32};
-use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
+use super::gemv::{gemv_multi_with, gemv_with, halves4, multi_runs, reduce16, sum4x4, MAX_BLOCKS};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{debug_assert_avx2, debug_assert_vnni, f16_table, lut};
 use crate::blocks::{cast_blocks, BlockQ4_1, BlockQ8_1};
@@ -124,7 +124,7 @@ fn rows_dot_q4_1<const NT: usize>(
         let x = _mm256_castps256_ps128(odd);
         let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
         let m = _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
-        out[t] = _mm512_reduce_add_ps(acc[t]) + m;
+        out[t] = reduce16(acc[t]) + m;
     }
     out
 }
@@ -215,16 +215,15 @@ fn rows_dot_q4_1_wide<const NT: usize>(
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
         }
     }
-    let mut m = [0.0f32; 16];
-    // SAFETY: `m` is 16 writable f32; unaligned store.
-    unsafe { _mm512_storeu_ps(m.as_mut_ptr(), acc_m) };
-    // Each token's four lanes summed as the one-token kernel sums its odd lanes.
-    let mut out = [0.0f32; NT];
-    for t in 0..NT {
-        let l = &m[4 * t..4 * t + 4];
-        out[t] = _mm512_reduce_add_ps(acc[t]) + ((l[0] + l[2]) + (l[1] + l[3]));
-    }
-    out
+    // Lane 4t: token t's sum by the one-token kernel's tree (`reduce16`), plus its four offset
+    // lanes summed as the one-token kernel sums its odd lanes.
+    let z = _mm512_setzero_ps();
+    let v = std::array::from_fn(|t| if t < NT { acc[t] } else { z });
+    let sums = _mm512_add_ps(sum4x4(halves4(v)), sum4x4(acc_m));
+    let mut l = [0.0f32; 16];
+    // SAFETY: `l` is 16 writable f32; unaligned store.
+    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), sums) };
+    std::array::from_fn(|t| l[4 * t])
 }
 
 /// One quad's `s_a` of up to four tokens: lane 4t + j = token t's block 4q + j (zero where a

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use super::block32::{accumulate, vec_dot_entry};
 use super::gemv::quads::ZERO32;
-use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
+use super::gemv::{gemv_multi_with, gemv_with, halves4, multi_runs, sum4x4, MAX_BLOCKS};
 use super::prefetch::prefetch_lines_q8_0;
 use super::tile;
 use super::tile::{TileBlock, Unpacked};
@@ -276,11 +276,9 @@ fn rows_dot_q8_0_wide<const NT: usize>(w: &[BlockQ8_0], pairs: [&[PairQ8_0]; NT]
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
         }
     }
-    let mut out = [0.0f32; NT];
     for t in 0..NT {
-        let mut a0 = _mm512_castps512_ps256(acc[t]);
-        let a1 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[t])));
         if 2 * np < nb {
+            let mut a0 = _mm512_castps512_ps256(acc[t]);
             // The last odd block as the one-token kernel adds it, into its first accumulator.
             let pr = &pairs[t][np];
             let x = &w[2 * np];
@@ -295,10 +293,19 @@ fn rows_dot_q8_0_wide<const NT: usize>(w: &[BlockQ8_0], pairs: [&[PairQ8_0]; NT]
             };
             let s = _mm256_dpbusd_epi32(s0, levels_q8_0(x), qs);
             a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, a0);
+            acc[t] = _mm512_castpd_ps(_mm512_insertf64x4::<0>(
+                _mm512_castps_pd(acc[t]),
+                _mm256_castps_pd(a0),
+            ));
         }
-        out[t] = crate::x86_64::hsum_ps(_mm256_add_ps(a0, a1));
     }
-    out
+    // Lane 4t: token t's `hsum_ps(a0 + a1)`, the one-token kernel's end of row.
+    let z = _mm512_setzero_ps();
+    let v = std::array::from_fn(|t| if t < NT { acc[t] } else { z });
+    let mut l = [0.0f32; 16];
+    // SAFETY: `l` is 16 writable f32; unaligned store.
+    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), sum4x4(halves4(v))) };
+    std::array::from_fn(|t| l[4 * t])
 }
 
 /// Q8_0 rows against `NT` tokens (the `GemvMultiFn` body).

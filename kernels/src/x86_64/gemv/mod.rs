@@ -37,6 +37,8 @@
 //! A last partial quad of 4-bit blocks is padded (`quads::quad_blocks`), not left to a one-row
 //! kernel.
 
+use std::arch::x86_64::*;
+
 use crate::blocks::{cast_blocks, Block};
 use crate::dispatch::{VecDotFn, GEMV_MULTI_MAX};
 use crate::views::{Rows, RowsMut};
@@ -62,6 +64,44 @@ pub(super) fn pack_scales(d: [u16; 4]) -> i64 {
 /// Activation blocks whose seeds fit the stack buffers (rows of up to 16384 elements, 16 KiB of
 /// seeds); longer rows fall back to the one-row kernels.
 pub(super) const MAX_BLOCKS: usize = 512;
+
+/// The sum of a 512-bit register's 16 lanes by a fixed tree: the two halves, then as
+/// `hsum_ps` (the quarters, then pairs). [`sum4x4`] of [`halves4`] runs the same tree on four
+/// registers at once (the multi-token kernels' ends of rows: the same bits).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn reduce16(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    super::hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), hi))
+}
+
+/// The first steps of [`reduce16`] for four registers: 128-bit lane t of the result holds
+/// `v[t]`'s halves added, then its quarters added.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn halves4(v: [__m512; 4]) -> __m512 {
+    // [v0.q0 + v0.q2, v0.q1 + v0.q3, v1.q0 + v1.q2, v1.q1 + v1.q3], the same for v2, v3.
+    let h = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        )
+    };
+    let (a01, a23) = (h(v[0], v[1]), h(v[2], v[3]));
+    _mm512_add_ps(
+        _mm512_shuffle_f32x4::<0b10_00_10_00>(a01, a23),
+        _mm512_shuffle_f32x4::<0b11_01_11_01>(a01, a23),
+    )
+}
+
+/// In each 128-bit lane, lane 0 becomes `(x0 + x2) + (x1 + x3)` (the last steps of
+/// `hsum_ps`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn sum4x4(x: __m512) -> __m512 {
+    let e = _mm512_add_ps(x, _mm512_permute_ps::<0b11_10_11_10>(x));
+    _mm512_add_ps(e, _mm512_movehdup_ps(e))
+}
 
 /// Checks a `GemvFn` call: rows of `n` elements of `W`, `a` one row of `n` elements of `A`,
 /// `out` at least one output per row; returns the outputs, one per row.
