@@ -623,12 +623,17 @@ fn decode(
                             );
                             for (i, o) in tmp.chunks_exact(MULTI_ROWS).take(g).enumerate() {
                                 let row0 = (acts.t0 + j + i) * p.rows;
-                                for (r, &v) in (q0..q1).zip(o) {
-                                    // SAFETY: token t0 + j + i < n_tok and r < p.rows: inside
-                                    // the part's output [n_tok, rows]; rows q0..q1 were claimed
-                                    // by this thread only.
-                                    unsafe { p.out.write(row0 + r, v) };
-                                }
+                                // SAFETY: token t0 + j + i < n_tok and q1 <= p.rows: elements
+                                // q0..q1 of that token's output row are inside the part's
+                                // output [n_tok, rows], claimed by this thread only, and do not
+                                // overlap `tmp`.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        o.as_ptr(),
+                                        p.out.0.add(row0 + q0),
+                                        q1 - q0,
+                                    )
+                                };
                             }
                         }
                         _ => {
@@ -774,6 +779,62 @@ mod tests {
             ] {
                 for &(n_rows, n_tok) in &[(1, 1), (37, 1), (300, 1), (37, 5), (40, 19)] {
                     check_type(table, ty, n_rows, 256, n_tok);
+                }
+            }
+        }
+    }
+
+    /// Mixed calls (continuous batching): the decode tokens `n_tile..` of a call get exactly
+    /// the bits a one-token call gives each of them alone, for 1 to 7 decode tokens (one or
+    /// two groups of the multi-token kernels), after 0 or 3 tile tokens, with 1-3 threads, for
+    /// the formats with multi-token kernels and one without (Q5_1 on AVX-512).
+    #[test]
+    fn mixed_decode_tokens_match_one_token_calls() {
+        let table = kernels();
+        let n_cols = 576; // 18 blocks: a partial last quad
+        let n_rows = 300;
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let n_cols = if ty.block_elems() == 256 { 512 } else { n_cols };
+            let wf = lcg_values(n_rows * n_cols, 21 + ty.id() as u64);
+            let data = quantize_matrix(scalar_kernels(), ty, &wf, n_rows, n_cols);
+            let w = MatRef::new(ty, &data, n_rows, n_cols);
+            let vdt = table.get(ty).unwrap().vec_dot_type;
+            for n_tile in [0usize, 3] {
+                for n_dec in 1..=7 {
+                    let n_tok = n_tile + n_dec;
+                    let x = lcg_values(n_tok * n_cols, 5 + n_dec as u64);
+                    let mut acts = ActBuf::with_capacity(n_cols, n_tok);
+                    acts.quantize_with(table, vdt, &x, n_tok, n_cols);
+                    for threads in 1..=3 {
+                        let pool = ThreadPool::new(threads);
+                        let mut y = vec![f32::NAN; n_tok * n_rows];
+                        matmul_q_mixed_with(table, &pool, &w, &acts, &mut y, n_tile);
+                        for t in n_tile..n_tok {
+                            let mut one = ActBuf::with_capacity(n_cols, 1);
+                            one.quantize_with(
+                                table,
+                                vdt,
+                                &x[t * n_cols..(t + 1) * n_cols],
+                                1,
+                                n_cols,
+                            );
+                            let mut want = vec![f32::NAN; n_rows];
+                            matmul_q_with(table, &pool, &w, &one, &mut want);
+                            let got = &y[t * n_rows..(t + 1) * n_rows];
+                            assert!(
+                                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{ty}: decode token {t} of {n_tok} (tiles {n_tile}, {threads} threads) differs from its one-token call"
+                            );
+                        }
+                    }
                 }
             }
         }
