@@ -26,6 +26,8 @@ pub(super) const OFFERS: &[Offer] = {
     const A: GgmlType = GgmlType::Q8_0;
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q8_0_q8_0)),
+        offer(T, A, AVX2, K::Gemv(gemv_q8_0_q8_0_avx2)),
+        offer(T, A, AVX2, K::GemvMulti(gemv_multi_q8_0_q8_0_avx2)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile::<BlockQ8_0>)),
         offer(
             T,
@@ -377,5 +379,131 @@ fn gemv_multi_q8_0_q8_0(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
         vec_dot_q8_0_q8_0_vnni,
         runs,
         debug_assert_vnni,
+    );
+}
+
+/// One token's activation block for the AVX2 mat-vec: its bytes widened to i16 (once per call,
+/// not once per row) and `d_a`.
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct WideAct {
+    q: [i16; 32],
+    d: f32,
+}
+
+/// Lays out one token's activation blocks for [`rows_dot_q8_0_avx2`].
+#[target_feature(enable = "avx2,fma,f16c")]
+fn wide_acts<'b>(a: &[BlockQ8_0], out: &'b mut [MaybeUninit<WideAct>]) -> &'b [WideAct] {
+    let t = f16_table();
+    let out = &mut out[..a.len()];
+    for (y, o) in a.iter().zip(out.iter_mut()) {
+        let p = o.as_mut_ptr();
+        // SAFETY: `p` points to a writable, 32-byte aligned `WideAct`: `q` is 64 bytes at offset
+        // 0, `d` follows; both written before the slice is read below.
+        unsafe {
+            let q = std::ptr::addr_of_mut!((*p).q) as *mut __m256i;
+            _mm256_store_si256(q, widen16(&y.qs[..16]));
+            _mm256_store_si256(q.add(1), widen16(&y.qs[16..]));
+            std::ptr::addr_of_mut!((*p).d).write(lut(t, y.d));
+        }
+    }
+    // SAFETY: every element of `out` was written above; `MaybeUninit<T>` has `T`'s layout.
+    unsafe { &*(out as *const [MaybeUninit<WideAct>] as *const [WideAct]) }
+}
+
+/// One Q8_0 row on AVX2 against `NT` tokens: per block the weights widened to i16 once for all
+/// tokens (exact for every byte, like the one-row kernel), then per token two `madd` against its
+/// widened activations, one conversion and one FMA by `d_w * d_a`, blocks alternating between two
+/// accumulators. Each token's arithmetic is the same whatever `NT` is.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn rows_dot_q8_0_avx2<const NT: usize>(w: &[BlockQ8_0], acts: [&[WideAct]; NT]) -> [f32; NT] {
+    assert!(acts.iter().all(|a| a.len() == w.len()));
+    let t16 = f16_table();
+    let mut acc = [[_mm256_setzero_ps(); 2]; NT];
+    // Block b into accumulator $slot (a constant: the accumulators stay in registers).
+    macro_rules! block {
+        ($b:expr, $slot:literal) => {{
+            let (b, x) = ($b, &w[$b]);
+            let (wl, wh) = (widen16(&x.qs[..16]), widen16(&x.qs[16..]));
+            let wd = lut(t16, x.d);
+            for t in 0..NT {
+                let y = &acts[t][b];
+                // SAFETY: `q` is 64 bytes at a 32-byte aligned address.
+                let (al, ah) = unsafe {
+                    let q = y.q.as_ptr() as *const __m256i;
+                    (_mm256_load_si256(q), _mm256_load_si256(q.add(1)))
+                };
+                let s = _mm256_add_epi32(_mm256_madd_epi16(wl, al), _mm256_madd_epi16(wh, ah));
+                let d = _mm256_set1_ps(wd * y.d);
+                acc[t][$slot] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t][$slot]);
+            }
+        }};
+    }
+    let mut b = 0;
+    while b + 1 < w.len() {
+        // The two blocks' 68 bytes: two lines.
+        prefetch_lines_q8_0::<2, _>(&w[b]);
+        block!(b, 0);
+        block!(b + 1, 1);
+        b += 2;
+    }
+    if b < w.len() {
+        block!(b, 0);
+    }
+    let mut out = [0.0f32; NT];
+    for t in 0..NT {
+        out[t] = crate::x86_64::hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
+    }
+    out
+}
+
+/// Q8_0 rows on AVX2 against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for
+/// more).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q8_0_avx2<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut RowsMut<f32>) {
+    let mut buf = [[MaybeUninit::<WideAct>::uninit(); MAX_BLOCKS]; NT];
+    let mut acts: [&[WideAct]; NT] = [&[]; NT];
+    for (t, b) in buf.iter_mut().enumerate() {
+        acts[t] = wide_acts(a[t], b);
+    }
+    for r in 0..w.n() {
+        let v = rows_dot_q8_0_avx2(cast_blocks::<BlockQ8_0>(w.row(r)), acts);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q8_0_avx2_one(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
+    run_q8_0_avx2::<1>(w, [a], &mut RowsMut::one(out));
+}
+
+/// Q8_0 weights x Q8_0 activations on AVX2 (`GemvFn`).
+fn gemv_q8_0_q8_0_avx2(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    gemv_with::<BlockQ8_0, BlockQ8_0>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q8_0_q8_0,
+        run_q8_0_avx2_one,
+        debug_assert_avx2,
+    );
+}
+
+/// Q8_0 weights x up to four tokens' Q8_0 activations on AVX2 (`GemvMultiFn`):
+/// `gemv_q8_0_q8_0_avx2`'s bits per token, the weights widened once.
+fn gemv_multi_q8_0_q8_0_avx2(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q8_0_avx2, BlockQ8_0);
+    gemv_multi_with::<BlockQ8_0, BlockQ8_0>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q8_0_q8_0,
+        runs,
+        debug_assert_avx2,
     );
 }
