@@ -22,6 +22,8 @@ pub(super) const OFFERS: &[Offer] = {
     const A: GgmlType = GgmlType::Q8_K;
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q6_k_q8_k)),
+        offer(T, A, AVX2, K::Gemv(gemv_q6_k_q8_k_avx2)),
+        offer(T, A, AVX2, K::GemvMulti(gemv_multi_q6_k_q8_k_avx2)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ6_K>)),
         offer(
             T,
@@ -360,4 +362,119 @@ unsafe fn group_q6<I: Isa, const NT: usize>(
         }
         store_rows(&acc, out);
     }
+}
+
+/// Q6_K rows on AVX2 against `NT` tokens: `dot_q6_k`'s arithmetic per token (the same bits as the
+/// one-row kernel), the 6-bit levels and the scale words made once per super-block for all
+/// tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn rows_dot_q6_k_avx2<const NT: usize>(w: &[BlockQ6_K], a: [&[BlockQ8_K]; NT]) -> [f32; NT] {
+    assert!(a.iter().all(|a| a.len() == w.len()));
+    let mut acc = [_mm256_setzero_ps(); NT];
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(0x03);
+    let m12 = _mm256_set1_epi8(0x0C);
+    let m48 = _mm256_set1_epi8(0x30);
+    let m192 = _mm256_set1_epi8(0xC0u8 as i8);
+    for (b, x) in w.iter().enumerate() {
+        prefetch_lines::<4, _>(x);
+        // SAFETY: scales is 16 bytes; unaligned load.
+        let sc8 = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
+        let sc16 = _mm256_cvtepi8_epi16(sc8);
+        let mut sumi = [_mm256_setzero_si256(); NT];
+        for t in 0..NT {
+            // Offset term: 32 * sum_g scale_g * bsum_g.
+            // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
+            let bs = unsafe { _mm256_loadu_si256(a[t][b].bsums.as_ptr() as *const __m256i) };
+            let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+            sumi[t] = _mm256_sub_epi32(_mm256_setzero_si256(), off);
+        }
+        for n in 0..2 {
+            let ql0 = load32(x.ql[64 * n..64 * n + 32].try_into().expect("32 bytes"));
+            let ql1 = load32(x.ql[64 * n + 32..64 * n + 64].try_into().expect("32 bytes"));
+            let qh = load32(x.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, m12)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(qh, m48),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, m192)),
+                ),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let g = (8 * n + 2 * k) as i64;
+                // i16 lanes 0..8 = scale g (elements 0..16), 8..16 = scale g + 1.
+                let mask = _mm_set_epi64x((g + 1) * 0x0101010101010101, g * 0x0101010101010101);
+                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
+                for t in 0..NT {
+                    let y = &a[t][b];
+                    let av = load32i(
+                        y.qs[128 * n + 32 * k..128 * n + 32 * k + 32]
+                            .try_into()
+                            .expect("32 bytes"),
+                    );
+                    let p = _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qk, av));
+                    sumi[t] = _mm256_add_epi32(sumi[t], p);
+                }
+            }
+        }
+        let dw = h2f(x.d);
+        for t in 0..NT {
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dw * a[t][b].d),
+                _mm256_cvtepi32_ps(sumi[t]),
+                acc[t],
+            );
+        }
+    }
+    acc.map(|v| hsum_ps(v))
+}
+
+/// Q6_K rows on AVX2 against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for
+/// more).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q6_k_avx2<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
+    for r in 0..w.n() {
+        let v = rows_dot_q6_k_avx2(cast_blocks(w.row(r)), a);
+        for (t, v) in v.into_iter().enumerate() {
+            out.row_mut(t)[r] = v;
+        }
+    }
+}
+
+/// Q6_K weights x Q8_K activations on AVX2 (`GemvFn`): the one-row kernel's bits.
+fn gemv_q6_k_q8_k_avx2(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    let out = check::<BlockQ6_K, BlockQ8_K>(n, &w, a, out);
+    debug_assert_avx2();
+    let a = cast_blocks::<BlockQ8_K>(a);
+    // SAFETY: reachable only through the kernel table, filled with this kernel only after
+    // detecting AVX2, FMA and F16C; lengths checked above.
+    unsafe { run_q6_k_avx2::<1>(w, [a], &mut RowsMut::one(out)) }
+}
+
+/// Q6_K weights x up to four tokens' Q8_K activations on AVX2 (`GemvMultiFn`):
+/// `gemv_q6_k_q8_k_avx2`'s bits per token, the levels made once.
+fn gemv_multi_q6_k_q8_k_avx2(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q6_k_avx2, BlockQ8_K);
+    // Long rows one token at a time, as `gemv_q6_k_q8_k_avx2` computes them.
+    gemv_multi_with::<BlockQ6_K, BlockQ8_K>(n, w, a, out, row_q6_k_avx2, runs, debug_assert_avx2);
+}
+
+/// One row, one token, as `gemv_q6_k_q8_k_avx2` computes it (the long-row path of the multi
+/// kernel).
+fn row_q6_k_avx2(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut o = [0.0f32];
+    gemv_q6_k_q8_k_avx2(n, Rows::one(w), a, &mut o);
+    o[0]
 }
