@@ -110,10 +110,11 @@ check "scalar-kernel decoder tests" env FERROLM_KERNELS=scalar cargo test --work
 # The AVX2 kernels alone (what a laptop without AVX-512 runs): the kernel properties against the
 # scalar oracle, and on a CPU with the AVX-512 VNNI kernels the decoder against llama.cpp too
 # (without them step 4 already ran the decoder on the AVX2 kernels).
-step "x86-64, AVX2 kernels only: FERROLM_KERNELS=avx2 cargo test --test props, then --test generate --test logits"
+step "x86-64, AVX2 kernels only: FERROLM_KERNELS=avx2 cargo test --test props, then --test generate --test logits --test batch"
 check "AVX2-kernel property tests" env FERROLM_KERNELS=avx2 cargo test --workspace --test props
-if grep -qw avx512vnni /proc/cpuinfo 2>/dev/null; then
-  check "AVX2-kernel decoder tests" env FERROLM_KERNELS=avx2 cargo test --workspace --test generate --test logits
+# (/proc/cpuinfo spells the flag avx512_vnni.)
+if grep -qwE 'avx512_vnni|avx512vnni' /proc/cpuinfo 2>/dev/null; then
+  check "AVX2-kernel decoder tests" env FERROLM_KERNELS=avx2 cargo test --workspace --test generate --test logits --test batch
 else
   echo "==> no AVX-512 VNNI on this CPU: step 4 ran the decoder on the AVX2 kernels"
 fi
@@ -124,7 +125,7 @@ fi
 if grep -qw avx_vnni /proc/cpuinfo 2>/dev/null; then
   step "x86-64, AVX-VNNI kernels: FERROLM_KERNELS=avxvnni cargo test --test props, then --test logits"
   check "AVX-VNNI-kernel property tests" env FERROLM_KERNELS=avxvnni cargo test --workspace --test props
-  if grep -qw avx512vnni /proc/cpuinfo 2>/dev/null; then
+  if grep -qwE 'avx512_vnni|avx512vnni' /proc/cpuinfo 2>/dev/null; then
     check "AVX-VNNI-kernel decoder tests" env FERROLM_KERNELS=avxvnni cargo test --workspace --test logits
   fi
 else

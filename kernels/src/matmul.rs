@@ -592,8 +592,15 @@ fn decode(
     let n = acts.n;
     let group = n.div_ceil(n.div_ceil(GEMV_MULTI_MAX));
     pool.run(&|_, _| {
-        // tmp: [GEMV_MULTI_MAX, MULTI_ROWS], a group's outputs before they go to the outputs.
-        let mut tmp = [0.0f32; GEMV_MULTI_MAX * MULTI_ROWS];
+        // tmp: [GEMV_MULTI_MAX, MULTI_ROWS], a group's outputs before they go to the outputs
+        // (not even zeroed for one token).
+        let mut storage;
+        let tmp: &mut [f32] = if n > 1 {
+            storage = [0.0f32; GEMV_MULTI_MAX * MULTI_ROWS];
+            &mut storage
+        } else {
+            &mut []
+        };
         while let Some((p, r0, r1)) = claim() {
             let wrb = p.wrb;
             let multi = p.k.gemv_multi.filter(|_| n > 1);
@@ -615,12 +622,7 @@ fn decode(
                     match multi {
                         Some(m) if g > 1 => {
                             let at = Rows::new(&acts.a[j * acts.arb..], g, acts.arb, acts.arb);
-                            m(
-                                p.n_cols,
-                                wq,
-                                at,
-                                RowsMut::new(&mut tmp, g, q1 - q0, MULTI_ROWS),
-                            );
+                            m(p.n_cols, wq, at, RowsMut::new(tmp, g, q1 - q0, MULTI_ROWS));
                             for (i, o) in tmp.chunks_exact(MULTI_ROWS).take(g).enumerate() {
                                 let row0 = (acts.t0 + j + i) * p.rows;
                                 // SAFETY: token t0 + j + i < n_tok and q1 <= p.rows: elements
