@@ -4,7 +4,9 @@
 //! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step (`quads`);
 //!   Q8_0 x Q8_0 two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`,
 //!   `packssdw` and one `vpdpwssd` per register pair.
-//! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`pairs`), and Q4_K x Q8_K.
+//! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`pairs`), Q4_K x Q8_K, Q8_0 x
+//!   Q8_0 (both sides widened to i16: exact for every byte) and Q6_K x Q8_K (the one-row kernel's
+//!   arithmetic).
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
@@ -28,14 +30,13 @@
 //! the weight levels and scales are made once, then each token's activation layout goes through
 //! exactly the instructions the one-token body runs (`NT = 1` *is* the `GemvFn` body), into its
 //! own accumulators. So a token's outputs are the same bits whatever else shares the call, and a
-//! sequence served with others gets what it gets alone. Q4_1 and Q8_0 have "wide" multi-token
-//! bodies instead, which do per lane exactly what the one-token body does in that lane but lay
-//! the work out so that less of it is per token (Q8_0: two blocks per 512-bit register where the
-//! one-token body, faster alone on 256-bit registers, takes two registers and two permutes;
-//! Q4_1: the scales pre-spread, the offset terms of all tokens in one register). Formats with a multi-token body: Q4_0,
-//! Q4_1, Q5_0, Q8_0, Q4_K and Q6_K on AVX-512 VNNI; Q4_0, Q4_1, Q5_0 and Q5_1 (`pairs`) on AVX2.
-//! A last partial quad of 4-bit blocks is padded (`quads::quad_blocks`), not left to a one-row
-//! kernel.
+//! sequence served with others gets what it gets alone. Every x86 `gemv` has its multi-token twin.
+//! On AVX-512 VNNI, Q4_1 and Q8_0 have "wide" multi-token bodies instead, which do per lane
+//! exactly what the one-token body does in that lane but lay the work out so that less of it is
+//! per token (Q8_0: two blocks per 512-bit register where the one-token body, faster alone on
+//! 256-bit registers, takes two registers and two permutes; Q4_1: the scales pre-spread, the
+//! offset terms of all tokens in one register). A last partial quad of 4-bit blocks is padded
+//! (`quads::quad_blocks`), not left to a one-row kernel.
 
 use std::arch::x86_64::*;
 
