@@ -6,7 +6,10 @@ use std::mem::MaybeUninit;
 
 use super::block32::{dot_nibble, nibble_offers, vec_dot_entry, Nibble32};
 use super::gemv::quads::{quad_blocks, quad_halves, quad_levels, ZERO32};
-use super::gemv::{gemv_multi_with, gemv_with, halves4, multi_runs, reduce16, sum4x4, MAX_BLOCKS};
+use super::gemv::{
+    gemv_multi_with, gemv_with, halves4, multi_runs, reduce16, sum4x4, MAGIC_BITS, MAGIC_F,
+    MAX_BLOCKS,
+};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{debug_assert_avx2, debug_assert_vnni, f16_table, lut};
 use crate::blocks::{cast_blocks, BlockQ4_1, BlockQ8_1};
@@ -179,6 +182,7 @@ fn rows_dot_q4_1_wide<const NT: usize>(
     // From the converted [d0, m0, d1, m1, ..]: d_j to lanes 4j..4j + 4; m_j to lanes 4t + j.
     let didx = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0);
     let midx = _mm512_set_epi32(7, 5, 3, 1, 7, 5, 3, 1, 7, 5, 3, 1, 7, 5, 3, 1);
+    let (magic, magic_f) = (_mm512_set1_epi32(MAGIC_BITS), _mm512_set1_ps(MAGIC_F));
     let mut acc = [_mm512_setzero_ps(); NT];
     let mut acc_m = _mm512_setzero_ps();
     let pf = gemv_streams_prefetch();
@@ -209,10 +213,12 @@ fn rows_dot_q4_1_wide<const NT: usize>(
                     _mm512_load_ps(qd.da.as_ptr()),
                 )
             };
-            let z = _mm512_setzero_si512();
-            let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(z, lo, alo), hi, ahi);
+            // From the magic seed: |sum| <= 8 * 15 * 128 < 2^22, so the float is exact (as
+            // `vcvtdq2ps` would give it) without the conversion (see `MAGIC_BITS`).
+            let s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(magic, lo, alo), hi, ahi);
+            let sf = _mm512_sub_ps(_mm512_castsi512_ps(s), magic_f);
             let scale = _mm512_mul_ps(wd, da);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
+            acc[t] = _mm512_fmadd_ps(sf, scale, acc[t]);
         }
     }
     // Lane 4t: token t's sum by the one-token kernel's tree (`reduce16`), plus its four offset

@@ -8,7 +8,9 @@ use std::mem::MaybeUninit;
 
 use super::block32::{accumulate, vec_dot_entry};
 use super::gemv::quads::ZERO32;
-use super::gemv::{gemv_multi_with, gemv_with, halves4, multi_runs, sum4x4, MAX_BLOCKS};
+use super::gemv::{
+    gemv_multi_with, gemv_with, halves4, multi_runs, sum4x4, MAGIC_BITS, MAGIC_F, MAX_BLOCKS,
+};
 use super::prefetch::prefetch_lines_q8_0;
 use super::tile;
 use super::tile::{TileBlock, Unpacked};
@@ -225,7 +227,7 @@ fn run_q8_0(w: Rows<u8>, a: &[BlockQ8_0], out: &mut [f32]) {
 }
 
 /// Two activation blocks (2p, 2p + 1) of one token laid out for the multi-token kernel: their 64
-/// quant bytes, their seeds (the one-token kernel's, side by side) and `d_a` spread over each
+/// quant bytes, their seeds (the one-token kernel's, side by side, plus `MAGIC_BITS`) and `d_a` spread over each
 /// block's 8 lanes. A last odd block fills the low halves.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -249,6 +251,7 @@ fn rows_dot_q8_0_wide<const NT: usize>(w: &[BlockQ8_0], pairs: [&[PairQ8_0]; NT]
     assert!(pairs.iter().all(|p| p.len() == nb.div_ceil(2)));
     let flip = _mm512_set1_epi8(-128);
     let spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    let magic_f = _mm512_set1_ps(MAGIC_F);
     let mut acc = [_mm512_setzero_ps(); NT];
     for p in 0..np {
         let (x0, x1) = (&w[2 * p], &w[2 * p + 1]);
@@ -273,9 +276,12 @@ fn rows_dot_q8_0_wide<const NT: usize>(w: &[BlockQ8_0], pairs: [&[PairQ8_0]; NT]
                     _mm512_load_ps(pr.da.as_ptr()),
                 )
             };
+            // The seeds carry the magic bias: |sum| < 4 * 255 * 128 + 128 * 512 < 2^22, so
+            // the float is exact without the conversion (see `MAGIC_BITS`).
             let s = _mm512_dpbusd_epi32(seed, lv, qs);
+            let sf = _mm512_sub_ps(_mm512_castsi512_ps(s), magic_f);
             let d = _mm512_mul_ps(wd, da);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+            acc[t] = _mm512_fmadd_ps(sf, d, acc[t]);
         }
     }
     for t in 0..NT {
@@ -294,7 +300,8 @@ fn rows_dot_q8_0_wide<const NT: usize>(w: &[BlockQ8_0], pairs: [&[PairQ8_0]; NT]
                 )
             };
             let s = _mm256_dpbusd_epi32(s0, levels_q8_0(x), qs);
-            a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, a0);
+            let sf = _mm256_sub_ps(_mm256_castsi256_ps(s), _mm256_set1_ps(MAGIC_F));
+            a0 = _mm256_fmadd_ps(sf, d, a0);
             acc[t] = _mm512_castpd_ps(_mm512_insertf64x4::<0>(
                 _mm512_castps_pd(acc[t]),
                 _mm256_castps_pd(a0),
@@ -323,9 +330,10 @@ fn run_q8_0_wide<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut 
             let hi = ab.get(1).map_or(&ZERO32, |y| &y.qs);
             let qs =
                 _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load32i(&ab[0].qs)), load32i(hi));
-            // The one-token kernel's seeds: lane i = -128 * (a[4i] + .. + a[4i + 3]).
+            // The one-token kernel's seeds, lane i = -128 * (a[4i] + .. + a[4i + 3]), plus the
+            // magic bias that lets the sums be read as floats without a conversion.
             let seed = _mm512_sub_epi32(
-                _mm512_setzero_si512(),
+                _mm512_set1_epi32(MAGIC_BITS),
                 _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, qs),
             );
             let (d0, d1) = (lut(t16, ab[0].d), ab.get(1).map_or(0.0, |y| lut(t16, y.d)));

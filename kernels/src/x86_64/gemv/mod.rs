@@ -66,6 +66,15 @@ pub(super) fn pack_scales(d: [u16; 4]) -> i64 {
 /// seeds); longer rows fall back to the one-row kernels.
 pub(super) const MAX_BLOCKS: usize = 512;
 
+/// The bit pattern of 1.5 * 2^23 as f32: an i32 lane seeded with it and then added integers of
+/// magnitude below 2^22 holds the f32 `1.5 * 2^23 + s` exactly, so subtracting [`MAGIC_F`] gives
+/// `s` as f32 exactly, the value `vcvtdq2ps` gives, by a subtraction that runs on either vector
+/// port where the conversion takes port 0, which the `vpdpbusd` of the multi-token kernels
+/// saturate.
+pub(super) const MAGIC_BITS: i32 = 0x4B40_0000;
+/// 1.5 * 2^23.
+pub(super) const MAGIC_F: f32 = 12_582_912.0;
+
 /// The sum of a 512-bit register's 16 lanes by a fixed tree: the two halves, then as
 /// `hsum_ps` (the quarters, then pairs). [`sum4x4`] of [`halves4`] runs the same tree on four
 /// registers at once (the multi-token kernels' ends of rows: the same bits).
