@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::pack_scales;
+use super::{pack_scales, MAGIC_BITS, MAGIC_F};
 use crate::blocks::BlockQ8_0;
 use crate::x86_64::{f16_table, load16, load32i, lut};
 
@@ -58,7 +58,7 @@ pub(in crate::x86_64) fn quad_levels(qs: [&[u8; 16]; 4]) -> (__m512i, __m512i) {
 /// Q4_0 on 512-bit registers, four blocks per step: the activation quad (4q .. 4q + 3) laid out as
 /// the four blocks' first halves (`lo`, 128-bit lane j = `a_4q+j[0..16]`, matching the low nibbles
 /// of block 4q + j's 16 quant bytes) and second halves (`hi`, matching the high nibbles), and the
-/// seed per i32 lane (`-8 *` the sum of the lane's 4 `lo` and 4 `hi` bytes).
+/// seed per i32 lane (`-8 *` the sum of the lane's 4 `lo` and 4 `hi` bytes, plus `MAGIC_BITS`).
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub(in crate::x86_64) struct QuadQ4_0 {
@@ -91,7 +91,9 @@ pub(in crate::x86_64) fn quads_q4_0<'p>(
             offv,
             hi,
         );
-        let seed = _mm512_sub_epi32(_mm512_setzero_si512(), sum);
+        // Plus the magic bias: the sums are then read as floats without a conversion
+        // (`quad_step`).
+        let seed = _mm512_sub_epi32(_mm512_set1_epi32(MAGIC_BITS), sum);
         let p = o.as_mut_ptr();
         // SAFETY: `p` points to a writable, 64-byte aligned `QuadQ4_0`, whose three fields are 64
         // bytes each at offsets 0, 64 and 128; all are written before the slice is read below.
@@ -151,5 +153,8 @@ pub(in crate::x86_64) fn quad_step(
     let d4 = _mm_mul_ps(wd, da4);
     let sidx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     let scale = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(d4));
-    _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc)
+    // |sum| <= 8 * 31 * 128 + 16 * 8 * 128 < 2^22 from the biased seed: the float is exact, the
+    // value `vcvtdq2ps` gives, by a subtraction off port 0 (see `MAGIC_BITS`).
+    let sf = _mm512_sub_ps(_mm512_castsi512_ps(s), _mm512_set1_ps(MAGIC_F));
+    _mm512_fmadd_ps(sf, scale, acc)
 }
