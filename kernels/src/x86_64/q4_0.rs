@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 
 use super::block32::{accumulate, dot_nibble, nibble_offers, nibbles, vec_dot_entry, Nibble32};
 use super::gemv::quads::{quad_blocks, quad_levels, quad_scales, quad_step, quads_q4_0, QuadQ4_0};
-use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
+use super::gemv::{gemv_multi_with, gemv_with, multi_runs, store_row, MAX_BLOCKS};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{debug_assert_avx2, debug_assert_vnni, f16_table, load32i, lut};
 use crate::blocks::{cast_blocks, BlockQ4_0, BlockQ8_0};
@@ -115,10 +115,7 @@ fn run_q4_0_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut
         (quads[t], da[t]) = quads_q4_0(a[t], 8, qb, db);
     }
     for r in 0..w.n() {
-        let v = rows_dot_q4_0(cast_blocks(w.row(r)), quads, da);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q4_0(cast_blocks(w.row(r)), quads, da));
     }
 }
 

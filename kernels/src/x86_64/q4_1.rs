@@ -7,8 +7,8 @@ use std::mem::MaybeUninit;
 use super::block32::{dot_nibble, nibble_offers, vec_dot_entry, Nibble32};
 use super::gemv::quads::{quad_blocks, quad_halves, quad_levels, ZERO32};
 use super::gemv::{
-    gemv_multi_with, gemv_with, halves4, multi_runs, reduce16, sum4x4, MAGIC_BITS, MAGIC_F,
-    MAX_BLOCKS,
+    gemv_multi_with, gemv_with, halves4, multi_runs, reduce16, store_row, sum4x4, MAGIC_BITS,
+    MAGIC_F, MAX_BLOCKS,
 };
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::{debug_assert_avx2, debug_assert_vnni, f16_table, lut};
@@ -142,10 +142,7 @@ fn run_q4_1_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_1]; NT], out: &mut
         quads[t] = quads_q4_1(a[t], b);
     }
     for r in 0..w.n() {
-        let v = rows_dot_q4_1(cast_blocks(w.row(r)), quads, a);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q4_1(cast_blocks(w.row(r)), quads, a));
     }
 }
 
@@ -275,10 +272,7 @@ fn run_q4_1_wide<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_1]; NT], out: &mut 
     // SAFETY: `SaQuad` is a transparent-layout wrapper of [f32; 16] (repr(C), one field).
     let sa = unsafe { &*(&sbuf[..nq] as *const [SaQuad] as *const [[f32; 16]]) };
     for r in 0..w.n() {
-        let v = rows_dot_q4_1_wide(cast_blocks(w.row(r)), quads, sa);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q4_1_wide(cast_blocks(w.row(r)), quads, sa));
     }
 }
 

@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::block32::vec_dot_entry;
-use super::gemv::{gemv_multi_with, gemv_with, multi_runs, MAX_BLOCKS};
+use super::gemv::{gemv_multi_with, gemv_with, multi_runs, store_row, MAX_BLOCKS};
 use super::prefetch::prefetch_lines;
 use super::superblock::dot_k4_like;
 use super::tile;
@@ -250,10 +250,7 @@ fn run_q4_k_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut
         sup[t] = supers_q4_k(a[t], b);
     }
     for r in 0..w.n() {
-        let v = rows_dot_q4_k(cast_blocks(w.row(r)), sup);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q4_k(cast_blocks(w.row(r)), sup));
     }
 }
 
@@ -352,10 +349,7 @@ fn run_q4_k_avx2_multi<const NT: usize>(
         sup[t] = supers_q4_k(a[t], b);
     }
     for r in 0..w.n() {
-        let v = rows_dot_q4_k_avx2(cast_blocks(w.row(r)), sup);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q4_k_avx2(cast_blocks(w.row(r)), sup));
     }
 }
 

@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::block32::vec_dot_entry;
-use super::gemv::{check, gemv_multi_with, multi_runs};
+use super::gemv::{check, gemv_multi_with, multi_runs, store_row};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::tile;
 use super::tile::{act4, store_rows, transpose8, Isa, KTile};
@@ -37,65 +37,10 @@ pub(super) const OFFERS: &[Offer] = {
     ]
 };
 
+/// The one-row AVX2 dot: [`rows_dot_q6_k_avx2`] for one token (the AVX2 mat-vec's bits).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q6_k(w: &[BlockQ6_K], a: &[BlockQ8_K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let m4 = _mm256_set1_epi8(0x0F);
-    let m3 = _mm256_set1_epi8(0x03);
-    let m12 = _mm256_set1_epi8(0x0C);
-    let m48 = _mm256_set1_epi8(0x30);
-    let m192 = _mm256_set1_epi8(0xC0u8 as i8);
-    for (x, y) in w.iter().zip(a) {
-        prefetch_lines::<4, _>(x);
-        // SAFETY: scales is 16 bytes; unaligned load.
-        let sc8 = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
-        // Offset term: 32 * sum_g scale_g * bsum_g.
-        // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
-        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
-        let off = _mm256_slli_epi32::<5>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs));
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), off);
-        for n in 0..2 {
-            let ql0 = load32(x.ql[64 * n..64 * n + 32].try_into().expect("32 bytes"));
-            let ql1 = load32(x.ql[64 * n + 32..64 * n + 64].try_into().expect("32 bytes"));
-            let qh = load32(x.qh[32 * n..32 * n + 32].try_into().expect("32 bytes"));
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, m12)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    _mm256_and_si256(qh, m48),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, m192)),
-                ),
-            ];
-            for (k, &qk) in q.iter().enumerate() {
-                let g = (8 * n + 2 * k) as i64;
-                let a = load32i(
-                    y.qs[128 * n + 32 * k..128 * n + 32 * k + 32]
-                        .try_into()
-                        .expect("32 bytes"),
-                );
-                // i16 lanes 0..8 = scale g (elements 0..16), 8..16 = scale g + 1.
-                let mask = _mm_set_epi64x((g + 1) * 0x0101010101010101, g * 0x0101010101010101);
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, mask));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(qk, a)));
-            }
-        }
-        acc = _mm256_fmadd_ps(
-            _mm256_set1_ps(h2f(x.d) * y.d),
-            _mm256_cvtepi32_ps(sumi),
-            acc,
-        );
-    }
-    hsum_ps(acc)
+    rows_dot_q6_k_avx2::<1>(w, [a])[0]
 }
 
 vec_dot_entry!(/// Q6_K weights . Q8_K activations.
@@ -227,10 +172,7 @@ fn gemv_q6_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_q6_k_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
     for r in 0..w.n() {
-        let v = rows_dot_q6_k(cast_blocks(w.row(r)), a);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q6_k(cast_blocks(w.row(r)), a));
     }
 }
 
@@ -364,9 +306,9 @@ unsafe fn group_q6<I: Isa, const NT: usize>(
     }
 }
 
-/// Q6_K rows on AVX2 against `NT` tokens: `dot_q6_k`'s arithmetic per token (the same bits as the
-/// one-row kernel), the 6-bit levels and the scale words made once per super-block for all
-/// tokens.
+/// Q6_K rows on AVX2 against `NT` tokens (with one, the one-row dot `dot_q6_k`): per super-block
+/// the 6-bit levels and the scale words made once for all tokens, then per token the `bsums`
+/// offset, `maddubs` + `madd` per group and one FMA by `d_w * d_a`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn rows_dot_q6_k_avx2<const NT: usize>(w: &[BlockQ6_K], a: [&[BlockQ8_K]; NT]) -> [f32; NT] {
@@ -446,10 +388,7 @@ fn rows_dot_q6_k_avx2<const NT: usize>(w: &[BlockQ6_K], a: [&[BlockQ8_K]; NT]) -
 #[target_feature(enable = "avx2,fma,f16c")]
 fn run_q6_k_avx2<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
     for r in 0..w.n() {
-        let v = rows_dot_q6_k_avx2(cast_blocks(w.row(r)), a);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_q6_k_avx2(cast_blocks(w.row(r)), a));
     }
 }
 

@@ -9,7 +9,8 @@ use std::mem::MaybeUninit;
 use super::block32::{accumulate, vec_dot_entry};
 use super::gemv::quads::ZERO32;
 use super::gemv::{
-    gemv_multi_with, gemv_with, halves4, multi_runs, sum4x4, MAGIC_BITS, MAGIC_F, MAX_BLOCKS,
+    gemv_multi_with, gemv_with, halves4, multi_runs, store_row, sum4x4, MAGIC_BITS, MAGIC_F,
+    MAX_BLOCKS,
 };
 use super::prefetch::prefetch_lines_q8_0;
 use super::tile;
@@ -214,10 +215,11 @@ fn run_q8_0_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut
         (seed[t], da[t]) = seeds(a[t], &mut sb[..nb], &mut db[..nb]);
     }
     for r in 0..w.n() {
-        let v = rows_dot_q8_0(cast_blocks::<BlockQ8_0>(w.row(r)), a, seed, da);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(
+            out,
+            r,
+            rows_dot_q8_0(cast_blocks::<BlockQ8_0>(w.row(r)), a, seed, da),
+        );
     }
 }
 
@@ -355,10 +357,11 @@ fn run_q8_0_wide<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut 
         pairs[t] = unsafe { &*(b as *const [MaybeUninit<PairQ8_0>] as *const [PairQ8_0]) };
     }
     for r in 0..w.n() {
-        let v = rows_dot_q8_0_wide(cast_blocks::<BlockQ8_0>(w.row(r)), pairs);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(
+            out,
+            r,
+            rows_dot_q8_0_wide(cast_blocks::<BlockQ8_0>(w.row(r)), pairs),
+        );
     }
 }
 
@@ -476,10 +479,11 @@ fn run_q8_0_avx2<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_0]; NT], out: &mut 
         acts[t] = wide_acts(a[t], b);
     }
     for r in 0..w.n() {
-        let v = rows_dot_q8_0_avx2(cast_blocks::<BlockQ8_0>(w.row(r)), acts);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(
+            out,
+            r,
+            rows_dot_q8_0_avx2(cast_blocks::<BlockQ8_0>(w.row(r)), acts),
+        );
     }
 }
 

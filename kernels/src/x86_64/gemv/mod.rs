@@ -166,6 +166,14 @@ pub(super) fn gemv_with<W: Block, A: Block>(
     unsafe { run(w, cast_blocks(a), out) }
 }
 
+/// Row `r` of each token's output row: `out.row(t)[r] = v[t]` (the end of a multi-token body's row).
+#[inline(always)]
+pub(super) fn store_row<const NT: usize>(out: &mut RowsMut<f32>, r: usize, v: [f32; NT]) {
+    for (t, v) in v.into_iter().enumerate() {
+        out.row_mut(t)[r] = v;
+    }
+}
+
 /// The body of a `GemvMultiFn` for `NT` tokens: the rows of `w` against the activation rows
 /// `a` (`NT` of them, checked), `out.row(t)[r]` for each token t and row r.
 pub(super) type MultiRun<A> = unsafe fn(Rows<u8>, &[&[A]], &mut RowsMut<f32>);

@@ -10,7 +10,7 @@ use crate::x86_64::block32::{fifth_bits, Nibble32};
 use crate::x86_64::prefetch::prefetch_lines;
 use crate::x86_64::{load16, load32i};
 
-use super::MAX_BLOCKS;
+use super::{store_row, MAX_BLOCKS};
 
 /// The activation side of the AVX2 pair gemv, two blocks (A, B) per pair, made once per call:
 /// the bytes in the order the weights' levels come out of `[A.qs | B.qs]` (`lo` = A's elements
@@ -225,10 +225,7 @@ fn run_pairs_multi<W: Nibble32, const NT: usize>(
     }
     for r in 0..w.n() {
         let row = cast_blocks::<W>(w.row(r));
-        let v = rows_dot_pairs::<W, NT>(row, a, pairs, da, sa);
-        for (t, v) in v.into_iter().enumerate() {
-            out.row_mut(t)[r] = v;
-        }
+        store_row(out, r, rows_dot_pairs::<W, NT>(row, a, pairs, da, sa));
     }
 }
 
