@@ -352,11 +352,22 @@ impl KvCache {
             let n_ctx = self.n_ctx;
             let f16 = self.ty == KvType::F16;
             let bytes = self.bytes_mut();
-            for (d, &v) in x.iter().enumerate() {
-                let o = base + (d * n_ctx + pos) * es;
-                if f16 {
-                    bytes[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-                } else {
+            if f16 {
+                // The head converted at once (F16C / fcvt when present, as for rows), then
+                // scattered: one element per dimension row, n_ctx elements apart.
+                use half::slice::HalfFloatSliceExt;
+                let mut h = [half::f16::ZERO; 64];
+                for (k, xs) in x.chunks(h.len()).enumerate() {
+                    let h = &mut h[..xs.len()];
+                    h.convert_from_f32_slice(xs);
+                    for (i, v) in h.iter().enumerate() {
+                        let o = base + ((k * 64 + i) * n_ctx + pos) * es;
+                        bytes[o..o + 2].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+            } else {
+                for (d, &v) in x.iter().enumerate() {
+                    let o = base + (d * n_ctx + pos) * es;
                     bytes[o..o + 4].copy_from_slice(&v.to_le_bytes());
                 }
             }

@@ -438,6 +438,29 @@ impl Sampler {
     }
 }
 
+/// Index of the first greatest of `v` (NaN never wins; 0 when nothing exceeds -inf): the scan
+/// `argmax` does without penalties, as a lane-wise maximum (vectorized) and a search for it.
+fn first_max(v: &[f32]) -> usize {
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let chunks = v.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            // Not `f32::max`: a NaN must not replace the lane's value.
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let m = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    if m == f32::NEG_INFINITY {
+        return 0;
+    }
+    v.iter().position(|&x| x == m).unwrap_or(0)
+}
+
 /// Top bit of a window count: "already visited" while collecting penalties.
 const SEEN: u32 = 1 << 31;
 
@@ -496,6 +519,9 @@ impl Penalized<'_> {
 
     /// Highest penalized logit, ties to the lower id.
     fn argmax(&self) -> u32 {
+        if self.pen.is_empty() {
+            return first_max(self.logits) as u32;
+        }
         let mut best = (f32::NEG_INFINITY, 0usize);
         for (i, &l) in self.logits.iter().enumerate() {
             if l > best.0 && !self.in_window(i) {
@@ -702,6 +728,45 @@ impl StopMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_max_is_the_first_strict_maximum() {
+        // The scalar scan it replaces: first index of the strict maximum, NaN never taken.
+        let naive = |v: &[f32]| {
+            let mut best = (f32::NEG_INFINITY, 0usize);
+            for (i, &l) in v.iter().enumerate() {
+                if l > best.0 {
+                    best = (l, i);
+                }
+            }
+            best.1
+        };
+        let mut r = Xoshiro256::new(7);
+        for n in [0usize, 1, 5, 16, 17, 33, 100, 1000] {
+            for _ in 0..50 {
+                // Few distinct values, so ties are common; some NaN and infinities.
+                let v: Vec<f32> = (0..n)
+                    .map(|_| match r.next_u64() % 10 {
+                        0 => f32::NAN,
+                        1 => f32::NEG_INFINITY,
+                        k => (k % 4) as f32 - 2.0,
+                    })
+                    .collect();
+                assert_eq!(first_max(&v), naive(&v), "{v:?}");
+            }
+        }
+        assert_eq!(
+            first_max(&[
+                f32::NAN,
+                f32::NEG_INFINITY,
+                3.0,
+                f32::INFINITY,
+                f32::INFINITY
+            ]),
+            3
+        );
+        assert_eq!(first_max(&[f32::NEG_INFINITY; 20]), 0);
+    }
 
     #[test]
     fn xoshiro_known_values() {
