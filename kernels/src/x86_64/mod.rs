@@ -21,7 +21,7 @@
 //! - `tile`: the prefill tile bodies (8 rows x up to 32 tokens), generic over the `Isa` trait with
 //!   entry points for AVX-512 VNNI `vpdpbusd` (`tile::vnni`), AVX-VNNI's VEX-encoded one
 //!   (`tile::avxvnni`) and AVX2 `maddubs` + `madd` (`tile::avx2`), and over the format
-//!   (`TileBlock`, `KTile`).
+//!   (`TileBlock`, `KTile`, and `K16Block` for the 16-element-group k-quants Q2_K, Q3_K, Q6_K).
 //! - `prefetch`: the software-prefetch plan (`set_prefetch_plan`, `prefetch_lines`).
 //!
 //! [`install`] detects the CPU and hands every format's list to `dispatch::install_offers`, the

@@ -5,7 +5,8 @@ use std::arch::x86_64::*;
 use super::block32::vec_dot_entry;
 use super::prefetch::prefetch_lines;
 use super::superblock::pair_scales;
-use super::{debug_assert_avx2, h2f, hsum_ps, load32, load32i, AVX2};
+use super::tile::{self, k16_tile, K16Block};
+use super::{debug_assert_avx2, h2f, hsum_ps, load32, load32i, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{BlockQ3_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
@@ -14,7 +15,17 @@ use crate::types::GgmlType;
 pub(super) const OFFERS: &[Offer] = {
     const T: GgmlType = GgmlType::Q3_K;
     const A: GgmlType = GgmlType::Q8_K;
-    &[offer(T, A, AVX2, K::VecDot(vec_dot_q3_k_q8_k))]
+    &[
+        offer(T, A, AVX2, K::VecDot(vec_dot_q3_k_q8_k)),
+        offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ3_K>)),
+        offer(
+            T,
+            A,
+            AVXVNNI,
+            K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ3_K>),
+        ),
+        offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ3_K>)),
+    ]
 };
 
 /// The 16 6-bit group scales of Q3_K (0..64, before subtracting 32) as bytes of 4 u32: low
@@ -78,3 +89,55 @@ fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
 
 vec_dot_entry!(/// Q3_K weights . Q8_K activations.
     vec_dot_q3_k_q8_k, dot_q3_k, BlockQ3_K, BlockQ8_K, debug_assert_avx2);
+
+/// The tiles' view of Q3_K: levels stored as u = q + 4 (0..8: two low bits from `qs`, the third
+/// from `hmask`), signed 6-bit group scales (stored + 32).
+impl K16Block for BlockQ3_K {
+    const TYPE: GgmlType = GgmlType::Q3_K;
+    const OFFSET: i32 = 4;
+    const HAS_MIN: bool = false;
+    const SUMS_FIT_I16: bool = true;
+    #[inline(always)]
+    unsafe fn scales(&self) -> __m128i {
+        let u = q3_scales(&self.scales);
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            _mm_sub_epi8(
+                _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32),
+                _mm_set1_epi8(32),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn mins(&self) -> __m128i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm_setzero_si128() }
+    }
+    #[inline(always)]
+    unsafe fn d(&self) -> (f32, f32) {
+        // SAFETY: the caller guarantees F16C.
+        (unsafe { h2f(self.d) }, 0.0)
+    }
+    #[inline(always)]
+    unsafe fn levels(&self, c: usize) -> __m256i {
+        // Elements 128n + 32j + l: bits 2j..2j + 2 of qs[32n + l], bit 4n + j of hmask[l].
+        let (n, j) = (c / 4, c % 4);
+        // SAFETY: the caller guarantees AVX2.
+        unsafe {
+            let bits = load32(self.qs[32 * n..32 * n + 32].try_into().expect("32 bytes"));
+            let lo = _mm256_and_si256(
+                _mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)),
+                _mm256_set1_epi8(3),
+            );
+            let hm = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
+            let hb = load32(&self.hmask);
+            let hi = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(hb, hm), hm),
+                _mm256_set1_epi8(4),
+            );
+            _mm256_or_si256(lo, hi)
+        }
+    }
+}
+
+k16_tile!(BlockQ3_K);

@@ -7,7 +7,7 @@ use super::block32::vec_dot_entry;
 use super::gemv::{check, gemv_multi_with, multi_runs, store_row};
 use super::prefetch::{gemv_streams_prefetch, prefetch_lines};
 use super::tile;
-use super::tile::{act4, store_rows, transpose8, Isa, KTile};
+use super::tile::{k16_tile, K16Block};
 use super::{
     debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, load32i, AVX2, AVXVNNI, VNNI,
 };
@@ -191,19 +191,34 @@ fn row_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     o[0]
 }
 
-impl KTile for BlockQ6_K {
+impl K16Block for BlockQ6_K {
     const TYPE: GgmlType = GgmlType::Q6_K;
+    const OFFSET: i32 = 32;
+    const HAS_MIN: bool = false;
+    const SUMS_FIT_I16: bool = false;
     #[inline(always)]
-    unsafe fn group<I: Isa, const NT: usize>(
-        rows: [Option<&[BlockQ6_K]>; 8],
-        acts: [&[BlockQ8_K]; NT],
-        nb: usize,
-        out: RowsMut<f32>,
-    ) {
-        // SAFETY: forwarded from the caller.
-        unsafe { group_q6::<I, NT>(rows, acts, nb, out) }
+    unsafe fn scales(&self) -> __m128i {
+        // SAFETY: scales is 16 bytes; unaligned load.
+        unsafe { _mm_loadu_si128(self.scales.as_ptr() as *const __m128i) }
+    }
+    #[inline(always)]
+    unsafe fn mins(&self) -> __m128i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm_setzero_si128() }
+    }
+    #[inline(always)]
+    unsafe fn d(&self) -> (f32, f32) {
+        // SAFETY: the caller guarantees F16C.
+        (unsafe { h2f(self.d) }, 0.0)
+    }
+    #[inline(always)]
+    unsafe fn levels(&self, c: usize) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { q6_levels(self, c) }
     }
 }
+
+k16_tile!(BlockQ6_K);
 
 /// Unsigned levels q (0..63, the stored value before its offset of 32) of the 32-element chunk
 /// `c` (0..8) of a Q6_K block.
@@ -231,79 +246,6 @@ fn q6_levels(b: &BlockQ6_K, c: usize) -> __m256i {
         _ => _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xC0u8 as i8))),
     };
     _mm256_or_si256(lo, hi)
-}
-
-/// 8 rows x NT tokens of Q6_K . Q8_K over all super-blocks.
-#[inline(always)]
-unsafe fn group_q6<I: Isa, const NT: usize>(
-    rows: [Option<&[BlockQ6_K]>; 8],
-    acts: [&[BlockQ8_K]; NT],
-    nb: usize,
-    out: RowsMut<f32>,
-) {
-    // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
-    // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
-    // store of a local array of the size named beside it.
-    unsafe {
-        let mut acc = [_mm256_setzero_ps(); NT];
-        for k in 0..nb {
-            // Per-row scales as lanes: sc[g] lane r = scale g of row r (two 8x8 transposes).
-            let mut lo = [_mm256_setzero_si256(); 8];
-            let mut hi = [_mm256_setzero_si256(); 8];
-            let mut d = [0.0f32; 8];
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    // scales is 16 bytes; unaligned load.
-                    let v = _mm_loadu_si128(b[k].scales.as_ptr() as *const __m128i);
-                    lo[r] = _mm256_cvtepi8_epi32(v);
-                    hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
-                    d[r] = h2f(b[k].d);
-                }
-            }
-            let (lo, hi) = (transpose8(lo), transpose8(hi));
-            let sc: [__m256i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
-            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
-            // The unsigned levels q are `vpdpbusd`'s unsigned operand and the activations its signed
-            // one, as they are; the offset, 32 * sum(a) per 16-element sub-block, comes from the
-            // activations' `bsums` and is the same for every row lane.
-            let mut isum = [_mm256_setzero_si256(); NT];
-            for c in 0..8 {
-                let mut v = [_mm256_setzero_si256(); 8];
-                for r in 0..8 {
-                    if let Some(b) = rows[r] {
-                        v[r] = q6_levels(&b[k], c);
-                    }
-                }
-                let w = transpose8(v);
-                let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
-                // t outer (the tokens' chains are independent), so only `isum` stays live across
-                // tokens; each 16-element half's chain starts from its offset, -32 * its bsum.
-                for t in 0..NT {
-                    let mut p_lo = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c] as i32);
-                    let mut p_hi = _mm256_set1_epi32(-32 * ab[t].bsums[2 * c + 1] as i32);
-                    for j in [0, 2] {
-                        let lo =
-                            [j, j + 1].map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 4 * i)));
-                        let hi = [j, j + 1]
-                            .map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 16 + 4 * i)));
-                        p_lo = I::dpbusd2(p_lo, [w[j], w[j + 1]], lo);
-                        p_hi = I::dpbusd2(p_hi, [w[j + 4], w[j + 5]], hi);
-                    }
-                    let lo = _mm256_mullo_epi32(p_lo, s_lo);
-                    let hi = _mm256_mullo_epi32(p_hi, s_hi);
-                    isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
-                }
-            }
-            // d is 8 readable floats; unaligned load.
-            let dv = _mm256_loadu_ps(d.as_ptr());
-            for t in 0..NT {
-                let da = _mm256_set1_ps(ab[t].d);
-                acc[t] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
-            }
-        }
-        store_rows(&acc, out);
-    }
 }
 
 /// Q6_K rows on AVX2 against `NT` tokens (with one, the one-row dot `dot_q6_k`): per super-block

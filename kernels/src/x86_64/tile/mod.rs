@@ -2,8 +2,9 @@
 //! registers (`vnni`), with AVX-VNNI's VEX-encoded `vpdpbusd` (`avxvnni`: the same instruction for
 //! laptops without AVX-512) and with AVX2 `maddubs` + `madd` (`avx2`), for the
 //! 32-element formats Q4_0, Q5_0, Q8_0 (x Q8_0) and Q4_1, Q5_1 (x Q8_1), and for the k-quants
-//! Q4_K, Q5_K, Q6_K (x Q8_K: per 32-element sub-block the same scheme, the exact sub-block sums
-//! then multiplied by the per-row sub-block scales with `vpmulld`, mins from the `bsums`).
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (x Q8_K: per 32-element sub-block, or pair of 16-element groups,
+//! the same scheme, the exact sums then multiplied by the per-row scales with `vpmulld` or, where
+//! two sums fit i16, one `vpdpwssd`; offsets and mins from the activations' `bsums`).
 //!
 //! For a group of 8 weight rows and one block of 32 elements, each row's block is unpacked once to
 //! 32 signed bytes and the 8x8 grid of 4-byte groups is transposed, so that lane r of `w[j]` holds
@@ -260,6 +261,157 @@ impl<W: KBlock> KTile for W {
     ) {
         // SAFETY: forwarded from the caller.
         unsafe { group_k::<I, W, NT>(rows, acts, nb, out) }
+    }
+}
+
+/// A k-quant of 16 groups of 16 elements per super-block (Q6_K, Q3_K, Q2_K) as the tile reads
+/// it: element i of group g is `d * scale_g * (u_i - OFFSET) - dmin * min_g`, with unsigned
+/// stored levels u (at most 63). [`k16_tile!`] makes it a [`KTile`] with [`group_k16`].
+pub(in crate::x86_64) trait K16Block: Block {
+    const TYPE: GgmlType;
+    /// What the stored levels are offset by (32 for Q6_K, 4 for Q3_K, 0 for Q2_K).
+    const OFFSET: i32;
+    /// The format has per-group mins (Q2_K).
+    const HAS_MIN: bool;
+    /// Every group's sum of (u - OFFSET) x activation fits an i16 (|q| <= 4: 16 * 4 * 128 =
+    /// 8192), so two groups' sums go to their scales in one `vpdpwssd` (as in [`group_k`]).
+    const SUMS_FIT_I16: bool;
+    // Each method's safety condition: the CPU has AVX2, F16C and FMA (every caller is compiled
+    // for them).
+    /// The 16 group scales as signed bytes.
+    unsafe fn scales(&self) -> __m128i;
+    /// The 16 group mins as bytes (0..16; zero without mins).
+    unsafe fn mins(&self) -> __m128i;
+    /// (d, dmin) as f32 (dmin 0 without mins).
+    unsafe fn d(&self) -> (f32, f32);
+    /// The 32 unsigned levels of elements 32c..32c + 32 (groups 2c and 2c + 1), c < 8.
+    unsafe fn levels(&self, c: usize) -> __m256i;
+}
+
+/// `impl KTile for $b` by [`group_k16`] (a [`K16Block`]).
+macro_rules! k16_tile {
+    ($b:ty) => {
+        impl $crate::x86_64::tile::KTile for $b {
+            const TYPE: $crate::types::GgmlType = <$b as $crate::x86_64::tile::K16Block>::TYPE;
+            #[inline(always)]
+            unsafe fn group<I: $crate::x86_64::tile::Isa, const NT: usize>(
+                rows: [Option<&[$b]>; 8],
+                acts: [&[$crate::blocks::BlockQ8_K]; NT],
+                nb: usize,
+                out: $crate::views::RowsMut<f32>,
+            ) {
+                // SAFETY: forwarded from the caller.
+                unsafe { $crate::x86_64::tile::group_k16::<I, $b, NT>(rows, acts, nb, out) }
+            }
+        }
+    };
+}
+pub(in crate::x86_64) use k16_tile;
+
+/// 8 rows x NT tokens of a [`K16Block`] . Q8_K over all super-blocks.
+///
+/// # Safety
+/// The caller runs this inside an entry point compiled with `I`'s features.
+#[inline(always)]
+pub(in crate::x86_64) unsafe fn group_k16<I: Isa, W: K16Block, const NT: usize>(
+    rows: [Option<&[W]>; 8],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: RowsMut<f32>,
+) {
+    // SAFETY: the caller runs this inside an entry point compiled with `I`'s features
+    // (see `Isa`); every memory access below is bounds-checked or an unaligned load or
+    // store of a local array of the size named beside it.
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); NT];
+        for k in 0..nb {
+            // Per-row scales as lanes: sc[g] lane r = scale g of row r (two 8x8 transposes);
+            // with mins, mn[i] lane r = row r's mins (2i, 2i + 1) as an i16 pair.
+            let mut lo = [_mm256_setzero_si256(); 8];
+            let mut hi = [_mm256_setzero_si256(); 8];
+            let mut mn = [_mm256_setzero_si256(); 8];
+            let mut d = [0.0f32; 8];
+            let mut dmin = [0.0f32; 8];
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(b) = row {
+                    let v = b[k].scales();
+                    lo[r] = _mm256_cvtepi8_epi32(v);
+                    hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
+                    if W::HAS_MIN {
+                        mn[r] = _mm256_cvtepu8_epi16(b[k].mins());
+                    }
+                    (d[r], dmin[r]) = b[k].d();
+                }
+            }
+            let (lo, hi) = (transpose8(lo), transpose8(hi));
+            let mn = if W::HAS_MIN { transpose8(mn) } else { mn };
+            let sc: [__m256i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
+            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+            // The unsigned levels u are `vpdpbusd`'s unsigned operand and the activations its
+            // signed one, as they are; the offset, OFFSET * sum(a) per 16-element group, comes
+            // from the activations' `bsums` and is the same for every row lane.
+            let mut isum = [_mm256_setzero_si256(); NT];
+            for c in 0..8 {
+                let mut v = [_mm256_setzero_si256(); 8];
+                for r in 0..8 {
+                    if let Some(b) = rows[r] {
+                        v[r] = b[k].levels(c);
+                    }
+                }
+                let w = transpose8(v);
+                let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
+                // The scales as i16 pairs (s_lo, s_hi) per row lane (|scale| <= 32).
+                let s2 = _mm256_blend_epi16::<0xAA>(s_lo, _mm256_slli_epi32::<16>(s_hi));
+                // t outer (the tokens' chains are independent), so only `isum` stays live across
+                // tokens; each 16-element half's chain starts from its offset, -OFFSET * its bsum.
+                for t in 0..NT {
+                    let mut p_lo = _mm256_set1_epi32(-W::OFFSET * ab[t].bsums[2 * c] as i32);
+                    let mut p_hi = _mm256_set1_epi32(-W::OFFSET * ab[t].bsums[2 * c + 1] as i32);
+                    for j in [0, 2] {
+                        let lo =
+                            [j, j + 1].map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 4 * i)));
+                        let hi = [j, j + 1]
+                            .map(|i| _mm256_set1_epi32(act4(&ab[t].qs, 32 * c + 16 + 4 * i)));
+                        p_lo = I::dpbusd2(p_lo, [w[j], w[j + 1]], lo);
+                        p_hi = I::dpbusd2(p_hi, [w[j + 4], w[j + 5]], hi);
+                    }
+                    if W::SUMS_FIT_I16 && !I::WIDE_BY_I16 {
+                        // The two sums as the low and high i16 of a dword, against the scale
+                        // pair: isum += p_lo * s_lo + p_hi * s_hi, exactly.
+                        let pk = _mm256_blend_epi16::<0xAA>(p_lo, _mm256_slli_epi32::<16>(p_hi));
+                        isum[t] = I::dpwssd(isum[t], pk, s2);
+                    } else {
+                        let lo = _mm256_mullo_epi32(p_lo, s_lo);
+                        let hi = _mm256_mullo_epi32(p_hi, s_hi);
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(lo, hi));
+                    }
+                }
+            }
+            // d and dmin are 8 readable floats; unaligned loads.
+            let dv = _mm256_loadu_ps(d.as_ptr());
+            let dminv = _mm256_loadu_ps(dmin.as_ptr());
+            for t in 0..NT {
+                let da = _mm256_set1_ps(ab[t].d);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dv, da), acc[t]);
+                if W::HAS_MIN {
+                    // sum_g min_g * bsum_g, the bsums as i16 pairs (|bsum| <= 16 * 128).
+                    let mut msum = _mm256_setzero_si256();
+                    for (i, m) in mn.iter().enumerate() {
+                        let pair = i32::from_le_bytes(std::array::from_fn(|j| {
+                            ab[t].bsums[2 * i + j / 2].to_le_bytes()[j % 2]
+                        }));
+                        msum = I::dpwssd(msum, *m, _mm256_set1_epi32(pair));
+                    }
+                    acc[t] = _mm256_fnmadd_ps(
+                        _mm256_cvtepi32_ps(msum),
+                        _mm256_mul_ps(dminv, da),
+                        acc[t],
+                    );
+                }
+            }
+        }
+        store_rows(&acc, out);
     }
 }
 

@@ -3,7 +3,8 @@
 use super::super::test_util::{close, Lcg};
 use super::*;
 use crate::blocks::{
-    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0,
+    BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K,
+    BlockQ6_K, BlockQ8_0,
 };
 use crate::dispatch::scalar_kernels;
 
@@ -148,6 +149,16 @@ fn q6_k_tile_matches_scalar() {
 }
 
 #[test]
+fn q3_k_tile_matches_scalar() {
+    check_sets!(GgmlType::Q3_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ3_K>);
+}
+
+#[test]
+fn q2_k_tile_matches_scalar() {
+    check_sets!(GgmlType::Q2_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ2_K>);
+}
+
+#[test]
 fn q5_1_tile_matches_scalar() {
     check_sets!(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile::<BlockQ5_1>);
 }
@@ -206,5 +217,73 @@ fn q4_k_tile_extreme_half_sums() {
             "{set}: tile {} scalar {want}",
             out[0]
         );
+    }
+}
+
+/// The Q3_K and Q2_K tiles at their sums' extremes: every level at its most negative (Q3_K: -4,
+/// scales -32) or largest (Q2_K: 3, scales and mins 15), every activation -128. Each group's
+/// sum is then 8192 (Q3_K) or -6144 (Q2_K) in magnitude, what the `vpdpwssd` form packs into an
+/// i16. The tiles equal the scalar dot on every set.
+#[test]
+fn q3_k_q2_k_tiles_extreme_sums() {
+    let q3 = BlockQ3_K {
+        hmask: [0; 32],
+        qs: [0; 64],
+        scales: [0; 12],
+        d: half::f16::from_f32(0.5),
+    };
+    let q2 = BlockQ2_K {
+        scales: [0xFF; 16],
+        qs: [0xFF; 64],
+        d: half::f16::from_f32(0.5),
+        dmin: half::f16::from_f32(0.25),
+    };
+    let a_block = BlockQ8_K {
+        d: 0.25,
+        qs: [-128; 256],
+        bsums: [-128 * 16; 16],
+    };
+    let n = 512;
+    let rep = |b: &[u8]| -> Vec<u8> { (0..n / 256).flat_map(|_| b.to_vec()).collect() };
+    let a = rep(crate::blocks::as_bytes(std::slice::from_ref(&a_block)));
+    let cases: [(GgmlType, Vec<u8>, [crate::dispatch::GemmTileFn; 3]); 2] = [
+        (
+            GgmlType::Q3_K,
+            rep(crate::blocks::as_bytes(std::slice::from_ref(&q3))),
+            [
+                vnni::gemm_tile_k::<BlockQ3_K>,
+                avxvnni::gemm_tile_k::<BlockQ3_K>,
+                avx2::gemm_tile_k::<BlockQ3_K>,
+            ],
+        ),
+        (
+            GgmlType::Q2_K,
+            rep(crate::blocks::as_bytes(std::slice::from_ref(&q2))),
+            [
+                vnni::gemm_tile_k::<BlockQ2_K>,
+                avxvnni::gemm_tile_k::<BlockQ2_K>,
+                avx2::gemm_tile_k::<BlockQ2_K>,
+            ],
+        ),
+    ];
+    let has = [
+        super::super::has_avx512vnni(),
+        super::super::has_avxvnni(),
+        super::super::has_avx2(),
+    ];
+    for (ty, w, fs) in cases {
+        let want = scalar_kernels().get(ty).unwrap().vec_dot.unwrap()(n, &w, &a);
+        for (f, has) in fs.into_iter().zip(has) {
+            if !has {
+                continue;
+            }
+            let mut out = [f32::NAN; 1];
+            f(n, Rows::one(&w), Rows::one(&a), RowsMut::one(&mut out));
+            assert!(
+                close(out[0], want, 1e-4 * n as f32),
+                "{ty}: tile {} scalar {want}",
+                out[0]
+            );
+        }
     }
 }
