@@ -1,6 +1,6 @@
 //! Prefill tiles (`GemmTileFn`) with `smmla` (the i8mm extension: Apple M2 and later, Graviton 3,
 //! Cortex-A710/X2 and later) for the formats `tile.rs` covers with `sdot`: Q4_0, Q5_0 and Q8_0 x
-//! Q8_0, Q4_1 and Q5_1 x Q8_1, Q4_K, Q5_K and Q6_K x Q8_K. Installed only when the CPU has i8mm and
+//! Q8_0, Q4_1 and Q5_1 x Q8_1, Q2_K .. Q6_K x Q8_K. Installed only when the CPU has i8mm and
 //! dotprod; they then replace the `sdot` tiles.
 //!
 //! `smmla acc, w, a` treats `w` and `a` as 2x8 matrices of signed bytes (two rows of 8) and adds
@@ -21,12 +21,12 @@ use std::arch::asm;
 
 use super::simd::f16_to_f32;
 use super::tile::{
-    drive, k4_header, k4_levels, per_row, q6_header, q6_levels, tile_fn, unpack, unpack_min,
-    K4Block, K4Header, Q6Block, Unpacked,
+    drive, k16_header, k4_header, k4_levels, per_row, tile_fn, unpack, unpack_min, K16Block,
+    K16Header, K4Block, K4Header, Unpacked,
 };
 use crate::blocks::{
-    cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
-    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    cast_blocks, ActBlock32, Block, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -258,12 +258,13 @@ fn group_k4<const NT: usize, W: K4Block>(
     store_pairs(&acc, out);
 }
 
-/// 4 rows x NT tokens of Q6_K . Q8_K over all super-blocks, as the `sdot` tile's `group_q6`: the
-/// signed levels `q - 32`, each 16-element sub-block's exact sum (chunks 0-1 and 2-3 of a
-/// 32-element chunk) times its row's scale in i32 lanes.
+/// 4 rows x NT tokens of a [`K16Block`] (Q6_K, Q3_K, Q2_K) . Q8_K over all super-blocks, as the
+/// `sdot` tile's `group_k16`: the signed levels, each 16-element group's exact sum (chunks 0-1
+/// and 2-3 of a 32-element chunk) times its row's scale in i32 lanes, the mins times the tokens'
+/// group sums.
 #[inline]
 #[target_feature(enable = "neon,i8mm")]
-fn group_q6<const NT: usize, W: Q6Block>(
+fn group_k16<const NT: usize, W: K16Block>(
     rows: [Option<&[W]>; 4],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
@@ -272,10 +273,11 @@ fn group_q6<const NT: usize, W: Q6Block>(
     let np = NT.div_ceil(2);
     let mut acc = [[vdupq_n_f32(0.0); 2]; NT];
     for k in 0..nb {
-        let (scb, d) = q6_header(&rows, k);
+        let K16Header { scb, mnb, d, dmin } = k16_header(&rows, k);
         let mut isum = [[vdupq_n_s32(0); 2]; NT];
         for c in 0..8 {
-            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| q6_levels(b[k].q6(), c));
+            // SAFETY: this function is compiled with NEON.
+            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| unsafe { b[k].levels(c) });
             let w = [pair_chunks(v[0], v[1]), pair_chunks(v[2], v[3])];
             let s = |r0: usize, j: usize| row_lanes_i32(scb[r0][j].into(), scb[r0 + 1][j].into());
             let s_lo = [s(0, 2 * c), s(2, 2 * c)];
@@ -291,11 +293,22 @@ fn group_q6<const NT: usize, W: Q6Block>(
             }
         }
         let dv = [row_lanes(d[0], d[1]), row_lanes(d[2], d[3])];
+        let dmv = [row_lanes(dmin[0], dmin[1]), row_lanes(dmin[2], dmin[3])];
         for p in 0..np {
             let (t0, t1) = token_pair::<NT>(p);
-            let yd = token_lanes(acts[t0][k].d, acts[t1][k].d);
+            let (y0, y1) = (&acts[t0][k], &acts[t1][k]);
+            let yd = token_lanes(y0.d, y1.d);
             for h in 0..2 {
                 acc[p][h] = vfmaq_f32(acc[p][h], vcvtq_f32_s32(isum[p][h]), vmulq_f32(dv[h], yd));
+                if W::HAS_MIN {
+                    let mut msum = vdupq_n_s32(0);
+                    for g in 0..16 {
+                        let mn = row_lanes_i32(mnb[2 * h][g].into(), mnb[2 * h + 1][g].into());
+                        let bs = token_lanes_i32(y0.bsums[g] as i32, y1.bsums[g] as i32);
+                        msum = vmlaq_s32(msum, mn, bs);
+                    }
+                    acc[p][h] = vfmsq_f32(acc[p][h], vcvtq_f32_s32(msum), vmulq_f32(dmv[h], yd));
+                }
             }
         }
     }
@@ -307,7 +320,11 @@ tile_fn!(/// Q4_K x Q8_K tile (`smmla`).
 tile_fn!(/// Q5_K x Q8_K tile (`smmla`).
     ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
 tile_fn!(/// Q6_K x Q8_K tile (`smmla`).
-    ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
+    ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k16);
+tile_fn!(/// Q3_K x Q8_K tile (`smmla`).
+    ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q3_k, BlockQ3_K, GgmlType::Q3_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k16);
+tile_fn!(/// Q2_K x Q8_K tile (`smmla`).
+    ["neon,dotprod,i8mm", super::has_i8mm] gemm_tile_q2_k, BlockQ2_K, GgmlType::Q2_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k16);
 
 #[cfg(test)]
 mod tests {
@@ -343,7 +360,7 @@ mod tests {
             eprintln!("skipped: no i8mm");
             return;
         }
-        let tiles: [(T, GemmTileFn, GemmTileFn, usize); 8] = [
+        let tiles: [(T, GemmTileFn, GemmTileFn, usize); 10] = [
             (T::Q4_0, super::gemm_tile_q4_0, tile::gemm_tile_q4_0, 96),
             (T::Q4_1, super::gemm_tile_q4_1, tile::gemm_tile_q4_1, 96),
             (T::Q5_0, super::gemm_tile_q5_0, tile::gemm_tile_q5_0, 96),
@@ -352,6 +369,8 @@ mod tests {
             (T::Q4_K, super::gemm_tile_q4_k, tile::gemm_tile_q4_k, 512),
             (T::Q5_K, super::gemm_tile_q5_k, tile::gemm_tile_q5_k, 512),
             (T::Q6_K, super::gemm_tile_q6_k, tile::gemm_tile_q6_k, 512),
+            (T::Q3_K, super::gemm_tile_q3_k, tile::gemm_tile_q3_k, 512),
+            (T::Q2_K, super::gemm_tile_q2_k, tile::gemm_tile_q2_k, 512),
         ];
         let mut rng = Rng(23);
         let nr = 9usize;

@@ -10,7 +10,7 @@
 //!
 //! Files by format: `q4_0.rs` ... `q2_k.rs` ... `q6_k.rs` (vec_dot), `float.rs` (F32/F16/BF16 · f32), `quant.rs`
 //! (activation quantizers Q8_0/Q8_1/Q8_K), `simd.rs` (shared helpers), `tile.rs` (prefill tiles of
-//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K with `sdot`, installed only with dotprod), `mmla.rs` (the
+//! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and Q2_K..Q6_K with `sdot`, installed only with dotprod), `mmla.rs` (the
 //! same tiles with `smmla`, installed only with i8mm).
 
 use crate::blocks::{cast_blocks, Block};

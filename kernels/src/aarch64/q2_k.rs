@@ -113,5 +113,51 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             VecDot(vec_dot_q2_k_q8_k_sdot),
         ),
+        o(
+            T::Q2_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q2_k),
+        ),
+        o(
+            T::Q2_K,
+            T::Q8_K,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q2_k),
+        ),
     ]
 };
+
+/// The tiles' view of Q2_K: levels 0..4 from `qs`, a 4-bit scale (low nibble) and a 4-bit min
+/// (high nibble) per group: `d * scale * q - dmin * min`.
+impl super::tile::K16Block for BlockQ2_K {
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn levels(&self, c: usize) -> [int8x16_t; 2] {
+        // SAFETY: the caller guarantees NEON.
+        unsafe { q2_levels(self, c) }
+    }
+    #[inline(always)]
+    fn header(&self) -> ([i8; 16], [u8; 16], f32, f32) {
+        (
+            self.scales.map(|s| (s & 0x0F) as i8),
+            self.scales.map(|s| s >> 4),
+            self.d.to_f32(),
+            self.dmin.to_f32(),
+        )
+    }
+}
+
+/// Levels (0..4) of elements 32c..32c + 32, c < 8, as two halves: element 128n + 32j + l has bits
+/// 2j..2j + 2 of qs[32n + l].
+#[inline]
+#[target_feature(enable = "neon")]
+fn q2_levels(b: &BlockQ2_K, c: usize) -> [int8x16_t; 2] {
+    let (n, j) = (c / 4, c % 4);
+    let shift = vdupq_n_s8(-2 * j as i8);
+    [0, 16].map(|h| {
+        // SAFETY: qs[32n + h..32n + h + 16] is in bounds (32n + h + 16 <= 64).
+        let q = unsafe { vld1q_u8(b.qs.as_ptr().add(32 * n + h)) };
+        vreinterpretq_s8_u8(vandq_u8(vshlq_u8(q, shift), vdupq_n_u8(3)))
+    })
+}

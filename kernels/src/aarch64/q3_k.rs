@@ -125,5 +125,56 @@ pub(super) const OFFERS: &[Offer] = {
             Backend::NeonDotprod,
             VecDot(vec_dot_q3_k_q8_k_sdot),
         ),
+        o(
+            T::Q3_K,
+            T::Q8_K,
+            Backend::NeonDotprod,
+            Tile(super::tile::gemm_tile_q3_k),
+        ),
+        o(
+            T::Q3_K,
+            T::Q8_K,
+            Backend::NeonI8mm,
+            Tile(super::mmla::gemm_tile_q3_k),
+        ),
     ]
 };
+
+/// The tiles' view of Q3_K: levels u - 4 (two low bits from `qs`, the third from `hmask`),
+/// signed 6-bit group scales.
+impl super::tile::K16Block for BlockQ3_K {
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn levels(&self, c: usize) -> [int8x16_t; 2] {
+        // SAFETY: the caller guarantees NEON.
+        unsafe { q3_levels(self, c) }
+    }
+    #[inline(always)]
+    fn header(&self) -> ([i8; 16], [u8; 16], f32, f32) {
+        let sc = unpack_scales(&self.scales).map(|s| s as i8 - 32);
+        (sc, [0; 16], self.d.to_f32(), 0.0)
+    }
+}
+
+/// Signed levels (-4..4) of elements 32c..32c + 32, c < 8, as two halves: element 128n + 32j + l
+/// has bits 2j..2j + 2 of qs[32n + l] and bit 4n + j of hmask[l].
+#[inline]
+#[target_feature(enable = "neon")]
+fn q3_levels(b: &BlockQ3_K, c: usize) -> [int8x16_t; 2] {
+    let (n, j) = (c / 4, c % 4);
+    let shift = vdupq_n_s8(-2 * j as i8);
+    let bit = vdupq_n_u8(1 << (4 * n + j));
+    [0, 16].map(|h| {
+        // SAFETY: qs[32n + h..32n + h + 16] and hmask[h..h + 16] are in bounds (32n + h + 16 <=
+        // 64, h + 16 <= 32).
+        let (q, m) = unsafe {
+            (
+                vld1q_u8(b.qs.as_ptr().add(32 * n + h)),
+                vld1q_u8(b.hmask.as_ptr().add(h)),
+            )
+        };
+        let lo = vandq_u8(vshlq_u8(q, shift), vdupq_n_u8(3));
+        let hi = vandq_u8(vtstq_u8(m, bit), vdupq_n_u8(4));
+        vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(lo, hi)), vdupq_n_s8(4))
+    })
+}

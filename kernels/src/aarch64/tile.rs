@@ -1,5 +1,5 @@
 //! Prefill tiles (`GemmTileFn`) with `sdot` for Q4_0, Q5_0 and Q8_0 weights x Q8_0 activations,
-//! Q4_1 and Q5_1 x Q8_1, and Q4_K, Q5_K and Q6_K x Q8_K, installed only when the CPU has dotprod (a
+//! Q4_1 and Q5_1 x Q8_1, and Q2_K .. Q6_K x Q8_K, installed only when the CPU has dotprod (a
 //! Raspberry Pi 5's Cortex-A76 and later).
 //!
 //! For a group of 4 weight rows and one block of 32 elements, each row's block is unpacked once to
@@ -21,8 +21,8 @@ use super::pair::{Block32, Block32Min};
 use super::q4_k::scales_mins_k4;
 use super::simd::f16_to_f32;
 use crate::blocks::{
-    cast_blocks, ActBlock32, Block, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1,
-    BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
+    cast_blocks, ActBlock32, Block, BlockQ2_K, BlockQ3_K, BlockQ4_0, BlockQ4_1, BlockQ4_K,
+    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K, QK, QK_K,
 };
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
@@ -449,11 +449,12 @@ pub(super) fn q6_levels(b: &BlockQ6_K, c: usize) -> [int8x16_t; 2] {
     })
 }
 
-/// 4 rows x NT tokens of Q6_K . Q8_K over all super-blocks: the signed levels `q - 32` need no
-/// offset term with `sdot`; each 16-element sub-block's exact sum times its row's scale by lane.
+/// 4 rows x NT tokens of a [`K16Block`] (Q6_K, Q3_K, Q2_K) . Q8_K over all super-blocks: the
+/// signed levels need no offset term with `sdot`; each 16-element group's exact sum times its
+/// row's scale by lane; with mins, the mins times the token's group sums (`bsums`).
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-fn group_q6<const NT: usize, W: Q6Block>(
+fn group_k16<const NT: usize, W: K16Block>(
     rows: [Option<&[W]>; 4],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
@@ -461,10 +462,11 @@ fn group_q6<const NT: usize, W: Q6Block>(
 ) {
     let mut acc = [vdupq_n_f32(0.0); NT];
     for k in 0..nb {
-        let (scb, d) = q6_header(&rows, k);
+        let K16Header { scb, mnb, d, dmin } = k16_header(&rows, k);
         let mut isum = [vdupq_n_s32(0); NT];
         for c in 0..8 {
-            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| q6_levels(b[k].q6(), c));
+            // SAFETY: this function is compiled with NEON.
+            let v = per_row(&rows, [vdupq_n_s8(0); 2], |b| unsafe { b[k].levels(c) });
             let (lo, hi) = (transpose4(v.map(|x| x[0])), transpose4(v.map(|x| x[1])));
             let (s_lo, s_hi) = (lanes(&scb, 2 * c), lanes(&scb, 2 * c + 1));
             for t in 0..NT {
@@ -475,41 +477,70 @@ fn group_q6<const NT: usize, W: Q6Block>(
                 isum[t] = vmlaq_s32(vmlaq_s32(isum[t], s0, s_lo), s1, s_hi);
             }
         }
-        // SAFETY: d is 4 readable f32.
-        let dv = unsafe { vld1q_f32(d.as_ptr()) };
+        // SAFETY: d and dmin are 4 readable f32.
+        let (dv, dmv) = unsafe { (vld1q_f32(d.as_ptr()), vld1q_f32(dmin.as_ptr())) };
         for t in 0..NT {
-            acc[t] = vfmaq_f32(
-                acc[t],
-                vcvtq_f32_s32(isum[t]),
-                vmulq_n_f32(dv, acts[t][k].d),
-            );
+            let y = &acts[t][k];
+            acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(isum[t]), vmulq_n_f32(dv, y.d));
+            if W::HAS_MIN {
+                let mut msum = vdupq_n_s32(0);
+                for g in 0..16 {
+                    msum = vmlaq_n_s32(msum, lanes(&mnb, g), y.bsums[g] as i32);
+                }
+                acc[t] = vfmsq_f32(acc[t], vcvtq_f32_s32(msum), vmulq_n_f32(dmv, y.d));
+            }
         }
     }
     store_rows(&acc, out);
 }
 
-/// The Q6_K block (a trait only so that `group_q6` has the `<NT, W>` shape `drive!` calls).
-pub(super) trait Q6Block: Block {
-    fn q6(&self) -> &BlockQ6_K;
+/// A k-quant of 16 groups of 16 elements per super-block (Q6_K, Q3_K, Q2_K) as the tiles read
+/// it: element i of group g is `d * scale_g * q_i - dmin * min_g` with signed levels q
+/// (Q6_K: -32..32, Q3_K: -4..4, Q2_K: 0..4).
+pub(super) trait K16Block: Block {
+    /// The format has per-group mins (Q2_K).
+    const HAS_MIN: bool;
+    /// The signed levels of elements 32c..32c + 32 (groups 2c and 2c + 1) as two halves, c < 8.
+    ///
+    /// # Safety
+    /// The CPU must have NEON (every caller is compiled for it).
+    unsafe fn levels(&self, c: usize) -> [int8x16_t; 2];
+    /// (group scales, group mins (zeros without), d, dmin (0 without)).
+    fn header(&self) -> ([i8; 16], [u8; 16], f32, f32);
 }
 
-impl Q6Block for BlockQ6_K {
+impl K16Block for BlockQ6_K {
+    const HAS_MIN: bool = false;
     #[inline(always)]
-    fn q6(&self) -> &BlockQ6_K {
-        self
+    unsafe fn levels(&self, c: usize) -> [int8x16_t; 2] {
+        // SAFETY: the caller guarantees NEON.
+        unsafe { q6_levels(self, c) }
+    }
+    #[inline(always)]
+    fn header(&self) -> ([i8; 16], [u8; 16], f32, f32) {
+        (self.scales, [0; 16], self.d.to_f32(), 0.0)
     }
 }
 
-/// Super-block `k` of 4 rows: each row's 16 sub-block scales and its `d` (zeros for padding).
+/// Super-block `k` of 4 rows: each row's 16 group scales and mins, its `d` and `dmin` (zeros for
+/// padding).
+pub(super) struct K16Header {
+    pub(super) scb: [[i8; 16]; 4],
+    pub(super) mnb: [[u8; 16]; 4],
+    pub(super) d: [f32; 4],
+    pub(super) dmin: [f32; 4],
+}
+
+/// Super-block `k` of the 4 rows' headers.
 #[inline(always)]
-pub(super) fn q6_header<W: Q6Block>(
-    rows: &[Option<&[W]>; 4],
-    k: usize,
-) -> ([[i8; 16]; 4], [f32; 4]) {
-    let h = per_row(rows, ([0; 16], 0.0), |b| {
-        (b[k].q6().scales, b[k].q6().d.to_f32())
-    });
-    (h.map(|x| x.0), h.map(|x| x.1))
+pub(super) fn k16_header<W: K16Block>(rows: &[Option<&[W]>; 4], k: usize) -> K16Header {
+    let h = per_row(rows, ([0; 16], [0; 16], 0.0, 0.0), |b| b[k].header());
+    K16Header {
+        scb: h.map(|x| x.0),
+        mnb: h.map(|x| x.1),
+        d: h.map(|x| x.2),
+        dmin: h.map(|x| x.3),
+    }
 }
 
 tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
@@ -517,7 +548,11 @@ tile_fn!(/// Q4_K x Q8_K tile (`sdot`).
 tile_fn!(/// Q5_K x Q8_K tile (`sdot`).
     ["neon,dotprod", super::has_dotprod] gemm_tile_q5_k, BlockQ5_K, GgmlType::Q5_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k4);
 tile_fn!(/// Q6_K x Q8_K tile (`sdot`).
-    ["neon,dotprod", super::has_dotprod] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_q6);
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q6_k, BlockQ6_K, GgmlType::Q6_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k16);
+tile_fn!(/// Q3_K x Q8_K tile (`sdot`).
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q3_k, BlockQ3_K, GgmlType::Q3_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k16);
+tile_fn!(/// Q2_K x Q8_K tile (`sdot`).
+    ["neon,dotprod", super::has_dotprod] gemm_tile_q2_k, BlockQ2_K, GgmlType::Q2_K, BlockQ8_K, GgmlType::Q8_K, QK_K, group_k16);
 
 #[cfg(test)]
 mod tests {
@@ -546,6 +581,8 @@ mod tests {
             T::Q4_K => super::gemm_tile_q4_k,
             T::Q5_K => super::gemm_tile_q5_k,
             T::Q6_K => super::gemm_tile_q6_k,
+            T::Q3_K => super::gemm_tile_q3_k,
+            T::Q2_K => super::gemm_tile_q2_k,
             _ => unreachable!("{ty} has no sdot tile"),
         };
         tile(
@@ -621,7 +658,7 @@ mod tests {
         }
         let mut rng = Rng(5);
         let (nr, nt, n) = (6usize, 11usize, 512usize);
-        for ty in [T::Q4_K, T::Q5_K, T::Q6_K] {
+        for ty in [T::Q2_K, T::Q3_K, T::Q4_K, T::Q5_K, T::Q6_K] {
             let w = quantized(ty, n, nr, 1.0, &mut rng);
             let a = quantized(T::Q8_K, n, nt, 3.0, &mut rng);
             check_tile(ty, n, &w, nr, &a, nt);
