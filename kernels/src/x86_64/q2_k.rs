@@ -3,13 +3,15 @@
 use std::arch::x86_64::*;
 
 use super::block32::vec_dot_entry;
+use super::gemv::k16::{k16_gemv_entries, LowBitK16};
 use super::prefetch::prefetch_lines;
 use super::superblock::pair_scales;
 use super::tile::{self, k16_tile, K16Block};
 use super::{debug_assert_avx2, h2f, hsum_ps, load32, load32i, AVX2, AVXVNNI, VNNI};
-use crate::blocks::{BlockQ2_K, BlockQ8_K};
+use crate::blocks::{cast_blocks, BlockQ2_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
 /// Q2_K's kernels.
 pub(super) const OFFERS: &[Offer] = {
@@ -24,6 +26,8 @@ pub(super) const OFFERS: &[Offer] = {
             AVXVNNI,
             K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ2_K>),
         ),
+        offer(T, A, VNNI, K::Gemv(gemv_q2_k_q8_k)),
+        offer(T, A, VNNI, K::GemvMulti(gemv_multi_q2_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ2_K>)),
     ]
 };
@@ -112,3 +116,33 @@ impl K16Block for BlockQ2_K {
 }
 
 k16_tile!(BlockQ2_K);
+
+impl LowBitK16 for BlockQ2_K {
+    const OFFSET_LOG2: Option<u32> = None;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn scales16(&self) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm256_cvtepu8_epi16(K16Block::scales(self)) }
+    }
+    #[inline(always)]
+    unsafe fn mins16(&self) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm256_cvtepu8_epi16(K16Block::mins(self)) }
+    }
+    #[inline(always)]
+    unsafe fn dd(&self) -> (f32, f32) {
+        // SAFETY: the caller guarantees F16C.
+        unsafe { K16Block::d(self) }
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 64] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn hmask(&self) -> Option<&[u8; 32]> {
+        None
+    }
+}
+
+k16_gemv_entries!(BlockQ2_K, gemv_q2_k_q8_k, gemv_multi_q2_k_q8_k);

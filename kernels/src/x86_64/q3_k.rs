@@ -3,13 +3,15 @@
 use std::arch::x86_64::*;
 
 use super::block32::vec_dot_entry;
+use super::gemv::k16::{k16_gemv_entries, LowBitK16};
 use super::prefetch::prefetch_lines;
 use super::superblock::pair_scales;
 use super::tile::{self, k16_tile, K16Block};
 use super::{debug_assert_avx2, h2f, hsum_ps, load32, load32i, AVX2, AVXVNNI, VNNI};
-use crate::blocks::{BlockQ3_K, BlockQ8_K};
+use crate::blocks::{cast_blocks, BlockQ3_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
 /// Q3_K's kernels.
 pub(super) const OFFERS: &[Offer] = {
@@ -24,6 +26,8 @@ pub(super) const OFFERS: &[Offer] = {
             AVXVNNI,
             K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ3_K>),
         ),
+        offer(T, A, VNNI, K::Gemv(gemv_q3_k_q8_k)),
+        offer(T, A, VNNI, K::GemvMulti(gemv_multi_q3_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ3_K>)),
     ]
 };
@@ -141,3 +145,33 @@ impl K16Block for BlockQ3_K {
 }
 
 k16_tile!(BlockQ3_K);
+
+impl LowBitK16 for BlockQ3_K {
+    const OFFSET_LOG2: Option<u32> = Some(2);
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn scales16(&self) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm256_cvtepi8_epi16(K16Block::scales(self)) }
+    }
+    #[inline(always)]
+    unsafe fn mins16(&self) -> __m256i {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    unsafe fn dd(&self) -> (f32, f32) {
+        // SAFETY: the caller guarantees F16C.
+        (unsafe { h2f(self.d) }, 0.0)
+    }
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 64] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn hmask(&self) -> Option<&[u8; 32]> {
+        Some(&self.hmask)
+    }
+}
+
+k16_gemv_entries!(BlockQ3_K, gemv_q3_k_q8_k, gemv_multi_q3_k_q8_k);

@@ -3,7 +3,7 @@
 //! row out once per call in the order its weight levels come out of the loads:
 //! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step (`quads`);
 //!   Q8_0 x Q8_0 two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`,
-//!   `packssdw` and one `vpdpwssd` per register pair.
+//!   `packssdw` and one `vpdpwssd` per register pair, and Q3_K and Q2_K the same way (`k16`).
 //! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`pairs`), Q4_K x Q8_K, Q8_0 x
 //!   Q8_0 (both sides widened to i16: exact for every byte) and Q6_K x Q8_K (the one-row kernel's
 //!   arithmetic).
@@ -44,6 +44,7 @@ use crate::blocks::{cast_blocks, Block};
 use crate::dispatch::{VecDotFn, GEMV_MULTI_MAX};
 use crate::views::{Rows, RowsMut};
 
+pub(super) mod k16;
 pub(super) mod pairs;
 pub(super) mod quads;
 
