@@ -2,12 +2,9 @@
 
 use std::arch::x86_64::*;
 
-use super::block32::vec_dot_entry;
-use super::gemv::k16::{k16_gemv_entries, LowBitK16};
-use super::prefetch::prefetch_lines;
-use super::superblock::pair_scales;
+use super::gemv::k16::{k16_avx2_entries, k16_gemv_entries, LowBitK16};
 use super::tile::{self, k16_tile, K16Block};
-use super::{debug_assert_avx2, h2f, hsum_ps, load32, load32i, AVX2, AVXVNNI, VNNI};
+use super::{h2f, load32, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{cast_blocks, BlockQ3_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
@@ -19,6 +16,8 @@ pub(super) const OFFERS: &[Offer] = {
     const A: GgmlType = GgmlType::Q8_K;
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q3_k_q8_k)),
+        offer(T, A, AVX2, K::Gemv(gemv_q3_k_q8_k_avx2)),
+        offer(T, A, AVX2, K::GemvMulti(gemv_multi_q3_k_q8_k_avx2)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ3_K>)),
         offer(
             T,
@@ -49,50 +48,12 @@ pub(super) fn q3_scales(s: &[u8; 12]) -> [u32; 4] {
     ]
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q3_k(w: &[BlockQ3_K], a: &[BlockQ8_K]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let m3 = _mm256_set1_epi8(3);
-    let four = _mm256_set1_epi8(4);
-    for (x, y) in w.iter().zip(a) {
-        prefetch_lines::<1, _>(x);
-        // Signed 6-bit scales (sc - 32) as bytes.
-        let u = q3_scales(&x.scales);
-        let sc8 = _mm_sub_epi8(
-            _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32),
-            _mm_set1_epi8(32),
-        );
-        // SAFETY: bsums is 16 i16 = 32 readable bytes; unaligned load.
-        let bs = unsafe { _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i) };
-        // Levels are stored as u = q + 4 in 0..8; the offset 4 * sum_g sc_g * bsum_g comes off.
-        let off = _mm256_slli_epi32::<2>(_mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), bs));
-        let hb = load32(&x.hmask);
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), off);
-        for n in 0..2 {
-            let bits = load32(x.qs[32 * n..32 * n + 32].try_into().expect("32 bytes"));
-            for j in 0..4 {
-                let lo =
-                    _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * j as i32)), m3);
-                let hm = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
-                let hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, hm), hm), four);
-                let q = _mm256_or_si256(lo, hi);
-                let o = 128 * n + 32 * j;
-                let av = load32i(y.qs[o..o + 32].try_into().expect("32 bytes"));
-                let sc = pair_scales(sc8, 8 * n + 2 * j);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, _mm256_maddubs_epi16(q, av)));
-            }
-        }
-        acc = _mm256_fmadd_ps(
-            _mm256_set1_ps(h2f(x.d) * y.d),
-            _mm256_cvtepi32_ps(sumi),
-            acc,
-        );
-    }
-    hsum_ps(acc)
-}
-
-vec_dot_entry!(/// Q3_K weights . Q8_K activations.
-    vec_dot_q3_k_q8_k, dot_q3_k, BlockQ3_K, BlockQ8_K, debug_assert_avx2);
+k16_avx2_entries!(
+    BlockQ3_K,
+    vec_dot_q3_k_q8_k,
+    gemv_q3_k_q8_k_avx2,
+    gemv_multi_q3_k_q8_k_avx2
+);
 
 /// The tiles' view of Q3_K: levels stored as u = q + 4 (0..8: two low bits from `qs`, the third
 /// from `hmask`), signed 6-bit group scales (stored + 32).
@@ -147,23 +108,6 @@ impl K16Block for BlockQ3_K {
 k16_tile!(BlockQ3_K);
 
 impl LowBitK16 for BlockQ3_K {
-    const OFFSET_LOG2: Option<u32> = Some(2);
-    const HAS_MIN: bool = false;
-    #[inline(always)]
-    unsafe fn scales16(&self) -> __m256i {
-        // SAFETY: the caller guarantees AVX2.
-        unsafe { _mm256_cvtepi8_epi16(K16Block::scales(self)) }
-    }
-    #[inline(always)]
-    unsafe fn mins16(&self) -> __m256i {
-        // SAFETY: the caller guarantees AVX2.
-        unsafe { _mm256_setzero_si256() }
-    }
-    #[inline(always)]
-    unsafe fn dd(&self) -> (f32, f32) {
-        // SAFETY: the caller guarantees F16C.
-        (unsafe { h2f(self.d) }, 0.0)
-    }
     #[inline(always)]
     fn qs(&self) -> &[u8; 64] {
         &self.qs

@@ -13,26 +13,28 @@
 use std::arch::x86_64::*;
 
 use super::super::prefetch::{gemv_streams_prefetch, prefetch_lines};
-use crate::blocks::{Block, BlockQ8_K};
+use super::super::superblock::pair_scales;
+use super::super::tile::K16Block;
+use crate::blocks::BlockQ8_K;
 
-/// A Q3_K/Q2_K super-block as the mat-vec reads it.
-pub(in crate::x86_64) trait LowBitK16: Block {
-    /// log2 of the offset the stored levels carry (Q3_K: 2, levels stored as q + 4), if any.
-    const OFFSET_LOG2: Option<u32>;
-    /// The format has per-group mins (Q2_K).
-    const HAS_MIN: bool;
-    // Each method's safety condition: the CPU has AVX2, F16C and FMA (every caller is compiled
-    // for them).
-    /// The 16 group scales as i16.
-    unsafe fn scales16(&self) -> __m256i;
-    /// The 16 group mins as i16 (zeros without).
-    unsafe fn mins16(&self) -> __m256i;
-    /// (d, dmin) (dmin 0 without mins).
-    unsafe fn dd(&self) -> (f32, f32);
+/// A Q3_K/Q2_K super-block as the mat-vecs read it: the tiles' view ([`K16Block`]: scales, mins,
+/// d, offset) plus its level bytes.
+pub(in crate::x86_64) trait LowBitK16: K16Block {
     /// The two-bit level bytes.
     fn qs(&self) -> &[u8; 64];
     /// The third level bit (Q3_K).
     fn hmask(&self) -> Option<&[u8; 32]>;
+}
+
+/// `madd(maddubs(..), ..)` of the offset: OFFSET * sum_g scale_g * bsum_g per i32 lane of the
+/// 16 scales `sc` (i16) against the `bsums` (OFFSET is 0 or a power of two).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn offset_terms<W: K16Block>(sc: __m256i, bsums: &[i16; 16]) -> __m256i {
+    // SAFETY: `bsums` is 16 i16 = 32 bytes; unaligned load.
+    let bs = unsafe { _mm256_loadu_si256(bsums.as_ptr() as *const __m256i) };
+    let shift = _mm_cvtsi32_si128(W::OFFSET.trailing_zeros() as i32);
+    _mm256_sll_epi32(_mm256_madd_epi16(sc, bs), shift)
 }
 
 /// Scale words for `packs(lo, hi)` of half n: in 128-bit lane j, words 0..4 are group 8n + j
@@ -92,13 +94,13 @@ pub(in crate::x86_64) fn rows_dot_k16<W: LowBitK16, const NT: usize>(
             prefetch_lines::<2, _>(x);
         }
         // SAFETY: the CPU has AVX2, F16C and FMA (this function is compiled for them).
-        let (sc, (dw, dmin)) = unsafe { (x.scales16(), x.dd()) };
+        let (sc8, (dw, dmin)) = unsafe { (x.scales(), x.d()) };
+        // The scales as i16 (Q3_K's signed, Q2_K's 0..16).
+        let sc = _mm256_cvtepi8_epi16(sc8);
         let mut sum = [_mm512_setzero_si512(); NT];
-        if let Some(s) = W::OFFSET_LOG2 {
+        if W::OFFSET != 0 {
             for t in 0..NT {
-                // SAFETY: `bsums` is 16 i16 = 32 bytes; unaligned load.
-                let bs = unsafe { _mm256_loadu_si256(a[t][b].bsums.as_ptr() as *const __m256i) };
-                let off = _mm256_sll_epi32(_mm256_madd_epi16(sc, bs), _mm_cvtsi32_si128(s as i32));
+                let off = offset_terms::<W>(sc, &a[t][b].bsums);
                 sum[t] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(off));
             }
         }
@@ -137,8 +139,8 @@ pub(in crate::x86_64) fn rows_dot_k16<W: LowBitK16, const NT: usize>(
             }
         }
         let mn = if W::HAS_MIN {
-            // SAFETY: as for `scales16`.
-            unsafe { x.mins16() }
+            // SAFETY: as for `scales`.
+            _mm256_cvtepu8_epi16(unsafe { x.mins() })
         } else {
             _mm256_setzero_si256()
         };
@@ -209,3 +211,131 @@ macro_rules! k16_gemv_entries {
     };
 }
 pub(in crate::x86_64) use k16_gemv_entries;
+
+/// The AVX2 body of the same formats (and their one-row `vec_dot`): per 32-element chunk j of
+/// half n, the levels (two bits of `qs` shifted by 2j; Q3_K's third bit added as 4 where `hmask`
+/// bit 4n + j is set) made once, then per token `maddubs` against the activations (|pair sum| <=
+/// 2 * 7 * 128) and `madd` with the chunk's two group scales as i16 pairs; the offset and the mins
+/// from the `bsums` as in [`rows_dot_k16`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(in crate::x86_64) fn rows_dot_k16_avx2<W: LowBitK16, const NT: usize>(
+    w: &[W],
+    a: [&[BlockQ8_K]; NT],
+) -> [f32; NT] {
+    assert!(a.iter().all(|a| a.len() == w.len()));
+    let m3 = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    let mut acc = [_mm256_setzero_ps(); NT];
+    for (b, x) in w.iter().enumerate() {
+        prefetch_lines::<2, _>(x);
+        // SAFETY: the CPU has AVX2, F16C and FMA (this function is compiled for them).
+        let (sc8, (dw, dmin)) = unsafe { (x.scales(), x.d()) };
+        let mut sum = [_mm256_setzero_si256(); NT];
+        if W::OFFSET != 0 {
+            let sc = _mm256_cvtepi8_epi16(sc8);
+            for t in 0..NT {
+                let off = offset_terms::<W>(sc, &a[t][b].bsums);
+                sum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), off);
+            }
+        }
+        // SAFETY: `hmask` is 32 bytes; unaligned load.
+        let hm = x
+            .hmask()
+            .map(|h| unsafe { _mm256_loadu_si256(h.as_ptr() as *const __m256i) });
+        for n in 0..2 {
+            // SAFETY: `qs[32n..32n + 32]` is in bounds (n < 2); unaligned load.
+            let q = unsafe { _mm256_loadu_si256(x.qs().as_ptr().add(32 * n) as *const __m256i) };
+            for j in 0..4 {
+                let mut lv =
+                    _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)), m3);
+                if let Some(h) = hm {
+                    let bit = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+                    lv = _mm256_or_si256(lv, _mm256_and_si256(set, four));
+                }
+                // Chunk c = 4n + j's scales: i16 lanes 0..8 group 2c, 8..16 group 2c + 1.
+                let sp = pair_scales(sc8, 2 * (4 * n + j));
+                for t in 0..NT {
+                    // SAFETY: `qs[128n + 32j..128n + 32j + 32]` is in bounds; unaligned load.
+                    let av = unsafe {
+                        _mm256_loadu_si256(
+                            a[t][b].qs.as_ptr().add(128 * n + 32 * j) as *const __m256i
+                        )
+                    };
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(lv, av), sp);
+                    sum[t] = _mm256_add_epi32(sum[t], p);
+                }
+            }
+        }
+        let mn = if W::HAS_MIN {
+            // SAFETY: as for `scales`.
+            _mm256_cvtepu8_epi16(unsafe { x.mins() })
+        } else {
+            _mm256_setzero_si256()
+        };
+        for t in 0..NT {
+            let da = a[t][b].d;
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_set1_ps(dw * da), acc[t]);
+            if W::HAS_MIN {
+                // SAFETY: `bsums` is 16 i16 = 32 bytes; unaligned load.
+                let bs = unsafe { _mm256_loadu_si256(a[t][b].bsums.as_ptr() as *const __m256i) };
+                let m = _mm256_madd_epi16(mn, bs);
+                acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(dmin * da), acc[t]);
+            }
+        }
+    }
+    acc.map(|v| crate::x86_64::hsum_ps(v))
+}
+
+/// The AVX2 `VecDotFn` `$dot`, `GemvFn` `$gemv` and `GemvMultiFn` `$multi` of the [`LowBitK16`]
+/// format `$b` by [`rows_dot_k16_avx2`] (the one-row dot is the mat-vec's bits).
+macro_rules! k16_avx2_entries {
+    ($b:ty, $dot:ident, $gemv:ident, $multi:ident) => {
+        /// One `$b` row . Q8_K (AVX2).
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn one_row_avx2(w: &[$b], a: &[BlockQ8_K]) -> f32 {
+            $crate::x86_64::gemv::k16::rows_dot_k16_avx2::<$b, 1>(w, [a])[0]
+        }
+        $crate::x86_64::block32::vec_dot_entry!(/// `$b` weights . Q8_K activations (AVX2).
+            $dot, one_row_avx2, $b, BlockQ8_K, $crate::x86_64::debug_assert_avx2);
+
+        /// The rows of `w` against `NT` tokens (AVX2).
+        #[target_feature(enable = "avx2,fma,f16c")]
+        fn run_avx2<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
+            for r in 0..w.n() {
+                $crate::x86_64::gemv::store_row(
+                    out,
+                    r,
+                    $crate::x86_64::gemv::k16::rows_dot_k16_avx2::<$b, NT>(cast_blocks(w.row(r)), a),
+                );
+            }
+        }
+
+        /// `$b` weights x Q8_K activations (`GemvFn`), AVX2.
+        fn $gemv(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+            let out = $crate::x86_64::gemv::check::<$b, BlockQ8_K>(n, &w, a, out);
+            $crate::x86_64::debug_assert_avx2();
+            let a = cast_blocks::<BlockQ8_K>(a);
+            // SAFETY: reachable only through the kernel table, filled with this kernel only after
+            // detecting AVX2, FMA and F16C; lengths checked above.
+            unsafe { run_avx2::<1>(w, [a], &mut RowsMut::one(out)) }
+        }
+
+        /// `$b` weights x up to four tokens' Q8_K activations (`GemvMultiFn`), AVX2: `$gemv`'s
+        /// bits per token, the levels made once.
+        fn $multi(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+            let runs = $crate::x86_64::gemv::multi_runs!(run_avx2, BlockQ8_K);
+            $crate::x86_64::gemv::gemv_multi_with::<$b, BlockQ8_K>(
+                n,
+                w,
+                a,
+                out,
+                $dot,
+                runs,
+                $crate::x86_64::debug_assert_avx2,
+            );
+        }
+    };
+}
+pub(in crate::x86_64) use k16_avx2_entries;
