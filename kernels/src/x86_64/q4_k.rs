@@ -147,9 +147,16 @@ const Q4_K_SCALE_CTL: [[u8; 64]; 2] = [q4_k_scale_ctl(0), q4_k_scale_ctl(4)];
 /// token multiplies by its `d_a` (the tokens of a multi-token call share this part).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q4_k_header_w(x: &BlockQ4_K) -> (__m128i, __m128) {
-    // SAFETY: `scales` starts 4 bytes into the 144-byte block: 16 readable bytes.
-    let raw = unsafe { _mm_loadu_si128(x.scales.as_ptr() as *const __m128i) };
+fn q4_k_header_w<W: K4Gemv>(x: &W) -> (__m128i, __m128) {
+    let p = x as *const W as *const u8;
+    // SAFETY: `d`, `dmin` are the block's first 4 bytes and `scales` the 12 after them, followed
+    // by at least 16 more (`K4Gemv`): 20 readable bytes; unaligned loads.
+    let (bits, raw) = unsafe {
+        (
+            (p as *const i32).read_unaligned(),
+            _mm_loadu_si128(p.add(4) as *const __m128i),
+        )
+    };
     let p = _mm_shuffle_epi32::<0b10_01_10_00>(raw); // [u0, u2, u1, u2]
     let q = _mm_shuffle_epi32::<0b01_01_00_00>(raw); // [u0, u0, u1, u1]
     let r = _mm_and_si128(
@@ -160,8 +167,25 @@ fn q4_k_header_w(x: &BlockQ4_K) -> (__m128i, __m128) {
         _mm_srli_epi32::<2>(q),
         _mm_set_epi32(0x30303030, 0, 0x30303030, 0),
     );
-    let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
     (_mm_or_si128(r, t), _mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+/// A Q4_K-layout super-block as the mat-vecs read it: `d`, `dmin` (f16) and the 12 packed scale
+/// bytes as its first 16 bytes, then at least 16 more; the 128 nibble bytes; Q5_K's fifth bits.
+pub(super) trait K4Gemv: KBlock {
+    fn qs(&self) -> &[u8; 128];
+    fn qh(&self) -> Option<&[u8; 32]>;
+}
+
+impl K4Gemv for BlockQ4_K {
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn qh(&self) -> Option<&[u8; 32]> {
+        None
+    }
 }
 
 /// One Q4_K row: per super-block, four `vpdpbusd` (levels 0..15 x activations, 4 products per
@@ -175,7 +199,7 @@ fn q4_k_header_w(x: &BlockQ4_K) -> (__m128i, __m128) {
 /// arithmetic the same whatever `NT` is.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-fn rows_dot_q4_k<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) -> [f32; NT] {
+fn rows_dot_k4<W: K4Gemv, const NT: usize>(w: &[W], sup: [&[SuperQ4K]; NT]) -> [f32; NT] {
     assert!(sup.iter().all(|s| s.len() == w.len()));
     let m4 = _mm512_set1_epi8(0x0F);
     // SAFETY: each control is 64 readable bytes; unaligned loads.
@@ -196,15 +220,30 @@ fn rows_dot_q4_k<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) -> [f
         let (s01, s23) = (_mm512_shuffle_epi8(sc, c01), _mm512_shuffle_epi8(sc, c23));
         // SAFETY: `qs` is 128 readable bytes; unaligned loads.
         let (q0, q1) = unsafe {
-            let q = x.qs.as_ptr() as *const __m512i;
+            let q = x.qs().as_ptr() as *const __m512i;
             (_mm512_loadu_si512(q), _mm512_loadu_si512(q.add(1)))
         };
-        let l = [
+        let mut l = [
             _mm512_and_si512(q0, m4),
             _mm512_and_si512(_mm512_srli_epi16::<4>(q0), m4),
             _mm512_and_si512(q1, m4),
             _mm512_and_si512(_mm512_srli_epi16::<4>(q1), m4),
         ];
+        if let Some(qh) = x.qh() {
+            // Q5_K: sub-block s takes bit s of qh[l]; l[k] holds sub-blocks (0|2, 1|3, 4|6, 5|7).
+            // SAFETY: `qh` is 32 readable bytes; unaligned load.
+            let h = unsafe {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(qh.as_ptr() as *const __m256i))
+            };
+            let b16 = _mm512_set1_epi8(0x10);
+            for (k, (s0, s1)) in [(0, 2), (1, 3), (4, 6), (5, 7)].into_iter().enumerate() {
+                let bits = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set1_epi8((1u8 << s0) as i8)),
+                    _mm256_set1_epi8((1u8 << s1) as i8),
+                );
+                l[k] = _mm512_mask_add_epi8(l[k], _mm512_test_epi8_mask(h, bits), l[k], b16);
+            }
+        }
         for t in 0..NT {
             let s = &sup[t][b];
             let dd = _mm_mul_ps(wd, _mm_set1_ps(s.d));
@@ -244,13 +283,24 @@ fn rows_dot_q4_k<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) -> [f
 /// Q4_K rows against `NT` tokens (the `GemvFn` body for one, the `GemvMultiFn` body for more).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_q4_k_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
+    run_k4_multi::<BlockQ4_K, NT>(w, a, out)
+}
+
+/// Rows of a [`K4Gemv`] format against `NT` tokens on AVX-512 VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+pub(super) fn run_k4_multi<W: K4Gemv, const NT: usize>(
+    w: Rows<u8>,
+    a: [&[BlockQ8_K]; NT],
+    out: &mut RowsMut<f32>,
+) {
     let mut buf = [[MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER]; NT];
     let mut sup: [&[SuperQ4K]; NT] = [&[]; NT];
     for (t, b) in buf.iter_mut().enumerate() {
         sup[t] = supers_q4_k(a[t], b);
     }
     for r in 0..w.n() {
-        store_row(out, r, rows_dot_q4_k(cast_blocks(w.row(r)), sup));
+        store_row(out, r, rows_dot_k4::<W, NT>(cast_blocks(w.row(r)), sup));
     }
 }
 
@@ -268,7 +318,7 @@ fn run_q4_k(w: Rows<u8>, a: &[BlockQ8_K], out: &mut [f32]) {
 /// arithmetic the same whatever `NT` is.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn rows_dot_q4_k_avx2<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) -> [f32; NT] {
+fn rows_dot_k4_avx2<W: K4Gemv, const NT: usize>(w: &[W], sup: [&[SuperQ4K]; NT]) -> [f32; NT] {
     assert!(sup.iter().all(|s| s.len() == w.len()));
     let m4 = _mm256_set1_epi8(0x0F);
     // Word k of every 128-bit lane <- scale byte k, zero-extended.
@@ -285,11 +335,22 @@ fn rows_dot_q4_k_avx2<const NT: usize>(w: &[BlockQ4_K], sup: [&[SuperQ4K]; NT]) 
         for c in 0..4 {
             let (h, k) = (c / 2, c % 2);
             // SAFETY: `qs[32c..32c + 32]` is in bounds; unaligned load.
-            let q = unsafe { _mm256_loadu_si256(x.qs.as_ptr().add(32 * c) as *const __m256i) };
-            let (ql, qh) = (
+            let q = unsafe { _mm256_loadu_si256(x.qs().as_ptr().add(32 * c) as *const __m256i) };
+            let (mut ql, mut qh) = (
                 _mm256_and_si256(q, m4),
                 _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4),
             );
+            if let Some(hb) = x.qh() {
+                // Q5_K: sub-block 2c takes bit 2c of qh[l], 2c + 1 bit 2c + 1, as 16.
+                let hb = load32(hb);
+                let b16 = _mm256_set1_epi8(0x10);
+                let fifth = |s: usize| {
+                    let m = _mm256_set1_epi8((1u8 << s) as i8);
+                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, m), m), b16)
+                };
+                ql = _mm256_or_si256(ql, fifth(2 * c));
+                qh = _mm256_or_si256(qh, fifth(2 * c + 1));
+            }
             let (sl, sh) = (
                 _mm256_shuffle_epi8(sc, spread[2 * c]),
                 _mm256_shuffle_epi8(sc, spread[2 * c + 1]),
@@ -343,13 +404,28 @@ fn run_q4_k_avx2_multi<const NT: usize>(
     a: [&[BlockQ8_K]; NT],
     out: &mut RowsMut<f32>,
 ) {
+    run_k4_avx2_multi::<BlockQ4_K, NT>(w, a, out)
+}
+
+/// Rows of a [`K4Gemv`] format against `NT` tokens on AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn run_k4_avx2_multi<W: K4Gemv, const NT: usize>(
+    w: Rows<u8>,
+    a: [&[BlockQ8_K]; NT],
+    out: &mut RowsMut<f32>,
+) {
     let mut buf = [[MaybeUninit::<SuperQ4K>::uninit(); MAX_SUPER]; NT];
     let mut sup: [&[SuperQ4K]; NT] = [&[]; NT];
     for (t, b) in buf.iter_mut().enumerate() {
         sup[t] = supers_q4_k(a[t], b);
     }
     for r in 0..w.n() {
-        store_row(out, r, rows_dot_q4_k_avx2(cast_blocks(w.row(r)), sup));
+        store_row(
+            out,
+            r,
+            rows_dot_k4_avx2::<W, NT>(cast_blocks(w.row(r)), sup),
+        );
     }
 }
 

@@ -1,25 +1,30 @@
-//! Q5_K x Q8_K on x86: the one-row dot (AVX2), the super-block's unpacking for the prefill tiles
-//! ([`KBlock`]), and this format's kernels.
+//! Q5_K x Q8_K on x86: the one-row dot (AVX2), the decode mat-vecs (Q4_K's bodies with the fifth
+//! bits, AVX-512 VNNI and AVX2), the super-block's unpacking for the prefill tiles ([`KBlock`]),
+//! and this format's kernels.
 
 use std::arch::x86_64::*;
 
 use super::block32::vec_dot_entry;
+use super::gemv::{check, gemv_multi_with, multi_runs};
 use super::prefetch::prefetch_lines;
-use super::q4_k::k4_levels;
+use super::q4_k::{k4_levels, run_k4_avx2_multi, run_k4_multi, K4Gemv};
 use super::superblock::dot_k4_like;
 use super::tile;
 use super::tile::KBlock;
-use super::{debug_assert_avx2, h2f, hsum_ps, load32, AVX2, AVXVNNI, VNNI};
+use super::{debug_assert_avx2, debug_assert_vnni, h2f, hsum_ps, load32, AVX2, AVXVNNI, VNNI};
 use crate::blocks::{BlockQ5_K, BlockQ8_K};
 use crate::dispatch::{offer, Offer, OfferedKernel as K};
 use crate::types::GgmlType;
+use crate::views::{Rows, RowsMut};
 
-/// Q5_K's kernels, AVX2 first (the AVX-512 VNNI tile replaces the AVX2 one where the CPU has it).
+/// Q5_K's kernels, AVX2 first (AVX-512 VNNI replaces them where the CPU has it).
 pub(super) const OFFERS: &[Offer] = {
     const T: GgmlType = GgmlType::Q5_K;
     const A: GgmlType = GgmlType::Q8_K;
     &[
         offer(T, A, AVX2, K::VecDot(vec_dot_q5_k_q8_k)),
+        offer(T, A, AVX2, K::Gemv(gemv_q5_k_q8_k_avx2)),
+        offer(T, A, AVX2, K::GemvMulti(gemv_multi_q5_k_q8_k_avx2)),
         offer(T, A, AVX2, K::Tile(tile::avx2::gemm_tile_k::<BlockQ5_K>)),
         offer(
             T,
@@ -27,6 +32,8 @@ pub(super) const OFFERS: &[Offer] = {
             AVXVNNI,
             K::Tile(tile::avxvnni::gemm_tile_k::<BlockQ5_K>),
         ),
+        offer(T, A, VNNI, K::Gemv(gemv_q5_k_q8_k)),
+        offer(T, A, VNNI, K::GemvMulti(gemv_multi_q5_k_q8_k)),
         offer(T, A, VNNI, K::Tile(tile::vnni::gemm_tile_k::<BlockQ5_K>)),
     ]
 };
@@ -88,3 +95,80 @@ fn dot_q5_k(w: &[BlockQ5_K], a: &[BlockQ8_K]) -> f32 {
 
 vec_dot_entry!(/// Q5_K weights . Q8_K activations.
     vec_dot_q5_k_q8_k, dot_q5_k, BlockQ5_K, BlockQ8_K, debug_assert_avx2);
+
+impl K4Gemv for BlockQ5_K {
+    #[inline(always)]
+    fn qs(&self) -> &[u8; 128] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn qh(&self) -> Option<&[u8; 32]> {
+        Some(&self.qh)
+    }
+}
+
+/// Q5_K rows against `NT` tokens, AVX-512 VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_q5_k_multi<const NT: usize>(w: Rows<u8>, a: [&[BlockQ8_K]; NT], out: &mut RowsMut<f32>) {
+    run_k4_multi::<BlockQ5_K, NT>(w, a, out)
+}
+
+/// Q5_K rows against `NT` tokens, AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn run_q5_k_avx2_multi<const NT: usize>(
+    w: Rows<u8>,
+    a: [&[BlockQ8_K]; NT],
+    out: &mut RowsMut<f32>,
+) {
+    run_k4_avx2_multi::<BlockQ5_K, NT>(w, a, out)
+}
+
+/// Q5_K weights x Q8_K activations (`GemvFn`), AVX-512 VNNI: Q4_K's body with the fifth bits.
+fn gemv_q5_k_q8_k(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    let one = Rows::new(a, 1, a.len(), a.len());
+    gemv_multi_q5_k_q8_k(
+        n,
+        w,
+        one,
+        RowsMut::one(check::<BlockQ5_K, BlockQ8_K>(n, &w, a, out)),
+    );
+}
+
+/// Q5_K weights x up to four tokens' Q8_K activations (`GemvMultiFn`), AVX-512 VNNI.
+fn gemv_multi_q5_k_q8_k(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q5_k_multi, BlockQ8_K);
+    gemv_multi_with::<BlockQ5_K, BlockQ8_K>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q5_k_q8_k,
+        runs,
+        debug_assert_vnni,
+    );
+}
+
+/// Q5_K weights x Q8_K activations (`GemvFn`), AVX2.
+fn gemv_q5_k_q8_k_avx2(n: usize, w: Rows<u8>, a: &[u8], out: &mut [f32]) {
+    let one = Rows::new(a, 1, a.len(), a.len());
+    gemv_multi_q5_k_q8_k_avx2(
+        n,
+        w,
+        one,
+        RowsMut::one(check::<BlockQ5_K, BlockQ8_K>(n, &w, a, out)),
+    );
+}
+
+/// Q5_K weights x up to four tokens' Q8_K activations (`GemvMultiFn`), AVX2.
+fn gemv_multi_q5_k_q8_k_avx2(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    let runs = multi_runs!(run_q5_k_avx2_multi, BlockQ8_K);
+    gemv_multi_with::<BlockQ5_K, BlockQ8_K>(
+        n,
+        w,
+        a,
+        out,
+        vec_dot_q5_k_q8_k,
+        runs,
+        debug_assert_avx2,
+    );
+}
