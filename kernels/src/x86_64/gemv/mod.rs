@@ -3,10 +3,12 @@
 //! row out once per call in the order its weight levels come out of the loads:
 //! - AVX-512 VNNI: Q4_0, Q5_0 (x Q8_0) and Q4_1 (x Q8_1) four blocks per 512-bit step (`quads`);
 //!   Q8_0 x Q8_0 two blocks per step on 256-bit registers; Q4_K and Q6_K x Q8_K with `vpdpbusd`,
-//!   `packssdw` and one `vpdpwssd` per register pair, and Q3_K and Q2_K the same way (`k16`).
+//!   `packssdw` and one `vpdpwssd` per register pair, Q5_K by Q4_K's body with the fifth bits, Q3_K
+//!   and Q2_K the same way as Q6_K (`k16`).
 //! - AVX2 alone: Q4_0, Q5_0, Q4_1 and Q5_1 two blocks per register (`pairs`), Q4_K x Q8_K, Q8_0 x
 //!   Q8_0 (both sides widened to i16: exact for every byte), Q6_K x Q8_K (the one-row kernel's
-//!   arithmetic) and Q3_K, Q2_K x Q8_K (`k16`, whose one-row `vec_dot` is the mat-vec's bits).
+//!   arithmetic), Q5_K (Q4_K's body with the fifth bits) and Q3_K, Q2_K x Q8_K (`k16`, whose
+//!   one-row `vec_dot` is the mat-vec's bits).
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are used as unsigned levels
 //! (Q4_0: the nibbles 0..15; Q8_0: `w ^ 0x80 = w + 128`) and the offset times the activation sum
