@@ -17,6 +17,9 @@
 //! `128 * sum(w)` is subtracted, computed once per block and row group: every block sum is exact.
 //! The offset activations of a chunk of blocks are made once for up to `MAX_GROUPS` row groups
 //! (a tile of 64 rows), not once per group of 8, which made it a large share of a prefill.
+//! On AVX-512 VNNI the 32-element formats' tiles put two groups of 8 rows side by side in 512-bit
+//! registers (`group512`), so each token's per-block steps serve 16 rows.
+//!
 //! Each output element accumulates its blocks in order in its own lane of its own token
 //! accumulator, so its value does not depend on how rows and tokens are grouped into tiles (hence
 //! not on the thread count either).
@@ -94,17 +97,20 @@ pub(in crate::x86_64) trait Isa {
     /// with such weights (`TileBlock::WIDE`) take [`group_i16`] (i16 `madd`). When false they
     /// are exact for every byte (`vpdpbusd`) and [`group`] serves every format.
     const WIDE_BY_I16: bool;
+    /// The 32-element formats' tiles run on 512-bit registers ([`group512`]): AVX-512 VNNI.
+    const ZMM: bool;
     /// Debug builds: the CPU has this instruction set.
     fn assert_cpu();
 }
 
 /// Implements [`Isa`] for `$I` by the module's `dpbusd`, `dpbusd2` and `dpwssd`.
 macro_rules! impl_isa {
-    ($I:ident, $assert:path, $wide_by_i16:expr) => {
+    ($I:ident, $assert:path, $wide_by_i16:expr, $zmm:expr) => {
         /// The instruction set of this module's tiles.
         pub(in crate::x86_64) struct $I;
         impl Isa for $I {
             const WIDE_BY_I16: bool = $wide_by_i16;
+            const ZMM: bool = $zmm;
             #[inline(always)]
             unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
                 // SAFETY: called only inside entry points compiled with this module's features.
@@ -524,6 +530,120 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
     }
 }
 
+/// [`group`] on 512-bit registers, for the AVX-512 VNNI set: two groups of 8 rows side by side
+/// (row lanes 0..8 and 8..16 of each register), so that each token's per-block steps (the chain
+/// sum, the offset, the conversion, the scale and the FMA) serve 16 rows instead of 8. Every
+/// output element gets the same exact integer sum and the same float steps, in the same order,
+/// as in [`group`]: the results are bit-identical.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI (the `vnni` entry points).
+#[inline(always)]
+unsafe fn group512<W: TileBlock, const NT: usize>(
+    rows: &[Option<&[W]>],
+    acts: [&[W::Act]; NT],
+    nb: usize,
+    mut out: RowsMut<f32>,
+) {
+    // SAFETY: as for `group`, with AVX-512 guaranteed by the caller.
+    unsafe {
+        let x80 = _mm256_set1_epi8(-128);
+        let x80z = _mm512_set1_epi8(-128);
+        let ng = rows.len() / 8;
+        assert!(rows.len() % 8 == 0 && ng <= MAX_GROUPS);
+        let np = ng.div_ceil(2);
+        let mut accs = [[_mm512_setzero_ps(); NT]; MAX_GROUPS / 2];
+        let zero = Unpacked {
+            q: _mm256_setzero_si256(),
+            d: 0.0,
+            m: 0.0,
+        };
+        let mut xq = [[0u32; 8]; KC * MAX_NT];
+        let mut da = [0.0f32; KC * MAX_NT];
+        let mut sa = [0.0f32; KC * MAX_NT];
+        let mut k0 = 0;
+        while k0 < nb {
+            let kn = KC.min(nb - k0);
+            for kk in 0..kn {
+                for t in 0..NT {
+                    let b = &acts[t][k0 + kk];
+                    let v = _mm256_xor_si256(load32i(b.qs()), x80);
+                    // xq[i] is 8 u32 = 32 writable bytes; unaligned store.
+                    _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v);
+                    da[kk * NT + t] = h2f(b.d());
+                    if W::HAS_MIN {
+                        sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
+                    }
+                }
+            }
+            for (p, acc) in accs[..np].iter_mut().enumerate() {
+                for kk in 0..kn {
+                    let k = k0 + kk;
+                    // 16 rows (the second group's absent when ng is odd: zero rows).
+                    let mut u = [zero; 16];
+                    let mut q = [_mm256_setzero_si256(); 16];
+                    for r in 0..16 {
+                        if let Some(Some(b)) = rows.get(16 * p + r) {
+                            u[r] = b[k].unpack();
+                            q[r] = u[r].q;
+                        }
+                    }
+                    let lo = transpose8([q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]]);
+                    let hi = transpose8([q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15]]);
+                    let mut w = [_mm512_setzero_si512(); 8];
+                    for j in 0..8 {
+                        w[j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[j]), hi[j]);
+                    }
+                    let mut c = [_mm512_setzero_si512(); 2];
+                    for (j, wj) in w.iter().enumerate() {
+                        c[j & 1] = _mm512_dpbusd_epi32(c[j & 1], x80z, *wj);
+                    }
+                    let corr = _mm512_add_epi32(c[0], c[1]);
+                    let mut dl = [0.0f32; 16];
+                    let mut ml = [0.0f32; 16];
+                    for r in 0..16 {
+                        dl[r] = u[r].d;
+                        ml[r] = u[r].m;
+                    }
+                    // dl and ml are 16 readable floats; unaligned loads.
+                    let d = _mm512_loadu_ps(dl.as_ptr());
+                    let m = _mm512_loadu_ps(ml.as_ptr());
+                    let xb = &xq[kk * NT..kk * NT + NT];
+                    for t in 0..NT {
+                        let mut s = [_mm512_setzero_si512(); 2];
+                        for j in (0..8).step_by(2) {
+                            let (a0, a1) = (xb[t][j] as i32, xb[t][j + 1] as i32);
+                            let i = (j / 2) & 1;
+                            s[i] = _mm512_dpbusd_epi32(s[i], _mm512_set1_epi32(a0), w[j]);
+                            s[i] = _mm512_dpbusd_epi32(s[i], _mm512_set1_epi32(a1), w[j + 1]);
+                        }
+                        let s = _mm512_add_epi32(s[0], s[1]);
+                        let scale = _mm512_mul_ps(d, _mm512_set1_ps(da[kk * NT + t]));
+                        acc[t] = _mm512_fmadd_ps(
+                            _mm512_cvtepi32_ps(_mm512_sub_epi32(s, corr)),
+                            scale,
+                            acc[t],
+                        );
+                        if W::HAS_MIN {
+                            acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sa[kk * NT + t]), acc[t]);
+                        }
+                    }
+                }
+            }
+            k0 += kn;
+        }
+        let present = out.row_len();
+        for t in 0..NT {
+            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
+            for (p, acc) in accs[..np].iter().enumerate() {
+                // `lanes[16p..16p + 16]` is 16 writable floats (p < MAX_GROUPS / 2); unaligned.
+                _mm512_storeu_ps(lanes[16 * p..].as_mut_ptr(), acc[t]);
+            }
+            out.row_mut(t).copy_from_slice(&lanes[..present]);
+        }
+    }
+}
+
 /// Blocks per chunk of widened activations in [`group_i16`].
 const KC16: usize = 8;
 
@@ -634,6 +754,8 @@ unsafe fn tile<I: Isa, W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out
                     let out = out.window(t0, NT, r0, present);
                     if W::WIDE && I::WIDE_BY_I16 {
                         group_i16::<W, NT>(rows, acts, nb, out)
+                    } else if I::ZMM && ng >= 2 {
+                        group512::<W, NT>(rows, acts, nb, out)
                     } else {
                         group::<I, W, NT>(rows, acts, nb, out)
                     }
@@ -822,7 +944,7 @@ pub(in crate::x86_64) mod vnni {
         _mm256_dpwssd_epi32(acc, a, b)
     }
 
-    impl_isa!(Vnni, crate::x86_64::debug_assert_vnni, false);
+    impl_isa!(Vnni, crate::x86_64::debug_assert_vnni, false, true);
     tile_entry_points!("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", Vnni);
 }
 
@@ -852,7 +974,7 @@ pub(in crate::x86_64) mod avxvnni {
         _mm256_dpwssd_avx_epi32(acc, a, b)
     }
 
-    impl_isa!(AvxVnni, crate::x86_64::debug_assert_avxvnni, false);
+    impl_isa!(AvxVnni, crate::x86_64::debug_assert_avxvnni, false, false);
     tile_entry_points!("avx2,fma,f16c,avxvnni", AvxVnni);
 }
 
@@ -895,7 +1017,7 @@ pub(in crate::x86_64) mod avx2 {
         _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
     }
 
-    impl_isa!(Avx2, crate::x86_64::debug_assert_avx2, true);
+    impl_isa!(Avx2, crate::x86_64::debug_assert_avx2, true, false);
     tile_entry_points!("avx2,fma,f16c", Avx2);
 }
 
