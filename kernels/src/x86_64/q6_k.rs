@@ -59,8 +59,9 @@ vec_dot_entry!(/// Q6_K weights . Q8_K activations.
 /// with `maddubs` + `vpdpwssd` per register), the sum exact in i32 lanes; the offset
 /// `-32 * sum_g scale_g * bsum_g` comes off before the one conversion and FMA per super-block.
 /// Scale words for `packs(lo, hi)` of half n: in 128-bit lane j, words 0..4 are group 8n + j (of
-/// the low nibbles) and words 4..8 group 8n + 4 + j (the high nibbles).
-const Q6_K_SCALE_IDX: [[i16; 32]; 2] = {
+/// the low nibbles) and words 4..8 group 8n + 4 + j (the high nibbles). Q3_K's and Q2_K's
+/// mat-vecs (`gemv/k16.rs`) lay their levels out the same way and use it too.
+pub(super) const Q6_K_SCALE_IDX: [[i16; 32]; 2] = {
     let mut t = [[0i16; 32]; 2];
     let mut n = 0;
     while n < 2 {

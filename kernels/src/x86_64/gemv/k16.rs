@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::super::prefetch::{gemv_streams_prefetch, prefetch_lines};
+use super::super::q6_k::Q6_K_SCALE_IDX as SCALE_IDX;
 use super::super::superblock::pair_scales;
 use super::super::tile::K16Block;
 use crate::blocks::BlockQ8_K;
@@ -36,23 +37,6 @@ fn offset_terms<W: K16Block>(sc: __m256i, bsums: &[i16; 16]) -> __m256i {
     let shift = _mm_cvtsi32_si128(W::OFFSET.trailing_zeros() as i32);
     _mm256_sll_epi32(_mm256_madd_epi16(sc, bs), shift)
 }
-
-/// Scale words for `packs(lo, hi)` of half n: in 128-bit lane j, words 0..4 are group 8n + j
-/// and words 4..8 group 8n + 4 + j (Q6_K's table: the same element order).
-const SCALE_IDX: [[i16; 32]; 2] = {
-    let mut t = [[0i16; 32]; 2];
-    let mut n = 0;
-    while n < 2 {
-        let mut i = 0;
-        while i < 32 {
-            let (lane, word) = (i / 8, i % 8);
-            t[n][i] = (8 * n + lane + if word >= 4 { 4 } else { 0 }) as i16;
-            i += 1;
-        }
-        n += 1;
-    }
-    t
-};
 
 /// One row against `NT` tokens: the levels and scale words made once for all, each token's
 /// arithmetic the same whatever `NT` is (so `NT = 1` is the one-token kernel's bits).
