@@ -428,6 +428,39 @@ pub(in crate::x86_64) fn act4(qs: &[i8], i: usize) -> i32 {
     i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8])
 }
 
+/// The activations of blocks k0..k0 + kn of NT tokens for [`group`] and [`group512`]: offset to
+/// unsigned (a ^ 0x80) in `xq[kk * NT + t]`, with their scales `da` and (formats with a min) `s`
+/// in `sa`, made once per chunk for all the row groups.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C (every tile entry point is compiled for them).
+#[inline(always)]
+unsafe fn offset_acts<W: TileBlock, const NT: usize>(
+    acts: &[&[W::Act]; NT],
+    k0: usize,
+    kn: usize,
+    xq: &mut [[u32; 8]],
+    da: &mut [f32],
+    sa: &mut [f32],
+) {
+    // SAFETY: the caller guarantees AVX2 and F16C; `xq[i]` is 8 u32 = 32 writable bytes
+    // (unaligned store).
+    unsafe {
+        let x80 = _mm256_set1_epi8(-128);
+        for kk in 0..kn {
+            for t in 0..NT {
+                let b = &acts[t][k0 + kk];
+                let v = _mm256_xor_si256(load32i(b.qs()), x80);
+                _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v);
+                da[kk * NT + t] = h2f(b.d());
+                if W::HAS_MIN {
+                    sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
+                }
+            }
+        }
+    }
+}
+
 /// 8 rows (`rows[r]`, `None` = padding) x NT tokens (`acts[t]`), all blocks; writes
 /// out[t * out_stride + r] for the rows present.
 #[inline(always)]
@@ -462,18 +495,7 @@ unsafe fn group<I: Isa, W: TileBlock, const NT: usize>(
         let mut k0 = 0;
         while k0 < nb {
             let kn = KC.min(nb - k0);
-            for kk in 0..kn {
-                for t in 0..NT {
-                    let b = &acts[t][k0 + kk];
-                    let v = _mm256_xor_si256(load32i(b.qs()), x80);
-                    // xq[i] is 8 u32 = 32 writable bytes; unaligned store.
-                    _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v);
-                    da[kk * NT + t] = h2f(b.d());
-                    if W::HAS_MIN {
-                        sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
-                    }
-                }
-            }
+            offset_acts::<W, NT>(&acts, k0, kn, &mut xq, &mut da, &mut sa);
             for (g, acc) in accs[..ng].iter_mut().enumerate() {
                 let rows = &rows[8 * g..8 * g + 8];
                 for kk in 0..kn {
@@ -547,7 +569,6 @@ unsafe fn group512<W: TileBlock, const NT: usize>(
 ) {
     // SAFETY: as for `group`, with AVX-512 guaranteed by the caller.
     unsafe {
-        let x80 = _mm256_set1_epi8(-128);
         let x80z = _mm512_set1_epi8(-128);
         let ng = rows.len() / 8;
         assert!(rows.len() % 8 == 0 && ng <= MAX_GROUPS);
@@ -564,18 +585,7 @@ unsafe fn group512<W: TileBlock, const NT: usize>(
         let mut k0 = 0;
         while k0 < nb {
             let kn = KC.min(nb - k0);
-            for kk in 0..kn {
-                for t in 0..NT {
-                    let b = &acts[t][k0 + kk];
-                    let v = _mm256_xor_si256(load32i(b.qs()), x80);
-                    // xq[i] is 8 u32 = 32 writable bytes; unaligned store.
-                    _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v);
-                    da[kk * NT + t] = h2f(b.d());
-                    if W::HAS_MIN {
-                        sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
-                    }
-                }
-            }
+            offset_acts::<W, NT>(&acts, k0, kn, &mut xq, &mut da, &mut sa);
             for (p, acc) in accs[..np].iter_mut().enumerate() {
                 for kk in 0..kn {
                     let k = k0 + kk;
