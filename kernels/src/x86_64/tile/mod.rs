@@ -254,6 +254,16 @@ pub(in crate::x86_64) trait KTile: Block {
         nb: usize,
         out: RowsMut<f32>,
     );
+    /// [`KTile::group`] for 16 rows on 512-bit registers, with bit-identical results.
+    ///
+    /// # Safety
+    /// The caller runs inside an AVX-512 VNNI entry point (`vnni`).
+    unsafe fn group16<const NT: usize>(
+        rows: [Option<&[Self]>; 16],
+        acts: [&[BlockQ8_K]; NT],
+        nb: usize,
+        out: RowsMut<f32>,
+    );
 }
 
 impl<W: KBlock> KTile for W {
@@ -267,6 +277,16 @@ impl<W: KBlock> KTile for W {
     ) {
         // SAFETY: forwarded from the caller.
         unsafe { group_k::<I, W, NT>(rows, acts, nb, out) }
+    }
+    #[inline(always)]
+    unsafe fn group16<const NT: usize>(
+        rows: [Option<&[W]>; 16],
+        acts: [&[BlockQ8_K]; NT],
+        nb: usize,
+        out: RowsMut<f32>,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { group_k512::<W, NT>(rows, acts, nb, out) }
     }
 }
 
@@ -308,6 +328,16 @@ macro_rules! k16_tile {
             ) {
                 // SAFETY: forwarded from the caller.
                 unsafe { $crate::x86_64::tile::group_k16::<I, $b, NT>(rows, acts, nb, out) }
+            }
+            #[inline(always)]
+            unsafe fn group16<const NT: usize>(
+                rows: [Option<&[$b]>; 16],
+                acts: [&[$crate::blocks::BlockQ8_K]; NT],
+                nb: usize,
+                out: $crate::views::RowsMut<f32>,
+            ) {
+                // SAFETY: forwarded from the caller.
+                unsafe { $crate::x86_64::tile::group_k16_512::<$b, NT>(rows, acts, nb, out) }
             }
         }
     };
@@ -598,12 +628,7 @@ unsafe fn group512<W: TileBlock, const NT: usize>(
                             q[r] = u[r].q;
                         }
                     }
-                    let lo = transpose8([q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]]);
-                    let hi = transpose8([q[8], q[9], q[10], q[11], q[12], q[13], q[14], q[15]]);
-                    let mut w = [_mm512_setzero_si512(); 8];
-                    for j in 0..8 {
-                        w[j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[j]), hi[j]);
-                    }
+                    let w = transpose16(&q);
                     let mut c = [_mm512_setzero_si512(); 2];
                     for (j, wj) in w.iter().enumerate() {
                         c[j & 1] = _mm512_dpbusd_epi32(c[j & 1], x80z, *wj);
@@ -785,6 +810,25 @@ unsafe fn k_tile<I: Isa, W: KTile>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: 
     let act = |t: usize| -> &[BlockQ8_K] { cast_blocks(a.row(t)) };
     let mut r0 = 0;
     while r0 < nr {
+        if I::ZMM && nr - r0 > 8 {
+            // 16 rows on 512-bit registers (bit-identical to two groups of 8).
+            let rows: [Option<&[W]>; 16] =
+                std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
+            let present = (nr - r0).min(16);
+            let mut t0 = 0;
+            while t0 < nt {
+                // SAFETY: the caller runs this inside an entry point compiled with `I`'s
+                // features, which are AVX-512 VNNI's when `I::ZMM`.
+                t0 += crate::dispatch::token_group!(nt - t0, NT => unsafe { W::group16::<NT>(
+                    rows,
+                    std::array::from_fn(|i| act(t0 + i)),
+                    nb,
+                    out.window(t0, NT, r0, present),
+                ) }; 32, 16, 8, 4, 2, 1);
+            }
+            r0 += 16;
+            continue;
+        }
         let rows: [Option<&[W]>; 8] = std::array::from_fn(|i| (r0 + i < nr).then(|| row(r0 + i)));
         let present = (nr - r0).min(8);
         let mut t0 = 0;
@@ -926,6 +970,240 @@ unsafe fn group_k<I: Isa, W: KBlock, const NT: usize>(
             }
         }
         store_rows(&acc, out);
+    }
+}
+
+/// Two 8x8 dword transposes side by side in 512-bit registers: lane r of out[j] = dword j of
+/// v[r], r < 16 (rows 0..8 in the low half, 8..16 in the high half).
+///
+/// # Safety
+/// The CPU must have AVX-512 F (the `vnni` entry points).
+#[inline(always)]
+unsafe fn transpose16(v: &[__m256i; 16]) -> [__m512i; 8] {
+    // SAFETY: the caller guarantees AVX-512 F.
+    unsafe {
+        let lo = transpose8([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]);
+        let hi = transpose8([v[8], v[9], v[10], v[11], v[12], v[13], v[14], v[15]]);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for j in 0..8 {
+            w[j] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo[j]), hi[j]);
+        }
+        w
+    }
+}
+
+/// [`group_k`] on 512-bit registers for the AVX-512 VNNI set: 16 rows (`rows[r]`, `None` =
+/// padding) x NT tokens, so that each token's per-sub-block steps (the chains, the packing and the
+/// scale `vpdpwssd` or `vpmulld`) serve 16 rows instead of 8. Every output element gets the same
+/// exact integer sums and the same float steps in the same order as in [`group_k`]: the results
+/// are bit-identical.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI (the `vnni` entry points).
+#[inline(always)]
+unsafe fn group_k512<W: KBlock, const NT: usize>(
+    rows: [Option<&[W]>; 16],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: RowsMut<f32>,
+) {
+    // SAFETY: as for `group_k`, with AVX-512 guaranteed by the caller.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); NT];
+        for k in 0..nb {
+            // sc[s] lane r = scale s of row r; mn[i] (i < 4) lane r = row r's min pair i.
+            let mut sc = [_mm256_setzero_si256(); 16];
+            let mut mn = [_mm256_setzero_si256(); 16];
+            let mut d = [0.0f32; 16];
+            let mut dmin = [0.0f32; 16];
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(b) = row {
+                    let (u, dr, dm) = b[k].scale_words();
+                    let v = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
+                    sc[r] = _mm256_cvtepu8_epi32(v);
+                    mn[r] = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128::<8>(v)));
+                    d[r] = dr;
+                    dmin[r] = dm;
+                }
+            }
+            let (sc, mn) = (transpose16(&sc), transpose16(&mn));
+            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+            let mut bp = [[0i32; 4]; NT];
+            for t in 0..NT {
+                // bsums is 16 i16 = 32 readable bytes; `bp[t]` 16 writable bytes; unaligned.
+                let bs = _mm256_loadu_si256(ab[t].bsums.as_ptr() as *const __m256i);
+                let b = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                _mm_storeu_si128(bp[t].as_mut_ptr() as *mut __m128i, b);
+            }
+            let mut isum = [_mm512_setzero_si512(); NT];
+            for s in 0..8 {
+                let mut v = [_mm256_setzero_si256(); 16];
+                for r in 0..16 {
+                    if let Some(b) = rows[r] {
+                        v[r] = b[k].levels(s);
+                    }
+                }
+                let w = transpose16(&v);
+                let scv = sc[s];
+                let sc2 = _mm512_or_si512(scv, _mm512_slli_epi32::<16>(scv));
+                for t in 0..NT {
+                    let mut p = [_mm512_setzero_si512(); 2];
+                    for j in (0..8).step_by(2) {
+                        let i = (j / 2) & 1;
+                        let a0 = _mm512_set1_epi32(act4(&ab[t].qs, 32 * s + 4 * j));
+                        let a1 = _mm512_set1_epi32(act4(&ab[t].qs, 32 * s + 4 * j + 4));
+                        p[i] = _mm512_dpbusd_epi32(p[i], w[j], a0);
+                        p[i] = _mm512_dpbusd_epi32(p[i], w[j + 1], a1);
+                    }
+                    if W::HALF_SUMS_FIT_I16 {
+                        let pk = _mm512_mask_blend_epi16(
+                            0xAAAA_AAAA,
+                            p[0],
+                            _mm512_slli_epi32::<16>(p[1]),
+                        );
+                        isum[t] = _mm512_dpwssd_epi32(isum[t], pk, sc2);
+                    } else {
+                        let p = _mm512_add_epi32(p[0], p[1]);
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(p, scv));
+                    }
+                }
+            }
+            // d and dmin are 16 readable floats; unaligned loads.
+            let (dv, dminv) = (_mm512_loadu_ps(d.as_ptr()), _mm512_loadu_ps(dmin.as_ptr()));
+            for t in 0..NT {
+                let mut msum = _mm512_setzero_si512();
+                for (i, m) in mn[..4].iter().enumerate() {
+                    msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bp[t][i]));
+                }
+                let da = _mm512_set1_ps(ab[t].d);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, da), acc[t]);
+                acc[t] =
+                    _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dminv, da), acc[t]);
+            }
+        }
+        store_rows16(&acc, out);
+    }
+}
+
+/// `out.row(t)` = the lanes of `acc[t]` for the rows present (`out.row_len()` of 16).
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[inline(always)]
+unsafe fn store_rows16(acc: &[__m512], mut out: RowsMut<f32>) {
+    let present = out.row_len();
+    for (t, a) in acc.iter().enumerate() {
+        let mut lanes = [0.0f32; 16];
+        // SAFETY: `lanes` is 16 writable floats; unaligned store; AVX-512 F by the caller.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *a) };
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
+    }
+}
+
+/// [`group_k16`] on 512-bit registers for the AVX-512 VNNI set: 16 rows x NT tokens, with the
+/// same exact integer sums and the same float steps as [`group_k16`] (bit-identical results).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI (the `vnni` entry points).
+#[inline(always)]
+pub(in crate::x86_64) unsafe fn group_k16_512<W: K16Block, const NT: usize>(
+    rows: [Option<&[W]>; 16],
+    acts: [&[BlockQ8_K]; NT],
+    nb: usize,
+    out: RowsMut<f32>,
+) {
+    // SAFETY: as for `group_k16`, with AVX-512 guaranteed by the caller.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); NT];
+        for k in 0..nb {
+            let mut lo = [_mm256_setzero_si256(); 16];
+            let mut hi = [_mm256_setzero_si256(); 16];
+            let mut mn = [_mm256_setzero_si256(); 16];
+            let mut d = [0.0f32; 16];
+            let mut dmin = [0.0f32; 16];
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(b) = row {
+                    let v = b[k].scales();
+                    lo[r] = _mm256_cvtepi8_epi32(v);
+                    hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
+                    if W::HAS_MIN {
+                        mn[r] = _mm256_cvtepu8_epi16(b[k].mins());
+                    }
+                    (d[r], dmin[r]) = b[k].d();
+                }
+            }
+            let (lo, hi) = (transpose16(&lo), transpose16(&hi));
+            let mn = if W::HAS_MIN {
+                transpose16(&mn)
+            } else {
+                [_mm512_setzero_si512(); 8]
+            };
+            let sc: [__m512i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
+            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+            let mut isum = [_mm512_setzero_si512(); NT];
+            for c in 0..8 {
+                let mut v = [_mm256_setzero_si256(); 16];
+                for r in 0..16 {
+                    if let Some(b) = rows[r] {
+                        v[r] = b[k].levels(c);
+                    }
+                }
+                let w = transpose16(&v);
+                let (s_lo, s_hi) = (sc[2 * c], sc[2 * c + 1]);
+                let s2 = _mm512_mask_blend_epi16(0xAAAA_AAAA, s_lo, _mm512_slli_epi32::<16>(s_hi));
+                for t in 0..NT {
+                    let mut p_lo = _mm512_set1_epi32(-W::OFFSET * ab[t].bsums[2 * c] as i32);
+                    let mut p_hi = _mm512_set1_epi32(-W::OFFSET * ab[t].bsums[2 * c + 1] as i32);
+                    for j in [0, 2] {
+                        for i in [j, j + 1] {
+                            let lo = _mm512_set1_epi32(act4(&ab[t].qs, 32 * c + 4 * i));
+                            let hi = _mm512_set1_epi32(act4(&ab[t].qs, 32 * c + 16 + 4 * i));
+                            p_lo = _mm512_dpbusd_epi32(p_lo, w[i], lo);
+                            p_hi = _mm512_dpbusd_epi32(p_hi, w[i + 4], hi);
+                        }
+                    }
+                    if W::SUMS_FIT_I16 {
+                        let pk = _mm512_mask_blend_epi16(
+                            0xAAAA_AAAA,
+                            p_lo,
+                            _mm512_slli_epi32::<16>(p_hi),
+                        );
+                        isum[t] = _mm512_dpwssd_epi32(isum[t], pk, s2);
+                    } else {
+                        let lo = _mm512_mullo_epi32(p_lo, s_lo);
+                        let hi = _mm512_mullo_epi32(p_hi, s_hi);
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(lo, hi));
+                    }
+                }
+            }
+            // d and dmin are 16 readable floats; unaligned loads.
+            let dv = _mm512_loadu_ps(d.as_ptr());
+            let dminv = _mm512_loadu_ps(dmin.as_ptr());
+            for t in 0..NT {
+                let da = _mm512_set1_ps(ab[t].d);
+                acc[t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, da), acc[t]);
+                if W::HAS_MIN {
+                    let mut msum = _mm512_setzero_si512();
+                    for (i, m) in mn.iter().enumerate() {
+                        let pair = i32::from_le_bytes(std::array::from_fn(|j| {
+                            ab[t].bsums[2 * i + j / 2].to_le_bytes()[j % 2]
+                        }));
+                        msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(pair));
+                    }
+                    acc[t] = _mm512_fnmadd_ps(
+                        _mm512_cvtepi32_ps(msum),
+                        _mm512_mul_ps(dminv, da),
+                        acc[t],
+                    );
+                }
+            }
+        }
+        store_rows16(&acc, out);
     }
 }
 

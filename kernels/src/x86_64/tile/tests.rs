@@ -163,6 +163,24 @@ fn q5_1_tile_matches_scalar() {
     check_sets!(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile::<BlockQ5_1>);
 }
 
+/// The tile of 1 and of 16 copies of the row `w` (an 8-row group, and on AVX-512 the 16-row
+/// one) against the one token `a`: (row count, each output).
+fn extreme_rows(f: crate::dispatch::GemmTileFn, n: usize, w: &[u8], a: &[u8]) -> Vec<(usize, f32)> {
+    let mut got = Vec::new();
+    for nr in [1, 16] {
+        let ww = w.repeat(nr);
+        let mut out = vec![f32::NAN; nr];
+        f(
+            n,
+            Rows::new(&ww, nr, w.len(), w.len()),
+            Rows::one(a),
+            RowsMut::new(&mut out, 1, nr, nr),
+        );
+        got.extend(out.into_iter().map(|v| (nr, v)));
+    }
+    got
+}
+
 /// The Q4_K tile's half sums at their extremes: every level 15, every activation -128 (a Q8_K
 /// block can hold -128), every sub-block scale 63: each 16-element half sum is -30720, the most
 /// an i16 must hold in the `vpdpwssd` form. The tile equals the scalar dot on every set.
@@ -210,13 +228,12 @@ fn q4_k_tile_extreme_half_sums() {
         if !has {
             continue;
         }
-        let mut out = [f32::NAN; 1];
-        f(n, Rows::one(&w), Rows::one(&a), RowsMut::one(&mut out));
-        assert!(
-            close(out[0], want, 1e-4 * n as f32),
-            "{set}: tile {} scalar {want}",
-            out[0]
-        );
+        for (nr, got) in extreme_rows(f, n, &w, &a) {
+            assert!(
+                close(got, want, 1e-4 * n as f32),
+                "{set} {nr} rows: tile {got} scalar {want}"
+            );
+        }
     }
 }
 
@@ -277,13 +294,12 @@ fn q3_k_q2_k_tiles_extreme_sums() {
             if !has {
                 continue;
             }
-            let mut out = [f32::NAN; 1];
-            f(n, Rows::one(&w), Rows::one(&a), RowsMut::one(&mut out));
-            assert!(
-                close(out[0], want, 1e-4 * n as f32),
-                "{ty}: tile {} scalar {want}",
-                out[0]
-            );
+            for (nr, got) in extreme_rows(f, n, &w, &a) {
+                assert!(
+                    close(got, want, 1e-4 * n as f32),
+                    "{ty} {nr} rows: tile {got} scalar {want}"
+                );
+            }
         }
     }
 }
