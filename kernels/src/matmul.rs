@@ -114,6 +114,34 @@ impl ActBuf {
         n_tok: usize,
         n_cols: usize,
     ) {
+        self.quantize_on(table, None, ty, x, n_tok, n_cols);
+    }
+
+    /// [`ActBuf::quantize_with`] with the rows shared among `pool`'s threads when there are many
+    /// (a prompt batch: at least `PAR_QUANT_MIN` elements); each row is quantized on its own, so
+    /// the bytes are the same either way.
+    pub fn quantize_par(
+        &mut self,
+        table: &KernelTable,
+        pool: &ThreadPool,
+        ty: GgmlType,
+        x: &[f32],
+        n_tok: usize,
+        n_cols: usize,
+    ) {
+        let pool = (pool.n_threads() > 1 && n_tok > 1 && x.len() >= PAR_QUANT_MIN).then_some(pool);
+        self.quantize_on(table, pool, ty, x, n_tok, n_cols);
+    }
+
+    fn quantize_on(
+        &mut self,
+        table: &KernelTable,
+        pool: Option<&ThreadPool>,
+        ty: GgmlType,
+        x: &[f32],
+        n_tok: usize,
+        n_cols: usize,
+    ) {
         assert!(
             x.len() == n_tok * n_cols,
             "activation length {} is not n_tok {n_tok} x n_cols {n_cols}",
@@ -141,8 +169,19 @@ impl ActBuf {
             .and_then(|k| k.from_float)
             .unwrap_or_else(|| panic!("no from_float for activation type {ty}"));
         // x: [n_tok, n_cols] -> bytes: [n_tok, rb]
-        for (xr, out) in x.chunks_exact(n_cols).zip(bytes.chunks_exact_mut(rb)) {
-            from_float(xr, out);
+        match pool {
+            Some(pool) => {
+                // A Vec of zero-sized scratch elements does not allocate.
+                let mut none = vec![(); pool.n_threads()];
+                pool.for_each_chunk(bytes, rb, &mut none, &|t, out, _| {
+                    from_float(&x[t * n_cols..(t + 1) * n_cols], out)
+                });
+            }
+            None => {
+                for (xr, out) in x.chunks_exact(n_cols).zip(bytes.chunks_exact_mut(rb)) {
+                    from_float(xr, out);
+                }
+            }
         }
     }
 
@@ -197,14 +236,15 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    /// Writes `v` at element `i`.
+    /// Writes `src` at elements `i..i + src.len()` (one copy, rather than an element loop that
+    /// reloads the pointer each time).
     ///
     /// # Safety
-    /// `i` must be inside the output slice, and no other thread may access element `i` meanwhile.
+    /// The run must be inside the output slice, and no other thread may access it meanwhile.
     #[inline(always)]
-    unsafe fn write(self, i: usize, v: f32) {
-        // SAFETY: guaranteed by the caller.
-        unsafe { self.0.add(i).write(v) }
+    unsafe fn write_run(self, i: usize, src: &[f32]) {
+        // SAFETY: guaranteed by the caller; `src` is a local buffer, not part of the output.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.add(i), src.len()) }
     }
 }
 
@@ -337,6 +377,10 @@ pub fn matmul_q_with(
 ) {
     matmul_q_mixed_with(table, pool, w, acts, y, acts.n_tok());
 }
+
+/// Elements of a batch's activations from which [`ActBuf::quantize_par`] shares the rows among
+/// the threads (below it, waking them costs more than the quantization).
+const PAR_QUANT_MIN: usize = 1 << 15;
 
 /// Rows per [`GemvMultiFn`](crate::dispatch::GemvMultiFn) call of a mixed call's decode tokens
 /// (the size of the per-thread buffer its outputs go through).
@@ -494,11 +538,10 @@ fn prefill(
                     }
                 }
                 for t in 0..nt {
-                    for r in 0..nr {
-                        // SAFETY: (t0 + t) < n_tok and r0 + r < n_rows, so the index is inside
-                        // y: [n_tok, n_rows]; rows r0..r0+nr belong to chunk c only.
-                        unsafe { out.write((t0 + t) * n_rows + r0 + r, tmp[t * PREFILL_ROWS + r]) };
-                    }
+                    let src = &tmp[t * PREFILL_ROWS..t * PREFILL_ROWS + nr];
+                    // SAFETY: (t0 + t) < n_tok and r0 + nr <= n_rows, so the run is inside
+                    // y: [n_tok, n_rows]; rows r0..r0+nr belong to chunk c only.
+                    unsafe { out.write_run((t0 + t) * n_rows + r0, src) };
                 }
                 t0 += nt;
             }

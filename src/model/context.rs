@@ -527,7 +527,26 @@ impl Context {
     }
 }
 
+/// Elements from which [`Engine::rows`] shares a step's rows among the threads (a prompt batch;
+/// a decode step's vectors stay on the calling thread, where waking the pool would cost more).
+const PAR_ROWS_MIN: usize = 1 << 15;
+
 impl Engine {
+    /// f(t, row t of `out`) for every row of `row` elements of `out`, on the pool's threads when
+    /// `out` is large. The rows are independent, so the results do not depend on the split.
+    fn rows(&self, out: &mut [f32], row: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+        if self.pool.n_threads() > 1 && out.len() >= PAR_ROWS_MIN && out.len() > row {
+            // A Vec of zero-sized scratch elements does not allocate.
+            let mut none = vec![(); self.pool.n_threads()];
+            self.pool
+                .for_each_chunk(out, row, &mut none, &|t, o, _| f(t, o));
+        } else {
+            for (t, o) in out.chunks_exact_mut(row).enumerate() {
+                f(t, o);
+            }
+        }
+    }
+
     /// outs_j[..n * rows_j] = x[..n * cols] · W_jᵀ for matrices that read the same input (Q, K
     /// and V; gate and up): x quantized to their dot partner once, and for a decode step one
     /// parallel call over all their rows ([`matmul_q_many_with`]). Matrices that differ in dot
@@ -552,7 +571,7 @@ impl Engine {
             }
             return;
         }
-        acts.quantize_with(self.table, p0, &x[..n * cols], n, cols);
+        acts.quantize_par(self.table, &self.pool, p0, &x[..n * cols], n, cols);
         let mut jobs = outs.map(|(w, o)| {
             let w = model.mat(w);
             let rows = w.n_rows;
@@ -631,7 +650,10 @@ fn forward(
         // ---- attention ----
         // xb = rmsnorm(x) * attn_norm                         [n, d]
         let norm = model.vector(&layer.attn_norm);
-        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], norm, d, c.rms_eps);
+        let x = &s.x;
+        e.rows(&mut s.xb[..n * d], d, &|t, o| {
+            rmsnorm(o, &x[t * d..(t + 1) * d], norm, d, c.rms_eps)
+        });
         // q = xb Wqᵀ [n, q_dim]; k = xb Wkᵀ, v = xb Wvᵀ [n, kv_dim]
         match &layer.qkv {
             Qkv::Split { wq, wk, wv } => {
@@ -705,12 +727,18 @@ fn forward(
         if let Some(pn) = &layer.post_attn_norm {
             rmsnorm_in_place(&mut s.xb[..n * d], model.vector(pn), d, c.rms_eps);
         }
-        add(&mut s.x[..n * d], &s.xb[..n * d]);
+        let xb = &s.xb;
+        e.rows(&mut s.x[..n * d], d, &|t, o| {
+            add(o, &xb[t * d..(t + 1) * d])
+        });
 
         // ---- feed-forward (SwiGLU or GeGLU) ----
         // xb = rmsnorm(x) * ffn_norm                          [n, d]
         let norm = model.vector(&layer.ffn_norm);
-        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], norm, d, c.rms_eps);
+        let x = &s.x;
+        e.rows(&mut s.xb[..n * d], d, &|t, o| {
+            rmsnorm(o, &x[t * d..(t + 1) * d], norm, d, c.rms_eps)
+        });
         // hb = xb Wgateᵀ, hb2 = xb Wupᵀ                        [n, n_ff]
         match &layer.gate_up {
             GateUp::Split { gate, up } => {
@@ -728,8 +756,18 @@ fn forward(
         }
         // hb = act(hb) * hb2
         match f.ffn {
-            Ffn::Silu => (e.table.swiglu)(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
-            Ffn::Gelu => geglu(&mut s.hb[..n * ff], &s.hb2[..n * ff]),
+            Ffn::Silu => {
+                let (hb2, swiglu) = (&s.hb2, e.table.swiglu);
+                e.rows(&mut s.hb[..n * ff], ff, &|t, o| {
+                    swiglu(o, &hb2[t * ff..(t + 1) * ff])
+                });
+            }
+            Ffn::Gelu => {
+                let hb2 = &s.hb2;
+                e.rows(&mut s.hb[..n * ff], ff, &|t, o| {
+                    geglu(o, &hb2[t * ff..(t + 1) * ff])
+                });
+            }
         }
         // xb = hb Wdownᵀ [n, d] (rmsnorm'd by post_ffn_norm, gemma3); x += xb
         e.project(
@@ -742,7 +780,10 @@ fn forward(
         if let Some(pn) = &layer.post_ffn_norm {
             rmsnorm_in_place(&mut s.xb[..n * d], model.vector(pn), d, c.rms_eps);
         }
-        add(&mut s.x[..n * d], &s.xb[..n * d]);
+        let xb = &s.xb;
+        e.rows(&mut s.x[..n * d], d, &|t, o| {
+            add(o, &xb[t * d..(t + 1) * d])
+        });
     }
 
     // ---- output ----
