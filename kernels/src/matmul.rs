@@ -29,7 +29,7 @@ use crate::views::{Rows, RowsMut};
 /// Weight rows per prefill chunk (a multiple of every tile kernel's row group).
 pub const PREFILL_ROWS: usize = 64;
 /// Tokens per prefill tile.
-pub const TILE_TOKENS: usize = 32;
+pub const TILE_TOKENS: usize = 128;
 /// Decode hands out runs of consecutive rows "guided", as OpenMP calls it: each claim takes
 /// 1/n_threads of the rows still unclaimed, never fewer than `DECODE_MIN_CHUNK_BYTES` of weights.
 /// So each thread first streams one long run (the hardware prefetcher follows long runs), and the

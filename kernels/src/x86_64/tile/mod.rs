@@ -44,7 +44,7 @@ pub(in crate::x86_64) struct Unpacked {
 /// Blocks per chunk of pre-offset activations in `group`.
 const KC: usize = 16;
 /// Largest token group.
-const MAX_NT: usize = 32;
+const MAX_NT: usize = 128;
 /// Row groups of 8 sharing one pass over the activations in `group`.
 const MAX_GROUPS: usize = 8;
 
@@ -794,7 +794,7 @@ unsafe fn tile<I: Isa, W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out
                     } else {
                         group::<I, W, NT>(rows, acts, nb, out)
                     }
-                }; 32, 16, 8, 4, 2, 1);
+                }; 128, 64, 32, 16, 8, 4, 2, 1);
             }
             r0 += 8 * ng;
         }
@@ -824,7 +824,7 @@ unsafe fn k_tile<I: Isa, W: KTile>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: 
                     std::array::from_fn(|i| act(t0 + i)),
                     nb,
                     out.window(t0, NT, r0, present),
-                ) }; 32, 16, 8, 4, 2, 1);
+                ) }; 64, 32, 16, 8, 4, 2, 1);
             }
             r0 += 16;
             continue;

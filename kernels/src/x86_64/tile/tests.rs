@@ -47,6 +47,8 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
         (128, 3, 5),
         (512, 9, 10),
         (768, 16, 16),
+        // Token groups of 128 and 64 (the largest) and what is left over.
+        (256, 24, 133),
     ] {
         if n % ty.block_elems() != 0 {
             continue;
