@@ -132,6 +132,14 @@ else
   echo "==> no AVX-VNNI on this CPU: its kernels are not run here"
 fi
 
+# Where the CPU has AMX (Sapphire Rapids and later Xeons), step 4 ran the AMX prefill tiles of the
+# 32-element formats; the decoder's logits again with FERROLM_KERNELS=avx512 run the AVX-512 VNNI
+# tiles they replace (which the kernel unit tests also check against the AMX ones, bit for bit).
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+  step "x86-64, AVX-512 without AMX: FERROLM_KERNELS=avx512 cargo test --test logits"
+  check "AVX-512-kernel decoder tests" env FERROLM_KERNELS=avx512 cargo test --workspace --test logits
+fi
+
 fuzz_secs="${FERROLM_TEST_FUZZ_SECONDS:-20}"
 if [ "$fuzz_secs" != 0 ]; then
   step "fuzz smoke: gguf_reader as a standalone driver for ${fuzz_secs}s on fuzz/seeds"

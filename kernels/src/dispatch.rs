@@ -49,6 +49,8 @@ pub enum Backend {
     /// AVX2 plus AVX-VNNI (the VEX-encoded `vpdpbusd`/`vpdpwssd`, without AVX-512).
     AvxVnni,
     Avx512,
+    /// AVX-512 VNNI plus AMX-INT8 (the 32-element formats' prefill tiles).
+    Amx,
     Neon,
     NeonDotprod,
     /// aarch64 with dotprod and i8mm (`smmla` prefill tiles).
@@ -62,6 +64,7 @@ impl Backend {
             Backend::Avx2 => "avx2",
             Backend::AvxVnni => "avxvnni",
             Backend::Avx512 => "avx512",
+            Backend::Amx => "avx512+amx",
             Backend::Neon => "neon",
             Backend::NeonDotprod => "neon+dotprod",
             Backend::NeonI8mm => "neon+i8mm",
@@ -629,14 +632,16 @@ pub fn scalar_forced() -> bool {
 }
 
 /// The highest x86-64 kernel set `FERROLM_KERNELS` allows: `avx2` (any case) stops at the AVX2
-/// kernels, `avxvnni` at the AVX-VNNI ones (none of the AVX-512 kernels either way); `None`: no
-/// limit. A CPU without the named set runs the best set below it.
+/// kernels, `avxvnni` at the AVX-VNNI ones (none of the AVX-512 kernels either way), `avx512` at
+/// the AVX-512 ones (no AMX tiles); `None`: no limit. A CPU without the named set runs the best set below it.
 pub fn x86_ceiling() -> Option<Backend> {
     let v = std::env::var_os("FERROLM_KERNELS")?;
     if v.eq_ignore_ascii_case("avx2") {
         Some(Backend::Avx2)
     } else if v.eq_ignore_ascii_case("avxvnni") {
         Some(Backend::AvxVnni)
+    } else if v.eq_ignore_ascii_case("avx512") {
+        Some(Backend::Avx512)
     } else {
         None
     }

@@ -133,7 +133,8 @@ pub fn install(table: &mut KernelTable) {
     prefetch::set_prefetch_plan();
     let ceiling = crate::dispatch::x86_ceiling();
     let avxvnni = has_avxvnni() && ceiling != Some(AVX2);
-    let vnni = has_avx512vnni() && ceiling.is_none();
+    let vnni = has_avx512vnni() && matches!(ceiling, None | Some(VNNI));
+    let amx = vnni && ceiling.is_none() && tile::amx::available();
     let has = |b: Backend| match b {
         AVX2 => true,
         AVXVNNI => avxvnni,
@@ -143,6 +144,22 @@ pub fn install(table: &mut KernelTable) {
     for list in OFFERS {
         install_offers(table, list, has);
     }
+    if amx {
+        use crate::blocks::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+        use crate::types::GgmlType;
+        let amx_tiles: [(GgmlType, crate::dispatch::GemmTileFn); 5] = [
+            (GgmlType::Q4_0, tile::amx::gemm_tile::<BlockQ4_0>),
+            (GgmlType::Q4_1, tile::amx::gemm_tile::<BlockQ4_1>),
+            (GgmlType::Q5_0, tile::amx::gemm_tile::<BlockQ5_0>),
+            (GgmlType::Q5_1, tile::amx::gemm_tile::<BlockQ5_1>),
+            (GgmlType::Q8_0, tile::amx::gemm_tile::<BlockQ8_0>),
+        ];
+        for (ty, f) in amx_tiles {
+            if let Some(e) = table.get_mut(ty) {
+                e.gemm_tile = Some(f);
+            }
+        }
+    }
     table.swiglu = float::swiglu;
     table.flash_step_f16 = float::flash_step_f16;
     if vnni {
@@ -151,7 +168,9 @@ pub fn install(table: &mut KernelTable) {
     } else {
         table.softmax = float::softmax;
     }
-    table.backend = if vnni {
+    table.backend = if amx {
+        Backend::Amx
+    } else if vnni {
         VNNI
     } else if avxvnni {
         AVXVNNI

@@ -1207,6 +1207,8 @@ pub(in crate::x86_64) unsafe fn group_k16_512<W: K16Block, const NT: usize>(
     }
 }
 
+pub(in crate::x86_64) mod amx;
+
 /// Tiles with AVX-512 VNNI `vpdpbusd`/`vpdpwssd` on 256-bit registers.
 pub(in crate::x86_64) mod vnni {
     use super::*;

@@ -115,24 +115,97 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
     }
 }
 
+/// The AMX tile (where the CPU has it) against the scalar dot ([`check`]), and bit for bit
+/// against the AVX-512 tile on 40 rows x 133 tokens (groups of 128 and 16 rows, 5 tokens left
+/// over for the AVX-512 tile).
+fn check_amx(
+    ty: GgmlType,
+    act: GgmlType,
+    amx_fn: crate::dispatch::GemmTileFn,
+    vnni_fn: crate::dispatch::GemmTileFn,
+) {
+    if !amx::available() {
+        eprintln!("skipped the AMX tile: the CPU or the OS lacks AMX");
+        return;
+    }
+    check(ty, act, amx_fn);
+    let mut rng = Lcg(5);
+    let sk = scalar_kernels();
+    let (q, ff) = (
+        sk.get(ty).unwrap().quantize_row_ref.unwrap(),
+        sk.get(act).unwrap().from_float.unwrap(),
+    );
+    let (n, nr, nt) = (320usize, 40usize, 133usize);
+    let (wrb, arb) = (
+        ty.row_bytes(n as u64).unwrap() as usize,
+        act.row_bytes(n as u64).unwrap() as usize,
+    );
+    let mut w = vec![0u8; nr * wrb];
+    for r in 0..nr {
+        q(&rng.f32s(n, 1.0), &mut w[r * wrb..(r + 1) * wrb]);
+    }
+    let mut a = vec![0u8; nt * arb];
+    for t in 0..nt {
+        ff(&rng.f32s(n, 2.0), &mut a[t * arb..(t + 1) * arb]);
+    }
+    let run = |f: crate::dispatch::GemmTileFn| {
+        let mut out = vec![f32::NAN; nt * nr];
+        f(
+            n,
+            Rows::new(&w, nr, wrb, wrb),
+            Rows::new(&a, nt, arb, arb),
+            RowsMut::new(&mut out, nt, nr, nr),
+        );
+        out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+    };
+    assert!(
+        run(amx_fn) == run(vnni_fn),
+        "{ty}: the AMX tile differs from the AVX-512 tile"
+    );
+}
+
 #[test]
 fn q4_0_tile_matches_scalar() {
     check_sets!(GgmlType::Q4_0, GgmlType::Q8_0, gemm_tile::<BlockQ4_0>);
+    check_amx(
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        amx::gemm_tile::<BlockQ4_0>,
+        vnni::gemm_tile::<BlockQ4_0>,
+    );
 }
 
 #[test]
 fn q5_0_tile_matches_scalar() {
     check_sets!(GgmlType::Q5_0, GgmlType::Q8_0, gemm_tile::<BlockQ5_0>);
+    check_amx(
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        amx::gemm_tile::<BlockQ5_0>,
+        vnni::gemm_tile::<BlockQ5_0>,
+    );
 }
 
 #[test]
 fn q8_0_tile_matches_scalar() {
     check_sets!(GgmlType::Q8_0, GgmlType::Q8_0, gemm_tile::<BlockQ8_0>);
+    check_amx(
+        GgmlType::Q8_0,
+        GgmlType::Q8_0,
+        amx::gemm_tile::<BlockQ8_0>,
+        vnni::gemm_tile::<BlockQ8_0>,
+    );
 }
 
 #[test]
 fn q4_1_tile_matches_scalar() {
     check_sets!(GgmlType::Q4_1, GgmlType::Q8_1, gemm_tile::<BlockQ4_1>);
+    check_amx(
+        GgmlType::Q4_1,
+        GgmlType::Q8_1,
+        amx::gemm_tile::<BlockQ4_1>,
+        vnni::gemm_tile::<BlockQ4_1>,
+    );
 }
 
 #[test]
@@ -163,6 +236,12 @@ fn q2_k_tile_matches_scalar() {
 #[test]
 fn q5_1_tile_matches_scalar() {
     check_sets!(GgmlType::Q5_1, GgmlType::Q8_1, gemm_tile::<BlockQ5_1>);
+    check_amx(
+        GgmlType::Q5_1,
+        GgmlType::Q8_1,
+        amx::gemm_tile::<BlockQ5_1>,
+        vnni::gemm_tile::<BlockQ5_1>,
+    );
 }
 
 /// The tile of 1 and of 16 copies of the row `w` (an 8-row group, and on AVX-512 the 16-row

@@ -1,0 +1,353 @@
+//! Prefill tiles on AMX (Intel Sapphire Rapids and later Xeons): the 32-element formats (Q4_0,
+//! Q5_0, Q8_0 x Q8_0; Q4_1, Q5_1 x Q8_1) with `tdpbssd`, which multiplies a tile of 16 tokens x
+//! 32 activation bytes by a tile of 32 x 16 weight levels (signed x signed: no offset) into 16 x 16
+//! exact i32 block sums in one instruction, where the AVX-512 tile spends 128 `vpdpbusd`.
+//!
+//! The weight tile is what [`group512`](super::group512) holds in registers: 16 rows of one block
+//! unpacked and transposed so that row j of the tile holds every row's elements 4j..4j + 4 (AMX's
+//! "VNNI" layout of B). The activation tile is read in place from the activation rows (16 rows of
+//! 32 bytes at the tokens' stride). Each block's 16 x 16 sums go through a 1 KiB buffer to the
+//! same float steps as `group512`'s (convert, times `d_w * d_a`, plus `m_w * s_a`), in the same
+//! order: the results are the same bits as the AVX-512 tile's, which also takes the tokens left
+//! over after the groups of 16.
+//!
+//! Tile registers: tmm0, tmm1 = activations (16 x 32 bytes), tmm2, tmm3 = weights (8 x 64),
+//! tmm4..=tmm7 = sums (16 x 64). The tile instructions are written in `asm!`; the compiler neither uses nor clobbers
+//! the tile registers, so their contents persist between the blocks below.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::{transpose16, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT};
+use crate::blocks::{cast_blocks, ActBlock32, QK};
+use crate::matmul::check_tile_args;
+use crate::views::{Rows, RowsMut};
+use crate::x86_64::h2f;
+
+/// True when the CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7) and the kernel granted this process
+/// the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux 5.16+).
+/// Checked once. Without the permission the tile instructions fault, so nothing runs them before.
+pub(in crate::x86_64) fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let l7 = __cpuid_count(7, 0);
+        let (tile, int8) = (l7.edx & (1 << 24) != 0, l7.edx & (1 << 25) != 0);
+        tile && int8 && super::super::has_avx512vnni() && request_tile_data()
+    })
+}
+
+/// Asks Linux for the AMX tile data state; true when granted.
+#[cfg(target_os = "linux")]
+fn request_tile_data() -> bool {
+    const SYS_ARCH_PRCTL: usize = 158;
+    const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+    const XFEATURE_XTILEDATA: usize = 18;
+    let ret: isize;
+    // SAFETY: the arch_prctl system call with two integer arguments; it reads and writes no user
+    // memory for this request. `syscall` clobbers rcx and r11.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL as isize => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+/// Other systems: no AMX tiles (no way asked of them here).
+#[cfg(not(target_os = "linux"))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// LDTILECFG's 64-byte operand, palette 1.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// A 64-byte aligned buffer (the weight tile's rows, or the 16 x 16 sums).
+#[repr(C, align(64))]
+struct Aligned<T>(T);
+
+/// Configures tmm0, tmm1 (16 x 32 bytes: activations), tmm2, tmm3 (8 x 64: weights) and tmm4..=tmm7
+/// (16 x 64: sums).
+///
+/// # Safety
+/// [`available`] must be true.
+#[inline(always)]
+unsafe fn configure() {
+    let mut c = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    for i in 0..2 {
+        (c.colsb[i], c.rows[i]) = (32, 16); // activations
+        (c.colsb[2 + i], c.rows[2 + i]) = (64, 8); // weights
+    }
+    for i in 4..8 {
+        (c.colsb[i], c.rows[i]) = (64, 16); // sums
+    }
+    // SAFETY: `c` is a valid 64-byte palette-1 configuration; the caller guarantees AMX.
+    unsafe { asm!("ldtilecfg [{0}]", in(reg) &c, options(nostack, readonly)) };
+}
+
+/// Releases the tile state (so that a context switch need not save it).
+///
+/// # Safety
+/// [`available`] must be true.
+#[inline(always)]
+unsafe fn release() {
+    // SAFETY: the caller guarantees AMX.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// The tile entry point (`GemmTileFn`) of a 32-element format on AMX.
+pub(in crate::x86_64) fn gemm_tile<W: TileBlock>(
+    n: usize,
+    w: Rows<u8>,
+    a: Rows<u8>,
+    out: RowsMut<f32>,
+) {
+    check_tile_args(W::TYPE, <W::Act as ActBlock32>::TYPE, n, &w, &a, &out);
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn imp<W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+        // SAFETY: this function is compiled with AVX-512 VNNI's features, and the kernel table
+        // holds it only when `available()` (AMX granted).
+        unsafe { amx_tile::<W>(n, w, a, out) }
+    }
+    assert!(available(), "AMX tile called without AMX");
+    // SAFETY: reachable only through the kernel table, which `install` fills with this tile only
+    // after detecting AVX-512 VNNI and AMX (checked again just above).
+    unsafe { imp::<W>(n, w, a, out) }
+}
+
+/// The whole tile: groups of up to 64 rows x 128/64/32/16 tokens on AMX, the tokens left over
+/// (fewer than 16) through the AVX-512 tile.
+///
+/// # Safety
+/// AVX-512 VNNI and [`available`].
+#[inline(always)]
+unsafe fn amx_tile<W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
+    let nb = n / QK;
+    let (nr, nt) = (w.n(), a.n());
+    let n16 = nt / 16 * 16;
+    if n16 > 0 && nr > 0 {
+        // SAFETY: the caller guarantees AMX and AVX-512 VNNI.
+        unsafe {
+            configure();
+            let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
+            let mut r0 = 0;
+            while r0 < nr {
+                let ng = (nr - r0).div_ceil(16).min(MAX_GROUPS / 2);
+                let present = (nr - r0).min(16 * ng);
+                let rows: [Option<&[W]>; 8 * MAX_GROUPS] =
+                    std::array::from_fn(|i| (i < present).then(|| row(r0 + i)));
+                let rows = &rows[..16 * ng];
+                let mut t0 = 0;
+                while t0 < n16 {
+                    t0 += crate::dispatch::token_group!(n16 - t0, NT => {
+                        group_amx::<W, NT>(rows, &a, t0, nb, out.window(t0, NT, r0, present))
+                    }; 128, 64, 32, 16);
+                }
+                r0 += 16 * ng;
+            }
+            release();
+        }
+    }
+    if n16 < nt {
+        super::vnni::gemm_tile::<W>(n, w, a.rows(n16, nt - n16), out.rows_mut(n16, nt - n16));
+    }
+}
+
+/// How many blocks ahead [`group_amx`] prefetches each weight row.
+const PF_AHEAD: usize = 8;
+
+/// One token group's product: tmm`C` = 0, tmm`A` = the activation tile (16 rows of 32 bytes at
+/// `a`, `stride` apart), tmm`C` += tmm`A` x tmm`B` (`tdpbssd`), stored as 16 rows of 16 i32 at
+/// `out`.
+///
+/// # Safety
+/// Tiles configured by [`configure`]; tmm`B` loaded; the 16 activation rows readable; `out` 1 KiB
+/// writable.
+#[inline(always)]
+unsafe fn tile_dot<const C: usize, const A: usize, const B: usize>(
+    a: *const i8,
+    stride: usize,
+    out: *mut i32,
+) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "tilezero tmm{c}",
+            "tileloadd tmm{ar}, [{a} + {s}*1]",
+            "tdpbssd tmm{c}, tmm{ar}, tmm{b}",
+            "tilestored [{o} + {os}*1], tmm{c}",
+            c = const C,
+            ar = const A,
+            b = const B,
+            a = in(reg) a,
+            s = in(reg) stride,
+            o = in(reg) out,
+            os = in(reg) 64usize,
+            options(nostack),
+        );
+    }
+}
+
+/// 16 x `ng` rows (`rows[r]`, `None` = padding) x tokens t0..t0 + NT of `a` (NT a multiple of 16),
+/// all blocks; writes `out.row(t)[r]` for the rows present.
+///
+/// Software-pipelined: the tile products of block k (into four rotating sum tiles, two rotating
+/// activation tiles and one of two weight tiles) are issued before the float steps of block
+/// k - 1 read their sums, so that those reads do not wait for the tile stores just made.
+///
+/// # Safety
+/// AVX-512 VNNI and [`available`], with the tiles configured by [`configure`].
+#[inline(always)]
+unsafe fn group_amx<W: TileBlock, const NT: usize>(
+    rows: &[Option<&[W]>],
+    a: &Rows<u8>,
+    t0: usize,
+    nb: usize,
+    mut out: RowsMut<f32>,
+) {
+    // SAFETY: the caller guarantees AVX-512 VNNI and configured AMX tiles; every memory access
+    // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
+    // or a tile load of 16 rows of 32 bytes each inside an activation row (see below).
+    unsafe {
+        assert!(NT % 16 == 0 && NT <= MAX_NT && rows.len() % 16 == 0);
+        let np = rows.len() / 16;
+        assert!(np <= MAX_GROUPS / 2);
+        let acts: [&[W::Act]; NT] = std::array::from_fn(|i| cast_blocks(a.row(t0 + i)));
+        let stride = a.stride();
+        let mut accs = [[_mm512_setzero_ps(); NT]; MAX_GROUPS / 2];
+        let zero = Unpacked {
+            q: _mm256_setzero_si256(),
+            d: 0.0,
+            m: 0.0,
+        };
+        let mut da = [0.0f32; KC * MAX_NT];
+        let mut sa = [0.0f32; KC * MAX_NT];
+        // Two weight tiles (8 rows of 64 bytes each) and two sets of sums (token group g: 16
+        // tokens x 16 rows of i32), one per block parity.
+        let mut wt = Aligned([[_mm512_setzero_si512(); 8]; 2]);
+        let mut sums = Aligned([[[[0i32; 16]; 16]; MAX_NT / 16]; 2]);
+        let mut k0 = 0;
+        while k0 < nb {
+            let kn = KC.min(nb - k0);
+            for kk in 0..kn {
+                for t in 0..NT {
+                    let b = &acts[t][k0 + kk];
+                    da[kk * NT + t] = h2f(b.d());
+                    if W::HAS_MIN {
+                        sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
+                    }
+                }
+            }
+            for (p, acc) in accs[..np].iter_mut().enumerate() {
+                // The scale and min vectors of the block whose float steps are pending.
+                let mut dm = [(_mm512_setzero_ps(), _mm512_setzero_ps()); 2];
+                for kk in 0..=kn {
+                    if kk < kn {
+                        let k = k0 + kk;
+                        let par = kk % 2;
+                        let mut u = [zero; 16];
+                        let mut q = [_mm256_setzero_si256(); 16];
+                        for r in 0..16 {
+                            if let Some(b) = rows[16 * p + r] {
+                                u[r] = b[k].unpack();
+                                q[r] = u[r].q;
+                                // The row's block PF_AHEAD ahead, towards L1 (16 row streams at
+                                // once are more than the hardware prefetchers follow).
+                                if let Some(next) = b.get(k + PF_AHEAD) {
+                                    _mm_prefetch::<_MM_HINT_T0>(next as *const W as *const i8);
+                                }
+                            }
+                        }
+                        wt.0[par] = transpose16(&q);
+                        let mut dl = [0.0f32; 16];
+                        let mut ml = [0.0f32; 16];
+                        for r in 0..16 {
+                            dl[r] = u[r].d;
+                            ml[r] = u[r].m;
+                        }
+                        // dl and ml are 16 readable floats; unaligned loads.
+                        dm[par] = (_mm512_loadu_ps(dl.as_ptr()), _mm512_loadu_ps(ml.as_ptr()));
+                        // tmm2 / tmm3 = the weight tile: 8 rows of 64 bytes at `wt.0[par]`.
+                        let wp = wt.0[par].as_ptr();
+                        if par == 0 {
+                            asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) wp,
+                                 s = in(reg) 64usize, options(nostack, readonly));
+                        } else {
+                            asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) wp,
+                                 s = in(reg) 64usize, options(nostack, readonly));
+                        }
+                        for g in 0..NT / 16 {
+                            // Row i of the activation tile = the 32 level bytes of block k of
+                            // token t0 + 16g + i, at the activation rows' stride: each lies inside
+                            // its block (`qs`), which `acts` bounds-checked.
+                            let first = acts[16 * g][k].qs().as_ptr();
+                            debug_assert_eq!(
+                                acts[16 * g + 15][k].qs().as_ptr() as usize,
+                                first as usize + 15 * stride
+                            );
+                            let o = sums.0[par][g].as_mut_ptr() as *mut i32;
+                            match (g % 4, par) {
+                                (0, 0) => tile_dot::<4, 0, 2>(first, stride, o),
+                                (1, 0) => tile_dot::<5, 1, 2>(first, stride, o),
+                                (2, 0) => tile_dot::<6, 0, 2>(first, stride, o),
+                                (3, 0) => tile_dot::<7, 1, 2>(first, stride, o),
+                                (0, _) => tile_dot::<4, 0, 3>(first, stride, o),
+                                (1, _) => tile_dot::<5, 1, 3>(first, stride, o),
+                                (2, _) => tile_dot::<6, 0, 3>(first, stride, o),
+                                _ => tile_dot::<7, 1, 3>(first, stride, o),
+                            }
+                        }
+                    }
+                    if kk == 0 {
+                        continue;
+                    }
+                    // The float steps of block kk - 1.
+                    let (j, par) = (kk - 1, (kk - 1) % 2);
+                    let (d, m) = dm[par];
+                    for g in 0..NT / 16 {
+                        for i in 0..16 {
+                            let t = 16 * g + i;
+                            // A row of sums is 16 aligned i32 (64-byte aligned rows).
+                            let s = _mm512_load_si512(sums.0[par][g][i].as_ptr() as *const __m512i);
+                            let scale = _mm512_mul_ps(d, _mm512_set1_ps(da[j * NT + t]));
+                            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
+                            if W::HAS_MIN {
+                                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sa[j * NT + t]), acc[t]);
+                            }
+                        }
+                    }
+                }
+            }
+            k0 += kn;
+        }
+        let present = out.row_len();
+        for t in 0..NT {
+            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
+            for (p, acc) in accs[..np].iter().enumerate() {
+                // `lanes[16p..16p + 16]` is 16 writable floats (p < MAX_GROUPS / 2); unaligned.
+                _mm512_storeu_ps(lanes[16 * p..].as_mut_ptr(), acc[t]);
+            }
+            out.row_mut(t).copy_from_slice(&lanes[..present]);
+        }
+    }
+}
