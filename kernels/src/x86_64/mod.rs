@@ -154,7 +154,12 @@ pub fn install(table: &mut KernelTable) {
             (GgmlType::Q5_1, tile::amx::gemm_tile::<BlockQ5_1>),
             (GgmlType::Q8_0, tile::amx::gemm_tile::<BlockQ8_0>),
         ];
-        for (ty, f) in amx_tiles {
+        use crate::blocks::{BlockQ4_K, BlockQ5_K};
+        let amx_k_tiles: [(GgmlType, crate::dispatch::GemmTileFn); 2] = [
+            (GgmlType::Q4_K, tile::amx::gemm_tile_k::<BlockQ4_K>),
+            (GgmlType::Q5_K, tile::amx::gemm_tile_k::<BlockQ5_K>),
+        ];
+        for (ty, f) in amx_tiles.into_iter().chain(amx_k_tiles) {
             if let Some(e) = table.get_mut(ty) {
                 e.gemm_tile = Some(f);
             }

@@ -19,9 +19,13 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{transpose16, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT};
-use crate::blocks::{cast_blocks, ActBlock32, QK};
+use super::{
+    k_finish16, k_header16, store_rows16, transpose16, KBlock, TileBlock, Unpacked, KC, MAX_GROUPS,
+    MAX_NT,
+};
+use crate::blocks::{cast_blocks, ActBlock32, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
+use crate::types::GgmlType;
 use crate::views::{Rows, RowsMut};
 use crate::x86_64::h2f;
 
@@ -349,5 +353,158 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
             }
             out.row_mut(t).copy_from_slice(&lanes[..present]);
         }
+    }
+}
+
+/// The tile entry point (`GemmTileFn`) of Q4_K/Q5_K (x Q8_K) on AMX: per 32-element sub-block, one
+/// `tdpbssd` per 16 tokens x 16 rows gives the exact sub-block sums, which are multiplied by the
+/// rows' sub-block scales and summed in i32 (`vpmulld`, exact) as the AVX-512 body
+/// ([`group_k512`](super::group_k512)) does; the super-block's float steps are its own
+/// ([`k_finish16`](super::k_finish16)): the same bits. Tokens left over after the groups of 16 go
+/// through the AVX-512 tile.
+pub(in crate::x86_64) fn gemm_tile_k<W: KBlock>(
+    n: usize,
+    w: Rows<u8>,
+    a: Rows<u8>,
+    out: RowsMut<f32>,
+) {
+    check_tile_args(<W as KBlock>::TYPE, GgmlType::Q8_K, n, &w, &a, &out);
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    fn imp<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+        // SAFETY: as in `gemm_tile`.
+        unsafe { amx_tile_k::<W>(n, w, a, out) }
+    }
+    assert!(available(), "AMX tile called without AMX");
+    // SAFETY: as in `gemm_tile`.
+    unsafe { imp::<W>(n, w, a, out) }
+}
+
+/// The whole k-quant tile: groups of 16 rows x 128/64/32/16 tokens on AMX, the tokens left over
+/// through the AVX-512 tile.
+///
+/// # Safety
+/// AVX-512 VNNI and [`available`].
+#[inline(always)]
+unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
+    let nb = n / QK_K;
+    let (nr, nt) = (w.n(), a.n());
+    let n16 = nt / 16 * 16;
+    if n16 > 0 && nr > 0 {
+        // SAFETY: the caller guarantees AMX and AVX-512 VNNI.
+        unsafe {
+            configure();
+            let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
+            let mut r0 = 0;
+            while r0 < nr {
+                let present = (nr - r0).min(16);
+                let rows: [Option<&[W]>; 16] =
+                    std::array::from_fn(|i| (i < present).then(|| row(r0 + i)));
+                let mut t0 = 0;
+                while t0 < n16 {
+                    t0 += crate::dispatch::token_group!(n16 - t0, NT => {
+                        group_k_amx::<W, NT>(&rows, &a, t0, nb, out.window(t0, NT, r0, present))
+                    }; 128, 64, 32, 16);
+                }
+                r0 += 16;
+            }
+            release();
+        }
+    }
+    if n16 < nt {
+        super::vnni::gemm_tile_k::<W>(n, w, a.rows(n16, nt - n16), out.rows_mut(n16, nt - n16));
+    }
+}
+
+/// 16 rows x tokens t0..t0 + NT of `a` (NT a multiple of 16) of a Q4_K/Q5_K, all super-blocks,
+/// pipelined as [`group_amx`] is (sub-block s's products issued before sub-block s - 1's sums
+/// are read back).
+///
+/// # Safety
+/// AVX-512 VNNI and [`available`], with the tiles configured by [`configure`].
+#[inline(always)]
+unsafe fn group_k_amx<W: KBlock, const NT: usize>(
+    rows: &[Option<&[W]>; 16],
+    a: &Rows<u8>,
+    t0: usize,
+    nb: usize,
+    out: RowsMut<f32>,
+) {
+    // SAFETY: the caller guarantees AVX-512 VNNI and configured AMX tiles; every memory access
+    // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
+    // or a tile load of 16 rows of 32 bytes each inside an activation row's `qs`.
+    unsafe {
+        assert!(NT % 16 == 0 && NT <= MAX_NT);
+        let acts: [&[BlockQ8_K]; NT] = std::array::from_fn(|i| cast_blocks(a.row(t0 + i)));
+        let stride = a.stride();
+        let mut acc = [_mm512_setzero_ps(); NT];
+        let mut wt = Aligned([[_mm512_setzero_si512(); 8]; 2]);
+        let mut sums = Aligned([[[[0i32; 16]; 16]; MAX_NT / 16]; 2]);
+        for k in 0..nb {
+            let h = k_header16(rows, k);
+            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
+            let mut isum = [_mm512_setzero_si512(); NT];
+            for s in 0..=8 {
+                if s < 8 {
+                    let par = s % 2;
+                    let mut v = [_mm256_setzero_si256(); 16];
+                    for r in 0..16 {
+                        if let Some(b) = rows[r] {
+                            v[r] = b[k].levels(s);
+                            // The row's next super-block, a line per sub-block towards L1.
+                            if let Some(next) = b.get(k + 1) {
+                                let p = next as *const W as *const i8;
+                                if 64 * s < std::mem::size_of::<W>() {
+                                    _mm_prefetch::<_MM_HINT_T0>(p.add(64 * s));
+                                }
+                            }
+                        }
+                    }
+                    wt.0[par] = transpose16(&v);
+                    let wp = wt.0[par].as_ptr();
+                    if par == 0 {
+                        asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) wp,
+                             s = in(reg) 64usize, options(nostack, readonly));
+                    } else {
+                        asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) wp,
+                             s = in(reg) 64usize, options(nostack, readonly));
+                    }
+                    for g in 0..NT / 16 {
+                        // Row i: the 32 bytes of sub-block s of token t0 + 16g + i.
+                        let first = ab[16 * g].qs[32 * s..32 * s + 32].as_ptr();
+                        debug_assert_eq!(
+                            ab[16 * g + 15].qs[32 * s..].as_ptr() as usize,
+                            first as usize + 15 * stride
+                        );
+                        let o = sums.0[par][g].as_mut_ptr() as *mut i32;
+                        match (g % 4, par) {
+                            (0, 0) => tile_dot::<4, 0, 2>(first, stride, o),
+                            (1, 0) => tile_dot::<5, 1, 2>(first, stride, o),
+                            (2, 0) => tile_dot::<6, 0, 2>(first, stride, o),
+                            (3, 0) => tile_dot::<7, 1, 2>(first, stride, o),
+                            (0, _) => tile_dot::<4, 0, 3>(first, stride, o),
+                            (1, _) => tile_dot::<5, 1, 3>(first, stride, o),
+                            (2, _) => tile_dot::<6, 0, 3>(first, stride, o),
+                            _ => tile_dot::<7, 1, 3>(first, stride, o),
+                        }
+                    }
+                }
+                if s == 0 {
+                    continue;
+                }
+                // Sub-block s - 1's sums times its scales, into the exact super-block sums.
+                let (j, par) = (s - 1, (s - 1) % 2);
+                let scv = h.sc[j];
+                for g in 0..NT / 16 {
+                    for i in 0..16 {
+                        let t = 16 * g + i;
+                        // A row of sums is 16 aligned i32 (64-byte aligned rows).
+                        let c = _mm512_load_si512(sums.0[par][g][i].as_ptr() as *const __m512i);
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(c, scv));
+                    }
+                }
+            }
+            k_finish16(&h, &ab, &isum, &mut acc);
+        }
+        store_rows16(&acc, out);
     }
 }

@@ -992,6 +992,86 @@ unsafe fn transpose16(v: &[__m256i; 16]) -> [__m512i; 8] {
     }
 }
 
+/// A Q4_K/Q5_K super-block of 16 rows as the 512-bit k-quant bodies read it: `sc[s]` lane r =
+/// scale s of row r, `mn[i]` (i < 4) lane r = row r's min pair i (i16), `d` and `dmin` per lane.
+pub(in crate::x86_64) struct KHeader16 {
+    pub sc: [__m512i; 8],
+    mn: [__m512i; 8],
+    d: __m512,
+    dmin: __m512,
+}
+
+/// The [`KHeader16`] of super-block `k` of `rows` (`None` = padding: zeros).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[inline(always)]
+pub(in crate::x86_64) unsafe fn k_header16<W: KBlock>(
+    rows: &[Option<&[W]>; 16],
+    k: usize,
+) -> KHeader16 {
+    // SAFETY: the caller guarantees AVX-512; the loads are of 16-float local arrays.
+    unsafe {
+        let mut sc = [_mm256_setzero_si256(); 16];
+        let mut mn = [_mm256_setzero_si256(); 16];
+        let mut d = [0.0f32; 16];
+        let mut dmin = [0.0f32; 16];
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(b) = row {
+                let (u, dr, dm) = b[k].scale_words();
+                let v = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
+                sc[r] = _mm256_cvtepu8_epi32(v);
+                // The mins as i16 pairs (m[2i], m[2i + 1]) in dwords 0..4.
+                mn[r] = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128::<8>(v)));
+                d[r] = dr;
+                dmin[r] = dm;
+            }
+        }
+        KHeader16 {
+            sc: transpose16(&sc),
+            mn: transpose16(&mn),
+            // d and dmin are 16 readable floats; unaligned loads.
+            d: _mm512_loadu_ps(d.as_ptr()),
+            dmin: _mm512_loadu_ps(dmin.as_ptr()),
+        }
+    }
+}
+
+/// The float steps of a super-block of 16 rows: acc[t] += isum[t] * d * da - msum * dmin * da,
+/// msum the mins against the token's 32-element activation sums (`bsums` pairs).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[inline(always)]
+pub(in crate::x86_64) unsafe fn k_finish16<const NT: usize>(
+    h: &KHeader16,
+    ab: &[&BlockQ8_K; NT],
+    isum: &[__m512i; NT],
+    acc: &mut [__m512; NT],
+) {
+    // SAFETY: the caller guarantees AVX-512; the loads and stores are of local arrays of the
+    // sizes named beside them.
+    unsafe {
+        for t in 0..NT {
+            // bsums is 16 i16 = 32 readable bytes; `bp` 16 writable bytes; unaligned.
+            let bs = _mm256_loadu_si256(ab[t].bsums.as_ptr() as *const __m256i);
+            let b = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let mut bp = [0i32; 4];
+            _mm_storeu_si128(bp.as_mut_ptr() as *mut __m128i, b);
+            let mut msum = _mm512_setzero_si512();
+            for (i, m) in h.mn[..4].iter().enumerate() {
+                msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bp[i]));
+            }
+            let da = _mm512_set1_ps(ab[t].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(h.d, da), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(h.dmin, da), acc[t]);
+        }
+    }
+}
+
 /// [`group_k`] on 512-bit registers for the AVX-512 VNNI set: 16 rows (`rows[r]`, `None` =
 /// padding) x NT tokens, so that each token's per-sub-block steps (the chains, the packing and the
 /// scale `vpdpwssd` or `vpmulld`) serve 16 rows instead of 8. Every output element gets the same
@@ -1001,7 +1081,7 @@ unsafe fn transpose16(v: &[__m256i; 16]) -> [__m512i; 8] {
 /// # Safety
 /// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI (the `vnni` entry points).
 #[inline(always)]
-unsafe fn group_k512<W: KBlock, const NT: usize>(
+pub(in crate::x86_64) unsafe fn group_k512<W: KBlock, const NT: usize>(
     rows: [Option<&[W]>; 16],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
@@ -1011,33 +1091,9 @@ unsafe fn group_k512<W: KBlock, const NT: usize>(
     unsafe {
         let mut acc = [_mm512_setzero_ps(); NT];
         for k in 0..nb {
-            // sc[s] lane r = scale s of row r; mn[i] (i < 4) lane r = row r's min pair i.
-            let mut sc = [_mm256_setzero_si256(); 16];
-            let mut mn = [_mm256_setzero_si256(); 16];
-            let mut d = [0.0f32; 16];
-            let mut dmin = [0.0f32; 16];
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    let (u, dr, dm) = b[k].scale_words();
-                    let v = _mm_set_epi32(u[3] as i32, u[2] as i32, u[1] as i32, u[0] as i32);
-                    sc[r] = _mm256_cvtepu8_epi32(v);
-                    mn[r] = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128::<8>(v)));
-                    d[r] = dr;
-                    dmin[r] = dm;
-                }
-            }
-            let (sc, mn) = (transpose16(&sc), transpose16(&mn));
+            let h = k_header16(&rows, k);
             let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
-            let mut bp = [[0i32; 4]; NT];
-            for t in 0..NT {
-                // bsums is 16 i16 = 32 readable bytes; `bp[t]` 16 writable bytes; unaligned.
-                let bs = _mm256_loadu_si256(ab[t].bsums.as_ptr() as *const __m256i);
-                let b = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
-                _mm_storeu_si128(bp[t].as_mut_ptr() as *mut __m128i, b);
-            }
+            let sc = h.sc;
             let mut isum = [_mm512_setzero_si512(); NT];
             for s in 0..8 {
                 let mut v = [_mm256_setzero_si256(); 16];
@@ -1071,19 +1127,7 @@ unsafe fn group_k512<W: KBlock, const NT: usize>(
                     }
                 }
             }
-            // d and dmin are 16 readable floats; unaligned loads.
-            let (dv, dminv) = (_mm512_loadu_ps(d.as_ptr()), _mm512_loadu_ps(dmin.as_ptr()));
-            for t in 0..NT {
-                let mut msum = _mm512_setzero_si512();
-                for (i, m) in mn[..4].iter().enumerate() {
-                    msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bp[t][i]));
-                }
-                let da = _mm512_set1_ps(ab[t].d);
-                acc[t] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, da), acc[t]);
-                acc[t] =
-                    _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dminv, da), acc[t]);
-            }
+            k_finish16(&h, &ab, &isum, &mut acc);
         }
         store_rows16(&acc, out);
     }
@@ -1094,7 +1138,7 @@ unsafe fn group_k512<W: KBlock, const NT: usize>(
 /// # Safety
 /// The CPU must have AVX-512 F.
 #[inline(always)]
-unsafe fn store_rows16(acc: &[__m512], mut out: RowsMut<f32>) {
+pub(in crate::x86_64) unsafe fn store_rows16(acc: &[__m512], mut out: RowsMut<f32>) {
     let present = out.row_len();
     for (t, a) in acc.iter().enumerate() {
         let mut lanes = [0.0f32; 16];

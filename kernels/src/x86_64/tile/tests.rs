@@ -116,8 +116,8 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
 }
 
 /// The AMX tile (where the CPU has it) against the scalar dot ([`check`]), and bit for bit
-/// against the AVX-512 tile on 40 rows x 133 tokens (groups of 128 and 16 rows, 5 tokens left
-/// over for the AVX-512 tile).
+/// against the AVX-512 tile on 40 rows x 133 tokens (groups of 128 and 16 tokens, 5 left over
+/// for the AVX-512 tile; row groups of 16 and 8).
 fn check_amx(
     ty: GgmlType,
     act: GgmlType,
@@ -135,7 +135,8 @@ fn check_amx(
         sk.get(ty).unwrap().quantize_row_ref.unwrap(),
         sk.get(act).unwrap().from_float.unwrap(),
     );
-    let (n, nr, nt) = (320usize, 40usize, 133usize);
+    let n = if ty.block_elems() == 256 { 512 } else { 320 };
+    let (nr, nt) = (40usize, 133usize);
     let (wrb, arb) = (
         ty.row_bytes(n as u64).unwrap() as usize,
         act.row_bytes(n as u64).unwrap() as usize,
@@ -211,11 +212,23 @@ fn q4_1_tile_matches_scalar() {
 #[test]
 fn q4_k_tile_matches_scalar() {
     check_sets!(GgmlType::Q4_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ4_K>);
+    check_amx(
+        GgmlType::Q4_K,
+        GgmlType::Q8_K,
+        amx::gemm_tile_k::<BlockQ4_K>,
+        vnni::gemm_tile_k::<BlockQ4_K>,
+    );
 }
 
 #[test]
 fn q5_k_tile_matches_scalar() {
     check_sets!(GgmlType::Q5_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ5_K>);
+    check_amx(
+        GgmlType::Q5_K,
+        GgmlType::Q8_K,
+        amx::gemm_tile_k::<BlockQ5_K>,
+        vnni::gemm_tile_k::<BlockQ5_K>,
+    );
 }
 
 #[test]
