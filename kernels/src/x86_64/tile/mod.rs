@@ -1164,29 +1164,8 @@ pub(in crate::x86_64) unsafe fn group_k16_512<W: K16Block, const NT: usize>(
     unsafe {
         let mut acc = [_mm512_setzero_ps(); NT];
         for k in 0..nb {
-            let mut lo = [_mm256_setzero_si256(); 16];
-            let mut hi = [_mm256_setzero_si256(); 16];
-            let mut mn = [_mm256_setzero_si256(); 16];
-            let mut d = [0.0f32; 16];
-            let mut dmin = [0.0f32; 16];
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(b) = row {
-                    let v = b[k].scales();
-                    lo[r] = _mm256_cvtepi8_epi32(v);
-                    hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
-                    if W::HAS_MIN {
-                        mn[r] = _mm256_cvtepu8_epi16(b[k].mins());
-                    }
-                    (d[r], dmin[r]) = b[k].d();
-                }
-            }
-            let (lo, hi) = (transpose16(&lo), transpose16(&hi));
-            let mn = if W::HAS_MIN {
-                transpose16(&mn)
-            } else {
-                [_mm512_setzero_si512(); 8]
-            };
-            let sc: [__m512i; 16] = std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] });
+            let h = k16_header16(&rows, k);
+            let sc = h.sc;
             let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
             let mut isum = [_mm512_setzero_si512(); NT];
             for c in 0..8 {
@@ -1224,30 +1203,98 @@ pub(in crate::x86_64) unsafe fn group_k16_512<W: K16Block, const NT: usize>(
                     }
                 }
             }
-            // d and dmin are 16 readable floats; unaligned loads.
-            let dv = _mm512_loadu_ps(d.as_ptr());
-            let dminv = _mm512_loadu_ps(dmin.as_ptr());
-            for t in 0..NT {
-                let da = _mm512_set1_ps(ab[t].d);
-                acc[t] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dv, da), acc[t]);
-                if W::HAS_MIN {
-                    let mut msum = _mm512_setzero_si512();
-                    for (i, m) in mn.iter().enumerate() {
-                        let pair = i32::from_le_bytes(std::array::from_fn(|j| {
-                            ab[t].bsums[2 * i + j / 2].to_le_bytes()[j % 2]
-                        }));
-                        msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(pair));
-                    }
-                    acc[t] = _mm512_fnmadd_ps(
-                        _mm512_cvtepi32_ps(msum),
-                        _mm512_mul_ps(dminv, da),
-                        acc[t],
-                    );
-                }
-            }
+            k16_finish16::<W, NT>(&h, &ab, &isum, &mut acc);
         }
         store_rows16(&acc, out);
+    }
+}
+
+/// A [`K16Block`] super-block of 16 rows as the 512-bit bodies read it: `sc[g]` lane r = scale g
+/// of row r, `mn[i]` lane r = row r's mins (2i, 2i + 1) as an i16 pair (zero without mins), `d`
+/// and `dmin` per lane.
+pub(in crate::x86_64) struct K16Header16 {
+    pub sc: [__m512i; 16],
+    mn: [__m512i; 8],
+    d: __m512,
+    dmin: __m512,
+}
+
+/// The [`K16Header16`] of super-block `k` of `rows` (`None` = padding: zeros).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[inline(always)]
+pub(in crate::x86_64) unsafe fn k16_header16<W: K16Block>(
+    rows: &[Option<&[W]>; 16],
+    k: usize,
+) -> K16Header16 {
+    // SAFETY: the caller guarantees AVX-512; the loads are of 16-float local arrays.
+    unsafe {
+        let mut lo = [_mm256_setzero_si256(); 16];
+        let mut hi = [_mm256_setzero_si256(); 16];
+        let mut mn = [_mm256_setzero_si256(); 16];
+        let mut d = [0.0f32; 16];
+        let mut dmin = [0.0f32; 16];
+        for (r, row) in rows.iter().enumerate() {
+            if let Some(b) = row {
+                let v = b[k].scales();
+                lo[r] = _mm256_cvtepi8_epi32(v);
+                hi[r] = _mm256_cvtepi8_epi32(_mm_srli_si128::<8>(v));
+                if W::HAS_MIN {
+                    mn[r] = _mm256_cvtepu8_epi16(b[k].mins());
+                }
+                (d[r], dmin[r]) = b[k].d();
+            }
+        }
+        let (lo, hi) = (transpose16(&lo), transpose16(&hi));
+        K16Header16 {
+            sc: std::array::from_fn(|g| if g < 8 { lo[g] } else { hi[g - 8] }),
+            mn: if W::HAS_MIN {
+                transpose16(&mn)
+            } else {
+                [_mm512_setzero_si512(); 8]
+            },
+            // d and dmin are 16 readable floats; unaligned loads.
+            d: _mm512_loadu_ps(d.as_ptr()),
+            dmin: _mm512_loadu_ps(dmin.as_ptr()),
+        }
+    }
+}
+
+/// Token t's 16-element activation sums (2i, 2i + 1) as one i16 pair.
+#[inline(always)]
+pub(in crate::x86_64) fn bsum_pair(a: &BlockQ8_K, i: usize) -> i32 {
+    i32::from_le_bytes(std::array::from_fn(|j| {
+        a.bsums[2 * i + j / 2].to_le_bytes()[j % 2]
+    }))
+}
+
+/// The float steps of a [`K16Block`] super-block of 16 rows: acc[t] += isum[t] * d * da, and
+/// with mins - msum * dmin * da (msum the mins against the 16-element activation sums).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[inline(always)]
+pub(in crate::x86_64) unsafe fn k16_finish16<W: K16Block, const NT: usize>(
+    h: &K16Header16,
+    ab: &[&BlockQ8_K; NT],
+    isum: &[__m512i; NT],
+    acc: &mut [__m512; NT],
+) {
+    // SAFETY: the caller guarantees AVX-512.
+    unsafe {
+        for t in 0..NT {
+            let da = _mm512_set1_ps(ab[t].d);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(h.d, da), acc[t]);
+            if W::HAS_MIN {
+                let mut msum = _mm512_setzero_si512();
+                for (i, m) in h.mn.iter().enumerate() {
+                    msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bsum_pair(ab[t], i)));
+                }
+                acc[t] =
+                    _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(h.dmin, da), acc[t]);
+            }
+        }
     }
 }
 
