@@ -233,7 +233,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
     // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
     // or a tile load of 16 rows of 32 bytes each inside an activation row (see below).
     unsafe {
-        assert!(NT % 16 == 0 && NT <= MAX_NT && rows.len() % 16 == 0);
+        assert!(NT.is_multiple_of(16) && NT <= MAX_NT && rows.len().is_multiple_of(16));
         let np = rows.len() / 16;
         assert!(np <= MAX_GROUPS / 2);
         let acts: [&[W::Act]; NT] = std::array::from_fn(|i| cast_blocks(a.row(t0 + i)));
@@ -433,7 +433,7 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
     // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
     // or a tile load of 16 rows of 32 bytes each inside an activation row's `qs`.
     unsafe {
-        assert!(NT % 16 == 0 && NT <= MAX_NT);
+        assert!(NT.is_multiple_of(16) && NT <= MAX_NT);
         let acts: [&[BlockQ8_K]; NT] = std::array::from_fn(|i| cast_blocks(a.row(t0 + i)));
         let stride = a.stride();
         let mut acc = [_mm512_setzero_ps(); NT];
