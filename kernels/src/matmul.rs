@@ -170,13 +170,9 @@ impl ActBuf {
             .unwrap_or_else(|| panic!("no from_float for activation type {ty}"));
         // x: [n_tok, n_cols] -> bytes: [n_tok, rb]
         match pool {
-            Some(pool) => {
-                // A Vec of zero-sized scratch elements does not allocate.
-                let mut none = vec![(); pool.n_threads()];
-                pool.for_each_chunk(bytes, rb, &mut none, &|t, out, _| {
-                    from_float(&x[t * n_cols..(t + 1) * n_cols], out)
-                });
-            }
+            Some(pool) => pool.for_each_part(bytes, rb, &|t, out| {
+                from_float(&x[t * n_cols..(t + 1) * n_cols], out)
+            }),
             None => {
                 for (xr, out) in x.chunks_exact(n_cols).zip(bytes.chunks_exact_mut(rb)) {
                     from_float(xr, out);

@@ -219,6 +219,19 @@ impl ThreadPool {
         });
     }
 
+    /// [`ThreadPool::for_each_chunk`] without scratch: `f(i, chunk_i)` for every chunk `i` of
+    /// `out`, chunk `i` on thread `i % n_threads`.
+    pub fn for_each_part<T: Send>(
+        &self,
+        out: &mut [T],
+        chunk: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        // A Vec of zero-sized elements does not allocate.
+        let mut none = vec![(); self.n_threads];
+        self.for_each_chunk(out, chunk, &mut none, &|i, o, _| f(i, o));
+    }
+
     /// Runs `f(i, n_threads)` for every `i` in `0..n_threads`, each on its own thread (the caller
     /// runs `i = 0`), and returns when all are done. Does not allocate. A panic in any call is
     /// propagated to the caller after all threads have finished.

@@ -536,10 +536,7 @@ impl Engine {
     /// `out` is large. The rows are independent, so the results do not depend on the split.
     fn rows(&self, out: &mut [f32], row: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
         if self.pool.n_threads() > 1 && out.len() >= PAR_ROWS_MIN && out.len() > row {
-            // A Vec of zero-sized scratch elements does not allocate.
-            let mut none = vec![(); self.pool.n_threads()];
-            self.pool
-                .for_each_chunk(out, row, &mut none, &|t, o, _| f(t, o));
+            self.pool.for_each_part(out, row, f);
         } else {
             for (t, o) in out.chunks_exact_mut(row).enumerate() {
                 f(t, o);

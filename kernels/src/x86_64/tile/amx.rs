@@ -20,14 +20,13 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::{
-    k_finish16, k_header16, store_rows16, transpose16, KBlock, TileBlock, Unpacked, KC, MAX_GROUPS,
-    MAX_NT,
+    act_scales, block_step512, k_finish16, k_header16, store_groups16, store_rows16, transpose16,
+    KBlock, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
 };
 use crate::blocks::{cast_blocks, ActBlock32, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
 use crate::types::GgmlType;
 use crate::views::{Rows, RowsMut};
-use crate::x86_64::h2f;
 
 /// True when the CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7) and the kernel granted this process
 /// the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux 5.16+).
@@ -180,6 +179,47 @@ unsafe fn amx_tile<W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Ro
 /// How many blocks ahead [`group_amx`] prefetches each weight row.
 const PF_AHEAD: usize = 8;
 
+/// tmm2 (`par` 0) or tmm3 (1) = the weight tile: 8 rows of 64 bytes at `w`.
+///
+/// # Safety
+/// Tiles configured by [`configure`]; `w` 512 readable bytes.
+#[inline(always)]
+unsafe fn load_weights(par: usize, w: *const __m512i) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        if par == 0 {
+            asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) w, s = in(reg) 64usize,
+                 options(nostack, readonly));
+        } else {
+            asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) w, s = in(reg) 64usize,
+                 options(nostack, readonly));
+        }
+    }
+}
+
+/// [`tile_dot`] of token group `g` against the weight tile of parity `par` (tmm2 / tmm3), in the
+/// rotation the pipelined bodies use: sum tiles tmm4..=tmm7 by `g % 4`, activation tiles tmm0 /
+/// tmm1 by `g % 2`.
+///
+/// # Safety
+/// As for [`tile_dot`], with that weight tile loaded.
+#[inline(always)]
+unsafe fn group_dot(g: usize, par: usize, a: *const i8, stride: usize, out: *mut i32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        match (g % 4, par) {
+            (0, 0) => tile_dot::<4, 0, 2>(a, stride, out),
+            (1, 0) => tile_dot::<5, 1, 2>(a, stride, out),
+            (2, 0) => tile_dot::<6, 0, 2>(a, stride, out),
+            (3, 0) => tile_dot::<7, 1, 2>(a, stride, out),
+            (0, _) => tile_dot::<4, 0, 3>(a, stride, out),
+            (1, _) => tile_dot::<5, 1, 3>(a, stride, out),
+            (2, _) => tile_dot::<6, 0, 3>(a, stride, out),
+            _ => tile_dot::<7, 1, 3>(a, stride, out),
+        }
+    }
+}
+
 /// One token group's product: tmm`C` = 0, tmm`A` = the activation tile (16 rows of 32 bytes at
 /// `a`, `stride` apart), tmm`C` += tmm`A` x tmm`B` (`tdpbssd`), stored as 16 rows of 16 i32 at
 /// `out`.
@@ -227,7 +267,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
     a: &Rows<u8>,
     t0: usize,
     nb: usize,
-    mut out: RowsMut<f32>,
+    out: RowsMut<f32>,
 ) {
     // SAFETY: the caller guarantees AVX-512 VNNI and configured AMX tiles; every memory access
     // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
@@ -255,11 +295,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
             let kn = KC.min(nb - k0);
             for kk in 0..kn {
                 for t in 0..NT {
-                    let b = &acts[t][k0 + kk];
-                    da[kk * NT + t] = h2f(b.d());
-                    if W::HAS_MIN {
-                        sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
-                    }
+                    (da[kk * NT + t], sa[kk * NT + t]) = act_scales::<W>(&acts[t][k0 + kk]);
                 }
             }
             for (p, acc) in accs[..np].iter_mut().enumerate() {
@@ -293,13 +329,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
                         dm[par] = (_mm512_loadu_ps(dl.as_ptr()), _mm512_loadu_ps(ml.as_ptr()));
                         // tmm2 / tmm3 = the weight tile: 8 rows of 64 bytes at `wt.0[par]`.
                         let wp = wt.0[par].as_ptr();
-                        if par == 0 {
-                            asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) wp,
-                                 s = in(reg) 64usize, options(nostack, readonly));
-                        } else {
-                            asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) wp,
-                                 s = in(reg) 64usize, options(nostack, readonly));
-                        }
+                        load_weights(par, wp);
                         for g in 0..NT / 16 {
                             // Row i of the activation tile = the 32 level bytes of block k of
                             // token t0 + 16g + i, at the activation rows' stride: each lies inside
@@ -310,16 +340,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
                                 first as usize + 15 * stride
                             );
                             let o = sums.0[par][g].as_mut_ptr() as *mut i32;
-                            match (g % 4, par) {
-                                (0, 0) => tile_dot::<4, 0, 2>(first, stride, o),
-                                (1, 0) => tile_dot::<5, 1, 2>(first, stride, o),
-                                (2, 0) => tile_dot::<6, 0, 2>(first, stride, o),
-                                (3, 0) => tile_dot::<7, 1, 2>(first, stride, o),
-                                (0, _) => tile_dot::<4, 0, 3>(first, stride, o),
-                                (1, _) => tile_dot::<5, 1, 3>(first, stride, o),
-                                (2, _) => tile_dot::<6, 0, 3>(first, stride, o),
-                                _ => tile_dot::<7, 1, 3>(first, stride, o),
-                            }
+                            group_dot(g, par, first, stride, o);
                         }
                     }
                     if kk == 0 {
@@ -333,26 +354,15 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
                             let t = 16 * g + i;
                             // A row of sums is 16 aligned i32 (64-byte aligned rows).
                             let s = _mm512_load_si512(sums.0[par][g][i].as_ptr() as *const __m512i);
-                            let scale = _mm512_mul_ps(d, _mm512_set1_ps(da[j * NT + t]));
-                            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[t]);
-                            if W::HAS_MIN {
-                                acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sa[j * NT + t]), acc[t]);
-                            }
+                            let (x, a) = (j * NT + t, acc[t]);
+                            acc[t] = block_step512::<W>(a, s, d, m, da[x], sa[x]);
                         }
                     }
                 }
             }
             k0 += kn;
         }
-        let present = out.row_len();
-        for t in 0..NT {
-            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
-            for (p, acc) in accs[..np].iter().enumerate() {
-                // `lanes[16p..16p + 16]` is 16 writable floats (p < MAX_GROUPS / 2); unaligned.
-                _mm512_storeu_ps(lanes[16 * p..].as_mut_ptr(), acc[t]);
-            }
-            out.row_mut(t).copy_from_slice(&lanes[..present]);
-        }
+        store_groups16(&accs[..np], out);
     }
 }
 
@@ -462,13 +472,7 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
                     }
                     wt.0[par] = transpose16(&v);
                     let wp = wt.0[par].as_ptr();
-                    if par == 0 {
-                        asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) wp,
-                             s = in(reg) 64usize, options(nostack, readonly));
-                    } else {
-                        asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) wp,
-                             s = in(reg) 64usize, options(nostack, readonly));
-                    }
+                    load_weights(par, wp);
                     for g in 0..NT / 16 {
                         // Row i: the 32 bytes of sub-block s of token t0 + 16g + i.
                         let first = ab[16 * g].qs[32 * s..32 * s + 32].as_ptr();
@@ -477,16 +481,7 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
                             first as usize + 15 * stride
                         );
                         let o = sums.0[par][g].as_mut_ptr() as *mut i32;
-                        match (g % 4, par) {
-                            (0, 0) => tile_dot::<4, 0, 2>(first, stride, o),
-                            (1, 0) => tile_dot::<5, 1, 2>(first, stride, o),
-                            (2, 0) => tile_dot::<6, 0, 2>(first, stride, o),
-                            (3, 0) => tile_dot::<7, 1, 2>(first, stride, o),
-                            (0, _) => tile_dot::<4, 0, 3>(first, stride, o),
-                            (1, _) => tile_dot::<5, 1, 3>(first, stride, o),
-                            (2, _) => tile_dot::<6, 0, 3>(first, stride, o),
-                            _ => tile_dot::<7, 1, 3>(first, stride, o),
-                        }
+                        group_dot(g, par, first, stride, o);
                     }
                 }
                 if s == 0 {

@@ -434,10 +434,7 @@ pub(in crate::x86_64) unsafe fn group_k16<I: Isa, W: K16Block, const NT: usize>(
                     // sum_g min_g * bsum_g, the bsums as i16 pairs (|bsum| <= 16 * 128).
                     let mut msum = _mm256_setzero_si256();
                     for (i, m) in mn.iter().enumerate() {
-                        let pair = i32::from_le_bytes(std::array::from_fn(|j| {
-                            ab[t].bsums[2 * i + j / 2].to_le_bytes()[j % 2]
-                        }));
-                        msum = I::dpwssd(msum, *m, _mm256_set1_epi32(pair));
+                        msum = I::dpwssd(msum, *m, _mm256_set1_epi32(bsum_pair(ab[t], i)));
                     }
                     acc[t] = _mm256_fnmadd_ps(
                         _mm256_cvtepi32_ps(msum),
@@ -482,12 +479,73 @@ unsafe fn offset_acts<W: TileBlock, const NT: usize>(
                 let b = &acts[t][k0 + kk];
                 let v = _mm256_xor_si256(load32i(b.qs()), x80);
                 _mm256_storeu_si256(xq[kk * NT + t].as_mut_ptr() as *mut __m256i, v);
-                da[kk * NT + t] = h2f(b.d());
-                if W::HAS_MIN {
-                    sa[kk * NT + t] = h2f(b.s().unwrap_or(half::f16::ZERO));
-                }
+                (da[kk * NT + t], sa[kk * NT + t]) = act_scales::<W>(b);
             }
         }
+    }
+}
+
+/// An activation block's scales as the tiles use them: d, and s for the formats with a min (Q4_1,
+/// Q5_1; else 0, unused).
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C (every tile entry point is compiled for them).
+#[inline(always)]
+unsafe fn act_scales<W: TileBlock>(b: &W::Act) -> (f32, f32) {
+    // SAFETY: the caller guarantees F16C.
+    unsafe {
+        let s = if W::HAS_MIN {
+            h2f(b.s().unwrap_or(half::f16::ZERO))
+        } else {
+            0.0
+        };
+        (h2f(b.d()), s)
+    }
+}
+
+/// One block's float steps for 16 rows of one token, as [`group512`] and the AMX tile both take
+/// them (hence their same bits): acc + sum * (d * da) (+ m * sa for the formats with a min), `sum`
+/// the block's exact integer sums.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[inline(always)]
+unsafe fn block_step512<W: TileBlock>(
+    acc: __m512,
+    sum: __m512i,
+    d: __m512,
+    m: __m512,
+    da: f32,
+    sa: f32,
+) -> __m512 {
+    // SAFETY: the caller guarantees AVX-512 F.
+    unsafe {
+        let scale = _mm512_mul_ps(d, _mm512_set1_ps(da));
+        let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, acc);
+        if W::HAS_MIN {
+            _mm512_fmadd_ps(m, _mm512_set1_ps(sa), acc)
+        } else {
+            acc
+        }
+    }
+}
+
+/// `out.row(t)` = the lanes of `accs[p][t]` for groups of 16 rows p in order, for the rows
+/// present (`out.row_len()` of `16 * accs.len()`).
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[inline(always)]
+unsafe fn store_groups16<const NT: usize>(accs: &[[__m512; NT]], mut out: RowsMut<f32>) {
+    let present = out.row_len();
+    for t in 0..NT {
+        let mut lanes = [0.0f32; 8 * MAX_GROUPS];
+        for (p, acc) in accs.iter().enumerate() {
+            // SAFETY: `lanes[16p..16p + 16]` is 16 writable floats (p < MAX_GROUPS / 2);
+            // unaligned; AVX-512 F by the caller.
+            unsafe { _mm512_storeu_ps(lanes[16 * p..].as_mut_ptr(), acc[t]) };
+        }
+        out.row_mut(t).copy_from_slice(&lanes[..present]);
     }
 }
 
@@ -595,7 +653,7 @@ unsafe fn group512<W: TileBlock, const NT: usize>(
     rows: &[Option<&[W]>],
     acts: [&[W::Act]; NT],
     nb: usize,
-    mut out: RowsMut<f32>,
+    out: RowsMut<f32>,
 ) {
     // SAFETY: as for `group`, with AVX-512 guaranteed by the caller.
     unsafe {
@@ -652,30 +710,15 @@ unsafe fn group512<W: TileBlock, const NT: usize>(
                             s[i] = _mm512_dpbusd_epi32(s[i], _mm512_set1_epi32(a0), w[j]);
                             s[i] = _mm512_dpbusd_epi32(s[i], _mm512_set1_epi32(a1), w[j + 1]);
                         }
-                        let s = _mm512_add_epi32(s[0], s[1]);
-                        let scale = _mm512_mul_ps(d, _mm512_set1_ps(da[kk * NT + t]));
-                        acc[t] = _mm512_fmadd_ps(
-                            _mm512_cvtepi32_ps(_mm512_sub_epi32(s, corr)),
-                            scale,
-                            acc[t],
-                        );
-                        if W::HAS_MIN {
-                            acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(sa[kk * NT + t]), acc[t]);
-                        }
+                        let s = _mm512_sub_epi32(_mm512_add_epi32(s[0], s[1]), corr);
+                        let (i, a) = (kk * NT + t, acc[t]);
+                        acc[t] = block_step512::<W>(a, s, d, m, da[i], sa[i]);
                     }
                 }
             }
             k0 += kn;
         }
-        let present = out.row_len();
-        for t in 0..NT {
-            let mut lanes = [0.0f32; 8 * MAX_GROUPS];
-            for (p, acc) in accs[..np].iter().enumerate() {
-                // `lanes[16p..16p + 16]` is 16 writable floats (p < MAX_GROUPS / 2); unaligned.
-                _mm512_storeu_ps(lanes[16 * p..].as_mut_ptr(), acc[t]);
-            }
-            out.row_mut(t).copy_from_slice(&lanes[..present]);
-        }
+        store_groups16(&accs[..np], out);
     }
 }
 
@@ -994,8 +1037,8 @@ unsafe fn transpose16(v: &[__m256i; 16]) -> [__m512i; 8] {
 
 /// A Q4_K/Q5_K super-block of 16 rows as the 512-bit k-quant bodies read it: `sc[s]` lane r =
 /// scale s of row r, `mn[i]` (i < 4) lane r = row r's min pair i (i16), `d` and `dmin` per lane.
-pub(in crate::x86_64) struct KHeader16 {
-    pub sc: [__m512i; 8],
+struct KHeader16 {
+    sc: [__m512i; 8],
     mn: [__m512i; 8],
     d: __m512,
     dmin: __m512,
@@ -1006,10 +1049,7 @@ pub(in crate::x86_64) struct KHeader16 {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI.
 #[inline(always)]
-pub(in crate::x86_64) unsafe fn k_header16<W: KBlock>(
-    rows: &[Option<&[W]>; 16],
-    k: usize,
-) -> KHeader16 {
+unsafe fn k_header16<W: KBlock>(rows: &[Option<&[W]>; 16], k: usize) -> KHeader16 {
     // SAFETY: the caller guarantees AVX-512; the loads are of 16-float local arrays.
     unsafe {
         let mut sc = [_mm256_setzero_si256(); 16];
@@ -1043,7 +1083,7 @@ pub(in crate::x86_64) unsafe fn k_header16<W: KBlock>(
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI.
 #[inline(always)]
-pub(in crate::x86_64) unsafe fn k_finish16<const NT: usize>(
+unsafe fn k_finish16<const NT: usize>(
     h: &KHeader16,
     ab: &[&BlockQ8_K; NT],
     isum: &[__m512i; NT],
@@ -1081,7 +1121,7 @@ pub(in crate::x86_64) unsafe fn k_finish16<const NT: usize>(
 /// # Safety
 /// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and VNNI (the `vnni` entry points).
 #[inline(always)]
-pub(in crate::x86_64) unsafe fn group_k512<W: KBlock, const NT: usize>(
+unsafe fn group_k512<W: KBlock, const NT: usize>(
     rows: [Option<&[W]>; 16],
     acts: [&[BlockQ8_K]; NT],
     nb: usize,
@@ -1138,7 +1178,7 @@ pub(in crate::x86_64) unsafe fn group_k512<W: KBlock, const NT: usize>(
 /// # Safety
 /// The CPU must have AVX-512 F.
 #[inline(always)]
-pub(in crate::x86_64) unsafe fn store_rows16(acc: &[__m512], mut out: RowsMut<f32>) {
+unsafe fn store_rows16(acc: &[__m512], mut out: RowsMut<f32>) {
     let present = out.row_len();
     for (t, a) in acc.iter().enumerate() {
         let mut lanes = [0.0f32; 16];
@@ -1212,8 +1252,8 @@ pub(in crate::x86_64) unsafe fn group_k16_512<W: K16Block, const NT: usize>(
 /// A [`K16Block`] super-block of 16 rows as the 512-bit bodies read it: `sc[g]` lane r = scale g
 /// of row r, `mn[i]` lane r = row r's mins (2i, 2i + 1) as an i16 pair (zero without mins), `d`
 /// and `dmin` per lane.
-pub(in crate::x86_64) struct K16Header16 {
-    pub sc: [__m512i; 16],
+struct K16Header16 {
+    sc: [__m512i; 16],
     mn: [__m512i; 8],
     d: __m512,
     dmin: __m512,
@@ -1224,10 +1264,7 @@ pub(in crate::x86_64) struct K16Header16 {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI.
 #[inline(always)]
-pub(in crate::x86_64) unsafe fn k16_header16<W: K16Block>(
-    rows: &[Option<&[W]>; 16],
-    k: usize,
-) -> K16Header16 {
+unsafe fn k16_header16<W: K16Block>(rows: &[Option<&[W]>; 16], k: usize) -> K16Header16 {
     // SAFETY: the caller guarantees AVX-512; the loads are of 16-float local arrays.
     unsafe {
         let mut lo = [_mm256_setzero_si256(); 16];
@@ -1263,7 +1300,7 @@ pub(in crate::x86_64) unsafe fn k16_header16<W: K16Block>(
 
 /// Token t's 16-element activation sums (2i, 2i + 1) as one i16 pair.
 #[inline(always)]
-pub(in crate::x86_64) fn bsum_pair(a: &BlockQ8_K, i: usize) -> i32 {
+fn bsum_pair(a: &BlockQ8_K, i: usize) -> i32 {
     i32::from_le_bytes(std::array::from_fn(|j| {
         a.bsums[2 * i + j / 2].to_le_bytes()[j % 2]
     }))
@@ -1275,7 +1312,7 @@ pub(in crate::x86_64) fn bsum_pair(a: &BlockQ8_K, i: usize) -> i32 {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL and VNNI.
 #[inline(always)]
-pub(in crate::x86_64) unsafe fn k16_finish16<W: K16Block, const NT: usize>(
+unsafe fn k16_finish16<W: K16Block, const NT: usize>(
     h: &K16Header16,
     ab: &[&BlockQ8_K; NT],
     isum: &[__m512i; NT],
