@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use super::{
     act_scales, block_step512, k_finish16, k_header16, store_groups16, store_rows16, transpose16,
-    KBlock, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
+    KBlock, KHeader16, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
 };
 use crate::blocks::{cast_blocks, ActBlock32, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
@@ -366,12 +366,14 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
     }
 }
 
-/// The tile entry point (`GemmTileFn`) of Q4_K/Q5_K (x Q8_K) on AMX: per 32-element sub-block, one
-/// `tdpbssd` per 16 tokens x 16 rows gives the exact sub-block sums, which are multiplied by the
-/// rows' sub-block scales and summed in i32 (`vpmulld`, exact) as the AVX-512 body
-/// ([`group_k512`](super::group_k512)) does; the super-block's float steps are its own
-/// ([`k_finish16`](super::k_finish16)): the same bits. Tokens left over after the groups of 16 go
-/// through the AVX-512 tile.
+/// The tile entry point (`GemmTileFn`) of Q4_K/Q5_K (x Q8_K) on AMX. The rows' sub-block scales
+/// go into the weight tiles: each level q times its sub-block's scale (at most 31 x 63 = 1953) is
+/// split as `32 h + l` (h <= 61, l <= 31, both bytes), and two `tdpbssd` chains per 16 tokens x 16
+/// rows sum `h` and `l` against the activations over the whole super-block, 64 elements per
+/// instruction; `32 * H + L` is then the super-block's exact scaled sum, the same i32 the AVX-512
+/// body ([`group_k512`](super::group_k512)) gets with its `vpmulld`/`vpdpwssd`, and the float
+/// steps are its own ([`k_finish16`](super::k_finish16)): the same bits. Tokens left over after
+/// the groups of 16 go through the AVX-512 tile.
 pub(in crate::x86_64) fn gemm_tile_k<W: KBlock>(
     n: usize,
     w: Rows<u8>,
@@ -389,8 +391,7 @@ pub(in crate::x86_64) fn gemm_tile_k<W: KBlock>(
     unsafe { imp::<W>(n, w, a, out) }
 }
 
-/// The whole k-quant tile: groups of 16 rows x 64/32/16 tokens on AMX (64 measured faster than
-/// 128 here, as for the AVX-512 k-quant tile), the tokens left over
+/// The whole k-quant tile: groups of 16 rows x 128/64/32/16 tokens on AMX, the tokens left over
 /// through the AVX-512 tile.
 ///
 /// # Safety
@@ -403,7 +404,7 @@ unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Row
     if n16 > 0 && nr > 0 {
         // SAFETY: the caller guarantees AMX and AVX-512 VNNI.
         unsafe {
-            configure();
+            configure_k();
             let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
             let mut r0 = 0;
             while r0 < nr {
@@ -414,7 +415,7 @@ unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Row
                 while t0 < n16 {
                     t0 += crate::dispatch::token_group!(n16 - t0, NT => {
                         group_k_amx::<W, NT>(&rows, &a, t0, nb, out.window(t0, NT, r0, present))
-                    }; 64, 32, 16);
+                    }; 128, 64, 32, 16);
                 }
                 r0 += 16;
             }
@@ -426,12 +427,172 @@ unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Row
     }
 }
 
-/// 16 rows x tokens t0..t0 + NT of `a` (NT a multiple of 16) of a Q4_K/Q5_K, all super-blocks,
-/// pipelined as [`group_amx`] is (sub-block s's products issued before sub-block s - 1's sums
-/// are read back).
+/// Configures the k-quant tiles: tmm0, tmm1 (16 x 64 bytes: activations), tmm2, tmm3 (16 x 64:
+/// the `h` and `l` weight tiles of 64 elements) and tmm4..=tmm7 (16 x 64: sums).
 ///
 /// # Safety
-/// AVX-512 VNNI and [`available`], with the tiles configured by [`configure`].
+/// [`available`] must be true.
+#[inline(always)]
+unsafe fn configure_k() {
+    let mut c = TileConfig {
+        palette: 1,
+        start_row: 0,
+        reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    for i in 0..8 {
+        (c.colsb[i], c.rows[i]) = (64, 16);
+    }
+    // SAFETY: `c` is a valid 64-byte palette-1 configuration; the caller guarantees AMX.
+    unsafe { asm!("ldtilecfg [{0}]", in(reg) &c, options(nostack, readonly)) };
+}
+
+/// One super-block's weight tiles: for each 64-element chunk c, `[c][0]` = the `h` tile and
+/// `[c][1]` the `l` tile, each 16 rows of 64 bytes in AMX's B layout (row j: every weight row's
+/// elements 64c + 4j..64c + 4j + 4, row r in dword r).
+type KWeights = [[[__m512i; 16]; 2]; 4];
+
+/// The [`KHeader16`] of super-block `k` and its weight tiles ([`KWeights`]) into `wt`; prefetches
+/// the rows' next super-block.
+///
+/// # Safety
+/// AVX-512 F/BW/VL.
+#[inline(always)]
+unsafe fn k_weights<W: KBlock>(
+    rows: &[Option<&[W]>; 16],
+    k: usize,
+    wt: &mut KWeights,
+) -> KHeader16 {
+    // SAFETY: guaranteed by the caller; the prefetches are of addresses inside a block.
+    unsafe {
+        let h = k_header16(rows, k);
+        let (m5, m8) = (_mm512_set1_epi16(0x1F), _mm512_set1_epi16(0xFF00u16 as i16));
+        for s in 0..8 {
+            let mut v = [_mm256_setzero_si256(); 16];
+            for r in 0..16 {
+                if let Some(b) = rows[r] {
+                    v[r] = b[k].levels(s);
+                    if let Some(next) = b.get(k + 1) {
+                        let p = next as *const W as *const i8;
+                        if 64 * s < std::mem::size_of::<W>() {
+                            _mm_prefetch::<_MM_HINT_T0>(p.add(64 * s));
+                        }
+                    }
+                }
+            }
+            let q = transpose16(&v);
+            // Lane r of q[j]: row r's levels 32s + 4j..+4; each word of `sc` = row r's scale s.
+            let sc = _mm512_or_si512(h.sc[s], _mm512_slli_epi32::<16>(h.sc[s]));
+            for (j, &qj) in q.iter().enumerate() {
+                // Even and odd bytes times the scale, in words (at most 1953: no overflow).
+                let pe = _mm512_mullo_epi16(_mm512_and_si512(qj, _mm512_set1_epi16(0xFF)), sc);
+                let po = _mm512_mullo_epi16(_mm512_srli_epi16::<8>(qj), sc);
+                // h = p >> 5 and l = p & 31 per byte.
+                let hi = _mm512_or_si512(
+                    _mm512_srli_epi16::<5>(pe),
+                    _mm512_and_si512(_mm512_slli_epi16::<3>(po), m8),
+                );
+                let lo = _mm512_or_si512(
+                    _mm512_and_si512(pe, m5),
+                    _mm512_slli_epi16::<8>(_mm512_and_si512(po, m5)),
+                );
+                wt[s / 2][0][8 * (s % 2) + j] = hi;
+                wt[s / 2][1][8 * (s % 2) + j] = lo;
+            }
+        }
+        h
+    }
+}
+
+/// The products of one super-block for one or two groups of 16 tokens (`a1` null: one group):
+/// tmm4 / tmm5 = `h` / `l` sums of the group at `a0`, tmm6 / tmm7 those of `a1`, over the four
+/// 64-element chunks (activation row i of chunk c at `a + i * stride + 64c`), stored as 16 x 16
+/// i32 at `out[0..2]` (`a0`) and `out[2..4]` (`a1`).
+///
+/// # Safety
+/// Tiles configured by [`configure_k`]; `wt` one [`KWeights`]; the 16 activation rows of each
+/// group have 256 readable bytes at their pointers; `out` 4 KiB writable (2 KiB for one group).
+#[inline(always)]
+unsafe fn k_products(
+    wt: *const KWeights,
+    a0: *const i8,
+    a1: *const i8,
+    stride: usize,
+    out: *mut i32,
+) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        let two = !a1.is_null();
+        asm!("tilezero tmm4", "tilezero tmm5", options(nostack, nomem));
+        if two {
+            asm!("tilezero tmm6", "tilezero tmm7", options(nostack, nomem));
+        }
+        for c in 0..4 {
+            let wh = (*wt)[c][0].as_ptr();
+            let wl = (*wt)[c][1].as_ptr();
+            if two {
+                asm!(
+                    "tileloadd tmm2, [{wh} + {s64}*1]",
+                    "tileloadd tmm0, [{a0} + {s}*1]",
+                    "tdpbssd tmm4, tmm0, tmm2",
+                    "tileloadd tmm3, [{wl} + {s64}*1]",
+                    "tdpbssd tmm5, tmm0, tmm3",
+                    "tileloadd tmm1, [{a1} + {s}*1]",
+                    "tdpbssd tmm6, tmm1, tmm2",
+                    "tdpbssd tmm7, tmm1, tmm3",
+                    wh = in(reg) wh,
+                    wl = in(reg) wl,
+                    a0 = in(reg) a0.add(64 * c),
+                    a1 = in(reg) a1.add(64 * c),
+                    s = in(reg) stride,
+                    s64 = in(reg) 64usize,
+                    options(nostack, readonly),
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm2, [{wh} + {s64}*1]",
+                    "tileloadd tmm0, [{a0} + {s}*1]",
+                    "tdpbssd tmm4, tmm0, tmm2",
+                    "tileloadd tmm3, [{wl} + {s64}*1]",
+                    "tdpbssd tmm5, tmm0, tmm3",
+                    wh = in(reg) wh,
+                    wl = in(reg) wl,
+                    a0 = in(reg) a0.add(64 * c),
+                    s = in(reg) stride,
+                    s64 = in(reg) 64usize,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        asm!(
+            "tilestored [{o} + {s64}*1], tmm4",
+            "tilestored [{o1} + {s64}*1], tmm5",
+            o = in(reg) out,
+            o1 = in(reg) out.add(256),
+            s64 = in(reg) 64usize,
+            options(nostack),
+        );
+        if two {
+            asm!(
+                "tilestored [{o} + {s64}*1], tmm6",
+                "tilestored [{o1} + {s64}*1], tmm7",
+                o = in(reg) out.add(512),
+                o1 = in(reg) out.add(768),
+                s64 = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+}
+
+/// 16 rows x tokens t0..t0 + NT of `a` (NT a multiple of 16) of a Q4_K/Q5_K, all super-blocks.
+/// Pipelined: super-block k's products are issued, then k + 1's weight tiles made and k - 1's
+/// sums read back and finished, so that neither the tile loads nor the reads wait for the stores
+/// just made.
+///
+/// # Safety
+/// AVX-512 VNNI and [`available`], with the tiles configured by [`configure_k`].
 #[inline(always)]
 unsafe fn group_k_amx<W: KBlock, const NT: usize>(
     rows: &[Option<&[W]>; 16],
@@ -442,64 +603,57 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
 ) {
     // SAFETY: the caller guarantees AVX-512 VNNI and configured AMX tiles; every memory access
     // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
-    // or a tile load of 16 rows of 32 bytes each inside an activation row's `qs`.
+    // or a tile load of 16 rows of 64 bytes each inside an activation row's `qs`.
     unsafe {
-        assert!(NT.is_multiple_of(16) && NT <= MAX_NT);
+        assert!(NT.is_multiple_of(16) && NT <= MAX_NT && nb > 0);
         let acts: [&[BlockQ8_K]; NT] = std::array::from_fn(|i| cast_blocks(a.row(t0 + i)));
         let stride = a.stride();
         let mut acc = [_mm512_setzero_ps(); NT];
-        let mut wt = Aligned([[_mm512_setzero_si512(); 8]; 2]);
-        let mut sums = Aligned([[[[0i32; 16]; 16]; MAX_NT / 16]; 2]);
-        for k in 0..nb {
-            let h = k_header16(rows, k);
-            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][k]);
-            let mut isum = [_mm512_setzero_si512(); NT];
-            for s in 0..=8 {
-                if s < 8 {
-                    let par = s % 2;
-                    let mut v = [_mm256_setzero_si256(); 16];
-                    for r in 0..16 {
-                        if let Some(b) = rows[r] {
-                            v[r] = b[k].levels(s);
-                            // The row's next super-block, a line per sub-block towards L1.
-                            if let Some(next) = b.get(k + 1) {
-                                let p = next as *const W as *const i8;
-                                if 64 * s < std::mem::size_of::<W>() {
-                                    _mm_prefetch::<_MM_HINT_T0>(p.add(64 * s));
-                                }
-                            }
-                        }
-                    }
-                    wt.0[par] = transpose16(&v);
-                    let wp = wt.0[par].as_ptr();
-                    load_weights(par, wp);
-                    for g in 0..NT / 16 {
-                        // Row i: the 32 bytes of sub-block s of token t0 + 16g + i.
-                        let first = ab[16 * g].qs[32 * s..32 * s + 32].as_ptr();
-                        debug_assert_eq!(
-                            ab[16 * g + 15].qs[32 * s..].as_ptr() as usize,
-                            first as usize + 15 * stride
-                        );
-                        let o = sums.0[par][g].as_mut_ptr() as *mut i32;
-                        group_dot(g, par, first, stride, o);
-                    }
+        // Weight tiles of two super-blocks, headers of three (k + 1 is made before k - 1 is
+        // finished); sums (h, l) of two super-blocks for each token group.
+        let mut wt = Aligned([[[[_mm512_setzero_si512(); 16]; 2]; 4]; 2]);
+        let h0 = k_weights(rows, 0, &mut wt.0[0]);
+        let mut hd = [h0; 3];
+        let mut sums = Aligned([[[[[0i32; 16]; 16]; 2]; MAX_NT / 16]; 2]);
+        for k in 0..=nb {
+            let par = k % 2;
+            if k < nb {
+                let mut g = 0;
+                while g < NT / 16 {
+                    let a0 = acts[16 * g][k].qs.as_ptr();
+                    debug_assert_eq!(
+                        acts[16 * g + 15][k].qs.as_ptr() as usize,
+                        a0 as usize + 15 * stride
+                    );
+                    let a1 = if g + 1 < NT / 16 {
+                        acts[16 * g + 16][k].qs.as_ptr()
+                    } else {
+                        std::ptr::null()
+                    };
+                    let o = sums.0[par][g].as_mut_ptr() as *mut i32;
+                    k_products(&wt.0[par], a0, a1, stride, o);
+                    g += 2;
                 }
-                if s == 0 {
-                    continue;
-                }
-                // Sub-block s - 1's sums times its scales, into the exact super-block sums.
-                let (j, par) = (s - 1, (s - 1) % 2);
-                let scv = h.sc[j];
-                for g in 0..NT / 16 {
-                    for i in 0..16 {
-                        let t = 16 * g + i;
-                        // A row of sums is 16 aligned i32 (64-byte aligned rows).
-                        let c = _mm512_load_si512(sums.0[par][g][i].as_ptr() as *const __m512i);
-                        isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(c, scv));
-                    }
+                if k + 1 < nb {
+                    hd[(k + 1) % 3] = k_weights(rows, k + 1, &mut wt.0[1 - par]);
                 }
             }
-            k_finish16(&h, &ab, &isum, &mut acc);
+            if k == 0 {
+                continue;
+            }
+            // Super-block k - 1: exact scaled sums 32 H + L, then the float steps.
+            let (j, jp) = (k - 1, (k - 1) % 2);
+            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][j]);
+            let mut isum = [_mm512_setzero_si512(); NT];
+            for g in 0..NT / 16 {
+                for i in 0..16 {
+                    // Rows of sums are 16 aligned i32 (64-byte aligned rows).
+                    let ch = _mm512_load_si512(sums.0[jp][g][0][i].as_ptr() as *const __m512i);
+                    let cl = _mm512_load_si512(sums.0[jp][g][1][i].as_ptr() as *const __m512i);
+                    isum[16 * g + i] = _mm512_add_epi32(_mm512_slli_epi32::<5>(ch), cl);
+                }
+            }
+            k_finish16(&hd[j % 3], &ab, &isum, &mut acc);
         }
         store_rows16(&acc, out);
     }

@@ -1037,6 +1037,7 @@ unsafe fn transpose16(v: &[__m256i; 16]) -> [__m512i; 8] {
 
 /// A Q4_K/Q5_K super-block of 16 rows as the 512-bit k-quant bodies read it: `sc[s]` lane r =
 /// scale s of row r, `mn[i]` (i < 4) lane r = row r's min pair i (i16), `d` and `dmin` per lane.
+#[derive(Clone, Copy)]
 struct KHeader16 {
     sc: [__m512i; 8],
     mn: [__m512i; 8],

@@ -116,8 +116,8 @@ fn check(ty: GgmlType, act: GgmlType, tile_fn: crate::dispatch::GemmTileFn) {
 }
 
 /// The AMX tile (where the CPU has it) against the scalar dot ([`check`]), and bit for bit
-/// against the AVX-512 tile on 40 rows x 133 tokens (groups of 128 and 16 tokens, 5 left over
-/// for the AVX-512 tile; row groups of 16 and 8).
+/// against the AVX-512 tile on 40 rows x 133 tokens and 24 x 53 (token groups of 128, 32 and 16,
+/// 5 left over for the AVX-512 tile; row groups of 16 and 8), one and three k-quant super-blocks.
 fn check_amx(
     ty: GgmlType,
     act: GgmlType,
@@ -135,34 +135,42 @@ fn check_amx(
         sk.get(ty).unwrap().quantize_row_ref.unwrap(),
         sk.get(act).unwrap().from_float.unwrap(),
     );
-    let n = if ty.block_elems() == 256 { 512 } else { 320 };
-    let (nr, nt) = (40usize, 133usize);
-    let (wrb, arb) = (
-        ty.row_bytes(n as u64).unwrap() as usize,
-        act.row_bytes(n as u64).unwrap() as usize,
-    );
-    let mut w = vec![0u8; nr * wrb];
-    for r in 0..nr {
-        q(&rng.f32s(n, 1.0), &mut w[r * wrb..(r + 1) * wrb]);
-    }
-    let mut a = vec![0u8; nt * arb];
-    for t in 0..nt {
-        ff(&rng.f32s(n, 2.0), &mut a[t * arb..(t + 1) * arb]);
-    }
-    let run = |f: crate::dispatch::GemmTileFn| {
-        let mut out = vec![f32::NAN; nt * nr];
-        f(
-            n,
-            Rows::new(&w, nr, wrb, wrb),
-            Rows::new(&a, nt, arb, arb),
-            RowsMut::new(&mut out, nt, nr, nr),
-        );
-        out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+    let ns: &[usize] = if ty.block_elems() == 256 {
+        &[256, 768]
+    } else {
+        &[320]
     };
-    assert!(
-        run(amx_fn) == run(vnni_fn),
-        "{ty}: the AMX tile differs from the AVX-512 tile"
-    );
+    for &n in ns {
+        // 133 tokens: a group of 128 and 5 left over; 53: 32, 16 (an odd group) and 5.
+        for (nr, nt) in [(40usize, 133usize), (24, 53)] {
+            let (wrb, arb) = (
+                ty.row_bytes(n as u64).unwrap() as usize,
+                act.row_bytes(n as u64).unwrap() as usize,
+            );
+            let mut w = vec![0u8; nr * wrb];
+            for r in 0..nr {
+                q(&rng.f32s(n, 1.0), &mut w[r * wrb..(r + 1) * wrb]);
+            }
+            let mut a = vec![0u8; nt * arb];
+            for t in 0..nt {
+                ff(&rng.f32s(n, 2.0), &mut a[t * arb..(t + 1) * arb]);
+            }
+            let run = |f: crate::dispatch::GemmTileFn| {
+                let mut out = vec![f32::NAN; nt * nr];
+                f(
+                    n,
+                    Rows::new(&w, nr, wrb, wrb),
+                    Rows::new(&a, nt, arb, arb),
+                    RowsMut::new(&mut out, nt, nr, nr),
+                );
+                out.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+            };
+            assert!(
+                run(amx_fn) == run(vnni_fn),
+                "{ty}: the AMX tile differs from the AVX-512 tile ({nr} rows x {nt} tokens x {n})"
+            );
+        }
+    }
 }
 
 #[test]
