@@ -154,10 +154,13 @@ pub fn install(table: &mut KernelTable) {
             (GgmlType::Q5_1, tile::amx::gemm_tile::<BlockQ5_1>),
             (GgmlType::Q8_0, tile::amx::gemm_tile::<BlockQ8_0>),
         ];
-        use crate::blocks::{BlockQ4_K, BlockQ5_K};
-        let amx_k_tiles: [(GgmlType, crate::dispatch::GemmTileFn); 2] = [
+        use crate::blocks::{BlockQ2_K, BlockQ3_K, BlockQ4_K, BlockQ5_K, BlockQ6_K};
+        let amx_k_tiles: [(GgmlType, crate::dispatch::GemmTileFn); 5] = [
             (GgmlType::Q4_K, tile::amx::gemm_tile_k::<BlockQ4_K>),
             (GgmlType::Q5_K, tile::amx::gemm_tile_k::<BlockQ5_K>),
+            (GgmlType::Q6_K, tile::amx::gemm_tile_k16::<BlockQ6_K>),
+            (GgmlType::Q3_K, tile::amx::gemm_tile_k16::<BlockQ3_K>),
+            (GgmlType::Q2_K, tile::amx::gemm_tile_k16::<BlockQ2_K>),
         ];
         for (ty, f) in amx_tiles.into_iter().chain(amx_k_tiles) {
             if let Some(e) = table.get_mut(ty) {

@@ -17,11 +17,13 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use super::{
-    act_scales, block_step512, k_finish16, k_header16, store_groups16, store_rows16, transpose16,
-    KBlock, KHeader16, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
+    act_scales, block_step512, k16_finish16, k16_header16, k_finish16, k_header16, store_groups16,
+    store_rows16, transpose16, K16Block, K16Header16, KBlock, KHeader16, KTile, TileBlock,
+    Unpacked, KC, MAX_GROUPS, MAX_NT,
 };
 use crate::blocks::{cast_blocks, ActBlock32, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
@@ -366,38 +368,150 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
     }
 }
 
-/// The tile entry point (`GemmTileFn`) of Q4_K/Q5_K (x Q8_K) on AMX. The rows' sub-block scales
-/// go into the weight tiles: each level q times its sub-block's scale (at most 31 x 63 = 1953) is
-/// split as `32 h + l` (h <= 61, l <= 31, both bytes), and two `tdpbssd` chains per 16 tokens x 16
-/// rows sum `h` and `l` against the activations over the whole super-block, 64 elements per
-/// instruction; `32 * H + L` is then the super-block's exact scaled sum, the same i32 the AVX-512
-/// body ([`group_k512`](super::group_k512)) gets with its `vpmulld`/`vpdpwssd`, and the float
-/// steps are its own ([`k_finish16`](super::k_finish16)): the same bits. Tokens left over after
-/// the groups of 16 go through the AVX-512 tile.
-pub(in crate::x86_64) fn gemm_tile_k<W: KBlock>(
+/// The tile entry point (`GemmTileFn`) of Q4_K/Q5_K (x Q8_K) on AMX: see [`amx_tile_k`].
+pub(in crate::x86_64) fn gemm_tile_k<W: KBlock + KTile>(
     n: usize,
     w: Rows<u8>,
     a: Rows<u8>,
     out: RowsMut<f32>,
 ) {
-    check_tile_args(<W as KBlock>::TYPE, GgmlType::Q8_K, n, &w, &a, &out);
+    gemm_amx_k::<K32<W>>(n, w, a, out)
+}
+
+/// The tile entry point (`GemmTileFn`) of Q6_K/Q3_K/Q2_K (x Q8_K) on AMX: see [`amx_tile_k`].
+pub(in crate::x86_64) fn gemm_tile_k16<W: K16Block + KTile>(
+    n: usize,
+    w: Rows<u8>,
+    a: Rows<u8>,
+    out: RowsMut<f32>,
+) {
+    gemm_amx_k::<K16<W>>(n, w, a, out)
+}
+
+fn gemm_amx_k<K: AmxK>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    check_tile_args(<K::W as KTile>::TYPE, GgmlType::Q8_K, n, &w, &a, &out);
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    fn imp<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
+    fn imp<K: AmxK>(n: usize, w: Rows<u8>, a: Rows<u8>, out: RowsMut<f32>) {
         // SAFETY: as in `gemm_tile`.
-        unsafe { amx_tile_k::<W>(n, w, a, out) }
+        unsafe { amx_tile_k::<K>(n, w, a, out) }
     }
     assert!(available(), "AMX tile called without AMX");
     // SAFETY: as in `gemm_tile`.
-    unsafe { imp::<W>(n, w, a, out) }
+    unsafe { imp::<K>(n, w, a, out) }
+}
+
+/// A k-quant as the AMX tile reads it: element i of a super-block is `d * scale(i) * (u_i -
+/// OFFSET)` (minus a min term that [`AmxK::finish`] takes from the activations' sums), with
+/// unsigned stored levels u and signed or unsigned byte scales, |scale * (u - OFFSET)| <= 4096.
+trait AmxK {
+    /// The block; also the AVX-512 tile's, which takes the tokens left over.
+    type W: KTile;
+    /// A super-block of 16 rows' scales, mins and `d`s, per lane.
+    type H: Copy;
+    const OFFSET: i16;
+    /// The header of super-block `k` of `rows` (`None` = padding: zeros).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and VNNI.
+    unsafe fn header(rows: &[Option<&[Self::W]>; 16], k: usize) -> Self::H;
+    /// Lane r: row r's scale (an i32) of elements 32s + 4j..32s + 4j + 4 (j < 8).
+    fn scale(h: &Self::H, s: usize, j: usize) -> __m512i;
+    /// The 32 levels of elements 32s..32s + 32 of `b`.
+    ///
+    /// # Safety
+    /// AVX2.
+    unsafe fn levels(b: &Self::W, s: usize) -> __m256i;
+    /// The float steps of a super-block, as the AVX-512 tile takes them.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and VNNI.
+    unsafe fn finish<const NT: usize>(
+        h: &Self::H,
+        ab: &[&BlockQ8_K; NT],
+        isum: &[__m512i; NT],
+        acc: &mut [__m512; NT],
+    );
+}
+
+/// Q4_K/Q5_K: a scale per 32 elements.
+struct K32<W>(PhantomData<W>);
+
+impl<W: KBlock + KTile> AmxK for K32<W> {
+    type W = W;
+    type H = KHeader16;
+    const OFFSET: i16 = 0;
+    #[inline(always)]
+    unsafe fn header(rows: &[Option<&[W]>; 16], k: usize) -> KHeader16 {
+        // SAFETY: forwarded from the caller.
+        unsafe { k_header16(rows, k) }
+    }
+    #[inline(always)]
+    fn scale(h: &KHeader16, s: usize, _j: usize) -> __m512i {
+        h.sc[s]
+    }
+    #[inline(always)]
+    unsafe fn levels(b: &W, s: usize) -> __m256i {
+        <W as KBlock>::levels(b, s)
+    }
+    #[inline(always)]
+    unsafe fn finish<const NT: usize>(
+        h: &KHeader16,
+        ab: &[&BlockQ8_K; NT],
+        isum: &[__m512i; NT],
+        acc: &mut [__m512; NT],
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { k_finish16(h, ab, isum, acc) }
+    }
+}
+
+/// Q6_K/Q3_K/Q2_K: a scale per 16 elements.
+struct K16<W>(PhantomData<W>);
+
+impl<W: K16Block + KTile> AmxK for K16<W> {
+    type W = W;
+    type H = K16Header16;
+    const OFFSET: i16 = W::OFFSET as i16;
+    #[inline(always)]
+    unsafe fn header(rows: &[Option<&[W]>; 16], k: usize) -> K16Header16 {
+        // SAFETY: forwarded from the caller.
+        unsafe { k16_header16(rows, k) }
+    }
+    #[inline(always)]
+    fn scale(h: &K16Header16, s: usize, j: usize) -> __m512i {
+        h.sc[2 * s + j / 4]
+    }
+    #[inline(always)]
+    unsafe fn levels(b: &W, s: usize) -> __m256i {
+        // SAFETY: forwarded from the caller.
+        unsafe { <W as K16Block>::levels(b, s) }
+    }
+    #[inline(always)]
+    unsafe fn finish<const NT: usize>(
+        h: &K16Header16,
+        ab: &[&BlockQ8_K; NT],
+        isum: &[__m512i; NT],
+        acc: &mut [__m512; NT],
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { k16_finish16::<W, NT>(h, ab, isum, acc) }
+    }
 }
 
 /// The whole k-quant tile: groups of 16 rows x 128/64/32/16 tokens on AMX, the tokens left over
 /// through the AVX-512 tile.
 ///
+/// The rows' scales go into the weight tiles: each level's `scale * (u - OFFSET)` (at most 4096
+/// in magnitude) is split as `64 h + l` (h = floor(w / 64) in -64..=64, l in 0..64, both bytes),
+/// and two `tdpbssd` chains per 16 tokens x 16 rows sum `h` and `l` against the activations over
+/// the whole super-block, 64 elements per instruction. `64 H + L` is then the super-block's
+/// exact scaled sum, the same i32 the AVX-512 bodies ([`group_k512`](super::group_k512),
+/// [`group_k16_512`](super::group_k16_512)) get, and the float steps are theirs: the same bits.
+///
 /// # Safety
 /// AVX-512 VNNI and [`available`].
 #[inline(always)]
-unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
+unsafe fn amx_tile_k<K: AmxK>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsMut<f32>) {
     let nb = n / QK_K;
     let (nr, nt) = (w.n(), a.n());
     let n16 = nt / 16 * 16;
@@ -405,16 +519,16 @@ unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Row
         // SAFETY: the caller guarantees AMX and AVX-512 VNNI.
         unsafe {
             configure_k();
-            let row = |r: usize| -> &[W] { cast_blocks(w.row(r)) };
+            let row = |r: usize| -> &[K::W] { cast_blocks(w.row(r)) };
             let mut r0 = 0;
             while r0 < nr {
                 let present = (nr - r0).min(16);
-                let rows: [Option<&[W]>; 16] =
+                let rows: [Option<&[K::W]>; 16] =
                     std::array::from_fn(|i| (i < present).then(|| row(r0 + i)));
                 let mut t0 = 0;
                 while t0 < n16 {
                     t0 += crate::dispatch::token_group!(n16 - t0, NT => {
-                        group_k_amx::<W, NT>(&rows, &a, t0, nb, out.window(t0, NT, r0, present))
+                        group_k_amx::<K, NT>(&rows, &a, t0, nb, out.window(t0, NT, r0, present))
                     }; 128, 64, 32, 16);
                 }
                 r0 += 16;
@@ -423,7 +537,7 @@ unsafe fn amx_tile_k<W: KBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Row
         }
     }
     if n16 < nt {
-        super::vnni::gemm_tile_k::<W>(n, w, a.rows(n16, nt - n16), out.rows_mut(n16, nt - n16));
+        super::vnni::gemm_tile_k::<K::W>(n, w, a.rows(n16, nt - n16), out.rows_mut(n16, nt - n16));
     }
 }
 
@@ -453,49 +567,50 @@ unsafe fn configure_k() {
 /// elements 64c + 4j..64c + 4j + 4, row r in dword r).
 type KWeights = [[[__m512i; 16]; 2]; 4];
 
-/// The [`KHeader16`] of super-block `k` and its weight tiles ([`KWeights`]) into `wt`; prefetches
-/// the rows' next super-block.
+/// The header of super-block `k` and its weight tiles ([`KWeights`]) into `wt`; prefetches the
+/// rows' next super-block.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL.
+/// AVX-512 F/BW/VL and VNNI.
 #[inline(always)]
-unsafe fn k_weights<W: KBlock>(
-    rows: &[Option<&[W]>; 16],
-    k: usize,
-    wt: &mut KWeights,
-) -> KHeader16 {
+unsafe fn k_weights<K: AmxK>(rows: &[Option<&[K::W]>; 16], k: usize, wt: &mut KWeights) -> K::H {
     // SAFETY: guaranteed by the caller; the prefetches are of addresses inside a block.
     unsafe {
-        let h = k_header16(rows, k);
-        let (m5, m8) = (_mm512_set1_epi16(0x1F), _mm512_set1_epi16(0xFF00u16 as i16));
+        let h = K::header(rows, k);
+        let low = _mm512_set1_epi16(0xFF);
+        let (m6, off) = (_mm512_set1_epi16(63), _mm512_set1_epi16(K::OFFSET));
         for s in 0..8 {
             let mut v = [_mm256_setzero_si256(); 16];
             for r in 0..16 {
                 if let Some(b) = rows[r] {
-                    v[r] = b[k].levels(s);
+                    v[r] = K::levels(&b[k], s);
                     if let Some(next) = b.get(k + 1) {
-                        let p = next as *const W as *const i8;
-                        if 64 * s < std::mem::size_of::<W>() {
+                        let p = next as *const K::W as *const i8;
+                        if 64 * s < std::mem::size_of::<K::W>() {
                             _mm_prefetch::<_MM_HINT_T0>(p.add(64 * s));
                         }
                     }
                 }
             }
             let q = transpose16(&v);
-            // Lane r of q[j]: row r's levels 32s + 4j..+4; each word of `sc` = row r's scale s.
-            let sc = _mm512_or_si512(h.sc[s], _mm512_slli_epi32::<16>(h.sc[s]));
             for (j, &qj) in q.iter().enumerate() {
-                // Even and odd bytes times the scale, in words (at most 1953: no overflow).
-                let pe = _mm512_mullo_epi16(_mm512_and_si512(qj, _mm512_set1_epi16(0xFF)), sc);
-                let po = _mm512_mullo_epi16(_mm512_srli_epi16::<8>(qj), sc);
-                // h = p >> 5 and l = p & 31 per byte.
+                // Lane r of qj: row r's levels 32s + 4j..+4; each word of `sc` = their scale.
+                let sc = K::scale(&h, s, j);
+                let sc = _mm512_or_si512(
+                    _mm512_and_si512(sc, _mm512_set1_epi32(0xFFFF)),
+                    _mm512_slli_epi32::<16>(sc),
+                );
+                // Even and odd bytes: w = scale * (u - OFFSET) in words (|w| <= 4096).
+                let we = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_and_si512(qj, low), off), sc);
+                let wo = _mm512_mullo_epi16(_mm512_sub_epi16(_mm512_srli_epi16::<8>(qj), off), sc);
+                // h = w >> 6 (arithmetic) and l = w & 63, per byte.
                 let hi = _mm512_or_si512(
-                    _mm512_srli_epi16::<5>(pe),
-                    _mm512_and_si512(_mm512_slli_epi16::<3>(po), m8),
+                    _mm512_and_si512(_mm512_srai_epi16::<6>(we), low),
+                    _mm512_slli_epi16::<8>(_mm512_srai_epi16::<6>(wo)),
                 );
                 let lo = _mm512_or_si512(
-                    _mm512_and_si512(pe, m5),
-                    _mm512_slli_epi16::<8>(_mm512_and_si512(po, m5)),
+                    _mm512_and_si512(we, m6),
+                    _mm512_slli_epi16::<8>(_mm512_and_si512(wo, m6)),
                 );
                 wt[s / 2][0][8 * (s % 2) + j] = hi;
                 wt[s / 2][1][8 * (s % 2) + j] = lo;
@@ -586,7 +701,7 @@ unsafe fn k_products(
     }
 }
 
-/// 16 rows x tokens t0..t0 + NT of `a` (NT a multiple of 16) of a Q4_K/Q5_K, all super-blocks.
+/// 16 rows x tokens t0..t0 + NT of `a` (NT a multiple of 16) of a k-quant, all super-blocks.
 /// Pipelined: super-block k's products are issued, then k + 1's weight tiles made and k - 1's
 /// sums read back and finished, so that neither the tile loads nor the reads wait for the stores
 /// just made.
@@ -594,8 +709,8 @@ unsafe fn k_products(
 /// # Safety
 /// AVX-512 VNNI and [`available`], with the tiles configured by [`configure_k`].
 #[inline(always)]
-unsafe fn group_k_amx<W: KBlock, const NT: usize>(
-    rows: &[Option<&[W]>; 16],
+unsafe fn group_k_amx<K: AmxK, const NT: usize>(
+    rows: &[Option<&[K::W]>; 16],
     a: &Rows<u8>,
     t0: usize,
     nb: usize,
@@ -612,7 +727,7 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
         // Weight tiles of two super-blocks, headers of three (k + 1 is made before k - 1 is
         // finished); sums (h, l) of two super-blocks for each token group.
         let mut wt = Aligned([[[[_mm512_setzero_si512(); 16]; 2]; 4]; 2]);
-        let h0 = k_weights(rows, 0, &mut wt.0[0]);
+        let h0 = k_weights::<K>(rows, 0, &mut wt.0[0]);
         let mut hd = [h0; 3];
         let mut sums = Aligned([[[[[0i32; 16]; 16]; 2]; MAX_NT / 16]; 2]);
         for k in 0..=nb {
@@ -635,13 +750,13 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
                     g += 2;
                 }
                 if k + 1 < nb {
-                    hd[(k + 1) % 3] = k_weights(rows, k + 1, &mut wt.0[1 - par]);
+                    hd[(k + 1) % 3] = k_weights::<K>(rows, k + 1, &mut wt.0[1 - par]);
                 }
             }
             if k == 0 {
                 continue;
             }
-            // Super-block k - 1: exact scaled sums 32 H + L, then the float steps.
+            // Super-block k - 1: exact scaled sums 64 H + L, then the float steps.
             let (j, jp) = (k - 1, (k - 1) % 2);
             let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][j]);
             let mut isum = [_mm512_setzero_si512(); NT];
@@ -650,10 +765,10 @@ unsafe fn group_k_amx<W: KBlock, const NT: usize>(
                     // Rows of sums are 16 aligned i32 (64-byte aligned rows).
                     let ch = _mm512_load_si512(sums.0[jp][g][0][i].as_ptr() as *const __m512i);
                     let cl = _mm512_load_si512(sums.0[jp][g][1][i].as_ptr() as *const __m512i);
-                    isum[16 * g + i] = _mm512_add_epi32(_mm512_slli_epi32::<5>(ch), cl);
+                    isum[16 * g + i] = _mm512_add_epi32(_mm512_slli_epi32::<6>(ch), cl);
                 }
             }
-            k_finish16(&hd[j % 3], &ab, &isum, &mut acc);
+            K::finish(&hd[j % 3], &ab, &isum, &mut acc);
         }
         store_rows16(&acc, out);
     }

@@ -1253,6 +1253,7 @@ pub(in crate::x86_64) unsafe fn group_k16_512<W: K16Block, const NT: usize>(
 /// A [`K16Block`] super-block of 16 rows as the 512-bit bodies read it: `sc[g]` lane r = scale g
 /// of row r, `mn[i]` lane r = row r's mins (2i, 2i + 1) as an i16 pair (zero without mins), `d`
 /// and `dmin` per lane.
+#[derive(Clone, Copy)]
 struct K16Header16 {
     sc: [__m512i; 16],
     mn: [__m512i; 8],

@@ -242,16 +242,34 @@ fn q5_k_tile_matches_scalar() {
 #[test]
 fn q6_k_tile_matches_scalar() {
     check_sets!(GgmlType::Q6_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ6_K>);
+    check_amx(
+        GgmlType::Q6_K,
+        GgmlType::Q8_K,
+        amx::gemm_tile_k16::<BlockQ6_K>,
+        vnni::gemm_tile_k::<BlockQ6_K>,
+    );
 }
 
 #[test]
 fn q3_k_tile_matches_scalar() {
     check_sets!(GgmlType::Q3_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ3_K>);
+    check_amx(
+        GgmlType::Q3_K,
+        GgmlType::Q8_K,
+        amx::gemm_tile_k16::<BlockQ3_K>,
+        vnni::gemm_tile_k::<BlockQ3_K>,
+    );
 }
 
 #[test]
 fn q2_k_tile_matches_scalar() {
     check_sets!(GgmlType::Q2_K, GgmlType::Q8_K, gemm_tile_k::<BlockQ2_K>);
+    check_amx(
+        GgmlType::Q2_K,
+        GgmlType::Q8_K,
+        amx::gemm_tile_k16::<BlockQ2_K>,
+        vnni::gemm_tile_k::<BlockQ2_K>,
+    );
 }
 
 #[test]
@@ -400,6 +418,108 @@ fn q3_k_q2_k_tiles_extreme_sums() {
                 assert!(
                     close(got, want, 1e-4 * n as f32),
                     "{ty} {nr} rows: tile {got} scalar {want}"
+                );
+            }
+        }
+    }
+}
+
+/// The AMX k-quant tiles at their weight extremes, 20 rows x 16 tokens (one AMX token group):
+/// each level's `scale * (u - offset)` at its largest (Q4_K 15 x 63 = 945, Q5_K 31 x 63 = 1953,
+/// Q6_K -32 x -128 = 4096, whose `h` byte is 64) and most negative (Q6_K 31 x -128 = -3968),
+/// against activations of -128 and of 127. Equal to the scalar dot and, bit for bit, to the
+/// AVX-512 tile.
+#[test]
+fn amx_k_tiles_extreme_levels() {
+    if !amx::available() {
+        eprintln!("skipped the AMX tile: the CPU or the OS lacks AMX");
+        return;
+    }
+    let n = 512;
+    let rep = |b: &[u8]| -> Vec<u8> { (0..n / 256).flat_map(|_| b.to_vec()).collect() };
+    let q4 = BlockQ4_K {
+        d: half::f16::from_f32(0.5),
+        dmin: half::f16::ZERO,
+        scales: [0xFF; 12],
+        qs: [0xFF; 128],
+    };
+    let q5 = BlockQ5_K {
+        d: half::f16::from_f32(0.5),
+        dmin: half::f16::ZERO,
+        scales: [0xFF; 12],
+        qh: [0xFF; 32],
+        qs: [0xFF; 128],
+    };
+    let q6 = |u: u8, scale: i8| BlockQ6_K {
+        ql: [u & 0xF | (u & 0xF) << 4; 128],
+        qh: [(u >> 4) * 0x55; 64],
+        scales: [scale; 16],
+        d: half::f16::from_f32(0.5),
+    };
+    let bytes = |b: &dyn Fn() -> Vec<u8>| rep(&b());
+    let cases: [(
+        GgmlType,
+        Vec<u8>,
+        crate::dispatch::GemmTileFn,
+        crate::dispatch::GemmTileFn,
+    ); 4] = [
+        (
+            GgmlType::Q4_K,
+            bytes(&|| crate::blocks::as_bytes(std::slice::from_ref(&q4)).to_vec()),
+            amx::gemm_tile_k::<BlockQ4_K>,
+            vnni::gemm_tile_k::<BlockQ4_K>,
+        ),
+        (
+            GgmlType::Q5_K,
+            bytes(&|| crate::blocks::as_bytes(std::slice::from_ref(&q5)).to_vec()),
+            amx::gemm_tile_k::<BlockQ5_K>,
+            vnni::gemm_tile_k::<BlockQ5_K>,
+        ),
+        (
+            GgmlType::Q6_K,
+            bytes(&|| crate::blocks::as_bytes(std::slice::from_ref(&q6(0, -128))).to_vec()),
+            amx::gemm_tile_k16::<BlockQ6_K>,
+            vnni::gemm_tile_k::<BlockQ6_K>,
+        ),
+        (
+            GgmlType::Q6_K,
+            bytes(&|| crate::blocks::as_bytes(std::slice::from_ref(&q6(63, -128))).to_vec()),
+            amx::gemm_tile_k16::<BlockQ6_K>,
+            vnni::gemm_tile_k::<BlockQ6_K>,
+        ),
+    ];
+    let (nr, nt) = (20usize, 16usize);
+    for (ty, w, amx_fn, vnni_fn) in cases {
+        let ww = w.repeat(nr);
+        for qa in [-128i8, 127] {
+            let a_block = BlockQ8_K {
+                d: 0.25,
+                qs: [qa; 256],
+                bsums: [qa as i16 * 16; 16],
+            };
+            let a = rep(crate::blocks::as_bytes(std::slice::from_ref(&a_block))).repeat(nt);
+            let want =
+                scalar_kernels().get(ty).unwrap().vec_dot.unwrap()(n, &w, &a[..a.len() / nt]);
+            let run = |f: crate::dispatch::GemmTileFn| {
+                let mut out = vec![f32::NAN; nt * nr];
+                f(
+                    n,
+                    Rows::new(&ww, nr, w.len(), w.len()),
+                    Rows::new(&a, nt, a.len() / nt, a.len() / nt),
+                    RowsMut::new(&mut out, nt, nr, nr),
+                );
+                out
+            };
+            let (got, base) = (run(amx_fn), run(vnni_fn));
+            for (i, &g) in got.iter().enumerate() {
+                assert!(
+                    close(g, want, 1e-4 * n as f32),
+                    "{ty} activations {qa}, output {i}: AMX tile {g} scalar {want}"
+                );
+                assert_eq!(
+                    g.to_bits(),
+                    base[i].to_bits(),
+                    "{ty}: AMX differs from AVX-512"
                 );
             }
         }
