@@ -18,6 +18,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use super::{
@@ -291,7 +292,11 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
         // Two weight tiles (8 rows of 64 bytes each) and two sets of sums (token group g: 16
         // tokens x 16 rows of i32), one per block parity.
         let mut wt = Aligned([[_mm512_setzero_si512(); 8]; 2]);
-        let mut sums = Aligned([[[[0i32; 16]; 16]; MAX_NT / 16]; 2]);
+        // Not zeroed: every sum is written by a tile store before it is read.
+        let mut sums = MaybeUninit::<Aligned<[[[[i32; 16]; 16]; MAX_NT / 16]; 2]>>::uninit();
+        let sp = sums.as_mut_ptr() as *mut i32;
+        // Row i of the sums of token group g, block parity `par`.
+        let at = |par: usize, g: usize, i: usize| sp.add(((par * (MAX_NT / 16) + g) * 16 + i) * 16);
         let mut k0 = 0;
         while k0 < nb {
             let kn = KC.min(nb - k0);
@@ -341,8 +346,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
                                 acts[16 * g + 15][k].qs().as_ptr() as usize,
                                 first as usize + 15 * stride
                             );
-                            let o = sums.0[par][g].as_mut_ptr() as *mut i32;
-                            group_dot(g, par, first, stride, o);
+                            group_dot(g, par, first, stride, at(par, g, 0));
                         }
                     }
                     if kk == 0 {
@@ -355,7 +359,7 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
                         for i in 0..16 {
                             let t = 16 * g + i;
                             // A row of sums is 16 aligned i32 (64-byte aligned rows).
-                            let s = _mm512_load_si512(sums.0[par][g][i].as_ptr() as *const __m512i);
+                            let s = _mm512_load_si512(at(par, g, i) as *const __m512i);
                             let (x, a) = (j * NT + t, acc[t]);
                             acc[t] = block_step512::<W>(a, s, d, m, da[x], sa[x]);
                         }
@@ -567,13 +571,13 @@ unsafe fn configure_k() {
 /// elements 64c + 4j..64c + 4j + 4, row r in dword r).
 type KWeights = [[[__m512i; 16]; 2]; 4];
 
-/// The header of super-block `k` and its weight tiles ([`KWeights`]) into `wt`; prefetches the
-/// rows' next super-block.
+/// The header of super-block `k` and its weight tiles ([`KWeights`]) into `wt` (written whole);
+/// prefetches the rows' next super-block.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL and VNNI.
+/// AVX-512 F/BW/VL and VNNI; `wt` writable.
 #[inline(always)]
-unsafe fn k_weights<K: AmxK>(rows: &[Option<&[K::W]>; 16], k: usize, wt: &mut KWeights) -> K::H {
+unsafe fn k_weights<K: AmxK>(rows: &[Option<&[K::W]>; 16], k: usize, wt: *mut KWeights) -> K::H {
     // SAFETY: guaranteed by the caller; the prefetches are of addresses inside a block.
     unsafe {
         let h = K::header(rows, k);
@@ -612,8 +616,8 @@ unsafe fn k_weights<K: AmxK>(rows: &[Option<&[K::W]>; 16], k: usize, wt: &mut KW
                     _mm512_and_si512(we, m6),
                     _mm512_slli_epi16::<8>(_mm512_and_si512(wo, m6)),
                 );
-                wt[s / 2][0][8 * (s % 2) + j] = hi;
-                wt[s / 2][1][8 * (s % 2) + j] = lo;
+                (*wt)[s / 2][0][8 * (s % 2) + j] = hi;
+                (*wt)[s / 2][1][8 * (s % 2) + j] = lo;
             }
         }
         h
@@ -726,10 +730,18 @@ unsafe fn group_k_amx<K: AmxK, const NT: usize>(
         let mut acc = [_mm512_setzero_ps(); NT];
         // Weight tiles of two super-blocks, headers of three (k + 1 is made before k - 1 is
         // finished); sums (h, l) of two super-blocks for each token group.
-        let mut wt = Aligned([[[[_mm512_setzero_si512(); 16]; 2]; 4]; 2]);
-        let h0 = k_weights::<K>(rows, 0, &mut wt.0[0]);
+        // Not zeroed (48 KiB per call): every weight tile is written by `k_weights` and every
+        // sum by a tile store before it is read.
+        let mut wt = MaybeUninit::<Aligned<[KWeights; 2]>>::uninit();
+        let wt = wt.as_mut_ptr() as *mut KWeights;
+        let h0 = k_weights::<K>(rows, 0, wt);
         let mut hd = [h0; 3];
-        let mut sums = Aligned([[[[[0i32; 16]; 16]; 2]; MAX_NT / 16]; 2]);
+        let mut sums = MaybeUninit::<Aligned<[[[[[i32; 16]; 16]; 2]; MAX_NT / 16]; 2]>>::uninit();
+        let sp = sums.as_mut_ptr() as *mut i32;
+        // Row i of the (h, l) sums `hl` of token group g, super-block parity `par`.
+        let at = |par: usize, g: usize, hl: usize, i: usize| {
+            sp.add((((par * (MAX_NT / 16) + g) * 2 + hl) * 16 + i) * 16)
+        };
         for k in 0..=nb {
             let par = k % 2;
             if k < nb {
@@ -745,12 +757,11 @@ unsafe fn group_k_amx<K: AmxK, const NT: usize>(
                     } else {
                         std::ptr::null()
                     };
-                    let o = sums.0[par][g].as_mut_ptr() as *mut i32;
-                    k_products(&wt.0[par], a0, a1, stride, o);
+                    k_products(wt.add(par), a0, a1, stride, at(par, g, 0, 0));
                     g += 2;
                 }
                 if k + 1 < nb {
-                    hd[(k + 1) % 3] = k_weights::<K>(rows, k + 1, &mut wt.0[1 - par]);
+                    hd[(k + 1) % 3] = k_weights::<K>(rows, k + 1, wt.add(1 - par));
                 }
             }
             if k == 0 {
@@ -763,8 +774,8 @@ unsafe fn group_k_amx<K: AmxK, const NT: usize>(
             for g in 0..NT / 16 {
                 for i in 0..16 {
                     // Rows of sums are 16 aligned i32 (64-byte aligned rows).
-                    let ch = _mm512_load_si512(sums.0[jp][g][0][i].as_ptr() as *const __m512i);
-                    let cl = _mm512_load_si512(sums.0[jp][g][1][i].as_ptr() as *const __m512i);
+                    let ch = _mm512_load_si512(at(jp, g, 0, i) as *const __m512i);
+                    let cl = _mm512_load_si512(at(jp, g, 1, i) as *const __m512i);
                     isum[16 * g + i] = _mm512_add_epi32(_mm512_slli_epi32::<6>(ch), cl);
                 }
             }
