@@ -17,14 +17,15 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use super::{
-    act_scales, block_step512, k16_finish16, k16_header16, k_finish16, k_header16, store_groups16,
-    store_rows16, transpose16, K16Block, K16Header16, KBlock, KHeader16, KTile, TileBlock,
-    Unpacked, KC, MAX_GROUPS, MAX_NT,
+    act_scales, block_step512, k16_finish_token, k16_header16, k_finish_token, k_header16,
+    k_min_pairs, store_groups16, store_rows16, transpose16, K16Block, K16Header16, KBlock,
+    KHeader16, KTile, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
 };
 use crate::blocks::{cast_blocks, ActBlock32, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
@@ -425,16 +426,21 @@ trait AmxK {
     /// # Safety
     /// AVX2.
     unsafe fn levels(b: &Self::W, s: usize) -> __m256i;
-    /// The float steps of a super-block, as the AVX-512 tile takes them.
+    /// [`pack_acts`] stores each token's min pairs ([`k_min_pairs`]) for [`AmxK::finish`].
+    const MIN_PAIRS: bool;
+    /// One token's float steps of a super-block, as the AVX-512 tile takes them: `acc` plus
+    /// the exact scaled sum `isum` and the mins; `pairs` the token's min pairs (with
+    /// `MIN_PAIRS`).
     ///
     /// # Safety
-    /// AVX-512 F/BW/VL and VNNI.
-    unsafe fn finish<const NT: usize>(
+    /// AVX-512 F/BW/VL and VNNI; with `MIN_PAIRS`, 16 readable bytes at `pairs`.
+    unsafe fn finish(
         h: &Self::H,
-        ab: &[&BlockQ8_K; NT],
-        isum: &[__m512i; NT],
-        acc: &mut [__m512; NT],
-    );
+        a: &BlockQ8_K,
+        pairs: *const u8,
+        isum: __m512i,
+        acc: __m512,
+    ) -> __m512;
 }
 
 /// Q4_K/Q5_K: a scale per 32 elements.
@@ -457,15 +463,20 @@ impl<W: KBlock + KTile> AmxK for K32<W> {
     unsafe fn levels(b: &W, s: usize) -> __m256i {
         <W as KBlock>::levels(b, s)
     }
+    const MIN_PAIRS: bool = true;
     #[inline(always)]
-    unsafe fn finish<const NT: usize>(
+    unsafe fn finish(
         h: &KHeader16,
-        ab: &[&BlockQ8_K; NT],
-        isum: &[__m512i; NT],
-        acc: &mut [__m512; NT],
-    ) {
-        // SAFETY: forwarded from the caller.
-        unsafe { k_finish16(h, ab, isum, acc) }
+        a: &BlockQ8_K,
+        pairs: *const u8,
+        isum: __m512i,
+        acc: __m512,
+    ) -> __m512 {
+        // SAFETY: forwarded from the caller (an unaligned read of the pairs).
+        unsafe {
+            let bp = (pairs as *const [i32; 4]).read_unaligned();
+            k_finish_token(h, &bp, a.d, isum, acc)
+        }
     }
 }
 
@@ -490,15 +501,17 @@ impl<W: K16Block + KTile> AmxK for K16<W> {
         // SAFETY: forwarded from the caller.
         unsafe { <W as K16Block>::levels(b, s) }
     }
+    const MIN_PAIRS: bool = false;
     #[inline(always)]
-    unsafe fn finish<const NT: usize>(
+    unsafe fn finish(
         h: &K16Header16,
-        ab: &[&BlockQ8_K; NT],
-        isum: &[__m512i; NT],
-        acc: &mut [__m512; NT],
-    ) {
+        a: &BlockQ8_K,
+        _pairs: *const u8,
+        isum: __m512i,
+        acc: __m512,
+    ) -> __m512 {
         // SAFETY: forwarded from the caller.
-        unsafe { k16_finish16::<W, NT>(h, ab, isum, acc) }
+        unsafe { k16_finish_token::<W>(h, a, isum, acc) }
     }
 }
 
@@ -523,6 +536,15 @@ unsafe fn amx_tile_k<K: AmxK>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsM
         // SAFETY: the caller guarantees AMX and AVX-512 VNNI.
         unsafe {
             configure_k();
+            // The thread's buffer is taken out for the call and put back after it (the body
+            // stays outside a closure, which would not inherit this function's features).
+            let mut buf = PACKED.with(RefCell::take);
+            let need = (n16 / 16) * nb * PACK_UNIT / 64;
+            if buf.len() < need {
+                buf.resize(need, _mm512_setzero_si512());
+            }
+            let pp = buf.as_mut_ptr() as *mut u8;
+            pack_acts::<K>(&a, n16, nb, pp);
             let row = |r: usize| -> &[K::W] { cast_blocks(w.row(r)) };
             let mut r0 = 0;
             while r0 < nr {
@@ -532,16 +554,57 @@ unsafe fn amx_tile_k<K: AmxK>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: RowsM
                 let mut t0 = 0;
                 while t0 < n16 {
                     t0 += crate::dispatch::token_group!(n16 - t0, NT => {
-                        group_k_amx::<K, NT>(&rows, &a, t0, nb, out.window(t0, NT, r0, present))
+                        group_k_amx::<K, NT>(&rows, &a, pp, t0, nb, out.window(t0, NT, r0, present))
                     }; 128, 64, 32, 16);
                 }
                 r0 += 16;
             }
+            PACKED.with(|b| b.replace(buf));
             release();
         }
     }
     if n16 < nt {
         super::vnni::gemm_tile_k::<K::W>(n, w, a.rows(n16, nt - n16), out.rows_mut(n16, nt - n16));
+    }
+}
+
+/// Bytes of one (token group, super-block) unit of the packed activations: the four activation
+/// tiles (1 KiB each: 16 tokens x 64 bytes of one 64-element chunk, 64 bytes apart), then each
+/// token's min pairs (16 bytes) where the format has mins.
+const PACK_UNIT: usize = 4096 + 256;
+
+thread_local! {
+    /// Each thread's packed activations for [`amx_tile_k`]: the tokens of one call (at most
+    /// `TILE_TOKENS`, 128) x the row's super-blocks in [`PACK_UNIT`]s, 64-byte aligned; grown
+    /// to the largest call and kept (about 2.2 MiB for rows of 16384 elements).
+    static PACKED: RefCell<Vec<__m512i>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Packs the first `n16` tokens of `a` (whole groups of 16) into [`PACK_UNIT`]s at `pp`, unit
+/// (g, k) at `(g * nb + k) * PACK_UNIT`: the activation tiles are then 16 aligned rows of 64
+/// bytes, one cache line each, where in place each row of a tile spans two (the blocks are 292
+/// bytes), and the tokens' min pairs are made once per call instead of once per row group.
+///
+/// # Safety
+/// AVX-512 F/BW; `pp` 64-byte aligned with `n16 / 16 * nb * PACK_UNIT` writable bytes.
+#[inline(always)]
+unsafe fn pack_acts<K: AmxK>(a: &Rows<u8>, n16: usize, nb: usize, pp: *mut u8) {
+    // SAFETY: guaranteed by the caller; the loads are inside bounds-checked blocks.
+    unsafe {
+        for t in 0..n16 {
+            let ab: &[BlockQ8_K] = cast_blocks(a.row(t));
+            let (g, i) = (t / 16, t % 16);
+            for (k, b) in ab[..nb].iter().enumerate() {
+                let unit = pp.add((g * nb + k) * PACK_UNIT);
+                for c in 0..4 {
+                    let v = _mm512_loadu_si512(b.qs[64 * c..].as_ptr() as *const __m512i);
+                    _mm512_store_si512(unit.add(1024 * c + 64 * i) as *mut __m512i, v);
+                }
+                if K::MIN_PAIRS {
+                    (unit.add(4096 + 16 * i) as *mut [i32; 4]).write_unaligned(k_min_pairs(b));
+                }
+            }
+        }
     }
 }
 
@@ -626,18 +689,19 @@ unsafe fn k_weights<K: AmxK>(rows: &[Option<&[K::W]>; 16], k: usize, wt: *mut KW
 
 /// The products of one super-block for one or two groups of 16 tokens (`a1` null: one group):
 /// tmm4 / tmm5 = `h` / `l` sums of the group at `a0`, tmm6 / tmm7 those of `a1`, over the four
-/// 64-element chunks (activation row i of chunk c at `a + i * stride + 64c`), stored as 16 x 16
-/// i32 at `out[0..2]` (`a0`) and `out[2..4]` (`a1`).
+/// 64-element chunks (activation row i of chunk c at `a + i * stride + c * cstep`), stored as
+/// 16 x 16 i32 at `out[0..2]` (`a0`) and `out[2..4]` (`a1`).
 ///
 /// # Safety
-/// Tiles configured by [`configure_k`]; `wt` one [`KWeights`]; the 16 activation rows of each
-/// group have 256 readable bytes at their pointers; `out` 4 KiB writable (2 KiB for one group).
+/// Tiles configured by [`configure_k`]; `wt` one [`KWeights`]; the four tiles of 16 rows of 64
+/// bytes of each group readable; `out` 4 KiB writable (2 KiB for one group).
 #[inline(always)]
 unsafe fn k_products(
     wt: *const KWeights,
     a0: *const i8,
     a1: *const i8,
     stride: usize,
+    cstep: usize,
     out: *mut i32,
 ) {
     // SAFETY: guaranteed by the caller.
@@ -662,8 +726,8 @@ unsafe fn k_products(
                     "tdpbssd tmm7, tmm1, tmm3",
                     wh = in(reg) wh,
                     wl = in(reg) wl,
-                    a0 = in(reg) a0.add(64 * c),
-                    a1 = in(reg) a1.add(64 * c),
+                    a0 = in(reg) a0.add(cstep * c),
+                    a1 = in(reg) a1.add(cstep * c),
                     s = in(reg) stride,
                     s64 = in(reg) 64usize,
                     options(nostack, readonly),
@@ -677,7 +741,7 @@ unsafe fn k_products(
                     "tdpbssd tmm5, tmm0, tmm3",
                     wh = in(reg) wh,
                     wl = in(reg) wl,
-                    a0 = in(reg) a0.add(64 * c),
+                    a0 = in(reg) a0.add(cstep * c),
                     s = in(reg) stride,
                     s64 = in(reg) 64usize,
                     options(nostack, readonly),
@@ -711,22 +775,22 @@ unsafe fn k_products(
 /// just made.
 ///
 /// # Safety
-/// AVX-512 VNNI and [`available`], with the tiles configured by [`configure_k`].
+/// AVX-512 VNNI and [`available`], with the tiles configured by [`configure_k`]; `pp` the packed
+/// activations ([`pack_acts`]) of tokens 0..t0 + NT of `a`.
 #[inline(always)]
 unsafe fn group_k_amx<K: AmxK, const NT: usize>(
     rows: &[Option<&[K::W]>; 16],
     a: &Rows<u8>,
+    pp: *const u8,
     t0: usize,
     nb: usize,
     out: RowsMut<f32>,
 ) {
-    // SAFETY: the caller guarantees AVX-512 VNNI and configured AMX tiles; every memory access
-    // below is bounds-checked, an aligned access to a local buffer of the size named beside it,
-    // or a tile load of 16 rows of 64 bytes each inside an activation row's `qs`.
+    // SAFETY: the caller guarantees AVX-512 VNNI, configured AMX tiles and `pp`; every other
+    // memory access below is bounds-checked or inside a local buffer of the size named beside it.
     unsafe {
         assert!(NT.is_multiple_of(16) && NT <= MAX_NT && nb > 0);
         let acts: [&[BlockQ8_K]; NT] = std::array::from_fn(|i| cast_blocks(a.row(t0 + i)));
-        let stride = a.stride();
         let mut acc = [_mm512_setzero_ps(); NT];
         // Weight tiles of two super-blocks, headers of three (k + 1 is made before k - 1 is
         // finished); sums (h, l) of two super-blocks for each token group.
@@ -747,17 +811,14 @@ unsafe fn group_k_amx<K: AmxK, const NT: usize>(
             if k < nb {
                 let mut g = 0;
                 while g < NT / 16 {
-                    let a0 = acts[16 * g][k].qs.as_ptr();
-                    debug_assert_eq!(
-                        acts[16 * g + 15][k].qs.as_ptr() as usize,
-                        a0 as usize + 15 * stride
-                    );
+                    // The activation tiles of token groups g and g + 1 (if any), super-block k.
+                    let a0 = pp.add(((t0 / 16 + g) * nb + k) * PACK_UNIT) as *const i8;
                     let a1 = if g + 1 < NT / 16 {
-                        acts[16 * g + 16][k].qs.as_ptr()
+                        a0.add(nb * PACK_UNIT)
                     } else {
                         std::ptr::null()
                     };
-                    k_products(wt.add(par), a0, a1, stride, at(par, g, 0, 0));
+                    k_products(wt.add(par), a0, a1, 64, 1024, at(par, g, 0, 0));
                     g += 2;
                 }
                 if k + 1 < nb {
@@ -769,17 +830,18 @@ unsafe fn group_k_amx<K: AmxK, const NT: usize>(
             }
             // Super-block k - 1: exact scaled sums 64 H + L, then the float steps.
             let (j, jp) = (k - 1, (k - 1) % 2);
-            let ab: [&BlockQ8_K; NT] = std::array::from_fn(|t| &acts[t][j]);
-            let mut isum = [_mm512_setzero_si512(); NT];
+            let h = &hd[j % 3];
             for g in 0..NT / 16 {
+                let pairs = pp.add(((t0 / 16 + g) * nb + j) * PACK_UNIT + 4096);
                 for i in 0..16 {
+                    let t = 16 * g + i;
                     // Rows of sums are 16 aligned i32 (64-byte aligned rows).
                     let ch = _mm512_load_si512(at(jp, g, 0, i) as *const __m512i);
                     let cl = _mm512_load_si512(at(jp, g, 1, i) as *const __m512i);
-                    isum[16 * g + i] = _mm512_add_epi32(_mm512_slli_epi32::<6>(ch), cl);
+                    let isum = _mm512_add_epi32(_mm512_slli_epi32::<6>(ch), cl);
+                    acc[t] = K::finish(h, &acts[t][j], pairs.add(16 * i), isum, acc[t]);
                 }
             }
-            K::finish(&hd[j % 3], &ab, &isum, &mut acc);
         }
         store_rows16(&acc, out);
     }

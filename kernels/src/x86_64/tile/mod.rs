@@ -1090,26 +1090,57 @@ unsafe fn k_finish16<const NT: usize>(
     isum: &[__m512i; NT],
     acc: &mut [__m512; NT],
 ) {
-    // SAFETY: the caller guarantees AVX-512; the loads and stores are of local arrays of the
-    // sizes named beside them.
+    // SAFETY: the caller guarantees AVX-512.
     unsafe {
         for t in 0..NT {
-            // bsums is 16 i16 = 32 readable bytes; `bp` 16 writable bytes; unaligned.
-            let bs = _mm256_loadu_si256(ab[t].bsums.as_ptr() as *const __m256i);
-            let b = _mm_hadd_epi16(
-                _mm256_castsi256_si128(bs),
-                _mm256_extracti128_si256::<1>(bs),
-            );
-            let mut bp = [0i32; 4];
-            _mm_storeu_si128(bp.as_mut_ptr() as *mut __m128i, b);
-            let mut msum = _mm512_setzero_si512();
-            for (i, m) in h.mn[..4].iter().enumerate() {
-                msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bp[i]));
-            }
-            let da = _mm512_set1_ps(ab[t].d);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(h.d, da), acc[t]);
-            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(h.dmin, da), acc[t]);
+            acc[t] = k_finish_token(h, &k_min_pairs(ab[t]), ab[t].d, isum[t], acc[t]);
         }
+    }
+}
+
+/// A token's 32-element activation sums of one super-block as 4 pairs of i16 (sums 2i, 2i + 1
+/// in dword i), as [`k_finish_token`] takes them.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[inline(always)]
+unsafe fn k_min_pairs(a: &BlockQ8_K) -> [i32; 4] {
+    // SAFETY: the caller guarantees AVX2; bsums is 16 i16 = 32 readable bytes and `bp` 16
+    // writable bytes; unaligned.
+    unsafe {
+        let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+        let b = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bs),
+            _mm256_extracti128_si256::<1>(bs),
+        );
+        let mut bp = [0i32; 4];
+        _mm_storeu_si128(bp.as_mut_ptr() as *mut __m128i, b);
+        bp
+    }
+}
+
+/// One token's float steps of [`k_finish16`]: `acc + isum * d * da - msum * dmin * da`, msum the
+/// rows' mins against the token's sum pairs `bp` ([`k_min_pairs`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[inline(always)]
+unsafe fn k_finish_token(
+    h: &KHeader16,
+    bp: &[i32; 4],
+    da: f32,
+    isum: __m512i,
+    acc: __m512,
+) -> __m512 {
+    // SAFETY: the caller guarantees AVX-512.
+    unsafe {
+        let mut msum = _mm512_setzero_si512();
+        for (i, m) in h.mn[..4].iter().enumerate() {
+            msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bp[i]));
+        }
+        let da = _mm512_set1_ps(da);
+        let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(h.d, da), acc);
+        _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(h.dmin, da), acc)
     }
 }
 
@@ -1323,16 +1354,34 @@ unsafe fn k16_finish16<W: K16Block, const NT: usize>(
     // SAFETY: the caller guarantees AVX-512.
     unsafe {
         for t in 0..NT {
-            let da = _mm512_set1_ps(ab[t].d);
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(h.d, da), acc[t]);
-            if W::HAS_MIN {
-                let mut msum = _mm512_setzero_si512();
-                for (i, m) in h.mn.iter().enumerate() {
-                    msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bsum_pair(ab[t], i)));
-                }
-                acc[t] =
-                    _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(h.dmin, da), acc[t]);
+            acc[t] = k16_finish_token::<W>(h, ab[t], isum[t], acc[t]);
+        }
+    }
+}
+
+/// One token's float steps of [`k16_finish16`].
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL and VNNI.
+#[inline(always)]
+unsafe fn k16_finish_token<W: K16Block>(
+    h: &K16Header16,
+    a: &BlockQ8_K,
+    isum: __m512i,
+    acc: __m512,
+) -> __m512 {
+    // SAFETY: the caller guarantees AVX-512.
+    unsafe {
+        let da = _mm512_set1_ps(a.d);
+        let acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(h.d, da), acc);
+        if W::HAS_MIN {
+            let mut msum = _mm512_setzero_si512();
+            for (i, m) in h.mn.iter().enumerate() {
+                msum = _mm512_dpwssd_epi32(msum, *m, _mm512_set1_epi32(bsum_pair(a, i)));
             }
+            _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(h.dmin, da), acc)
+        } else {
+            acc
         }
     }
 }
