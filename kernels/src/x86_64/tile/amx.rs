@@ -23,9 +23,9 @@ use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
 use super::{
-    act_scales, block_step512, k16_finish_token, k16_header16, k_finish_token, k_header16,
-    k_min_pairs, store_groups16, store_rows16, transpose16, K16Block, K16Header16, KBlock,
-    KHeader16, KTile, TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
+    block_step512, k16_finish_token, k16_header16, k_finish_token, k_header16, k_min_pairs,
+    store_groups16, store_rows16, transpose16, K16Block, K16Header16, KBlock, KHeader16, KTile,
+    TileBlock, Unpacked, KC, MAX_GROUPS, MAX_NT,
 };
 use crate::blocks::{cast_blocks, ActBlock32, BlockQ8_K, QK, QK_K};
 use crate::matmul::check_tile_args;
@@ -180,6 +180,39 @@ unsafe fn amx_tile<W: TileBlock>(n: usize, w: Rows<u8>, a: Rows<u8>, mut out: Ro
     }
 }
 
+/// `act_scales` of block k of the 16 tokens `acts[first..first + 16]` as vectors (lane i: token
+/// first + i; s zero without mins), by one gather of each block's first 4 bytes (d, and s of
+/// Q8_1): the same conversions, 16 at a time.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C.
+#[inline(always)]
+unsafe fn act_scales16<W: TileBlock, const NT: usize>(
+    acts: &[&[W::Act]; NT],
+    first: usize,
+    k: usize,
+    stride: usize,
+) -> (__m512, __m512) {
+    let b0 = &acts[first][k] as *const W::Act as *const u8;
+    let b15 = &acts[first + 15][k] as *const W::Act as *const u8;
+    // The gather reads 4 bytes at b0 + i * stride: block k of token first + i (the rows are
+    // `stride` apart), at least 34 bytes long.
+    assert!(b15 as usize == b0 as usize + 15 * stride && stride <= i32::MAX as usize / 16);
+    // SAFETY: the addresses are inside the blocks (asserted); the caller guarantees the features.
+    unsafe {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let idx = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32));
+        let v = _mm512_i32gather_epi32::<1>(idx, b0 as *const i32);
+        let d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+        let s = if W::HAS_MIN {
+            _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(v)))
+        } else {
+            _mm512_setzero_ps()
+        };
+        (d, s)
+    }
+}
+
 /// How many blocks ahead [`group_amx`] prefetches each weight row.
 const PF_AHEAD: usize = 8;
 
@@ -302,8 +335,13 @@ unsafe fn group_amx<W: TileBlock, const NT: usize>(
         while k0 < nb {
             let kn = KC.min(nb - k0);
             for kk in 0..kn {
-                for t in 0..NT {
-                    (da[kk * NT + t], sa[kk * NT + t]) = act_scales::<W>(&acts[t][k0 + kk]);
+                for g in 0..NT / 16 {
+                    let x = kk * NT + 16 * g;
+                    let (d16, s16) = act_scales16::<W, NT>(&acts, 16 * g, k0 + kk, stride);
+                    assert!(x + 16 <= da.len());
+                    // da and sa have 16 writable floats at x (asserted); unaligned stores.
+                    _mm512_storeu_ps(da.as_mut_ptr().add(x), d16);
+                    _mm512_storeu_ps(sa.as_mut_ptr().add(x), s16);
                 }
             }
             for (p, acc) in accs[..np].iter_mut().enumerate() {
