@@ -1,19 +1,24 @@
-//! Prefill tiles on AMX (Intel Sapphire Rapids and later Xeons): the 32-element formats (Q4_0,
-//! Q5_0, Q8_0 x Q8_0; Q4_1, Q5_1 x Q8_1) with `tdpbssd`, which multiplies a tile of 16 tokens x
-//! 32 activation bytes by a tile of 32 x 16 weight levels (signed x signed: no offset) into 16 x 16
-//! exact i32 block sums in one instruction, where the AVX-512 tile spends 128 `vpdpbusd`.
+//! Prefill tiles on AMX (Intel Sapphire Rapids and later Xeons), with `tdpbssd`, which multiplies
+//! a tile of 16 tokens x K activation bytes by a tile of K x 16 weight levels (signed x signed)
+//! into 16 x 16 exact i32 sums in one instruction. Every body's results are the same bits as the
+//! AVX-512 tile's, which also takes the tokens left over after the groups of 16.
 //!
-//! The weight tile is what [`group512`](super::group512) holds in registers: 16 rows of one block
-//! unpacked and transposed so that row j of the tile holds every row's elements 4j..4j + 4 (AMX's
-//! "VNNI" layout of B). The activation tile is read in place from the activation rows (16 rows of
-//! 32 bytes at the tokens' stride). Each block's 16 x 16 sums go through a 1 KiB buffer to the
-//! same float steps as `group512`'s (convert, times `d_w * d_a`, plus `m_w * s_a`), in the same
-//! order: the results are the same bits as the AVX-512 tile's, which also takes the tokens left
-//! over after the groups of 16.
+//! The 32-element formats (Q4_0, Q5_0, Q8_0 x Q8_0; Q4_1, Q5_1 x Q8_1), K = 32: the weight tile is
+//! what [`group512`](super::group512) holds in registers, 16 rows of one block unpacked and
+//! transposed so that row j of the tile holds every row's elements 4j..4j + 4 (AMX's "VNNI"
+//! layout of B); the activation tile is read in place (16 rows of 32 bytes at the tokens'
+//! stride). Each block's 16 x 16 sums go through a 1 KiB buffer to `group512`'s float steps
+//! (convert, times `d_w * d_a`, plus `m_w * s_a`), in the same order. Tile registers: tmm0, tmm1 =
+//! activations (16 x 32 bytes), tmm2, tmm3 = weights (8 x 64), tmm4..=tmm7 = sums (16 x 64).
 //!
-//! Tile registers: tmm0, tmm1 = activations (16 x 32 bytes), tmm2, tmm3 = weights (8 x 64),
-//! tmm4..=tmm7 = sums (16 x 64). The tile instructions are written in `asm!`; the compiler neither uses nor clobbers
-//! the tile registers, so their contents persist between the blocks below.
+//! The k-quants (Q4_K, Q5_K, Q6_K, Q3_K, Q2_K x Q8_K), K = 64: the rows' integer scales go into
+//! the weight tiles (`scale * level` split into two bytes, see [`amx_tile_k`]), so the tiles sum
+//! a whole super-block before one store; the activations are packed per call into aligned tiles
+//! ([`pack_acts`]). Tile registers: tmm0, tmm1 = activations (16 x 64 bytes), tmm2, tmm3 =
+//! weights (16 x 64), tmm4..=tmm7 = sums.
+//!
+//! The tile instructions are written in `asm!`; the compiler neither uses nor clobbers the tile
+//! registers, so their contents persist between the blocks below.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -727,21 +732,14 @@ unsafe fn k_weights<K: AmxK>(rows: &[Option<&[K::W]>; 16], k: usize, wt: *mut KW
 
 /// The products of one super-block for one or two groups of 16 tokens (`a1` null: one group):
 /// tmm4 / tmm5 = `h` / `l` sums of the group at `a0`, tmm6 / tmm7 those of `a1`, over the four
-/// 64-element chunks (activation row i of chunk c at `a + i * stride + c * cstep`), stored as
-/// 16 x 16 i32 at `out[0..2]` (`a0`) and `out[2..4]` (`a1`).
+/// 64-element chunks (the packed activation tiles of [`pack_acts`]: row i of chunk c at `a +
+/// 1024c + 64i`), stored as 16 x 16 i32 at `out[0..2]` (`a0`) and `out[2..4]` (`a1`).
 ///
 /// # Safety
-/// Tiles configured by [`configure_k`]; `wt` one [`KWeights`]; the four tiles of 16 rows of 64
-/// bytes of each group readable; `out` 4 KiB writable (2 KiB for one group).
+/// Tiles configured by [`configure_k`]; `wt` one [`KWeights`]; 4 KiB readable at `a0` (and
+/// `a1`); `out` 4 KiB writable (2 KiB for one group).
 #[inline(always)]
-unsafe fn k_products(
-    wt: *const KWeights,
-    a0: *const i8,
-    a1: *const i8,
-    stride: usize,
-    cstep: usize,
-    out: *mut i32,
-) {
+unsafe fn k_products(wt: *const KWeights, a0: *const i8, a1: *const i8, out: *mut i32) {
     // SAFETY: guaranteed by the caller.
     unsafe {
         let two = !a1.is_null();
@@ -764,9 +762,9 @@ unsafe fn k_products(
                     "tdpbssd tmm7, tmm1, tmm3",
                     wh = in(reg) wh,
                     wl = in(reg) wl,
-                    a0 = in(reg) a0.add(cstep * c),
-                    a1 = in(reg) a1.add(cstep * c),
-                    s = in(reg) stride,
+                    a0 = in(reg) a0.add(1024 * c),
+                    a1 = in(reg) a1.add(1024 * c),
+                    s = in(reg) 64usize,
                     s64 = in(reg) 64usize,
                     options(nostack, readonly),
                 );
@@ -779,8 +777,8 @@ unsafe fn k_products(
                     "tdpbssd tmm5, tmm0, tmm3",
                     wh = in(reg) wh,
                     wl = in(reg) wl,
-                    a0 = in(reg) a0.add(cstep * c),
-                    s = in(reg) stride,
+                    a0 = in(reg) a0.add(1024 * c),
+                    s = in(reg) 64usize,
                     s64 = in(reg) 64usize,
                     options(nostack, readonly),
                 );
@@ -856,7 +854,7 @@ unsafe fn group_k_amx<K: AmxK, const NT: usize>(
                     } else {
                         std::ptr::null()
                     };
-                    k_products(wt.add(par), a0, a1, 64, 1024, at(par, g, 0, 0));
+                    k_products(wt.add(par), a0, a1, at(par, g, 0, 0));
                     g += 2;
                 }
                 if k + 1 < nb {
