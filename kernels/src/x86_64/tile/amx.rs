@@ -748,38 +748,26 @@ unsafe fn k_products(wt: *const KWeights, a0: *const i8, a1: *const i8, out: *mu
             asm!("tilezero tmm6", "tilezero tmm7", options(nostack, nomem));
         }
         for c in 0..4 {
-            let wh = (*wt)[c][0].as_ptr();
-            let wl = (*wt)[c][1].as_ptr();
+            // Group a0 against both weight tiles, then (if any) group a1 against the same.
+            asm!(
+                "tileloadd tmm2, [{wh} + {s}*1]",
+                "tileloadd tmm0, [{a0} + {s}*1]",
+                "tdpbssd tmm4, tmm0, tmm2",
+                "tileloadd tmm3, [{wl} + {s}*1]",
+                "tdpbssd tmm5, tmm0, tmm3",
+                wh = in(reg) (*wt)[c][0].as_ptr(),
+                wl = in(reg) (*wt)[c][1].as_ptr(),
+                a0 = in(reg) a0.add(1024 * c),
+                s = in(reg) 64usize,
+                options(nostack, readonly),
+            );
             if two {
                 asm!(
-                    "tileloadd tmm2, [{wh} + {s64}*1]",
-                    "tileloadd tmm0, [{a0} + {s}*1]",
-                    "tdpbssd tmm4, tmm0, tmm2",
-                    "tileloadd tmm3, [{wl} + {s64}*1]",
-                    "tdpbssd tmm5, tmm0, tmm3",
                     "tileloadd tmm1, [{a1} + {s}*1]",
                     "tdpbssd tmm6, tmm1, tmm2",
                     "tdpbssd tmm7, tmm1, tmm3",
-                    wh = in(reg) wh,
-                    wl = in(reg) wl,
-                    a0 = in(reg) a0.add(1024 * c),
                     a1 = in(reg) a1.add(1024 * c),
                     s = in(reg) 64usize,
-                    s64 = in(reg) 64usize,
-                    options(nostack, readonly),
-                );
-            } else {
-                asm!(
-                    "tileloadd tmm2, [{wh} + {s64}*1]",
-                    "tileloadd tmm0, [{a0} + {s}*1]",
-                    "tdpbssd tmm4, tmm0, tmm2",
-                    "tileloadd tmm3, [{wl} + {s64}*1]",
-                    "tdpbssd tmm5, tmm0, tmm3",
-                    wh = in(reg) wh,
-                    wl = in(reg) wl,
-                    a0 = in(reg) a0.add(1024 * c),
-                    s = in(reg) 64usize,
-                    s64 = in(reg) 64usize,
                     options(nostack, readonly),
                 );
             }
