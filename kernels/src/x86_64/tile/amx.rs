@@ -92,13 +92,12 @@ struct TileConfig {
 #[repr(C, align(64))]
 struct Aligned<T>(T);
 
-/// Configures tmm0, tmm1 (16 x 32 bytes: activations), tmm2, tmm3 (8 x 64: weights) and tmm4..=tmm7
-/// (16 x 64: sums).
+/// Loads a palette-1 tile configuration: tmm`i` has `shapes[i]` = (bytes per row, rows).
 ///
 /// # Safety
-/// [`available`] must be true.
+/// [`available`] must be true; every shape at most 64 bytes x 16 rows.
 #[inline(always)]
-unsafe fn configure() {
+unsafe fn load_config(shapes: [(u16, u8); 8]) {
     let mut c = TileConfig {
         palette: 1,
         start_row: 0,
@@ -106,15 +105,23 @@ unsafe fn configure() {
         colsb: [0; 16],
         rows: [0; 16],
     };
-    for i in 0..2 {
-        (c.colsb[i], c.rows[i]) = (32, 16); // activations
-        (c.colsb[2 + i], c.rows[2 + i]) = (64, 8); // weights
-    }
-    for i in 4..8 {
-        (c.colsb[i], c.rows[i]) = (64, 16); // sums
+    for (i, (colsb, rows)) in shapes.into_iter().enumerate() {
+        (c.colsb[i], c.rows[i]) = (colsb, rows);
     }
     // SAFETY: `c` is a valid 64-byte palette-1 configuration; the caller guarantees AMX.
     unsafe { asm!("ldtilecfg [{0}]", in(reg) &c, options(nostack, readonly)) };
+}
+
+/// Configures tmm0, tmm1 (16 x 32 bytes: activations), tmm2, tmm3 (8 x 64: weights) and tmm4..=tmm7
+/// (16 x 64: sums).
+///
+/// # Safety
+/// [`available`] must be true.
+#[inline(always)]
+unsafe fn configure() {
+    let (act, wt, sum) = ((32, 16), (64, 8), (64, 16));
+    // SAFETY: guaranteed by the caller; the shapes are within 64 bytes x 16 rows.
+    unsafe { load_config([act, act, wt, wt, sum, sum, sum, sum]) };
 }
 
 /// Releases the tile state (so that a context switch need not save it).
@@ -658,18 +665,8 @@ unsafe fn pack_acts<K: AmxK>(a: &Rows<u8>, n16: usize, nb: usize, pp: *mut u8) {
 /// [`available`] must be true.
 #[inline(always)]
 unsafe fn configure_k() {
-    let mut c = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        colsb: [0; 16],
-        rows: [0; 16],
-    };
-    for i in 0..8 {
-        (c.colsb[i], c.rows[i]) = (64, 16);
-    }
-    // SAFETY: `c` is a valid 64-byte palette-1 configuration; the caller guarantees AMX.
-    unsafe { asm!("ldtilecfg [{0}]", in(reg) &c, options(nostack, readonly)) };
+    // SAFETY: guaranteed by the caller; the shapes are within 64 bytes x 16 rows.
+    unsafe { load_config([(64, 16); 8]) };
 }
 
 /// One super-block's weight tiles: for each 64-element chunk c, `[c][0]` = the `h` tile and
